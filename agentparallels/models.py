@@ -1,0 +1,247 @@
+"""Inputs and results of the refactor job, sent through Temporal's pydantic data converter.
+
+Everything here is a value: frozen, and small. File contents never travel in these models; they
+carry paths and git object names, and activities read the files when they need them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCRATCH_NAMESPACE = "refs/agentparallels"
+"""Scratch refs of running jobs live below this in the job's repository, removed at its end."""
+BRANCH_PREFIX = "agentparallels"
+"""A successful job leaves its result on the branch ``agentparallels/<job-id>``."""
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RenameEdit(Value):
+    """Semantic rename with rope."""
+
+    kind: Literal["rename"] = "rename"
+    old: str
+    """Dotted path of what to rename: ``pkg.mod.func``, ``pkg.mod.Class.method``, ``pkg.mod``..."""
+    new: str
+    """The new bare identifier."""
+
+
+class CommandEdit(Value):
+    """Any per-file codemod command; ``{file}`` is replaced by the file's path in the worktree."""
+
+    kind: Literal["command"] = "command"
+    command: str
+    files: tuple[str, ...] = ("**/*.py",)
+    """Glob patterns (git pathspec ``:(glob)``) choosing the tracked files to run it on."""
+
+
+EditSpec = Annotated[RenameEdit | CommandEdit, Field(discriminator="kind")]
+
+
+class Limits(Value):
+    """Bounds of one job."""
+
+    parallel: int = Field(4, ge=1, le=64)
+    """Most shards (child workflows) running at once."""
+    max_files_per_shard: int = Field(20, ge=1)
+    """A module with more files than this is split into several shards."""
+    breaker_threshold: int = Field(3, ge=1)
+    """Consecutive failed verifications of edits that open a shard's circuit breaker."""
+    command_timeout_s: float = Field(300.0, gt=0)
+    """Wall-clock limit, in seconds, of each edit, check or test command."""
+    verify_rules: str = "E9,F63,F7,F82"
+    """The ruff rules every edited file must pass: syntax errors and undefined names by default."""
+
+
+class RefactorInput(Value):
+    """What the user asked for."""
+
+    repository: str
+    """Absolute path of a local git repository, or a git URL."""
+    base_ref: str = "HEAD"
+    edit: EditSpec
+    check_cmd: str | None = None
+    """Run after every file edit, in the shard's worktree; ``{file}`` is replaced by the path."""
+    test_cmd: str | None = None
+    """Run once on the merged result before the job succeeds."""
+    apply: bool = False
+    """Fast-forward the repository's current branch to the result (local repositories only)."""
+    limits: Limits = Limits()
+
+
+class JobRef(Value):
+    """Where a job's git state lives; every git activity gets one."""
+
+    job_id: str
+    repository: str
+    base_commit: str
+    timestamp: int
+    """Author and committer date (Unix seconds) of every commit the job makes, so that the same
+    edit on the same parent always yields the same commit: retries cannot duplicate work."""
+
+    @property
+    def scratch(self) -> str:
+        return f"{SCRATCH_NAMESPACE}/{self.job_id}"
+
+    @property
+    def branch(self) -> str:
+        return f"{BRANCH_PREFIX}/{self.job_id}"
+
+
+class PlanInput(Value):
+    job_id: str
+    repository: str
+    base_ref: str
+    edit: EditSpec
+    timestamp: int
+
+
+class Plan(Value):
+    """The orchestrator's decision: which files change, and where the precomputed change set is."""
+
+    base_commit: str
+    files: tuple[str, ...]
+    change_commit: str | None = None
+    """For editors that compute all changes at once (rename): the commit holding them, kept
+    reachable under the job's scratch refs. Children copy their files from it."""
+    ruff_format: bool = False
+    """The repository uses ruff: re-sort imports and format each changed file."""
+
+
+class Shard(Value):
+    name: str
+    module: str
+    files: tuple[str, ...]
+
+
+class ShardInput(Value):
+    job: JobRef
+    parent_id: str
+    shard: Shard
+    edit: EditSpec
+    change_commit: str | None = None
+    ruff_format: bool = False
+    check_cmd: str | None = None
+    limits: Limits = Limits()
+
+
+class ShardRef(Value):
+    job: JobRef
+    name: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.job.scratch}/shards/{self.name}"
+
+
+class EditInput(Value):
+    shard: ShardRef
+    path: str
+    checkpoint: str
+    """The commit the shard's branch must be at before this edit."""
+    edit: EditSpec
+    change_commit: str | None = None
+    ruff_format: bool = False
+    check_cmd: str | None = None
+    verify_rules: str = Limits().verify_rules
+    timeout_s: float = Limits().command_timeout_s
+
+
+class EditOutcome(Value):
+    path: str
+    status: Literal["committed", "unchanged", "failed"]
+    commit: str
+    """The shard's branch after this step (the checkpoint of the next edit)."""
+    command: str | None = None
+    """For a failure: the command that failed."""
+    output: str = ""
+    """For a failure: the tail of its output."""
+
+
+class RefUpdate(Value):
+    job: JobRef
+    ref: str
+    target: str | None
+    """Commit to set the ref to; None deletes it."""
+
+
+class ShardResult(Value):
+    name: str
+    module: str
+    head: str
+    files_changed: tuple[str, ...]
+    attempts: int
+
+
+class MergeInput(Value):
+    job: JobRef
+    shard_heads: tuple[str, ...]
+
+
+class CheckInput(Value):
+    job: JobRef
+    commit: str
+    command: str
+    timeout_s: float
+
+
+class CheckRun(Value):
+    command: str
+    exit_code: int
+    passed: bool
+    output: str = ""
+
+
+class PublishInput(Value):
+    job: JobRef
+    commit: str
+    apply: bool = False
+
+
+class Published(Value):
+    branch: str
+    applied: bool
+    apply_note: str = ""
+
+
+class ModuleSummary(Value):
+    module: str
+    shards: tuple[str, ...]
+    files_changed: tuple[str, ...]
+
+
+class ShardProgress(Value):
+    name: str
+    module: str
+    state: Literal["pending", "running", "done", "failed", "cancelled"] = "pending"
+    files_total: int
+    files_done: int = 0
+    breaker: Literal["closed", "open", "half-open"] = "closed"
+    failures: int = 0
+    """Consecutive failed verifications so far."""
+
+
+class Progress(Value):
+    job_id: str
+    phase: str
+    files_total: int = 0
+    files_done: int = 0
+    shards: tuple[ShardProgress, ...] = ()
+    message: str = ""
+
+
+class RefactorResult(Value):
+    job_id: str
+    outcome: Literal["succeeded", "unchanged"]
+    branch: str | None
+    base_commit: str
+    head_commit: str
+    files_changed: tuple[str, ...]
+    modules: tuple[ModuleSummary, ...]
+    checks: tuple[CheckRun, ...]
+    applied: bool = False
+    apply_note: str = ""

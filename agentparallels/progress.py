@@ -1,0 +1,49 @@
+"""Showing a job's progress in a terminal."""
+
+from __future__ import annotations
+
+from agentparallels.models import Progress, RefactorResult
+
+BAR_WIDTH = 30
+
+
+def line(p: Progress) -> str:
+    """One line: a bar of files done, the phase, shards done and any breaker not closed."""
+    total = max(p.files_total, 1)
+    filled = round(BAR_WIDTH * p.files_done / total) if p.files_total else 0
+    bar = "#" * filled + "." * (BAR_WIDTH - filled)
+    shards_done = sum(1 for s in p.shards if s.state == "done")
+    text = f"[{bar}] {p.files_done}/{p.files_total} files | {p.phase}"
+    if p.shards:
+        text += f" | shards {shards_done}/{len(p.shards)} done"
+    tripped = [s.name for s in p.shards if s.breaker != "closed" or s.failures]
+    if tripped:
+        text += " | retrying: " + ", ".join(tripped)
+    return text
+
+
+def table(p: Progress) -> str:
+    """Every shard's state, as ``agentparallels status`` prints it."""
+    rows = [f"job {p.job_id}: {p.phase}, {p.files_done}/{p.files_total} files"]
+    for s in p.shards:
+        rows.append(
+            f"  {s.name:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
+            f"breaker {s.breaker} ({s.failures} consecutive failures)"
+        )
+    return "\n".join(rows)
+
+
+def summary(r: RefactorResult) -> str:
+    if r.outcome == "unchanged":
+        return f"job {r.job_id}: nothing to change; the repository is untouched"
+    lines = [
+        f"job {r.job_id} succeeded: {len(r.files_changed)} files changed in "
+        f"{len(r.modules)} modules, on branch {r.branch} ({r.head_commit[:12]})",
+    ]
+    for m in r.modules:
+        lines.append(f"  {m.module}: {len(m.files_changed)} files ({', '.join(m.shards)})")
+    for c in r.checks:
+        lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
+    if r.apply_note:
+        lines.append(f"  {r.apply_note}")
+    return "\n".join(lines)

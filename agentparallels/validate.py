@@ -1,0 +1,97 @@
+"""Checks of a refactor request made before anything starts, with messages that say how to fix it.
+
+What needs the code base itself (does the symbol exist, is the new name taken) is checked by the
+job's planning step, before it changes anything; its error comes back as a usage error too.
+"""
+
+from __future__ import annotations
+
+import keyword
+import subprocess
+from pathlib import Path
+
+from agentparallels.errors import UsageError
+from agentparallels.models import CommandEdit, EditSpec, RenameEdit
+
+
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def is_url(repository: str) -> bool:
+    return "://" in repository or (repository.count(":") == 1 and "@" in repository.split(":")[0])
+
+
+def repository(path_or_url: str) -> str:
+    """The repository as the job will name it: a URL as given, or a local repository's top
+    folder as an absolute path."""
+    if is_url(path_or_url):
+        if _git(Path("/"), "ls-remote", "--heads", path_or_url).returncode != 0:
+            raise UsageError(f"cannot read the git repository at {path_or_url}: check the URL")
+        return path_or_url
+    path = Path(path_or_url).expanduser().resolve()
+    if not path.is_dir():
+        raise UsageError(f"{path_or_url} does not exist: pass the path of a git repository")
+    top = _git(path, "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise UsageError(
+            f"{path_or_url} is not a git repository: run `git init` and commit there, "
+            "or pass a repository's path"
+        )
+    return top.stdout.strip()
+
+
+def base_ref(repo: str, ref: str) -> None:
+    if is_url(repo):
+        return  # resolved by the planning step against the remote
+    if _git(Path(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
+        raise UsageError(
+            f"base ref '{ref}' not found in {repo}: pass an existing branch, tag or commit "
+            "with --base (a new repository needs a first commit)"
+        )
+
+
+def identifier(name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(
+            f"'{name}' is not a valid Python identifier: the new name must be a bare name "
+            "such as new_name (letters, digits and _, not starting with a digit, not a keyword)"
+        )
+
+
+def edit(rename: str | None, edit_cmd: str | None, files: list[str] | None) -> EditSpec:
+    if rename and edit_cmd:
+        raise UsageError("conflicting editors: give either --rename or --edit-cmd, not both")
+    if rename:
+        if files:
+            raise UsageError("--files goes with --edit-cmd; a rename finds its files itself")
+        old, sep, new = rename.partition("=")
+        if not sep or not old or not new:
+            raise UsageError(f"--rename takes OLD=NEW (e.g. pkg.mod.func=new_name), not '{rename}'")
+        if "." in new:
+            raise UsageError(
+                f"the new name '{new}' must be a bare identifier; the symbol stays where it is"
+            )
+        identifier(new)
+        return RenameEdit(old=old.strip(), new=new.strip())
+    if edit_cmd:
+        if "{file}" not in edit_cmd:
+            raise UsageError(
+                "--edit-cmd must contain {file}, which is replaced by each file's path, "
+                "e.g. --edit-cmd 'ruff check --fix --select UP {file}'"
+            )
+        return CommandEdit(command=edit_cmd, files=tuple(files or ("**/*.py",)))
+    raise UsageError("nothing to do: pass --rename OLD=NEW or --edit-cmd 'CMD {file}'")
+
+
+def clean_for_apply(repo: str) -> None:
+    if is_url(repo):
+        raise UsageError("--apply needs a local repository; fetch the job's branch instead")
+    status = _git(Path(repo), "status", "--porcelain", "--untracked-files=no")
+    if status.stdout.strip():
+        raise UsageError(
+            f"--apply needs a clean working tree, and {repo} has uncommitted changes: "
+            "commit or stash them, or drop --apply and merge the job's branch later"
+        )
+    if _git(Path(repo), "symbolic-ref", "-q", "HEAD").returncode != 0:
+        raise UsageError(f"--apply needs a checked-out branch, and HEAD of {repo} is detached")

@@ -1,0 +1,1 @@
+"""Money arithmetic, discounts and sales tax."""

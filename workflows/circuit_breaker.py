@@ -1,0 +1,51 @@
+"""Circuit breaker: stop retrying after repeated failures.
+
+An agent that fails the same way three times will very likely fail a fourth time; each retry
+burns budget. The breaker counts *consecutive* failures (a success resets the count). At
+``threshold`` it opens: callers must stop. With a ``cooldown`` it turns half-open once that much
+workflow time has passed, lets one trial through, and closes on its success or re-opens on its
+failure. State lives in workflow memory, so it is rebuilt exactly on replay.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from temporalio import workflow
+
+State = Literal["closed", "open", "half-open"]
+
+
+class CircuitBreaker:
+    def __init__(self, threshold: int = 3, cooldown: timedelta | None = None) -> None:
+        if threshold < 1:
+            raise ValueError("threshold must be at least 1")
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0
+        """Consecutive failures so far."""
+        self._opened_at: datetime | None = None
+
+    @property
+    def state(self) -> State:
+        if self._opened_at is None:
+            return "closed"
+        if self.cooldown is not None and workflow.now() - self._opened_at >= self.cooldown:
+            return "half-open"
+        return "open"
+
+    def allows(self) -> bool:
+        """Whether a call may go ahead now."""
+        return self.state != "open"
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self._opened_at = None
+
+    def record_failure(self) -> State:
+        """Count a failure; returns the state after it."""
+        self.failures += 1
+        if self.state == "half-open" or self.failures >= self.threshold:
+            self._opened_at = workflow.now()
+        return self.state

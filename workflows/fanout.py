@@ -1,0 +1,55 @@
+"""Fan-out / fan-in with a bound on concurrency.
+
+Runs one piece of work per item (typically a child workflow), at most ``limit`` at once, and
+gathers the results in the items' order. The first failure cancels the work still running, waits
+until it has finished cancelling (children roll themselves back), and is then raised. Cancelling
+the caller cancels all the work the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from temporalio import workflow
+
+T = TypeVar("T")
+
+
+async def gather_bounded(work: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """Run every ``work()`` with at most ``limit`` running at once; results in order."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    slots = asyncio.Semaphore(limit)
+
+    async def bounded(make: Callable[[], Awaitable[T]]) -> T:
+        async with slots:
+            return await make()
+
+    tasks = [asyncio.ensure_future(bounded(make)) for make in work]
+    if not tasks:
+        return []
+    try:
+        pending = set(tasks)
+        while pending:
+            _, pending = await workflow.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            failed = next(
+                (t for t in tasks if t.done() and not t.cancelled() and t.exception()), None
+            )
+            if failed is not None:
+                raise failed.exception()  # type: ignore[misc]
+        return [t.result() for t in tasks]
+    except BaseException:
+        await _cancel_and_wait(tasks)
+        raise
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Future[T]]) -> None:
+    for task in tasks:
+        task.cancel()
+    while not all(t.done() for t in tasks):
+        try:
+            await workflow.wait([t for t in tasks if not t.done()])
+        except asyncio.CancelledError:
+            continue  # cancelled again while waiting: the work must still finish cancelling

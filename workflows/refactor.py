@@ -1,0 +1,275 @@
+"""The flagship job: a durable multi-file refactor of a git repository.
+
+It composes the patterns: an orchestrator plans and shards the work by module; one child workflow
+per shard edits its files in its own worktree (fan-out, bounded by ``parallel``), each guarded by
+a circuit breaker; the children's branches are merged only after all have succeeded (fan-in);
+the test command votes on the merged result; and a saga undoes every step on failure or
+cancellation, so the user's repository is never left half refactored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, FailureError
+
+from workflows._call import call
+from workflows.fanout import gather_bounded
+from workflows.saga import Saga, shielded
+from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
+from workflows.sharding import shard_files
+
+with workflow.unsafe.imports_passed_through():
+    from activities.checks import run_check
+    from activities.git_ops import cleanup, merge, publish, set_ref
+    from activities.refactor import plan
+    from agentparallels.attributes import FILES_DONE, PHASE
+    from agentparallels.errors import CHECK_FAILED
+    from agentparallels.models import (
+        CheckInput,
+        CheckRun,
+        JobRef,
+        MergeInput,
+        ModuleSummary,
+        PlanInput,
+        Progress,
+        Published,
+        PublishInput,
+        RefactorInput,
+        RefactorResult,
+        RefUpdate,
+        Shard,
+        ShardInput,
+        ShardProgress,
+        ShardResult,
+    )
+
+
+@workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
+class RefactorWorkflow:
+    def __init__(self) -> None:
+        self._progress = Progress(job_id="", phase="queued")
+        self._shards: dict[str, ShardProgress] = {}
+
+    @workflow.query(name="progress")
+    def progress(self) -> Progress:
+        return self._progress.model_copy(update={"shards": tuple(self._shards.values())})
+
+    @workflow.signal(name=PROGRESS_SIGNAL)
+    def shard_progress(self, update: ShardProgress) -> None:
+        if update.name in self._shards and self._shards[update.name].state == "running":
+            self._shards[update.name] = update
+            self._refresh()
+
+    @workflow.run
+    async def run(self, inp: RefactorInput) -> RefactorResult:
+        info = workflow.info()
+        job_id = info.workflow_id
+        timestamp = int(info.start_time.timestamp())
+        self._progress = Progress(job_id=job_id, phase="plan")
+        job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
+        saga = Saga()
+        try:
+            self._phase("plan")
+            the_plan = await call(
+                plan,
+                PlanInput(
+                    job_id=job_id,
+                    repository=inp.repository,
+                    base_ref=inp.base_ref,
+                    edit=inp.edit,
+                    timestamp=timestamp,
+                ),
+                summary="plan: list the files to change",
+            )
+            job = job.model_copy(update={"base_commit": the_plan.base_commit})
+            shards = shard_files(the_plan.files, inp.limits.max_files_per_shard)
+            self._shards = {
+                s.name: ShardProgress(name=s.name, module=s.module, files_total=len(s.files))
+                for s in shards
+            }
+            self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
+
+            self._phase("edit")
+            results = await gather_bounded(
+                [
+                    lambda s=s: self._run_shard(
+                        inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
+                    )
+                    for s in shards
+                ],
+                inp.limits.parallel,
+            )
+            changed = tuple(sorted(p for r in results for p in r.files_changed))
+            if not changed:
+                self._phase("done")
+                return self._result(inp, job, results, job.base_commit, (), None)
+
+            self._phase("merge")
+            merged = await call(
+                merge,
+                MergeInput(job=job, shard_heads=tuple(r.head for r in results)),
+                summary=f"merge {len(results)} shards",
+            )
+            saga.add(
+                "merge",
+                lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
+            )
+
+            checks: list[CheckRun] = []
+            if inp.test_cmd:
+                self._phase("test")
+                check = await call(
+                    run_check,
+                    CheckInput(
+                        job=job,
+                        commit=merged,
+                        command=inp.test_cmd,
+                        timeout_s=inp.limits.command_timeout_s,
+                    ),
+                    summary=f"test: {inp.test_cmd}",
+                    start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+                )
+                checks.append(check)
+                if not check.passed:
+                    raise ApplicationError(
+                        f"test command `{inp.test_cmd}` failed (exit {check.exit_code}) on the "
+                        f"merged result:\n{check.output.strip()}",
+                        type=CHECK_FAILED,
+                        non_retryable=True,
+                    )
+
+            self._phase("publish")
+            published = await call(
+                publish,
+                PublishInput(job=job, commit=merged, apply=inp.apply),
+                summary=f"publish {job.branch}",
+            )
+            self._phase("done")
+            return self._result(inp, job, results, merged, tuple(checks), published)
+        except BaseException as err:
+            self._phase("rolling back")
+            errors = await saga.compensate()
+            self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
+            if errors:
+                workflow.logger.error("rollback incomplete: %s", "; ".join(errors))
+            if isinstance(err, FailureError):
+                raise _root_cause(err) from err
+            raise
+        finally:
+            await shielded(call(cleanup, job, summary="cleanup: remove scratch refs and worktrees"))
+
+    async def _run_shard(
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        shard: Shard,
+        change_commit: str | None,
+        ruff_format: bool,
+        saga: Saga,
+    ) -> ShardResult:
+        self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": "running"})
+        self._refresh()
+        try:
+            result = await workflow.execute_child_workflow(
+                ShardWorkflow.run,
+                ShardInput(
+                    job=job,
+                    parent_id=job.job_id,
+                    shard=shard,
+                    edit=inp.edit,
+                    change_commit=change_commit,
+                    ruff_format=ruff_format,
+                    check_cmd=inp.check_cmd,
+                    limits=inp.limits,
+                ),
+                id=f"{job.job_id}/{shard.name}",
+                static_summary=f"{shard.module}: {len(shard.files)} files",
+            )
+        except BaseException as err:
+            state = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
+            self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
+            self._refresh()
+            raise
+        ref = f"{job.scratch}/shards/{shard.name}"
+        saga.add(
+            f"shard {shard.name}", lambda: call(set_ref, RefUpdate(job=job, ref=ref, target=None))
+        )
+        self._shards[shard.name] = self._shards[shard.name].model_copy(
+            update={"state": "done", "files_done": len(shard.files)}
+        )
+        self._refresh()
+        workflow.upsert_search_attributes([FILES_DONE.value_set(self._files_done())])
+        return result
+
+    def _files_done(self) -> int:
+        return sum(s.files_done for s in self._shards.values())
+
+    def _phase(self, phase: str) -> None:
+        self._progress = self._progress.model_copy(update={"phase": phase})
+        workflow.upsert_search_attributes([PHASE.value_set(phase)])
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Update what the Temporal UI shows as the job's current details."""
+        self._progress = self._progress.model_copy(update={"files_done": self._files_done()})
+        p = self._progress
+        rows = "\n".join(
+            f"| {s.name} | {s.state} | {s.files_done}/{s.files_total} | {s.breaker} |"
+            for s in self._shards.values()
+        )
+        table = (
+            f"\n\n| shard | state | files | breaker |\n|---|---|---|---|\n{rows}" if rows else ""
+        )
+        workflow.set_current_details(f"**{p.phase}**: {p.files_done}/{p.files_total} files{table}")
+
+    def _result(
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        results: list[ShardResult],
+        head: str,
+        checks: tuple[CheckRun, ...],
+        published: Published | None,
+    ) -> RefactorResult:
+        modules: dict[str, list[ShardResult]] = {}
+        for r in results:
+            modules.setdefault(r.module, []).append(r)
+        summaries = tuple(
+            ModuleSummary(
+                module=m,
+                shards=tuple(r.name for r in rs),
+                files_changed=tuple(p for r in rs for p in r.files_changed),
+            )
+            for m, rs in sorted(modules.items())
+        )
+        files = tuple(sorted(p for r in results for p in r.files_changed))
+        return RefactorResult(
+            job_id=job.job_id,
+            outcome="succeeded" if files else "unchanged",
+            branch=published.branch if published else None,
+            base_commit=job.base_commit,
+            head_commit=head,
+            files_changed=files,
+            modules=summaries,
+            checks=checks,
+            applied=published.applied if published else False,
+            apply_note=published.apply_note if published else "",
+        )
+
+
+def _root_cause(err: BaseException) -> ApplicationError:
+    """The innermost application error under ``err`` (through child and activity errors), so the
+    job fails with the message that says what went wrong, and its type."""
+    cause: BaseException | None = err
+    found: ApplicationError | None = None
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            found = cause
+        cause = cause.__cause__
+    if found is None:
+        return ApplicationError(str(err), type=type(err).__name__, non_retryable=True)
+    message = f"{found.message}\nThe job was rolled back: the repository is as it was."
+    return ApplicationError(message, type=found.type, non_retryable=True)

@@ -1,0 +1,67 @@
+"""Saga: compensating transactions for multi-step edits.
+
+After each step that succeeded, the workflow registers the step that undoes it. If anything
+fails, or the job is cancelled, :meth:`Saga.compensate` runs the compensations in reverse order.
+Compensation is shielded from cancellation (a second cancel request cannot stop a half-done
+rollback) and keeps going past a compensation that fails, so as much as possible is undone; the
+failures are returned for the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio import workflow
+
+Compensation = Callable[[], Awaitable[Any]]
+
+
+class Saga:
+    """An undo log of compensations, kept in workflow state (so it survives worker crashes)."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Compensation]] = []
+
+    def add(self, name: str, compensation: Compensation) -> None:
+        """Register how to undo the step ``name``, which has just succeeded."""
+        self._steps.append((name, compensation))
+
+    @property
+    def pending(self) -> list[str]:
+        """Names of the registered steps, oldest first."""
+        return [name for name, _ in self._steps]
+
+    async def compensate(self) -> list[str]:
+        """Undo every registered step, newest first; returns the errors of those that failed."""
+        task = asyncio.ensure_future(self._undo_all())
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    raise
+                # Another cancel request arrived mid-rollback: finish the rollback first.
+
+    async def _undo_all(self) -> list[str]:
+        errors = []
+        while self._steps:
+            name, undo = self._steps.pop()
+            try:
+                await undo()
+            except Exception as e:  # keep undoing the rest; report this one
+                workflow.logger.warning("compensation of %s failed: %s", name, e)
+                errors.append(f"{name}: {e}")
+        return errors
+
+
+async def shielded(work: Awaitable[Any]) -> Any:
+    """Await ``work`` to completion even if the workflow is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise

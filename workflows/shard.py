@@ -1,0 +1,133 @@
+"""One shard of a refactor: a sub-agent that edits its files in its own worktree and branch.
+
+Each file is edited on top of the previous file's commit (the checkpoint), verified, and
+committed; a failed verification retries that file, and the circuit breaker stops the shard
+after ``breaker_threshold`` consecutive failures. Every successful step registers its
+compensation, so a failed or cancelled shard leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from workflows._call import call
+from workflows.circuit_breaker import CircuitBreaker
+from workflows.saga import Saga
+
+with workflow.unsafe.imports_passed_through():
+    from activities.git_ops import add_worktree, create_branch, remove_worktree, set_ref
+    from activities.refactor import edit_file
+    from agentparallels.errors import BREAKER_OPEN
+    from agentparallels.models import (
+        EditInput,
+        RefUpdate,
+        ShardInput,
+        ShardProgress,
+        ShardRef,
+        ShardResult,
+    )
+
+PROGRESS_SIGNAL = "shard_progress"
+"""The signal a shard sends its parent after each file."""
+
+BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
+"""Programming errors fail the workflow (after its rollback) instead of retrying its task."""
+
+
+@workflow.defn(name="ShardWorkflow", failure_exception_types=BUG_TYPES)
+class ShardWorkflow:
+    def __init__(self) -> None:
+        self._progress: ShardProgress | None = None
+
+    @workflow.query(name="progress")
+    def progress(self) -> ShardProgress | None:
+        return self._progress
+
+    @workflow.run
+    async def run(self, inp: ShardInput) -> ShardResult:
+        shard = ShardRef(job=inp.job, name=inp.shard.name)
+        limits = inp.limits
+        breaker = CircuitBreaker(threshold=limits.breaker_threshold)
+        self._progress = ShardProgress(
+            name=shard.name,
+            module=inp.shard.module,
+            state="running",
+            files_total=len(inp.shard.files),
+        )
+        saga = Saga()
+        try:
+            tip = await call(create_branch, shard, summary=f"branch {shard.ref}")
+            saga.add(
+                "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
+            )
+            await call(add_worktree, shard, summary=f"worktree {shard.name}")
+            saga.add("worktree", lambda: call(remove_worktree, shard))
+            changed: list[str] = []
+            attempts = 0
+            for done, path in enumerate(inp.shard.files, start=1):
+                while True:
+                    attempts += 1
+                    outcome = await call(
+                        edit_file,
+                        EditInput(
+                            shard=shard,
+                            path=path,
+                            checkpoint=tip,
+                            edit=inp.edit,
+                            change_commit=inp.change_commit,
+                            ruff_format=inp.ruff_format,
+                            check_cmd=inp.check_cmd,
+                            verify_rules=limits.verify_rules,
+                            timeout_s=limits.command_timeout_s,
+                        ),
+                        summary=f"edit {path}",
+                    )
+                    if outcome.status != "failed":
+                        breaker.record_success()
+                        break
+                    breaker.record_failure()
+                    await self._report(inp, files_done=done - 1, breaker=breaker)
+                    if not breaker.allows():
+                        raise ApplicationError(
+                            f"circuit breaker opened after {breaker.failures} consecutive failed "
+                            f"attempts at {path}: `{outcome.command}` failed with:\n"
+                            f"{outcome.output.strip()}",
+                            type=BREAKER_OPEN,
+                            non_retryable=True,
+                        )
+                if outcome.status == "committed":
+                    checkpoint = tip
+                    saga.add(
+                        f"edit {path}",
+                        lambda c=checkpoint: call(
+                            set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)
+                        ),
+                    )
+                    changed.append(path)
+                    tip = outcome.commit
+                await self._report(inp, files_done=done, breaker=breaker)
+            await call(remove_worktree, shard)
+            self._progress = self._progress.model_copy(update={"state": "done"})
+            return ShardResult(
+                name=shard.name,
+                module=inp.shard.module,
+                head=tip,
+                files_changed=tuple(changed),
+                attempts=attempts,
+            )
+        except BaseException:
+            await saga.compensate()
+            raise
+
+    async def _report(self, inp: ShardInput, *, files_done: int, breaker: CircuitBreaker) -> None:
+        assert self._progress is not None
+        self._progress = self._progress.model_copy(
+            update={
+                "files_done": files_done,
+                "breaker": breaker.state,
+                "failures": breaker.failures,
+            }
+        )
+        parent = workflow.get_external_workflow_handle(inp.parent_id)
+        await parent.signal(PROGRESS_SIGNAL, self._progress)
