@@ -13,9 +13,11 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -40,14 +42,19 @@ class WorkerOptions:
     """How long running activities may take to finish on shutdown."""
 
 
-def build_worker(client: Client, options: WorkerOptions = WorkerOptions()) -> Worker:
+def build_worker(
+    client: Client,
+    options: WorkerOptions = WorkerOptions(),
+    *,
+    activity_fns: Sequence[Callable[..., Any]] = activities.ALL,
+) -> Worker:
     """A worker with every workflow and activity registered (the client carries the pydantic
     data converter). Activities are blocking, so they run in a thread pool of their own."""
     return Worker(
         client,
         task_queue=options.task_queue,
         workflows=workflows.ALL,
-        activities=activities.ALL,
+        activities=activity_fns,
         activity_executor=ThreadPoolExecutor(
             max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
         ),

@@ -159,10 +159,12 @@ def test_method_rename_follows_override_but_not_unrelated_class(tmp_path):
 
 
 def test_parameter_rename_updates_keyword_call_sites(tmp_path):
-    """Renaming func's 'scale' parameter rewrites its body and every scale= keyword argument."""
-    root = make_repo(tmp_path, SRC_LAYOUT)
+    """Renaming func's 'scale' rewrites its body and func's scale= call sites, not other()'s."""
+    unrelated = "def other(scale=1):\n    return scale\n\n\nX = other(scale=5)\n"
+    root = make_repo(tmp_path, {**SRC_LAYOUT, "src/pkg/other.py": unrelated})
     changed = rename(root, "pkg.mod.func.scale", "factor")
     assert changed == ["src/pkg/mod.py", "src/pkg/use.py", "tests/test_mod.py"]
+    assert read(root, "src/pkg/other.py") == unrelated
     assert "def func(value, factor=2):\n    return value * factor\n" in read(root, "src/pkg/mod.py")
     assert "return func(1, factor=3) + mod.func(value=2)" in read(root, "src/pkg/use.py")
     assert "assert func(value=1, factor=2) + pkg.mod.func(1)" in read(root, "tests/test_mod.py")
@@ -345,3 +347,12 @@ def test_ignored_and_broken_files_are_left_alone(tmp_path):
     assert read(root, ".venv/lib/site.py") == "from pkg.mod import func\n"
     assert read(root, "build/lib/pkg/mod.py") == "def func():\n    pass\n"
     assert read(root, "src/pkg/broken.py") == "def oops(:\n"
+
+
+def test_offsets_count_characters_not_bytes(tmp_path):
+    """A name after non-ASCII text on the same line is found at the right place and renamed."""
+    root = make_repo(
+        tmp_path, {"pkg/__init__.py": "", "pkg/text.py": 'LABEL = "héllo"; OTHER = 1\n'}
+    )
+    assert rename(root, "pkg.text.OTHER", "SECOND") == ["pkg/text.py"]
+    assert read(root, "pkg/text.py") == 'LABEL = "héllo"; SECOND = 1\n'

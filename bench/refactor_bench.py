@@ -1,0 +1,661 @@
+"""Benchmark: a multi-file refactor run as a durable job vs the same tools run plainly.
+
+For each repository size it generates a real git repository (packages of ten modules under
+``src/gen/``, one helper ``gen.core.util.to_cents`` used from most modules, a small pytest
+suite) and measures, each on a fresh copy of that repository:
+
+* ``rename``:  (a) a ``RefactorWorkflow`` job with a ``RenameEdit``, against (b) the plain
+  tool: ``rename_engine.rename`` in-process, then import sorting, ``ruff format`` and the
+  verify rules on the changed files (what the job does per file), then the tests once.
+* ``codemod``: (c) a job with a ``CommandEdit`` (``ruff check --fix --select UP`` per file),
+  against (d) the same command run per file in a loop, then import sorting and formatting of
+  the changed files, the verify rules on all files, then the tests once.
+
+Both sides end in a commit, and the bench checks that both produce the same tree. One dev
+server serves the whole run; each job gets a fresh task queue and worker. Results (medians
+over ``--repeat`` runs and the durable/plain ratio) are printed and written to
+``bench/results/latest.json``.
+
+Run from the project root: ``.venv/bin/python bench/refactor_bench.py [--sizes 50 200]
+[--repeat N] [--profile]`` (``make bench`` runs it with the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FILES_PER_PACKAGE = 10
+OLD = "gen.core.util.to_cents"
+NEW = "as_cents"
+TEST_CMD = "python -m pytest -q -p no:cacheprovider"
+CODEMOD = "ruff check --fix --exit-zero --isolated --no-cache --quiet --select UP {file}"
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+
+
+# --------------------------------------------------------------------------------------------
+# The generated repository
+# --------------------------------------------------------------------------------------------
+
+PYPROJECT = """\
+[project]
+name = "gen"
+version = "0.1.0"
+requires-python = ">=3.11"
+
+[tool.pytest.ini_options]
+pythonpath = ["src"]
+testpaths = ["tests"]
+
+[tool.ruff]
+line-length = 100
+target-version = "py311"
+
+[tool.ruff.lint]
+select = ["E", "F", "I"]
+"""
+
+UTIL = '''\
+"""Money helpers used across the generated code base."""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+
+def to_cents(amount) -> int:
+    """Whole cents of ``amount``, rounded half up."""
+    return int((Decimal(str(amount)) * 100).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
+
+
+def from_cents(cents: int) -> Decimal:
+    return Decimal(cents) / 100
+'''
+
+# Modules that use the helper; the ones that do not still carry the same codemod targets.
+# ``{n}`` is the module's number; some modules import the module object instead of the name.
+MODULE_BY_NAME = '''\
+"""Generated module {dotted}."""
+
+from typing import List, Optional
+
+from gen.core.util import to_cents
+
+
+class Ledger{n}(object):
+    def __init__(self, amounts: List[float]) -> None:
+        self.amounts = amounts
+
+    def total(self) -> int:
+        return sum(to_cents(a) for a in self.amounts)
+
+
+def describe_{n}(amount: float, label: Optional[str] = None) -> str:
+    return "{{}}: {{}}".format(label or "{dotted}", to_cents(amount))
+
+
+def total_{n}(values: List[float]) -> int:
+    return Ledger{n}(values).total() + to_cents(0.5)
+'''
+
+MODULE_BY_MODULE = '''\
+"""Generated module {dotted}."""
+
+from typing import List, Optional
+
+from gen.core import util
+
+
+class Ledger{n}(object):
+    def __init__(self, amounts: List[float]) -> None:
+        self.amounts = amounts
+
+    def total(self) -> int:
+        return sum(util.to_cents(a) for a in self.amounts)
+
+
+def describe_{n}(amount: float, label: Optional[str] = None) -> str:
+    return "{{}}: {{}}".format(label or "{dotted}", util.to_cents(amount))
+
+
+def total_{n}(values: List[float]) -> int:
+    return Ledger{n}(values).total() + util.to_cents(0.5)
+'''
+
+MODULE_PLAIN = '''\
+"""Generated module {dotted}."""
+
+from typing import List, Optional
+
+
+class Ledger{n}(object):
+    def __init__(self, amounts: List[float]) -> None:
+        self.amounts = amounts
+
+    def total(self) -> int:
+        return int(sum(self.amounts))
+
+
+def describe_{n}(amount: float, label: Optional[str] = None) -> str:
+    return "{{}}: {{}}".format(label or "{dotted}", amount)
+
+
+def total_{n}(values: List[float]) -> int:
+    return Ledger{n}(values).total()
+'''
+
+TEST_UTIL = """\
+from gen.core.util import from_cents, to_cents
+
+
+def test_to_cents_rounds_half_up():
+    assert to_cents(1.005) == 101
+    assert to_cents(19.99) == 1999
+    assert from_cents(to_cents(2.5)) == 2.5
+"""
+
+TEST_MODULE = """\
+from gen.{package} import {module}
+
+
+def test_{package}_{module}():
+    assert {module}.total_{n}([1.0, 2.25]) == {expected}
+    assert {module}.describe_{n}(1.5, "x") == "x: {described}"
+"""
+
+
+def module_paths(size: int) -> list[tuple[str, str]]:
+    """(package, module) of each of ``size`` modules; ``core`` holds ``util`` and comes first."""
+    out: list[tuple[str, str]] = [("core", "util")]
+    packages = ["core"] + [f"pkg{i:02d}" for i in range(1, size // FILES_PER_PACKAGE + 1)]
+    for package in packages:
+        for m in range(FILES_PER_PACKAGE - (package == "core")):
+            if len(out) == size:
+                return out
+            out.append((package, f"m{m:02d}"))
+    return out
+
+
+def generate_repo(root: Path, size: int) -> dict[str, Any]:
+    """Write and commit the repository: ``size`` Python modules (``__init__.py`` files and
+    tests not counted), then make sure it is already clean under ruff so that only the edit
+    changes files."""
+    root.mkdir(parents=True)
+    files: dict[str, str] = {"pyproject.toml": PYPROJECT, "src/gen/__init__.py": ""}
+    users = 0
+    tests: list[str] = []
+    for i, (package, module) in enumerate(module_paths(size)):
+        files.setdefault(f"src/gen/{package}/__init__.py", "")
+        path = f"src/gen/{package}/{module}.py"
+        if module == "util":
+            files[path] = UTIL
+            continue
+        dotted = f"gen.{package}.{module}"
+        template = (MODULE_PLAIN, MODULE_BY_NAME, MODULE_BY_MODULE)[
+            0 if i % 10 == 9 else 1 + (i % 4 == 0)
+        ]
+        users += template is not MODULE_PLAIN
+        files[path] = template.format(dotted=dotted, n=i)
+        if len(tests) < 4 and i % 7 == 1:  # a few modules get a test of their own
+            uses = template is not MODULE_PLAIN
+            expected = 325 + 50 if uses else 3
+            described = 150 if uses else 1.5
+            tests.append(f"tests/test_{package}_{module}.py")
+            files[tests[-1]] = TEST_MODULE.format(
+                package=package, module=module, n=i, expected=expected, described=described
+            )
+    files["tests/test_util.py"] = TEST_UTIL
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    ruff = _ruff()
+    sh([ruff, "check", "--no-cache", "--quiet", "--fix", "--select", "I", "."], root)
+    sh([ruff, "format", "--no-cache", "--quiet", "."], root)
+    sh([*GIT, "init", "--quiet", "--initial-branch=main"], root)
+    sh([*GIT, "add", "--all"], root)
+    sh([*GIT, "commit", "--quiet", "-m", "generated code base"], root)
+    done = subprocess.run(
+        shlex.split(TEST_CMD), cwd=root, env=_tool_env(), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the generated repository's tests fail:\n{done.stdout}{done.stderr}")
+    py = [p for p in files if p.endswith(".py")]
+    return {
+        "modules": size,
+        "python_files": len(py),
+        "packages": len(
+            {p.rsplit("/", 1)[0] for p in py if p.startswith("src/gen/")} - {"src/gen"}
+        ),
+        "modules_using_helper": users,
+        "test_files": len(tests) + 1,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _ruff() -> str:
+    from activities._proc import ruff_bin
+
+    return ruff_bin()
+
+
+def _tool_env() -> dict[str, str]:
+    """The environment the job's commands get (this venv first on PATH, no GIT_* variables)."""
+    from activities._proc import tool_env
+
+    return tool_env()
+
+
+def sh(cmd: list[str] | str, cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        cmd,
+        cwd=cwd,
+        shell=isinstance(cmd, str),
+        env=_tool_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"`{cmd}` failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done
+
+
+def git_out(cwd: Path, *args: str) -> str:
+    return sh([*GIT, *args], cwd).stdout.strip()
+
+
+def copy_repo(template: Path, dest: Path) -> Path:
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
+
+
+def _uses_ruff(root: Path) -> bool:
+    from activities.checks import uses_ruff
+
+    return uses_ruff(root)
+
+
+# --------------------------------------------------------------------------------------------
+# The plain tool
+# --------------------------------------------------------------------------------------------
+
+
+def ruff_after_edit(repo: Path, changed: list[str], check_all: bool) -> None:
+    """What the job runs on each changed file, batched: sort imports and format (when the
+    repository configures ruff), then the verify rules (on every file for the codemod)."""
+    from agentparallels.models import Limits
+
+    ruff = _ruff()
+    py = [p for p in changed if p.endswith(".py") and (repo / p).exists()]
+    if py and _uses_ruff(repo):
+        sh([ruff, "check", "--no-cache", "--quiet", "--fix", "--select", "I", "--", *py], repo)
+        sh([ruff, "format", "--no-cache", "--quiet", "--", *py], repo)
+    targets = ["."] if check_all else py
+    if targets:
+        rules = Limits().verify_rules
+        sh(
+            [ruff, "check", "--isolated", "--no-cache", "--quiet", "--select", rules, *targets],
+            repo,
+        )
+
+
+def run_tests_and_commit(repo: Path, message: str) -> str:
+    done = sh(TEST_CMD, repo, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"tests failed after the plain edit:\n{done.stdout}{done.stderr}")
+    sh([*GIT, "add", "--all"], repo)
+    sh([*GIT, "commit", "--quiet", "--no-verify", "-m", message], repo)
+    return git_out(repo, "rev-parse", "HEAD^{tree}")
+
+
+def plain_rename(repo: Path) -> tuple[str, int]:
+    from activities import rename_engine
+
+    changed = rename_engine.rename(repo, OLD, NEW)
+    ruff_after_edit(repo, changed, check_all=False)
+    return run_tests_and_commit(repo, f"rename {OLD} -> {NEW}"), len(changed)
+
+
+def plain_codemod(repo: Path) -> tuple[str, int]:
+    files = [p for p in git_out(repo, "ls-files", "-z", "--", "*.py").split("\0") if p]
+    env = _tool_env()
+    for path in files:
+        subprocess.run(
+            CODEMOD.replace("{file}", shlex.quote(path)),
+            shell=True,
+            cwd=repo,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
+        )
+    changed = [p for p in git_out(repo, "diff", "--name-only", "-z").split("\0") if p and p.strip()]
+    ruff_after_edit(repo, changed, check_all=True)
+    return run_tests_and_commit(repo, "codemod"), len(changed)
+
+
+# --------------------------------------------------------------------------------------------
+# The durable job
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    """Where a durable job's time went, from its workflow histories and the wrapped helpers."""
+
+    activities: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """Activity type -> run times (started -> completed), seconds."""
+    queue_wait: list[float] = field(default_factory=list)
+    """Scheduled -> started of every activity, seconds."""
+    commands: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    """Subprocess kind (``git push``, ``ruff format`` ...) -> durations, seconds."""
+    shards: int = 0
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        acts = {
+            k: {"count": len(v), "total_s": round(sum(v), 3), "mean_ms": round(1000 * _mean(v), 1)}
+            for k, v in sorted(self.activities.items(), key=lambda kv: -sum(kv[1]))
+        }
+        cmds = {
+            k: {"count": len(v), "total_s": round(sum(v), 3), "mean_ms": round(1000 * _mean(v), 1)}
+            for k, v in sorted(self.commands.items(), key=lambda kv: -sum(kv[1]))
+        }
+        return {
+            "wall_s": round(wall, 3),
+            "shards": self.shards,
+            "activity_busy_s": round(sum(sum(v) for v in self.activities.values()), 3),
+            "queue_wait_total_s": round(sum(self.queue_wait), 3),
+            "queue_wait_mean_ms": round(1000 * _mean(self.queue_wait), 1),
+            "activities": acts,
+            "subprocesses": cmds,
+        }
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else 0.0
+
+
+@contextmanager
+def traced_subprocesses(profile: Profile | None):
+    """Time the project's git and tool invocations (by wrapping its helpers in this process,
+    where the worker runs); a no-op without a profile."""
+    if profile is None:
+        yield
+        return
+    from activities import _git, checks, editors
+
+    def timed(fn: Callable[..., Any], kind: Callable[..., str]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profile.commands[kind(*args, **kwargs)].append(time.perf_counter() - start)
+
+        return wrapper
+
+    def git_kind(cwd: Any, *args: str, **_: Any) -> str:
+        return f"git {args[0]}"
+
+    def tool_kind(command: str, *_: Any, **__: Any) -> str:
+        words = command.split()
+        tool = Path(words[0]).name
+        sub = "check --select I" if "--select I " in command else words[1]
+        if "--select UP" in command:
+            sub = "check --select UP (the codemod)"
+        elif "--isolated" in command and "--select I " not in command:
+            sub = "check (verify rules)"
+        return f"{tool} {sub}" if tool == "ruff" else tool
+
+    saved = (_git.run, checks.run_command, editors.run_command)
+    _git.run = timed(_git.run, git_kind)
+    checks.run_command = timed(checks.run_command, tool_kind)
+    editors.run_command = timed(editors.run_command, tool_kind)
+    try:
+        yield
+    finally:
+        _git.run, checks.run_command, editors.run_command = saved
+
+
+async def read_histories(client: Any, job_id: str, profile: Profile) -> None:
+    """Activity run and queue times of the job and all its shard workflows."""
+    from temporalio.api.enums.v1 import EventType
+
+    ids = [job_id]
+    seen = 0
+    while seen < len(ids):
+        wf_id = ids[seen]
+        seen += 1
+        history = await client.get_workflow_handle(wf_id).fetch_history()
+        scheduled: dict[int, tuple[str, float]] = {}
+        started: dict[int, float] = {}
+        for ev in history.events:
+            t = ev.event_time.ToDatetime().timestamp()
+            if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[ev.event_id] = (
+                    ev.activity_task_scheduled_event_attributes.activity_type.name,
+                    t,
+                )
+            elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                sid = ev.activity_task_started_event_attributes.scheduled_event_id
+                started[sid] = t
+                profile.queue_wait.append(t - scheduled[sid][1])
+            elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                sid = ev.activity_task_completed_event_attributes.scheduled_event_id
+                profile.activities[scheduled[sid][0]].append(t - started[sid])
+            elif ev.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+                ids.append(ev.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+                profile.shards += 1
+
+
+async def durable_job(client: Any, repo: Path, edit: Any, profile: Profile | None) -> dict:
+    import worker
+    from agentparallels.models import Limits, RefactorInput, RefactorResult
+
+    job_id = f"bench-{uuid.uuid4().hex[:10]}"
+    queue = f"bench-{uuid.uuid4().hex[:10]}"
+    inp = RefactorInput(repository=str(repo), edit=edit, test_cmd=TEST_CMD, limits=Limits())
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=queue)):
+        with traced_subprocesses(profile):
+            start = time.perf_counter()
+            result = await client.execute_workflow(
+                "RefactorWorkflow", inp, id=job_id, task_queue=queue, result_type=RefactorResult
+            )
+            wall = time.perf_counter() - start
+    if result.outcome != "succeeded" or not all(c.passed for c in result.checks):
+        raise RuntimeError(f"job {job_id} did not succeed: {result}")
+    tree = git_out(repo, "rev-parse", f"{result.head_commit}^{{tree}}")
+    out = {"wall": wall, "tree": tree, "files": len(result.files_changed), "job_id": job_id}
+    if profile is not None:
+        await read_histories(client, job_id, profile)
+        out["profile"] = profile.summary(wall)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def fmt_table(rows: list[dict]) -> str:
+    head = (
+        f"{'files':>5}  {'edit':<8} {'changed':>7}  {'durable s':>9}  {'plain s':>8}  "
+        f"{'ratio':>6}  {'same tree':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['size']:>5}  {r['edit']:<8} {r['files_changed']:>7}  "
+            f"{r['durable_median_s']:>9.2f}  {r['plain_median_s']:>8.2f}  "
+            f"{r['ratio']:>5.2f}x  {'yes' if r['same_tree'] else 'NO':>9}"
+        )
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from agentparallels import attributes
+    from agentparallels.models import CommandEdit, RenameEdit
+
+    os.environ["AGENTPARALLELS_CACHE_DIR"] = str(work / "cache")
+    edits = {
+        "rename": (RenameEdit(old=OLD, new=NEW), plain_rename),
+        "codemod": (CommandEdit(command=CODEMOD, files=("**/*.py",)), plain_codemod),
+    }
+    started = time.perf_counter()
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=attributes.ALL,
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            'history.timerProcessorMaxTimeShift="100ms"',
+        ],
+    )
+    server_s = time.perf_counter() - started
+    print(f"dev server up in {server_s:.1f}s; work dir {work}", flush=True)
+    rows: list[dict] = []
+    repos: dict[int, dict] = {}
+    profiles: dict[str, dict] = {}
+    async with env:
+        for size in args.sizes:
+            template = work / f"template-{size}"
+            repos[size] = generate_repo(template, size)
+            print(f"\n== {size} modules: {repos[size]}", flush=True)
+            for name, (edit, plain) in edits.items():
+                durable_s: list[float] = []
+                plain_s: list[float] = []
+                trees: set[str] = set()
+                changed = 0
+                for rep in range(args.repeat):
+                    # Alternate which side goes first, so that neither always gets warm caches.
+                    order = ("durable", "plain") if rep % 2 == 0 else ("plain", "durable")
+                    for side in order:
+                        repo = copy_repo(template, work / f"{name}-{size}-{rep}-{side}")
+                        if side == "plain":
+                            start = time.perf_counter()
+                            tree, changed = plain(repo)
+                            plain_s.append(time.perf_counter() - start)
+                            trees.add(tree)
+                        else:
+                            last = rep == args.repeat - 1
+                            profile = Profile() if args.profile and last else None
+                            res = await durable_job(env.client, repo, edit, profile)
+                            durable_s.append(res["wall"])
+                            trees.add(res["tree"])
+                            if profile is not None:
+                                profiles[f"{name}-{size}"] = res["profile"]
+                        shutil.rmtree(repo, ignore_errors=True)
+                    print(
+                        f"  {name:<8} run {rep + 1}/{args.repeat}: durable {durable_s[-1]:6.2f}s"
+                        f"  plain {plain_s[-1]:6.2f}s",
+                        flush=True,
+                    )
+                d, p = statistics.median(durable_s), statistics.median(plain_s)
+                rows.append(
+                    {
+                        "size": size,
+                        "edit": name,
+                        "files_changed": changed,
+                        "durable_s": [round(x, 3) for x in durable_s],
+                        "plain_s": [round(x, 3) for x in plain_s],
+                        "durable_median_s": round(d, 3),
+                        "plain_median_s": round(p, 3),
+                        "ratio": round(d / p, 3),
+                        "same_tree": len(trees) == 1,
+                    }
+                )
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "params": {
+            "sizes": args.sizes,
+            "repeat": args.repeat,
+            "rename": f"{OLD} -> {NEW}",
+            "codemod": CODEMOD,
+            "test_cmd": TEST_CMD,
+            "limits": "defaults (parallel=4, max_files_per_shard=20)",
+            "worker": "defaults (max_concurrent_activities=8)",
+        },
+        "repos": {str(k): v for k, v in repos.items()},
+        "dev_server_start_s": round(server_s, 2),
+        "results": rows,
+        "profiles": profiles,
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200], metavar="N")
+    parser.add_argument("--repeat", type=int, default=3, metavar="N")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="break the last durable run of each case down by activity and subprocess",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args()
+    if min(args.sizes) < 2 or args.repeat < 1:
+        parser.error("sizes must be >= 2 and --repeat >= 1")
+    work = Path(tempfile.mkdtemp(prefix="refactor-bench-"))
+    try:
+        report = asyncio.run(run(args, work))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n" + fmt_table(report["results"]))
+    for key, prof in report["profiles"].items():
+        print(f"\nprofile of the last durable {key} run:")
+        print(textwrap.indent(json.dumps(prof, indent=2), "  "))
+    print(f"\ntotal {report['total_s']}s on {report['machine']['cpus']} cpus")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (print(e.code, file=sys.stderr) or 2)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    # The Temporal client can crash the interpreter at exit: leave without running finalizers.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

