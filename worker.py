@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 import activities
 import workflows
+from agentparallels import logs
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser)
     from agentparallels.cli import exit_with
 
+    logs.configure()
     exit_with(lambda: asyncio.run(run(options_from(parser.parse_args(argv)))))
 
 

@@ -33,9 +33,9 @@ class Settings:
 
     start_to_close: timedelta
     """Longest a single attempt may take."""
-    heartbeat: timedelta | None = None
-    """Set for long steps that heartbeat: a dead worker is noticed after this, not after
-    ``start_to_close``."""
+    heartbeat: timedelta | None = HEARTBEAT
+    """A worker that dies mid-step is noticed after this, not after ``start_to_close``; the
+    step heartbeats from a background thread while it runs."""
     retry: RetryPolicy = field(
         default_factory=lambda: RetryPolicy(
             initial_interval=timedelta(milliseconds=200),

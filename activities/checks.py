@@ -6,7 +6,7 @@ import shlex
 from datetime import timedelta
 from pathlib import Path
 
-from activities._defn import HEARTBEAT, defn
+from activities._defn import defn
 from activities._proc import Finished, ruff_bin, run_command
 from activities._workspace import scratch_worktree
 from agentparallels.models import CheckInput, CheckRun
@@ -52,7 +52,7 @@ def verify(
     return None
 
 
-@defn("check.run", start_to_close=timedelta(minutes=30), heartbeat=HEARTBEAT)
+@defn("check.run", start_to_close=timedelta(minutes=30))
 def run_check(inp: CheckInput) -> CheckRun:
     """Run the pre-completion test command on ``inp.commit`` in a fresh worktree."""
     with scratch_worktree(inp.job.repository, inp.job.job_id, "check", inp.commit) as wt:

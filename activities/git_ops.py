@@ -11,7 +11,7 @@ import git
 from temporalio.exceptions import ApplicationError
 
 from activities import _git
-from activities._defn import HEARTBEAT, defn
+from activities._defn import defn
 from activities._workspace import remove_worktree as _remove_worktree
 from activities._workspace import scratch_worktree, worktree
 from agentparallels.errors import GIT_CONFLICT
@@ -69,7 +69,7 @@ def set_ref(inp: RefUpdate) -> None:
     _git.push(cache, inp.job.repository, [(inp.ref, inp.target, current)])
 
 
-@defn("git.merge", start_to_close=timedelta(minutes=10), heartbeat=HEARTBEAT)
+@defn("git.merge", start_to_close=timedelta(minutes=10))
 def merge(inp: MergeInput) -> str:
     """Merge every shard's branch into one commit on the base, kept at the job's ``merged`` ref.
 

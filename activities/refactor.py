@@ -8,7 +8,7 @@ import git
 from temporalio.exceptions import ApplicationError
 
 from activities import _git
-from activities._defn import HEARTBEAT, defn
+from activities._defn import defn
 from activities._workspace import scratch_worktree, worktree
 from activities.checks import format_file, uses_ruff, verify
 from activities.editors import EditFailed, PlanRejected, editor_for
@@ -55,7 +55,7 @@ def resolve_base(repository: str, base_ref: str) -> str:
     raise bad_input(hint)
 
 
-@defn("refactor.plan", start_to_close=timedelta(minutes=30), heartbeat=HEARTBEAT)
+@defn("refactor.plan", start_to_close=timedelta(minutes=30))
 def plan(inp: PlanInput) -> Plan:
     """List the files the edit changes. A rename is computed here, once, for the whole project,
     and kept as a commit under the job's scratch refs for the shards to copy from."""
@@ -89,7 +89,7 @@ def plan(inp: PlanInput) -> Plan:
     return Plan(base_commit=base, files=tuple(files), change_commit=change, ruff_format=ruff_format)
 
 
-@defn("refactor.edit_file", start_to_close=timedelta(minutes=30), heartbeat=HEARTBEAT)
+@defn("refactor.edit_file", start_to_close=timedelta(minutes=30))
 def edit_file(inp: EditInput) -> EditOutcome:
     """Edit one file on the shard's branch, verify it, and commit it as the next checkpoint.
 

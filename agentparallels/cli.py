@@ -29,11 +29,11 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, devserver, progress, validate
+from agentparallels import attributes, devserver, logs, progress, validate
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
 from agentparallels.models import Limits, Progress, RefactorInput, RefactorResult
@@ -207,10 +207,10 @@ async def refactor(args: argparse.Namespace) -> int:
             static_summary=f"Refactor {Path(repository).name}: {what}",
             static_details=f"**Repository:** `{repository}` at `{args.base}`\n\n**Change:** {what}",
             search_attributes=TypedSearchAttributes([
-                attributes.JOB_KIND.value_set("refactor"),
-                attributes.REPOSITORY.value_set(repository),
-                attributes.PHASE.value_set("queued"),
-                attributes.FILES_DONE.value_set(0),
+                SearchAttributePair(attributes.JOB_KIND, "refactor"),
+                SearchAttributePair(attributes.REPOSITORY, repository),
+                SearchAttributePair(attributes.PHASE, "queued"),
+                SearchAttributePair(attributes.FILES_DONE, 0),
             ]),
         )  # fmt: skip
     except WorkflowAlreadyStartedError:
@@ -314,6 +314,11 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command in ("refactor", "status", "cancel"):
+        # The terminal shows progress; an in-process worker's log goes to a file.
+        logs.configure(devserver.state_dir() / "agentparallels.log")
+    else:
+        logs.configure()
     if args.command == "server":
         opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
         if args.db:

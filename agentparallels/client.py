@@ -9,6 +9,7 @@ localhost:7233, the embedded dev server is started in the background.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,15 @@ def connect_config() -> dict[str, Any]:
         raise UsageError(f"bad Temporal client configuration: {e}") from None
 
 
+def _reason(e: BaseException) -> str:
+    """The gist of a connection error (the SDK's message nests the transport's)."""
+    text = str(e)
+    found = re.search(r'message: "([^"]+)"', text)
+    if found:
+        return found.group(1).lower()
+    return text.splitlines()[0] if text else "timed out"
+
+
 async def _connect(target: str, config: dict[str, Any]) -> Client:
     return await asyncio.wait_for(
         Client.connect(target, data_converter=pydantic_data_converter, **config),
@@ -48,8 +58,8 @@ async def connect(*, autostart: bool = True, announce: Callable[[str], None] = p
         except (RuntimeError, RPCError, TimeoutError, OSError) as e:
             raise UsageError(
                 f"cannot reach Temporal at {explicit} (set by TEMPORAL_ADDRESS or your profile): "
-                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}; check the address, "
-                "or unset TEMPORAL_ADDRESS to use the embedded dev server"
+                f"{_reason(e)}; check the address, or unset TEMPORAL_ADDRESS to use the "
+                "embedded dev server"
             ) from None
     opts = devserver.ServerOptions()
     if not devserver.port_in_use("127.0.0.1", opts.port):

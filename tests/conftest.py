@@ -47,7 +47,8 @@ def task_queue() -> str:
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test's workers keep their clones and worktrees in its own folder."""
+    """Each test's workers keep their clones and worktrees (and logs) in its own folders."""
     path = tmp_path / "cache"
     monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(path))
+    monkeypatch.setenv("AGENTPARALLELS_STATE_DIR", str(tmp_path / "state"))
     return path

@@ -1,0 +1,140 @@
+"""The command line: bad input is refused with one clear line and exit code 2, before anything
+is changed; a good request runs the job to the end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from tests.repos import snapshot, src_layout_repo, write
+
+CLI = str(Path(sys.executable).parent / "agentparallels")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, address: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AGENTPARALLELS_CACHE_DIR": str(cache)}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+BAD_INPUT = {
+    "not a repository": (["{plain}", "--rename", "a.b=c"], "is not a git repository"),
+    "unknown symbol": (
+        ["{repo}", "--rename", "pkg.money.nope=x"],
+        "unknown symbol 'pkg.money.nope'",
+    ),
+    "invalid identifier": (
+        ["{repo}", "--rename", "pkg.money.to_cents=1cents"],
+        "not a valid Python identifier",
+    ),
+    "keyword": (
+        ["{repo}", "--rename", "pkg.money.to_cents=class"],
+        "not a valid Python identifier",
+    ),
+    "already defined": (
+        ["{repo}", "--rename", "pkg.shop.cart.total=to_cents"],
+        "'to_cents' is already defined",
+    ),
+    "missing base ref": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--base", "nope"],
+        "base ref 'nope' not found",
+    ),
+    "apply on a dirty tree": (
+        ["{dirty}", "--rename", "pkg.money.to_cents=c", "--apply"],
+        "uncommitted changes",
+    ),
+    "edit-cmd without {file}": (
+        ["{repo}", "--edit-cmd", "ruff check --fix"],
+        "must contain {file}",
+    ),
+    "conflicting editors": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--edit-cmd", "x {file}"],
+        "conflicting editors",
+    ),
+    "no editor": (["{repo}"], "nothing to do"),
+    "bad option value": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--parallel", "0"],
+        "at least 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    case: str, address: str, tmp_path: Path, task_queue: str
+) -> None:
+    """Each kind of bad input: exit code 2, one line naming the problem, no traceback, and the
+    repository byte-identical to before."""
+    repo = src_layout_repo(tmp_path / "repo")
+    dirty = src_layout_repo(tmp_path / "dirty")
+    write(dirty, {"src/pkg/report.py": "# edited\n"})
+    (tmp_path / "plain").mkdir()
+    args, expected = BAD_INPUT[case]
+    paths = {"repo": repo, "dirty": dirty, "plain": tmp_path / "plain"}
+    args = [a.format(**paths) if a.startswith("{") and a != "{file}" else a for a in args]
+    before = {name: snapshot(p) for name, p in paths.items() if name != "plain"}
+
+    done = cli("refactor", *args, "--task-queue", task_queue, address=address, cache=tmp_path / "c")
+
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr
+    errors = [
+        line for line in done.stderr.splitlines() if line.startswith("agentparallels: error:")
+    ]
+    assert len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert {name: snapshot(p) for name, p in paths.items() if name != "plain"} == before
+
+
+def test_unreachable_explicit_address_is_a_usage_error(tmp_path: Path) -> None:
+    """An explicit TEMPORAL_ADDRESS that nothing answers on: exit 2, saying what to do."""
+    repo = src_layout_repo(tmp_path / "repo")
+    done = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
+               address=f"127.0.0.1:{free_port()}", cache=tmp_path / "c")  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot reach Temporal at 127.0.0.1:" in done.stderr
+    assert "unset TEMPORAL_ADDRESS" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_refactor_status_and_cancel_from_the_command_line(
+    address: str, tmp_path: Path, task_queue: str
+) -> None:
+    """`refactor` runs the job with its own worker and prints the summary; `status` reports
+    the finished job; `cancel` of a finished job is refused with exit 2."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job_id = f"cli-{task_queue[-8:]}"
+    done = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
+               "--test-cmd", "python -m pytest -q -p no:cacheprovider", "--job-id", job_id,
+               "--task-queue", task_queue, address=address, cache=tmp_path / "c")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"job {job_id} succeeded: 4 files changed in 3 modules" in done.stdout
+    assert "check `python -m pytest -q -p no:cacheprovider`: passed" in done.stdout
+
+    status = cli("status", job_id, address=address, cache=tmp_path / "c")
+    assert status.returncode == 0, status.stderr
+    assert f"on branch agentparallels/{job_id}" in status.stdout
+
+    cancel = cli("cancel", job_id, address=address, cache=tmp_path / "c")
+    assert cancel.returncode == 2
+    assert f"job {job_id} is not running (it is completed)" in cancel.stderr
+
+    missing = cli("status", "no-such-job", address=address, cache=tmp_path / "c")
+    assert missing.returncode == 2
+    assert "no job no-such-job" in missing.stderr
