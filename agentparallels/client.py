@@ -48,8 +48,14 @@ async def _connect(target: str, config: dict[str, Any]) -> Client:
     )
 
 
-async def connect(*, autostart: bool = True, announce: Callable[[str], None] = print) -> Client:
-    """A client for the configured cluster, or for the local dev server (started if needed)."""
+async def connect(
+    *,
+    autostart: bool = True,
+    announce: Callable[[str], None] = print,
+    local: devserver.ServerOptions | None = None,
+) -> Client:
+    """A client for the configured cluster, or for the local dev server ``local`` (default:
+    localhost:7233 with the database under the state directory), started if needed."""
     config = connect_config()
     explicit = config.pop("target_host", None)
     if explicit:
@@ -61,21 +67,21 @@ async def connect(*, autostart: bool = True, announce: Callable[[str], None] = p
                 f"{_reason(e)}; check the address, or unset TEMPORAL_ADDRESS to use the "
                 "embedded dev server"
             ) from None
-    opts = devserver.ServerOptions()
-    if not devserver.port_in_use("127.0.0.1", opts.port):
+    opts = local or devserver.ServerOptions()
+    if not devserver.port_in_use(opts.ip, opts.port):
         if not autostart:
             raise UsageError(
-                f"no Temporal server on localhost:{opts.port}: start one with "
+                f"no Temporal server on {opts.address}: start one with "
                 "`agentparallels server`, or set TEMPORAL_ADDRESS"
             )
         announce(f"Starting the Temporal dev server (database {opts.db}, log {opts.log}) ...")
         await devserver.wait_healthy(opts, devserver.spawn(opts))
         announce(f"Temporal UI: {opts.ui_url}")
     try:
-        client = await _connect(f"localhost:{opts.port}", config)
+        client = await _connect(opts.address, config)
     except (RuntimeError, RPCError, TimeoutError) as e:
         raise UsageError(
-            f"something on localhost:{opts.port} does not answer as a Temporal server ({e}); "
+            f"something on {opts.address} does not answer as a Temporal server ({e}); "
             "stop it, or set TEMPORAL_ADDRESS to your server"
         ) from None
     return client

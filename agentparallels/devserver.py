@@ -81,6 +81,11 @@ class ServerOptions:
     def log(self) -> Path:
         return self.db.with_name("temporal.log")
 
+    @property
+    def pid_file(self) -> Path:
+        """Holds the process id of a server started in the background."""
+        return self.db.with_name("temporal.pid")
+
     def command(self) -> list[str]:
         return [
             temporal_binary(), "server", "start-dev",
@@ -150,7 +155,7 @@ def spawn(opts: ServerOptions) -> subprocess.Popen:
     fd = _preflight(opts)
     try:
         with open(opts.log, "ab") as log:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 opts.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -160,6 +165,8 @@ def spawn(opts: ServerOptions) -> subprocess.Popen:
             )
     finally:
         os.close(fd)
+    opts.pid_file.write_text(f"{proc.pid}\n")
+    return proc
 
 
 def serve(opts: ServerOptions) -> int:
