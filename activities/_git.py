@@ -86,6 +86,12 @@ def ensure_commit(cache: Path, repository: str, sha: str) -> None:
             run(cache, "fetch", "--quiet", "--no-tags", repository, sha)
 
 
+def ls_remote(repository: str, *patterns: str) -> dict[str, str]:
+    """What ``git ls-remote`` lists (HEAD and peeled tags included), as name -> sha."""
+    out = run("/", "ls-remote", repository, *patterns)
+    return {name: sha for sha, name in (line.split("\t", 1) for line in out.splitlines())}
+
+
 def remote_refs(repository: str, pattern: str) -> dict[str, str]:
     """Refs of ``repository`` matching ``pattern`` (a ref or ``prefix/*``), as ref -> sha."""
     out = run("/", "ls-remote", "--refs", repository, pattern)

@@ -46,8 +46,9 @@ def resolve_base(repository: str, base_ref: str) -> str:
             )
         except git.GitCommandError:
             raise bad_input(hint) from None
+    listed = _git.ls_remote(repository, base_ref)
     for ref in (base_ref, f"refs/heads/{base_ref}", f"refs/tags/{base_ref}"):
-        sha = _git.remote_ref(repository, ref)
+        sha = listed.get(f"{ref}^{{}}") or listed.get(ref)  # an annotated tag's commit first
         if sha:
             return sha
     if len(base_ref) == 40 and all(c in "0123456789abcdef" for c in base_ref):

@@ -3,6 +3,7 @@ is changed; a good request runs the job to the end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+import worker
 from tests.repos import snapshot, src_layout_repo, write
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
@@ -138,3 +140,29 @@ def test_refactor_status_and_cancel_from_the_command_line(
     missing = cli("status", "no-such-job", address=address, cache=tmp_path / "c")
     assert missing.returncode == 2
     assert "no job no-such-job" in missing.stderr
+
+
+async def test_job_whose_starter_left_is_finished_by_a_later_worker(
+    env: WorkflowEnvironment, tmp_path: Path, task_queue: str
+) -> None:
+    """`refactor --detach` starts the job and exits with no worker running; a worker started
+    later finishes it, and `status --follow` reports the outcome. The job is findable in the
+    UI by its summary and search attributes."""
+    address = env.client.service_client.config.target_host
+    repo = src_layout_repo(tmp_path / "repo")
+    started = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--detach",
+                  "--task-queue", task_queue, address=address, cache=tmp_path / "c")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.strip()
+    handle = env.client.get_workflow_handle(job_id)
+    description = await handle.describe()
+    assert await description.static_summary() == "Refactor repo: rename pkg.money.to_cents -> c"
+    found = {p.key.name: p.value for p in description.typed_search_attributes}
+    assert found["AgentJobKind"] == "refactor" and found["AgentRepository"] == str(repo)
+
+    async with worker.build_worker(env.client, worker.WorkerOptions(task_queue=task_queue)):
+        followed = await asyncio.to_thread(
+            cli, "status", job_id, "--follow", address=address, cache=tmp_path / "c"
+        )
+    assert followed.returncode == 0, followed.stderr
+    assert f"job {job_id} succeeded: 4 files changed" in followed.stdout

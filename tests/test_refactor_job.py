@@ -175,3 +175,67 @@ async def test_recorded_history_replays_without_nondeterminism(
     assert len(histories) >= 2
     for history in histories:
         await replayer.replay_workflow(history)
+
+
+SORTED_IMPORTS = {
+    "pkg/__init__.py": "",
+    "pkg/money.py": """
+        def to_cents(amount: float) -> int:
+            return round(amount * 100)
+
+
+        def b_helper() -> int:
+            return 1
+    """,
+    "pkg/use.py": """
+        from pkg.money import b_helper, to_cents
+
+
+        def run() -> int:
+            return to_cents(1.0) + b_helper()
+    """,
+}
+
+
+async def test_ruff_repositories_get_imports_resorted_and_formatted(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """In a repository that configures ruff, renamed imports are re-sorted; in one that does
+    not, the file is left as rope wrote it."""
+    with_ruff = make_repo(tmp_path / "with", {**SORTED_IMPORTS, "ruff.toml": "line-length = 88\n"})
+    without = make_repo(tmp_path / "without", SORTED_IMPORTS)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        results = [
+            await (
+                await start_job(
+                    client,
+                    task_queue,
+                    RefactorInput(
+                        repository=str(repo),
+                        edit=RenameEdit(old="pkg.money.to_cents", new="a_cents"),
+                    ),
+                )
+            ).result()
+            for repo in (with_ruff, without)
+        ]
+    sorted_use = git(with_ruff, "show", f"{results[0].head_commit}:pkg/use.py")
+    unsorted_use = git(without, "show", f"{results[1].head_commit}:pkg/use.py")
+    assert sorted_use.startswith("from pkg.money import a_cents, b_helper\n")
+    assert unsorted_use.startswith("from pkg.money import b_helper, a_cents\n")
+
+
+async def test_repository_given_as_git_url(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """A repository named by URL is cloned, worked on through refs, and gets the job's branch;
+    search attributes show the finished job."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job = RefactorInput(
+        repository=f"file://{repo}", edit=RenameEdit(old="pkg.money.to_cents", new="c")
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        result = await handle.result()
+    assert git(repo, "rev-parse", f"refs/heads/agentparallels/{handle.id}") == result.head_commit
+    assert git(repo, "for-each-ref", "refs/agentparallels") == ""
+    attributes = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
+    assert attributes["AgentPhase"] == "done"
+    assert attributes["AgentFilesDone"] == 4

@@ -21,11 +21,14 @@ class CircuitBreaker:
     def __init__(self, threshold: int = 3, cooldown: timedelta | None = None) -> None:
         if threshold < 1:
             raise ValueError("threshold must be at least 1")
+        if cooldown is not None and cooldown <= timedelta(0):
+            raise ValueError("cooldown must be positive")
         self.threshold = threshold
         self.cooldown = cooldown
         self.failures = 0
         """Consecutive failures so far."""
         self._opened_at: datetime | None = None
+        self._trial = False
 
     @property
     def state(self) -> State:
@@ -36,15 +39,22 @@ class CircuitBreaker:
         return "open"
 
     def allows(self) -> bool:
-        """Whether a call may go ahead now."""
-        return self.state != "open"
+        """Whether a call may go ahead now. Half-open, only one trial is let through until its
+        outcome is recorded."""
+        state = self.state
+        if state == "half-open" and not self._trial:
+            self._trial = True
+            return True
+        return state == "closed"
 
     def record_success(self) -> None:
         self.failures = 0
         self._opened_at = None
+        self._trial = False
 
     def record_failure(self) -> State:
         """Count a failure; returns the state after it."""
+        self._trial = False
         self.failures += 1
         if self.state == "half-open" or self.failures >= self.threshold:
             self._opened_at = workflow.now()

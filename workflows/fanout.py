@@ -22,10 +22,18 @@ async def gather_bounded(work: Sequence[Callable[[], Awaitable[T]]], limit: int)
     if limit < 1:
         raise ValueError("limit must be at least 1")
     slots = asyncio.Semaphore(limit)
+    failed = False
 
     async def bounded(make: Callable[[], Awaitable[T]]) -> T:
+        nonlocal failed
         async with slots:
-            return await make()
+            if failed:  # a slot freed by a failure: start nothing new
+                raise asyncio.CancelledError()
+            try:
+                return await make()
+            except BaseException:
+                failed = True  # set while the slot is still held
+                raise
 
     tasks = [asyncio.ensure_future(bounded(make)) for make in work]
     if not tasks:

@@ -21,6 +21,8 @@ from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import shard_files
 
+CLEANUP = "cleanup: remove scratch refs and worktrees"
+
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
@@ -105,61 +107,74 @@ class RefactorWorkflow:
             changed = tuple(sorted(p for r in results for p in r.files_changed))
             if not changed:
                 self._phase("done")
-                return self._result(inp, job, results, job.base_commit, (), None)
+                result = self._result(inp, job, results, job.base_commit, (), None)
+            else:
+                result = await self._finish(inp, job, results, saga)
 
-            self._phase("merge")
-            merged = await call(
-                merge,
-                MergeInput(job=job, shard_heads=tuple(r.head for r in results)),
-                summary=f"merge {len(results)} shards",
-            )
-            saga.add(
-                "merge",
-                lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
-            )
-
-            checks: list[CheckRun] = []
-            if inp.test_cmd:
-                self._phase("test")
-                check = await call(
-                    run_check,
-                    CheckInput(
-                        job=job,
-                        commit=merged,
-                        command=inp.test_cmd,
-                        timeout_s=inp.limits.command_timeout_s,
-                    ),
-                    summary=f"test: {inp.test_cmd}",
-                    start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
-                )
-                checks.append(check)
-                if not check.passed:
-                    raise ApplicationError(
-                        f"test command `{inp.test_cmd}` failed (exit {check.exit_code}) on the "
-                        f"merged result:\n{check.output.strip()}",
-                        type=CHECK_FAILED,
-                        non_retryable=True,
-                    )
-
-            self._phase("publish")
-            published = await call(
-                publish,
-                PublishInput(job=job, commit=merged, apply=inp.apply),
-                summary=f"publish {job.branch}",
-            )
-            self._phase("done")
-            return self._result(inp, job, results, merged, tuple(checks), published)
         except BaseException as err:
             self._phase("rolling back")
-            errors = await saga.compensate()
+            try:
+                await saga.compensate()
+            finally:
+                await shielded(call(cleanup, job, summary=CLEANUP))
             self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
-            if errors:
-                workflow.logger.error("rollback incomplete: %s", "; ".join(errors))
             if isinstance(err, FailureError):
                 raise _root_cause(err) from err
             raise
-        finally:
-            await shielded(call(cleanup, job, summary="cleanup: remove scratch refs and worktrees"))
+        await shielded(call(cleanup, job, summary=CLEANUP), raise_cancel=False)
+        return result
+
+    async def _finish(
+        self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
+    ) -> RefactorResult:
+        """Fan in: merge the shards, run the test command on the merge, publish the branch."""
+        self._phase("merge")
+        merged = await call(
+            merge,
+            MergeInput(job=job, shard_heads=tuple(r.head for r in results)),
+            summary=f"merge {len(results)} shards",
+        )
+        saga.add(
+            "merge",
+            lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
+        )
+
+        checks: list[CheckRun] = []
+        if inp.test_cmd:
+            self._phase("test")
+            check = await call(
+                run_check,
+                CheckInput(
+                    job=job,
+                    commit=merged,
+                    command=inp.test_cmd,
+                    timeout_s=inp.limits.command_timeout_s,
+                ),
+                summary=f"test: {inp.test_cmd}",
+                start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+            )
+            checks.append(check)
+            if not check.passed:
+                raise ApplicationError(
+                    f"test command `{inp.test_cmd}` failed (exit {check.exit_code}) on the "
+                    f"merged result:\n{check.output.strip()}",
+                    type=CHECK_FAILED,
+                    non_retryable=True,
+                )
+
+        self._phase("publish")
+        # The point of no return: once publishing starts, a cancel request is too late.
+        published = await shielded(
+            call(
+                publish,
+                PublishInput(job=job, commit=merged, apply=inp.apply),
+                summary=f"publish {job.branch}",
+            ),
+            raise_cancel=False,
+        )
+        self._phase("done")
+        self._phase("done")
+        return self._result(inp, job, results, merged, tuple(checks), published)
 
     async def _run_shard(
         self,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 
 Compensation = Callable[[], Awaitable[Any]]
+T = TypeVar("T")
 
 
 class Saga:
@@ -34,15 +35,9 @@ class Saga:
         return [name for name, _ in self._steps]
 
     async def compensate(self) -> list[str]:
-        """Undo every registered step, newest first; returns the errors of those that failed."""
-        task = asyncio.ensure_future(self._undo_all())
-        while True:
-            try:
-                return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if task.done():
-                    raise
-                # Another cancel request arrived mid-rollback: finish the rollback first.
+        """Undo every registered step, newest first; returns the errors of those that failed.
+        A cancel request that arrives meanwhile is raised once the rollback is complete."""
+        return await shielded(self._undo_all())
 
     async def _undo_all(self) -> list[str]:
         errors = []
@@ -56,12 +51,22 @@ class Saga:
         return errors
 
 
-async def shielded(work: Awaitable[Any]) -> Any:
-    """Await ``work`` to completion even if the workflow is cancelled meanwhile."""
+async def shielded(work: Awaitable[T], *, raise_cancel: bool = True) -> T:
+    """Await ``work`` to completion even if the workflow is cancelled meanwhile. A cancel that
+    arrived is then raised (Temporal delivers it only once, so it must not be lost), unless
+    ``raise_cancel`` is False: for work past the point of no return, where it is too late."""
     task = asyncio.ensure_future(work)
-    while True:
+    cancelled = False
+    while not task.done():
         try:
-            return await asyncio.shield(task)
+            await asyncio.shield(task)
         except asyncio.CancelledError:
-            if task.done():
-                raise
+            if task.cancelled():
+                raise  # the work itself was cancelled
+            cancelled = True  # finish the work first
+    result = task.result()
+    if cancelled and raise_cancel:
+        raise asyncio.CancelledError()
+    if cancelled:
+        workflow.logger.info("cancel request arrived past the point of no return: ignored")
+    return result

@@ -20,6 +20,8 @@ def module_of(path: str) -> str:
 def shard_files(files: list[str] | tuple[str, ...], max_files: int) -> list[Shard]:
     """Split ``files`` into shards of at most ``max_files``, never mixing two modules in one shard.
     Shards are named ``NN-<module>`` (a valid ref component) in a stable order."""
+    if max_files < 1:
+        raise ValueError("max_files must be at least 1")
     shards: list[Shard] = []
     for module, group in groupby(sorted(files, key=lambda p: (module_of(p), p)), key=module_of):
         members = list(group)
