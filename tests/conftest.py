@@ -3,6 +3,7 @@ and a fresh clone cache per test."""
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         ],
     )
     async with environment:
+        # For tests that start workers in their own processes.
+        os.environ["TEST_TEMPORAL_ADDRESS"] = environment.client.service_client.config.target_host
         yield environment
 
 
