@@ -51,14 +51,12 @@ def run_command(command: str, cwd: Path, timeout_s: float) -> Finished:
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s
-    chunks: list[bytes] = []
     try:
         while True:
             # Short waits, so that an activity's cancellation (raised in this thread by the
             # Temporal SDK) interrupts the command promptly; the finally clause kills it.
             try:
                 out, _ = proc.communicate(timeout=min(0.5, max(deadline - time.monotonic(), 0)))
-                chunks.append(out)
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() >= deadline:
@@ -72,7 +70,6 @@ def run_command(command: str, cwd: Path, timeout_s: float) -> Finished:
         except ProcessLookupError:
             pass
         proc.wait()
-    out = b"".join(chunks)
     return Finished(proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL:])
 
 
