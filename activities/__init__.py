@@ -15,11 +15,11 @@ from activities.git_ops import (
     remove_worktree,
     set_ref,
 )
-from activities.refactor import edit_file, plan
+from activities.refactor import edit_files, plan
 
 ALL = [
     plan,
-    edit_file,
+    edit_files,
     create_branch,
     add_worktree,
     remove_worktree,

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,6 +144,64 @@ def remove_worktrees(cache: Path, folder: Path) -> None:
     with locked(cache.with_suffix(".lock")):
         shutil.rmtree(folder, ignore_errors=True)
         run(cache, "worktree", "prune")
+
+
+def head_of(wt: Path) -> str | None:
+    """The commit a (detached) worktree is at, read from its files without running git."""
+    try:
+        gitdir = (wt / ".git").read_text().removeprefix("gitdir:").strip()
+        return (Path(gitdir) / "HEAD").read_text().strip()
+    except OSError:
+        return None
+
+
+def _quoted(path: str) -> str:
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def commit_files(
+    wt: Path, parent: str, edits: Sequence[tuple[str, str]], timestamp: int
+) -> list[str]:
+    """Commit each (path, message) in order, one commit per file on top of the previous, taking
+    the file's state from the worktree (a missing file is a deletion). One ``git fast-import``
+    writes them all; returns the commits' ids. Same input, same ids."""
+    stream = bytearray()
+    ref = f"refs/agentparallels-import/{hashlib.sha256(str(wt).encode()).hexdigest()[:16]}"
+    who = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}> {timestamp} +0000\n".encode()
+    for mark, (path, message) in enumerate(edits, start=1):
+        text = message.rstrip("\n").encode() + b"\n"
+        stream += f"commit {ref}\nmark :{mark}\n".encode()
+        stream += b"author " + who + b"committer " + who
+        stream += f"data {len(text)}\n".encode() + text
+        if mark == 1:
+            stream += f"from {parent}\n".encode()
+        file = wt / path
+        if file.is_symlink():
+            data, mode = os.readlink(file).encode(), "120000"
+        elif file.exists():
+            data, mode = file.read_bytes(), "100755" if os.access(file, os.X_OK) else "100644"
+        else:
+            stream += f"D {_quoted(path)}\n\n".encode()
+            continue
+        stream += f"M {mode} inline {_quoted(path)}\ndata {len(data)}\n".encode() + data + b"\n\n"
+    marks = wt.parent / f".{wt.name}.marks"
+    try:
+        with tempfile.TemporaryFile() as commands:
+            commands.write(stream)
+            commands.seek(0)
+            git.Git(str(wt)).execute(
+                ["git", "fast-import", "--quiet", "--force", f"--export-marks={marks}"],
+                istream=commands,
+            )
+        ids = dict(line.split() for line in marks.read_text().splitlines())
+    finally:
+        marks.unlink(missing_ok=True)
+        try:
+            run(wt, "update-ref", "-d", ref)
+        except git.GitCommandError:
+            pass
+    return [ids[f":{mark}"] for mark in range(1, len(edits) + 1)]
 
 
 def commit_env(timestamp: int) -> dict[str, str]:

@@ -15,10 +15,34 @@ def worktrees_dir(job_id: str) -> Path:
 
 
 def worktree(repository: str, job_id: str, name: str, sha: str) -> Path:
-    """The job's worktree ``name`` on this worker, clean and at ``sha``; made if missing."""
+    """The job's worktree ``name`` on this worker, clean and at ``sha``; made if missing.
+
+    A worktree is known clean, and reused as it is, when it is at ``sha`` and no step was
+    interrupted while editing it (see :func:`editing`); otherwise it is reset.
+    """
+    path = worktrees_dir(job_id) / name
+    if _git.head_of(path) == sha and not _dirty_mark(path).exists():
+        return path
     cache = _git.cached_repo(repository)
     _git.ensure_commit(cache, repository, sha)
-    return _git.worktree(cache, worktrees_dir(job_id) / name, sha)
+    _git.worktree(cache, path, sha)
+    _dirty_mark(path).unlink(missing_ok=True)
+    return path
+
+
+def _dirty_mark(path: Path) -> Path:
+    return path.with_name(f".{path.name}.editing")
+
+
+@contextmanager
+def editing(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]:
+    """The worktree, marked as being edited until the block ends without an exception (the
+    block must leave it clean); a worktree left marked is reset before its next use."""
+    path = worktree(repository, job_id, name, sha)
+    mark = _dirty_mark(path)
+    mark.touch()
+    yield path
+    mark.unlink()
 
 
 @contextmanager

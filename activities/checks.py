@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,35 +22,59 @@ def uses_ruff(wt: Path) -> bool:
     return pyproject.exists() and "[tool.ruff" in pyproject.read_text(errors="replace")
 
 
-def format_file(wt: Path, path: str, timeout_s: float) -> None:
-    """Re-sort imports and format ``path`` with the repository's own ruff settings."""
-    if not path.endswith(".py") or not (wt / path).exists():
-        return
-    ruff = ruff_bin()
-    run_command(
-        f"{ruff} check --no-cache --quiet --fix --select I -- {shlex.quote(path)}", wt, timeout_s
+def _python(wt: Path, paths: Sequence[str]) -> list[str]:
+    return [p for p in paths if p.endswith(".py") and (wt / p).exists()]
+
+
+def format_files(wt: Path, paths: Sequence[str], timeout_s: float) -> None:
+    """Re-sort imports and format ``paths`` with the repository's own ruff settings."""
+    py = _python(wt, paths)
+    if py:
+        files = " ".join(shlex.quote(p) for p in py)
+        ruff = ruff_bin()
+        run_command(f"{ruff} check --no-cache --quiet --fix --select I -- {files}", wt, timeout_s)
+        run_command(f"{ruff} format --no-cache --quiet -- {files}", wt, timeout_s)
+
+
+def _ruff_findings(wt: Path, py: Sequence[str], rules: str, timeout_s: float) -> dict[str, str]:
+    """Path -> ruff's findings for it (one line each), for the paths that have any."""
+    if not py:
+        return {}
+    files = " ".join(shlex.quote(p) for p in py)
+    command = (
+        f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero "
+        f"--select {rules} -- {files}"
     )
-    run_command(f"{ruff} format --no-cache --quiet -- {shlex.quote(path)}", wt, timeout_s)
+    done = run_command(command, wt, timeout_s)
+    if not done.ok:
+        raise RuntimeError(f"ruff failed: {done.output}")  # a tool fault: the step is retried
+    findings: dict[str, list[str]] = {}
+    root = wt.resolve()
+    for item in json.loads(done.output or "[]"):
+        path = Path(item["filename"]).resolve().relative_to(root).as_posix()
+        where = item.get("location") or {}
+        findings.setdefault(path, []).append(
+            f"{path}:{where.get('row')}:{where.get('column')}: "
+            f"{item.get('code') or 'syntax-error'} {item.get('message')}"
+        )
+    return {path: "\n".join(lines) for path, lines in findings.items()}
 
 
 def verify(
-    wt: Path, path: str, rules: str, check_cmd: str | None, timeout_s: float
-) -> tuple[str, Finished] | None:
-    """Check one edited file: ruff's ``rules`` on it, then ``check_cmd``. Returns the first
-    failing command and its result, or None when every check passed."""
-    commands = []
-    if path.endswith(".py") and (wt / path).exists():
-        ruff = ruff_bin()
-        commands.append(
-            f"{ruff} check --isolated --no-cache --output-format concise --select {rules}"
-            f" -- {shlex.quote(path)}"
-        )
-    if check_cmd:
-        commands.append(check_cmd.replace("{file}", shlex.quote(path)))
-    for command in commands:
-        done = run_command(command, wt, timeout_s)
-        if not done.ok:
-            return command, done
+    wt: Path, paths: Sequence[str], rules: str, check_cmd: str | None, timeout_s: float
+) -> tuple[str, str, Finished] | None:
+    """Check edited files, in order: ruff's ``rules`` (one run for all), then ``check_cmd`` on
+    each. Returns the first failing file, the command that failed and its result, or None."""
+    findings = _ruff_findings(wt, _python(wt, paths), rules, timeout_s)
+    for path in paths:
+        if path in findings:
+            command = f"ruff check --isolated --select {rules} -- {shlex.quote(path)}"
+            return path, command, Finished(1, findings[path])
+        if check_cmd:
+            command = check_cmd.replace("{file}", shlex.quote(path))
+            done = run_command(command, wt, timeout_s)
+            if not done.ok:
+                return path, command, done
     return None
 
 

@@ -1,14 +1,16 @@
 """Editors: the agent step that changes files, behind one interface.
 
 An editor first *plans* on a worktree at the base commit (which files it will change) and then
-*applies* its change to one file at a time in a shard's worktree. A rename is computed once for
-the whole project at planning time and committed; applying it to a file copies that file's new
-state from the change commit. A command editor runs its command on each file.
+*applies* its change to a shard's files, in order, in the shard's worktree. A rename is computed
+once for the whole project at planning time and committed; applying it copies the files' new
+state from the change commit. A command editor runs its command on each file, and refuses a
+command that changes any file but its own.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -18,10 +20,12 @@ from agentparallels.models import CommandEdit, EditSpec, RenameEdit
 
 
 class EditFailed(Exception):
-    """Applying an edit failed; counted by the shard's circuit breaker like a failed check."""
+    """Editing ``path`` failed (the files before it were edited); counted by the shard's
+    circuit breaker like a failed check."""
 
-    def __init__(self, command: str, output: str) -> None:
-        super().__init__(f"{command}: {output}")
+    def __init__(self, path: str, command: str, output: str) -> None:
+        super().__init__(f"{path}: {command}: {output}")
+        self.path = path
         self.command = command
         self.output = output
 
@@ -38,8 +42,11 @@ class Editor(Protocol):
         """Paths (relative, posix) this edit will change, sorted."""
         ...
 
-    def apply(self, wt: Path, path: str, change_commit: str | None, timeout_s: float) -> None:
-        """Change ``path`` in ``wt``; raises :class:`EditFailed`."""
+    def apply(
+        self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
+    ) -> None:
+        """Change ``paths`` in ``wt``, in order; raises :class:`EditFailed` for the first that
+        fails."""
         ...
 
 
@@ -55,9 +62,11 @@ class RenameEditor:
         except rename_engine.RenameError as e:
             raise PlanRejected(str(e)) from e
 
-    def apply(self, wt: Path, path: str, change_commit: str | None, timeout_s: float) -> None:
+    def apply(
+        self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
+    ) -> None:
         assert change_commit, "a rename is applied from its change commit"
-        _git.run(wt, "restore", f"--source={change_commit}", "--staged", "--worktree", "--", path)
+        _git.run(wt, "restore", f"--source={change_commit}", "--staged", "--worktree", "--", *paths)
 
 
 class CommandEditor:
@@ -71,11 +80,21 @@ class CommandEditor:
         out = _git.run(wt, "ls-files", "-z", "--", *pathspecs)
         return sorted(p for p in out.split("\0") if p)
 
-    def apply(self, wt: Path, path: str, change_commit: str | None, timeout_s: float) -> None:
-        command = self.spec.command.replace("{file}", shlex.quote(path))
-        done = run_command(command, wt, timeout_s)
-        if not done.ok:
-            raise EditFailed(command, done.output)
+    def apply(
+        self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
+    ) -> None:
+        allowed: set[str] = set()
+        for path in paths:
+            command = self.spec.command.replace("{file}", shlex.quote(path))
+            done = run_command(command, wt, timeout_s)
+            if not done.ok:
+                raise EditFailed(path, command, done.output)
+            allowed.add(path)
+            stray = [p for p in _git.changed_paths(wt) if p not in allowed]
+            if stray:
+                raise EditFailed(
+                    path, command, f"changed files outside its target {path}: {', '.join(stray)}"
+                )
 
 
 def editor_for(spec: EditSpec) -> Editor:

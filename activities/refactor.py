@@ -9,14 +9,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities import _git
 from activities._defn import defn
-from activities._workspace import scratch_worktree, worktree
-from activities.checks import format_file, uses_ruff, verify
+from activities._workspace import editing, scratch_worktree
+from activities.checks import format_files, uses_ruff, verify
 from activities.editors import EditFailed, PlanRejected, editor_for
 from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,
     CommandEdit,
-    EditInput,
+    EditBatchInput,
+    EditBatchResult,
     EditOutcome,
     EditSpec,
     Plan,
@@ -90,69 +91,96 @@ def plan(inp: PlanInput) -> Plan:
     return Plan(base_commit=base, files=tuple(files), change_commit=change, ruff_format=ruff_format)
 
 
-@defn("refactor.edit_file", start_to_close=timedelta(minutes=30))
-def edit_file(inp: EditInput) -> EditOutcome:
-    """Edit one file on the shard's branch, verify it, and commit it as the next checkpoint.
+@defn("refactor.edit_files", start_to_close=timedelta(minutes=30))
+def edit_files(inp: EditBatchInput) -> EditBatchResult:
+    """Edit files on the shard's branch, in order: apply the edit, format, verify, and commit
+    each file that passes as its own checkpoint commit, stopping at the first file that fails.
+    The commits are pushed together at the end.
 
-    Idempotent: if an earlier attempt already committed this edit on top of ``inp.checkpoint``
-    (its worker died before reporting), that commit is returned and nothing is redone.
+    Idempotent: if an earlier attempt already pushed its commits on top of ``inp.checkpoint``
+    (its worker died before reporting), they are reported and nothing is redone.
     """
-    job, ref, path = inp.shard.job, inp.shard.ref, inp.path
-    tip = _git.remote_ref(job.repository, ref)
-    if tip != inp.checkpoint:
-        return _earlier_attempt(inp, tip)
-    wt = worktree(job.repository, job.job_id, inp.shard.name, tip)
-    try:
-        editor_for(inp.edit).apply(wt, path, inp.change_commit, inp.timeout_s)
-    except EditFailed as e:
-        return EditOutcome(
-            path=path, status="failed", commit=tip, command=e.command, output=e.output
-        )
-    changed = _git.changed_paths(wt)
-    stray = [p for p in changed if p != path]
-    if stray:
-        return EditOutcome(
-            path=path,
-            status="failed",
-            commit=tip,
-            command=describe(inp.edit),
-            output=f"changed files outside its target {path}: {', '.join(stray)}",
-        )
-    if not changed:
-        return EditOutcome(path=path, status="unchanged", commit=tip)
-    if inp.ruff_format:
-        format_file(wt, path, inp.timeout_s)
-    failure = verify(wt, path, inp.verify_rules, inp.check_cmd, inp.timeout_s)
-    if failure:
-        command, done = failure
-        return EditOutcome(
-            path=path, status="failed", commit=tip, command=command, output=done.output
-        )
-    message = (
-        f"{describe(inp.edit)}: {path}\n\n"
-        f"{_git.JOB_TRAILER}: {job.job_id}\n{_git.EDIT_TRAILER}: {path}"
+    job, ref = inp.shard.job, inp.shard.ref
+    remote = _git.remote_ref(job.repository, ref)
+    if remote != inp.checkpoint:
+        return _earlier_attempt(inp, remote)
+    with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
+        failure: EditOutcome | None = None
+        try:
+            editor_for(inp.edit).apply(wt, inp.paths, inp.change_commit, inp.timeout_s)
+            applied = list(inp.paths)
+        except EditFailed as e:
+            applied = list(inp.paths[: inp.paths.index(e.path)])
+            failure = _failed(e.path, inp.checkpoint, e.command, e.output)
+        changed = set(_git.changed_paths(wt))
+        edited = [p for p in applied if p in changed]
+        if inp.ruff_format:
+            format_files(wt, edited, inp.timeout_s)
+        bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s)
+        if bad:
+            path, command, done = bad
+            applied = applied[: applied.index(path)]
+            failure = _failed(path, inp.checkpoint, command, done.output)
+        to_commit = [p for p in applied if p in changed]
+        what = describe(inp.edit)
+        commits = _git.commit_files(
+            wt,
+            inp.checkpoint,
+            [(p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job.job_id}\n{_git.EDIT_TRAILER}: {p}")
+             for p in to_commit],
+            job.timestamp,
+        ) if to_commit else []  # fmt: skip
+        tip = commits[-1] if commits else inp.checkpoint
+        _git.run(wt, "reset", "--quiet", "--hard", tip)
+        if failure is not None or len(applied) < len(inp.paths):
+            _git.run(wt, "clean", "--quiet", "-fdx")
+    if commits:
+        _git.push(wt, job.repository, [(ref, tip, inp.checkpoint)])
+    by_path = dict(zip(to_commit, commits, strict=True))
+    outcomes = [
+        EditOutcome(path=p, status="committed", commit=by_path[p])
+        if p in by_path
+        else EditOutcome(path=p, status="unchanged", commit=inp.checkpoint)
+        for p in applied
+    ]
+    if failure is not None:
+        outcomes.append(failure)
+    return EditBatchResult(outcomes=tuple(outcomes), tip=tip)
+
+
+def _failed(path: str, checkpoint: str, command: str, output: str) -> EditOutcome:
+    return EditOutcome(
+        path=path, status="failed", commit=checkpoint, command=command, output=output
     )
-    sha = _git.commit_all(wt, message, job.timestamp)
-    if sha is None:
-        return EditOutcome(path=path, status="unchanged", commit=tip)
-    _git.push(wt, job.repository, [(ref, sha, tip)])
-    return EditOutcome(path=path, status="committed", commit=sha)
 
 
-def _earlier_attempt(inp: EditInput, tip: str | None) -> EditOutcome:
-    """The branch is not at the expected checkpoint: accept it only if it holds exactly this
-    edit, committed by an earlier attempt of this same step."""
+def _earlier_attempt(inp: EditBatchInput, remote: str | None) -> EditBatchResult:
+    """The branch is not at the expected checkpoint. Accept it only if it holds commits of this
+    step's first files, one each, in order, on top of the checkpoint: an earlier attempt of this
+    same step pushed them and died before reporting. They are reported as done; the files after
+    them are left for the next step."""
     job = inp.shard.job
-    if tip is not None:
+    if remote is not None:
         cache = _git.cached_repo(job.repository)
-        _git.ensure_commit(cache, job.repository, tip)
-        message = _git.run(cache, "log", "-1", "--format=%B", tip)
-        parent = _git.run(cache, "rev-parse", f"{tip}^")
-        if parent == inp.checkpoint and _git.trailer(message, _git.EDIT_TRAILER) == inp.path:
-            return EditOutcome(path=inp.path, status="committed", commit=tip)
+        _git.ensure_commit(cache, job.repository, remote)
+        log = _git.run(cache, "log", "--reverse", "--format=%H %P%x00%B%x01",
+                       f"{inp.checkpoint}..{remote}")  # fmt: skip
+        parent, outcomes, expected = inp.checkpoint, [], list(inp.paths)
+        for entry in filter(None, (e.strip("\n") for e in log.split("\x01"))):
+            head, message = entry.split("\x00", 1)
+            sha, *parents = head.split()
+            path = _git.trailer(message, _git.EDIT_TRAILER)
+            if parents != [parent] or path not in expected:
+                break
+            expected = expected[expected.index(path) + 1 :]
+            outcomes.append(EditOutcome(path=path, status="committed", commit=sha))
+            parent = sha
+        else:
+            if outcomes:
+                return EditBatchResult(outcomes=tuple(outcomes), tip=remote)
     raise ApplicationError(
-        f"{inp.shard.ref} is at {tip or 'nothing'}, expected {inp.checkpoint}: something else "
-        "moved the job's branch; start the job again",
+        f"{inp.shard.ref} is at {remote or 'nothing'}, expected {inp.checkpoint}: something "
+        "else moved the job's branch; start the job again",
         type=GIT_CONFLICT,
         non_retryable=True,
     )

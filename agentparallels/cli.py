@@ -109,6 +109,12 @@ def build_parser() -> Parser:
     ref.add_argument("--parallel", type=positive, default=4, help="shards at once (default 4)")
     ref.add_argument("--max-files-per-shard", type=positive, default=20)
     ref.add_argument(
+        "--batch-files",
+        type=positive,
+        default=10,
+        help="files per edit step; each still gets its own commit (default 10)",
+    )
+    ref.add_argument(
         "--breaker-threshold",
         type=positive,
         default=3,
@@ -185,6 +191,7 @@ async def refactor(args: argparse.Namespace) -> int:
         limits=Limits(
             parallel=args.parallel,
             max_files_per_shard=args.max_files_per_shard,
+            batch_files=args.batch_files,
             breaker_threshold=args.breaker_threshold,
             command_timeout_s=args.timeout,
         ),

@@ -49,6 +49,9 @@ class Limits(Value):
     """Most shards (child workflows) running at once."""
     max_files_per_shard: int = Field(20, ge=1)
     """A module with more files than this is split into several shards."""
+    batch_files: int = Field(10, ge=1)
+    """Files one edit step handles: each file still gets its own verification and commit, but
+    a batch's commits are pushed together, so a crashed worker redoes at most one batch."""
     breaker_threshold: int = Field(3, ge=1)
     """Consecutive failed verifications of edits that open a shard's circuit breaker."""
     command_timeout_s: float = Field(300.0, gt=0)
@@ -138,11 +141,12 @@ class ShardRef(Value):
         return f"{self.job.scratch}/shards/{self.name}"
 
 
-class EditInput(Value):
+class EditBatchInput(Value):
     shard: ShardRef
-    path: str
+    paths: tuple[str, ...]
+    """Files to edit, in order. Editing stops at the first file that fails."""
     checkpoint: str
-    """The commit the shard's branch must be at before this edit."""
+    """The commit the shard's branch must be at before this step."""
     edit: EditSpec
     change_commit: str | None = None
     ruff_format: bool = False
@@ -155,11 +159,18 @@ class EditOutcome(Value):
     path: str
     status: Literal["committed", "unchanged", "failed"]
     commit: str
-    """The shard's branch after this step (the checkpoint of the next edit)."""
+    """The file's own commit when committed; otherwise the checkpoint it was tried on."""
     command: str | None = None
     """For a failure: the command that failed."""
     output: str = ""
     """For a failure: the tail of its output."""
+
+
+class EditBatchResult(Value):
+    outcomes: tuple[EditOutcome, ...]
+    """One per file handled, in order; a failure, if any, is the last."""
+    tip: str
+    """The shard's branch after this step: the checkpoint of the next."""
 
 
 class RefUpdate(Value):

@@ -13,12 +13,12 @@ from temporalio.worker import Worker
 
 import activities
 import worker
-from activities.refactor import edit_file
+from activities.refactor import edit_files
 from agentparallels.errors import BREAKER_OPEN, CHECK_FAILED
 from agentparallels.models import (
     CommandEdit,
-    EditInput,
-    EditOutcome,
+    EditBatchInput,
+    EditBatchResult,
     Limits,
     MergeInput,
     RefactorInput,
@@ -56,12 +56,12 @@ async def test_edit_failure_rolls_back(client: Client, task_queue: str, tmp_path
     before = snapshot(repo)
     calls = []
 
-    @activity.defn(name="refactor.edit_file")
-    def flaky_edit(inp: EditInput) -> EditOutcome:
-        calls.append(inp.path)
+    @activity.defn(name="refactor.edit_files")
+    def flaky_edit(inp: EditBatchInput) -> EditBatchResult:
+        calls.append(inp.paths)
         if len(calls) > 2:
             raise ApplicationError("injected edit failure", non_retryable=True)
-        return edit_file(inp)
+        return edit_files(inp)
 
     job = RefactorInput(
         repository=str(repo),

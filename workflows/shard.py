@@ -1,12 +1,15 @@
 """One shard of a refactor: a sub-agent that edits its files in its own worktree and branch.
 
 Each file is edited on top of the previous file's commit (the checkpoint), verified, and
-committed; a failed verification retries that file, and the circuit breaker stops the shard
-after ``breaker_threshold`` consecutive failures. Every successful step registers its
+committed, in batches of ``batch_files`` per activity; a batch stops at its first failing file,
+which the next batch retries, and the circuit breaker stops the shard after
+``breaker_threshold`` consecutive failures. Every successful step registers its
 compensation, so a failed or cancelled shard leaves nothing behind.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -17,10 +20,10 @@ from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
     from activities.git_ops import add_worktree, create_branch, remove_worktree, set_ref
-    from activities.refactor import edit_file
+    from activities.refactor import edit_files
     from agentparallels.errors import BREAKER_OPEN
     from agentparallels.models import (
-        EditInput,
+        EditBatchInput,
         RefUpdate,
         ShardInput,
         ShardProgress,
@@ -64,49 +67,62 @@ class ShardWorkflow:
             await call(add_worktree, shard, summary=f"worktree {shard.name}")
             saga.add("worktree", lambda: call(remove_worktree, shard))
             changed: list[str] = []
+            pending = list(inp.shard.files)
             attempts = 0
-            for done, path in enumerate(inp.shard.files, start=1):
-                while True:
-                    attempts += 1
-                    outcome = await call(
-                        edit_file,
-                        EditInput(
-                            shard=shard,
-                            path=path,
-                            checkpoint=tip,
-                            edit=inp.edit,
-                            change_commit=inp.change_commit,
-                            ruff_format=inp.ruff_format,
-                            check_cmd=inp.check_cmd,
-                            verify_rules=limits.verify_rules,
-                            timeout_s=limits.command_timeout_s,
-                        ),
-                        summary=f"edit {path}",
-                    )
-                    if outcome.status != "failed":
-                        breaker.record_success()
-                        break
-                    breaker.record_failure()
-                    await self._report(inp, files_done=done - 1, breaker=breaker)
-                    if not breaker.allows():
-                        raise ApplicationError(
-                            f"circuit breaker opened after {breaker.failures} consecutive failed "
-                            f"attempts at {path}: `{outcome.command}` failed with:\n"
-                            f"{outcome.output.strip()}",
-                            type=BREAKER_OPEN,
-                            non_retryable=True,
-                        )
-                if outcome.status == "committed":
-                    checkpoint = tip
+            while pending:
+                batch = tuple(pending[: limits.batch_files])
+                step = await call(
+                    edit_files,
+                    EditBatchInput(
+                        shard=shard,
+                        paths=batch,
+                        checkpoint=tip,
+                        edit=inp.edit,
+                        change_commit=inp.change_commit,
+                        ruff_format=inp.ruff_format,
+                        check_cmd=inp.check_cmd,
+                        verify_rules=limits.verify_rules,
+                        timeout_s=limits.command_timeout_s,
+                    ),
+                    summary=f"edit {batch[0]}"
+                    + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""),
+                    start_to_close_timeout=timedelta(
+                        seconds=len(batch) * limits.command_timeout_s * 2 + 120
+                    ),
+                )
+                if not step.outcomes:
+                    raise ApplicationError(f"edit step on {batch[0]} reported nothing")
+                if step.tip != tip:
                     saga.add(
-                        f"edit {path}",
-                        lambda c=checkpoint: call(
+                        f"edits up to {step.outcomes[-1].path}",
+                        lambda c=tip: call(
                             set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)
                         ),
                     )
-                    changed.append(path)
-                    tip = outcome.commit
-                await self._report(inp, files_done=done, breaker=breaker)
+                    tip = step.tip
+                for outcome in step.outcomes:
+                    attempts += 1
+                    if outcome.status == "failed":
+                        breaker.record_failure()
+                        await self._report(
+                            inp, files_done=len(inp.shard.files) - len(pending), breaker=breaker
+                        )
+                        if not breaker.allows():
+                            raise ApplicationError(
+                                f"circuit breaker opened after {breaker.failures} consecutive "
+                                f"failed attempts at {outcome.path}: `{outcome.command}` failed "
+                                f"with:\n{outcome.output.strip()}",
+                                type=BREAKER_OPEN,
+                                non_retryable=True,
+                            )
+                    else:
+                        breaker.record_success()
+                        pending.remove(outcome.path)
+                        if outcome.status == "committed":
+                            changed.append(outcome.path)
+                await self._report(
+                    inp, files_done=len(inp.shard.files) - len(pending), breaker=breaker
+                )
             await call(remove_worktree, shard)
             self._progress = self._progress.model_copy(update={"state": "done"})
             return ShardResult(

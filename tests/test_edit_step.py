@@ -1,0 +1,86 @@
+"""The edit step on its own: one commit per file, stop at the first failure, idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.git_ops import create_branch
+from activities.refactor import edit_files
+from agentparallels.errors import GIT_CONFLICT
+from agentparallels.models import CommandEdit, EditBatchInput, JobRef, ShardRef
+from tests.repos import git, make_repo
+
+APPEND = CommandEdit(command="echo '# edited' >> {file}")
+
+
+def setup(tmp_path: Path) -> tuple[Path, ShardRef]:
+    repo = make_repo(tmp_path / "repo", {f"m{i}.py": f"x{i} = {i}\n" for i in range(4)})
+    base = git(repo, "rev-parse", "HEAD")
+    job = JobRef(job_id="job-1", repository=str(repo), base_commit=base, timestamp=1_700_000_000)
+    shard = ShardRef(job=job, name="00-root")
+    ActivityEnvironment().run(create_branch, shard)
+    return repo, shard
+
+
+def step(shard: ShardRef, paths: tuple[str, ...], checkpoint: str, **kw: object) -> EditBatchInput:
+    return EditBatchInput(shard=shard, paths=paths, checkpoint=checkpoint, edit=APPEND, **kw)
+
+
+def test_each_file_gets_its_own_commit_on_the_checkpoint(tmp_path: Path) -> None:
+    """Three files, three commits in order, each changing only its file; pushed to the branch."""
+    repo, shard = setup(tmp_path)
+    base = shard.job.base_commit
+    result = ActivityEnvironment().run(edit_files, step(shard, ("m0.py", "m1.py", "m2.py"), base))
+    assert [(o.path, o.status) for o in result.outcomes] == [
+        ("m0.py", "committed"), ("m1.py", "committed"), ("m2.py", "committed"),
+    ]  # fmt: skip
+    assert git(repo, "rev-parse", shard.ref) == result.tip == result.outcomes[-1].commit
+    for outcome in result.outcomes:
+        assert (
+            git(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", outcome.commit)
+            == outcome.path
+        )
+    assert git(repo, "show", f"{result.tip}:m1.py") == "x1 = 1\n# edited"
+
+
+def test_a_failing_file_stops_the_step_after_committing_those_before(tmp_path: Path) -> None:
+    """The second file fails its check: the first is committed, the second reported failed with
+    the command and output, and the third not touched."""
+    repo, shard = setup(tmp_path)
+    base = shard.job.base_commit
+    check = "case {file} in m1.py) echo 'm1 is wrong'; exit 1;; esac"
+    result = ActivityEnvironment().run(
+        edit_files, step(shard, ("m0.py", "m1.py", "m2.py"), base, check_cmd=check)
+    )
+    assert [(o.path, o.status) for o in result.outcomes] == [
+        ("m0.py", "committed"), ("m1.py", "failed"),
+    ]  # fmt: skip
+    assert result.outcomes[1].command == "case m1.py in m1.py) echo 'm1 is wrong'; exit 1;; esac"
+    assert result.outcomes[1].output.strip() == "m1 is wrong"
+    assert git(repo, "rev-parse", shard.ref) == result.tip == result.outcomes[0].commit
+
+
+def test_a_repeated_step_reports_the_earlier_attempts_commits(tmp_path: Path) -> None:
+    """Running the same step again (its first attempt died before reporting) redoes nothing:
+    the same commits are reported and the branch holds each file's commit once."""
+    repo, shard = setup(tmp_path)
+    base = shard.job.base_commit
+    first = ActivityEnvironment().run(edit_files, step(shard, ("m0.py", "m1.py"), base))
+    again = ActivityEnvironment().run(edit_files, step(shard, ("m0.py", "m1.py"), base))
+    assert again == first
+    assert git(repo, "rev-list", "--count", f"{base}..{shard.ref}") == "2"
+
+
+def test_a_branch_moved_by_someone_else_is_a_conflict(tmp_path: Path) -> None:
+    """If the shard's branch holds something this step did not write, the step refuses."""
+    repo, shard = setup(tmp_path)
+    base = shard.job.base_commit
+    ActivityEnvironment().run(edit_files, step(shard, ("m0.py",), base))
+    with pytest.raises(ApplicationError) as refused:
+        ActivityEnvironment().run(edit_files, step(shard, ("m3.py",), base))
+    assert refused.value.type == GIT_CONFLICT
+    assert f"{shard.ref} is at" in refused.value.message
