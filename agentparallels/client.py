@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
 from agentparallels import devserver
+from agentparallels.codec import data_converter
 from agentparallels.errors import UsageError
 
 CONNECT_TIMEOUT_S = 10.0
@@ -43,7 +43,7 @@ def _reason(e: BaseException) -> str:
 
 async def _connect(target: str, config: dict[str, Any]) -> Client:
     return await asyncio.wait_for(
-        Client.connect(target, data_converter=pydantic_data_converter, **config),
+        Client.connect(target, data_converter=data_converter(), **config),
         CONNECT_TIMEOUT_S,
     )
 

@@ -1,29 +1,34 @@
 """Benchmark: a multi-file refactor run as a durable job vs the same tools run plainly.
 
-For each repository size it generates a real git repository (packages of ten modules under
-``src/gen/``, one helper ``gen.core.util.to_cents`` used from most modules, a small pytest
-suite) and measures, each on a fresh copy of that repository:
+For each repository size N it generates a real git repository (N modules in packages of ten
+under ``src/gen/``, one helper ``gen.core.util.to_cents`` used from most of them, a small
+pytest suite, ruff configured) and measures, each on a fresh copy of that repository:
 
-* ``rename``:  (a) a ``RefactorWorkflow`` job with a ``RenameEdit``, against (b) the plain
-  tool: ``rename_engine.rename`` in-process, then import sorting, ``ruff format`` and the
-  verify rules on the changed files (what the job does per file), then the tests once.
-* ``codemod``: (c) a job with a ``CommandEdit`` (``ruff check --fix --select UP`` per file),
-  against (d) the same command run per file in a loop, then import sorting and formatting of
-  the changed files, the verify rules on all files, then the tests once.
+* ``rename``: (a) a ``RefactorWorkflow`` job with a ``RenameEdit``, against (b) the plain
+  tool: ``rename_engine.rename`` in-process, then what the job runs on the changed files
+  (ruff's import sorting and ``ruff format``, as the repository configures ruff, and the
+  verify rules), then the test command once.
+* ``codemod``: (c) a job with a ``CommandEdit`` (``ruff check --fix --select UP {file}`` on
+  ``**/*.py``), against (d) the same command run per file in a loop, then import sorting and
+  formatting of the changed files, the verify rules on all files, then the test command once.
 
-Both sides end in a commit, and the bench checks that both produce the same tree. One dev
-server serves the whole run; each job gets a fresh task queue and worker. Results (medians
-over ``--repeat`` runs and the durable/plain ratio) are printed and written to
-``bench/results/latest.json``.
+Both sides end in a commit, and the bench checks that they produce the same tree. One dev
+server serves the whole run; each job gets a fresh task queue and worker (started before its
+clock starts). The sides alternate which goes first. Medians over ``--repeat`` runs and the
+durable/plain ratio are printed and written to ``bench/results/latest.json``, with the CPU
+seconds of both sides, the load other processes put on the machine meanwhile, and (unless
+``--no-profile``) where the last durable job of each case spent its time.
 
 Run from the project root: ``.venv/bin/python bench/refactor_bench.py [--sizes 50 200]
-[--repeat N] [--profile]`` (``make bench`` runs it with the defaults).
+[--repeat 3]``; ``make bench`` runs it with the defaults. ``--help`` lists the job's limits
+that can be varied.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -377,6 +382,13 @@ class Profile:
     commands: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     """Subprocess kind (``git push``, ``ruff format`` ...) -> durations, seconds."""
     shards: int = 0
+    shard_walls: list[float] = field(default_factory=list)
+    """Each shard workflow's run time (its first to its last event), seconds."""
+    gaps: list[float] = field(default_factory=list)
+    """Per shard: run time not covered by any of its activities (workflow tasks, scheduling,
+    the progress signal), seconds."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """The job's phases (plan, shards, merge, test, publish, cleanup) in seconds."""
 
     def summary(self, wall: float) -> dict[str, Any]:
         acts = {
@@ -389,7 +401,11 @@ class Profile:
         }
         return {
             "wall_s": round(wall, 3),
+            "phases_s": {k: round(v, 3) for k, v in self.phases.items()},
             "shards": self.shards,
+            "shard_wall_mean_s": round(_mean(self.shard_walls), 3),
+            "shard_gap_total_s": round(sum(self.gaps), 3),
+            "shard_gap_share": round(sum(self.gaps) / max(sum(self.shard_walls), 1e-9), 3),
             "activity_busy_s": round(sum(sum(v) for v in self.activities.values()), 3),
             "queue_wait_total_s": round(sum(self.queue_wait), 3),
             "queue_wait_mean_ms": round(1000 * _mean(self.queue_wait), 1),
@@ -398,20 +414,104 @@ class Profile:
         }
 
 
+class CpuMeter:
+    """CPU seconds used during a block: by this process (the worker's threads, or the plain
+    tool's in-process rope), by the subprocesses it waited for (git, ruff, pytest), and by
+    the dev server; and, apart from the total, by every other process on the machine
+    (``others``: load the bench did not cause, which slows it down)."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.used: dict[str, float] = {}
+
+    def _now(self) -> tuple[float, float, float, float]:
+        t = os.times()
+        return (
+            time.process_time(),
+            t.children_user + t.children_system,
+            _proc_cpu(self.server_pid),
+            _machine_busy(),
+        )
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        used = [b - a for a, b in zip(self._start, self._now(), strict=True)]
+        ours = sum(used[:3])
+        self.used = {
+            "python": round(used[0], 3),
+            "subprocesses": round(used[1], 3),
+            "server": round(used[2], 3),
+            "total": round(ours, 3),
+            "others": round(max(used[3] - ours, 0.0), 3),
+        }
+
+
+def _machine_busy() -> float:
+    """CPU seconds all processors of the machine have spent busy since boot (/proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """user + system CPU seconds of process ``pid`` (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pid() -> int | None:
+    """The dev server this process started (its child running the temporal binary)."""
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if comm.startswith("temporal") and int(rest[1]) == me:
+            return int(stat.parent.name)
+    return None
+
+
+PHASES = {
+    "refactor.plan": "plan",
+    "git.merge": "merge",
+    "check.run": "test",
+    "git.publish": "publish",
+    "git.cleanup": "cleanup",
+}
+
+
 def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
 @contextmanager
 def traced_subprocesses(profile: Profile | None):
-    """Time the project's git and tool invocations (by wrapping its helpers in this process,
-    where the worker runs); a no-op without a profile."""
+    """Time the project's git and tool invocations (the worker runs in this process): every
+    GitPython command, and every ``run_command`` an activity module imported; a no-op without
+    a profile."""
     if profile is None:
         yield
         return
-    from activities import _git, checks, editors
+    import git
+
+    import activities
+    from activities import _proc
 
     def timed(fn: Callable[..., Any], kind: Callable[..., str]) -> Callable[..., Any]:
+        @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
@@ -421,32 +521,44 @@ def traced_subprocesses(profile: Profile | None):
 
         return wrapper
 
-    def git_kind(cwd: Any, *args: str, **_: Any) -> str:
-        return f"git {args[0]}"
+    def git_kind(_self: Any, command: Any, *_: Any, **__: Any) -> str:
+        words = command if isinstance(command, list | tuple) else str(command).split()
+        return f"git {words[1]}" if len(words) > 1 else "git"
 
     def tool_kind(command: str, *_: Any, **__: Any) -> str:
         words = command.split()
         tool = Path(words[0]).name
-        sub = "check --select I" if "--select I " in command else words[1]
+        if tool.startswith("python") and "pytest" in command:
+            return "pytest (the test command)"
+        if tool != "ruff":
+            return tool
         if "--select UP" in command:
-            sub = "check --select UP (the codemod)"
-        elif "--isolated" in command and "--select I " not in command:
-            sub = "check (verify rules)"
-        return f"{tool} {sub}" if tool == "ruff" else tool
+            return "ruff check --select UP (the codemod)"
+        if "--select I " in command:
+            return "ruff check --select I (sort imports)"
+        if words[1] == "check" and "--isolated" in command:
+            return "ruff check (verify rules)"
+        return f"ruff {words[1]}"
 
-    saved = (_git.run, checks.run_command, editors.run_command)
-    _git.run = timed(_git.run, git_kind)
-    checks.run_command = timed(checks.run_command, tool_kind)
-    editors.run_command = timed(editors.run_command, tool_kind)
+    patched: list[tuple[Any, str, Any]] = [(git.Git, "execute", git.Git.execute)]
+    for name, module in list(sys.modules.items()):
+        if name.startswith(f"{activities.__name__}.") and module is not None:
+            if getattr(module, "run_command", None) is _proc.run_command:
+                patched.append((module, "run_command", _proc.run_command))
+    git.Git.execute = timed(git.Git.execute, git_kind)
+    for owner, attr, original in patched[1:]:
+        setattr(owner, attr, timed(original, tool_kind))
     try:
         yield
     finally:
-        _git.run, checks.run_command, editors.run_command = saved
+        for owner, attr, original in patched:
+            setattr(owner, attr, original)
 
 
 async def read_histories(client: Any, job_id: str, profile: Profile) -> None:
-    """Activity run and queue times of the job and all its shard workflows."""
-    from temporalio.api.enums.v1 import EventType
+    """Activity run and queue times of the job and all its shard workflows, the job's phases,
+    and how much of each shard's time no activity was running."""
+    from temporalio.api.enums.v1 import EventType as E
 
     ids = [job_id]
     seen = 0
@@ -456,34 +568,73 @@ async def read_histories(client: Any, job_id: str, profile: Profile) -> None:
         history = await client.get_workflow_handle(wf_id).fetch_history()
         scheduled: dict[int, tuple[str, float]] = {}
         started: dict[int, float] = {}
-        for ev in history.events:
-            t = ev.event_time.ToDatetime().timestamp()
-            if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                scheduled[ev.event_id] = (
-                    ev.activity_task_scheduled_event_attributes.activity_type.name,
-                    t,
-                )
-            elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+        busy: list[tuple[float, float]] = []
+        times = [ev.event_time.ToDatetime().timestamp() for ev in history.events]
+        first = times[0]
+        for ev, t in zip(history.events, times, strict=True):
+            if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                name = ev.activity_task_scheduled_event_attributes.activity_type.name
+                scheduled[ev.event_id] = (name, t)
+            elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                 sid = ev.activity_task_started_event_attributes.scheduled_event_id
                 started[sid] = t
                 profile.queue_wait.append(t - scheduled[sid][1])
-            elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 sid = ev.activity_task_completed_event_attributes.scheduled_event_id
-                profile.activities[scheduled[sid][0]].append(t - started[sid])
-            elif ev.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-                ids.append(ev.start_child_workflow_execution_initiated_event_attributes.workflow_id)
+                name = scheduled[sid][0]
+                profile.activities[name].append(t - started[sid])
+                busy.append((started[sid], t))
+                if wf_id == job_id:  # the job's own steps are its phases
+                    phase = PHASES.get(name, name)
+                    profile.phases[phase] = profile.phases.get(phase, 0.0) + t - started[sid]
+            elif ev.event_type == E.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+                attrs = ev.start_child_workflow_execution_initiated_event_attributes
+                ids.append(attrs.workflow_id)
                 profile.shards += 1
+                profile.phases.setdefault("_shards_from", t)
+            elif ev.event_type == E.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+                profile.phases["_shards_to"] = t
+        if wf_id == job_id:
+            profile.phases["total"] = times[-1] - first
+        else:
+            wall = times[-1] - first
+            profile.shard_walls.append(wall)
+            profile.gaps.append(wall - sum(end - start for start, end in busy))
+    span = profile.phases.pop("_shards_to", 0.0) - profile.phases.pop("_shards_from", 0.0)
+    profile.phases["shards (all edits)"] = span
+    profile.phases["other (workflow tasks, scheduling)"] = profile.phases["total"] - sum(
+        v for k, v in profile.phases.items() if k != "total"
+    )
 
 
-async def durable_job(client: Any, repo: Path, edit: Any, profile: Profile | None) -> dict:
+def job_limits(args: argparse.Namespace) -> Any:
+    from agentparallels.models import Limits
+
+    return Limits(
+        parallel=args.parallel,
+        max_files_per_shard=args.max_files_per_shard,
+        batch_files=args.batch_files,
+    )
+
+
+async def durable_job(
+    client: Any,
+    repo: Path,
+    edit: Any,
+    args: argparse.Namespace,
+    profile: Profile | None,
+    server_pid: int | None,
+) -> dict:
     import worker
-    from agentparallels.models import Limits, RefactorInput, RefactorResult
+    from agentparallels.models import RefactorInput, RefactorResult
 
     job_id = f"bench-{uuid.uuid4().hex[:10]}"
     queue = f"bench-{uuid.uuid4().hex[:10]}"
-    inp = RefactorInput(repository=str(repo), edit=edit, test_cmd=TEST_CMD, limits=Limits())
-    async with worker.build_worker(client, worker.WorkerOptions(task_queue=queue)):
-        with traced_subprocesses(profile):
+    limits = job_limits(args)
+    inp = RefactorInput(repository=str(repo), edit=edit, test_cmd=TEST_CMD, limits=limits)
+    options = worker.WorkerOptions(task_queue=queue, max_concurrent_activities=args.max_activities)
+    async with worker.build_worker(client, options):
+        with traced_subprocesses(profile), CpuMeter(server_pid) as cpu:
             start = time.perf_counter()
             result = await client.execute_workflow(
                 "RefactorWorkflow", inp, id=job_id, task_queue=queue, result_type=RefactorResult
@@ -492,10 +643,16 @@ async def durable_job(client: Any, repo: Path, edit: Any, profile: Profile | Non
     if result.outcome != "succeeded" or not all(c.passed for c in result.checks):
         raise RuntimeError(f"job {job_id} did not succeed: {result}")
     tree = git_out(repo, "rev-parse", f"{result.head_commit}^{{tree}}")
-    out = {"wall": wall, "tree": tree, "files": len(result.files_changed), "job_id": job_id}
+    out = {
+        "wall": wall,
+        "cpu": cpu.used,
+        "tree": tree,
+        "files": len(result.files_changed),
+        "job_id": job_id,
+    }
     if profile is not None:
         await read_histories(client, job_id, profile)
-        out["profile"] = profile.summary(wall)
+        out["profile"] = profile.summary(wall) | {"cpu_s": cpu.used}
     return out
 
 
@@ -504,18 +661,74 @@ async def durable_job(client: Any, repo: Path, edit: Any, profile: Profile | Non
 # --------------------------------------------------------------------------------------------
 
 
+def speed_probe() -> dict[str, float]:
+    """How fast the machine is right now: a fixed pure-Python loop, and 20 spawns of
+    ``git --version`` (the jobs spawn many processes). On a shared VM both drift."""
+    start = time.perf_counter()
+    sum(i * i for i in range(2_000_000))
+    loop = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(20):
+        subprocess.run(["git", "--version"], capture_output=True, check=True)
+    spawn = time.perf_counter() - start
+    return {"python_loop_s": round(loop, 3), "spawn_ms": round(1000 * spawn / 20, 2)}
+
+
+def project_revision() -> dict[str, Any]:
+    """The commit measured, and whether project files (outside bench/) differ from it."""
+    head = git_out(ROOT, "rev-parse", "HEAD")
+    dirty = git_out(ROOT, "status", "--porcelain", "--", ".", ":(exclude)bench")
+    return {"commit": head, "modified_outside_bench": bool(dirty)}
+
+
+def fmt_profile(p: dict) -> str:
+    phases = " | ".join(f"{k} {v:.2f}s" for k, v in p["phases_s"].items() if k != "total")
+    cpu = p["cpu_s"]
+    name, edit = next(
+        ((k, v) for k, v in p["activities"].items() if k.startswith("refactor.edit")),
+        ("refactor.edit", {"count": 0, "mean_ms": 0}),
+    )
+    lines = [
+        f"wall {p['wall_s']:.2f}s: {phases}",
+        f"{p['shards']} shards; {name} {edit['count']}x, {edit['mean_ms']:.0f} ms "
+        f"each; {100 * p['shard_gap_share']:.0f}% of the shards' time no activity ran "
+        f"(workflow tasks, progress signals, dispatch); activity queue wait "
+        f"{p['queue_wait_mean_ms']:.0f} ms on average",
+        f"CPU {cpu['total']:.2f}s = worker process {cpu['python']:.2f}s + git/ruff/pytest "
+        f"{cpu['subprocesses']:.2f}s + dev server {cpu['server']:.2f}s",
+        "subprocesses (count x mean = total):",
+    ]
+    for k, v in list(p["subprocesses"].items())[:10]:
+        lines.append(f"  {k:<36} {v['count']:>4} x {v['mean_ms']:6.1f} ms = {v['total_s']:6.2f}s")
+    return "\n".join(lines)
+
+
+def _median_cpu(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+
+
 def fmt_table(rows: list[dict]) -> str:
     head = (
         f"{'files':>5}  {'edit':<8} {'changed':>7}  {'durable s':>9}  {'plain s':>8}  "
-        f"{'ratio':>6}  {'same tree':>9}"
+        f"{'ratio':>6}  {'CPU s durable':>13}  {'CPU s plain':>11}  {'same tree':>9}  "
+        f"{'others':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r['size']:>5}  {r['edit']:<8} {r['files_changed']:>7}  "
             f"{r['durable_median_s']:>9.2f}  {r['plain_median_s']:>8.2f}  "
-            f"{r['ratio']:>5.2f}x  {'yes' if r['same_tree'] else 'NO':>9}"
+            f"{r['ratio']:>5.2f}x  {r['cpu_durable_median_s']['total']:>13.2f}  "
+            f"{r['cpu_plain_median_s']['total']:>11.2f}  {'yes' if r['same_tree'] else 'NO':>9}  "
+            f"{100 * r['others_load']:>5.0f}%"
         )
+    lines.append(
+        "ratio = durable/plain of the medians; CPU s = median CPU seconds of the bench "
+        "(worker or plain tool, their subprocesses, the dev server); others = share of the "
+        "machine's CPU other processes used meanwhile"
+    )
+    if any(r["others_load"] > 0.1 for r in rows):
+        lines.append("WARNING: other processes loaded the machine; the times are inflated")
     return "\n".join(lines)
 
 
@@ -540,20 +753,26 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
             "--dynamic-config-value",
             'history.timerProcessorMaxTimeShift="100ms"',
         ],
+        dev_server_log_level="error",
     )
     server_s = time.perf_counter() - started
+    server_pid = _server_pid()
     print(f"dev server up in {server_s:.1f}s; work dir {work}", flush=True)
     rows: list[dict] = []
     repos: dict[int, dict] = {}
+    probes = [speed_probe()]
     profiles: dict[str, dict] = {}
     async with env:
         for size in args.sizes:
+            if size != args.sizes[0]:
+                probes.append(speed_probe())
             template = work / f"template-{size}"
             repos[size] = generate_repo(template, size)
             print(f"\n== {size} modules: {repos[size]}", flush=True)
             for name, (edit, plain) in edits.items():
                 durable_s: list[float] = []
                 plain_s: list[float] = []
+                cpu: dict[str, list[dict]] = {"durable": [], "plain": []}
                 trees: set[str] = set()
                 changed = 0
                 for rep in range(args.repeat):
@@ -562,15 +781,20 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
                     for side in order:
                         repo = copy_repo(template, work / f"{name}-{size}-{rep}-{side}")
                         if side == "plain":
-                            start = time.perf_counter()
-                            tree, changed = plain(repo)
-                            plain_s.append(time.perf_counter() - start)
+                            with CpuMeter(server_pid) as meter:
+                                start = time.perf_counter()
+                                tree, changed = plain(repo)
+                                plain_s.append(time.perf_counter() - start)
+                            cpu["plain"].append(meter.used)
                             trees.add(tree)
                         else:
                             last = rep == args.repeat - 1
                             profile = Profile() if args.profile and last else None
-                            res = await durable_job(env.client, repo, edit, profile)
+                            res = await durable_job(
+                                env.client, repo, edit, args, profile, server_pid
+                            )
                             durable_s.append(res["wall"])
+                            cpu["durable"].append(res["cpu"])
                             trees.add(res["tree"])
                             if profile is not None:
                                 profiles[f"{name}-{size}"] = res["profile"]
@@ -591,10 +815,20 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
                         "durable_median_s": round(d, 3),
                         "plain_median_s": round(p, 3),
                         "ratio": round(d / p, 3),
+                        "cpu_durable_median_s": _median_cpu(cpu["durable"]),
+                        "cpu_plain_median_s": _median_cpu(cpu["plain"]),
+                        "cpu_durable_s": cpu["durable"],
+                        "cpu_plain_s": cpu["plain"],
                         "same_tree": len(trees) == 1,
+                        "others_load": round(
+                            sum(c["others"] for c in cpu["durable"] + cpu["plain"])
+                            / ((sum(durable_s) + sum(plain_s)) * (os.cpu_count() or 1)),
+                            3,
+                        ),
                     }
                 )
     return {
+        "project": project_revision(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -606,11 +840,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
             "rename": f"{OLD} -> {NEW}",
             "codemod": CODEMOD,
             "test_cmd": TEST_CMD,
-            "limits": "defaults (parallel=4, max_files_per_shard=20)",
-            "worker": "defaults (max_concurrent_activities=8)",
+            "limits": job_limits(args).model_dump(),
+            "worker": {"max_concurrent_activities": args.max_activities},
         },
         "repos": {str(k): v for k, v in repos.items()},
         "dev_server_start_s": round(server_s, 2),
+        "speed_probes": probes + [speed_probe()],
         "results": rows,
         "profiles": profiles,
         "total_s": round(time.perf_counter() - started, 1),
@@ -618,13 +853,46 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main() -> None:
+    import worker
+    from agentparallels.models import Limits
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200], metavar="N")
     parser.add_argument("--repeat", type=int, default=3, metavar="N")
     parser.add_argument(
-        "--profile",
-        action="store_true",
-        help="break the last durable run of each case down by activity and subprocess",
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="do not break the last durable run of each case down by phase, activity and "
+        "subprocess (the breakdown wraps the project's git and tool helpers with timers)",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=Limits().parallel,
+        metavar="N",
+        help="the jobs' Limits.parallel: shards run at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-files-per-shard",
+        type=int,
+        default=Limits().max_files_per_shard,
+        metavar="N",
+        help="the jobs' Limits.max_files_per_shard (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-files",
+        type=int,
+        default=Limits().batch_files,
+        metavar="N",
+        help="the jobs' Limits.batch_files: files per edit activity (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-activities",
+        type=int,
+        default=worker.WorkerOptions().max_concurrent_activities,
+        metavar="N",
+        help="the worker's max_concurrent_activities (default: %(default)s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -638,9 +906,13 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print("\n" + fmt_table(report["results"]))
     for key, prof in report["profiles"].items():
-        print(f"\nprofile of the last durable {key} run:")
-        print(textwrap.indent(json.dumps(prof, indent=2), "  "))
-    print(f"\ntotal {report['total_s']}s on {report['machine']['cpus']} cpus")
+        print(f"\nwhere the time of the last durable {key} job went:")
+        print(textwrap.indent(fmt_profile(prof), "  "))
+    probes = ", ".join(
+        f"{p['python_loop_s']:.2f}s/{p['spawn_ms']:.1f}ms" for p in report["speed_probes"]
+    )
+    print(f"\nmachine speed probes (python loop / process spawn), start to end: {probes}")
+    print(f"total {report['total_s']}s on {report['machine']['cpus']} cpus")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {RESULTS.relative_to(ROOT)}")

@@ -11,19 +11,27 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import attributes
+from agentparallels.codec import data_converter
 
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
 
 
 @pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
+def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One blob store for the session, shared with workers the tests start as processes."""
+    path = tmp_path_factory.mktemp("blobs")
+    os.environ["AGENTPARALLELS_BLOB_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+async def env(blob_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=TEMPORAL,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(blob_dir),
         search_attributes=attributes.ALL,
         dev_server_log_level="error",
         # Timers (retry back-offs) fire with a 1 s floor otherwise.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 import worker
@@ -164,7 +163,7 @@ async def test_recorded_history_replays_without_nondeterminism(
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(client, task_queue, job)
         await handle.result()
-    replayer = Replayer(workflows=workflows.ALL, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
     ids = [handle.id] + [
         wf.id
         async for wf in client.list_workflows(

@@ -1,0 +1,475 @@
+"""A scripted fake LLM provider for tests and demos.
+
+`FakeLLM` is a real HTTP server on 127.0.0.1 (stdlib `ThreadingHTTPServer` in a background
+thread, so it serves sync and async code alike), not a mock: the unmodified `openai` and
+`anthropic` SDKs talk to it over TCP, so retries, timeouts, SSE parsing and error mapping are the
+SDKs' own. It speaks OpenAI chat completions (`POST /v1/chat/completions`) and Anthropic messages
+(`POST /v1/messages`), streaming and not, and answers from a script of responses consumed in order
+(one FIFO for both protocols). Each entry is exactly one of:
+
+    {"content": "text", "usage": {"input": 12, "output": 5}}  # usage defaults to word counts
+    {"status": 429, "retry_after": 2}  # an HTTP error with a provider-shaped body
+    {"error": "rate_limit"}  # or insufficient_quota, context_length, unauthorized,
+                             # content_filter, bad_request, not_found, unprocessable
+    {"fault": "stall", "after_chunks": 1}  # or "reset", "malformed"
+
+`status` and `error` entries also take `retry_after` (s), `retry_after_ms` and `should_retry`
+(sets `x-should-retry`); every entry takes `delay_ms`. A streamed fault first sends the stream's
+preamble and `after_chunks` text deltas ("chunk0 ", "chunk1 ", ...); a non-streamed one fails
+before any byte. When the script runs out the `default` entry answers, or a 500 (with
+`x-should-retry: false`) if it is None.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+STALL_SECONDS = 120.0
+_HEADERS = {"retry_after": "retry-after", "retry_after_ms": "retry-after-ms"}
+_HEADERS["should_retry"] = "x-should-retry"
+_KINDS: dict[str, set[str]] = {
+    "content": {"content", "usage", "delay_ms"},
+    "status": {"status", "delay_ms", *_HEADERS},
+    "error": {"error", "delay_ms", *_HEADERS},
+    "fault": {"fault", "after_chunks", "delay_ms"},
+}
+_FAULTS = ("stall", "reset", "malformed")
+_ROUTES = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
+_ID_HEADER = {"openai": "x-request-id", "anthropic": "request-id"}
+_STOP = {"openai": ("stop", "content_filter"), "anthropic": ("end_turn", "refusal")}
+_INVALID = "invalid_request_error"
+_ANTHROPIC_TYPES = {400: _INVALID, 401: "authentication_error", 402: "billing_error"}
+_ANTHROPIC_TYPES |= {403: "permission_error", 404: "not_found_error", 408: "timeout_error"}
+_ANTHROPIC_TYPES |= {409: "conflict_error", 429: "rate_limit_error", 503: "overloaded_error"}
+_ANTHROPIC_TYPES |= {504: "timeout_error", 529: "overloaded_error"}
+# name: (OpenAI status, type, code; Anthropic status, type; message)
+_NAMED: dict[str, tuple[int, str, str | None, int, str, str]] = {
+    "rate_limit": (429, "requests", "rate_limit_exceeded", 429, "rate_limit_error", "Rate limit."),
+    "insufficient_quota": (
+        *(429, "insufficient_quota", "insufficient_quota", 402, "billing_error"),
+        "You exceeded your current quota: your credit balance is too low.",
+    ),
+    "context_length": (
+        *(400, _INVALID, "context_length_exceeded", 400, _INVALID),
+        "prompt is too long: 210000 tokens > 200000 maximum context length",
+    ),
+    "unauthorized": (401, _INVALID, "invalid_api_key", 401, "authentication_error", "Bad API key."),
+    "bad_request": (400, _INVALID, None, 400, _INVALID, "Invalid request."),
+    "not_found": (404, _INVALID, "model_not_found", 404, "not_found_error", "No such model."),
+    "unprocessable": (422, _INVALID, None, 422, _INVALID, "Unprocessable entity."),
+}
+_ERRORS = (*_NAMED, "content_filter")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request the server received."""
+
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: Any  # parsed JSON, or None
+    at: float  # time.monotonic()
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return _count(value) or (isinstance(value, float) and value >= 0)
+
+
+def _usage_ok(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"input", "output"}
+        and all(map(_count, value.values()))
+    )
+
+
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "content": (lambda v: isinstance(v, str), "a string"),
+    "usage": (_usage_ok, 'like {"input": 12, "output": 5}'),
+    "status": (lambda v: _count(v) and 400 <= v <= 599, "an integer from 400 to 599"),
+    "error": (lambda v: v in _ERRORS, f"one of {list(_ERRORS)}"),
+    "fault": (lambda v: v in _FAULTS, f"one of {list(_FAULTS)}"),
+    "after_chunks": (_count, "a non-negative integer"),
+    "delay_ms": (_number, "a non-negative number"),
+    "retry_after": (_number, "a non-negative number"),
+    "retry_after_ms": (_number, "a non-negative number"),
+    "should_retry": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _validate(entry: Any, where: str) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: must be a JSON object, got {entry!r}")
+    kinds = [kind for kind in _KINDS if kind in entry]
+    if len(kinds) != 1:
+        raise ValueError(f"{where}: needs exactly one of {list(_KINDS)}, got keys {sorted(entry)}")
+    allowed = _KINDS[kinds[0]]
+    if unknown := sorted(set(entry) - allowed):
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed keys: {sorted(allowed)}")
+    for key, value in entry.items():
+        check, expected = _CHECKS[key]
+        if not check(value):
+            raise ValueError(f"{where}: {key!r} must be {expected}, got {value!r}")
+    return dict(entry)
+
+
+def _words(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.split())
+    if isinstance(value, list):
+        return sum(map(_words, value))
+    if isinstance(value, dict):
+        return _words(value.get("content")) + _words(value.get("text"))
+    return 0
+
+
+def _openai_usage(n_in: int, n_out: int) -> dict[str, int]:
+    return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeLLM) -> None:
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # dropped connections are routine here
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; streams use chunked transfer encoding
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output quiet
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.fake._lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.fake._lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def do_POST(self) -> None:
+        fake = self.server.fake
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        path = self.path.split("?", 1)[0]
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        fake._record(Recorded(path, headers, body, time.monotonic()))
+        self.proto = _ROUTES.get(path, "openai")
+        self.rid = f"fake{next(fake._ids)}"
+        self.req: dict[str, Any] = body if isinstance(body, dict) else {}
+        self.model = str(self.req.get("model", "fake-model"))
+        self.stream = self.req.get("stream") is True
+        options = self.req.get("stream_options")
+        self.usage_chunk = isinstance(options, dict) and options.get("include_usage") is True
+        self.prompt_words = _words(self.req.get("messages")) + _words(self.req.get("system"))
+        try:
+            if path in _ROUTES:
+                self._reply(fake._next_entry())
+            else:
+                self._error(404, {"message": f"unknown path {path}"})
+        except OSError:  # the client went away mid-answer
+            self.close_connection = True
+
+    do_GET = do_POST  # recorded too; answered 404 unless the path is a route
+
+    def _reply(self, entry: dict[str, Any] | None) -> None:
+        if entry is None:
+            message = "fake LLM script is exhausted and has no default"
+            return self._error(500, {"message": message}, {"x-should-retry": "false"})
+        headers = {_HEADERS[k]: json.dumps(v) for k, v in entry.items() if k in _HEADERS}
+        if self.server.fake._stopping.wait(entry.get("delay_ms", 0) / 1000):
+            self.close_connection = True
+        elif "content" in entry:
+            self._answer(entry["content"], False, entry.get("usage", {}))
+        elif "status" in entry:
+            self._error(entry["status"], {"message": f"fake HTTP {entry['status']}"}, headers)
+        elif "fault" in entry:
+            self._fault(entry["fault"], entry.get("after_chunks", 0))
+        elif entry["error"] == "content_filter":
+            self._answer("", True, {})
+        else:
+            o_status, o_type, code, a_status, a_type, message = _NAMED[entry["error"]]
+            if self.proto == "openai":
+                self._error(o_status, {"message": message, "type": o_type, "code": code}, headers)
+            else:
+                self._error(a_status, {"message": message, "type": a_type}, headers)
+
+    def _head(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {**headers, _ID_HEADER[self.proto]: "req_" + self.rid}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        length = {"content-type": "application/json", "content-length": str(len(data))}
+        self._head(status, {**length, **(headers or {})})
+        self.wfile.write(data)
+
+    def _error(
+        self, status: int, error: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        if self.proto == "openai":
+            kind = "server_error" if status >= 500 else _INVALID
+            body = {"error": {"type": kind, "param": None, "code": None, **error}}
+        else:
+            kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else _INVALID)
+            body = {
+                "type": "error",
+                "error": {"type": kind, **error},
+                "request_id": "req_" + self.rid,
+            }
+        self._send(status, body, headers)
+
+    def _message(self, text: str, stop: str | None, n_in: int, n_out: int) -> dict[str, Any]:
+        if self.proto == "anthropic":
+            return {
+                "id": "msg_" + self.rid,
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [{"type": "text", "text": text}] if text else [],
+                "stop_reason": stop,
+                "stop_sequence": None,
+                "usage": {"input_tokens": n_in, "output_tokens": n_out},
+            }
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": stop}
+        body = self._chunk(None) | {"object": "chat.completion", "choices": [choice]}
+        return body | {"usage": _openai_usage(n_in, n_out)}
+
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+        """An OpenAI stream chunk; no choices when `delta` is None."""
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        chunk = {
+            "id": "chatcmpl-" + self.rid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [] if delta is None else [choice],
+        }
+        return (chunk | {"usage": None}) if self.usage_chunk else chunk
+
+    def _events(self, pieces: list[str], stop: str | None, n_in: int, n_out: int) -> list[Any]:
+        """SSE payloads for a streamed answer; with stop=None only its start and the pieces."""
+        if self.proto == "openai":
+            events: list[Any] = [self._chunk({"role": "assistant", "content": ""})]
+            events += [self._chunk({"content": piece}) for piece in pieces]
+            if stop is not None:
+                events.append(self._chunk({}, stop))
+                if self.usage_chunk:
+                    events.append(self._chunk(None) | {"usage": _openai_usage(n_in, n_out)})
+                events.append("[DONE]")
+            return events
+        events = [{"type": "message_start", "message": self._message("", None, n_in, 1)}]
+        if pieces or stop is None:
+            block = {"type": "text", "text": ""}
+            events += [{"type": "content_block_start", "index": 0, "content_block": block}]
+            events += [{"type": "ping"}]
+        for piece in pieces:
+            delta = {"type": "text_delta", "text": piece}
+            events.append({"type": "content_block_delta", "index": 0, "delta": delta})
+        if stop is not None:
+            events += [{"type": "content_block_stop", "index": 0}] if pieces else []
+            delta = {"stop_reason": stop, "stop_sequence": None}
+            usage = {"output_tokens": n_out}
+            events += [{"type": "message_delta", "delta": delta, "usage": usage}]
+            events += [{"type": "message_stop"}]
+        return events
+
+    def _stream(self, events: list[Any]) -> None:
+        sse = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+        self._head(200, {**sse, "transfer-encoding": "chunked"})
+        for event in events:
+            if isinstance(event, str):
+                self._write(f"data: {event}\n\n".encode())
+            else:
+                name = f"event: {event['type']}\n" if self.proto == "anthropic" else ""
+                self._write(f"{name}data: {json.dumps(event)}\n\n".encode())
+
+    def _write(self, data: bytes) -> None:
+        """Write one HTTP chunk; an empty one ends the body."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _answer(self, text: str, filtered: bool, usage: dict[str, int]) -> None:
+        n_in = usage.get("input", self.prompt_words)
+        n_out = usage.get("output", len(text.split()))
+        stop = _STOP[self.proto][filtered]
+        if not self.stream:
+            return self._send(200, self._message(text, stop, n_in, n_out))
+        pieces = re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+        self._stream(self._events(pieces, stop, n_in, n_out))
+        self._write(b"")
+
+    def _fault(self, fault: str, after_chunks: int) -> None:
+        if self.stream:
+            pieces = [f"chunk{i} " for i in range(after_chunks)]
+            self._stream(self._events(pieces, None, self.prompt_words, 0))
+        if fault == "malformed" and not self.stream:
+            self._send(200, b'{"id": "broken", "choices": [')
+        elif fault == "malformed":
+            name = b"event: content_block_delta\n" if self.proto == "anthropic" else b""
+            self._write(name + b'data: {"type": "content_block_delta", "index": 0,\n\n')
+            self._write(b"")
+        elif fault == "stall":
+            self.server.fake._stopping.wait(STALL_SECONDS)
+            self.close_connection = True
+        else:  # reset: let what was written reach the client, then RST instead of FIN
+            time.sleep(0.05)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()  # drop the makefile reference so close() really closes
+            self.connection.close()
+            self.close_connection = True
+
+
+class FakeLLM:
+    """A scripted OpenAI- and Anthropic-compatible HTTP server; see the module docstring."""
+
+    def __init__(
+        self,
+        script: list[dict] | None = None,
+        *,
+        default: dict | None = {"content": "ok"},  # noqa: B006 - never mutated, copied below
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        entries = [_validate(e, f"script entry {i}") for i, e in enumerate(script or [])]
+        self._script: deque[dict[str, Any]] = deque(entries)
+        self._default = None if default is None else _validate(default, "default")
+        self.requests: list[Recorded] = []
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ids = itertools.count(1)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeLLM:
+        if self._server is None:
+            self._stopping.clear()
+            self._server = _Server(self._address, self)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake stalled streams and close open connections; returns promptly."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        with self._lock:
+            connections = list(server.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def __enter__(self) -> FakeLLM:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The server root: the Anthropic SDK's base_url."""
+        if self._server is None:
+            raise RuntimeError("FakeLLM is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    def push(self, *entries: dict) -> None:
+        """Append entries to the script."""
+        checked = [_validate(e, f"pushed entry {i}") for i, e in enumerate(entries)]
+        with self._lock:
+            self._script.extend(checked)
+
+    def _next_entry(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._script.popleft() if self._script else self._default
+
+    def _record(self, recorded: Recorded) -> None:
+        with self._lock:
+            self.requests.append(recorded)
+
+
+def load_script(path: Path) -> tuple[list[dict], dict | None]:
+    """Read a script file: a JSON list of entries, or {"responses": [...], "default": {...}}."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from err
+    default: Any = {"content": "ok"}
+    if isinstance(data, dict):
+        if unknown := sorted(set(data) - {"responses", "default"}):
+            raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: ['default', 'responses']")
+        default = data.get("default", default)
+        data = data.get("responses", [])
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of entries or an object with 'responses'")
+    entries = [_validate(entry, f"{path}: entry {i}") for i, entry in enumerate(data)]
+    return entries, None if default is None else _validate(default, f"{path}: default")
+
+
+def serve(port: int, script_path: Path) -> int:
+    """Serve `script_path` on 127.0.0.1:`port` in the foreground until SIGINT or SIGTERM."""
+    script, default = load_script(script_path)
+    done = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in signals}
+    try:
+        with FakeLLM(script, default=default, port=port) as fake:
+            print(
+                f"fake LLM on {fake.url} (OpenAI: {fake.openai_base_url}, Anthropic: {fake.url})",
+                flush=True,
+            )
+            while not done.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
