@@ -7,9 +7,7 @@ worker registers.
 
 from activities.checks import run_check
 from activities.git_ops import (
-    add_worktree,
     cleanup,
-    create_branch,
     merge,
     publish,
     remove_worktree,
@@ -20,8 +18,6 @@ from activities.refactor import edit_files, plan
 ALL = [
     plan,
     edit_files,
-    create_branch,
-    add_worktree,
     remove_worktree,
     set_ref,
     merge,

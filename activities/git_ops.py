@@ -13,7 +13,6 @@ from temporalio.exceptions import ApplicationError
 from activities import _git
 from activities._defn import defn
 from activities._workspace import remove_worktree as _remove_worktree
-from activities._workspace import scratch_worktree, worktree
 from agentparallels.errors import GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,
@@ -26,26 +25,6 @@ from agentparallels.models import (
 )
 
 SHORT = timedelta(minutes=2)
-
-
-@defn("git.create_branch", start_to_close=SHORT)
-def create_branch(inp: ShardRef) -> str:
-    """Create the shard's branch at the base commit; returns where it is (it may exist)."""
-    job = inp.job
-    tip = _git.remote_ref(job.repository, inp.ref)
-    if tip is not None:
-        return tip
-    cache = _git.cached_repo(job.repository)
-    _git.ensure_commit(cache, job.repository, job.base_commit)
-    _git.push(cache, job.repository, [(inp.ref, job.base_commit, None)])
-    return job.base_commit
-
-
-@defn("git.add_worktree", start_to_close=SHORT)
-def add_worktree(inp: ShardRef) -> None:
-    """Give the shard a worktree on this worker, at its branch's tip."""
-    tip = _git.remote_ref(inp.job.repository, inp.ref) or inp.job.base_commit
-    worktree(inp.job.repository, inp.job.job_id, inp.name, tip)
 
 
 @defn("git.remove_worktree", start_to_close=SHORT)
@@ -73,7 +52,9 @@ def set_ref(inp: RefUpdate) -> None:
 def merge(inp: MergeInput) -> str:
     """Merge every shard's branch into one commit on the base, kept at the job's ``merged`` ref.
 
-    Shards change disjoint files, so the merge cannot conflict; with one shard its head is used.
+    Shards change disjoint files, so the merge cannot conflict. It is computed without a
+    checkout (``git merge-tree``), one shard at a time, and recorded as a single merge commit
+    whose parents are the base and every shard; with one shard its head is the result.
     """
     job = inp.job
     ref = f"{job.scratch}/merged"
@@ -81,30 +62,24 @@ def merge(inp: MergeInput) -> str:
     if done is not None:
         return done
     cache = _git.cached_repo(job.repository)
-    for head in inp.shard_heads:
-        _git.ensure_commit(cache, job.repository, head)
     heads = [h for h in inp.shard_heads if h != job.base_commit]
+    for head in heads:
+        _git.ensure_commit(cache, job.repository, head)
     if not heads:
         return job.base_commit
     if len(heads) == 1:
         merged = heads[0]
     else:
-        with scratch_worktree(job.repository, job.job_id, "merge", job.base_commit) as wt:
-            message = (
-                f"Merge {len(heads)} shards of {job.job_id}\n\n{_git.JOB_TRAILER}: {job.job_id}"
-            )
-            _git.run(
-                wt,
-                "merge",
-                "--quiet",
-                "--no-ff",
-                "--no-edit",
-                "-m",
-                message,
-                *heads,
-                env=_git.commit_env(job.timestamp),
-            )
-            merged = _git.run(wt, "rev-parse", "HEAD")
+        env = _git.commit_env(job.timestamp)
+        so_far = heads[0]
+        for head in heads[1:]:
+            tree = _git.run(cache, "merge-tree", "--write-tree", so_far, head)
+            so_far = _git.run(cache, "commit-tree", tree, "-p", so_far, "-p", head,
+                              "-m", "partial merge", env=env)  # fmt: skip
+        message = f"Merge {len(heads)} shards of {job.job_id}\n\n{_git.JOB_TRAILER}: {job.job_id}"
+        parents = [arg for head in [job.base_commit, *heads] for arg in ("-p", head)]
+        merged = _git.run(cache, "commit-tree", f"{so_far}^{{tree}}", *parents, "-m", message,
+                          env=env)  # fmt: skip
     _git.push(cache, job.repository, [(ref, merged, None)])
     return merged
 

@@ -102,7 +102,9 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     """
     job, ref = inp.shard.job, inp.shard.ref
     remote = _git.remote_ref(job.repository, ref)
-    if remote != inp.checkpoint:
+    # Until its first commit, a shard's branch does not exist: it is at the base.
+    expected = None if inp.checkpoint == job.base_commit else inp.checkpoint
+    if remote != expected:
         return _earlier_attempt(inp, remote)
     with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
         failure: EditOutcome | None = None
@@ -135,7 +137,7 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         if failure is not None or len(applied) < len(inp.paths):
             _git.run(wt, "clean", "--quiet", "-fdx")
     if commits:
-        _git.push(wt, job.repository, [(ref, tip, inp.checkpoint)])
+        _git.push(wt, job.repository, [(ref, tip, expected)])
     by_path = dict(zip(to_commit, commits, strict=True))
     outcomes = [
         EditOutcome(path=p, status="committed", commit=by_path[p])

@@ -48,7 +48,8 @@ class Limits(Value):
     parallel: int = Field(4, ge=1, le=64)
     """Most shards (child workflows) running at once."""
     max_files_per_shard: int = Field(20, ge=1)
-    """A module with more files than this is split into several shards."""
+    """Most files in a shard: small modules are packed together up to this, a larger module
+    is split."""
     batch_files: int = Field(10, ge=1)
     """Files one edit step handles: each file still gets its own verification and commit, but
     a batch's commits are pushed together, so a crashed worker redoes at most one batch."""
@@ -117,8 +118,14 @@ class Plan(Value):
 
 class Shard(Value):
     name: str
-    module: str
+    modules: tuple[str, ...]
+    """The modules (directories) whose files it holds, in order."""
     files: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        extra = f" (+{len(self.modules) - 1} more)" if len(self.modules) > 1 else ""
+        return f"{self.modules[0]}{extra}"
 
 
 class ShardInput(Value):
@@ -182,7 +189,6 @@ class RefUpdate(Value):
 
 class ShardResult(Value):
     name: str
-    module: str
     head: str
     files_changed: tuple[str, ...]
     attempts: int
@@ -227,7 +233,8 @@ class ModuleSummary(Value):
 
 class ShardProgress(Value):
     name: str
-    module: str
+    label: str
+    """The shard's modules, for display."""
     state: Literal["pending", "running", "done", "failed", "cancelled"] = "pending"
     files_total: int
     files_done: int = 0

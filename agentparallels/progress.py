@@ -27,7 +27,7 @@ def table(p: Progress) -> str:
     rows = [f"job {p.job_id}: {p.phase}, {p.files_done}/{p.files_total} files"]
     for s in p.shards:
         rows.append(
-            f"  {s.name:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
+            f"  {s.name:<24} {s.label:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
             f"breaker {s.breaker} ({s.failures} consecutive failures)"
         )
     return "\n".join(rows)

@@ -38,7 +38,19 @@ def main() -> int:
 
     job_id = f"demo-{repo.parent.name.rsplit('-', 1)[-1]}"
     done = subprocess.run(
-        [CLI, "refactor", str(repo), "--rename", RENAME, "--test-cmd", TESTS, "--job-id", job_id]
+        [
+            CLI,
+            "refactor",
+            str(repo),
+            "--rename",
+            RENAME,
+            "--test-cmd",
+            TESTS,
+            "--job-id",
+            job_id,
+            "--max-files-per-shard",
+            "3",
+        ]  # small shards, so the example fans out
     )
     if done.returncode != 0:
         return done.returncode

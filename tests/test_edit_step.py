@@ -8,7 +8,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.git_ops import create_branch
 from activities.refactor import edit_files
 from agentparallels.errors import GIT_CONFLICT
 from agentparallels.models import CommandEdit, EditBatchInput, JobRef, ShardRef
@@ -21,9 +20,7 @@ def setup(tmp_path: Path) -> tuple[Path, ShardRef]:
     repo = make_repo(tmp_path / "repo", {f"m{i}.py": f"x{i} = {i}\n" for i in range(4)})
     base = git(repo, "rev-parse", "HEAD")
     job = JobRef(job_id="job-1", repository=str(repo), base_commit=base, timestamp=1_700_000_000)
-    shard = ShardRef(job=job, name="00-root")
-    ActivityEnvironment().run(create_branch, shard)
-    return repo, shard
+    return repo, ShardRef(job=job, name="00-root")
 
 
 def step(shard: ShardRef, paths: tuple[str, ...], checkpoint: str, **kw: object) -> EditBatchInput:

@@ -122,7 +122,7 @@ async def test_parallel_bound_holds(client: Client, task_queue: str, tmp_path: P
     job = RefactorInput(
         repository=str(repo),
         edit=CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}"),
-        limits=Limits(parallel=2),
+        limits=Limits(parallel=2, max_files_per_shard=3),
     )
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(client, task_queue, job)

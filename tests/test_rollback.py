@@ -66,7 +66,7 @@ async def test_edit_failure_rolls_back(client: Client, task_queue: str, tmp_path
     job = RefactorInput(
         repository=str(repo),
         edit=RenameEdit(old="pkg.money.to_cents", new="c"),
-        limits=Limits(parallel=1),
+        limits=Limits(parallel=1, max_files_per_shard=1),
     )
     cause = await fails_with(client, task_queue, job, with_stand_in(flaky_edit))
     assert "injected edit failure" in str(cause)

@@ -1,4 +1,4 @@
-"""shard_files: one module per shard, at most ``max_files`` each, stable ref-safe names."""
+"""shard_files: whole modules packed into shards of at most ``max_files``, stable ref-safe names."""
 
 from __future__ import annotations
 
@@ -25,23 +25,24 @@ ODD_DIRS = [
 ]
 
 
-def test_groups_files_by_directory_in_sorted_order() -> None:
-    """Each directory becomes one shard; shards and their files come sorted."""
-    files = ["b/z.py", "a/sub/w.py", "a/y.py", "a/x.py"]
-    assert shard_files(files, 10) == [
-        Shard(name="00-a", module="a", files=("a/x.py", "a/y.py")),
-        Shard(name="01-a-sub", module="a/sub", files=("a/sub/w.py",)),
-        Shard(name="02-b", module="b", files=("b/z.py",)),
+def test_packs_whole_modules_in_sorted_order() -> None:
+    """Small modules share a shard, in module order, while the next whole module fits."""
+    files = ["b/z.py", "a/sub/w.py", "a/y.py", "a/x.py", "c/1.py", "c/2.py", "d/1.py"]
+    assert shard_files(files, 3) == [
+        Shard(name="00-a", modules=("a", "a/sub"), files=("a/x.py", "a/y.py", "a/sub/w.py")),
+        Shard(name="01-b", modules=("b", "c"), files=("b/z.py", "c/1.py", "c/2.py")),
+        Shard(name="02-d", modules=("d",), files=("d/1.py",)),
     ]
 
 
-def test_caps_shard_size_and_numbers_the_pieces() -> None:
-    """A module of 5 files with at most 2 per shard gives shards of 2, 2 and 1."""
-    files = [f"pkg/m{i}.py" for i in range(5)]
+def test_a_module_larger_than_a_shard_is_split_and_its_rest_packed() -> None:
+    """A module of 5 files with at most 2 per shard gives 2, 2 and 1; the next module's file
+    joins the last piece."""
+    files = [f"pkg/m{i}.py" for i in range(5)] + ["z/last.py"]
     assert shard_files(files, 2) == [
-        Shard(name="00-pkg", module="pkg", files=("pkg/m0.py", "pkg/m1.py")),
-        Shard(name="01-pkg", module="pkg", files=("pkg/m2.py", "pkg/m3.py")),
-        Shard(name="02-pkg", module="pkg", files=("pkg/m4.py",)),
+        Shard(name="00-pkg", modules=("pkg",), files=("pkg/m0.py", "pkg/m1.py")),
+        Shard(name="01-pkg", modules=("pkg",), files=("pkg/m2.py", "pkg/m3.py")),
+        Shard(name="02-pkg", modules=("pkg", "z"), files=("pkg/m4.py", "z/last.py")),
     ]
 
 
@@ -49,23 +50,24 @@ def test_root_files_go_to_module_dot() -> None:
     """Files at the top level belong to module ".", in a shard named after "root"."""
     assert module_of("setup.py") == "."
     assert module_of("pkg/sub/m.py") == "pkg/sub"
-    assert shard_files(("setup.py", "pkg/m.py", "conftest.py"), 5) == [
-        Shard(name="00-root", module=".", files=("conftest.py", "setup.py")),
-        Shard(name="01-pkg", module="pkg", files=("pkg/m.py",)),
+    assert shard_files(("setup.py", "pkg/m.py", "conftest.py"), 2) == [
+        Shard(name="00-root", modules=(".",), files=("conftest.py", "setup.py")),
+        Shard(name="01-pkg", modules=("pkg",), files=("pkg/m.py",)),
     ]
 
 
-def test_never_mixes_modules_and_loses_no_file() -> None:
-    """Every shard holds one module's files only, within the cap; together, every file once."""
+def test_never_splits_a_module_that_fits_and_loses_no_file() -> None:
+    """Each module that fits in a shard is in exactly one; shards respect the cap; together
+    they hold every file once."""
     files = [f"{d}/f{i}.py" for d in [*ODD_DIRS, "pkg", "pkg/deep"] for i in range(3)]
     files += ["top.py", "a/b.py"]
-    shards = shard_files(files, 2)
+    shards = shard_files(files, 4)
+    for module in {module_of(f) for f in files}:
+        assert sum(module in s.modules for s in shards) == 1, module
     for shard in shards:
-        assert {module_of(f) for f in shard.files} == {shard.module}
-        assert 1 <= len(shard.files) <= 2
+        assert 1 <= len(shard.files) <= 4
+        assert {module_of(f) for f in shard.files} == set(shard.modules)
     assert sorted(f for s in shards for f in s.files) == sorted(files)
-    assert len({s.module for s in shards}) == len(ODD_DIRS) + 4  # + pkg, pkg/deep, "." and a
-    assert len(shards) == 2 * (len(ODD_DIRS) + 2) + 2  # 3 files: 2 shards; "." and a: 1
 
 
 def test_names_are_stable_whatever_the_input_order() -> None:
@@ -75,11 +77,8 @@ def test_names_are_stable_whatever_the_input_order() -> None:
     shuffled = files[:]
     random.Random(7).shuffle(shuffled)
     assert shard_files(tuple(shuffled), 2) == expected
-    assert [s.name for s in expected] == [
-        *["00-lead", "01-lead", "02-root", "03-hidden", "04-hidden"],
-        *["05-a-b", "06-a-b", "07-a-b", "08-a-b", "09-a-b", "10-a-b", "11-at-1", "12-at-1"],
-        *["13-caret-colon-q-star", "14-caret-colon-q-star", "15-donn-es", "16-donn-es"],
-        *["17-my-pkg", "18-my-pkg", "19-tilde", "20-tilde", "21-x-lock", "22-x-lock"],
+    assert [s.name for s in expected][:8] == [
+        *["00-lead", "01-lead", "02-hidden", "03-hidden", "04-a-b", "05-a-b", "06-a-b", "07-a-b"],
     ]
 
 

@@ -19,7 +19,7 @@ from workflows._call import call
 from workflows.fanout import gather_bounded
 from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
-from workflows.sharding import shard_files
+from workflows.sharding import module_of, shard_files
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
 
@@ -89,7 +89,7 @@ class RefactorWorkflow:
             job = job.model_copy(update={"base_commit": the_plan.base_commit})
             shards = shard_files(the_plan.files, inp.limits.max_files_per_shard)
             self._shards = {
-                s.name: ShardProgress(name=s.name, module=s.module, files_total=len(s.files))
+                s.name: ShardProgress(name=s.name, label=s.label, files_total=len(s.files))
                 for s in shards
             }
             self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
@@ -201,7 +201,7 @@ class RefactorWorkflow:
                     limits=inp.limits,
                 ),
                 id=f"{job.job_id}/{shard.name}",
-                static_summary=f"{shard.module}: {len(shard.files)} files",
+                static_summary=f"{shard.label}: {len(shard.files)} files",
             )
         except BaseException as err:
             state = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
@@ -249,16 +249,17 @@ class RefactorWorkflow:
         checks: tuple[CheckRun, ...],
         published: Published | None,
     ) -> RefactorResult:
-        modules: dict[str, list[ShardResult]] = {}
+        modules: dict[str, tuple[set[str], list[str]]] = {}
         for r in results:
-            modules.setdefault(r.module, []).append(r)
+            for path in r.files_changed:
+                shards, paths = modules.setdefault(module_of(path), (set(), []))
+                shards.add(r.name)
+                paths.append(path)
         summaries = tuple(
             ModuleSummary(
-                module=m,
-                shards=tuple(r.name for r in rs),
-                files_changed=tuple(p for r in rs for p in r.files_changed),
+                module=m, shards=tuple(sorted(shards)), files_changed=tuple(sorted(paths))
             )
-            for m, rs in sorted(modules.items())
+            for m, (shards, paths) in sorted(modules.items())
         )
         files = tuple(sorted(p for r in results for p in r.files_changed))
         return RefactorResult(

@@ -9,6 +9,7 @@ compensation, so a failed or cancelled shard leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -19,7 +20,7 @@ from workflows.circuit_breaker import CircuitBreaker
 from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
-    from activities.git_ops import add_worktree, create_branch, remove_worktree, set_ref
+    from activities.git_ops import remove_worktree, set_ref
     from activities.refactor import edit_files
     from agentparallels.errors import BREAKER_OPEN
     from agentparallels.models import (
@@ -42,6 +43,7 @@ BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, Assert
 class ShardWorkflow:
     def __init__(self) -> None:
         self._progress: ShardProgress | None = None
+        self._signals: list[asyncio.Future[None]] = []
 
     @workflow.query(name="progress")
     def progress(self) -> ShardProgress | None:
@@ -54,18 +56,19 @@ class ShardWorkflow:
         breaker = CircuitBreaker(threshold=limits.breaker_threshold)
         self._progress = ShardProgress(
             name=shard.name,
-            module=inp.shard.module,
+            label=inp.shard.label,
             state="running",
             files_total=len(inp.shard.files),
         )
         saga = Saga()
+        # The first edit step creates the branch and the worktree; their compensations are
+        # registered before it, as undoing them is a no-op when they were never made.
+        saga.add(
+            "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
+        )
+        saga.add("worktree", lambda: call(remove_worktree, shard))
+        tip = inp.job.base_commit
         try:
-            tip = await call(create_branch, shard, summary=f"branch {shard.ref}")
-            saga.add(
-                "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
-            )
-            await call(add_worktree, shard, summary=f"worktree {shard.name}")
-            saga.add("worktree", lambda: call(remove_worktree, shard))
             changed: list[str] = []
             pending = list(inp.shard.files)
             attempts = 0
@@ -123,11 +126,10 @@ class ShardWorkflow:
                 await self._report(
                     inp, files_done=len(inp.shard.files) - len(pending), breaker=breaker
                 )
-            await call(remove_worktree, shard)
+            await self._flush()
             self._progress = self._progress.model_copy(update={"state": "done"})
             return ShardResult(
                 name=shard.name,
-                module=inp.shard.module,
                 head=tip,
                 files_changed=tuple(changed),
                 attempts=attempts,
@@ -145,5 +147,13 @@ class ShardWorkflow:
                 "failures": breaker.failures,
             }
         )
+        # Sent without waiting for it, so the next edit step is not held up; awaited in order
+        # before the shard ends.
         parent = workflow.get_external_workflow_handle(inp.parent_id)
-        await parent.signal(PROGRESS_SIGNAL, self._progress)
+        self._signals.append(asyncio.ensure_future(parent.signal(PROGRESS_SIGNAL, self._progress)))
+
+    async def _flush(self) -> None:
+        """Wait until the parent has received every progress report."""
+        for sent in self._signals:
+            await sent
+        self._signals.clear()
