@@ -83,6 +83,16 @@ class CommandEditor:
     def apply(
         self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
     ) -> None:
+        # Optimistically: every command, then one look at what changed. Only if something
+        # outside the batch changed are the commands run again one by one, from a clean
+        # worktree, to find the culprit (codemods are meant to be repeatable).
+        self._run(wt, paths, timeout_s, check_each=False)
+        if any(p not in set(paths) for p in _git.changed_paths(wt)):
+            _git.run(wt, "reset", "--quiet", "--hard")
+            _git.run(wt, "clean", "--quiet", "-fdx")
+            self._run(wt, paths, timeout_s, check_each=True)
+
+    def _run(self, wt: Path, paths: Sequence[str], timeout_s: float, *, check_each: bool) -> None:
         allowed: set[str] = set()
         for path in paths:
             command = self.spec.command.replace("{file}", shlex.quote(path))
@@ -90,6 +100,8 @@ class CommandEditor:
             if not done.ok:
                 raise EditFailed(path, command, done.output)
             allowed.add(path)
+            if not check_each:
+                continue
             stray = [p for p in _git.changed_paths(wt) if p not in allowed]
             if stray:
                 raise EditFailed(

@@ -50,7 +50,7 @@ class Limits(Value):
     max_files_per_shard: int = Field(20, ge=1)
     """Most files in a shard: small modules are packed together up to this, a larger module
     is split."""
-    batch_files: int = Field(10, ge=1)
+    batch_files: int = Field(20, ge=1)
     """Files one edit step handles: each file still gets its own verification and commit, but
     a batch's commits are pushed together, so a crashed worker redoes at most one batch."""
     breaker_threshold: int = Field(3, ge=1)
