@@ -13,6 +13,7 @@ from activities.git_ops import (
     remove_worktree,
     set_ref,
 )
+from activities.llm import call_model
 from activities.refactor import edit_files, plan
 
 ALL = [
@@ -22,6 +23,7 @@ ALL = [
     set_ref,
     merge,
     run_check,
+    call_model,
     publish,
     cleanup,
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ def defn(name: str, **settings: Any) -> Callable[[F], F]:
 
     def wrap(fn: F) -> F:
         config = Settings(**settings)
-        body = _heartbeating(fn, config.heartbeat) if config.heartbeat else fn
+        blocking = not inspect.iscoroutinefunction(fn)  # async steps heartbeat themselves
+        body = _heartbeating(fn, config.heartbeat) if config.heartbeat and blocking else fn
         body = activity.defn(name=name)(body)
         body.__agentparallels_settings__ = config  # type: ignore[attr-defined]
         return body  # type: ignore[return-value]

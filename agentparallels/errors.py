@@ -4,11 +4,12 @@ Exceptions raised in this process::
 
     AgentParallelsError
      ├── UsageError      the user asked for something impossible; the CLI exits 2 with the message
-     └── ServerError     the embedded Temporal server cannot be started or reached
+     ├── ServerError     the embedded Temporal server cannot be started or reached
+     └── BlobMissing     a history refers to a claim-checked payload this store lacks
 
 Failures that cross Temporal (raised in activities, seen by workflows and clients) are
 ``temporalio.exceptions.ApplicationError`` with one of the ``type`` strings below. Every one of
-them is non-retryable: it would fail the same way on every attempt.
+them but ``ModelUnavailable`` is non-retryable: it would fail the same way on every attempt.
 """
 
 from __future__ import annotations
@@ -35,5 +36,28 @@ CHECK_FAILED = "CheckFailed"
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
 
-NON_RETRYABLE_TYPES = [BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT]
+MODEL_RETRYABLE = "ModelUnavailable"
+"""A model call failed in a way a later attempt can get past (throttled, overloaded, cut off)."""
+MODEL_REJECTED = "ModelRequestRejected"
+"""The provider refused the request as malformed or unknown (400, 404, 422)."""
+MODEL_AUTH = "ModelAuthFailed"
+"""The provider refused the worker's API key (401, 403)."""
+MODEL_CONFIG = "ModelConfigError"
+"""The worker cannot call the model: no API key in its environment, a bad model name."""
+QUOTA_EXHAUSTED = "QuotaExhausted"
+"""The account has no credit left: retrying cannot help."""
+CONTENT_FILTERED = "ContentFiltered"
+"""The provider withheld the answer."""
+CONTEXT_LENGTH = "ContextLengthExceeded"
+"""The prompt does not fit the model's window: answered by compacting, never by a blind retry."""
+BUDGET_EXCEEDED = "BudgetExceeded"
+"""The next model call would spend more tokens than the job's budget allows."""
+OUTPUT_INVALID = "OutputInvalid"
+"""The model's answer still did not validate after every re-prompt."""
+
+NON_RETRYABLE_TYPES = [
+    BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, MODEL_REJECTED, MODEL_AUTH,
+    MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
+    OUTPUT_INVALID,
+]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""

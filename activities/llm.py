@@ -1,0 +1,285 @@
+"""The model-call step: one request to a language model, streamed, classified, recorded.
+
+Clients are the official SDKs with their own retries off (``max_retries=0``): Temporal's retry
+policy below is the only one. While the answer streams in, the step heartbeats, so a stalled
+stream is caught by the heartbeat timeout rather than by a long start-to-close timeout.
+
+Error classification (also in docs/model-calls.md):
+
+=============================================  ==========  ====================================
+What happened                                  Retried?    Raised as (``ApplicationError.type``)
+=============================================  ==========  ====================================
+408, 409, 429 rate limit, 5xx                  yes         ModelUnavailable, next retry after
+                                                           ``retry-after-ms`` / ``retry-after``
+                                                           or exponential back-off with jitter
+connection error, timeout, garbled response    yes         ModelUnavailable
+``x-should-retry: true`` / ``false``           as it says  (overrides the rows above and below)
+429 ``insufficient_quota``, 402 billing        no          QuotaExhausted
+context length exceeded (400)                  no          ContextLengthExceeded (compact, call
+                                                           again once)
+answer withheld (content filter, refusal)      no          ContentFiltered
+401, 403                                       no          ModelAuthFailed
+other 4xx (400, 404, 422, ...)                 no          ModelRequestRejected
+no API key on the worker, bad model name       no          ModelConfigError
+=============================================  ==========  ====================================
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import re
+import time
+from datetime import timedelta
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from activities import _git
+from activities._defn import defn
+from agentparallels import errors
+from agentparallels.llm import (
+    KEY_VARIABLES,
+    FileContext,
+    Message,
+    ModelAnswer,
+    ModelRequest,
+    Usage,
+    lookup_output,
+    split_model,
+)
+
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=6,
+    non_retryable_error_types=errors.NON_RETRYABLE_TYPES,
+)
+"""Finite and bounded: a model that keeps failing stops the step after six attempts."""
+BACKOFF_CAP_S = 60.0
+READ_TIMEOUT_S = 600.0
+"""The SDK's own read timeout, kept long: stalls are the heartbeat timeout's job."""
+
+CONTEXT_PATTERN = re.compile(r"context.length|too long|maximum context|context window", re.I)
+
+
+def _retry_delay(headers: Any, attempt: int) -> timedelta:
+    """The provider's ``retry-after-ms`` / ``retry-after`` if given, else exponential back-off
+    (1 s, 2 s, 4 s ... capped at 60 s) with jitter; either way a little jitter is added so that
+    many workers throttled at once do not come back at once."""
+    jitter = random.uniform(0.0, 0.1)
+    if headers is not None:
+        if ms := headers.get("retry-after-ms"):
+            try:
+                return timedelta(seconds=float(ms) / 1000 * (1 + jitter))
+            except ValueError:
+                pass
+        if after := headers.get("retry-after"):
+            try:
+                seconds = float(after)
+            except ValueError:
+                parsed = email.utils.parsedate_to_datetime(after)
+                seconds = max(parsed.timestamp() - time.time(), 0.0) if parsed else 0.0
+            return timedelta(seconds=seconds * (1 + jitter))
+    base = min(BACKOFF_CAP_S, 2.0 ** (attempt - 1))
+    return timedelta(seconds=base * random.uniform(0.5, 1.0))
+
+
+def _error(kind: str, message: str, *, retry_after: timedelta | None = None) -> ApplicationError:
+    retryable = kind == errors.MODEL_RETRYABLE
+    return ApplicationError(
+        message, type=kind, non_retryable=not retryable, next_retry_delay=retry_after
+    )
+
+
+def classify(e: BaseException, attempt: int) -> ApplicationError:
+    """Map an SDK or transport error onto a project error (see the table above)."""
+    if isinstance(e, openai.APIStatusError | anthropic.APIStatusError):
+        status, headers = e.status_code, e.response.headers
+        body = e.body if isinstance(e.body, dict) else {}
+        inner = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        code = str(inner.get("code") or "") + " " + str(inner.get("type") or "")
+        text = f"{status} from the model provider: {e.message}"
+        should = (headers.get("x-should-retry") or "").lower()
+        if CONTEXT_PATTERN.search(str(e.message)) or "context_length" in code:
+            return _error(errors.CONTEXT_LENGTH, text)
+        if "insufficient_quota" in code or status == 402 or "billing" in code:
+            return _error(errors.QUOTA_EXHAUSTED, text + " (add credit to the account)")
+        retryable = status in (408, 409, 429) or status >= 500
+        if should in ("true", "false"):
+            retryable = should == "true"
+        if retryable:
+            return _error(errors.MODEL_RETRYABLE, text, retry_after=_retry_delay(headers, attempt))
+        if status in (401, 403):
+            return _error(errors.MODEL_AUTH, text + " (check the API key on the worker)")
+        return _error(errors.MODEL_REJECTED, text)
+    transient = (
+        openai.APIConnectionError,
+        anthropic.APIConnectionError,
+        httpx2.TransportError,
+        TimeoutError,
+        ConnectionError,
+        json.JSONDecodeError,
+    )
+    if isinstance(e, transient):
+        return _error(
+            errors.MODEL_RETRYABLE,
+            f"the model provider's answer was cut off or garbled ({type(e).__name__}: {e})",
+            retry_after=_retry_delay(None, attempt),
+        )
+    return ApplicationError(f"{type(e).__name__}: {e}", type=type(e).__name__)  # retried, finitely
+
+
+def _key(provider: str, base_url: str | None) -> str:
+    variable = KEY_VARIABLES[provider]
+    key = os.environ.get(variable)
+    if key:
+        return key
+    if base_url:  # self-hosted endpoints often need none
+        return "no-key"
+    raise _error(
+        errors.MODEL_CONFIG,
+        f"{variable} is not set in the worker's environment: set it where the worker runs "
+        "(keys never travel with jobs)",
+    )
+
+
+def _load_context(ctx: FileContext) -> str:
+    """The file (and, within the token budget, its siblings) as fenced blocks."""
+    cache = _git.cached_repo(ctx.repository)
+    _git.ensure_commit(cache, ctx.repository, ctx.commit)
+
+    def show(path: str) -> str:
+        return _git.run(cache, "show", f"{ctx.commit}:{path}")
+
+    blocks = [f"File `{ctx.path}`:\n```\n{show(ctx.path)}\n```"]
+    budget = ctx.related_tokens * 4  # characters, at about four per token
+    folder = ctx.path.rsplit("/", 1)[0] + "/" if "/" in ctx.path else ""
+    siblings = _git.run(cache, "ls-tree", "--name-only", ctx.commit, folder or ".").splitlines()
+    for path in sorted(p for p in siblings if p.endswith(".py") and p != ctx.path):
+        text = show(path)
+        if len(text) > budget:
+            break
+        budget -= len(text)
+        blocks.append(f"Related file `{path}` (read only):\n```\n{text}\n```")
+    return "\n\n".join(blocks)
+
+
+def _messages(req: ModelRequest) -> list[Message]:
+    messages = list(req.messages)
+    if req.output:
+        schema = json.dumps(lookup_output(req.output).model_json_schema())
+        messages.insert(0, Message(role="system", content=(
+            f"Answer with one JSON object, and nothing else, that validates against this "
+            f"JSON schema:\n{schema}"
+        )))  # fmt: skip
+    if req.context is not None:
+        last = messages[-1]
+        messages[-1] = Message(
+            role=last.role, content=f"{last.content}\n\n{_load_context(req.context)}"
+        )
+    return messages
+
+
+async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
+    client = openai.AsyncOpenAI(
+        api_key=_key("openai", req.base_url), base_url=req.base_url, max_retries=0,
+        timeout=openai.Timeout(READ_TIMEOUT_S, connect=10.0),
+    )  # fmt: skip
+    extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if req.output else {}
+    if req.seed is not None:
+        extra["seed"] = req.seed
+    text, finish, usage = [], "", Usage()
+    async with client:
+        stream = await client.chat.completions.create(
+            model=name,
+            messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+            temperature=req.temperature,
+            max_tokens=req.max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            **extra,
+        )
+        async for chunk in stream:
+            activity.heartbeat()
+            if chunk.usage:
+                usage = Usage(
+                    input_tokens=chunk.usage.prompt_tokens,
+                    output_tokens=chunk.usage.completion_tokens,
+                )
+            for choice in chunk.choices:
+                text.append(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+    if finish == "content_filter":
+        raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (content filter)")
+    return ModelAnswer(text="".join(text), model=req.model, usage=usage, finish_reason=finish)
+
+
+async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
+    client = anthropic.AsyncAnthropic(
+        api_key=_key("anthropic", req.base_url), base_url=req.base_url, max_retries=0,
+        timeout=anthropic.Timeout(READ_TIMEOUT_S, connect=10.0),
+    )  # fmt: skip
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+    extra: dict[str, Any] = {"system": system} if system else {}
+    text = []
+    async with client:
+        async with client.messages.stream(
+            model=name,
+            messages=turns,  # type: ignore[arg-type]
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            **extra,
+        ) as stream:
+            async for piece in stream.text_stream:
+                activity.heartbeat()
+                text.append(piece)
+            final = await stream.get_final_message()
+    finish = str(final.stop_reason or "")
+    if finish == "refusal":
+        raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (refusal)")
+    usage = Usage(input_tokens=final.usage.input_tokens, output_tokens=final.usage.output_tokens)
+    return ModelAnswer(text="".join(text), model=req.model, usage=usage, finish_reason=finish)
+
+
+def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
+    if not req.output:
+        return answer
+    text = answer.text.strip()
+    if fenced := re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.S):
+        text = fenced.group(1)
+    try:
+        parsed = lookup_output(req.output).model_validate_json(text)
+    except ValidationError as e:
+        return answer.model_copy(update={"invalid": str(e)[:2000]})
+    return answer.model_copy(update={"parsed": parsed.model_dump(mode="json")})
+
+
+@defn(
+    "llm.call", start_to_close=timedelta(minutes=10), heartbeat=timedelta(seconds=30), retry=RETRY
+)
+async def call_model(req: ModelRequest) -> ModelAnswer:
+    """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""
+    try:
+        provider, name = split_model(req.model)
+    except ValueError as e:
+        raise _error(errors.MODEL_CONFIG, str(e)) from None
+    messages = _messages(req)
+    call = _openai if provider == "openai" else _anthropic
+    try:
+        answer = await call(req, name, messages)
+    except ApplicationError:
+        raise
+    except Exception as e:
+        raise classify(e, activity.info().attempt) from e
+    return _validated(req, answer)

@@ -1,0 +1,151 @@
+"""Model calls from workflow code: recorded decisions, budgets, re-prompts and compaction.
+
+Each call is one ``llm.call`` activity, so its request and answer are recorded in the history:
+a replay or a reset reuses the same decision, and whatever follows is keyed by where it stands
+in the workflow, not by what the model said. Around that activity, :class:`ModelSteps`:
+
+- checks the token budget (job-wide and per phase) *before* every call, and refuses a call
+  that could exceed it, with a message saying how much was spent where;
+- answers a context-length error by compacting the conversation once and calling again,
+  never by a blind retry;
+- answers an invalid structured answer by calling again with the validation error as feedback
+  (a new activity, so the history shows each attempt), at most ``reprompts`` times.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows._call import call
+
+with workflow.unsafe.imports_passed_through():
+    from activities.llm import call_model
+    from agentparallels.errors import BUDGET_EXCEEDED, CONTEXT_LENGTH, OUTPUT_INVALID
+    from agentparallels.llm import BudgetLimits, Message, ModelAnswer, ModelRequest, Price, Usage
+
+CHARS_PER_TOKEN = 4
+"""Estimate used for budget checks before a call; recorded usage replaces it afterwards."""
+
+
+def estimate_tokens(req: ModelRequest) -> int:
+    """A conservative guess of what ``req`` can cost: its text, its context budget, its
+    longest answer."""
+    text = sum(len(m.content) for m in req.messages) // CHARS_PER_TOKEN
+    context = req.context.related_tokens if req.context else 0
+    return text + context + req.max_tokens
+
+
+def compact(req: ModelRequest) -> ModelRequest:
+    """A smaller request: related files dropped first; then every turn between the system
+    prompt and the last message, replaced by a note that they were dropped."""
+    if req.context and req.context.related_tokens:
+        return req.model_copy(
+            update={"context": req.context.model_copy(update={"related_tokens": 0})}
+        )
+    system = [m for m in req.messages if m.role == "system"]
+    turns = [m for m in req.messages if m.role != "system"]
+    if len(turns) <= 1:
+        return req
+    note = Message(role="user", content=f"({len(turns) - 1} earlier messages were dropped to fit.)")
+    return req.model_copy(update={"messages": (*system, note, turns[-1])})
+
+
+class ModelSteps:
+    """Model calls of one workflow, with the budget they share."""
+
+    def __init__(
+        self, budget: BudgetLimits | None = None, prices: dict[str, Price] | None = None
+    ) -> None:
+        self.budget = budget or BudgetLimits()
+        self.prices = prices or {}
+        self.used: dict[str, Usage] = {}
+        self.calls = 0
+        self._cost: float | None = 0.0
+
+    @property
+    def total(self) -> Usage:
+        return sum(self.used.values(), Usage())
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Estimated cost, when every model used has a price."""
+        return self._cost
+
+    def check(self, phase: str, estimate: int) -> None:
+        """Refuse a call of ``estimate`` tokens in ``phase`` that could exceed a budget."""
+        spent = self.total.total
+        if self.budget.total is not None and spent + estimate > self.budget.total:
+            raise self._refused(f"the job's budget of {self.budget.total} tokens", spent, estimate)
+        limit = self.budget.phases.get(phase)
+        in_phase = self.used.get(phase, Usage()).total
+        if limit is not None and in_phase + estimate > limit:
+            raise self._refused(f"the {phase} budget of {limit} tokens", in_phase, estimate)
+
+    def _refused(self, budget: str, spent: int, estimate: int) -> ApplicationError:
+        where = ", ".join(f"{p}: {u.total}" for p, u in self.used.items()) or "nothing yet"
+        return ApplicationError(
+            f"stopped before a model call that could take up to {estimate} tokens: {spent} are "
+            f"spent of {budget} ({where}); raise the budget to go on",
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+
+    def record(self, phase: str, model: str, usage: Usage) -> None:
+        self.used[phase] = self.used.get(phase, Usage()) + usage
+        self.calls += 1
+        price = self.prices.get(model)
+        if price is None or self._cost is None:
+            self._cost = None
+        else:
+            self._cost += price.cost(usage)
+
+    async def ask(
+        self, req: ModelRequest, *, phase: str = "execute", reprompts: int = 2
+    ) -> ModelAnswer:
+        """Call the model; see the module's docstring for what happens around the call."""
+        compacted = False
+        invalid = 0
+        while True:
+            self.check(phase, estimate_tokens(req))
+            try:
+                answer = await call(
+                    call_model,
+                    req,
+                    summary=f"{req.step} · {req.model}",
+                    heartbeat_timeout=timedelta(seconds=req.stream_timeout_s),
+                )
+            except ActivityError as e:
+                if _type_of(e) == CONTEXT_LENGTH and not compacted:
+                    smaller = compact(req)
+                    if smaller != req:
+                        req, compacted = smaller, True
+                        continue
+                raise
+            self.record(phase, req.model, answer.usage)
+            if answer.invalid is None:
+                return answer
+            invalid += 1
+            if invalid > reprompts:
+                raise ApplicationError(
+                    f"{req.model}'s answer to '{req.step}' did not validate after {invalid} "
+                    f"attempts; last error: {answer.invalid}",
+                    type=OUTPUT_INVALID,
+                    non_retryable=True,
+                )
+            feedback = (
+                "Your answer did not validate:\n"
+                f"{answer.invalid}\nAnswer again with corrected JSON only."
+            )
+            req = req.model_copy(update={"messages": (
+                *req.messages,
+                Message(role="assistant", content=answer.text),
+                Message(role="user", content=feedback),
+            )})  # fmt: skip
+
+
+def _type_of(e: ActivityError) -> str | None:
+    cause = e.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
