@@ -9,14 +9,17 @@ command that changes any file but its own.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import git
+
 from activities import _git, rename_engine
 from activities._proc import run_command
-from agentparallels.models import CommandEdit, EditSpec, RenameEdit
+from agentparallels.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
 
 
 class EditFailed(Exception):
@@ -42,11 +45,9 @@ class Editor(Protocol):
         """Paths (relative, posix) this edit will change, sorted."""
         ...
 
-    def apply(
-        self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
-    ) -> None:
-        """Change ``paths`` in ``wt``, in order; raises :class:`EditFailed` for the first that
-        fails."""
+    def apply(self, wt: Path, step: EditBatchInput) -> None:
+        """Change ``step.paths`` in ``wt``, in order; raises :class:`EditFailed` for the first
+        that fails."""
         ...
 
 
@@ -62,11 +63,10 @@ class RenameEditor:
         except rename_engine.RenameError as e:
             raise PlanRejected(str(e)) from e
 
-    def apply(
-        self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
-    ) -> None:
-        assert change_commit, "a rename is applied from its change commit"
-        _git.run(wt, "restore", f"--source={change_commit}", "--staged", "--worktree", "--", *paths)
+    def apply(self, wt: Path, step: EditBatchInput) -> None:
+        assert step.change_commit, "a rename is applied from its change commit"
+        source = f"--source={step.change_commit}"
+        _git.run(wt, "restore", source, "--staged", "--worktree", "--", *step.paths)
 
 
 class CommandEditor:
@@ -76,13 +76,10 @@ class CommandEditor:
         self.spec = spec
 
     def plan(self, wt: Path) -> list[str]:
-        pathspecs = [f":(glob){pattern}" for pattern in self.spec.files]
-        out = _git.run(wt, "ls-files", "-z", "--", *pathspecs)
-        return sorted(p for p in out.split("\0") if p)
+        return tracked(wt, self.spec.files)
 
-    def apply(
-        self, wt: Path, paths: Sequence[str], change_commit: str | None, timeout_s: float
-    ) -> None:
+    def apply(self, wt: Path, step: EditBatchInput) -> None:
+        paths, timeout_s = step.paths, step.timeout_s
         # Optimistically: every command, then one look at what changed. Only if something
         # outside the batch changed are the commands run again one by one, from a clean
         # worktree, to find the culprit (codemods are meant to be repeatable).
@@ -109,7 +106,63 @@ class CommandEditor:
                 )
 
 
+def tracked(wt: Path, patterns: Sequence[str]) -> list[str]:
+    """Tracked files matching the glob ``patterns``, sorted."""
+    pathspecs = [f":(glob){pattern}" for pattern in patterns]
+    out = _git.run(wt, "ls-files", "-z", "--", *pathspecs)
+    return sorted(p for p in out.split("\0") if p)
+
+
+FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
+
+
+class ModelEditor:
+    """Applies a model's answer for one file: a unified diff (```diff) or the whole file."""
+
+    precomputed = False
+
+    def __init__(self, spec: ModelEdit) -> None:
+        self.spec = spec
+
+    def plan(self, wt: Path) -> list[str]:
+        return tracked(wt, self.spec.files)
+
+    def apply(self, wt: Path, step: EditBatchInput) -> None:
+        (path,) = step.paths
+        answer = step.answer or ""
+        blocks = FENCE.findall(answer)
+        what = f"apply {self.spec.model}'s answer to {path}"
+        if not blocks and not answer.strip():
+            raise EditFailed(path, what, "the answer was empty")
+        language, body = blocks[0] if blocks else ("", answer)
+        if language == "diff" or body.startswith(("--- ", "diff --git")):
+            self._patch(wt, path, body, what)
+        else:
+            (wt / path).write_text(body if body.endswith("\n") else body + "\n")
+
+    def _patch(self, wt: Path, path: str, diff: str, what: str) -> None:
+        touched = {
+            line.split(maxsplit=1)[1].removeprefix("a/").removeprefix("b/")
+            for line in diff.splitlines()
+            if line.startswith(("--- ", "+++ ")) and "/dev/null" not in line
+        }
+        if touched - {path}:
+            raise EditFailed(
+                path, what, f"the diff changes other files: {', '.join(touched - {path})}"
+            )
+        patch = wt.parent / f".{wt.name}.patch"
+        patch.write_text(diff if diff.endswith("\n") else diff + "\n")
+        try:
+            _git.run(wt, "apply", "--recount", "--whitespace=nowarn", str(patch))
+        except git.GitCommandError as e:
+            raise EditFailed(path, what, f"the diff does not apply: {e.stderr.strip()}") from None
+        finally:
+            patch.unlink(missing_ok=True)
+
+
 def editor_for(spec: EditSpec) -> Editor:
     if isinstance(spec, RenameEdit):
         return RenameEditor(spec)
+    if isinstance(spec, ModelEdit):
+        return ModelEditor(spec)
     return CommandEditor(spec)

@@ -20,6 +20,7 @@ from agentparallels.models import (
     EditBatchResult,
     EditOutcome,
     EditSpec,
+    ModelEdit,
     Plan,
     PlanInput,
 )
@@ -32,6 +33,8 @@ def bad_input(message: str) -> ApplicationError:
 def describe(edit: EditSpec) -> str:
     if isinstance(edit, CommandEdit):
         return f"run `{edit.command}`"
+    if isinstance(edit, ModelEdit):
+        return f"{edit.model}: {edit.instruct.splitlines()[0][:60]}"
     return f"rename {edit.old} -> {edit.new}"
 
 
@@ -109,7 +112,7 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
         failure: EditOutcome | None = None
         try:
-            editor_for(inp.edit).apply(wt, inp.paths, inp.change_commit, inp.timeout_s)
+            editor_for(inp.edit).apply(wt, inp)
             applied = list(inp.paths)
         except EditFailed as e:
             applied = list(inp.paths[: inp.paths.index(e.path)])

@@ -14,8 +14,9 @@ JOB_KIND = SearchAttributeKey.for_keyword("AgentJobKind")
 REPOSITORY = SearchAttributeKey.for_keyword("AgentRepository")
 PHASE = SearchAttributeKey.for_keyword("AgentPhase")
 FILES_DONE = SearchAttributeKey.for_int("AgentFilesDone")
+TOKENS = SearchAttributeKey.for_int("AgentTokens")
 
-ALL = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE]
+ALL = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE, TOKENS]
 
 _CLI_TYPE = {
     IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",

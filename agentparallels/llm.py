@@ -13,7 +13,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-from agentparallels.models import Value
+from agentparallels._value import Value
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from agentparallels._value import Value
+from agentparallels.llm import BudgetLimits, Price, Usage
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
 """Scratch refs of running jobs live below this in the job's repository, removed at its end."""
 BRANCH_PREFIX = "agentparallels"
 """A successful job leaves its result on the branch ``agentparallels/<job-id>``."""
-
-
-class Value(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class RenameEdit(Value):
@@ -39,7 +38,23 @@ class CommandEdit(Value):
     """Glob patterns (git pathspec ``:(glob)``) choosing the tracked files to run it on."""
 
 
-EditSpec = Annotated[RenameEdit | CommandEdit, Field(discriminator="kind")]
+class ModelEdit(Value):
+    """A language model edits each file as instructed."""
+
+    kind: Literal["model"] = "model"
+    instruct: str
+    files: tuple[str, ...] = ("**/*.py",)
+    """Glob patterns (git pathspec ``:(glob)``) choosing the tracked files to edit."""
+    model: str
+    """``provider:model``, e.g. ``openai:gpt-4.1``."""
+    base_url: str | None = None
+    related_tokens: int = Field(2000, ge=0)
+    """Tokens of sibling files given to the model as read-only context."""
+    max_tokens: int = Field(8192, ge=1)
+    """Longest answer, in tokens."""
+
+
+EditSpec = Annotated[RenameEdit | CommandEdit | ModelEdit, Field(discriminator="kind")]
 
 
 class Limits(Value):
@@ -75,6 +90,10 @@ class RefactorInput(Value):
     apply: bool = False
     """Fast-forward the repository's current branch to the result (local repositories only)."""
     limits: Limits = Limits()
+    budget: BudgetLimits = BudgetLimits()
+    """Token budgets of the job's model calls (model edits only)."""
+    prices: dict[str, Price] = {}
+    """Prices of the models used, for the estimated cost."""
 
 
 class JobRef(Value):
@@ -129,6 +148,9 @@ class Shard(Value):
 
 
 class ShardInput(Value):
+    budget: BudgetLimits = BudgetLimits()
+    """This shard's share of the job's token budgets."""
+    prices: dict[str, Price] = {}
     job: JobRef
     parent_id: str
     shard: Shard
@@ -160,6 +182,8 @@ class EditBatchInput(Value):
     check_cmd: str | None = None
     verify_rules: str = Limits().verify_rules
     timeout_s: float = Limits().command_timeout_s
+    answer: str | None = None
+    """For a model edit (one file): the model's answer, a whole file or a unified diff."""
 
 
 class EditOutcome(Value):
@@ -192,6 +216,8 @@ class ShardResult(Value):
     head: str
     files_changed: tuple[str, ...]
     attempts: int
+    usage: Usage = Usage()
+    cost_usd: float | None = 0.0
 
 
 class MergeInput(Value):
@@ -241,6 +267,8 @@ class ShardProgress(Value):
     breaker: Literal["closed", "open", "half-open"] = "closed"
     failures: int = 0
     """Consecutive failed verifications so far."""
+    tokens: int = 0
+    """Tokens its model calls used so far."""
 
 
 class Progress(Value):
@@ -249,6 +277,8 @@ class Progress(Value):
     files_total: int = 0
     files_done: int = 0
     shards: tuple[ShardProgress, ...] = ()
+    tokens: int = 0
+    """Tokens of the job's model calls so far."""
     message: str = ""
 
 
@@ -263,3 +293,7 @@ class RefactorResult(Value):
     checks: tuple[CheckRun, ...]
     applied: bool = False
     apply_note: str = ""
+    usage: Usage = Usage()
+    """Tokens of the job's model calls."""
+    cost_usd: float | None = None
+    """Estimated cost of those calls, when every model used has a price."""

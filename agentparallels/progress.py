@@ -16,6 +16,8 @@ def line(p: Progress) -> str:
     text = f"[{bar}] {p.files_done}/{p.files_total} files | {p.phase}"
     if p.shards:
         text += f" | shards {shards_done}/{len(p.shards)} done"
+    if p.tokens:
+        text += f" | {p.tokens} tokens"
     tripped = [s.name for s in p.shards if s.breaker != "closed" or s.failures]
     if tripped:
         text += " | retrying: " + ", ".join(tripped)
@@ -42,6 +44,12 @@ def summary(r: RefactorResult) -> str:
     ]
     for m in r.modules:
         lines.append(f"  {m.module}: {len(m.files_changed)} files ({', '.join(m.shards)})")
+    if r.usage.total:
+        cost = f", about ${r.cost_usd:.4f}" if r.cost_usd is not None else ""
+        lines.append(
+            f"  model calls: {r.usage.input_tokens} input + {r.usage.output_tokens} output "
+            f"tokens{cost}"
+        )
     for c in r.checks:
         lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
     if r.apply_note:

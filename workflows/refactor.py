@@ -27,8 +27,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
     from activities.refactor import plan
-    from agentparallels.attributes import FILES_DONE, PHASE
+    from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.errors import CHECK_FAILED
+    from agentparallels.llm import BudgetLimits, Usage
     from agentparallels.models import (
         CheckInput,
         CheckRun,
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
 class RefactorWorkflow:
     def __init__(self) -> None:
+        self._usage = Usage()
         self._progress = Progress(job_id="", phase="queued")
         self._shards: dict[str, ShardProgress] = {}
 
@@ -191,6 +193,8 @@ class RefactorWorkflow:
             result = await workflow.execute_child_workflow(
                 ShardWorkflow.run,
                 ShardInput(
+                    budget=_share(inp.budget, len(shard.files), self._progress.files_total),
+                    prices=inp.prices,
                     job=job,
                     parent_id=job.job_id,
                     shard=shard,
@@ -216,7 +220,10 @@ class RefactorWorkflow:
             update={"state": "done", "files_done": len(shard.files)}
         )
         self._refresh()
-        workflow.upsert_search_attributes([FILES_DONE.value_set(self._files_done())])
+        self._usage = self._usage + result.usage
+        workflow.upsert_search_attributes(
+            [FILES_DONE.value_set(self._files_done()), TOKENS.value_set(self._usage.total)]
+        )
         return result
 
     def _files_done(self) -> int:
@@ -229,7 +236,12 @@ class RefactorWorkflow:
 
     def _refresh(self) -> None:
         """Update what the Temporal UI shows as the job's current details."""
-        self._progress = self._progress.model_copy(update={"files_done": self._files_done()})
+        self._progress = self._progress.model_copy(
+            update={
+                "files_done": self._files_done(),
+                "tokens": sum(s.tokens for s in self._shards.values()),
+            }
+        )
         p = self._progress
         rows = "\n".join(
             f"| {s.name} | {s.state} | {s.files_done}/{s.files_total} | {s.breaker} |"
@@ -273,7 +285,23 @@ class RefactorWorkflow:
             checks=checks,
             applied=published.applied if published else False,
             apply_note=published.apply_note if published else "",
+            usage=sum((r.usage for r in results), Usage()),
+            cost_usd=None
+            if any(r.cost_usd is None for r in results)
+            else sum(r.cost_usd or 0.0 for r in results),
         )
+
+
+def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
+    """A shard's share of the job's budgets, in proportion to its files."""
+
+    def part(tokens: int) -> int:
+        return max(1, tokens * files // max(total_files, 1))
+
+    return BudgetLimits(
+        total=part(budget.total) if budget.total is not None else None,
+        phases={phase: part(tokens) for phase, tokens in budget.phases.items()},
+    )
 
 
 def _root_cause(err: BaseException) -> ApplicationError:

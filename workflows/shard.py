@@ -17,14 +17,18 @@ from temporalio.exceptions import ApplicationError
 
 from workflows._call import call
 from workflows.circuit_breaker import CircuitBreaker
+from workflows.model_step import ModelSteps
 from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
     from activities.git_ops import remove_worktree, set_ref
     from activities.refactor import edit_files
     from agentparallels.errors import BREAKER_OPEN
+    from agentparallels.llm import FileContext, Message, ModelRequest
     from agentparallels.models import (
         EditBatchInput,
+        EditOutcome,
+        ModelEdit,
         RefUpdate,
         ShardInput,
         ShardProgress,
@@ -68,12 +72,23 @@ class ShardWorkflow:
         )
         saga.add("worktree", lambda: call(remove_worktree, shard))
         tip = inp.job.base_commit
+        steps = ModelSteps(inp.budget, inp.prices)
         try:
             changed: list[str] = []
             pending = list(inp.shard.files)
             attempts = 0
+            model = inp.edit if isinstance(inp.edit, ModelEdit) else None
+            conversation: tuple[Message, ...] = ()
             while pending:
-                batch = tuple(pending[: limits.batch_files])
+                answer = None
+                if model is not None:  # one file at a time, each answer a recorded decision
+                    batch: tuple[str, ...] = (pending[0],)
+                    if not conversation:
+                        conversation = _edit_prompt(model, pending[0])
+                    reply = await steps.ask(_edit_request(model, inp, pending[0], conversation))
+                    answer = reply.text
+                else:
+                    batch = tuple(pending[: limits.batch_files])
                 step = await call(
                     edit_files,
                     EditBatchInput(
@@ -86,6 +101,7 @@ class ShardWorkflow:
                         check_cmd=inp.check_cmd,
                         verify_rules=limits.verify_rules,
                         timeout_s=limits.command_timeout_s,
+                        answer=answer,
                     ),
                     summary=f"edit {batch[0]}"
                     + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""),
@@ -107,9 +123,7 @@ class ShardWorkflow:
                     attempts += 1
                     if outcome.status == "failed":
                         breaker.record_failure()
-                        await self._report(
-                            inp, files_done=len(inp.shard.files) - len(pending), breaker=breaker
-                        )
+                        await self._report(inp, pending, breaker, steps)
                         if not breaker.allows():
                             raise ApplicationError(
                                 f"circuit breaker opened after {breaker.failures} consecutive "
@@ -118,14 +132,19 @@ class ShardWorkflow:
                                 type=BREAKER_OPEN,
                                 non_retryable=True,
                             )
+                        if answer is not None:  # the failure goes back to the model
+                            conversation = (
+                                *conversation,
+                                Message(role="assistant", content=answer),
+                                Message(role="user", content=_feedback(outcome)),
+                            )
                     else:
                         breaker.record_success()
                         pending.remove(outcome.path)
+                        conversation = ()
                         if outcome.status == "committed":
                             changed.append(outcome.path)
-                await self._report(
-                    inp, files_done=len(inp.shard.files) - len(pending), breaker=breaker
-                )
+                await self._report(inp, pending, breaker, steps)
             await self._flush()
             self._progress = self._progress.model_copy(update={"state": "done"})
             return ShardResult(
@@ -133,18 +152,23 @@ class ShardWorkflow:
                 head=tip,
                 files_changed=tuple(changed),
                 attempts=attempts,
+                usage=steps.total,
+                cost_usd=steps.cost_usd,
             )
         except BaseException:
             await saga.compensate()
             raise
 
-    async def _report(self, inp: ShardInput, *, files_done: int, breaker: CircuitBreaker) -> None:
+    async def _report(
+        self, inp: ShardInput, pending: list[str], breaker: CircuitBreaker, steps: ModelSteps
+    ) -> None:
         assert self._progress is not None
         self._progress = self._progress.model_copy(
             update={
-                "files_done": files_done,
+                "files_done": len(inp.shard.files) - len(pending),
                 "breaker": breaker.state,
                 "failures": breaker.failures,
+                "tokens": steps.total.total,
             }
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order
@@ -157,3 +181,43 @@ class ShardWorkflow:
         for sent in self._signals:
             await sent
         self._signals.clear()
+
+
+EDIT_SYSTEM = (
+    "You edit one file of a code base as instructed. Answer with the complete new content of "
+    "the file in one fenced code block, or with a unified diff of it in one ```diff block. "
+    "Change nothing the instruction does not ask for. No explanations."
+)
+
+
+def _edit_prompt(edit: ModelEdit, path: str) -> tuple[Message, ...]:
+    return (
+        Message(role="system", content=EDIT_SYSTEM),
+        Message(role="user", content=f"Instruction: {edit.instruct}\n\nEdit `{path}`."),
+    )
+
+
+def _edit_request(
+    edit: ModelEdit, inp: ShardInput, path: str, conversation: tuple[Message, ...]
+) -> ModelRequest:
+    """The file itself is read by the model-call step (it stays out of the history)."""
+    return ModelRequest(
+        model=edit.model,
+        base_url=edit.base_url,
+        messages=conversation,
+        context=FileContext(
+            repository=inp.job.repository,
+            commit=inp.job.base_commit,
+            path=path,
+            related_tokens=edit.related_tokens,
+        ),
+        max_tokens=edit.max_tokens,
+        step=f"edit {path}",
+    )
+
+
+def _feedback(outcome: EditOutcome) -> str:
+    return (
+        f"That edit failed: `{outcome.command}` said:\n{outcome.output.strip()}\n"
+        "Answer again with the corrected file."
+    )
