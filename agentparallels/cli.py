@@ -3,8 +3,10 @@
     agentparallels server                       run the embedded Temporal dev server
     agentparallels worker                       run a worker
     agentparallels refactor PATH --rename ...   run the multi-file refactor job
+    agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
     agentparallels status JOB [--follow]        show a job's progress or outcome
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
 
 Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
 """
@@ -36,7 +38,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from agentparallels import attributes, devserver, logs, progress, validate
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
-from agentparallels.models import Limits, Progress, RefactorInput, RefactorResult
+from agentparallels.llm import BudgetLimits
+from agentparallels.models import (
+    Limits,
+    ModelEdit,
+    Progress,
+    RefactorInput,
+    RefactorResult,
+    RenameEdit,
+)
 
 WORKFLOW = "RefactorWorkflow"
 DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels")
@@ -91,10 +101,25 @@ def build_parser() -> Parser:
         help="run this command on each file ({file} is replaced by its path)",
     )
     editors.add_argument(
+        "--instruct", metavar="TEXT", help="have a model edit each file as told (needs --model)"
+    )
+    editors.add_argument(
         "--files",
         action="append",
         metavar="GLOB",
-        help="with --edit-cmd: which tracked files (default **/*.py); repeatable",
+        help="with --edit-cmd or --instruct: which tracked files (default **/*.py); repeatable",
+    )
+    ref.add_argument(
+        "--model",
+        metavar="PROVIDER:MODEL",
+        help="for --instruct: openai:gpt-4.1, anthropic:claude-sonnet-4-5, ...",
+    )
+    ref.add_argument("--base-url", help="for --instruct: an OpenAI-compatible or proxy endpoint")
+    ref.add_argument(
+        "--budget-tokens",
+        type=positive,
+        metavar="N",
+        help="for --instruct: stop before the model calls spend more than N tokens",
     )
     ref.add_argument("--base", default="HEAD", help="commit to start from (default: HEAD)")
     ref.add_argument("--check-cmd", help="verify each edited file with this command too")
@@ -135,6 +160,17 @@ def build_parser() -> Parser:
         help="do not run a worker in this process; a separate worker runs the job",
     )
     ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+
+    fake = sub.add_parser(
+        "fake-llm", help="a scripted model server on loopback, for tests and demos"
+    )
+    fake.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
+    fake.add_argument(
+        "--script",
+        type=Path,
+        required=True,
+        help="JSON file of answers and faults (see agentparallels/fake_llm.py)",
+    )
 
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
@@ -178,7 +214,10 @@ def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
 async def refactor(args: argparse.Namespace) -> int:
     repository = validate.repository(args.repository)
     validate.base_ref(repository, args.base)
-    edit = validate.edit(args.rename, args.edit_cmd, args.files)
+    edit = validate.edit(
+        args.rename, args.edit_cmd, args.files, instruct=args.instruct, model=args.model,
+        base_url=args.base_url,
+    )  # fmt: skip
     if args.apply:
         validate.clean_for_apply(repository)
     job = RefactorInput(
@@ -195,15 +234,17 @@ async def refactor(args: argparse.Namespace) -> int:
             breaker_threshold=args.breaker_threshold,
             command_timeout_s=args.timeout,
         ),
+        budget=BudgetLimits(total=args.budget_tokens),
     )
     client = await connect(announce=err)
     await attributes.register(client)
     job_id = args.job_id or new_job_id(repository)
-    what = (
-        f"rename {edit.old} -> {edit.new}"
-        if edit.kind == "rename"
-        else f"run `{edit.command}` on each file"
-    )
+    if isinstance(edit, RenameEdit):
+        what = f"rename {edit.old} -> {edit.new}"
+    elif isinstance(edit, ModelEdit):
+        what = f"{edit.model} edits each file: {edit.instruct[:80]}"
+    else:
+        what = f"run `{edit.command}` on each file"
     try:
         handle = await client.start_workflow(
             WORKFLOW,
@@ -333,6 +374,13 @@ def run(args: argparse.Namespace) -> int:
                 db=args.db.resolve(), ip=args.ip, port=args.port, ui_port=args.ui_port
             )
         return devserver.serve(opts)
+    if args.command == "fake-llm":
+        from agentparallels import fake_llm
+
+        try:
+            return fake_llm.serve(args.port, args.script)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot serve {args.script}: {e}") from None
     if args.command == "worker":
         import worker
 

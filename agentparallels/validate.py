@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 from agentparallels.errors import UsageError
-from agentparallels.models import CommandEdit, EditSpec, RenameEdit
+from agentparallels.llm import split_model
+from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,9 +60,38 @@ def identifier(name: str) -> None:
         )
 
 
-def edit(rename: str | None, edit_cmd: str | None, files: list[str] | None) -> EditSpec:
-    if rename and edit_cmd:
-        raise UsageError("conflicting editors: give either --rename or --edit-cmd, not both")
+def edit(
+    rename: str | None,
+    edit_cmd: str | None,
+    files: list[str] | None,
+    *,
+    instruct: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+) -> EditSpec:
+    chosen = [
+        flag
+        for flag, value in (
+            ("--rename", rename),
+            ("--edit-cmd", edit_cmd),
+            ("--instruct", instruct),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        raise UsageError(f"conflicting editors: give one of {', '.join(chosen)}, not several")
+    if (model or base_url) and not instruct:
+        raise UsageError("--model and --base-url go with --instruct")
+    if instruct:
+        if not model:
+            raise UsageError("--instruct needs --model PROVIDER:MODEL, e.g. --model openai:gpt-4.1")
+        try:
+            split_model(model)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return ModelEdit(
+            instruct=instruct, model=model, base_url=base_url, files=tuple(files or ("**/*.py",))
+        )
     if rename:
         if files:
             raise UsageError("--files goes with --edit-cmd; a rename finds its files itself")
@@ -81,7 +111,9 @@ def edit(rename: str | None, edit_cmd: str | None, files: list[str] | None) -> E
                 "e.g. --edit-cmd 'ruff check --fix --select UP {file}'"
             )
         return CommandEdit(command=edit_cmd, files=tuple(files or ("**/*.py",)))
-    raise UsageError("nothing to do: pass --rename OLD=NEW or --edit-cmd 'CMD {file}'")
+    raise UsageError(
+        "nothing to do: pass --rename OLD=NEW, --edit-cmd 'CMD {file}' or --instruct TEXT"
+    )
 
 
 def clean_for_apply(repo: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -70,6 +71,11 @@ BAD_INPUT = {
         "conflicting editors",
     ),
     "no editor": (["{repo}"], "nothing to do"),
+    "instruct without a model": (["{repo}", "--instruct", "tidy up"], "--instruct needs --model"),
+    "unknown model provider": (
+        ["{repo}", "--instruct", "tidy up", "--model", "gpt-4"],
+        "model 'gpt-4' must be written provider:model",
+    ),
     "bad option value": (
         ["{repo}", "--rename", "pkg.money.to_cents=c", "--parallel", "0"],
         "at least 1",
@@ -166,3 +172,24 @@ async def test_job_whose_starter_left_is_finished_by_a_later_worker(
         )
     assert followed.returncode == 0, followed.stderr
     assert f"job {job_id} succeeded: 4 files changed" in followed.stdout
+
+
+def test_fake_llm_command_serves_a_script(tmp_path: Path) -> None:
+    """`agentparallels fake-llm` serves its script to the real OpenAI SDK until interrupted."""
+    import openai
+
+    script = tmp_path / "script.json"
+    script.write_text('[{"content": "scripted hello"}]')
+    with subprocess.Popen(
+        [CLI, "fake-llm", "--script", str(script)], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        base = line.split("OpenAI: ")[1].split(",")[0].rstrip(")")
+        client = openai.OpenAI(base_url=base, api_key="sk-test", max_retries=0, timeout=10)
+        answer = client.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}]
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    assert answer.choices[0].message.content == "scripted hello"

@@ -1,0 +1,105 @@
+"""The refactor job with a model as its editor, against a loopback model server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
+
+import worker
+import workflows
+from agentparallels.errors import BREAKER_OPEN
+from agentparallels.fake_llm import FakeLLM
+from agentparallels.models import Limits, ModelEdit, RefactorInput
+from tests.repos import git, make_repo, snapshot, start_job
+
+FILES = {
+    "pkg/__init__.py": "",
+    "pkg/a.py": "ORIGINAL_A = 1\n\n\ndef old_name() -> int:\n    return ORIGINAL_A\n",
+    "pkg/b.py": "from pkg.a import old_name\n\n\ndef use() -> int:\n    return old_name()\n",
+}
+GOOD_A = "```python\nORIGINAL_A = 1\n\n\ndef new_name() -> int:\n    return ORIGINAL_A\n```"
+BAD = "```python\ndef broken(:\n```"
+DIFF_B = """```diff
+--- a/pkg/b.py
++++ b/pkg/b.py
+@@ -1,5 +1,5 @@
+-from pkg.a import old_name
++from pkg.a import new_name
+
+
+ def use() -> int:
+-    return old_name()
++    return new_name()
+```"""
+
+
+def job(repo: Path, fake: FakeLLM) -> RefactorInput:
+    return RefactorInput(
+        repository=str(repo),
+        edit=ModelEdit(
+            instruct="rename old_name to new_name",
+            files=("pkg/a.py", "pkg/b.py"),
+            model="openai:fake-coder",
+            base_url=fake.openai_base_url,
+        ),
+        limits=Limits(parallel=1),
+    )
+
+
+async def test_model_edits_each_file_and_a_lint_failure_goes_back_as_feedback(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A syntax error in the model's first answer is sent back with ruff's output; the second
+    answer (whole file) and a diff for the other file are committed, one commit per file; the
+    files' original text never enters the history, and the job replays."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-model-refactor")
+    repo = make_repo(tmp_path / "repo", FILES)
+    with FakeLLM([{"content": BAD}, {"content": GOOD_A}, {"content": DIFF_B}]) as fake:
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(client, task_queue, job(repo, fake))
+            result = await asyncio.wait_for(handle.result(), 60)
+        requests = [r.body for r in fake.requests]
+    assert result.files_changed == ("pkg/a.py", "pkg/b.py")
+    assert result.usage.total > 0
+    head = result.head_commit
+    assert "def new_name() -> int:" in git(repo, "show", f"{head}:pkg/a.py")
+    assert git(repo, "show", f"{head}:pkg/b.py").startswith("from pkg.a import new_name")
+    assert len(requests) == 3
+    assert "ORIGINAL_A = 1" in requests[0]["messages"][-1]["content"]  # read by the step
+    feedback = requests[1]["messages"][-1]["content"]
+    assert feedback.startswith("That edit failed: `ruff check --isolated")
+    assert "pkg/a.py:1:" in feedback
+    assert requests[1]["messages"][-2] == {"role": "assistant", "content": BAD}
+
+    child = client.get_workflow_handle(f"{handle.id}/00-pkg")
+    history = await child.fetch_history()
+    assert "def old_name" not in history.to_json()  # the original files stay in git
+    replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
+    await replayer.replay_workflow(history)
+    await replayer.replay_workflow(await handle.fetch_history())
+
+
+async def test_three_bad_answers_open_the_breaker_and_roll_back(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three answers in a row that fail verification: no fourth call; the job fails naming the
+    file and ruff's complaint, and the repository is as it was."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-model-refactor")
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    with FakeLLM([{"content": BAD}] * 3, default={"content": GOOD_A}) as fake:
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(client, task_queue, job(repo, fake))
+            with pytest.raises(WorkflowFailureError) as failure:
+                await asyncio.wait_for(handle.result(), 60)
+        calls = len(fake.requests)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == BREAKER_OPEN
+    assert "3 consecutive failed attempts at pkg/a.py" in cause.message
+    assert calls == 3
+    assert snapshot(repo) == before
