@@ -8,28 +8,19 @@ so the demo runs offline: the same SDK, wire protocol, retries and recorded deci
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from example_repo import CLI, TESTS, fresh_copy, show_branch  # noqa: E402
+
 from agentparallels.fake_llm import FakeLLM  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-CLI = str(Path(sys.executable).parent / "agentparallels")
 FILES = "src/shopkart/pricing/[!_]*.py"
 INSTRUCT = "Add `from __future__ import annotations` as the first import of the module."
 LINE = "from __future__ import annotations\n"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Demo", "-c", "user.email=demo@example.com", *args],
-        cwd=repo, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
 
 
 def scripted_answer(text: str) -> str:
@@ -40,16 +31,10 @@ def scripted_answer(text: str) -> str:
 
 
 def main() -> int:
-    repo = Path(tempfile.mkdtemp(prefix="agentparallels-demo-llm-")) / "shopkart"
-    shutil.copytree(HERE / "shopkart", repo, ignore=shutil.ignore_patterns("__pycache__"))
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "-m", "shopkart: the example package")
+    repo, job_id = fresh_copy("demo-llm")
     targets = sorted(p for p in (repo / "src/shopkart/pricing").glob("*.py") if p.name[0] != "_")
-    job_id = f"demo-llm-{repo.parent.name.rsplit('-', 1)[-1]}"
-    tests = "python -m pytest -q -p no:cacheprovider"
     args = [CLI, "refactor", str(repo), "--instruct", INSTRUCT, "--files", FILES,
-            "--job-id", job_id, "--test-cmd", tests]  # fmt: skip
+            "--job-id", job_id, "--test-cmd", TESTS]  # fmt: skip
     if os.environ.get("OPENAI_API_KEY"):
         print("OPENAI_API_KEY is set: a real model edits the files.", flush=True)
         done = subprocess.run(
@@ -64,9 +49,7 @@ def main() -> int:
             [*args, "--model", "openai:scripted", "--base-url", fake.openai_base_url], env=env
         )
     if done.returncode == 0:
-        branch = f"agentparallels/{job_id}"
-        print(f"\n$ git log --stat --format='%h %s' main..{branch}   (in {repo})")
-        print(git(repo, "log", "--stat", "--format=%h %s", f"main..{branch}").rstrip())
+        show_branch(repo, job_id)
     return done.returncode
 
 
