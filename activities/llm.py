@@ -94,8 +94,15 @@ def _retry_delay(headers: Any, attempt: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.5, 1.0))
 
 
-def _error(kind: str, message: str, *, retry_after: timedelta | None = None) -> ApplicationError:
-    retryable = kind == errors.MODEL_RETRYABLE
+def _error(
+    kind: str,
+    message: str,
+    *,
+    retry_after: timedelta | None = None,
+    retryable: bool | None = None,
+) -> ApplicationError:
+    if retryable is None:
+        retryable = kind == errors.MODEL_RETRYABLE
     return ApplicationError(
         message, type=kind, non_retryable=not retryable, next_retry_delay=retry_after
     )
@@ -110,14 +117,18 @@ def classify(e: BaseException, attempt: int) -> ApplicationError:
         code = str(inner.get("code") or "") + " " + str(inner.get("type") or "")
         text = f"{status} from the model provider: {e.message}"
         should = (headers.get("x-should-retry") or "").lower()
-        if CONTEXT_PATTERN.search(str(e.message)) or "context_length" in code:
+        too_long = status in (400, 413, 422) and CONTEXT_PATTERN.search(str(e.message))
+        if too_long or "context_length" in code:
             return _error(errors.CONTEXT_LENGTH, text)
         if "insufficient_quota" in code or status == 402 or "billing" in code:
             return _error(errors.QUOTA_EXHAUSTED, text + " (add credit to the account)")
-        retryable = status in (408, 409, 429) or status >= 500
-        if should in ("true", "false"):
-            retryable = should == "true"
-        if retryable:
+        transient = status in (408, 409, 429) or status >= 500
+        if should in ("true", "false"):  # the provider's own word wins
+            delay = _retry_delay(headers, attempt) if should == "true" else None
+            kind = errors.MODEL_RETRYABLE if transient or should == "true" else None
+            if kind is not None:
+                return _error(kind, text, retry_after=delay, retryable=should == "true")
+        elif transient:
             return _error(errors.MODEL_RETRYABLE, text, retry_after=_retry_delay(headers, attempt))
         if status in (401, 403):
             return _error(errors.MODEL_AUTH, text + " (check the API key on the worker)")
@@ -238,12 +249,14 @@ async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> M
             model=name,
             messages=turns,  # type: ignore[arg-type]
             max_tokens=req.max_tokens,
-            temperature=req.temperature,
+            # This SDK takes temperature only as part of the request body.
+            extra_body={"temperature": req.temperature},
             **extra,
         ) as stream:
-            async for piece in stream.text_stream:
+            async for event in stream:  # every event, pings included, proves the stream alive
                 activity.heartbeat()
-                text.append(piece)
+                if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    text.append(event.delta.text)
             final = await stream.get_final_message()
     finish = str(final.stop_reason or "")
     if finish == "refusal":
@@ -281,5 +294,6 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     except ApplicationError:
         raise
     except Exception as e:
-        raise classify(e, activity.info().attempt) from e
+        # Without the SDK's exception chain: the failure recorded in history must stay small.
+        raise classify(e, activity.info().attempt) from None
     return _validated(req, answer)

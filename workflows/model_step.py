@@ -39,18 +39,20 @@ def estimate_tokens(req: ModelRequest) -> int:
 
 
 def compact(req: ModelRequest) -> ModelRequest:
-    """A smaller request: related files dropped first; then every turn between the system
-    prompt and the last message, replaced by a note that they were dropped."""
+    """A smaller request: related files dropped first; then every turn between the first
+    (the task) and the last, replaced by a note that they were dropped."""
     if req.context and req.context.related_tokens:
         return req.model_copy(
             update={"context": req.context.model_copy(update={"related_tokens": 0})}
         )
     system = [m for m in req.messages if m.role == "system"]
     turns = [m for m in req.messages if m.role != "system"]
-    if len(turns) <= 1:
+    if len(turns) <= 2:
         return req
-    note = Message(role="user", content=f"({len(turns) - 1} earlier messages were dropped to fit.)")
-    return req.model_copy(update={"messages": (*system, note, turns[-1])})
+    dropped = len(turns) - 2
+    plural = "s were" if dropped != 1 else " was"
+    note = Message(role="user", content=f"({dropped} earlier message{plural} dropped to fit.)")
+    return req.model_copy(update={"messages": (*system, turns[0], note, turns[-1])})
 
 
 class ModelSteps:

@@ -1,0 +1,215 @@
+"""ModelSteps.ask around the llm.call activity, on the real dev server against FakeLLM:
+compaction on context length, re-prompts for invalid structured answers, token budgets, cost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from temporalio.client import Client
+
+    from agentparallels.fake_llm import FakeLLM
+    from agentparallels.llm import BudgetLimits, Price, Usage, output_model
+    from tests.test_model_calls import (  # noqa: F401 - fixtures are used by name
+        CONVERSATION,
+        PROVIDERS,
+        Ask,
+        AskResult,
+        activity_error,
+        answers,
+        fake,
+        keys,
+        replays,
+        request,
+        run,
+        workflow_error,
+    )
+
+
+@output_model
+class Verdict(BaseModel):
+    """The structured answer asked for below."""
+
+    ok: bool
+    reason: str
+
+
+NOTE = {"role": "user", "content": "(1 earlier message was dropped to fit.)"}
+VALID = '{"ok": true, "reason": "fine"}'
+
+
+def sent(body: dict) -> list[dict]:
+    """A recorded request's messages, with Anthropic's ``system`` field as the first one."""
+    system = [{"role": "system", "content": body["system"]}] if "system" in body else []
+    return system + body["messages"]
+
+
+# --- context length ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_context_length_compacts_once_and_calls_again(
+    client: Client, task_queue: str, fake: FakeLLM, provider: str
+) -> None:
+    """A context-length error drops the turns between the task and the last message once; the
+    smaller request is answered."""
+    fake.push({"error": "context_length"}, {"content": "short answer"})
+    req = request(fake, provider, *CONVERSATION)
+    assert await answers(client, task_queue, req) == ["short answer"]
+    first, second = (sent(r.body) for r in fake.requests)
+    assert [m["content"] for m in first] == [
+        "Be brief.", "first question", "first answer", "second question"
+    ]  # fmt: skip
+    assert second == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first question"},
+        NOTE,
+        {"role": "user", "content": "second question"},
+    ]
+
+
+async def test_context_length_after_compaction_fails(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """Still too long once compacted: ContextLengthExceeded after exactly two requests."""
+    fake.push({"error": "context_length"}, {"error": "context_length"}, {"content": "unused"})
+    _, outcome = await run(client, task_queue, request(fake, "openai", *CONVERSATION))
+    _, cause = activity_error(outcome)
+    assert (cause.type, len(fake.requests)) == ("ContextLengthExceeded", 2)
+    assert sent(fake.requests[1].body)[2] == NOTE
+
+
+# --- structured output ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_invalid_answer_is_reprompted_with_the_error(
+    client: Client, task_queue: str, fake: FakeLLM, provider: str
+) -> None:
+    """An answer that does not validate is sent back with its error; the next one is parsed."""
+    fake.push({"content": "not json at all"}, {"content": VALID})
+    handle, result = await run(client, task_queue, request(fake, provider, output="Verdict"))
+    assert isinstance(result, AskResult), result.cause
+    assert [a.parsed for a in result.answers] == [{"ok": True, "reason": "fine"}]
+    assert result.calls == 2
+    first, second = (sent(r.body) for r in fake.requests)
+    assert first[0]["role"] == "system"
+    assert json.loads(first[0]["content"].split("\n", 1)[1])["title"] == "Verdict"
+    assert second[:-2] == first
+    assert second[-2] == {"role": "assistant", "content": "not json at all"}
+    feedback = second[-1]
+    assert feedback["role"] == "user"
+    assert feedback["content"].startswith(
+        "Your answer did not validate:\n1 validation error for Verdict\n  Invalid JSON"
+    )
+    assert feedback["content"].endswith("\nAnswer again with corrected JSON only.")
+    await replays(client, handle)
+
+
+async def test_fenced_json_answer_validates_first_time(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """A valid answer in a ```json fence is parsed without a re-prompt."""
+    fake.push({"content": f"```json\n{VALID}\n```"})
+    _, result = await run(client, task_queue, request(fake, "openai", output="Verdict"))
+    assert isinstance(result, AskResult), result.cause
+    assert ([a.parsed for a in result.answers], len(fake.requests)) == ([json.loads(VALID)], 1)
+    assert fake.requests[0].body["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize("reprompts", [0, 2])
+async def test_answers_that_never_validate_end_in_output_invalid(
+    client: Client, task_queue: str, fake: FakeLLM, reprompts: int
+) -> None:
+    """Invalid reprompts+1 times: OutputInvalid after exactly reprompts+1 requests."""
+    fake.push(*[{"content": '{"ok": "maybe"}'}] * (reprompts + 1), {"content": VALID})
+    ask = Ask(request=request(fake, "openai", output="Verdict"), reprompts=reprompts)
+    _, outcome = await run(client, task_queue, ask)
+    assert len(fake.requests) == reprompts + 1
+    error = workflow_error(outcome)
+    assert error.type == "OutputInvalid"
+    assert error.message.startswith(
+        f"openai:fake's answer to 'model call' did not validate after {reprompts + 1} attempts; "
+        "last error: 2 validation errors for Verdict\nok\n  Input should be a valid boolean"
+    )
+
+
+# --- budgets and cost ----------------------------------------------------------------------
+
+SPEND = {"content": "spent", "usage": {"input": 20, "output": 10}}
+"""30 tokens; each request below is estimated at 10 (max_tokens=10, a 2-character prompt)."""
+
+
+@pytest.mark.parametrize(("total", "calls"), [(70, 3), (69, 2)])
+async def test_job_budget_refuses_a_call_that_could_exceed_it(
+    client: Client, task_queue: str, fake: FakeLLM, total: int, calls: int
+) -> None:
+    """60 spent + 10 estimated fits a budget of 70; with 69 the third call is never made."""
+    fake.push(SPEND, SPEND, SPEND)
+    asks = [request(fake, "openai", "hi", max_tokens=10)] * 3
+    _, outcome = await run(client, task_queue, *asks, budget=BudgetLimits(total=total))
+    assert len(fake.requests) == calls
+    if calls == 3:
+        assert isinstance(outcome, AskResult), outcome.cause
+        assert outcome.used == {"execute": Usage(input_tokens=60, output_tokens=30)}
+        return
+    error = workflow_error(outcome)
+    assert error.type == "BudgetExceeded"
+    assert error.message == (
+        "stopped before a model call that could take up to 10 tokens: 60 are spent of the "
+        "job's budget of 69 tokens (execute: 60); raise the budget to go on"
+    )
+
+
+async def test_phase_budget_refuses_only_that_phase(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """A plan budget of 35 lets one plan call and an execute call through, then refuses."""
+    fake.push(SPEND, SPEND, SPEND)
+    req = request(fake, "anthropic", "hi", max_tokens=10)
+    asks = [Ask(request=req, phase=p) for p in ("plan", "execute", "plan")]
+    budget = BudgetLimits(total=1000, phases={"plan": 35})
+    _, outcome = await run(client, task_queue, *asks, budget=budget)
+    assert len(fake.requests) == 2
+    error = workflow_error(outcome)
+    assert error.type == "BudgetExceeded"
+    assert error.message == (
+        "stopped before a model call that could take up to 10 tokens: 30 are spent of the "
+        "plan budget of 35 tokens (plan: 30, execute: 30); raise the budget to go on"
+    )
+
+
+PRICES = {"openai:fake": Price(input=2.0, output=8.0), "anthropic:fake": Price(input=3, output=15)}
+
+
+@pytest.mark.parametrize(
+    ("priced", "cost"), [(PRICES, 0.01875), ({"openai:fake": PRICES["openai:fake"]}, None)]
+)
+async def test_usage_and_cost_accumulate_per_phase(
+    client: Client, task_queue: str, fake: FakeLLM, priced: dict, cost: float | None
+) -> None:
+    """Usage adds up per phase; cost is priced per model, or None when a model has no price."""
+    fake.push(
+        {"content": "plan", "usage": {"input": 1000, "output": 500}},
+        {"content": "done", "usage": {"input": 3000, "output": 250}},
+    )
+    asks = [
+        Ask(request=request(fake, "openai"), phase="plan"),
+        Ask(request=request(fake, "anthropic"), phase="execute"),
+    ]
+    _, result = await run(client, task_queue, *asks, prices=priced)
+    assert isinstance(result, AskResult), result.cause
+    assert [a.usage for a in result.answers] == [
+        Usage(input_tokens=1000, output_tokens=500),
+        Usage(input_tokens=3000, output_tokens=250),
+    ]
+    assert result.used == {
+        "plan": Usage(input_tokens=1000, output_tokens=500),
+        "execute": Usage(input_tokens=3000, output_tokens=250),
+    }
+    assert result.calls == 2
+    assert result.cost_usd == (cost if cost is None else pytest.approx(cost))
