@@ -37,6 +37,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/refactor_bench.py
+	$(BIN)/python bench/llm_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -201,63 +201,74 @@ def _messages(req: ModelRequest) -> list[Message]:
     return messages
 
 
+_clients: dict[tuple[str, str | None, str], Any] = {}
+
+
+def _client(provider: str, base_url: str | None) -> Any:
+    """One SDK client per provider, endpoint and key in this worker (building one loads TLS
+    certificates: tens of milliseconds), with the SDK's own retries off."""
+    key = _key(provider, base_url)
+    found = _clients.get((provider, base_url, key))
+    if found is None:
+        sdk = openai if provider == "openai" else anthropic
+        cls = openai.AsyncOpenAI if provider == "openai" else anthropic.AsyncAnthropic
+        found = cls(
+            api_key=key, base_url=base_url, max_retries=0,
+            timeout=sdk.Timeout(READ_TIMEOUT_S, connect=10.0),
+        )  # fmt: skip
+        _clients[(provider, base_url, key)] = found
+    return found
+
+
 async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
-    client = openai.AsyncOpenAI(
-        api_key=_key("openai", req.base_url), base_url=req.base_url, max_retries=0,
-        timeout=openai.Timeout(READ_TIMEOUT_S, connect=10.0),
-    )  # fmt: skip
+    client = _client("openai", req.base_url)
     extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if req.output else {}
     if req.seed is not None:
         extra["seed"] = req.seed
     text, finish, usage = [], "", Usage()
-    async with client:
-        stream = await client.chat.completions.create(
-            model=name,
-            messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
-            temperature=req.temperature,
-            max_tokens=req.max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-            **extra,
-        )
-        async for chunk in stream:
-            activity.heartbeat()
-            if chunk.usage:
-                usage = Usage(
-                    input_tokens=chunk.usage.prompt_tokens,
-                    output_tokens=chunk.usage.completion_tokens,
-                )
-            for choice in chunk.choices:
-                text.append(choice.delta.content or "")
-                finish = choice.finish_reason or finish
+    stream = await client.chat.completions.create(
+        model=name,
+        messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+        temperature=req.temperature,
+        max_tokens=req.max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        **extra,
+    )
+    async for chunk in stream:
+        activity.heartbeat()
+        if chunk.usage:
+            usage = Usage(
+                input_tokens=chunk.usage.prompt_tokens,
+                output_tokens=chunk.usage.completion_tokens,
+            )
+        for choice in chunk.choices:
+            text.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
     if finish == "content_filter":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (content filter)")
     return ModelAnswer(text="".join(text), model=req.model, usage=usage, finish_reason=finish)
 
 
 async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
-    client = anthropic.AsyncAnthropic(
-        api_key=_key("anthropic", req.base_url), base_url=req.base_url, max_retries=0,
-        timeout=anthropic.Timeout(READ_TIMEOUT_S, connect=10.0),
-    )  # fmt: skip
+    client = _client("anthropic", req.base_url)
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
     extra: dict[str, Any] = {"system": system} if system else {}
     text = []
-    async with client:
-        async with client.messages.stream(
-            model=name,
-            messages=turns,  # type: ignore[arg-type]
-            max_tokens=req.max_tokens,
-            # This SDK takes temperature only as part of the request body.
-            extra_body={"temperature": req.temperature},
-            **extra,
-        ) as stream:
-            async for event in stream:  # every event, pings included, proves the stream alive
-                activity.heartbeat()
-                if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    text.append(event.delta.text)
-            final = await stream.get_final_message()
+    async with client.messages.stream(
+        model=name,
+        messages=turns,  # type: ignore[arg-type]
+        max_tokens=req.max_tokens,
+        # This SDK takes temperature only as part of the request body.
+        extra_body={"temperature": req.temperature},
+        **extra,
+    ) as stream:
+        async for event in stream:  # every event, pings included, proves the stream alive
+            activity.heartbeat()
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text.append(event.delta.text)
+        final = await stream.get_final_message()
     finish = str(final.stop_reason or "")
     if finish == "refusal":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (refusal)")

@@ -26,7 +26,8 @@ from agentparallels.errors import AgentParallelsError
 
 ENCODING = b"agentparallels/claim-check/v1"
 DEFAULT_THRESHOLD = 128 * 1024
-"""Payloads of at least this many bytes (serialized) go to the blob store."""
+"""Payloads of at least this many bytes (serialized) go to the blob store; set
+``AGENTPARALLELS_CLAIM_CHECK_BYTES`` (the same on every client and worker) to change it."""
 
 
 class BlobMissing(AgentParallelsError):
@@ -107,9 +108,9 @@ class ClaimCheckCodec(PayloadCodec):
         return out
 
 
-def data_converter(
-    store_dir: Path | None = None, threshold: int = DEFAULT_THRESHOLD
-) -> DataConverter:
+def data_converter(store_dir: Path | None = None, threshold: int | None = None) -> DataConverter:
     """Pydantic payloads, with large ones claim-checked into the blob store."""
+    if threshold is None:
+        threshold = int(os.environ.get("AGENTPARALLELS_CLAIM_CHECK_BYTES", DEFAULT_THRESHOLD))
     codec = ClaimCheckCodec(BlobStore(store_dir or default_store_dir()), threshold)
     return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
