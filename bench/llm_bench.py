@@ -33,11 +33,9 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,13 @@ ROOT = Path(__file__).parent.parent  # __file__ is absolute for a script (Python
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _machine import (  # noqa: E402
+    dev_server_pid,
+    machine_busy,
+    proc_cpu,
+    project_revision,
+    run_main,
+)
 from pydantic import BaseModel  # noqa: E402
 from temporalio import workflow  # noqa: E402
 
@@ -102,44 +107,9 @@ class LlmBenchWorkflow:
 # --------------------------------------------------------------------------------------------
 
 
-def _proc_cpu(pid: int | None) -> float:
-    """user + system CPU seconds of process ``pid`` (0 if unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_cpu() -> float:
-    """CPU seconds all processors of the machine have spent busy since boot (/proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _self_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _server_pid() -> int | None:
-    """The dev server this process started (its child running the temporal binary)."""
-    me = os.getpid()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
-        if comm.startswith("temporal") and int(rest[1]) == me:
-            return int(stat.parent.name)
-    return None
 
 
 class Clock:
@@ -153,8 +123,8 @@ class Clock:
         self._start = (
             time.perf_counter(),
             _self_cpu(),
-            _proc_cpu(self.server_pid),
-            _machine_cpu(),
+            proc_cpu(self.server_pid),
+            machine_busy(),
         )
         return self
 
@@ -162,8 +132,8 @@ class Clock:
         wall, me, server, machine = self._start
         self.wall = time.perf_counter() - wall
         self.cpu_self = _self_cpu() - me
-        self.cpu_server = _proc_cpu(self.server_pid) - server
-        self.cpu_others = max(_machine_cpu() - machine - self.cpu_self - self.cpu_server, 0.0)
+        self.cpu_server = proc_cpu(self.server_pid) - server
+        self.cpu_others = max(machine_busy() - machine - self.cpu_self - self.cpu_server, 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,16 +350,6 @@ async def history(
 # --------------------------------------------------------------------------------------------
 
 
-def project_revision() -> dict[str, Any]:
-    def git(*a: str) -> str:
-        return subprocess.run(
-            ["git", *a], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", ".", ":(exclude)bench")
-    return {"commit": git("rev-parse", "HEAD"), "modified_outside_bench": bool(dirty)}
-
-
 async def run(args: argparse.Namespace, work: Path) -> dict:
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
@@ -412,7 +372,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
         dev_server_log_level="error",
     )
     server_s = time.perf_counter() - started
-    server_pid = _server_pid()
+    server_pid = dev_server_pid()
     print(f"dev server up in {server_s:.1f}s; work dir {work}", flush=True)
     async with env:
         config = env.client.config()
@@ -565,15 +525,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (print(e.code, file=sys.stderr) or 2)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    # The Temporal client can crash the interpreter at exit: leave without running finalizers.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    run_main(main)

@@ -40,7 +40,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import traceback
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -52,6 +51,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _machine import (  # noqa: E402
+    dev_server_pid,
+    machine_busy,
+    proc_cpu,
+    project_revision,
+    run_main,
+)
 
 FILES_PER_PACKAGE = 10
 OLD = "gen.core.util.to_cents"
@@ -429,8 +436,8 @@ class CpuMeter:
         return (
             time.process_time(),
             t.children_user + t.children_system,
-            _proc_cpu(self.server_pid),
-            _machine_busy(),
+            proc_cpu(self.server_pid),
+            machine_busy(),
         )
 
     def __enter__(self) -> CpuMeter:
@@ -447,41 +454,6 @@ class CpuMeter:
             "total": round(ours, 3),
             "others": round(max(used[3] - ours, 0.0), 3),
         }
-
-
-def _machine_busy() -> float:
-    """CPU seconds all processors of the machine have spent busy since boot (/proc/stat)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int | None) -> float:
-    """user + system CPU seconds of process ``pid`` (0 if unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _server_pid() -> int | None:
-    """The dev server this process started (its child running the temporal binary)."""
-    me = os.getpid()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        comm, rest = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
-        if comm.startswith("temporal") and int(rest[1]) == me:
-            return int(stat.parent.name)
-    return None
 
 
 PHASES = {
@@ -674,13 +646,6 @@ def speed_probe() -> dict[str, float]:
     return {"python_loop_s": round(loop, 3), "spawn_ms": round(1000 * spawn / 20, 2)}
 
 
-def project_revision() -> dict[str, Any]:
-    """The commit measured, and whether project files (outside bench/) differ from it."""
-    head = git_out(ROOT, "rev-parse", "HEAD")
-    dirty = git_out(ROOT, "status", "--porcelain", "--", ".", ":(exclude)bench")
-    return {"commit": head, "modified_outside_bench": bool(dirty)}
-
-
 def fmt_profile(p: dict) -> str:
     phases = " | ".join(f"{k} {v:.2f}s" for k, v in p["phases_s"].items() if k != "total")
     cpu = p["cpu_s"]
@@ -756,7 +721,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
         dev_server_log_level="error",
     )
     server_s = time.perf_counter() - started
-    server_pid = _server_pid()
+    server_pid = dev_server_pid()
     print(f"dev server up in {server_s:.1f}s; work dir {work}", flush=True)
     rows: list[dict] = []
     repos: dict[int, dict] = {}
@@ -919,15 +884,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (print(e.code, file=sys.stderr) or 2)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    # The Temporal client can crash the interpreter at exit: leave without running finalizers.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    run_main(main)
