@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 import activities
 import workflows
+from activities._workspace import collect_garbage
 from agentparallels import logs
 
 DEFAULT_TASK_QUEUE = "agentparallels"
@@ -71,6 +72,8 @@ async def run(options: WorkerOptions, client: Client | None = None) -> None:
         from agentparallels.client import connect
 
         client = await connect()
+    for stale in collect_garbage():
+        print(f"removed stale worktrees {stale}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -58,3 +58,23 @@ def remove_worktree(repository: str, job_id: str, name: str | None = None) -> No
     """Remove the job's worktree ``name`` (all of the job's worktrees when None)."""
     folder = worktrees_dir(job_id)
     _git.remove_worktrees(_git.cached_repo(repository), folder / name if name else folder)
+
+
+def collect_garbage(max_age_s: float = 24 * 3600) -> list[Path]:
+    """Remove this worker's worktrees of jobs untouched for ``max_age_s`` (a worker that died
+    mid-job leaves its worktrees behind; the job itself finished elsewhere). Returns them."""
+    import shutil
+    import time
+
+    root = _git.cache_root() / "worktrees"
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - max_age_s
+    stale = [job for job in root.iterdir() if job.is_dir() and job.stat().st_mtime < cutoff]
+    for job in stale:
+        shutil.rmtree(job, ignore_errors=True)
+    repos = _git.cache_root() / "repos"
+    for cache in repos.glob("*.git") if stale and repos.is_dir() else []:
+        with _git.locked(cache.with_suffix(".lock")):
+            _git.run(cache, "worktree", "prune")
+    return stale

@@ -116,6 +116,12 @@ def build_parser() -> Parser:
     )
     ref.add_argument("--base-url", help="for --instruct: an OpenAI-compatible or proxy endpoint")
     ref.add_argument(
+        "--price",
+        action="append",
+        metavar="MODEL=IN,OUT",
+        help="for --instruct: dollars per million input and output tokens, for the cost estimate",
+    )
+    ref.add_argument(
         "--budget-tokens",
         type=positive,
         metavar="N",
@@ -235,6 +241,7 @@ async def refactor(args: argparse.Namespace) -> int:
             command_timeout_s=args.timeout,
         ),
         budget=BudgetLimits(total=args.budget_tokens),
+        prices=validate.prices(args.price or []),
     )
     client = await connect(announce=err)
     await attributes.register(client)

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from agentparallels.errors import UsageError
-from agentparallels.llm import split_model
+from agentparallels.llm import Price, split_model
 from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
 
 
@@ -127,3 +127,20 @@ def clean_for_apply(repo: str) -> None:
         )
     if _git(Path(repo), "symbolic-ref", "-q", "HEAD").returncode != 0:
         raise UsageError(f"--apply needs a checked-out branch, and HEAD of {repo} is detached")
+
+
+def prices(specs: list[str]) -> dict[str, Price]:
+    """``openai:gpt-4.1=2,8`` -> that model's price: $2 per million input tokens, $8 output."""
+    found = {}
+    for spec in specs:
+        model, _, numbers = spec.rpartition("=")
+        try:
+            split_model(model)
+            given, taken = (float(n) for n in numbers.split(","))
+            found[model] = Price(input=given, output=taken)
+        except ValueError:
+            raise UsageError(
+                f"--price takes MODEL=IN,OUT in dollars per million tokens "
+                f"(e.g. openai:gpt-4.1=2,8), not '{spec}'"
+            ) from None
+    return found

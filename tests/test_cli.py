@@ -72,6 +72,10 @@ BAD_INPUT = {
     ),
     "no editor": (["{repo}"], "nothing to do"),
     "instruct without a model": (["{repo}", "--instruct", "tidy up"], "--instruct needs --model"),
+    "bad price": (
+        ["{repo}", "--instruct", "x", "--model", "openai:m", "--price", "openai:m=cheap"],
+        "--price takes MODEL=IN,OUT",
+    ),
     "unknown model provider": (
         ["{repo}", "--instruct", "tidy up", "--model", "gpt-4"],
         "model 'gpt-4' must be written provider:model",

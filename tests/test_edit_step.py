@@ -81,3 +81,21 @@ def test_a_branch_moved_by_someone_else_is_a_conflict(tmp_path: Path) -> None:
         ActivityEnvironment().run(edit_files, step(shard, ("m3.py",), base))
     assert refused.value.type == GIT_CONFLICT
     assert f"{shard.ref} is at" in refused.value.message
+
+
+def test_stale_worktrees_are_collected(tmp_path: Path, cache_dir: Path) -> None:
+    """A job's worktrees untouched for longer than the limit are removed, recent ones kept."""
+    import os
+
+    from activities._workspace import collect_garbage
+
+    repo, shard = setup(tmp_path)
+    ActivityEnvironment().run(edit_files, step(shard, ("m0.py",), shard.job.base_commit))
+    old = cache_dir / "worktrees" / "job-1"
+    recent = cache_dir / "worktrees" / "job-2"
+    recent.mkdir()
+    os.utime(old, (1, 1))
+    assert collect_garbage(max_age_s=3600) == [old]
+    assert not old.exists() and recent.exists()
+    clone = next((cache_dir / "repos").glob("*.git"))
+    assert len(git(clone, "worktree", "list").splitlines()) == 1

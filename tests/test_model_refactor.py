@@ -14,6 +14,7 @@ import worker
 import workflows
 from agentparallels.errors import BREAKER_OPEN
 from agentparallels.fake_llm import FakeLLM
+from agentparallels.llm import Price
 from agentparallels.models import Limits, ModelEdit, RefactorInput
 from tests.repos import git, make_repo, snapshot, start_job
 
@@ -48,6 +49,7 @@ def job(repo: Path, fake: FakeLLM) -> RefactorInput:
             base_url=fake.openai_base_url,
         ),
         limits=Limits(parallel=1),
+        prices={"openai:fake-coder": Price(input=1.0, output=2.0)},
     )
 
 
@@ -66,6 +68,8 @@ async def test_model_edits_each_file_and_a_lint_failure_goes_back_as_feedback(
         requests = [r.body for r in fake.requests]
     assert result.files_changed == ("pkg/a.py", "pkg/b.py")
     assert result.usage.total > 0
+    usage = result.usage
+    assert result.cost_usd == (usage.input_tokens * 1.0 + usage.output_tokens * 2.0) / 1e6
     head = result.head_commit
     assert "def new_name() -> int:" in git(repo, "show", f"{head}:pkg/a.py")
     assert git(repo, "show", f"{head}:pkg/b.py").startswith("from pkg.a import new_name")
