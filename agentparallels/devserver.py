@@ -75,7 +75,8 @@ class ServerOptions:
 
     @property
     def ui_url(self) -> str:
-        return f"http://{self.ip}:{self.ui_port}"
+        host = "localhost" if self.ip in ("127.0.0.1", "localhost") else self.ip
+        return f"http://{host}:{self.ui_port}"
 
     @property
     def log(self) -> Path:

@@ -47,7 +47,7 @@ async def test_connect_starts_the_dev_server_when_none_answers(
     monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
     said: list[str] = []
     client = await connect(local=opts, announce=said.append)
-    assert said[-1] == f"Temporal UI: http://127.0.0.1:{opts.ui_port}"
+    assert said[-1] == f"Temporal UI: http://localhost:{opts.ui_port}"
     assert opts.db.exists() and opts.log.exists()
     names = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=client.namespace)
@@ -92,6 +92,6 @@ def test_server_command_runs_in_the_foreground_until_interrupted(
     for line in proc.stdout:
         if line.startswith("Temporal dev server on"):
             break
-    assert f"UI at http://127.0.0.1:{opts.ui_port}" in line
+    assert f"UI at http://localhost:{opts.ui_port}" in line
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
