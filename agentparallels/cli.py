@@ -137,26 +137,37 @@ def build_parser() -> Parser:
         action="store_true",
         help="fast-forward the current branch to the result (clean working tree)",
     )
-    ref.add_argument("--parallel", type=positive, default=4, help="shards at once (default 4)")
-    ref.add_argument("--max-files-per-shard", type=positive, default=20)
+    limits = Limits()  # the defaults live in the model, once
+    ref.add_argument(
+        "--parallel",
+        type=positive,
+        default=limits.parallel,
+        help="shards at once (default %(default)s)",
+    )
+    ref.add_argument(
+        "--max-files-per-shard",
+        type=positive,
+        default=limits.max_files_per_shard,
+        help="files in a shard; small modules are packed (default %(default)s)",
+    )
     ref.add_argument(
         "--batch-files",
         type=positive,
-        default=10,
-        help="files per edit step; each still gets its own commit (default 10)",
+        default=limits.batch_files,
+        help="files per edit step, each with its own commit (default %(default)s)",
     )
     ref.add_argument(
         "--breaker-threshold",
         type=positive,
-        default=3,
-        help="consecutive failed verifications that stop a shard (default 3)",
+        default=limits.breaker_threshold,
+        help="consecutive failed verifications that stop a shard (default %(default)s)",
     )
     ref.add_argument(
         "--timeout",
         type=positive,
-        default=300,
+        default=int(limits.command_timeout_s),
         metavar="SECONDS",
-        help="limit of each edit, check and test command (default 300)",
+        help="limit of each edit, check and test command (default %(default)s)",
     )
     ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
     ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
