@@ -222,7 +222,7 @@ async def test_retry_after_is_honoured(
     fake.push({"status": 429, **header}, {"content": "later"})
     assert await answers(client, task_queue, request(fake, provider)) == ["later"]
     first, second = fake.requests
-    assert wait <= second.at - first.at < wait + 1.0
+    assert wait <= second.at - first.at < wait + 2.5  # jitter, timers and dispatch
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
