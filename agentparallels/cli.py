@@ -6,6 +6,7 @@
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
     agentparallels status JOB [--follow]        show a job's progress or outcome
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
 
 Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
@@ -177,6 +178,11 @@ def build_parser() -> Parser:
         help="do not run a worker in this process; a separate worker runs the job",
     )
     ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+
+    again = sub.add_parser(
+        "replay", help="replay a job's recorded history against the current code"
+    )
+    again.add_argument("target", nargs="+", help="job ids, or history JSON files")
 
     fake = sub.add_parser(
         "fake-llm", help="a scripted model server on loopback, for tests and demos"
@@ -367,6 +373,44 @@ async def status(args: argparse.Namespace) -> int:
     return await finish(handle, show=False)
 
 
+def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:
+    """History files (loaded) and job ids, from the command line's targets."""
+    from agentparallels import replay as replaying
+
+    histories, jobs = [], []
+    for target in targets:
+        path = Path(target)
+        if path.suffix != ".json" and not path.exists():
+            jobs.append(target)
+            continue
+        if not path.is_file():
+            raise UsageError(f"no history file {target}")
+        try:
+            histories.append(replaying.load(path))
+        except ValueError as e:
+            raise UsageError(f"{target} is not a workflow history in JSON: {e}") from None
+    return histories, jobs
+
+
+async def replay(args: argparse.Namespace) -> int:
+    from agentparallels import replay as replaying
+
+    histories, jobs = _split_targets(args.target)
+    if jobs:
+        client = await connect(autostart=False, announce=err)
+        for job in jobs:
+            await _existing(client, job)
+            histories.extend(await replaying.histories_of(client, job))
+    failed = 0
+    for result in await replaying.replay(histories):
+        if result.failure is None:
+            print(f"{result.workflow_id}: {result.events} events replayed without non-determinism")
+        else:
+            failed += 1
+            print(f"{result.workflow_id}: does not replay: {result.failure}")
+    return 1 if failed else 0
+
+
 async def cancel(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle = await _existing(client, args.job)
@@ -380,7 +424,7 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command in ("refactor", "status", "cancel"):
+    if args.command in ("refactor", "status", "cancel", "replay"):
         # The terminal shows progress; an in-process worker's log goes to a file.
         logs.configure(devserver.state_dir() / "agentparallels.log")
     else:
@@ -404,7 +448,9 @@ def run(args: argparse.Namespace) -> int:
 
         asyncio.run(worker.run(worker.options_from(args)))
         return 0
-    command = {"refactor": refactor, "status": status, "cancel": cancel}[args.command]
+    command = {"refactor": refactor, "status": status, "cancel": cancel, "replay": replay}[
+        args.command
+    ]
     return asyncio.run(command(args))
 
 

@@ -1,0 +1,77 @@
+"""Record the histories that tests/test_replay.py replays: run from the project root with
+``.venv/bin/python tests/histories/record.py`` after an intended change to workflow code
+(and add ``workflow.patched`` where running jobs must keep replaying)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+import worker  # noqa: E402
+from agentparallels import attributes  # noqa: E402
+from agentparallels.codec import data_converter  # noqa: E402
+from agentparallels.fake_llm import FakeLLM  # noqa: E402
+from agentparallels.models import CommandEdit, Limits, ModelEdit, RefactorInput, RenameEdit  # noqa: E402
+from agentparallels.replay import histories_of  # noqa: E402
+from tests.repos import make_repo, src_layout_repo  # noqa: E402
+
+
+async def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="record-"))
+    os.environ["AGENTPARALLELS_CACHE_DIR"] = str(work / "cache")
+    os.environ["OPENAI_API_KEY"] = "sk-recording"
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        data_converter=data_converter(work / "blobs"),
+        search_attributes=attributes.ALL,
+    )
+    async with env:
+        client = env.client
+        with FakeLLM(
+            [{"content": "```python\ndef broken(:\n```"}, {"content": "```python\nX = 2\n```"}]
+        ) as fake:
+            jobs = {
+                "rename": RefactorInput(
+                    repository=str(src_layout_repo(work / "a")),
+                    edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
+                    test_cmd="true",
+                    limits=Limits(max_files_per_shard=2),
+                ),
+                "codemod-breaker": RefactorInput(
+                    repository=str(src_layout_repo(work / "b")),
+                    edit=CommandEdit(command="exit 1; {file}"),
+                ),
+                "model": RefactorInput(
+                    repository=str(make_repo(work / "c", {"m.py": "X = 1\n"})),
+                    edit=ModelEdit(
+                        instruct="make X 2", model="openai:fake", base_url=fake.openai_base_url
+                    ),
+                ),
+            }
+            async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
+                for name, job in jobs.items():
+                    handle = await client.start_workflow(
+                        "RefactorWorkflow", job, id=f"recorded-{name}", task_queue="record"
+                    )
+                    try:
+                        await handle.result()
+                    except Exception as e:  # the breaker job fails on purpose
+                        print(f"{name}: {type(e).__name__}")
+                    for history in await histories_of(client, handle.id):
+                        target = HERE / f"{history.workflow_id.replace('/', '__')}.json"
+                        target.write_text(history.to_json())
+                        print(f"wrote {target.name} ({len(history.events)} events)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)
