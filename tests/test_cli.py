@@ -4,6 +4,8 @@ is changed; a good request runs the job to the end."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import signal
 import socket
@@ -176,6 +178,22 @@ async def test_job_whose_starter_left_is_finished_by_a_later_worker(
         )
     assert followed.returncode == 0, followed.stderr
     assert f"job {job_id} succeeded: 4 files changed" in followed.stdout
+
+    # What the UI shows, read through a client that is not ours: the Temporal CLI.
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "temporal"), "workflow", "describe", "-w", job_id,
+         "--address", address, "-o", "json"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    described = json.loads(shown.stdout)
+    assert described["executionConfig"]["userMetadata"]["summary"] == (
+        "Refactor repo: rename pkg.money.to_cents -> c"
+    )
+    fields = described["workflowExecutionInfo"]["searchAttributes"]["indexedFields"]
+    values = {k: json.loads(base64.b64decode(v["data"])) for k, v in fields.items()}
+    assert values["AgentPhase"] == "done" and values["AgentFilesDone"] == 4
+    assert values["AgentJobKind"] == "refactor" and values["AgentRepository"] == str(repo)
 
 
 def test_fake_llm_command_serves_a_script(tmp_path: Path) -> None:
