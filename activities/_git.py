@@ -87,24 +87,20 @@ def ensure_commit(cache: Path, repository: str, sha: str) -> None:
             run(cache, "fetch", "--quiet", "--no-tags", repository, sha)
 
 
-def ls_remote(repository: str, *patterns: str) -> dict[str, str]:
-    """What ``git ls-remote`` lists (HEAD and peeled tags included), as name -> sha."""
-    out = run("/", "ls-remote", repository, *patterns)
+def ls_remote(repository: str, *patterns: str, refs_only: bool = False) -> dict[str, str]:
+    """What ``git ls-remote`` lists, as name -> sha: HEAD and peeled tags too, unless
+    ``refs_only``. Patterns match the tail of a name, as git does."""
+    flags = ["--refs"] if refs_only else []
+    out = run("/", "ls-remote", *flags, repository, *patterns)
     return {name: sha for sha, name in (line.split("\t", 1) for line in out.splitlines())}
 
 
 def remote_refs(repository: str, pattern: str) -> dict[str, str]:
-    """Refs of ``repository`` matching ``pattern`` (a ref or ``prefix/*``), as ref -> sha."""
-    out = run("/", "ls-remote", "--refs", repository, pattern)
-    refs: dict[str, str] = {}
-    for line in out.splitlines():
-        sha, ref = line.split("\t", 1)
-        if pattern.endswith("/*") and not ref.startswith(pattern[:-1]):
-            continue
-        if not pattern.endswith("/*") and ref != pattern:
-            continue
-        refs[ref] = sha
-    return refs
+    """Refs of ``repository`` named exactly ``pattern``, or below it for ``prefix/*``."""
+    listed = ls_remote(repository, pattern, refs_only=True)
+    if pattern.endswith("/*"):
+        return {ref: sha for ref, sha in listed.items() if ref.startswith(pattern[:-1])}
+    return {ref: sha for ref, sha in listed.items() if ref == pattern}
 
 
 def remote_ref(repository: str, ref: str) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.service import RPCError
 
 from agentparallels.errors import UsageError
@@ -19,8 +19,8 @@ TOKENS = SearchAttributeKey.for_int("AgentTokens")
 ALL = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE, TOKENS]
 
 _CLI_TYPE = {
-    IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD: "Keyword",
-    IndexedValueType.INDEXED_VALUE_TYPE_INT: "Int",
+    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
+    SearchAttributeIndexedValueType.INT: "Int",
 }
 
 
@@ -34,7 +34,7 @@ def cli_flags() -> list[str]:
 
 def as_indexed() -> dict[str, IndexedValueType.ValueType]:
     """Name -> type, as the operator service's ``add_search_attributes`` takes them."""
-    return {key.name: key.indexed_value_type for key in ALL}
+    return {key.name: IndexedValueType.ValueType(key.indexed_value_type.value) for key in ALL}
 
 
 async def register(client: Client) -> None:
