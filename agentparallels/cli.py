@@ -178,11 +178,13 @@ def build_parser() -> Parser:
         help="do not run a worker in this process; a separate worker runs the job",
     )
     ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+    ref.set_defaults(handler=refactor)
 
     again = sub.add_parser(
         "replay", help="replay a job's recorded history against the current code"
     )
     again.add_argument("target", nargs="+", help="job ids, or history JSON files")
+    again.set_defaults(handler=replay)
 
     fake = sub.add_parser(
         "fake-llm", help="a scripted model server on loopback, for tests and demos"
@@ -198,6 +200,7 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+    status.set_defaults(handler=status_command)
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
     cancel.add_argument("job")
@@ -207,6 +210,7 @@ def build_parser() -> Parser:
         action="store_true",
         help="do not run a worker in this process for the rollback",
     )
+    cancel.set_defaults(handler=cancel_command)
     return parser
 
 
@@ -354,7 +358,7 @@ async def _existing(client: Client, job_id: str) -> WorkflowHandle[Any, Refactor
     return handle
 
 
-async def status(args: argparse.Namespace) -> int:
+async def status_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle = await _existing(client, args.job)
     desc = await handle.describe()
@@ -411,7 +415,7 @@ async def replay(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def cancel(args: argparse.Namespace) -> int:
+async def cancel_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle = await _existing(client, args.job)
     desc = await handle.describe()
@@ -424,8 +428,8 @@ async def cancel(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command in ("refactor", "status", "cancel", "replay"):
-        # The terminal shows progress; an in-process worker's log goes to a file.
+    if getattr(args, "handler", None) is not None:
+        # Client commands: the terminal shows progress; an in-process worker's log goes to a file.
         logs.configure(devserver.state_dir() / "agentparallels.log")
     else:
         logs.configure()
@@ -448,10 +452,7 @@ def run(args: argparse.Namespace) -> int:
 
         asyncio.run(worker.run(worker.options_from(args)))
         return 0
-    command = {"refactor": refactor, "status": status, "cancel": cancel, "replay": replay}[
-        args.command
-    ]
-    return asyncio.run(command(args))
+    return asyncio.run(args.handler(args))
 
 
 def main(argv: list[str] | None = None) -> int:
