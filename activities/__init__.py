@@ -13,6 +13,7 @@ from activities.git_ops import (
     remove_worktree,
     set_ref,
 )
+from activities.hooks import run_hook
 from activities.llm import call_model
 from activities.refactor import edit_files, plan
 
@@ -26,6 +27,7 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    run_hook,
 ]
 
 __all__ = ["ALL"]

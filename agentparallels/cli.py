@@ -6,6 +6,8 @@
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
     agentparallels status JOB [--follow]        show a job's progress or outcome
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels events JOB [--follow]        the job's events (file edited, check failed ...)
+    agentparallels pause JOB / unpause JOB      hold a job after its running steps; carry on
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
 
@@ -39,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from agentparallels import attributes, devserver, logs, progress, validate
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
+from agentparallels.events import parse_hooks
 from agentparallels.llm import BudgetLimits
 from agentparallels.models import (
     Limits,
@@ -170,6 +173,13 @@ def build_parser() -> Parser:
         metavar="SECONDS",
         help="limit of each edit, check and test command (default %(default)s)",
     )
+    ref.add_argument(
+        "--hook",
+        action="append",
+        metavar="POINT=CMD",
+        help="run CMD at pre-edit, post-edit or pre-merge; a non-zero exit vetoes the step and "
+        "rolls the job back (repeatable; see docs/patterns.md)",
+    )
     ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
     ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
     ref.add_argument(
@@ -211,6 +221,10 @@ def build_parser() -> Parser:
         help="do not run a worker in this process for the rollback",
     )
     cancel.set_defaults(handler=cancel_command)
+
+    from agentparallels import events_cli
+
+    events_cli.add_commands(sub)
     return parser
 
 
@@ -247,6 +261,7 @@ async def refactor(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.apply:
         validate.clean_for_apply(repository)
+    hooks = parse_hooks(args.hook or [])
     job = RefactorInput(
         repository=repository,
         base_ref=args.base,
@@ -263,6 +278,7 @@ async def refactor(args: argparse.Namespace) -> int:
         ),
         budget=BudgetLimits(total=args.budget_tokens),
         prices=validate.prices(args.price or []),
+        hooks=hooks,
     )
     client = await connect(announce=err)
     await attributes.register(client)

@@ -33,6 +33,8 @@ BREAKER_OPEN = "BreakerOpen"
 """Repeated identical verification failures opened the circuit breaker."""
 CHECK_FAILED = "CheckFailed"
 """The pre-completion test command failed on the merged result."""
+HOOK_VETOED = "HookVetoed"
+"""A user hook command (``--hook``) exited non-zero: the step it guards is vetoed."""
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from agentparallels._value import Value
+from agentparallels.events import Hook, JobEvent
 from agentparallels.llm import BudgetLimits, Price, Usage
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
@@ -94,6 +95,10 @@ class RefactorInput(Value):
     """Token budgets of the job's model calls (model edits only)."""
     prices: dict[str, Price] = {}
     """Prices of the models used, for the estimated cost."""
+    hooks: tuple[Hook, ...] = ()
+    """User commands run before and after steps, each with a veto (``--hook``)."""
+    subscribers: tuple[str, ...] = ()
+    """Workflow ids that get the job's events as the ``job_events`` signal."""
 
 
 class JobRef(Value):
@@ -159,6 +164,7 @@ class ShardInput(Value):
     ruff_format: bool = False
     check_cmd: str | None = None
     limits: Limits = Limits()
+    hooks: tuple[Hook, ...] = ()
 
 
 class ShardRef(Value):
@@ -269,6 +275,8 @@ class ShardProgress(Value):
     """Consecutive failed verifications so far."""
     tokens: int = 0
     """Tokens its model calls used so far."""
+    events: tuple[JobEvent, ...] = ()
+    """Events since the shard's previous report, for the parent to publish."""
 
 
 class Progress(Value):

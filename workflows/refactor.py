@@ -16,7 +16,9 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 from workflows._call import call
+from workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
 from workflows.fanout import gather_bounded
+from workflows.hooks import run_hooks
 from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import module_of, shard_files
@@ -56,6 +58,8 @@ class RefactorWorkflow:
         self._usage = Usage()
         self._progress = Progress(job_id="", phase="queued")
         self._shards: dict[str, ShardProgress] = {}
+        self._events = JobEvents(on_pause=self._paused)
+        self._before_pause = "queued"
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -63,6 +67,8 @@ class RefactorWorkflow:
 
     @workflow.signal(name=PROGRESS_SIGNAL)
     def shard_progress(self, update: ShardProgress) -> None:
+        self._events.extend(update.events)
+        update = update.model_copy(update={"events": ()})
         if update.name in self._shards and self._shards[update.name].state == "running":
             self._shards[update.name] = update
             self._refresh()
@@ -75,6 +81,9 @@ class RefactorWorkflow:
         self._progress = Progress(job_id=job_id, phase="plan")
         job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
         saga = Saga()
+        for subscriber in inp.subscribers:
+            self._events.subscribe(subscriber)
+        self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
         try:
             self._phase("plan")
             the_plan = await call(
@@ -120,16 +129,19 @@ class RefactorWorkflow:
             finally:
                 await shielded(call(cleanup, job, summary=CLEANUP))
             self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
+            await shielded(self._events.finish(*ending(err)), raise_cancel=False)
             if isinstance(err, FailureError):
                 raise _root_cause(err) from err
             raise
         await shielded(call(cleanup, job, summary=CLEANUP), raise_cancel=False)
+        await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
         return result
 
     async def _finish(
         self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
     ) -> RefactorResult:
         """Fan in: merge the shards, run the test command on the merge, publish the branch."""
+        await self._events.gate.wait()
         self._phase("merge")
         merged = await call(
             merge,
@@ -140,6 +152,9 @@ class RefactorWorkflow:
             "merge",
             lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
         )
+        files = sorted(p for r in results for p in r.files_changed)
+        await run_hooks(inp.hooks, "pre-merge", job=job, worktree="pre-merge", commit=merged,
+                        files=files, timeout_s=inp.limits.command_timeout_s)  # fmt: skip
 
         checks: list[CheckRun] = []
         if inp.test_cmd:
@@ -187,10 +202,11 @@ class RefactorWorkflow:
         ruff_format: bool,
         saga: Saga,
     ) -> ShardResult:
+        await self._events.gate.wait()  # a paused job starts no new shard
         self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": "running"})
         self._refresh()
         try:
-            result = await workflow.execute_child_workflow(
+            child = await workflow.start_child_workflow(
                 ShardWorkflow.run,
                 ShardInput(
                     budget=_share(inp.budget, len(shard.files), self._progress.files_total),
@@ -203,10 +219,13 @@ class RefactorWorkflow:
                     ruff_format=ruff_format,
                     check_cmd=inp.check_cmd,
                     limits=inp.limits,
+                    hooks=inp.hooks,
                 ),
                 id=f"{job.job_id}/{shard.name}",
                 static_summary=f"{shard.label}: {len(shard.files)} files",
             )
+            self._events.attach(child)  # it pauses with the job
+            result = await child
         except BaseException as err:
             state = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
             self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
@@ -230,9 +249,17 @@ class RefactorWorkflow:
         return sum(s.files_done for s in self._shards.values())
 
     def _phase(self, phase: str) -> None:
+        if self._events.gate.paused and phase not in HOLDS_THROUGH_PAUSE:
+            self._before_pause, phase = phase, "paused"  # shown until unpaused
         self._progress = self._progress.model_copy(update={"phase": phase})
         workflow.upsert_search_attributes([PHASE.value_set(phase)])
         self._refresh()
+
+    def _paused(self, paused: bool) -> None:
+        if paused:
+            self._phase(self._progress.phase)
+        elif self._progress.phase == "paused":
+            self._phase(self._before_pause)
 
     def _refresh(self) -> None:
         """Update what the Temporal UI shows as the job's current details."""
