@@ -58,14 +58,16 @@ class JobEvent(Value):
     """What a person needs to know: the failing command and its output, the job's outcome."""
 
     def line(self) -> str:
-        """The event as ``agentparallels events`` prints it."""
+        """The event as ``agentparallels events`` prints it: one line, and the rest of a
+        detail of several lines (a command's output) indented below it."""
         where = " ".join(part for part in (self.shard and f"[{self.shard}]", self.file) if part)
         text = f"{self.time:%H:%M:%S} #{self.seq:<4} {self.kind:<14}"
         if where:
             text += f" {where}"
-        if self.detail:
-            text += f": {self.detail.strip()}"
-        return text
+        first, *more = self.detail.strip().splitlines() or [""]
+        if first:
+            text = f"{text.rstrip()}: {first}"
+        return "\n".join([text, *(f"    {line}" for line in more)])
 
 
 class EventPage(Value):
