@@ -86,10 +86,11 @@ async def events_command(args: argparse.Namespace) -> int:
         if not args.follow:
             page = await _page(handle, cursor)
             if page is None:
-                raise UsageError(
+                err(
                     f"job {args.job} is running but no worker is serving it: start one with "
                     "`agentparallels worker`"
                 )
+                return 1
             _print(page, cursor)
             return 0
         while True:

@@ -422,6 +422,31 @@ async def test_pause_holds_the_job_and_unpause_lets_it_finish(
     )
 
 
+async def test_a_job_paused_before_it_runs_plans_but_starts_no_shard(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Paused before any worker picked it up, a job makes its plan, then holds before its
+    first shard: no child workflow, no activity, until it is unpaused."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n", "pkg/b.py": "B = 2\n"})
+    job = RefactorInput(repository=str(repo), edit=APPEND)
+    handle = await start_job(client, task_queue, job)
+    await handle.signal("pause")
+    async with build(client, task_queue):
+        planned = await until(lambda: _planned(handle), "the plan, with the job paused")
+        assert (planned.phase, planned.files_done) == ("paused", 0)
+        desc = (await handle.describe()).raw_description
+        assert (list(desc.pending_children), list(desc.pending_activities)) == ([], [])
+        await handle.signal("unpause")
+        result = await asyncio.wait_for(handle.result(), TIMEOUT)
+        assert (await progress(handle)).phase == "done"
+    assert result.files_changed == ("a.py", "pkg/b.py")
+
+
+async def _planned(handle: WorkflowHandle[Any, RefactorResult]) -> Progress | None:
+    p = await progress(handle)
+    return p if p.files_total else None
+
+
 async def _files_done(handle: WorkflowHandle[Any, RefactorResult], n: int) -> bool:
     return (await progress(handle)).files_done == n
 

@@ -158,6 +158,7 @@ class RefactorWorkflow:
 
         checks: list[CheckRun] = []
         if inp.test_cmd:
+            await self._events.gate.wait()
             self._phase("test")
             check = await call(
                 run_check,
@@ -179,6 +180,7 @@ class RefactorWorkflow:
                     non_retryable=True,
                 )
 
+        await self._events.gate.wait()
         self._phase("publish")
         # The point of no return: once publishing starts, a cancel request is too late.
         published = await shielded(
