@@ -306,6 +306,8 @@ async def refactor(args: argparse.Namespace) -> int:
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
     err(f"job {job_id} started")
+    if args.require_approval:
+        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
     if link := ui_link(client, job_id):
         err(f"watch it in the Temporal UI: {link}")
     if args.detach:
