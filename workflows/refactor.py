@@ -150,7 +150,8 @@ class RefactorWorkflow:
     async def _finish(
         self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
     ) -> RefactorResult:
-        """Fan in: merge the shards, run the test command on the merge, publish the branch."""
+        """Fan in: merge the shards, let every check vote on the merge (and, if asked, a person
+        approve it), publish the branch."""
         self._phase("merge")
         merged = await call(
             merge,
