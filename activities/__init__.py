@@ -5,6 +5,7 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
+from activities.checklist import vote
 from activities.checks import run_check
 from activities.git_ops import (
     cleanup,
@@ -15,6 +16,7 @@ from activities.git_ops import (
 )
 from activities.llm import call_model
 from activities.refactor import edit_files, plan
+from activities.review import read_diff
 
 ALL = [
     plan,
@@ -26,6 +28,8 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    vote,
+    read_diff,
 ]
 
 __all__ = ["ALL"]

@@ -6,6 +6,8 @@
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
     agentparallels status JOB [--follow]        show a job's progress or outcome
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels approve JOB | reject JOB --reason ...   decide on a job awaiting approval
+    agentparallels review PATH --ref BRANCH --model ...    a committee of models reviews a diff
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
 
@@ -36,7 +38,15 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, devserver, logs, progress, validate
+from agentparallels import (
+    approval_command,
+    attributes,
+    devserver,
+    logs,
+    progress,
+    review_command,
+    validate,
+)
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
 from agentparallels.llm import BudgetLimits
@@ -178,7 +188,10 @@ def build_parser() -> Parser:
         help="do not run a worker in this process; a separate worker runs the job",
     )
     ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+    approval_command.add_refactor_arguments(ref)
     ref.set_defaults(handler=refactor)
+    approval_command.add_parsers(sub)
+    review_command.add_parser(sub)
 
     again = sub.add_parser(
         "replay", help="replay a job's recorded history against the current code"
@@ -263,6 +276,7 @@ async def refactor(args: argparse.Namespace) -> int:
         ),
         budget=BudgetLimits(total=args.budget_tokens),
         prices=validate.prices(args.price or []),
+        **approval_command.job_options(args),
     )
     client = await connect(announce=err)
     await attributes.register(client)
@@ -292,6 +306,8 @@ async def refactor(args: argparse.Namespace) -> int:
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
     err(f"job {job_id} started")
+    if args.require_approval:
+        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
     if link := ui_link(client, job_id):
         err(f"watch it in the Temporal UI: {link}")
     if args.detach:

@@ -32,7 +32,9 @@ BAD_INPUT = "BadInput"
 BREAKER_OPEN = "BreakerOpen"
 """Repeated identical verification failures opened the circuit breaker."""
 CHECK_FAILED = "CheckFailed"
-"""The pre-completion test command failed on the merged result."""
+"""A pre-completion check (the test command, lint, diff size, conflicts) voted no."""
+APPROVAL_DENIED = "ApprovalDenied"
+"""The prepared result was not approved: rejected by a person, or no decision in time."""
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
 
@@ -58,6 +60,6 @@ OUTPUT_INVALID = "OutputInvalid"
 NON_RETRYABLE_TYPES = [
     BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
-    OUTPUT_INVALID,
+    OUTPUT_INVALID, APPROVAL_DENIED,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""

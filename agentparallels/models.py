@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from agentparallels._value import Value
+from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.llm import BudgetLimits, Price, Usage
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
@@ -94,6 +95,10 @@ class RefactorInput(Value):
     """Token budgets of the job's model calls (model edits only)."""
     prices: dict[str, Price] = {}
     """Prices of the models used, for the estimated cost."""
+    checklist: Checklist = Checklist()
+    """The checks that vote on the merged result before it is published."""
+    approval: ApprovalOptions | None = None
+    """When set, a person must approve the prepared result before it is published."""
 
 
 class JobRef(Value):
