@@ -99,10 +99,11 @@ def test_unknown_key_id_and_bad_requests_are_answered_with_reasons(server: Codec
     assert post(f"{server.url}/transcode", {"payloads": []})[0] == 404
 
 
-def test_token_is_required_when_configured(tmp_path: Path) -> None:
-    """With a token set, requests without the matching bearer header get 401."""
-    codec = payload_codec(tmp_path, keyring=KEYRING)
-    with CodecServer(codec, port=0, token="let-me-in") as server:
+def test_token_is_required_when_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With AGENTPARALLELS_CODEC_AUTH_TOKEN set, requests without the matching bearer header
+    get 401."""
+    monkeypatch.setenv("AGENTPARALLELS_CODEC_AUTH_TOKEN", "let-me-in")
+    with CodecServer(payload_codec(tmp_path, keyring=KEYRING), port=0) as server:
         assert post(f"{server.url}/decode", {"payloads": [PLAIN]})[0] == 401
         wrong = post(f"{server.url}/decode", {"payloads": [PLAIN]}, Authorization="Bearer no")
         assert wrong[0] == 401
