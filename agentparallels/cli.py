@@ -10,6 +10,7 @@
     agentparallels review PATH --ref BRANCH --model ...    a committee of models reviews a diff
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
+    agentparallels codec-server [--port N]      decrypts payloads for the Temporal UI and CLI
 
 Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -91,6 +93,9 @@ def build_parser() -> Parser:
     server.add_argument("--port", type=positive, default=devserver.DEFAULT_PORT)
     server.add_argument("--ui-port", type=positive, default=devserver.DEFAULT_UI_PORT)
     server.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+    server.add_argument(
+        "--ui-codec-endpoint", metavar="URL", help="codec server the UI decodes payloads with"
+    )
 
     worker = sub.add_parser("worker", help="run a worker for every workflow and activity")
     import worker as worker_module
@@ -208,6 +213,19 @@ def build_parser() -> Parser:
         type=Path,
         required=True,
         help="JSON file of answers and faults (see agentparallels/fake_llm.py)",
+    )
+
+    codec = sub.add_parser(
+        "codec-server", help="serve the payload codec to the Temporal UI (decrypts with your key)"
+    )
+    codec.add_argument("--port", type=int, default=8081, help="port (default: %(default)s)")
+    codec.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+    codec.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="URL",
+        help="origin of a Temporal UI allowed to call it (default: http://localhost:8233); "
+        "repeatable",
     )
 
     status = sub.add_parser("status", help="show a job's progress or outcome")
@@ -443,6 +461,13 @@ async def cancel_command(args: argparse.Namespace) -> int:
         return await finish(handle, show=False)
 
 
+def server_options(args: argparse.Namespace) -> devserver.ServerOptions:
+    extra = ("--ui-codec-endpoint", args.ui_codec_endpoint) if args.ui_codec_endpoint else ()
+    opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
+    opts = dataclasses.replace(opts, extra_args=extra)
+    return dataclasses.replace(opts, db=args.db.resolve()) if args.db else opts
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "handler", None) is not None:
         # Client commands: the terminal shows progress; an in-process worker's log goes to a file.
@@ -450,12 +475,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         logs.configure()
     if args.command == "server":
-        opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
-        if args.db:
-            opts = devserver.ServerOptions(
-                db=args.db.resolve(), ip=args.ip, port=args.port, ui_port=args.ui_port
-            )
-        return devserver.serve(opts)
+        return devserver.serve(server_options(args))
+    if args.command == "codec-server":
+        from agentparallels import codec_server
+
+        return codec_server.command(args.ip, args.port, args.cors_origin)
     if args.command == "fake-llm":
         from agentparallels import fake_llm
 
