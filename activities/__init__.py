@@ -5,6 +5,7 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
+from activities.checklist import vote
 from activities.checks import run_check
 from activities.git_ops import (
     cleanup,
@@ -16,6 +17,7 @@ from activities.git_ops import (
 from activities.hooks import run_hook
 from activities.llm import call_model
 from activities.refactor import edit_files, plan
+from activities.review import read_diff
 
 ALL = [
     plan,
@@ -27,6 +29,8 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    vote,
+    read_diff,
     run_hook,
 ]
 

@@ -8,8 +8,11 @@
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
     agentparallels events JOB [--follow]        the job's events (file edited, check failed ...)
     agentparallels pause JOB / unpause JOB      hold a job after its running steps; carry on
+    agentparallels approve JOB | reject JOB --reason ...   decide on a job awaiting approval
+    agentparallels review PATH --ref BRANCH --model ...    a committee of models reviews a diff
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
+    agentparallels codec-server [--port N]      decrypts payloads for the Temporal UI and CLI
 
 Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -38,7 +42,15 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, devserver, logs, progress, validate
+from agentparallels import (
+    approval_command,
+    attributes,
+    devserver,
+    logs,
+    progress,
+    review_command,
+    validate,
+)
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
 from agentparallels.events import parse_hooks
@@ -84,6 +96,9 @@ def build_parser() -> Parser:
     server.add_argument("--port", type=positive, default=devserver.DEFAULT_PORT)
     server.add_argument("--ui-port", type=positive, default=devserver.DEFAULT_UI_PORT)
     server.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+    server.add_argument(
+        "--ui-codec-endpoint", metavar="URL", help="codec server the UI decodes payloads with"
+    )
 
     worker = sub.add_parser("worker", help="run a worker for every workflow and activity")
     import worker as worker_module
@@ -188,7 +203,10 @@ def build_parser() -> Parser:
         help="do not run a worker in this process; a separate worker runs the job",
     )
     ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+    approval_command.add_refactor_arguments(ref)
     ref.set_defaults(handler=refactor)
+    approval_command.add_parsers(sub)
+    review_command.add_parser(sub)
 
     again = sub.add_parser(
         "replay", help="replay a job's recorded history against the current code"
@@ -205,6 +223,19 @@ def build_parser() -> Parser:
         type=Path,
         required=True,
         help="JSON file of answers and faults (see agentparallels/fake_llm.py)",
+    )
+
+    codec = sub.add_parser(
+        "codec-server", help="serve the payload codec to the Temporal UI (decrypts with your key)"
+    )
+    codec.add_argument("--port", type=int, default=8081, help="port (default: %(default)s)")
+    codec.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+    codec.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="URL",
+        help="origin of a Temporal UI allowed to call it (default: http://localhost:8233); "
+        "repeatable",
     )
 
     status = sub.add_parser("status", help="show a job's progress or outcome")
@@ -279,6 +310,7 @@ async def refactor(args: argparse.Namespace) -> int:
         budget=BudgetLimits(total=args.budget_tokens),
         prices=validate.prices(args.price or []),
         hooks=hooks,
+        **approval_command.job_options(args),
     )
     client = await connect(announce=err)
     await attributes.register(client)
@@ -308,6 +340,8 @@ async def refactor(args: argparse.Namespace) -> int:
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
     err(f"job {job_id} started")
+    if args.require_approval:
+        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
     if link := ui_link(client, job_id):
         err(f"watch it in the Temporal UI: {link}")
     if args.detach:
@@ -443,6 +477,13 @@ async def cancel_command(args: argparse.Namespace) -> int:
         return await finish(handle, show=False)
 
 
+def server_options(args: argparse.Namespace) -> devserver.ServerOptions:
+    extra = ("--ui-codec-endpoint", args.ui_codec_endpoint) if args.ui_codec_endpoint else ()
+    opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
+    opts = dataclasses.replace(opts, extra_args=extra)
+    return dataclasses.replace(opts, db=args.db.resolve()) if args.db else opts
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "handler", None) is not None:
         # Client commands: the terminal shows progress; an in-process worker's log goes to a file.
@@ -450,12 +491,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         logs.configure()
     if args.command == "server":
-        opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
-        if args.db:
-            opts = devserver.ServerOptions(
-                db=args.db.resolve(), ip=args.ip, port=args.port, ui_port=args.ui_port
-            )
-        return devserver.serve(opts)
+        return devserver.serve(server_options(args))
+    if args.command == "codec-server":
+        from agentparallels import codec_server
+
+        return codec_server.command(args.ip, args.port, args.cors_origin)
     if args.command == "fake-llm":
         from agentparallels import fake_llm
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from agentparallels._value import Value
+from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.events import Hook, JobEvent
 from agentparallels.llm import BudgetLimits, Price, Usage
 
@@ -95,6 +96,10 @@ class RefactorInput(Value):
     """Token budgets of the job's model calls (model edits only)."""
     prices: dict[str, Price] = {}
     """Prices of the models used, for the estimated cost."""
+    checklist: Checklist = Checklist()
+    """The checks that vote on the merged result before it is published."""
+    approval: ApprovalOptions | None = None
+    """When set, a person must approve the prepared result before it is published."""
     hooks: tuple[Hook, ...] = ()
     """User commands run before and after steps, each with a veto (``--hook``)."""
     subscribers: tuple[str, ...] = ()

@@ -22,14 +22,18 @@ from workflows.hooks import run_hooks
 from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import module_of, shard_files
+from workflows.two_phase import ApprovalGate, awaiting_details, prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
+CHECKLIST = "two-phase-checklist"
+"""Patch id: jobs started before the checklist replay with the test command alone."""
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
+    from agentparallels.checklist import AWAITING_APPROVAL, Decision
     from agentparallels.errors import CHECK_FAILED
     from agentparallels.llm import BudgetLimits, Usage
     from agentparallels.models import (
@@ -60,6 +64,23 @@ class RefactorWorkflow:
         self._shards: dict[str, ShardProgress] = {}
         self._events = JobEvents(on_pause=self._paused)
         self._before_pause = "queued"
+        self._gate = ApprovalGate()
+
+    @workflow.update(name="approve")
+    def approve(self, decision: Decision) -> str:
+        return self._gate.decide(True, decision)
+
+    @approve.validator
+    def _may_approve(self, decision: Decision) -> None:
+        self._gate.validate(True, decision, self._progress.phase)
+
+    @workflow.update(name="reject")
+    def reject(self, decision: Decision) -> str:
+        return self._gate.decide(False, decision)
+
+    @reject.validator
+    def _may_reject(self, decision: Decision) -> None:
+        self._gate.validate(False, decision, self._progress.phase)
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -140,7 +161,8 @@ class RefactorWorkflow:
     async def _finish(
         self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
     ) -> RefactorResult:
-        """Fan in: merge the shards, run the test command on the merge, publish the branch."""
+        """Fan in: merge the shards, let every check vote on the merge (and, if asked, a person
+        approve it), publish the branch."""
         await self._events.gate.wait()
         self._phase("merge")
         merged = await call(
@@ -157,8 +179,8 @@ class RefactorWorkflow:
                         files=files, timeout_s=inp.limits.command_timeout_s)  # fmt: skip
 
         checks: list[CheckRun] = []
-        if inp.test_cmd:
-            await self._events.gate.wait()
+        two_phase = workflow.patched(CHECKLIST)
+        if inp.test_cmd and not two_phase:
             self._phase("test")
             check = await call(
                 run_check,
@@ -179,6 +201,20 @@ class RefactorWorkflow:
                     type=CHECK_FAILED,
                     non_retryable=True,
                 )
+        if two_phase:  # prepare: every check votes; then, if asked, a person decides
+            await self._events.gate.wait()
+            self._phase("checklist")
+            checks = list(await prepare(
+                job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
+                rules=inp.limits.verify_rules, timeout_s=inp.limits.command_timeout_s,
+            ))  # fmt: skip
+        if inp.approval is not None:
+            timeout = timedelta(seconds=inp.approval.timeout_s)
+            self._phase(AWAITING_APPROVAL)
+            self._events.record("waiting_for_approval", detail=f"approve or reject {job.job_id}")
+            since = workflow.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+            workflow.set_current_details(awaiting_details(job.job_id, timeout, since))
+            await self._gate.wait(timeout)
 
         await self._events.gate.wait()
         self._phase("publish")
@@ -251,7 +287,7 @@ class RefactorWorkflow:
         return sum(s.files_done for s in self._shards.values())
 
     def _phase(self, phase: str) -> None:
-        if self._events.gate.paused and phase not in HOLDS_THROUGH_PAUSE:
+        if self._events.gate.paused and phase not in {*HOLDS_THROUGH_PAUSE, AWAITING_APPROVAL}:
             self._before_pause, phase = phase, "paused"  # shown until unpaused
         self._progress = self._progress.model_copy(update={"phase": phase})
         workflow.upsert_search_attributes([PHASE.value_set(phase)])
