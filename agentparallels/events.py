@@ -61,13 +61,13 @@ class JobEvent(Value):
         """The event as ``agentparallels events`` prints it: one line, and the rest of a
         detail of several lines (a command's output) indented below it."""
         where = " ".join(part for part in (self.shard and f"[{self.shard}]", self.file) if part)
-        text = f"{self.time:%H:%M:%S} #{self.seq:<4} {self.kind:<14}"
+        text = f"{self.time.astimezone():%H:%M:%S} #{self.seq:<4} {self.kind:<14}"
         if where:
             text += f" {where}"
         first, *more = self.detail.strip().splitlines() or [""]
         if first:
             text = f"{text.rstrip()}: {first}"
-        return "\n".join([text, *(f"    {line}" for line in more)])
+        return "\n".join([text.rstrip(), *(f"    {line}" for line in more)])
 
 
 class EventPage(Value):
