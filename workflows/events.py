@@ -115,7 +115,7 @@ class JobEvents:
         self._counts: Counter[str] = Counter()
         self._last = 0
         self._subscribers: dict[str, _Subscriber] = {}
-        self._children: list[Any] = []
+        self._children: list[workflow.ChildWorkflowHandle[Any, Any]] = []
         self._on_pause = on_pause
         self.gate = PauseGate(self._paused)
         workflow.set_query_handler(EVENTS_QUERY, self.since)
@@ -161,8 +161,8 @@ class JobEvents:
         sub = self._subscribers[workflow_id] = _Subscriber(workflow_id)
         self._send(sub, list(self._kept))
 
-    def attach(self, child: Any) -> None:
-        """Have a started child (a handle) follow this job's pause state from now on."""
+    def attach(self, child: workflow.ChildWorkflowHandle[Any, Any]) -> None:
+        """Have a started child follow this job's pause state until it ends."""
         self._children.append(child)
         if self.gate.paused:
             self._forward(child, PAUSE_SIGNAL)
@@ -177,16 +177,17 @@ class JobEvents:
 
     def _paused(self, paused: bool) -> None:
         self.record("paused" if paused else "unpaused")
+        self._children = [c for c in self._children if not c.done()]
         for child in self._children:
             self._forward(child, PAUSE_SIGNAL if paused else UNPAUSE_SIGNAL)
         if self._on_pause is not None:
             self._on_pause(paused)
 
-    def _forward(self, child: Any, signal: str) -> None:
+    def _forward(self, child: workflow.ChildWorkflowHandle[Any, Any], signal: str) -> None:
         async def send() -> None:
             try:
                 await child.signal(signal)
-            except Exception as e:  # the child has ended: nothing to pause
+            except Exception as e:  # it ended meanwhile: nothing to pause
                 workflow.logger.info("%s not passed on to %s: %s", signal, child.id, e)
 
         asyncio.ensure_future(send())
