@@ -25,7 +25,6 @@ from temporalio.worker import Worker
 import activities
 import workflows
 from activities._workspace import collect_garbage
-from agentparallels import logs
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 
@@ -115,12 +114,11 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    """``python worker.py ...`` is ``agentparallels worker ...``: same flags, same errors."""
     from agentparallels.cli import exit_with
+    from agentparallels.cli import main as cli_main
 
-    logs.configure()
-    exit_with(lambda: asyncio.run(run(options_from(parser.parse_args(argv)))))
+    exit_with(lambda: cli_main(["worker", *(argv or [])]))
 
 
 if __name__ == "__main__":

@@ -42,10 +42,7 @@ def _reason(e: BaseException) -> str:
 
 
 async def _connect(target: str, config: dict[str, Any]) -> Client:
-    return await asyncio.wait_for(
-        Client.connect(target, data_converter=data_converter(), **config),
-        CONNECT_TIMEOUT_S,
-    )
+    return await asyncio.wait_for(Client.connect(target, **config), CONNECT_TIMEOUT_S)
 
 
 async def connect(
@@ -56,7 +53,8 @@ async def connect(
 ) -> Client:
     """A client for the configured cluster, or for the local dev server ``local`` (default:
     localhost:7233 with the database under the state directory), started if needed."""
-    config = connect_config()
+    # Both configurations are checked before anything happens (a server is started, say).
+    config = {**connect_config(), "data_converter": data_converter()}
     explicit = config.pop("target_host", None)
     if explicit:
         try:
