@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 import activities
 import workflows
 from activities._workspace import collect_garbage
-from agentparallels import logs
+from agentparallels import logs, tracing
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 
@@ -63,6 +63,7 @@ def build_worker(
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+        **tracing.worker_options(client),
     )
 
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     from agentparallels.cli import exit_with
 
     logs.configure()
+    tracing.configure()
     exit_with(lambda: asyncio.run(run(options_from(parser.parse_args(argv)))))
 
 

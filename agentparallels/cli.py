@@ -36,7 +36,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, devserver, logs, progress, validate
+from agentparallels import attributes, devserver, logs, progress, tracing, validate
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
 from agentparallels.llm import BudgetLimits
@@ -433,6 +433,7 @@ def run(args: argparse.Namespace) -> int:
         logs.configure(devserver.state_dir() / "agentparallels.log")
     else:
         logs.configure()
+    tracing.configure()
     if args.command == "server":
         opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
         if args.db:
@@ -479,7 +480,10 @@ def main(argv: list[str] | None = None) -> int:
 def exit_with(body: Callable[[], Any]) -> None:
     """Run ``body`` and leave the process with its code, skipping interpreter teardown (which
     can crash after the Temporal client's native threads have run)."""
-    rc = body()
+    try:
+        rc = body()
+    finally:
+        tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc if isinstance(rc, int) else 0)
