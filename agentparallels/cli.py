@@ -4,7 +4,10 @@
     agentparallels worker                       run a worker
     agentparallels refactor PATH --rename ...   run the multi-file refactor job
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
-    agentparallels status JOB [--follow]        show a job's progress or outcome
+    agentparallels status JOB [--follow|--graph]   show a job's progress or outcome
+    agentparallels list [--repo P] [--phase P] [--status S] [--query Q]   find jobs
+    agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
+    agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
@@ -36,7 +39,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, devserver, logs, progress, tracing, validate
+from agentparallels import attributes, devserver, logs, ops, progress, tracing, validate
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
 from agentparallels.llm import BudgetLimits
@@ -200,6 +203,7 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+    status.add_argument("--graph", action="store_true", help="add the job's call graph (Mermaid)")
     status.set_defaults(handler=status_command)
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
@@ -211,6 +215,7 @@ def build_parser() -> Parser:
         help="do not run a worker in this process for the rollback",
     )
     cancel.set_defaults(handler=cancel_command)
+    ops.add_parsers(sub)  # list, setup, graph
     return parser
 
 
@@ -362,9 +367,12 @@ async def status_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle = await _existing(client, args.job)
     desc = await handle.describe()
-    if desc.status == WorkflowExecutionStatus.RUNNING:
-        if args.follow:
-            return await finish(handle, show=True)
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        rc = await finish(handle, show=False)
+    elif args.follow:
+        rc = await finish(handle, show=True)
+    else:
+        rc = 0
         p = await _progress(handle)
         if p is None:
             print(
@@ -373,8 +381,11 @@ async def status_command(args: argparse.Namespace) -> int:
             )
         else:
             print(progress.table(p))
-        return 0
-    return await finish(handle, show=False)
+    if args.graph:
+        from agentparallels.callgraph import markdown
+
+        print("\n" + markdown(await ops.graph_of(client, args.job)), end="")
+    return rc
 
 
 def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:
