@@ -250,7 +250,12 @@ def markdown(flow: Flow) -> str:
     calls = sum(c.count for f in flows for c in f.calls)
     failed = sum(c.failed for f in flows for c in f.calls) + sum(1 for f in flows[1:] if f.failed)
     head = (
-        f"Call graph of {flow.workflow_id} ({flow.status}): {len(flows) - 1} child workflows, "
-        f"{calls} activity calls, {failed} failed"
+        f"Call graph of {flow.workflow_id} ({flow.status}): "
+        f"{_count(len(flows) - 1, 'child workflow')}, {_count(calls, 'activity call')}, "
+        f"{failed} failed"
     )
     return f"{head}\n\n```mermaid\n{mermaid(flow)}```\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

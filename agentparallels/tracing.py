@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from temporalio.client import Client
+from temporalio.client import Client, OutboundInterceptor, QueryWorkflowInput
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.exceptions import ApplicationError
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -120,9 +120,26 @@ def flush(timeout_s: float = 5.0) -> None:
         _provider.force_flush(int(timeout_s * 1000))
 
 
+class _Interceptor(TracingInterceptor):
+    """Temporal's interceptor, less the spans of queries: progress is polled twice a second
+    while a job is followed, and a trace per poll would bury the jobs' own traces."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _UntracedQueries(super().intercept_client(next), next)
+
+
+class _UntracedQueries(OutboundInterceptor):
+    def __init__(self, traced: OutboundInterceptor, plain: OutboundInterceptor) -> None:
+        super().__init__(traced)
+        self._plain = plain
+
+    async def query_workflow(self, input: QueryWorkflowInput) -> Any:
+        return await self._plain.query_workflow(input)
+
+
 def interceptors() -> list[TracingInterceptor]:
     """For ``Client.connect``: the trace follows the job into workflows and activities."""
-    return [TracingInterceptor()]
+    return [_Interceptor()]
 
 
 def worker_options(client: Client) -> dict[str, Any]:

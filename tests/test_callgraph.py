@@ -125,7 +125,7 @@ async def test_failed_and_retried_calls_are_marked(
     assert "↻ 1 retried" in llm_line
     assert f"  class {node} failed" in text.splitlines()
     summary = callgraph.markdown(flow).splitlines()[0]
-    assert summary.endswith("1 child workflows, 5 activity calls, 2 failed"), summary
+    assert summary.endswith("1 child workflow, 5 activity calls, 2 failed"), summary
 
 
 def test_labels_are_escaped() -> None:
