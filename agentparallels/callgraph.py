@@ -19,6 +19,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+MAX_RUNS = 1000
+"""Runs of one workflow's continue-as-new chain read at most."""
 SUMMARY_CHARS = 60
 ERROR_CHARS = 80
 
@@ -86,6 +88,8 @@ class Flow:
     summary: str = ""
     status: str = "running"
     error: str = ""
+    runs: int = 1
+    """Runs in its chain of continue-as-new."""
     calls: list[Call] = field(default_factory=list)
     children: list[tuple[int, Flow]] = field(default_factory=list)
     """Child workflows with the order of their start among the workflow's calls."""
@@ -99,22 +103,48 @@ class Flow:
 
 
 async def load(client: Client, workflow_id: str, run_id: str | None = None) -> Flow:
-    """The job ``workflow_id``'s call graph, its child workflows' included (recursively)."""
-    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
-    return await _flow(client, workflow_id, list(history.events))
+    """The job ``workflow_id``'s call graph, its child workflows' included (recursively); a
+    workflow that continued as new is drawn once, with the calls of all its runs."""
+    return await _flow(client, workflow_id, await _runs(client, workflow_id, run_id))
 
 
-async def _flow(client: Client, workflow_id: str, events: list[HistoryEvent]) -> Flow:
-    flow = Flow(workflow_id=workflow_id, workflow_type="")
+async def _runs(client: Client, workflow_id: str, run_id: str | None) -> list[list[HistoryEvent]]:
+    """The events of the run ``run_id`` (default: the latest) and of every run before and after
+    it in its chain of continue-as-new, oldest first."""
+
+    async def events(run: str | None) -> list[HistoryEvent]:
+        history = await client.get_workflow_handle(workflow_id, run_id=run).fetch_history()
+        return list(history.events)
+
+    runs = [await events(run_id)]
+    while len(runs) < MAX_RUNS and runs[0]:
+        first = runs[0][0].workflow_execution_started_event_attributes
+        if not first.continued_execution_run_id:
+            break
+        runs.insert(0, await events(first.continued_execution_run_id))
+    while len(runs) < MAX_RUNS and runs[-1]:
+        last = runs[-1][-1]
+        if last.event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            break
+        runs.append(
+            await events(
+                last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            )
+        )
+    return runs
+
+
+async def _flow(client: Client, workflow_id: str, runs: list[list[HistoryEvent]]) -> Flow:
+    flow = Flow(workflow_id=workflow_id, workflow_type="", runs=len(runs))
     by_key: dict[tuple[str, str], Call] = {}
-    scheduled: dict[int, Call] = {}
-    started_children: dict[int, tuple[str, str, str, int]] = {}
-    child_runs: dict[int, str] = {}
-    child_status: dict[int, str] = {}
+    scheduled: dict[tuple[int, int], Call] = {}
+    started_children: dict[tuple[int, int], tuple[str, str, str, int]] = {}
+    child_runs: dict[tuple[int, int], str] = {}
+    child_status: dict[tuple[int, int], str] = {}
     order = 0
-    for e in events:
+    for run, e in ((i, e) for i, events in enumerate(runs) for e in events):
         t = e.event_type
-        if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and run == 0:
             flow.workflow_type = e.workflow_execution_started_event_attributes.workflow_type.name
             flow.summary = await _text(client, e.user_metadata.summary)
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -126,17 +156,17 @@ async def _flow(client: Client, workflow_id: str, events: list[HistoryEvent]) ->
                 call = by_key[(name, summary)] = Call(name, summary, order)
                 flow.calls.append(call)
             call.count += 1
-            scheduled[e.event_id] = call
+            scheduled[run, e.event_id] = call
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             a = e.activity_task_started_event_attributes
-            call = scheduled[a.scheduled_event_id]
+            call = scheduled[run, a.scheduled_event_id]
             call.retries += max(a.attempt - 1, 0)
             if a.HasField("last_failure"):
                 call.error = a.last_failure.message
         elif t in _ACTIVITY_END:
             status, attr = _ACTIVITY_END[t]
             a = getattr(e, f"{attr}_event_attributes")
-            call = scheduled[a.scheduled_event_id]
+            call = scheduled[run, a.scheduled_event_id]
             if status != "completed":
                 call.failed += 1
                 call.error = a.failure.message if a.HasField("failure") else status
@@ -144,17 +174,21 @@ async def _flow(client: Client, workflow_id: str, events: list[HistoryEvent]) ->
             a = e.start_child_workflow_execution_initiated_event_attributes
             order += 1
             summary = await _text(client, e.user_metadata.summary)
-            started_children[e.event_id] = (a.workflow_id, a.workflow_type.name, summary, order)
+            started_children[run, e.event_id] = (
+                a.workflow_id,
+                a.workflow_type.name,
+                summary,
+                order,
+            )
         elif t == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             a = e.child_workflow_execution_started_event_attributes
-            child_runs[a.initiated_event_id] = a.workflow_execution.run_id
+            child_runs[run, a.initiated_event_id] = a.workflow_execution.run_id
         elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
-            child_status[
-                e.start_child_workflow_execution_failed_event_attributes.initiated_event_id
-            ] = "failed"
+            a = e.start_child_workflow_execution_failed_event_attributes
+            child_status[run, a.initiated_event_id] = "failed"
         elif t in _CHILD_END:
             status, attr = _CHILD_END[t]
-            child_status[getattr(e, f"{attr}_event_attributes").initiated_event_id] = status
+            child_status[run, getattr(e, f"{attr}_event_attributes").initiated_event_id] = status
         elif t in _WORKFLOW_END:
             flow.status = _WORKFLOW_END[t]
             if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -211,6 +245,8 @@ def mermaid(flow: Flow) -> str:
     def draw(f: Flow) -> str:
         me = node_id("w")
         status = f.status + (f": {_escape(f.error, ERROR_CHARS)}" if f.error else "")
+        if f.runs > 1:
+            status = f"{f.runs} runs, {status}"
         summary = _escape(f.summary, SUMMARY_CHARS)
         label = _label(f.workflow_type, _escape(f.workflow_id, 80), summary, status)
         lines.append(f"  {me}[[{label}]]")

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
 
 import worker
 from agentparallels import callgraph
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
+from tests.looping_workflow import LoopingWorkflow, step
 from tests.repos import make_repo, src_layout_repo, start_job
 from tests.test_model_refactor import FILES
 
@@ -126,6 +128,27 @@ async def test_failed_and_retried_calls_are_marked(
     assert f"  class {node} failed" in text.splitlines()
     summary = callgraph.markdown(flow).splitlines()[0]
     assert summary.endswith("1 child workflow, 5 activity calls, 2 failed"), summary
+
+
+async def test_runs_of_a_continued_workflow_are_one_node(client: Client, task_queue: str) -> None:
+    """A workflow that continued as new twice: its graph, loaded from any of its runs, counts
+    the calls of all three runs and says so."""
+    async with Worker(
+        client, task_queue=task_queue, workflows=[LoopingWorkflow], activities=[step]
+    ):
+        handle = await client.start_workflow(
+            LoopingWorkflow.run, 0, id=f"loop-{task_queue}", task_queue=task_queue
+        )
+        assert await asyncio.wait_for(handle.result(), 30) == 2
+    first_run = handle.first_execution_run_id
+    for run_id in (None, first_run):
+        flow = await callgraph.load(client, handle.id, run_id)
+        assert (flow.runs, flow.status) == (3, "completed")
+        assert [(c.activity, c.summary, c.count) for c in flow.calls] == [
+            ("test.step", "one step", 3)
+        ]
+    assert '<br/>3 runs, completed"]]' in callgraph.mermaid(flow)
+    assert '-->|"1 ×3"|' in callgraph.mermaid(flow)
 
 
 def test_labels_are_escaped() -> None:
