@@ -2,7 +2,7 @@
 
 Temporal's ``TracingInterceptor`` (on every client, so on the workers built from it) carries the
 trace from the command that starts a job through its workflows, child workflows and activities;
-the two funnels every side effect goes through add a span each, with sizes and outcome:
+the two places where tools and models are called add a span per call, with sizes and outcome:
 
 - ``execute_tool <name>`` around ``activities._proc.run_command`` (codemods, checks, ruff, tests);
 - ``chat <model>`` around the model-call activity, with the OpenTelemetry GenAI attributes
@@ -193,7 +193,11 @@ def traced_command(fn: F) -> F:
         if timeout_s is not None:
             attributes["agentparallels.tool.timeout_s"] = float(timeout_s)
         with _span(f"execute_tool {name}", SpanKind.INTERNAL, attributes) as span:
-            done = fn(*args, **kwargs)
+            try:
+                done = fn(*args, **kwargs)
+            except BaseException as e:  # could not start it, or the step was cancelled
+                _outcome(span, "error", error_type=type(e).__name__, why=str(e))
+                raise
             output = str(getattr(done, "output", ""))
             exit_code = int(getattr(done, "exit_code", 0))
             timed_out = bool(getattr(done, "timed_out", False))

@@ -302,3 +302,22 @@ def test_tool_names() -> None:
     assert tracing.tool_name("python -m pytest -q") == "pytest"
     assert tracing.tool_name("FOO=1 BAR=2 sh -c 'x'") == "sh"
     assert tracing.tool_name("") == "shell"
+
+
+def test_timed_out_and_unstartable_commands_are_error_spans(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """A command killed at its time limit, and one that cannot start: both error spans."""
+    from activities._proc import run_command
+
+    assert run_command("sleep 30", tmp_path, 0.3).timed_out
+    with pytest.raises(FileNotFoundError):
+        run_command("true", tmp_path / "missing", 5)
+    slept, missing = spans.get_finished_spans()
+    assert slept.attributes is not None and missing.attributes is not None
+    assert slept.attributes["error.type"] == "timeout"
+    assert slept.attributes["agentparallels.tool.timed_out"] is True
+    assert slept.attributes["process.exit.code"] == -9
+    assert slept.status.description == "timed out"
+    assert missing.attributes["error.type"] == "FileNotFoundError"
+    assert missing.status.status_code == StatusCode.ERROR
