@@ -25,6 +25,7 @@ from temporalio.worker import Worker
 import activities
 import workflows
 from activities._workspace import collect_garbage
+from agentparallels import tracing
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 
@@ -62,6 +63,7 @@ def build_worker(
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+        **tracing.worker_options(client),
     )
 
 

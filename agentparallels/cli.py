@@ -4,7 +4,10 @@
     agentparallels worker                       run a worker
     agentparallels refactor PATH --rename ...   run the multi-file refactor job
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
-    agentparallels status JOB [--follow]        show a job's progress or outcome
+    agentparallels status JOB [--follow|--graph]   show a job's progress or outcome
+    agentparallels list [--repo P] [--phase P] [--status S] [--query Q]   find jobs
+    agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
+    agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
     agentparallels approve JOB | reject JOB --reason ...   decide on a job awaiting approval
     agentparallels review PATH --ref BRANCH --model ...    a committee of models reviews a diff
@@ -45,8 +48,10 @@ from agentparallels import (
     attributes,
     devserver,
     logs,
+    ops,
     progress,
     review_command,
+    tracing,
     validate,
 )
 from agentparallels.client import connect
@@ -231,6 +236,7 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+    status.add_argument("--graph", action="store_true", help="add the job's call graph (Mermaid)")
     status.set_defaults(handler=status_command)
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
@@ -242,6 +248,7 @@ def build_parser() -> Parser:
         help="do not run a worker in this process for the rollback",
     )
     cancel.set_defaults(handler=cancel_command)
+    ops.add_parsers(sub)  # list, setup, graph
     return parser
 
 
@@ -396,9 +403,12 @@ async def status_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle = await _existing(client, args.job)
     desc = await handle.describe()
-    if desc.status == WorkflowExecutionStatus.RUNNING:
-        if args.follow:
-            return await finish(handle, show=True)
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        rc = await finish(handle, show=False)
+    elif args.follow:
+        rc = await finish(handle, show=True)
+    else:
+        rc = 0
         p = await _progress(handle)
         if p is None:
             print(
@@ -407,8 +417,11 @@ async def status_command(args: argparse.Namespace) -> int:
             )
         else:
             print(progress.table(p))
-        return 0
-    return await finish(handle, show=False)
+    if args.graph:
+        from agentparallels.callgraph import markdown
+
+        print("\n" + markdown(await ops.graph_of(client, args.job)), end="")
+    return rc
 
 
 def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:
@@ -474,6 +487,7 @@ def run(args: argparse.Namespace) -> int:
         logs.configure(devserver.state_dir() / "agentparallels.log")
     else:
         logs.configure()
+    tracing.configure()
     if args.command == "server":
         return devserver.serve(server_options(args))
     if args.command == "codec-server":
@@ -519,7 +533,10 @@ def main(argv: list[str] | None = None) -> int:
 def exit_with(body: Callable[[], Any]) -> None:
     """Run ``body`` and leave the process with its code, skipping interpreter teardown (which
     can crash after the Temporal client's native threads have run)."""
-    rc = body()
+    try:
+        rc = body()
+    finally:
+        tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc if isinstance(rc, int) else 0)

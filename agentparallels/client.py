@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
-from agentparallels import devserver
+from agentparallels import devserver, tracing
 from agentparallels.codec import data_converter
 from agentparallels.errors import UsageError
 
@@ -42,7 +42,9 @@ def _reason(e: BaseException) -> str:
 
 
 async def _connect(target: str, config: dict[str, Any]) -> Client:
-    return await asyncio.wait_for(Client.connect(target, **config), CONNECT_TIMEOUT_S)
+    return await asyncio.wait_for(
+        Client.connect(target, interceptors=tracing.interceptors(), **config), CONNECT_TIMEOUT_S
+    )
 
 
 async def connect(
