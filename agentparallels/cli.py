@@ -4,7 +4,10 @@
     agentparallels worker                       run a worker
     agentparallels refactor PATH --rename ...   run the multi-file refactor job
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
-    agentparallels status JOB [--follow]        show a job's progress or outcome
+    agentparallels status JOB [--follow|--graph]   show a job's progress or outcome
+    agentparallels list [--repo P] [--phase P] [--status S] [--query Q]   find jobs
+    agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
+    agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
     agentparallels events JOB [--follow]        the job's events (file edited, check failed ...)
     agentparallels pause JOB / unpause JOB      hold a job after its running steps; carry on
@@ -46,9 +49,12 @@ from agentparallels import (
     approval_command,
     attributes,
     devserver,
+    events_cli,
     logs,
+    ops,
     progress,
     review_command,
+    tracing,
     validate,
 )
 from agentparallels.client import connect
@@ -241,6 +247,7 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+    status.add_argument("--graph", action="store_true", help="add the job's call graph (Mermaid)")
     status.set_defaults(handler=status_command)
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
@@ -252,10 +259,8 @@ def build_parser() -> Parser:
         help="do not run a worker in this process for the rollback",
     )
     cancel.set_defaults(handler=cancel_command)
-
-    from agentparallels import events_cli
-
-    events_cli.add_commands(sub)
+    ops.add_parsers(sub)  # list, setup, graph
+    events_cli.add_commands(sub)  # events, pause, unpause
     return parser
 
 
@@ -412,9 +417,12 @@ async def status_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle = await _existing(client, args.job)
     desc = await handle.describe()
-    if desc.status == WorkflowExecutionStatus.RUNNING:
-        if args.follow:
-            return await finish(handle, show=True)
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        rc = await finish(handle, show=False)
+    elif args.follow:
+        rc = await finish(handle, show=True)
+    else:
+        rc = 0
         p = await _progress(handle)
         if p is None:
             print(
@@ -423,8 +431,11 @@ async def status_command(args: argparse.Namespace) -> int:
             )
         else:
             print(progress.table(p))
-        return 0
-    return await finish(handle, show=False)
+    if args.graph:
+        from agentparallels.callgraph import markdown
+
+        print("\n" + markdown(await ops.graph_of(client, args.job)), end="")
+    return rc
 
 
 def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:
@@ -490,6 +501,7 @@ def run(args: argparse.Namespace) -> int:
         logs.configure(devserver.state_dir() / "agentparallels.log")
     else:
         logs.configure()
+    tracing.configure()
     if args.command == "server":
         return devserver.serve(server_options(args))
     if args.command == "codec-server":
@@ -535,7 +547,10 @@ def main(argv: list[str] | None = None) -> int:
 def exit_with(body: Callable[[], Any]) -> None:
     """Run ``body`` and leave the process with its code, skipping interpreter teardown (which
     can crash after the Temporal client's native threads have run)."""
-    rc = body()
+    try:
+        rc = body()
+    finally:
+        tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc if isinstance(rc, int) else 0)
