@@ -15,6 +15,7 @@ from activities.git_ops import (
 )
 from activities.llm import call_model
 from activities.refactor import edit_files, plan
+from activities.routing import pollers
 
 ALL = [
     plan,
@@ -26,6 +27,7 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    pollers,
 ]
 
 __all__ = ["ALL"]

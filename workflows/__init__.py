@@ -4,9 +4,11 @@ Nothing here performs I/O, reads clocks or draws random numbers except through
 ``temporalio.workflow``; every side effect is an activity from ``activities``.
 """
 
+from workflows.pipeline import PipelineWorkflow
 from workflows.refactor import RefactorWorkflow
+from workflows.routing import OrchestratorWorkflow
 from workflows.shard import ShardWorkflow
 
-ALL = [RefactorWorkflow, ShardWorkflow]
+ALL = [RefactorWorkflow, ShardWorkflow, OrchestratorWorkflow, PipelineWorkflow]
 
-__all__ = ["ALL", "RefactorWorkflow", "ShardWorkflow"]
+__all__ = ["ALL", "OrchestratorWorkflow", "PipelineWorkflow", "RefactorWorkflow", "ShardWorkflow"]
