@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     import worker
     from activities.llm import call_model
     from activities.routing import pollers
-    from agentparallels.cli import main
+    from agentparallels.cli import build_parser, main
     from agentparallels.errors import NO_CAPABILITY
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.models import RenameEdit
@@ -39,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SubTask,
     )
 
+ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = Registry(
     routes=(
         Route(kind="lint", workflow="test.route.Specialist", capability="python"),
@@ -222,3 +225,28 @@ def test_worker_refuses_bad_options(
     """Unknown capabilities and a rate of 0 are usage errors: one line, exit 2, nothing runs."""
     assert main(["worker", *args]) == 2
     assert capsys.readouterr().err == f"agentparallels: error: {message}\n"
+
+
+async def test_worker_options_from_the_command_line(client: Client) -> None:
+    """--capability is repeatable (duplicates dropped) and --model-calls-per-second a float."""
+    args = build_parser().parse_args(
+        ["worker", "--capability", "python", "--capability", "python"]
+        + ["--model-calls-per-second", "2.5", "--task-queue", "q"]
+    )
+    options = worker.options_from(args)
+    assert (options.task_queue, options.capabilities) == ("q", ("python",))
+    assert options.model_calls_per_second == 2.5
+    queues = worker.build_worker(client, options).task_queues
+    assert queues == ("q", "q.model", "q.python", "q.python.model")
+
+
+def test_worker_script_refuses_an_unknown_capability() -> None:
+    """`python worker.py --capability nope` exits 2 with one line, before connecting."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "worker.py"), "--capability", "nope"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == (
+        "worker.py: error: unknown capability 'nope': --capability takes one of python\n"
+    )
