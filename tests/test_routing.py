@@ -41,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         SubTask,
     )
 
-ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = Registry(
     routes=(
         Route(kind="lint", workflow="test.route.Specialist", capability="python"),
@@ -243,7 +242,8 @@ async def test_worker_options_from_the_command_line(client: Client) -> None:
 def test_worker_script_refuses_an_unknown_capability() -> None:
     """`python worker.py --capability nope` exits 2 with one line, before connecting."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "worker.py"), "--capability", "nope"],
+        [sys.executable, "worker.py", "--capability", "nope"],
+        cwd=Path(__file__).parents[1],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
