@@ -17,6 +17,7 @@ from activities.git_ops import (
 from activities.llm import call_model
 from activities.refactor import edit_files, plan
 from activities.review import read_diff
+from activities.routing import pollers
 
 ALL = [
     plan,
@@ -30,6 +31,7 @@ ALL = [
     cleanup,
     vote,
     read_diff,
+    pollers,
 ]
 
 __all__ = ["ALL"]
