@@ -18,6 +18,7 @@ from activities.hooks import run_hook
 from activities.llm import call_model
 from activities.refactor import edit_files, plan
 from activities.review import read_diff
+from activities.routing import pollers
 
 ALL = [
     plan,
@@ -31,6 +32,7 @@ ALL = [
     cleanup,
     vote,
     read_diff,
+    pollers,
     run_hook,
 ]
 

@@ -19,7 +19,9 @@ from workflows._call import call
 from workflows.circuit_breaker import CircuitBreaker
 from workflows.events import PauseGate, child_event
 from workflows.hooks import run_hooks
+from workflows.loop_detect import LoopDetector
 from workflows.model_step import ModelSteps
+from workflows.routing import MODEL_CAPABILITY, capability_queue
 from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
@@ -77,7 +79,9 @@ class ShardWorkflow:
         )
         saga.add("worktree", lambda: call(remove_worktree, shard))
         tip = inp.job.base_commit
-        steps = ModelSteps(inp.budget, inp.prices)
+        model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
+        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue)
+        loops = LoopDetector(breaker=breaker)
         hook_at = {"job": inp.job, "worktree": shard.name, "shard": shard.name,
                    "timeout_s": limits.command_timeout_s}  # fmt: skip
         try:
@@ -148,6 +152,7 @@ class ShardWorkflow:
                                 non_retryable=True,
                             )
                         if answer is not None:  # the failure goes back to the model
+                            loops.record("edit", outcome.path, answer, _feedback(outcome))
                             conversation = (
                                 *conversation,
                                 Message(role="assistant", content=answer),
