@@ -35,6 +35,10 @@ CHECK_FAILED = "CheckFailed"
 """The pre-completion test command failed on the merged result."""
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
+SANDBOX_UNAVAILABLE = "SandboxUnavailable"
+"""The worker cannot run tool commands in the sandbox the job asked for (no bwrap)."""
+SCOPE_VIOLATION = "ScopeViolation"
+"""An edit reached outside its shard's files (bulkhead): nothing of it is kept."""
 
 MODEL_RETRYABLE = "ModelUnavailable"
 """A model call failed in a way a later attempt can get past (throttled, overloaded, cut off)."""
@@ -56,7 +60,8 @@ OUTPUT_INVALID = "OutputInvalid"
 """The model's answer still did not validate after every re-prompt."""
 
 NON_RETRYABLE_TYPES = [
-    BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, MODEL_REJECTED, MODEL_AUTH,
+    BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, SANDBOX_UNAVAILABLE, SCOPE_VIOLATION,
+    MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID,
 ]  # fmt: skip

@@ -101,6 +101,8 @@ class ShardWorkflow:
                         check_cmd=inp.check_cmd,
                         verify_rules=limits.verify_rules,
                         timeout_s=limits.command_timeout_s,
+                        sandbox=limits.sandbox,
+                        scope=inp.shard.files,
                         answer=answer,
                     ),
                     summary=f"edit {batch[0]}"
