@@ -20,9 +20,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,9 +70,17 @@ def scrubbed(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not SECRET.search(k)}
 
 
-@functools.cache
+_cgroup_lock = threading.Lock()
+
+
 def _pids_cgroup_base() -> Path | None:
     """A folder of the pids cgroup hierarchy this process may create child cgroups in."""
+    with _cgroup_lock:
+        return _find_pids_cgroup_base()
+
+
+@functools.cache
+def _find_pids_cgroup_base() -> Path | None:
     candidates = [Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")]
     for root in candidates:
         try:
@@ -85,7 +94,7 @@ def _pids_cgroup_base() -> Path | None:
                 (base / "cgroup.subtree_control").write_text("+pids")
             for stale in base.glob("cmd-*"):  # left by a worker that died mid-command
                 if not Path(f"/proc/{stale.name.split('-')[1]}").exists():
-                    with _ignored(OSError):
+                    with suppress(OSError):
                         stale.rmdir()
             probe = base / f"probe-{os.getpid()}"
             probe.mkdir(exist_ok=True)
@@ -96,14 +105,6 @@ def _pids_cgroup_base() -> Path | None:
         except OSError:
             continue
     return None
-
-
-@contextmanager
-def _ignored(*errors: type[BaseException]) -> Iterator[None]:
-    try:
-        yield
-    except errors:
-        pass
 
 
 _counter = itertools.count()
@@ -147,10 +148,10 @@ class Jail:
             if not pids:
                 break
             for pid in pids:
-                with _ignored(OSError):
+                with suppress(OSError):
                     os.kill(int(pid), 9)
             time.sleep(0.01)
-        with _ignored(OSError):
+        with suppress(OSError):
             self.cgroup.rmdir()
 
 
@@ -162,6 +163,9 @@ def _bwrap_argv(bwrap: str, policy: Policy, cwd: Path, command: str) -> list[str
     if git is not None:  # a linked worktree's repository, maybe hidden by the private /tmp
         argv += ["--ro-bind-try", str(git), str(git)]
     argv += ["--bind", str(wt), str(wt)]
+    # Read-only, so that no command can point the worktree at another repository (whose
+    # config or hooks the worker's own git commands would then run, outside the sandbox).
+    argv += ["--ro-bind-try", str(wt / ".git"), str(wt / ".git")]
     return [*argv, "--chdir", str(wt), "--", "/bin/sh", "-c", command]
 
 
@@ -184,7 +188,7 @@ def _tasks_of(uid: int) -> int:
     """Tasks (processes and threads) of ``uid`` on this machine: RLIMIT_NPROC counts them all."""
     count = 0
     for status in Path("/proc").glob("[0-9]*/status"):
-        with _ignored(OSError, ValueError, IndexError):
+        with suppress(OSError, ValueError, IndexError):
             text = status.read_text()
             if int(text.split("\nUid:", 1)[1].split()[0]) == uid:
                 count += int(text.split("\nThreads:", 1)[1].split()[0])

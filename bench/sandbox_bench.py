@@ -6,7 +6,8 @@ of a job goes through, once under the ``bwrap`` policy and once under ``none``, 
 Python file of a few hundred lines. The commands: ``true`` (the bare cost of a shell),
 ``python -c pass`` (an interpreter start) and ``ruff check --select E,F`` on the file (what a
 job runs after every batch of edits). Reported per command: median milliseconds on each side,
-the ratio and the difference.
+the ratio and the difference, and the fastest run of each side (the least disturbed by other
+load on a shared machine); the load average before and after is recorded too.
 
 Run from the project root: ``.venv/bin/python bench/sandbox_bench.py [--runs 30]``. It prints
 a table and writes everything to ``bench/results/sandbox.json``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -69,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     if why := sandbox.problem("bwrap"):
         raise SystemExit(why)
-    rows = []
+    rows, load_before = [], os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
         file = Path(tmp) / "money.py"
         file.write_text(SAMPLE)
@@ -79,13 +81,20 @@ def main() -> None:
             bwrap, none = (statistics.median(times[s]) for s in ("bwrap", "none"))
             rows.append({
                 "command": name, "bwrap_ms": bwrap, "none_ms": none,
-                "ratio": bwrap / none, "extra_ms": bwrap - none, "samples": times,
+                "ratio": bwrap / none, "extra_ms": bwrap - none,
+                "bwrap_best_ms": min(times["bwrap"]), "none_best_ms": min(times["none"]),
+                "samples": times,
             })  # fmt: skip
-    print(f"{'command':<22}{'bwrap ms':>10}{'none ms':>10}{'ratio':>8}{'extra ms':>10}")
+    load = {"before": load_before, "after": os.getloadavg()}
+    print(
+        f"{'command':<22}{'bwrap ms':>10}{'none ms':>10}{'ratio':>8}{'extra ms':>10}"
+        f"{'best bwrap':>12}{'best none':>11}"
+    )
     for row in rows:
         print(
             f"{row['command']:<22}{row['bwrap_ms']:>10.1f}{row['none_ms']:>10.1f}"
             f"{row['ratio']:>7.2f}x{row['extra_ms']:>10.1f}"
+            f"{row['bwrap_best_ms']:>12.1f}{row['none_best_ms']:>11.1f}"
         )
     out = ROOT / "bench" / "results" / "sandbox.json"
     out.parent.mkdir(exist_ok=True)
@@ -94,13 +103,17 @@ def main() -> None:
             {
                 "runs": args.runs,
                 "rows": rows,
+                "load_average": load,
                 "machine": {"platform": platform.platform(), "python": platform.python_version()},
                 "revision": project_revision(),
             },
             indent=1,
         )
     )
-    print(f"medians of {args.runs} runs each; written to {out.relative_to(ROOT)}")
+    print(
+        f"medians of {args.runs} runs each; load average {load_before[0]:.1f} before, "
+        f"{load['after'][0]:.1f} after; written to {out.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

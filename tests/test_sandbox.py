@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +24,7 @@ from activities._proc import run_command
 from agentparallels import validate
 from agentparallels.errors import BREAKER_OPEN, SANDBOX_UNAVAILABLE, UsageError
 from agentparallels.models import CommandEdit, RefactorInput
-from tests.repos import make_repo, snapshot, start_job
+from tests.repos import git, make_repo, snapshot, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 BWRAP = sandbox.Policy()
@@ -124,21 +127,24 @@ def test_a_fork_bomb_is_stopped_by_the_process_limit(wt: Path) -> None:
     assert "[sandbox: the process limit (32) refused" in done.output
 
 
+FORKER = """
+import os, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        n += 1
+except OSError as e:
+    print("forks", n, e.errno)
+"""
+
+
 def test_forks_beyond_the_limit_fail_and_nothing_outlives_the_command(wt: Path) -> None:
     """Forking in a loop gets fewer children than the cap; the sleeping children are killed
     with the command (its pid namespace ends with it) instead of holding it open."""
-    script = (
-        "import os, time\n"
-        "n = 0\n"
-        "try:\n"
-        "    while True:\n"
-        "        if os.fork() == 0:\n"
-        "            time.sleep(60); os._exit(0)\n"
-        "        n += 1\n"
-        "except OSError as e:\n"
-        "    print('forks', n, e.errno)\n"
-    )
-    (wt / "forker.py").write_text(script)
+    (wt / "forker.py").write_text(FORKER)
     started = time.monotonic()
     done = run_command(f"{sys.executable} forker.py", wt, 50, sandbox.Policy(processes=32))
     assert time.monotonic() - started < 30
@@ -222,4 +228,84 @@ def test_the_cli_refuses_a_sandboxed_job_without_bwrap(tmp_path: Path) -> None:
     assert done.stderr.count("agentparallels: error:") == 1 and "Traceback" not in done.stderr
     assert "bubblewrap (bwrap), not on PATH" in done.stderr
     assert "apt-get install bubblewrap" in done.stderr and "--sandbox none" in done.stderr
+    assert snapshot(repo) == before
+
+
+FORK_AS_USER = """
+import json, sys
+from pathlib import Path
+from activities import sandbox
+from activities._proc import run_command
+done = run_command(sys.argv[2] + " forker.py", Path(sys.argv[1]), 50, sandbox.Policy(processes=32))
+print(json.dumps({"output": done.output, "problem": sandbox.problem()}))
+"""
+
+
+def test_a_non_root_worker_caps_processes_with_rlimit_nproc() -> None:
+    """A worker that is not root has no pids cgroup: RLIMIT_NPROC, counted in the sandbox's own
+    user namespace, stops a fork loop there too. (Run as root, the test runs that worker as
+    ``nobody`` with setpriv.)"""
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-nobody-"))  # pytest's tmp is root-only
+    try:
+        (folder / "forker.py").write_text(FORKER)
+        os.chmod(folder, 0o777)
+        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        # An interpreter ``nobody`` may run inside the sandbox (this one may live under /root).
+        inner = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        run = subprocess.run(
+            [*(user if os.geteuid() == 0 else []), sys.executable, "-c", FORK_AS_USER,
+             str(folder), inner],
+            capture_output=True, text=True, timeout=120, cwd=folder,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert report["problem"] is None
+        word, count, errno = report["output"].split("\n")[0].split()
+        assert word == "forks" and int(count) <= 32 and errno == "11"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_git_works_but_the_worktree_cannot_be_pointed_elsewhere(tmp_path: Path) -> None:
+    """In a linked worktree (as the job uses), git reads its repository inside the sandbox, but
+    the ``.git`` file cannot be rewritten or removed: a command cannot point the worker's own
+    later git commands at a repository of its making."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    git(repo, "worktree", "add", "--quiet", "--detach", str(tmp_path / "linked"))
+    linked = tmp_path / "linked"
+    pointer = (linked / ".git").read_text()
+    listed = run_command("git ls-files", linked, 30, BWRAP)
+    assert listed.ok and listed.output.strip() == "a.py", listed.output
+    for attack in ("echo 'gitdir: /tmp/evil' > .git", "rm -f .git", "mv .git moved"):
+        done = run_command(attack, linked, 30, BWRAP)
+        assert not done.ok, attack
+    assert (linked / ".git").read_text() == pointer
+
+
+async def test_a_worker_without_bwrap_fails_the_job_closed(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that cannot build the sandbox (PATH without bwrap) refuses the edit step before
+    running anything, without retrying; the job fails and the repository is as before."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    before = snapshot(repo)
+    marker = tmp_path / "ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "git")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    job = RefactorInput(
+        repository=str(repo), edit=CommandEdit(command=f"touch {marker}; echo >> {{file}}")
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    cause = failure.value.cause
+    while cause.__cause__ is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    assert isinstance(cause, ApplicationError) and cause.type == SANDBOX_UNAVAILABLE
+    assert "apt-get install bubblewrap" in cause.message
+    assert "--sandbox none" in cause.message
+    assert not marker.exists()
     assert snapshot(repo) == before
