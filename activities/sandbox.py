@@ -17,6 +17,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -149,7 +150,7 @@ class Jail:
                 break
             for pid in pids:
                 with suppress(OSError):
-                    os.kill(int(pid), 9)
+                    os.kill(int(pid), signal.SIGKILL)
             time.sleep(0.01)
         with suppress(OSError):
             self.cgroup.rmdir()
