@@ -25,6 +25,7 @@ from temporalio.worker import Worker
 
 import activities
 import workflows
+from activities import sandbox
 from activities._workspace import collect_garbage
 from activities.llm import call_model
 from agentparallels import tracing
@@ -145,6 +146,8 @@ async def run(options: WorkerOptions, client: Client | None = None) -> None:
         client = await connect()
     for stale in collect_garbage():
         print(f"removed stale worktrees {stale}", flush=True)
+    if why := sandbox.problem("bwrap"):
+        print(f"warning: {why}; jobs with --sandbox bwrap (the default) fail here", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,7 +7,7 @@ from datetime import timedelta
 import git
 from temporalio.exceptions import ApplicationError
 
-from activities import _git
+from activities import _git, bulkhead, sandbox
 from activities._defn import defn
 from activities._workspace import editing, scratch_worktree
 from activities.checks import format_files, uses_ruff, verify
@@ -103,6 +103,8 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     Idempotent: if an earlier attempt already pushed its commits on top of ``inp.checkpoint``
     (its worker died before reporting), they are reported and nothing is redone.
     """
+    sandbox.require(inp.sandbox)  # fail closed before anything is changed
+    policy = sandbox.Policy(mode=inp.sandbox)
     job, ref = inp.shard.job, inp.shard.ref
     remote = _git.remote_ref(job.repository, ref)
     # Until its first commit, a shard's branch does not exist: it is at the base.
@@ -111,17 +113,19 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         return _earlier_attempt(inp, remote)
     with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
         failure: EditOutcome | None = None
+        bulkhead.check_paths(wt, inp.paths, inp.scope)
         try:
             editor_for(inp.edit).apply(wt, inp)
             applied = list(inp.paths)
         except EditFailed as e:
             applied = list(inp.paths[: inp.paths.index(e.path)])
             failure = _failed(e.path, inp.checkpoint, e.command, e.output)
+        bulkhead.contain(wt, inp.paths, inp.scope, describe(inp.edit))
         changed = set(_git.changed_paths(wt))
         edited = [p for p in applied if p in changed]
         if inp.ruff_format:
-            format_files(wt, edited, inp.timeout_s)
-        bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s)
+            format_files(wt, edited, inp.timeout_s, policy)
+        bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s, policy)
         if bad:
             path, command, done = bad
             applied = applied[: applied.index(path)]

@@ -190,6 +190,13 @@ def build_parser() -> Parser:
         metavar="SECONDS",
         help="limit of each edit, check and test command (default %(default)s)",
     )
+    ref.add_argument(
+        "--sandbox",
+        choices=["bwrap", "none"],
+        default=limits.sandbox,
+        help="run edit, check and test commands in bubblewrap (read-only system, writable "
+        "worktree, no network, no secrets) or unconfined (default %(default)s)",
+    )
     ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
     ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
     ref.add_argument(
@@ -285,6 +292,8 @@ async def refactor(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.apply:
         validate.clean_for_apply(repository)
+    if not args.no_worker:  # a separate worker checks its own machine
+        validate.sandbox(args.sandbox)
     job = RefactorInput(
         repository=repository,
         base_ref=args.base,
@@ -298,6 +307,7 @@ async def refactor(args: argparse.Namespace) -> int:
             batch_files=args.batch_files,
             breaker_threshold=args.breaker_threshold,
             command_timeout_s=args.timeout,
+            sandbox=args.sandbox,
         ),
         budget=BudgetLimits(total=args.budget_tokens),
         prices=validate.prices(args.price or []),

@@ -57,6 +57,9 @@ class ModelEdit(Value):
 
 EditSpec = Annotated[RenameEdit | CommandEdit | ModelEdit, Field(discriminator="kind")]
 
+SandboxMode = Literal["bwrap", "none"]
+"""How tool commands run: in a bubblewrap sandbox, or unconfined (see docs/isolation.md)."""
+
 
 class Limits(Value):
     """Bounds of one job."""
@@ -75,6 +78,9 @@ class Limits(Value):
     """Wall-clock limit, in seconds, of each edit, check or test command."""
     verify_rules: str = "E9,F63,F7,F82"
     """The ruff rules every edited file must pass: syntax errors and undefined names by default."""
+    sandbox: SandboxMode = "bwrap"
+    """Where edit, check and test commands run: ``bwrap`` (read-only system, writable worktree,
+    no network, no secrets, resource limits) or ``none``."""
 
 
 class RefactorInput(Value):
@@ -187,6 +193,9 @@ class EditBatchInput(Value):
     check_cmd: str | None = None
     verify_rules: str = Limits().verify_rules
     timeout_s: float = Limits().command_timeout_s
+    sandbox: SandboxMode = "bwrap"
+    scope: tuple[str, ...] = ()
+    """Every path the step may change (the bulkhead): the shard's files. Empty: ``paths``."""
     answer: str | None = None
     """For a model edit (one file): the model's answer, a whole file or a unified diff."""
 
@@ -235,6 +244,7 @@ class CheckInput(Value):
     commit: str
     command: str
     timeout_s: float
+    sandbox: SandboxMode = "bwrap"
 
 
 class CheckRun(Value):

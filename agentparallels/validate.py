@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agentparallels.errors import UsageError
 from agentparallels.llm import Price, split_model
-from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
+from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit, SandboxMode
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -144,3 +144,12 @@ def prices(specs: list[str]) -> dict[str, Price]:
                 f"(e.g. openai:gpt-4.1=2,8), not '{spec}'"
             ) from None
     return found
+
+
+def sandbox(mode: SandboxMode) -> None:
+    """Fail closed: the sandbox asked for must be buildable here (the worker checks again)."""
+    from activities import sandbox as tool_sandbox
+
+    why = tool_sandbox.problem(mode)
+    if why:
+        raise UsageError(f"{why}; or pass --sandbox none to run tool commands unconfined")

@@ -174,6 +174,7 @@ class RefactorWorkflow:
                     commit=merged,
                     command=inp.test_cmd,
                     timeout_s=inp.limits.command_timeout_s,
+                    sandbox=inp.limits.sandbox,
                 ),
                 summary=f"test: {inp.test_cmd}",
                 start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),

@@ -105,6 +105,9 @@ class ShardWorkflow:
                         check_cmd=inp.check_cmd,
                         verify_rules=limits.verify_rules,
                         timeout_s=limits.command_timeout_s,
+                        sandbox=limits.sandbox,
+                        # A model edit's step is one file, its own scope (and history stays small).
+                        scope=inp.shard.files if model is None else (),
                         answer=answer,
                     ),
                     summary=f"edit {batch[0]}"
