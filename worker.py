@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 import activities
 import workflows
 from activities._workspace import collect_garbage
-from agentparallels import logs
+from agentparallels import logs, tokens
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 
@@ -52,6 +52,7 @@ def build_worker(
 ) -> Worker:
     """A worker with every workflow and activity registered (the client carries the pydantic
     data converter). Activities are blocking, so they run in a thread pool of their own."""
+    tokens.encoding()  # loaded here, once, so that workflow code counting tokens reads no file
     return Worker(
         client,
         task_queue=options.task_queue,

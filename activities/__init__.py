@@ -5,6 +5,7 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
+from activities.agent import run_tool
 from activities.checks import run_check
 from activities.git_ops import (
     cleanup,
@@ -26,6 +27,7 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    run_tool,
 ]
 
 __all__ = ["ALL"]
