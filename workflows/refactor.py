@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         ShardProgress,
         ShardResult,
     )
+    from agentparallels.progress import budget as budget_line
 
 
 @workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
@@ -281,10 +282,7 @@ class RefactorWorkflow:
         )
         tokens = ""
         if p.tokens or self._budget.total is not None:
-            tokens = "\n\ntokens: " + ", ".join(
-                f"{b.phase} {b.spent}" + (f"/{b.allowance}" if b.allowance is not None else "")
-                for b in p.budget
-            )
+            tokens = f"\n\ntokens: {budget_line(p)}"
         workflow.set_current_details(
             f"**{p.phase}**: {p.files_done}/{p.files_total} files{tokens}{table}"
         )
