@@ -82,7 +82,7 @@ async def chain(client: Client, workflow_id: str, run_id: str) -> list[WorkflowH
     return histories
 
 
-@pytest.mark.slow  # 1,000+ activities in a row: some 16 s on an idle machine, a minute on a busy one
+@pytest.mark.slow  # 1,100 activities in a row: about a minute on a busy 2-core machine
 async def test_a_thousand_turns_continue_as_new_with_every_run_bounded(
     client: Client, task_queue: str, fake: FakeLLM
 ) -> None:
