@@ -33,9 +33,18 @@ SUMMARISE_SYSTEM = (
 )
 
 
+def count(text: str) -> int:
+    """``tokens.count``, callable from workflow code. The first count in a process loads the
+    encoding (the same installed file every time, so still deterministic) through tiktoken's
+    plugin import, which the sandbox must let through unrestricted. Workers load it at start,
+    so this matters only where nothing has yet: a standalone replayer, say."""
+    with workflow.unsafe.sandbox_unrestricted(), workflow.unsafe.imports_passed_through():
+        return tokens.count(text)
+
+
 def context_tokens(messages: tuple[Message, ...] | list[Message]) -> int:
-    """The conversation's size in tokens, as ``tokens.count`` measures it."""
-    return sum(tokens.count(m.content) + MESSAGE_OVERHEAD for m in messages)
+    """The conversation's size in tokens."""
+    return sum(count(m.content) + MESSAGE_OVERHEAD for m in messages)
 
 
 def window(model: str, policy: Compaction) -> int:
@@ -82,7 +91,7 @@ async def compact(
     if not oldest:
         return messages
     room = int(policy.threshold * window(model, policy)) - policy.summary_tokens
-    room -= tokens.count(SUMMARISE_SYSTEM) + 2 * MESSAGE_OVERHEAD
+    room -= count(SUMMARISE_SYSTEM) + 2 * MESSAGE_OVERHEAD
     taken = 1
     while taken < len(oldest) and context_tokens(oldest[: taken + 1]) <= room:
         taken += 1
