@@ -18,7 +18,7 @@ from temporalio.worker import Replayer
 
 import worker
 import workflows
-from agentparallels.agent import AgentLoopInput, AgentLoopResult
+from agentparallels.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
 from agentparallels.errors import BUDGET_EXCEEDED
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.llm import BudgetLimits, Compaction
@@ -194,3 +194,25 @@ async def test_the_budget_holds_across_continue_as_new(
     assert spent == 11 * calls  # 10 in, 1 out each, across every run
     assert spent <= 200 < spent + estimate
     assert len(await chain(client, handle.id, handle.first_execution_run_id)) > 1
+
+
+async def test_feedback_sent_by_signal_is_the_next_message(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """Without a tool, feedback signalled to the loop is its next user message (once), then
+    the next prompt again; the progress query reports the turns."""
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await client.start_workflow(
+            "AgentLoopWorkflow",
+            loop(fake, turns=3),
+            id=f"loop-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            start_signal="feedback",
+            start_signal_args=["FEEDBACK-1: use fewer words"],
+        )
+        await asyncio.wait_for(handle.result(), 60)
+        progress = await handle.query("progress", result_type=AgentLoopProgress)
+    last = [contents(r.body)[-1] for r in fake.requests]
+    assert last == ["TASK-0: say ok", "FEEDBACK-1: use fewer words", "Continue."]
+    assert (progress.turn, progress.turns, progress.runs, progress.compactions) == (3, 3, 1, 0)
+    assert progress.tokens == 33
