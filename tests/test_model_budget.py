@@ -13,8 +13,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
 
+    from agentparallels import progress
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.llm import BudgetLimits, Price, Usage, output_model
+    from agentparallels.models import PhaseBudget, Progress
     from tests.test_model_calls import (  # noqa: F401 - fixtures are used by name
         CONVERSATION,
         PROVIDERS,
@@ -273,3 +275,24 @@ async def test_execute_runs_out_while_verify_keeps_its_reserve(
         "stopped before a model call that could take up to 10 tokens: 60 are spent of the "
         "execute budget of 60 tokens (execute: 60, verify: 30); raise the budget to go on"
     )
+
+
+def test_status_shows_each_phase_against_its_allowance() -> None:
+    """`agentparallels status` prints a tokens row: spent/allowance per phase."""
+    p = Progress(
+        job_id="j",
+        phase="edit",
+        tokens=45,
+        budget=(
+            PhaseBudget(phase="plan", spent=0, allowance=100),
+            PhaseBudget(phase="execute", spent=40, allowance=800),
+            PhaseBudget(phase="verify", spent=5, allowance=960),
+        ),
+    )
+    assert progress.table(p).splitlines()[1] == (
+        "  tokens: plan 0/100, execute 40/800, verify 5/960"
+    )
+    unlimited = p.model_copy(
+        update={"budget": (PhaseBudget(phase="execute", spent=45, allowance=None),)}
+    )
+    assert progress.budget(unlimited) == "execute 45"
