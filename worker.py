@@ -28,7 +28,7 @@ import workflows
 from activities import sandbox
 from activities._workspace import collect_garbage
 from activities.llm import call_model
-from agentparallels import tracing
+from agentparallels import tokens, tracing
 from agentparallels.errors import UsageError
 from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
@@ -102,6 +102,7 @@ def build_worker(
     data converter), on the task queue and on each capability's queue; beside each of those,
     one for the model calls of its workflows (``<queue>.model``), rate-limited if asked.
     Activities are blocking, so they run in a thread pool of their own."""
+    tokens.encoding()  # loaded here, once, so that workflow code counting tokens reads no file
     queues = [options.task_queue]
     queues += [capability_queue(options.task_queue, c) for c in options.capabilities]
     group: list[Worker] = []

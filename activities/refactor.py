@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import git
 from temporalio.exceptions import ApplicationError
@@ -12,6 +13,7 @@ from activities._defn import defn
 from activities._workspace import editing, scratch_worktree
 from activities.checks import format_files, uses_ruff, verify
 from activities.editors import EditFailed, PlanRejected, editor_for
+from agentparallels import tokens
 from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,
@@ -76,7 +78,7 @@ def plan(inp: PlanInput) -> Plan:
                 files = editor.plan(wt)
             except PlanRejected as e:
                 raise bad_input(str(e)) from None
-            return Plan(base_commit=base, files=tuple(files), ruff_format=ruff_format)
+            return _plan(cache, base, None, files, ruff_format)
         change = _git.remote_ref(inp.repository, change_ref)
         if change is None:  # not computed by an earlier attempt
             try:
@@ -91,7 +93,33 @@ def plan(inp: PlanInput) -> Plan:
         _git.ensure_commit(cache, inp.repository, change)
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
-    return Plan(base_commit=base, files=tuple(files), change_commit=change, ruff_format=ruff_format)
+    return _plan(cache, base, change, files, ruff_format)
+
+
+def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_format: bool) -> Plan:
+    """The plan, with each file's size in tokens (at the base; a file the change creates, as
+    it creates it), so the workflow can pack shards that fit a window."""
+    repo = git.Repo(cache)
+    trees = [repo.commit(base).tree] + ([repo.commit(change).tree] if change else [])
+    sizes = []
+    for path in files:
+        for tree in trees:
+            try:
+                blob = tree / path
+            except KeyError:
+                continue
+            sizes.append(tokens.count(blob.data_stream.read().decode("utf-8", "replace")))
+            break
+        else:
+            sizes.append(0)
+    repo.close()
+    return Plan(
+        base_commit=base,
+        files=tuple(files),
+        tokens=tuple(sizes),
+        change_commit=change,
+        ruff_format=ruff_format,
+    )
 
 
 @defn("refactor.edit_files", start_to_close=timedelta(minutes=30))

@@ -56,7 +56,6 @@ from agentparallels import (
 )
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
-from agentparallels.llm import BudgetLimits
 from agentparallels.models import (
     Limits,
     ModelEdit,
@@ -148,6 +147,12 @@ def build_parser() -> Parser:
         metavar="N",
         help="for --instruct: stop before the model calls spend more than N tokens",
     )
+    ref.add_argument(
+        "--phase-shares",
+        metavar="PHASE=SHARE,...",
+        help="with --budget-tokens: each phase's share of it, e.g. plan=0.1,execute=0.7,"
+        "verify=0.2 (the default); unspent budget flows forward to the later phases",
+    )
     ref.add_argument("--base", default="HEAD", help="commit to start from (default: HEAD)")
     ref.add_argument("--check-cmd", help="verify each edited file with this command too")
     ref.add_argument(
@@ -170,6 +175,13 @@ def build_parser() -> Parser:
         type=positive,
         default=limits.max_files_per_shard,
         help="files in a shard; small modules are packed (default %(default)s)",
+    )
+    ref.add_argument(
+        "--shard-tokens",
+        type=positive,
+        metavar="N",
+        help="most tokens of files in a shard, so each sub-agent's files fit its window "
+        "(default: no limit); a single larger file fails the plan",
     )
     ref.add_argument(
         "--batch-files",
@@ -304,12 +316,13 @@ async def refactor(args: argparse.Namespace) -> int:
         limits=Limits(
             parallel=args.parallel,
             max_files_per_shard=args.max_files_per_shard,
+            shard_tokens=args.shard_tokens,
             batch_files=args.batch_files,
             breaker_threshold=args.breaker_threshold,
             command_timeout_s=args.timeout,
             sandbox=args.sandbox,
         ),
-        budget=BudgetLimits(total=args.budget_tokens),
+        budget=validate.budget(args.budget_tokens, args.phase_shares),
         prices=validate.prices(args.price or []),
         **approval_command.job_options(args),
     )

@@ -69,6 +69,10 @@ class Limits(Value):
     max_files_per_shard: int = Field(20, ge=1)
     """Most files in a shard: small modules are packed together up to this, a larger module
     is split."""
+    shard_tokens: int | None = Field(None, ge=1)
+    """Most tokens (counted at plan time) in a shard, so each sub-agent's files fit its
+    window: modules are packed whole while they fit, a larger one is split by files, and a
+    single file over it fails the plan (None: no token limit)."""
     batch_files: int = Field(20, ge=1)
     """Files one edit step handles: each file still gets its own verification and commit, but
     a batch's commits are pushed together, so a crashed worker redoes at most one batch."""
@@ -139,6 +143,8 @@ class Plan(Value):
 
     base_commit: str
     files: tuple[str, ...]
+    tokens: tuple[int, ...] = ()
+    """Each file's size in tokens, in the order of ``files``."""
     change_commit: str | None = None
     """For editors that compute all changes at once (rename): the commit holding them, kept
     reachable under the job's scratch refs. Children copy their files from it."""
@@ -151,6 +157,8 @@ class Shard(Value):
     modules: tuple[str, ...]
     """The modules (directories) whose files it holds, in order."""
     files: tuple[str, ...]
+    tokens: int = 0
+    """The files' size in tokens, as counted by the plan."""
 
     @property
     def label(self) -> str:
@@ -231,6 +239,8 @@ class ShardResult(Value):
     files_changed: tuple[str, ...]
     attempts: int
     usage: Usage = Usage()
+    phase_tokens: dict[str, int] = {}
+    """Tokens its model calls used, per budget phase."""
     cost_usd: float | None = 0.0
 
 
@@ -284,6 +294,18 @@ class ShardProgress(Value):
     """Consecutive failed verifications so far."""
     tokens: int = 0
     """Tokens its model calls used so far."""
+    phase_tokens: dict[str, int] = {}
+    """The same, per budget phase."""
+
+
+class PhaseBudget(Value):
+    """One phase of the job's token budget, as the progress query shows it."""
+
+    phase: str
+    spent: int
+    allowance: int | None
+    """What the phase may spend in all under the budget rule (its share plus the earlier
+    phases' unspent tokens); None when the job has no token budget."""
 
 
 class Progress(Value):
@@ -294,6 +316,8 @@ class Progress(Value):
     shards: tuple[ShardProgress, ...] = ()
     tokens: int = 0
     """Tokens of the job's model calls so far."""
+    budget: tuple[PhaseBudget, ...] = ()
+    """Tokens per phase (plan, execute, verify) against what each may spend."""
     message: str = ""
 
 

@@ -10,8 +10,10 @@ import keyword
 import subprocess
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agentparallels.errors import UsageError
-from agentparallels.llm import Price, split_model
+from agentparallels.llm import BudgetLimits, Price, split_model
 from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit, SandboxMode
 
 
@@ -153,3 +155,30 @@ def sandbox(mode: SandboxMode) -> None:
     why = tool_sandbox.problem(mode)
     if why:
         raise UsageError(f"{why}; or pass --sandbox none to run tool commands unconfined")
+
+
+def budget(total: int | None, shares: str | None) -> BudgetLimits:
+    """``--budget-tokens`` and ``--phase-shares plan=0.1,execute=0.7,verify=0.2``."""
+    if shares is None:
+        return BudgetLimits(total=total)
+    if total is None:
+        raise UsageError("--phase-shares divides --budget-tokens: give --budget-tokens N too")
+    parsed: dict[str, float] = {}
+    for part in shares.split(","):
+        phase, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            parsed[phase.strip()] = float(value)
+        except ValueError:
+            raise UsageError(
+                f"--phase-shares takes PHASE=SHARE,... (e.g. {_SHARES_EXAMPLE}), not '{shares}'"
+            ) from None
+    try:
+        return BudgetLimits(total=total, shares=parsed)
+    except ValidationError as e:
+        reason = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"--phase-shares {shares}: {reason} (e.g. {_SHARES_EXAMPLE})") from None
+
+
+_SHARES_EXAMPLE = "plan=0.1,execute=0.7,verify=0.2"
