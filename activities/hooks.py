@@ -18,7 +18,7 @@ import shlex
 from datetime import timedelta
 from pathlib import Path
 
-from activities import _git
+from activities import _git, sandbox
 from activities._defn import defn
 from activities._proc import run_command
 from activities._workspace import editing, scratch_worktree
@@ -50,7 +50,8 @@ def _with_env(command: str, env: dict[str, str]) -> str:
 
 def _run_in(wt: Path, inp: HookInput) -> HookRun:
     try:
-        done = run_command(_with_env(inp.command, hook_env(inp)), wt, inp.timeout_s)
+        policy = sandbox.Policy(mode=inp.sandbox)
+        done = run_command(_with_env(inp.command, hook_env(inp)), wt, inp.timeout_s, policy)
     finally:  # a hook votes; it does not edit
         _git.run(wt, "reset", "--quiet", "--hard", inp.commit)
         _git.run(wt, "clean", "--quiet", "-fd")

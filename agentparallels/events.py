@@ -106,6 +106,8 @@ class HookInput(Value):
     files: tuple[str, ...]
     shard: str | None = None
     timeout_s: float
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    """How the command is confined, as the job's other tool commands (``--sandbox``)."""
 
 
 class HookRun(Value):

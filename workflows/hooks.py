@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -34,6 +35,7 @@ async def run_hooks(
     files: Sequence[str],
     shard: str | None = None,
     timeout_s: float,
+    sandbox: Literal["bwrap", "none"] = "bwrap",
 ) -> None:
     """Run the hooks of ``point``, in order; raise at the first veto."""
     for hook in hooks:
@@ -51,6 +53,7 @@ async def run_hooks(
                 files=tuple(files),
                 shard=shard,
                 timeout_s=timeout_s,
+                sandbox=sandbox,
             ),
             summary=f"{point} hook: {hook.command}",
             start_to_close_timeout=timedelta(seconds=timeout_s + 120),
