@@ -371,6 +371,29 @@ async def test_pre_merge_hook_vetoes_the_merged_result(
     assert snapshot(repo) == before
 
 
+async def test_hooks_run_in_the_jobs_sandbox(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A hook is confined like every tool command: it cannot write outside the worktree (so
+    this one fails, and vetoes), unless the job runs with the sandbox off."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    hook = Hook(point="pre-edit", command=f"echo leaked > {outside}/leak")
+    repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n"})
+    job = RefactorInput(repository=str(repo), edit=APPEND, hooks=(hook,))
+    _, cause = await failed_job(client, task_queue, job)
+    assert cause.type == HOOK_VETOED and f"{outside}/leak" in cause.message
+    assert not (outside / "leak").exists()
+
+    unconfined = job.model_copy(update={"limits": Limits(sandbox="none")})
+    async with build(client, task_queue):
+        result = await asyncio.wait_for(
+            (await start_job(client, task_queue, unconfined)).result(), TIMEOUT
+        )
+    assert result.files_changed == ("a.py",)
+    assert (outside / "leak").read_text() == "leaked\n"
+
+
 async def test_pause_holds_the_job_and_unpause_lets_it_finish(
     env: WorkflowEnvironment,
     address: str,
