@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,8 @@ def held_edit_files(inp: EditBatchInput) -> EditBatchResult:
 
 
 @pytest.fixture
-def held() -> AsyncIterator[None]:
+def held() -> Iterator[None]:
+    """Edits of a.py wait until the test sets ``HOLD``."""
     HOLD.clear()
     HELD.clear()
     yield None
