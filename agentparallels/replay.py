@@ -26,8 +26,9 @@ class Replayed:
 
 def load(path: Path) -> WorkflowHistory:
     """A history saved as JSON (``temporal workflow show -o json`` or ``to_json()``); the file's
-    name, without ``.json``, is taken as the workflow id."""
-    return WorkflowHistory.from_json(path.stem, path.read_text())
+    name, without ``.json`` and with ``__`` read as ``/``, is taken as the workflow id (a child's
+    id contains ``/``; workflows that derive their children's ids from it need the real one)."""
+    return WorkflowHistory.from_json(path.stem.replace("__", "/"), path.read_text())
 
 
 async def histories_of(client: Client, job_id: str) -> list[WorkflowHistory]:

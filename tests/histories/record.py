@@ -1,10 +1,13 @@
 """Record the histories that tests/test_replay.py replays: run from the project root with
-``.venv/bin/python tests/histories/record.py`` after an intended change to workflow code
-(and add ``workflow.patched`` where running jobs must keep replaying)."""
+``.venv/bin/python tests/histories/record.py [GROUP ...]`` after an intended change to workflow
+code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor,
+agent-loop, review, orchestrator, pipeline (default: all). Recording a group overwrites its
+files; keep older recordings that exercise a ``workflow.patched`` branch by leaving it out."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -14,7 +17,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
+from temporalio import activity  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
 
 import worker  # noqa: E402
 from agentparallels import attributes  # noqa: E402
@@ -35,6 +40,15 @@ from agentparallels.models import (  # noqa: E402
 )
 from agentparallels.replay import histories_of  # noqa: E402
 from tests.repos import git, make_repo, src_layout_repo  # noqa: E402
+from workflows.pipeline import (  # noqa: E402
+    Gate,
+    GateInput,
+    PipelineInput,
+    PipelineWorkflow,
+    Stage,
+    Verdict,
+)
+from workflows.routing import ModelPlanner, OrchestratorInput  # noqa: E402
 
 
 async def approve_when_waiting(handle: Any) -> None:
@@ -73,7 +87,162 @@ async def record_review(client: Any, work: Path) -> None:
     print(f"wrote recorded-review.json ({len(history.events)} events)")
 
 
-async def main() -> None:
+async def save(client: Any, workflow_id: str) -> None:
+    """Write the history of ``workflow_id`` and of its children."""
+    for history in await histories_of(client, workflow_id):
+        target = HERE / f"{history.workflow_id.replace('/', '__')}.json"
+        target.write_text(history.to_json())
+        print(f"wrote {target.name} ({len(history.events)} events)")
+
+
+async def record_refactor(client: Any, work: Path) -> None:
+    """Refactor jobs: rename, a codemod stopped by the breaker, an approved job, hooks and a
+    pause, a model editor."""
+    with FakeLLM(
+        [{"content": "```python\ndef broken(:\n```"}, {"content": "```python\nX = 2\n```"}]
+    ) as fake:
+        jobs = {
+            "rename": RefactorInput(
+                repository=str(src_layout_repo(work / "a")),
+                edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
+                test_cmd="true",
+                limits=Limits(max_files_per_shard=2),
+            ),
+            "codemod-breaker": RefactorInput(
+                repository=str(src_layout_repo(work / "b")),
+                edit=CommandEdit(command="exit 1; {file}"),
+            ),
+            "approved": RefactorInput(
+                repository=str(src_layout_repo(work / "d")),
+                edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
+                test_cmd="true",
+                approval=ApprovalOptions(timeout_s=600),
+            ),
+            "choreography": RefactorInput(
+                repository=str(make_repo(work / "f", {"a.py": "A = 1\n", "pkg/b.py": ""})),
+                edit=CommandEdit(command="echo '# edited' >> {file}"),
+                hooks=(
+                    Hook(point="pre-edit", command="true"),
+                    Hook(point="post-edit", command='test -n "$AGENTPARALLELS_FILES"'),
+                    Hook(point="pre-merge", command="true"),
+                ),
+                subscribers=("recorded-nobody-listens",),
+            ),
+            "model": RefactorInput(
+                repository=str(make_repo(work / "c", {"m.py": "X = 1\n"})),
+                edit=ModelEdit(
+                    instruct="make X 2", model="openai:fake", base_url=fake.openai_base_url
+                ),
+            ),
+        }
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
+            for name, job in jobs.items():
+                handle = await client.start_workflow(
+                    "RefactorWorkflow", job, id=f"recorded-{name}", task_queue="record"
+                )
+                if job.approval is not None:
+                    await approve_when_waiting(handle)
+                if job.hooks:
+                    await pause_then_unpause(handle)
+                try:
+                    await handle.result()
+                except Exception as e:  # the breaker job fails on purpose
+                    print(f"{name}: {type(e).__name__}")
+                await save(client, handle.id)
+
+
+async def record_agent_loop(client: Any, work: Path) -> None:
+    """An agent loop long enough to compact its conversation (summary calls)."""
+    with FakeLLM([], default={"content": "ok " * 20}) as fake:
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
+            # An agent loop long enough to compact its conversation (summary calls).
+            loop = AgentLoopInput(
+                task="say ok",
+                model="openai:fake",
+                base_url=fake.openai_base_url,
+                turns=10,
+                compaction=Compaction(window_tokens=300, keep_turns=2, summary_tokens=16),
+            )
+            handle = await client.start_workflow(
+                "AgentLoopWorkflow", loop, id="recorded-agent-loop", task_queue="record"
+            )
+            await handle.result()
+            (HERE / "recorded-agent-loop.json").write_text((await handle.fetch_history()).to_json())
+            print("wrote recorded-agent-loop.json")
+
+
+async def record_orchestrator(client: Any, work: Path) -> None:
+    """A model plans two sub-tasks; each runs on the worker advertising its capability."""
+    repo = make_repo(work / "g", {"a.py": "A = 1\n", "docs/guide.md": "# Guide\n"})
+    plan = {"tasks": [
+        {"kind": "refactor", "title": "constants", "input": {
+            "repository": str(repo), "edit": {"kind": "command", "command": "sed -i s/A/B/ {file}",
+                                               "files": ["a.py"]}}},
+        {"kind": "docs", "title": "guide", "input": {
+            "repository": str(repo), "edit": {"kind": "command", "command": "echo ok >> {file}",
+                                               "files": ["docs/*.md"]}}},
+    ]}  # fmt: skip
+    with FakeLLM([{"content": json.dumps(plan)}]) as fake:
+        options = worker.WorkerOptions(task_queue="record", capabilities=("python", "docs"))
+        async with worker.build_worker(client, options):
+            inp = OrchestratorInput(
+                goal="rename A to B and touch the guide",
+                planner=ModelPlanner(model="openai:fake", base_url=fake.openai_base_url),
+            )
+            handle = await client.start_workflow(
+                "OrchestratorWorkflow", inp, id="recorded-orchestrator", task_queue="record"
+            )
+            await handle.result()
+    await save(client, handle.id)
+
+
+@activity.defn(name="record.shout")
+async def shout(text: str) -> str:
+    return text.upper()
+
+
+@activity.defn(name="record.not_empty")
+async def not_empty(inp: GateInput) -> Verdict:
+    return Verdict(passed=bool(inp.output), reason="" if inp.output else "nothing came out")
+
+
+async def record_pipeline(client: Any, work: Path) -> None:
+    """Two activity stages, each judged by a gate."""
+    stages = (
+        Stage(name="shout", kind="activity", target="record.shout",
+              gate=Gate(activity="record.not_empty")),
+        Stage(name="again", kind="activity", target="record.shout",
+              gate=Gate(activity="record.not_empty")),
+    )  # fmt: skip
+    async with Worker(
+        client,
+        task_queue="record-pipeline",
+        workflows=[PipelineWorkflow],
+        activities=[shout, not_empty],
+    ):
+        handle = await client.start_workflow(
+            "PipelineWorkflow",
+            PipelineInput(stages=stages, input="hello"),
+            id="recorded-pipeline",
+            task_queue="record-pipeline",
+        )
+        await handle.result()
+    await save(client, handle.id)
+
+
+GROUPS = {
+    "refactor": record_refactor,
+    "agent-loop": record_agent_loop,
+    "review": record_review,
+    "orchestrator": record_orchestrator,
+    "pipeline": record_pipeline,
+}
+
+
+async def main(groups: list[str]) -> None:
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise SystemExit(f"unknown group {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     work = Path(tempfile.mkdtemp(prefix="record-"))
     os.environ["AGENTPARALLELS_CACHE_DIR"] = str(work / "cache")
     os.environ["OPENAI_API_KEY"] = "sk-recording"
@@ -83,82 +252,11 @@ async def main() -> None:
         search_attributes=attributes.ALL,
     )
     async with env:
-        client = env.client
-        with FakeLLM(
-            [{"content": "```python\ndef broken(:\n```"}, {"content": "```python\nX = 2\n```"}],
-            default={"content": "ok " * 20},
-        ) as fake:
-            jobs = {
-                "rename": RefactorInput(
-                    repository=str(src_layout_repo(work / "a")),
-                    edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
-                    test_cmd="true",
-                    limits=Limits(max_files_per_shard=2),
-                ),
-                "codemod-breaker": RefactorInput(
-                    repository=str(src_layout_repo(work / "b")),
-                    edit=CommandEdit(command="exit 1; {file}"),
-                ),
-                "approved": RefactorInput(
-                    repository=str(src_layout_repo(work / "d")),
-                    edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
-                    test_cmd="true",
-                    approval=ApprovalOptions(timeout_s=600),
-                ),
-                "choreography": RefactorInput(
-                    repository=str(make_repo(work / "f", {"a.py": "A = 1\n", "pkg/b.py": ""})),
-                    edit=CommandEdit(command="echo '# edited' >> {file}"),
-                    hooks=(
-                        Hook(point="pre-edit", command="true"),
-                        Hook(point="post-edit", command='test -n "$AGENTPARALLELS_FILES"'),
-                        Hook(point="pre-merge", command="true"),
-                    ),
-                    subscribers=("recorded-nobody-listens",),
-                ),
-                "model": RefactorInput(
-                    repository=str(make_repo(work / "c", {"m.py": "X = 1\n"})),
-                    edit=ModelEdit(
-                        instruct="make X 2", model="openai:fake", base_url=fake.openai_base_url
-                    ),
-                ),
-            }
-            async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
-                for name, job in jobs.items():
-                    handle = await client.start_workflow(
-                        "RefactorWorkflow", job, id=f"recorded-{name}", task_queue="record"
-                    )
-                    if job.approval is not None:
-                        await approve_when_waiting(handle)
-                    if job.hooks:
-                        await pause_then_unpause(handle)
-                    try:
-                        await handle.result()
-                    except Exception as e:  # the breaker job fails on purpose
-                        print(f"{name}: {type(e).__name__}")
-                    for history in await histories_of(client, handle.id):
-                        target = HERE / f"{history.workflow_id.replace('/', '__')}.json"
-                        target.write_text(history.to_json())
-                        print(f"wrote {target.name} ({len(history.events)} events)")
-                # An agent loop long enough to compact its conversation (summary calls).
-                loop = AgentLoopInput(
-                    task="say ok",
-                    model="openai:fake",
-                    base_url=fake.openai_base_url,
-                    turns=10,
-                    compaction=Compaction(window_tokens=300, keep_turns=2, summary_tokens=16),
-                )
-                handle = await client.start_workflow(
-                    "AgentLoopWorkflow", loop, id="recorded-agent-loop", task_queue="record"
-                )
-                await handle.result()
-                (HERE / "recorded-agent-loop.json").write_text(
-                    (await handle.fetch_history()).to_json()
-                )
-                print("wrote recorded-agent-loop.json")
-        await record_review(client, work)
+        for group in groups or list(GROUPS):
+            await GROUPS[group](env.client, work)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))
     sys.stdout.flush()
     os._exit(0)
