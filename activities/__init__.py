@@ -14,6 +14,7 @@ from activities.git_ops import (
     set_ref,
 )
 from activities.llm import call_model
+from activities.progress_log import open_log, record_shard
 from activities.refactor import edit_files, plan
 
 ALL = [
@@ -26,6 +27,8 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    open_log,
+    record_shard,
 ]
 
 __all__ = ["ALL"]

@@ -22,10 +22,13 @@ from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import module_of, shard_files
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
+PROGRESS_LOG = "progress-log"
+"""Patch id of the write-ahead progress log: runs started before it replay without it."""
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
+    from activities.progress_log import open_log, record_shard
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.errors import CHECK_FAILED
@@ -48,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ShardProgress,
         ShardResult,
     )
+    from agentparallels.progress_log import OpenLogInput, ShardDoneInput
 
 
 @workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
@@ -56,6 +60,9 @@ class RefactorWorkflow:
         self._usage = Usage()
         self._progress = Progress(job_id="", phase="queued")
         self._shards: dict[str, ShardProgress] = {}
+        self._reused: dict[str, ShardResult] = {}
+        """Shards an earlier run of the job finished, taken over instead of run again."""
+        self._logged = False
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -75,6 +82,7 @@ class RefactorWorkflow:
         self._progress = Progress(job_id=job_id, phase="plan")
         job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
         saga = Saga()
+        self._logged = workflow.patched(PROGRESS_LOG)
         try:
             self._phase("plan")
             the_plan = await call(
@@ -95,6 +103,17 @@ class RefactorWorkflow:
                 for s in shards
             }
             self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
+            if self._logged and shards:
+                self._reused = await call(
+                    open_log,
+                    OpenLogInput(
+                        job=job,
+                        files_total=len(the_plan.files),
+                        shards=tuple(shards),
+                        offered=inp.reuse,
+                    ),
+                    summary="progress log: take over finished shards, record the plan",
+                )
 
             self._phase("edit")
             results = await gather_bounded(
@@ -187,6 +206,8 @@ class RefactorWorkflow:
         ruff_format: bool,
         saga: Saga,
     ) -> ShardResult:
+        if shard.name in self._reused:  # finished by an earlier run, its branch set again
+            return self._finished(job, shard, self._reused[shard.name], saga)
         self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": "running"})
         self._refresh()
         try:
@@ -212,6 +233,16 @@ class RefactorWorkflow:
             self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
             self._refresh()
             raise
+        self._finished(job, shard, result, saga)
+        if self._logged:
+            await call(
+                record_shard,
+                ShardDoneInput(job=job, result=result),
+                summary=f"progress log: {shard.name} done",
+            )
+        return result
+
+    def _finished(self, job: JobRef, shard: Shard, result: ShardResult, saga: Saga) -> ShardResult:
         ref = f"{job.scratch}/shards/{shard.name}"
         saga.add(
             f"shard {shard.name}", lambda: call(set_ref, RefUpdate(job=job, ref=ref, target=None))
@@ -286,6 +317,7 @@ class RefactorWorkflow:
             applied=published.applied if published else False,
             apply_note=published.apply_note if published else "",
             usage=sum((r.usage for r in results), Usage()),
+            reused_shards=tuple(sorted(self._reused)),
             cost_usd=None
             if any(r.cost_usd is None for r in results)
             else sum(r.cost_usd or 0.0 for r in results),
