@@ -6,6 +6,7 @@
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
     agentparallels status JOB [--follow]        show a job's progress or outcome
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels resume JOB [--test-cmd ...]  run a failed job again, keeping finished shards
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
 
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -200,6 +202,12 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+    status.add_argument(
+        "--repo",
+        metavar="PATH",
+        help="when Temporal has no history of the job: read its progress log from this "
+        "repository (default: the current directory's)",
+    )
     status.set_defaults(handler=status_command)
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
@@ -211,6 +219,24 @@ def build_parser() -> Parser:
         help="do not run a worker in this process for the rollback",
     )
     cancel.set_defaults(handler=cancel_command)
+
+    resume = sub.add_parser(
+        "resume", help="run a failed, cancelled or terminated job again, keeping finished shards"
+    )
+    resume.add_argument("job")
+    resume.add_argument("--test-cmd", help="replace the job's test command ('' for none)")
+    resume.add_argument("--check-cmd", help="replace the job's check command ('' for none)")
+    resume.add_argument(
+        "--timeout", type=positive, metavar="SECONDS", help="replace the job's command time limit"
+    )
+    resume.add_argument("--task-queue", help="default: the failed run's")
+    resume.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker in this process; a separate worker runs the job",
+    )
+    resume.add_argument("--detach", action="store_true", help="start the job and return at once")
+    resume.set_defaults(handler=resume_command)
     return parser
 
 
@@ -359,8 +385,15 @@ async def _existing(client: Client, job_id: str) -> WorkflowHandle[Any, Refactor
 
 
 async def status_command(args: argparse.Namespace) -> int:
-    client = await connect(autostart=False, announce=err)
-    handle = await _existing(client, args.job)
+    try:
+        client = await connect(autostart=False, announce=err)
+        handle = await _existing(client, args.job)
+    except UsageError:  # no history (or no server): the job's repository may still know it
+        logged = _logged(args.job, args.repo)
+        if logged is None:
+            raise
+        print(logged)
+        return 0
     desc = await handle.describe()
     if desc.status == WorkflowExecutionStatus.RUNNING:
         if args.follow:
@@ -375,6 +408,69 @@ async def status_command(args: argparse.Namespace) -> int:
             print(progress.table(p))
         return 0
     return await finish(handle, show=False)
+
+
+def _logged(job_id: str, repo: str | None) -> str | None:
+    """What the job's progress log in ``repo`` (default: the current directory's repository)
+    says; None when there is none. An explicit ``repo`` without a log is a usage error."""
+    from activities import progress_log
+
+    if repo is None:
+        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                               text=True)  # fmt: skip
+        if found.returncode != 0:
+            return None
+        repository = found.stdout.strip()
+    else:
+        repository = validate.repository(repo)
+    logged = progress_log.read(repository, job_id)
+    if logged is None and repo is not None:
+        raise UsageError(
+            f"no job {job_id}: Temporal has no history of it and {repository} no progress log"
+        )
+    return progress.logged(logged, repository) if logged else None
+
+
+async def resume_command(args: argparse.Namespace) -> int:
+    from agentparallels import resume
+
+    client = await connect(autostart=False, announce=err)
+    overrides = resume.Overrides(
+        test_cmd=args.test_cmd, check_cmd=args.check_cmd, timeout_s=args.timeout
+    )
+    again = await resume.prepare(client, args.job, overrides)
+    await attributes.register(client)
+    summary = await again.old.static_summary() or f"Refactor {again.input.repository}"
+    task_queue = args.task_queue or again.old.task_queue
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW,
+            again.input,
+            id=args.job,
+            task_queue=task_queue,
+            result_type=RefactorResult,
+            static_summary=summary.removesuffix(" (resumed)") + " (resumed)",
+            static_details=await again.old.static_details(),
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(attributes.JOB_KIND, "refactor"),
+                SearchAttributePair(attributes.REPOSITORY, again.input.repository),
+                SearchAttributePair(attributes.PHASE, "queued"),
+                SearchAttributePair(attributes.FILES_DONE, 0),
+            ]),
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError:
+        raise UsageError(f"job {args.job} was started again meanwhile; see its status") from None
+    err(
+        f"job {args.job} resumed; shards its earlier run finished, kept if still in reach: "
+        f"{', '.join(sorted(again.input.reuse)) or 'none'}"
+    )
+    if args.detach:
+        print(args.job)
+        return 0
+    async with in_process_worker(
+        client, args.task_queue or again.old.task_queue, not args.no_worker
+    ):
+        return await finish(handle, show=True)
 
 
 def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:
