@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 import activities
 import workflows
 from activities._workspace import collect_garbage
-from agentparallels import logs
+from agentparallels import tracing
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 
@@ -63,6 +63,7 @@ def build_worker(
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+        **tracing.worker_options(client),
     )
 
 
@@ -115,12 +116,11 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    """``python worker.py ...`` is ``agentparallels worker ...``: same flags, same errors."""
     from agentparallels.cli import exit_with
+    from agentparallels.cli import main as cli_main
 
-    logs.configure()
-    exit_with(lambda: asyncio.run(run(options_from(parser.parse_args(argv)))))
+    exit_with(lambda: cli_main(["worker", *(argv or [])]))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
+from activities.checklist import vote
 from activities.checks import run_check
 from activities.git_ops import (
     cleanup,
@@ -16,6 +17,7 @@ from activities.git_ops import (
 from activities.llm import call_model
 from activities.progress_log import open_log, record_shard
 from activities.refactor import edit_files, plan
+from activities.review import read_diff
 
 ALL = [
     plan,
@@ -29,6 +31,8 @@ ALL = [
     cleanup,
     open_log,
     record_shard,
+    vote,
+    read_diff,
 ]
 
 __all__ = ["ALL"]

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentparallels.tracing import traced_command
+
 OUTPUT_TAIL = 4000
 """Characters of a command's output kept for reports (its end, where the error usually is)."""
 
@@ -38,6 +40,7 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+@traced_command
 def run_command(command: str, cwd: Path, timeout_s: float) -> Finished:
     """Run ``command`` in a shell in ``cwd``; stdout and stderr are merged."""
     proc = subprocess.Popen(

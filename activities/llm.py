@@ -45,7 +45,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import _git
 from activities._defn import defn
-from agentparallels import errors
+from agentparallels import errors, tracing
 from agentparallels.llm import (
     KEY_VARIABLES,
     FileContext,
@@ -292,6 +292,7 @@ def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
 @defn(
     "llm.call", start_to_close=timedelta(minutes=10), heartbeat=timedelta(seconds=30), retry=RETRY
 )
+@tracing.traced_model_call
 async def call_model(req: ModelRequest) -> ModelAnswer:
     """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""
     try:
@@ -299,6 +300,7 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     except ValueError as e:
         raise _error(errors.MODEL_CONFIG, str(e)) from None
     messages = _messages(req)
+    tracing.note_prompt(messages)
     call = _openai if provider == "openai" else _anthropic
     try:
         answer = await call(req, name, messages)

@@ -4,11 +4,17 @@
     agentparallels worker                       run a worker
     agentparallels refactor PATH --rename ...   run the multi-file refactor job
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
-    agentparallels status JOB [--follow]        show a job's progress or outcome
+    agentparallels status JOB [--follow|--graph]   show a job's progress or outcome
+    agentparallels list [--repo P] [--phase P] [--status S] [--query Q]   find jobs
+    agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
+    agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
     agentparallels resume JOB [--test-cmd ...]  run a failed job again, keeping finished shards
+    agentparallels approve JOB | reject JOB --reason ...   decide on a job awaiting approval
+    agentparallels review PATH --ref BRANCH --model ...    a committee of models reviews a diff
     agentparallels replay JOB|FILE...           replay recorded histories against this code
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
+    agentparallels codec-server [--port N]      decrypts payloads for the Temporal UI and CLI
 
 Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
@@ -38,7 +45,17 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, devserver, logs, progress, validate
+from agentparallels import (
+    approval_command,
+    attributes,
+    devserver,
+    logs,
+    ops,
+    progress,
+    review_command,
+    tracing,
+    validate,
+)
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
 from agentparallels.llm import BudgetLimits
@@ -83,6 +100,9 @@ def build_parser() -> Parser:
     server.add_argument("--port", type=positive, default=devserver.DEFAULT_PORT)
     server.add_argument("--ui-port", type=positive, default=devserver.DEFAULT_UI_PORT)
     server.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+    server.add_argument(
+        "--ui-codec-endpoint", metavar="URL", help="codec server the UI decodes payloads with"
+    )
 
     worker = sub.add_parser("worker", help="run a worker for every workflow and activity")
     import worker as worker_module
@@ -180,7 +200,10 @@ def build_parser() -> Parser:
         help="do not run a worker in this process; a separate worker runs the job",
     )
     ref.add_argument("--detach", action="store_true", help="start the job and return at once")
+    approval_command.add_refactor_arguments(ref)
     ref.set_defaults(handler=refactor)
+    approval_command.add_parsers(sub)
+    review_command.add_parser(sub)
 
     again = sub.add_parser(
         "replay", help="replay a job's recorded history against the current code"
@@ -199,6 +222,19 @@ def build_parser() -> Parser:
         help="JSON file of answers and faults (see agentparallels/fake_llm.py)",
     )
 
+    codec = sub.add_parser(
+        "codec-server", help="serve the payload codec to the Temporal UI (decrypts with your key)"
+    )
+    codec.add_argument("--port", type=int, default=8081, help="port (default: %(default)s)")
+    codec.add_argument("--ip", default="127.0.0.1", help="address to listen on")
+    codec.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="URL",
+        help="origin of a Temporal UI allowed to call it (default: http://localhost:8233); "
+        "repeatable",
+    )
+
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
@@ -208,6 +244,7 @@ def build_parser() -> Parser:
         help="when Temporal has no history of the job: read its progress log from this "
         "repository (default: the current directory's)",
     )
+    status.add_argument("--graph", action="store_true", help="add the job's call graph (Mermaid)")
     status.set_defaults(handler=status_command)
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
@@ -237,6 +274,7 @@ def build_parser() -> Parser:
     )
     resume.add_argument("--detach", action="store_true", help="start the job and return at once")
     resume.set_defaults(handler=resume_command)
+    ops.add_parsers(sub)  # list, setup, graph
     return parser
 
 
@@ -289,6 +327,7 @@ async def refactor(args: argparse.Namespace) -> int:
         ),
         budget=BudgetLimits(total=args.budget_tokens),
         prices=validate.prices(args.price or []),
+        **approval_command.job_options(args),
     )
     client = await connect(announce=err)
     await attributes.register(client)
@@ -318,6 +357,8 @@ async def refactor(args: argparse.Namespace) -> int:
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
     err(f"job {job_id} started")
+    if args.require_approval:
+        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
     if link := ui_link(client, job_id):
         err(f"watch it in the Temporal UI: {link}")
     if args.detach:
@@ -395,9 +436,12 @@ async def status_command(args: argparse.Namespace) -> int:
         print(logged)
         return 0
     desc = await handle.describe()
-    if desc.status == WorkflowExecutionStatus.RUNNING:
-        if args.follow:
-            return await finish(handle, show=True)
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        rc = await finish(handle, show=False)
+    elif args.follow:
+        rc = await finish(handle, show=True)
+    else:
+        rc = 0
         p = await _progress(handle)
         if p is None:
             print(
@@ -406,8 +450,11 @@ async def status_command(args: argparse.Namespace) -> int:
             )
         else:
             print(progress.table(p))
-        return 0
-    return await finish(handle, show=False)
+    if args.graph:
+        from agentparallels.callgraph import markdown
+
+        print("\n" + markdown(await ops.graph_of(client, args.job)), end="")
+    return rc
 
 
 def _logged(job_id: str, repo: str | None) -> str | None:
@@ -523,19 +570,26 @@ async def cancel_command(args: argparse.Namespace) -> int:
         return await finish(handle, show=False)
 
 
+def server_options(args: argparse.Namespace) -> devserver.ServerOptions:
+    extra = ("--ui-codec-endpoint", args.ui_codec_endpoint) if args.ui_codec_endpoint else ()
+    opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
+    opts = dataclasses.replace(opts, extra_args=extra)
+    return dataclasses.replace(opts, db=args.db.resolve()) if args.db else opts
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "handler", None) is not None:
         # Client commands: the terminal shows progress; an in-process worker's log goes to a file.
         logs.configure(devserver.state_dir() / "agentparallels.log")
     else:
         logs.configure()
+    tracing.configure()
     if args.command == "server":
-        opts = devserver.ServerOptions(ip=args.ip, port=args.port, ui_port=args.ui_port)
-        if args.db:
-            opts = devserver.ServerOptions(
-                db=args.db.resolve(), ip=args.ip, port=args.port, ui_port=args.ui_port
-            )
-        return devserver.serve(opts)
+        return devserver.serve(server_options(args))
+    if args.command == "codec-server":
+        from agentparallels import codec_server
+
+        return codec_server.command(args.ip, args.port, args.cors_origin)
     if args.command == "fake-llm":
         from agentparallels import fake_llm
 
@@ -575,7 +629,10 @@ def main(argv: list[str] | None = None) -> int:
 def exit_with(body: Callable[[], Any]) -> None:
     """Run ``body`` and leave the process with its code, skipping interpreter teardown (which
     can crash after the Temporal client's native threads have run)."""
-    rc = body()
+    try:
+        rc = body()
+    finally:
+        tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc if isinstance(rc, int) else 0)

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
-from agentparallels import devserver
+from agentparallels import devserver, tracing
 from agentparallels.codec import data_converter
 from agentparallels.errors import UsageError
 
@@ -43,8 +43,7 @@ def _reason(e: BaseException) -> str:
 
 async def _connect(target: str, config: dict[str, Any]) -> Client:
     return await asyncio.wait_for(
-        Client.connect(target, data_converter=data_converter(), **config),
-        CONNECT_TIMEOUT_S,
+        Client.connect(target, interceptors=tracing.interceptors(), **config), CONNECT_TIMEOUT_S
     )
 
 
@@ -56,7 +55,8 @@ async def connect(
 ) -> Client:
     """A client for the configured cluster, or for the local dev server ``local`` (default:
     localhost:7233 with the database under the state directory), started if needed."""
-    config = connect_config()
+    # Both configurations are checked before anything happens (a server is started, say).
+    config = {**connect_config(), "data_converter": data_converter()}
     explicit = config.pop("target_host", None)
     if explicit:
         try:

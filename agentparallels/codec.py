@@ -1,11 +1,21 @@
-"""Claim check: large payloads live in a blob store, and workflow history holds only their key.
+"""The data converter: pydantic payloads, encrypted when a key is configured, large ones
+claim-checked into a blob store.
+
+Claim check: large payloads live in a blob store, and workflow history holds only their key.
 
 Model prompts and answers can be hundreds of kilobytes; recorded in every event that carries
 them, they would push a workflow's history toward Temporal's limits (2 MiB a payload, 50 MiB a
 history). :class:`ClaimCheckCodec` stores every payload of at least ``threshold`` bytes in a
 content-addressed :class:`BlobStore` (a directory shared by all workers and clients of a
-deployment) and puts a small reference in its place. The same codec must be installed on every
-client, worker and replayer: :func:`data_converter` builds it.
+deployment) and puts a small reference in its place. The same codecs must be installed on every
+client, worker, replayer and codec server: :func:`data_converter` builds them.
+
+Encryption (:mod:`agentparallels.encryption`) comes first on the way out and last on the way
+back: a payload is encrypted, then claim-checked if the ciphertext is large. The blob store
+therefore holds only ciphertext, named by the hash of that ciphertext, and neither the store
+nor the history sees plaintext. (The reverse order would leave the large payloads, the prompts
+and file contents, readable in the blob store.) With encryption on, failure messages and stack
+traces travel as encoded attributes too, so they are encrypted like any payload.
 """
 
 from __future__ import annotations
@@ -20,8 +30,13 @@ from pathlib import Path
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
 
+from agentparallels.encryption import EncryptionCodec, Keyring
 from agentparallels.errors import AgentParallelsError
 
 ENCODING = b"agentparallels/claim-check/v1"
@@ -108,9 +123,47 @@ class ClaimCheckCodec(PayloadCodec):
         return out
 
 
-def data_converter(store_dir: Path | None = None, threshold: int | None = None) -> DataConverter:
-    """Pydantic payloads, with large ones claim-checked into the blob store."""
+class CodecChain(PayloadCodec):
+    """Codecs applied in order when encoding, in reverse order when decoding."""
+
+    def __init__(self, *codecs: PayloadCodec) -> None:
+        self.codecs = codecs
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = list(payloads)
+        for codec in self.codecs:
+            out = await codec.encode(out)
+        return out
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = list(payloads)
+        for codec in reversed(self.codecs):
+            out = await codec.decode(out)
+        return out
+
+
+def payload_codec(
+    store_dir: Path | None = None, threshold: int | None = None, keyring: Keyring | None = None
+) -> CodecChain:
+    """Encryption (with ``keyring``, default: from the environment), then claim check."""
     if threshold is None:
         threshold = int(os.environ.get("AGENTPARALLELS_CLAIM_CHECK_BYTES", DEFAULT_THRESHOLD))
-    codec = ClaimCheckCodec(BlobStore(store_dir or default_store_dir()), threshold)
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    return CodecChain(
+        EncryptionCodec(Keyring.from_env() if keyring is None else keyring),
+        ClaimCheckCodec(BlobStore(store_dir or default_store_dir()), threshold),
+    )
+
+
+def data_converter(
+    store_dir: Path | None = None, threshold: int | None = None, keyring: Keyring | None = None
+) -> DataConverter:
+    """Pydantic payloads through :func:`payload_codec`; failure messages are encoded (and so
+    encrypted) when the keyring encrypts."""
+    keyring = Keyring.from_env() if keyring is None else keyring
+    codec = payload_codec(store_dir, threshold, keyring)
+    converter = dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    if keyring.encrypts:
+        converter = dataclasses.replace(
+            converter, failure_converter_class=DefaultFailureConverterWithEncodedAttributes
+        )
+    return converter

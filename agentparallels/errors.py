@@ -5,7 +5,8 @@ Exceptions raised in this process::
     AgentParallelsError
      ├── UsageError      the user asked for something impossible; the CLI exits 2 with the message
      ├── ServerError     the embedded Temporal server cannot be started or reached
-     └── BlobMissing     a history refers to a claim-checked payload this store lacks
+     ├── BlobMissing     a history refers to a claim-checked payload this store lacks
+     └── CodecKeyError   an encrypted payload's key is not in this process's keyring
 
 Failures that cross Temporal (raised in activities, seen by workflows and clients) are
 ``temporalio.exceptions.ApplicationError`` with one of the ``type`` strings below. Every one of
@@ -32,7 +33,9 @@ BAD_INPUT = "BadInput"
 BREAKER_OPEN = "BreakerOpen"
 """Repeated identical verification failures opened the circuit breaker."""
 CHECK_FAILED = "CheckFailed"
-"""The pre-completion test command failed on the merged result."""
+"""A pre-completion check (the test command, lint, diff size, conflicts) voted no."""
+APPROVAL_DENIED = "ApprovalDenied"
+"""The prepared result was not approved: rejected by a person, or no decision in time."""
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
 
@@ -58,6 +61,6 @@ OUTPUT_INVALID = "OutputInvalid"
 NON_RETRYABLE_TYPES = [
     BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
-    OUTPUT_INVALID,
+    OUTPUT_INVALID, APPROVAL_DENIED,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""

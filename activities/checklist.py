@@ -1,0 +1,108 @@
+"""The pre-completion checklist's voters: lint, diff size and merge conflicts (the test
+command votes through ``check.run``). Each reads the job's merged result and changes nothing."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import timedelta
+
+import git
+
+from activities import _git
+from activities._defn import defn
+from activities._workspace import scratch_worktree
+from activities.checks import _ruff_findings
+from activities.refactor import resolve_base
+from agentparallels.checklist import CheckVote, VoteInput
+
+
+def _changed(cache: str, base: str, commit: str) -> list[str]:
+    names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, commit)
+    return sorted(p for p in names.split("\0") if p)
+
+
+def _lint(inp: VoteInput) -> CheckVote:
+    with scratch_worktree(inp.repository, inp.job_id, "lint", inp.commit) as wt:
+        cache = str(_git.cached_repo(inp.repository))
+        py = [p for p in _changed(cache, inp.base_commit, inp.commit)
+              if p.endswith(".py") and (wt / p).exists()]  # fmt: skip
+        findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s)
+    command = f"ruff check --isolated --select {inp.rules}"
+    if not findings:
+        return CheckVote(
+            check="lint", yes=True, reason=f"{len(py)} changed Python files pass", command=command
+        )
+    lines = "\n".join(findings[p] for p in sorted(findings))
+    return CheckVote(check="lint", yes=False, reason=f"ruff found:\n{lines}", command=command)
+
+
+def _diff_size(inp: VoteInput) -> CheckVote:
+    cache = str(_git.cached_repo(inp.repository))
+    numstat = _git.run(cache, "diff", "--numstat", "--no-renames", inp.base_commit, inp.commit)
+    lines = 0
+    for row in numstat.splitlines():
+        added, removed, _ = row.split("\t", 2)
+        lines += (int(added) if added != "-" else 1) + (int(removed) if removed != "-" else 0)
+    limit = inp.max_diff_lines
+    command = f"git diff --numstat {inp.base_commit[:12]} {inp.commit[:12]}"
+    if limit is None:
+        return CheckVote(check="diff-size", yes=True, reason=f"{lines} lines changed, no limit",
+                         command=command)  # fmt: skip
+    if lines <= limit:
+        return CheckVote(check="diff-size", yes=True,
+                         reason=f"{lines} lines changed, within the limit of {limit}",
+                         command=command)  # fmt: skip
+    return CheckVote(
+        check="diff-size",
+        yes=False,
+        reason=f"{lines} lines changed, over the limit of {limit} (raise --max-diff-lines or "
+        "split the change)",
+        command=command,
+    )
+
+
+def _conflicts(inp: VoteInput) -> CheckVote:
+    current = resolve_base(inp.repository, inp.base_ref)
+    command = f"git merge-tree --write-tree {inp.base_ref} <result>"
+    if current == inp.base_commit:
+        return CheckVote(check="conflicts", yes=True, reason=f"{inp.base_ref} has not moved",
+                         command=command)  # fmt: skip
+    cache = _git.cached_repo(inp.repository)
+    _git.ensure_commit(cache, inp.repository, current)
+    status, out, err = git.Git(str(cache)).execute(
+        ["git", "merge-tree", "--write-tree", "--name-only", "--no-messages", current, inp.commit],
+        with_exceptions=False,
+        with_extended_output=True,
+    )
+    if status == 0:
+        return CheckVote(
+            check="conflicts",
+            yes=True,
+            reason=f"{inp.base_ref} moved to {current[:12]}; the result still merges cleanly",
+            command=command,
+        )
+    if status != 1:
+        raise RuntimeError(f"git merge-tree failed ({status}): {err}")  # a tool fault: retried
+    files = [shlex.quote(f) for f in out.splitlines()[1:] if f]
+    return CheckVote(
+        check="conflicts",
+        yes=False,
+        reason=f"{inp.base_ref} moved to {current[:12]} and the result conflicts with it in "
+        f"{', '.join(files) or 'some files'}: run the job again on the new {inp.base_ref}",
+        command=command,
+    )
+
+
+_VOTERS = {"lint": _lint, "diff-size": _diff_size, "conflicts": _conflicts}
+
+
+@defn("check.vote", start_to_close=timedelta(minutes=30))
+def vote(inp: VoteInput) -> CheckVote:
+    """One check's yes or no on the job's merged result."""
+    try:
+        cache = _git.cached_repo(inp.repository)
+        for sha in (inp.base_commit, inp.commit):  # another worker may have made them
+            _git.ensure_commit(cache, inp.repository, sha)
+        return _VOTERS[inp.check](inp)
+    except git.GitCommandError as e:
+        raise RuntimeError(f"git failed: {e.stderr or e}") from None  # retried, finitely

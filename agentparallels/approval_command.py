@@ -1,0 +1,135 @@
+"""``agentparallels approve`` / ``reject``, and the refactor job's two-phase options."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import Any
+
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
+
+from agentparallels.checklist import (
+    APPROVE_UPDATE,
+    REJECT_UPDATE,
+    ApprovalOptions,
+    Checklist,
+    Decision,
+)
+from agentparallels.errors import APPROVAL_DENIED, UsageError
+
+
+def add_refactor_arguments(ref: Any) -> None:
+    """The refactor command's checklist and approval flags."""
+    from agentparallels.cli import positive
+
+    ref.add_argument(
+        "--max-diff-lines",
+        type=positive,
+        metavar="N",
+        help="checklist: vote no when the result changes more than N lines",
+    )
+    ref.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="wait for `agentparallels approve JOB` before publishing; reject or time out: "
+        "roll back",
+    )
+    ref.add_argument(
+        "--approval-timeout",
+        type=positive,
+        metavar="SECONDS",
+        help="with --require-approval: deny after this long without a decision (default 1 day)",
+    )
+
+
+def job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``RefactorInput`` fields those flags set."""
+    if args.approval_timeout is not None and not args.require_approval:
+        raise UsageError("--approval-timeout goes with --require-approval")
+    approval = None
+    if args.require_approval:
+        approval = ApprovalOptions(
+            **({"timeout_s": args.approval_timeout} if args.approval_timeout else {})
+        )
+    return {"checklist": Checklist(max_diff_lines=args.max_diff_lines), "approval": approval}
+
+
+def add_parsers(sub: Any) -> None:
+    from agentparallels.cli import DEFAULT_TASK_QUEUE
+
+    approve = sub.add_parser("approve", help="approve a job awaiting approval: it publishes")
+    reject = sub.add_parser("reject", help="reject a job awaiting approval: it rolls back")
+    for parser in (approve, reject):
+        parser.add_argument("job")
+        parser.add_argument("--by", default=_user(), help="who decides (default: your user)")
+        parser.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
+        parser.add_argument(
+            "--no-worker", action="store_true", help="do not run a worker in this process"
+        )
+    approve.add_argument("--reason", default="", help="why (optional)")
+    reject.add_argument("--reason", required=True, help="why (required)")
+    approve.set_defaults(handler=approve_command)
+    reject.set_defaults(handler=reject_command)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return ""
+
+
+async def approve_command(args: argparse.Namespace) -> int:
+    return await _decide(args, approve=True)
+
+
+async def reject_command(args: argparse.Namespace) -> int:
+    return await _decide(args, approve=False)
+
+
+async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
+    from agentparallels.cli import (
+        _existing,
+        _report_failure,
+        connect,
+        err,
+        finish,
+        in_process_worker,
+    )
+
+    if not approve and not args.reason.strip():
+        raise UsageError("reject needs a reason: --reason 'what is wrong'")
+    client = await connect(autostart=False, announce=err)
+    handle = await _existing(client, args.job)
+    status = (await handle.describe()).status
+    if status != WorkflowExecutionStatus.RUNNING:
+        state = status.name.lower() if status else "unknown"
+        raise UsageError(f"job {args.job} is not running (it is {state}): nothing to decide")
+    decision = Decision(reason=args.reason, by=args.by)
+    async with in_process_worker(client, args.task_queue, not args.no_worker):
+        try:
+            await handle.execute_update(
+                APPROVE_UPDATE if approve else REJECT_UPDATE, decision, result_type=str
+            )
+        except WorkflowUpdateFailedError as e:
+            cause = e.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise UsageError(f"job {args.job}: {message}") from None
+        if approve:
+            err(f"job {args.job} approved: publishing ...")
+            return await finish(handle, show=False)
+        err(f"job {args.job} rejected: rolling back ...")
+        try:
+            await handle.result()
+        except WorkflowFailureError as e:
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DENIED:
+                print(f"job {args.job} was rejected and rolled back: the repository is as it was")
+                return 0
+            return _report_failure(args.job, e)
+    return 1  # the job published after all (a decision cannot be taken back)

@@ -1,0 +1,249 @@
+"""Operating jobs: ``list`` finds them by their search attributes, ``setup`` registers those
+attributes on a cluster, ``graph`` draws the calls a job made.
+
+    agentparallels list [--repo PATH] [--phase P] [--status S] [--kind K] [--query Q]
+    agentparallels setup
+    agentparallels graph JOB [--output FILE]
+
+``list`` builds a visibility query, the same one the Temporal UI's search box and
+``temporal workflow list --query`` take, so what it prints can be checked with either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client, WorkflowExecution
+from temporalio.service import RPCError, RPCStatusCode
+
+from agentparallels import attributes, callgraph, validate
+from agentparallels.errors import UsageError
+
+STATUSES = {
+    "running": "Running",
+    "completed": "Completed",
+    "failed": "Failed",
+    "cancelled": "Canceled",
+    "canceled": "Canceled",
+    "terminated": "Terminated",
+    "timed-out": "TimedOut",
+    "continued": "ContinuedAsNew",
+}
+"""``--status`` words and the visibility store's ``ExecutionStatus`` values."""
+
+
+def add_parsers(sub: Any) -> None:
+    """The ``list``, ``setup`` and ``graph`` subcommands."""
+    listing = sub.add_parser("list", help="list jobs, filtered by repository, phase, status ...")
+    listing.add_argument("--repo", metavar="PATH", help="jobs on this repository (path or URL)")
+    listing.add_argument("--phase", help="jobs in this phase: plan, edit, merge, test, done ...")
+    listing.add_argument("--status", choices=sorted(set(STATUSES)), help="workflow status")
+    listing.add_argument("--kind", help="jobs of this kind (refactor, ...)")
+    listing.add_argument(
+        "--query", metavar="QUERY", help="a raw visibility query, ANDed with the filters"
+    )
+    listing.add_argument("--limit", type=int, default=50, help="most rows (default %(default)s)")
+    listing.set_defaults(handler=list_command)
+
+    setup = sub.add_parser(
+        "setup", help="register the search attributes on the cluster's namespace (idempotent)"
+    )
+    setup.set_defaults(handler=setup_command)
+
+    graph = sub.add_parser("graph", help="the call graph a job took, as Mermaid")
+    graph.add_argument("job")
+    graph.add_argument("--output", "-o", type=Path, help="write Markdown to this file")
+    graph.set_defaults(handler=graph_command)
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _repository(text: str) -> str:
+    """How jobs name the repository: a URL as given, a local repository by its top folder."""
+    if validate.is_url(text):
+        return text
+    try:
+        return validate.repository(text)
+    except UsageError:  # gone, or not a repository any more: still a fine filter
+        return str(Path(text).expanduser().resolve())
+
+
+def query_of(
+    *,
+    repo: str | None = None,
+    phase: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    raw: str | None = None,
+) -> str:
+    """The visibility query for these filters (jobs only: workflows with a job kind)."""
+    terms = [f"{attributes.JOB_KIND.name} IS NOT NULL"]
+    if kind:
+        terms.append(f"{attributes.JOB_KIND.name} = {_quoted(kind)}")
+    if repo:
+        terms.append(f"{attributes.REPOSITORY.name} = {_quoted(_repository(repo))}")
+    if phase:
+        terms.append(f"{attributes.PHASE.name} = {_quoted(phase)}")
+    if status:
+        terms.append(f"ExecutionStatus = {_quoted(STATUSES[status])}")
+    if raw:
+        terms.append(f"({raw})")
+    return " AND ".join(terms)
+
+
+def _row(w: WorkflowExecution) -> list[str]:
+    found = w.typed_search_attributes
+    return [
+        w.id,
+        w.status.name.lower() if w.status else "?",
+        found.get(attributes.PHASE) or "",
+        str(found.get(attributes.FILES_DONE) or 0),
+        str(found.get(attributes.TOKENS) or 0),
+        w.start_time.strftime("%Y-%m-%d %H:%M:%S") if w.start_time else "",
+    ]
+
+
+def table(rows: list[list[str]]) -> str:
+    head = ["JOB", "STATUS", "PHASE", "FILES", "TOKENS", "STARTED (UTC)"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    right = {3, 4}
+    return "\n".join(
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in [head, *rows]
+    )
+
+
+async def jobs(client: Client, query: str, limit: int) -> list[WorkflowExecution]:
+    try:
+        return [w async for w in client.list_workflows(query, limit=limit)]
+    except RPCError as e:
+        if e.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise UsageError(f"the server refused the query `{query}`: {e.message}") from None
+        raise
+
+
+async def list_command(args: argparse.Namespace) -> int:
+    from agentparallels.client import connect
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    query = query_of(
+        repo=args.repo, phase=args.phase, status=args.status, kind=args.kind, raw=args.query
+    )
+    client = await connect(autostart=False, announce=_err)
+    found = await jobs(client, query, args.limit)
+    if not found:
+        _err(f"no jobs match `{query}`")
+        return 0
+    print(table([_row(w) for w in found]))
+    return 0
+
+
+# --- setup -----------------------------------------------------------------------------------
+
+
+def _type_name(value: int) -> str:
+    return IndexedValueType.Name(value).removeprefix("INDEXED_VALUE_TYPE_").title()  # type: ignore[arg-type]
+
+
+async def setup(client: Client) -> list[str]:
+    """Register the project's search attributes on the client's namespace; one line per
+    attribute saying what was done. Idempotent: a second run adds nothing."""
+    namespace = client.namespace
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        wanted = attributes.as_indexed()
+        have = {**existing.system_attributes, **existing.custom_attributes}
+        clash = [n for n, t in wanted.items() if n in have and have[n] != t]
+        if clash:
+            name = clash[0]
+            raise UsageError(
+                f"search attribute {name} exists on namespace {namespace} as "
+                f"{_type_name(have[name])}, but Agent Parallels needs "
+                f"{_type_name(wanted[name])}: remove it or use another namespace"
+            )
+        missing = {n: t for n, t in wanted.items() if n not in have}
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+    except RPCError as e:
+        raise _setup_error(e, namespace) from None
+    return [
+        f"{name} ({_type_name(kind)}): {'added' if name in missing else 'already registered'}"
+        for name, kind in wanted.items()
+    ]
+
+
+def _setup_error(e: RPCError, namespace: str) -> UsageError:
+    if e.status == RPCStatusCode.NOT_FOUND:
+        return UsageError(
+            f"namespace {namespace} does not exist on this cluster: create it "
+            f"(`temporal operator namespace create --namespace {namespace}`) or set "
+            "TEMPORAL_NAMESPACE to an existing one"
+        )
+    if e.status in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED):
+        return UsageError(
+            f"not allowed to register search attributes on namespace {namespace} "
+            f"({e.message}): run `agentparallels setup` with an admin's credentials, or ask "
+            "an operator to"
+        )
+    return UsageError(f"cannot register search attributes on namespace {namespace}: {e.message}")
+
+
+async def setup_command(args: argparse.Namespace) -> int:
+    from agentparallels.client import connect
+
+    client = await connect(autostart=False, announce=_err)
+    target = client.service_client.config.target_host
+    print(f"namespace {client.namespace} at {target}:")
+    for line in await setup(client):
+        print(f"  {line}")
+    return 0
+
+
+# --- graph -----------------------------------------------------------------------------------
+
+
+async def graph_of(client: Client, job_id: str) -> callgraph.Flow:
+    try:
+        return await callgraph.load(client, job_id)
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise UsageError(f"no job {job_id}: `agentparallels list` shows job ids") from None
+        raise
+
+
+async def graph_command(args: argparse.Namespace) -> int:
+    from agentparallels.client import connect
+
+    client = await connect(autostart=False, announce=_err)
+    flow = await graph_of(client, args.job)
+    if args.output:
+        args.output.write_text(f"# {args.job}\n\n{callgraph.markdown(flow)}")
+        _err(f"wrote the call graph of {args.job} to {args.output}")
+    else:
+        print(callgraph.mermaid(flow), end="")
+    return 0
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

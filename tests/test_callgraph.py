@@ -1,0 +1,159 @@
+"""The call graph of a real job, read back from its histories: every workflow and activity
+it called, repeated calls counted, retries and failures marked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+import worker
+from agentparallels import callgraph
+from agentparallels.fake_llm import FakeLLM
+from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
+from tests.looping_workflow import LoopingWorkflow, step
+from tests.repos import make_repo, src_layout_repo, start_job
+from tests.test_model_refactor import FILES
+
+CLI = str(Path(sys.executable).parent / "agentparallels")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TEMPORAL_ADDRESS": os.environ["TEST_TEMPORAL_ADDRESS"]}
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """A rename over three modules: the graph has the plan, one child per shard with its edit
+    steps, the merge, the test run and the publish step, numbered in the order they ran;
+    `agentparallels graph` prints it and `status --graph` adds it to the report."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job = RefactorInput(
+        repository=str(repo),
+        edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
+        test_cmd="test -f pyproject.toml",
+        limits=Limits(max_files_per_shard=2),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        await asyncio.wait_for(handle.result(), 60)
+
+    flow = await callgraph.load(client, handle.id)
+    assert (flow.workflow_type, flow.status) == ("RefactorWorkflow", "completed")
+    calls = [(c.activity, c.summary, c.count) for c in flow.calls]
+    assert calls[0] == ("refactor.plan", "plan: list the files to change", 1)
+    assert [c[0] for c in calls[1:]] == ["git.merge", "check.run", "git.publish", "git.cleanup"]
+    assert calls[2][1] == "test: test -f pyproject.toml"
+    shards = [child for _, child in flow.children]
+    assert len(shards) == 3
+    assert {s.workflow_id.split("/", 1)[1] for s in shards} == {
+        "00-src-pkg",
+        "01-src-pkg-shop",
+        "02-tests",
+    }
+    assert all(s.workflow_type == "ShardWorkflow" and s.status == "completed" for s in shards)
+    assert all(
+        [c.activity for c in s.calls] == ["refactor.edit_files"] and not s.calls[0].failed
+        for s in shards
+    )
+    orders = [o for o, _ in flow.children]
+    assert orders == [2, 3, 4] and flow.calls[1].order == 5  # plan, the shards, then merge
+
+    text = callgraph.mermaid(flow)
+    assert text.startswith("flowchart TD\n")
+    assert '"refactor.plan<br/>plan: list the files to change"' in text
+    assert "class" in text and "failed" not in text.split("classDef retried")[1]
+
+    printed = await asyncio.to_thread(cli, "graph", handle.id)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == text
+    report = await asyncio.to_thread(cli, "status", handle.id, "--graph")
+    assert report.returncode == 0, report.stderr
+    assert f"job {handle.id} succeeded" in report.stdout
+    assert (
+        f"Call graph of {handle.id} (completed): 3 child workflows, 8 activity calls, 0 failed"
+        in report.stdout
+    )
+    assert "```mermaid\nflowchart TD\n" in report.stdout
+
+    missing = await asyncio.to_thread(cli, "graph", "no-such-job")
+    assert missing.returncode == 2 and "no job no-such-job" in missing.stderr
+
+
+async def test_failed_and_retried_calls_are_marked(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model call retried after a 500 and then refused (401): the call is drawn failed, with
+    its error and the retry; the shard and the job are marked failed; the rollback is shown."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-callgraph")
+    repo = make_repo(tmp_path / "repo", FILES)
+    with FakeLLM([{"status": 500, "retry_after_ms": 10}, {"error": "unauthorized"}]) as fake:
+        job = RefactorInput(
+            repository=str(repo),
+            edit=ModelEdit(
+                instruct="rename",
+                files=("pkg/a.py",),
+                model="openai:fake-coder",
+                base_url=fake.openai_base_url,
+            ),
+            limits=Limits(parallel=1),
+        )
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(client, task_queue, job)
+            with pytest.raises(WorkflowFailureError):
+                await asyncio.wait_for(handle.result(), 60)
+
+    flow = await callgraph.load(client, handle.id)
+    assert flow.status == "failed" and "401" in flow.error
+    (shard,) = [child for _, child in flow.children]
+    assert shard.status == "failed"
+    llm = next(c for c in shard.calls if c.activity == "llm.call")
+    assert (llm.count, llm.failed, llm.retries) == (1, 1, 1)
+    assert llm.summary == "edit pkg/a.py · openai:fake-coder"
+    assert "401 from the model provider" in llm.error
+    assert {"git.set_ref", "git.remove_worktree"} <= {c.activity for c in shard.calls}  # undo
+    assert [c.activity for c in flow.calls] == ["refactor.plan", "git.cleanup"]
+
+    text = callgraph.mermaid(flow)
+    llm_line = next(line for line in text.splitlines() if "llm.call" in line)
+    node = llm_line.split("[", 1)[0].strip()
+    assert "✗ 1 failed: 401 from the model provider" in llm_line
+    assert "↻ 1 retried" in llm_line
+    assert f"  class {node} failed" in text.splitlines()
+    summary = callgraph.markdown(flow).splitlines()[0]
+    assert summary.endswith("1 child workflow, 5 activity calls, 2 failed"), summary
+
+
+async def test_runs_of_a_continued_workflow_are_one_node(client: Client, task_queue: str) -> None:
+    """A workflow that continued as new twice: its graph, loaded from any of its runs, counts
+    the calls of all three runs and says so."""
+    async with Worker(
+        client, task_queue=task_queue, workflows=[LoopingWorkflow], activities=[step]
+    ):
+        handle = await client.start_workflow(
+            LoopingWorkflow.run, 0, id=f"loop-{task_queue}", task_queue=task_queue
+        )
+        assert await asyncio.wait_for(handle.result(), 30) == 2
+    first_run = handle.first_execution_run_id
+    for run_id in (None, first_run):
+        flow = await callgraph.load(client, handle.id, run_id)
+        assert (flow.runs, flow.status) == (3, "completed")
+        assert [(c.activity, c.summary, c.count) for c in flow.calls] == [
+            ("test.step", "one step", 3)
+        ]
+    assert '<br/>3 runs, completed"]]' in callgraph.mermaid(flow)
+    assert '-->|"1 ×3"|' in callgraph.mermaid(flow)
+
+
+def test_labels_are_escaped() -> None:
+    """Quotes, angle brackets and hashes in summaries cannot break the Mermaid source."""
+    flow = callgraph.Flow(workflow_id="j", workflow_type="W", status="completed")
+    flow.calls.append(callgraph.Call("x", 'run "a" <b> #1', order=1, count=1))
+    text = callgraph.mermaid(flow)
+    assert "run #quot;a#quot; #lt;b#gt; #35;1" in text

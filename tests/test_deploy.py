@@ -1,0 +1,244 @@
+"""deploy/: what can be checked without building images or a cluster. Every YAML parses, images
+are pinned, the environment the manifests set is what the code reads, and the commands the
+image and the Deployment run are commands the CLI accepts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import opentelemetry.sdk.environment_variables as otel_variables
+import pytest
+import yaml
+from temporalio.envconfig import ClientConfig
+
+from agentparallels.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+CLI = str(Path(sys.executable).parent / "agentparallels")
+OURS = "agentparallels-worker"  # the image deploy/Dockerfile builds
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def compose() -> dict[str, Any]:
+    [doc] = documents(DEPLOY / "compose.yaml")
+    return doc
+
+
+def k8s(kind: str) -> list[dict[str, Any]]:
+    found = [d for p in sorted((DEPLOY / "k8s").glob("*.yaml")) for d in documents(p)]
+    return [d for d in found if d.get("kind") == kind]
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) of each Dockerfile instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+# --- which environment variables the code reads ----------------------------------------------
+
+PROJECT_SOURCES = [
+    *(ROOT / "agentparallels").rglob("*.py"),
+    *(ROOT / "activities").rglob("*.py"),
+    ROOT / "worker.py",
+]
+
+
+def read_by_project() -> set[str]:
+    """Upper-case names quoted in the project's code: the variables it reads itself."""
+    text = "".join(p.read_text() for p in PROJECT_SOURCES)
+    return set(re.findall(r"\"((?:AGENTPARALLELS|OPENAI|ANTHROPIC)_[A-Z0-9_]+)\"", text))
+
+
+def read_by_temporal_client(name: str) -> bool:
+    """Whether the SDK's environment configuration (used by every client) reads ``name``."""
+    plain = ClientConfig.load_client_connect_config(disable_file=True, override_env_vars={})
+    varied = ClientConfig.load_client_connect_config(
+        disable_file=True, override_env_vars={name: "probe.example:7233"}
+    )
+    return plain != varied
+
+
+def known(name: str) -> bool:
+    if name.startswith("TEMPORAL_"):
+        return read_by_temporal_client(name)
+    if name.startswith("OTEL_"):  # read by the OpenTelemetry SDK and its OTLP exporters
+        return name in vars(otel_variables)
+    return name in read_by_project()
+
+
+def test_the_environment_check_tells_real_names_from_made_up_ones() -> None:
+    """The check below would catch a typo: real names pass, near misses do not."""
+    for real in ("TEMPORAL_ADDRESS", "OTEL_EXPORTER_OTLP_ENDPOINT", "AGENTPARALLELS_BLOB_DIR"):
+        assert known(real), real
+    for typo in ("TEMPORAL_ADRESS", "OTEL_EXPORTER_OTLP_ENDPIONT", "AGENTPARALLELS_BLOBS_DIR"):
+        assert not known(typo), typo
+
+
+# --- YAML and images ---------------------------------------------------------------------------
+
+
+def test_every_yaml_file_parses() -> None:
+    """Each YAML file under deploy/ is valid YAML with at least one document."""
+    files = sorted(DEPLOY.rglob("*.yaml"))
+    assert {p.name for p in files} >= {"compose.yaml", "otel-collector.yaml", "deployment.yaml"}
+    for path in files:
+        assert documents(path), path
+
+
+def test_compose_images_have_explicit_tags() -> None:
+    """No service runs an untagged or :latest image."""
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        tag = image.rsplit("/", 1)[-1].partition(":")[2]
+        assert tag and tag != "latest", f"{name}: {image}"
+
+
+def test_compose_has_the_promised_services() -> None:
+    """PostgreSQL-backed Temporal, its UI, scalable workers, a collector exporting to Jaeger."""
+    services = compose()["services"]
+    assert services["temporal"]["image"].startswith("temporalio/server:")
+    assert services["temporal"]["environment"]["DB"] == "postgres12"
+    assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    assert services["worker"]["image"].startswith(OURS)
+    collector = documents(DEPLOY / "otel-collector.yaml")[0]
+    [exporter] = collector["service"]["pipelines"]["traces"]["exporters"]
+    assert collector["exporters"][exporter]["endpoint"].split(":")[0] in services
+    assert services["jaeger"]["image"].startswith("jaegertracing/all-in-one:")
+    worker_env = services["worker"]["environment"]
+    assert worker_env["OTEL_EXPORTER_OTLP_ENDPOINT"].split("//")[1].split(":")[0] in services
+
+
+def test_environment_set_for_our_containers_is_read_by_the_code() -> None:
+    """Every variable compose, the ConfigMap and the Secrets give the worker and the codec
+    server is one the code (or the SDKs it configures) reads."""
+    names: set[str] = set()
+    for service in compose()["services"].values():
+        if service["image"].startswith(OURS):
+            names |= set(service.get("environment", {}))
+    for config in k8s("ConfigMap"):
+        names |= set(config["data"])
+    [deployment] = k8s("Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env_secrets = {ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref}
+    for secret in k8s("Secret"):
+        if secret["metadata"]["name"] in env_secrets:
+            names |= set(secret["stringData"])
+    for instruction, args in dockerfile():
+        if instruction == "ENV":
+            names |= {m for m in re.findall(r"([A-Z][A-Z0-9_]+)=", args)}
+    names.discard("PYTHONUNBUFFERED")  # read by Python itself
+    assert {"TEMPORAL_ADDRESS", "OTEL_EXPORTER_OTLP_ENDPOINT", "OPENAI_API_KEY"} <= names
+    assert sorted(n for n in names if not known(n)) == []
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def image_command() -> list[str]:
+    steps = dict(dockerfile())  # the last of each instruction counts
+    return json.loads(steps["ENTRYPOINT"]) + json.loads(steps["CMD"])
+
+
+def test_image_runs_a_real_cli_command_as_a_non_root_user_with_bubblewrap() -> None:
+    """ENTRYPOINT + CMD is `agentparallels worker`, whose --help exits 0; the image switches to
+    an unprivileged user and installs bubblewrap and git; what it COPYs exists."""
+    command = image_command()
+    assert command == ["agentparallels", "worker"]
+    done = subprocess.run([CLI, *command[1:], "--help"], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    steps = dockerfile()
+    [user] = [args for instruction, args in steps if instruction == "USER"]
+    assert user not in ("root", "0")
+    installs = " ".join(args for instruction, args in steps if instruction == "RUN")
+    assert re.search(r"apt-get install [^&]*\bbubblewrap\b", installs)
+    assert re.search(r"apt-get install [^&]*\bgit\b", installs)
+    for instruction, args in steps:
+        if instruction == "COPY":
+            for source in shlex.split(args)[:-1]:
+                assert (ROOT / source).exists(), source
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["k8s", "compose-worker", "compose-codec-server"],
+)
+def test_container_arguments_are_accepted_by_the_cli(where: str) -> None:
+    """The arguments the Deployment and compose pass to the image's `agentparallels`
+    entrypoint parse with the CLI's own parser."""
+    if where == "k8s":
+        [deployment] = k8s("Deployment")
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert "command" not in container  # the image's entrypoint stays
+        args = container["args"]
+        assert container["image"].startswith(OURS)
+    else:
+        args = compose()["services"][where.removeprefix("compose-")]["command"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.command == args[0]
+
+
+def test_k8s_objects_refer_to_each_other_consistently() -> None:
+    """The HPA scales the Deployment; the Deployment's envFrom, volumes and the keyring path in
+    the ConfigMap name objects and files that exist."""
+    [deployment] = k8s("Deployment")
+    [hpa] = k8s("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    names = {d["metadata"]["name"] for d in k8s("ConfigMap") + k8s("Secret")}
+    for ref in container["envFrom"]:
+        assert next(iter(ref.values()))["name"] in names
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    [config] = k8s("ConfigMap")
+    keyring = Path(config["data"]["AGENTPARALLELS_CODEC_KEY_FILE"])
+    secret_name = mounts[str(keyring.parent)]["secret"]["secretName"]
+    [codec_secret] = [s for s in k8s("Secret") if s["metadata"]["name"] == secret_name]
+    assert keyring.name in codec_secret["stringData"]
+    blobs = mounts[config["data"]["AGENTPARALLELS_BLOB_DIR"]]
+    [pvc] = k8s("PersistentVolumeClaim")
+    assert blobs["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    kustomize = documents(DEPLOY / "k8s" / "kustomization.yaml")[0]
+    listed = set(kustomize["resources"])
+    expected = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")}
+    assert listed == expected - {"kustomization.yaml", "temporal-values.yaml"}
+
+
+def test_docker_compose_accepts_the_file_when_docker_is_here() -> None:
+    """Docker's own validation of compose.yaml, where the compose plugin is installed (it is
+    checked with PyYAML above in any case)."""
+    docker = shutil.which("docker")
+    has_compose = (
+        docker is not None
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    )
+    if has_compose:
+        done = subprocess.run(
+            [docker, "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    else:
+        assert compose()["name"] == "agentparallels"

@@ -1,0 +1,174 @@
+"""Two-phase commit: every check votes before the irreversible step, and a person may have
+the last word.
+
+Phase one, :func:`prepare`: the checks vote on the prepared result at once (the test command,
+lint, the diff-size limit, merge conflicts with the target's current commit). All yes, or the
+job aborts with one error naming every "no" vote and why, and its saga rolls back.
+
+Phase two, :class:`ApprovalGate`: when a person must approve, the job waits, showing the phase
+``awaiting-approval`` in the UI, for the ``approve`` or ``reject`` update. Each update has a
+validator: a decision for a job that is not waiting (not there yet, or already decided) is
+refused without touching the job. ``reject`` or the timeout denies the commit: the job fails
+with ``ApprovalDenied`` and rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from workflows._call import call
+
+with workflow.unsafe.imports_passed_through():
+    from activities.checklist import vote
+    from activities.checks import run_check
+    from agentparallels.checklist import (
+        AWAITING_APPROVAL,
+        Checklist,
+        CheckVote,
+        Decision,
+        VoteInput,
+    )
+    from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
+    from agentparallels.models import CheckInput, CheckRun, JobRef
+
+NOT_AWAITING = "NotAwaitingApproval"
+"""The type of a validator's refusal: the job is not waiting for a decision."""
+
+
+async def prepare(
+    job: JobRef,
+    commit: str,
+    checklist: Checklist,
+    *,
+    base_ref: str,
+    test_cmd: str | None,
+    rules: str,
+    timeout_s: float,
+) -> tuple[CheckRun, ...]:
+    """Phase one: let every check vote on ``commit``; returns the votes as check runs (the test
+    command's first), or raises ``CheckFailed`` naming each no vote."""
+
+    async def tests() -> CheckVote:
+        assert test_cmd is not None
+        run = await call(
+            run_check,
+            CheckInput(job=job, commit=commit, command=test_cmd, timeout_s=timeout_s),
+            summary=f"vote: tests `{test_cmd}`",
+            start_to_close_timeout=timedelta(seconds=timeout_s + 120),
+        )
+        reason = (
+            f"`{test_cmd}` passed"
+            if run.passed
+            else f"test command `{test_cmd}` failed (exit {run.exit_code}) on the merged "
+            f"result:\n{run.output.strip()}"
+        )
+        return CheckVote(check="tests", yes=run.passed, reason=reason, command=test_cmd)
+
+    def ballot(check: Literal["lint", "diff-size", "conflicts"]) -> asyncio.Future[CheckVote]:
+        return asyncio.ensure_future(
+            call(
+                vote,
+                VoteInput(
+                    check=check,
+                    repository=job.repository,
+                    job_id=job.job_id,
+                    base_commit=job.base_commit,
+                    commit=commit,
+                    base_ref=base_ref,
+                    rules=rules,
+                    max_diff_lines=checklist.max_diff_lines,
+                    timeout_s=timeout_s,
+                ),
+                summary=f"vote: {check}",
+                start_to_close_timeout=timedelta(seconds=timeout_s + 120),
+            )
+        )
+
+    voters = [asyncio.ensure_future(tests())] if test_cmd else []
+    voters += [ballot("lint")] if checklist.lint else []
+    voters += [ballot("diff-size")]
+    voters += [ballot("conflicts")] if checklist.conflicts else []
+    votes: list[CheckVote] = list(await asyncio.gather(*voters))
+    no = [v for v in votes if not v.yes]
+    if no:
+        raise ApplicationError(
+            f"the pre-completion checklist voted no ({', '.join(v.check for v in no)}):\n"
+            + "\n".join(f"- {v.check}: {v.reason}" for v in no),
+            type=CHECK_FAILED,
+            non_retryable=True,
+        )
+    return tuple(
+        CheckRun(
+            command=v.command if v.check == "tests" else f"{v.check}: {v.command}",
+            exit_code=0,
+            passed=True,
+            output=v.reason,
+        )
+        for v in votes
+    )
+
+
+State = Literal["not requested", "waiting", "approved", "rejected", "timed out"]
+
+
+class ApprovalGate:
+    """Phase two's wait for a person, kept in workflow state."""
+
+    def __init__(self) -> None:
+        self.state: State = "not requested"
+        self.decision: Decision | None = None
+
+    def validate(self, approve: bool, decision: Decision, job_phase: str) -> None:
+        """Refuse a decision the job cannot take now (the update validator's body)."""
+        verb = "approve" if approve else "reject"
+        if self.state == "not requested":
+            raise ApplicationError(
+                f"cannot {verb}: the job is not awaiting approval (it is at: {job_phase})",
+                type=NOT_AWAITING,
+            )
+        if self.state != "waiting":
+            raise ApplicationError(
+                f"cannot {verb}: the job was already {self.state}", type=NOT_AWAITING
+            )
+        if not approve and not decision.reason.strip():
+            raise ApplicationError("a rejection needs a reason", type=NOT_AWAITING)
+
+    def decide(self, approve: bool, decision: Decision) -> str:
+        """Record the decision (the update handler's body); the waiting job goes on."""
+        self.state = "approved" if approve else "rejected"
+        self.decision = decision
+        return self.state
+
+    async def wait(self, limit: timedelta) -> Decision:
+        """Wait for a decision; return an approval, raise ``ApprovalDenied`` otherwise."""
+        self.state = "waiting"
+        try:
+            await workflow.wait_condition(lambda: self.state != "waiting", timeout=limit)
+        except TimeoutError:
+            self.state = "timed out"
+            raise ApplicationError(
+                f"no decision within {limit.total_seconds():g}s: denied",
+                type=APPROVAL_DENIED,
+                non_retryable=True,
+            ) from None
+        assert self.decision is not None
+        if self.state == "rejected":
+            by = f" by {self.decision.by}" if self.decision.by else ""
+            raise ApplicationError(
+                f"rejected{by}: {self.decision.reason}", type=APPROVAL_DENIED, non_retryable=True
+            )
+        return self.decision
+
+
+def awaiting_details(job_id: str, timeout: timedelta, since: str) -> str:
+    """What the UI shows while the job waits."""
+    return (
+        f"**{AWAITING_APPROVAL}** since {since} (denied after {timeout.total_seconds():g}s)\n\n"
+        f"Every check voted yes. Decide with `agentparallels approve {job_id}` or "
+        f"`agentparallels reject {job_id} --reason ...`."
+    )
