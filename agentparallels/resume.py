@@ -2,25 +2,23 @@
 
 The new run has the same job id (Temporal allows it once the old run has closed), so it
 publishes the same branch. It gets the old run's input, with the test command, check command
-and time limit replaced when asked, its base pinned to the commit the old run started from,
-and, in ``reuse``, the result of every shard the old run finished, read from the old run's
-history (and from its own ``reuse``, for a job resumed before). The run takes a shard over
-instead of running it again when its commits are still in reach; see
+and time limit replaced when asked, and, in ``reuse``, the result of every shard the old run
+finished, read from the old run's history (and from its own ``reuse``, for a job resumed
+before). The run takes a shard over instead of running it again when its commits are still in
+reach and still fit the plan (same base commit, same files); see
 ``activities/progress_log.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels.errors import UsageError
-from agentparallels.models import Plan, RefactorInput, ShardResult
+from agentparallels.models import RefactorInput, ShardResult
 
 WORKFLOW = "RefactorWorkflow"
 RESUMABLE = {
@@ -79,41 +77,18 @@ async def prepare(client: Client, job_id: str, overrides: Overrides) -> Resumpti
     started = history.events[0].workflow_execution_started_event_attributes
     [inp] = await decode(started.input.payloads, [RefactorInput])
     reuse: dict[str, ShardResult] = dict(inp.reuse)
-    base: str | None = None
-    for event, result in _completions(history.events):
-        if event == "ShardWorkflow":
-            [shard] = await decode(result, [ShardResult])
-            reuse[shard.name] = shard
-        elif event == "refactor.plan":
-            [plan] = await decode(result, [Plan])
-            base = plan.base_commit
+    for event in history.events:
+        if event.HasField("child_workflow_execution_completed_event_attributes"):
+            done = event.child_workflow_execution_completed_event_attributes
+            if done.workflow_type.name == "ShardWorkflow":
+                [shard] = await decode(done.result.payloads, [ShardResult])
+                reuse[shard.name] = shard
     limits = inp.limits
     if overrides.timeout_s is not None:
         limits = limits.model_copy(update={"command_timeout_s": overrides.timeout_s})
     update: dict[str, Any] = {"reuse": reuse, "limits": limits}
-    if base is not None:
-        update["base_ref"] = base
     if overrides.test_cmd is not None:
         update["test_cmd"] = overrides.test_cmd or None
     if overrides.check_cmd is not None:
         update["check_cmd"] = overrides.check_cmd or None
     return Resumption(job_id=job_id, old=old, input=inp.model_copy(update=update))
-
-
-def _completions(events: Iterable[HistoryEvent]) -> list[tuple[str, Any]]:
-    """(workflow or activity type, result payloads) of each child workflow and activity that
-    completed, in history order."""
-    scheduled: dict[int, str] = {}
-    found: list[tuple[str, Any]] = []
-    for event in events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            scheduled[event.event_id] = (
-                event.activity_task_scheduled_event_attributes.activity_type.name
-            )
-        elif event.HasField("activity_task_completed_event_attributes"):
-            done = event.activity_task_completed_event_attributes
-            found.append((scheduled.get(done.scheduled_event_id, ""), done.result.payloads))
-        elif event.HasField("child_workflow_execution_completed_event_attributes"):
-            done = event.child_workflow_execution_completed_event_attributes
-            found.append((done.workflow_type.name, done.result.payloads))
-    return found

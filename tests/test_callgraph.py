@@ -48,8 +48,12 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert (flow.workflow_type, flow.status) == ("RefactorWorkflow", "completed")
     calls = [(c.activity, c.summary, c.count) for c in flow.calls]
     assert calls[0] == ("refactor.plan", "plan: list the files to change", 1)
-    assert [c[0] for c in calls[1:]] == ["git.merge", "check.run", "git.publish", "git.cleanup"]
-    assert calls[2][1] == "test: test -f pyproject.toml"
+    assert calls[1][0] == "progress.open"
+    logged = [c for c in calls[2:] if c[0] == "progress.shard_done"]  # one per finished shard
+    assert len(logged) == 3
+    steps = [c for c in calls[2:] if c not in logged]
+    assert [c[0] for c in steps] == ["git.merge", "check.run", "git.publish", "git.cleanup"]
+    assert steps[1][1] == "test: test -f pyproject.toml"
     shards = [child for _, child in flow.children]
     assert len(shards) == 3
     assert {s.workflow_id.split("/", 1)[1] for s in shards} == {
@@ -63,7 +67,8 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
         for s in shards
     )
     orders = [o for o, _ in flow.children]
-    assert orders == [2, 3, 4] and flow.calls[1].order == 5  # plan, the shards, then merge
+    merge = next(c for c in flow.calls if c.activity == "git.merge")
+    assert orders == [3, 4, 5] and merge.order == 9  # plan, log, shards, their records, merge
 
     text = callgraph.mermaid(flow)
     assert text.startswith("flowchart TD\n")
@@ -118,7 +123,7 @@ async def test_failed_and_retried_calls_are_marked(
     assert llm.summary == "edit pkg/a.py · openai:fake-coder"
     assert "401 from the model provider" in llm.error
     assert {"git.set_ref", "git.remove_worktree"} <= {c.activity for c in shard.calls}  # undo
-    assert [c.activity for c in flow.calls] == ["refactor.plan", "git.cleanup"]
+    assert [c.activity for c in flow.calls] == ["refactor.plan", "progress.open", "git.cleanup"]
 
     text = callgraph.mermaid(flow)
     llm_line = next(line for line in text.splitlines() if "llm.call" in line)
@@ -127,7 +132,7 @@ async def test_failed_and_retried_calls_are_marked(
     assert "↻ 1 retried" in llm_line
     assert f"  class {node} failed" in text.splitlines()
     summary = callgraph.markdown(flow).splitlines()[0]
-    assert summary.endswith("1 child workflow, 5 activity calls, 2 failed"), summary
+    assert summary.endswith("1 child workflow, 6 activity calls, 2 failed"), summary
 
 
 async def test_runs_of_a_continued_workflow_are_one_node(client: Client, task_queue: str) -> None:
