@@ -19,15 +19,30 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 import activities
 import workflows
 from activities._workspace import collect_garbage
+from activities.llm import call_model
 from agentparallels import tracing
+from agentparallels.errors import UsageError
+from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
 DEFAULT_TASK_QUEUE = "agentparallels"
+
+
+def _name(fn: Callable[..., Any]) -> str | None:
+    """The name an activity function is registered under."""
+    defn = activity._Definition.from_callable(fn)
+    return defn.name if defn else None
+
+
+MODEL_CALL = _name(call_model)
+"""The activity that calls models; the ``<queue>.model`` workers run it (a stand-in under the
+same name, if one is given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +57,37 @@ class WorkerOptions:
     """Workflow tasks processed at once."""
     graceful_shutdown_s: float = 10.0
     """How long running activities may take to finish on shutdown."""
+    capabilities: tuple[str, ...] = ()
+    """Capabilities this worker advertises: it also polls ``<task_queue>.<capability>`` for
+    each (see ``workflows.routing``)."""
+    model_calls_per_second: float | None = None
+    """Most model calls started per second on each ``<queue>.model`` queue this worker polls,
+    for the whole queue (the server enforces it; the last worker to poll sets it)."""
+
+
+class WorkerGroup:
+    """Workers started and shut down together: one per task queue a worker process polls."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = tuple(workers)
+
+    @property
+    def task_queues(self) -> tuple[str, ...]:
+        return tuple(w.task_queue for w in self.workers)
+
+    async def __aenter__(self) -> WorkerGroup:
+        started: list[Worker] = []
+        try:
+            for w in self.workers:
+                await w.__aenter__()
+                started.append(w)
+        except BaseException:
+            await asyncio.gather(*(w.__aexit__(None, None, None) for w in started))
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.gather(*(w.__aexit__(*exc) for w in self.workers))
 
 
 def build_worker(
@@ -49,22 +95,46 @@ def build_worker(
     options: WorkerOptions = WorkerOptions(),
     *,
     activity_fns: Sequence[Callable[..., Any]] = activities.ALL,
-) -> Worker:
-    """A worker with every workflow and activity registered (the client carries the pydantic
-    data converter). Activities are blocking, so they run in a thread pool of their own."""
-    return Worker(
-        client,
-        task_queue=options.task_queue,
-        workflows=workflows.ALL,
-        activities=activity_fns,
-        activity_executor=ThreadPoolExecutor(
-            max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
-        ),
-        max_concurrent_activities=options.max_concurrent_activities,
-        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
-        graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
-        **tracing.worker_options(client),
-    )
+    workflow_classes: Sequence[type] = workflows.ALL,
+) -> WorkerGroup:
+    """Workers with every workflow and activity registered (the client carries the pydantic
+    data converter), on the task queue and on each capability's queue; beside each of those,
+    one for the model calls of its workflows (``<queue>.model``), rate-limited if asked.
+    Activities are blocking, so they run in a thread pool of their own."""
+    queues = [options.task_queue]
+    queues += [capability_queue(options.task_queue, c) for c in options.capabilities]
+    group: list[Worker] = []
+    for queue in queues:
+        group.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=workflow_classes,
+                activities=activity_fns,
+                activity_executor=ThreadPoolExecutor(
+                    max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
+                ),
+                max_concurrent_activities=options.max_concurrent_activities,
+                max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+                graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+                **tracing.worker_options(client),
+            )
+        )
+        group.append(
+            Worker(
+                client,
+                task_queue=capability_queue(queue, MODEL_CAPABILITY),
+                activities=[fn for fn in activity_fns if _name(fn) == MODEL_CALL] or [call_model],
+                activity_executor=ThreadPoolExecutor(
+                    max_workers=options.max_concurrent_activities, thread_name_prefix="model"
+                ),
+                max_concurrent_activities=options.max_concurrent_activities,
+                max_task_queue_activities_per_second=options.model_calls_per_second,
+                graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+                **tracing.worker_options(client),
+            )
+        )
+    return WorkerGroup(group)
 
 
 async def run(options: WorkerOptions, client: Client | None = None) -> None:
@@ -79,8 +149,12 @@ async def run(options: WorkerOptions, client: Client | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with build_worker(client, options):
-        print(f"worker polling task queue {options.task_queue!r}; Ctrl-C to stop", flush=True)
+    async with build_worker(client, options) as group:
+        others = ", ".join(repr(q) for q in group.task_queues[1:])
+        print(
+            f"worker polling task queue {options.task_queue!r} (and {others}); Ctrl-C to stop",
+            flush=True,
+        )
         await stop.wait()
         print("shutting down: letting running activities finish ...", flush=True)
 
@@ -105,13 +179,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="workflow tasks processed at once (default: %(default)s)",
     )
+    parser.add_argument(
+        "--capability",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also serve sub-tasks needing NAME, from the queue <task-queue>.NAME; repeatable "
+        f"(known: {', '.join(REGISTRY.capabilities)})",
+    )
+    parser.add_argument(
+        "--model-calls-per-second",
+        type=float,
+        default=None,
+        metavar="N",
+        help="start at most N model calls per second on each model-call queue (whole queue)",
+    )
 
 
 def options_from(args: argparse.Namespace) -> WorkerOptions:
+    """The options the command line asked for; unknown capabilities are a usage error."""
+    known = REGISTRY.capabilities
+    for name in args.capability:
+        if name not in known:
+            raise UsageError(
+                f"unknown capability {name!r}: --capability takes one of {', '.join(known)}"
+            )
+    rate = args.model_calls_per_second
+    if rate is not None and not rate > 0:
+        raise UsageError(f"--model-calls-per-second must be above 0, got {rate:g}")
     return WorkerOptions(
         task_queue=args.task_queue,
         max_concurrent_activities=args.max_activities,
         max_concurrent_workflow_tasks=args.max_workflow_tasks,
+        capabilities=tuple(dict.fromkeys(args.capability)),
+        model_calls_per_second=rate,
     )
 
 

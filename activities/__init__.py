@@ -18,6 +18,7 @@ from activities.llm import call_model
 from activities.progress_log import open_log, record_shard
 from activities.refactor import edit_files, plan
 from activities.review import read_diff
+from activities.routing import pollers
 
 ALL = [
     plan,
@@ -33,6 +34,7 @@ ALL = [
     record_shard,
     vote,
     read_diff,
+    pollers,
 ]
 
 __all__ = ["ALL"]

@@ -57,10 +57,21 @@ BUDGET_EXCEEDED = "BudgetExceeded"
 """The next model call would spend more tokens than the job's budget allows."""
 OUTPUT_INVALID = "OutputInvalid"
 """The model's answer still did not validate after every re-prompt."""
+NO_CAPABILITY = "NoCapability"
+"""A sub-task of a kind no registered specialist does, or whose workers are not running."""
+LOOP_DETECTED = "LoopDetected"
+"""An agent kept editing one file, or repeated one action with the same outcome."""
+ITERATION_CAP = "IterationCapReached"
+"""A loop ran into its cap on iterations."""
+STAGE_FAILED = "StageFailed"
+"""A pipeline stage failed; the message names it."""
+SUMMARY_TOO_LARGE = "SummaryTooLarge"
+"""A map step returned more than a summary: large artefacts belong in git or the blob store."""
 
 NON_RETRYABLE_TYPES = [
     BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
-    OUTPUT_INVALID, APPROVAL_DENIED,
+    OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
+    SUMMARY_TOO_LARGE,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""

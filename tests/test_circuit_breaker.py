@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
 class BreakerScriptWorkflow:
     @workflow.run
     async def run(self, threshold: int, cooldown_ms: int | None, ops: list[str]) -> list[str]:
-        """Play ``ops`` ("fail", "ok", "ask", "wait <ms>") on a breaker; trace each one."""
+        """Play ``ops`` ("fail", "ok", "ask", "trip", "wait <ms>") on a breaker; trace each."""
         cooldown = None if cooldown_ms is None else timedelta(milliseconds=cooldown_ms)
         breaker = CircuitBreaker(threshold, cooldown)
         trace = []
@@ -31,6 +31,8 @@ class BreakerScriptWorkflow:
             elif op == "ask":
                 trace.append(f"ask: {'allowed' if breaker.allows() else 'refused'}")
                 continue
+            elif op == "trip":
+                breaker.trip()
             else:
                 await workflow.sleep(timedelta(milliseconds=int(op.split()[1])))
             trace.append(f"{op}: {breaker.state} {breaker.failures}")
@@ -92,6 +94,17 @@ async def test_stays_open_until_the_cooldown_has_passed(client: Client, task_que
     ops = ["fail", "wait 200", "ask"]
     assert await play(client, task_queue, 1, 3_600_000, ops) == [
         *["fail: open 1", "wait 200: open 1", "ask: refused"]
+    ]
+
+
+async def test_trip_opens_at_once_and_cools_down_like_any_opening(
+    client: Client, task_queue: str
+) -> None:
+    """trip() opens a breaker with no failures counted; the cool-down then half-opens it."""
+    ops = ["trip", "ask", "wait 300", "ask", "ok"]
+    assert await play(client, task_queue, 5, 250, ops) == [
+        *["trip: open 0", "ask: refused", "wait 300: half-open 0", "ask: allowed"],
+        "ok: closed 0",
     ]
 
 

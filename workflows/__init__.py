@@ -5,9 +5,18 @@ Nothing here performs I/O, reads clocks or draws random numbers except through
 """
 
 from workflows.consensus import ReviewWorkflow
+from workflows.pipeline import PipelineWorkflow
 from workflows.refactor import RefactorWorkflow
+from workflows.routing import OrchestratorWorkflow
 from workflows.shard import ShardWorkflow
 
-ALL = [RefactorWorkflow, ShardWorkflow, ReviewWorkflow]
+ALL = [RefactorWorkflow, ShardWorkflow, ReviewWorkflow, OrchestratorWorkflow, PipelineWorkflow]
 
-__all__ = ["ALL", "RefactorWorkflow", "ReviewWorkflow", "ShardWorkflow"]
+__all__ = [
+    "ALL",
+    "OrchestratorWorkflow",
+    "PipelineWorkflow",
+    "RefactorWorkflow",
+    "ReviewWorkflow",
+    "ShardWorkflow",
+]

@@ -59,10 +59,17 @@ class ModelSteps:
     """Model calls of one workflow, with the budget they share."""
 
     def __init__(
-        self, budget: BudgetLimits | None = None, prices: dict[str, Price] | None = None
+        self,
+        budget: BudgetLimits | None = None,
+        prices: dict[str, Price] | None = None,
+        *,
+        task_queue: str | None = None,
     ) -> None:
         self.budget = budget or BudgetLimits()
         self.prices = prices or {}
+        self.task_queue = task_queue
+        """Where the calls run (default: the workflow's queue); a queue of their own lets
+        workers rate-limit them."""
         self.used: dict[str, Usage] = {}
         self.calls = 0
         self._cost: float | None = 0.0
@@ -118,6 +125,7 @@ class ModelSteps:
                     req,
                     summary=f"{req.step} · {req.model}",
                     heartbeat_timeout=timedelta(seconds=req.stream_timeout_s),
+                    **({"task_queue": self.task_queue} if self.task_queue else {}),
                 )
             except ActivityError as e:
                 if _type_of(e) == CONTEXT_LENGTH and not compacted:

@@ -17,7 +17,9 @@ from temporalio.exceptions import ApplicationError
 
 from workflows._call import call
 from workflows.circuit_breaker import CircuitBreaker
+from workflows.loop_detect import LoopDetector
 from workflows.model_step import ModelSteps
+from workflows.routing import MODEL_CAPABILITY, capability_queue
 from workflows.saga import Saga
 
 with workflow.unsafe.imports_passed_through():
@@ -72,7 +74,9 @@ class ShardWorkflow:
         )
         saga.add("worktree", lambda: call(remove_worktree, shard))
         tip = inp.job.base_commit
-        steps = ModelSteps(inp.budget, inp.prices)
+        model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
+        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue)
+        loops = LoopDetector(breaker=breaker)
         try:
             changed: list[str] = []
             pending = list(inp.shard.files)
@@ -133,6 +137,7 @@ class ShardWorkflow:
                                 non_retryable=True,
                             )
                         if answer is not None:  # the failure goes back to the model
+                            loops.record("edit", outcome.path, answer, _feedback(outcome))
                             conversation = (
                                 *conversation,
                                 Message(role="assistant", content=answer),
