@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-llm test test-fast worker server lint bench clean
+.PHONY: demo demo-llm test test-fast worker server lint bench clean sandbox
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=python3.11 (or newer)")'
@@ -13,19 +13,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# Tool commands run in bubblewrap (--sandbox bwrap, the default): install it where we can.
+BWRAP_HINT := bubblewrap (bwrap) is missing: install it (apt-get install bubblewrap, dnf install bubblewrap, pacman -S bubblewrap) or run jobs with --sandbox none
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=no; fi; \
+	  if [ "$$SUDO" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$SUDO apt-get install -y -qq bubblewrap || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap; }; \
+	  fi; \
+	  command -v bwrap >/dev/null 2>&1 || echo "$(BWRAP_HINT)"; }
+
+demo: $(STAMP) sandbox
 	$(BIN)/python examples/demo.py
 
-demo-llm: $(STAMP)
+demo-llm: $(STAMP) sandbox
 	$(BIN)/python examples/demo_llm.py
 
-test: $(STAMP) lint
+test: $(STAMP) sandbox lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) sandbox
 	$(BIN)/python -m pytest -q -m 'not slow' $(PYTEST_ARGS)
 
-worker: $(STAMP)
+worker: $(STAMP) sandbox
 	$(BIN)/agentparallels worker
 
 server: $(STAMP)
@@ -35,9 +45,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox
 	$(BIN)/python bench/refactor_bench.py
 	$(BIN)/python bench/llm_bench.py
+	$(BIN)/python bench/sandbox_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

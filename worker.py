@@ -25,9 +25,10 @@ from temporalio.worker import Worker
 
 import activities
 import workflows
+from activities import sandbox
 from activities._workspace import collect_garbage
 from activities.llm import call_model
-from agentparallels import tracing
+from agentparallels import tokens, tracing
 from agentparallels.errors import UsageError
 from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
@@ -101,6 +102,7 @@ def build_worker(
     data converter), on the task queue and on each capability's queue; beside each of those,
     one for the model calls of its workflows (``<queue>.model``), rate-limited if asked.
     Activities are blocking, so they run in a thread pool of their own."""
+    tokens.encoding()  # loaded here, once, so that workflow code counting tokens reads no file
     queues = [options.task_queue]
     queues += [capability_queue(options.task_queue, c) for c in options.capabilities]
     group: list[Worker] = []
@@ -145,6 +147,8 @@ async def run(options: WorkerOptions, client: Client | None = None) -> None:
         client = await connect()
     for stale in collect_garbage():
         print(f"removed stale worktrees {stale}", flush=True)
+    if why := sandbox.problem("bwrap"):
+        print(f"warning: {why}; jobs with --sandbox bwrap (the default) fail here", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,6 +5,7 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
+from activities.agent import run_tool
 from activities.checklist import vote
 from activities.checks import run_check
 from activities.git_ops import (
@@ -35,6 +36,7 @@ ALL = [
     vote,
     read_diff,
     pollers,
+    run_tool,
 ]
 
 __all__ = ["ALL"]

@@ -1,7 +1,9 @@
-"""Running user commands (codemods, checks, tests) with a time limit.
+"""Running user commands (codemods, checks, tests) with a time limit, in the sandbox.
 
-Each command runs in a shell in its own process group, with the worktree as its working
-directory; on timeout the whole group is killed, so no child process outlives the step.
+Every tool command goes through :func:`run_command`. It runs in a shell in its own process
+group, with the worktree as its working directory, confined by a sandbox policy
+(:mod:`activities.sandbox`, bubblewrap by default); on timeout the whole group is killed, so
+no child process outlives the step.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from activities import sandbox
 from agentparallels.tracing import traced_command
 
 OUTPUT_TAIL = 4000
@@ -25,10 +28,12 @@ class Finished:
     exit_code: int
     output: str
     timed_out: bool = False
+    limited: bool = False
+    """The sandbox's process limit refused it a fork: a result it cannot be trusted with."""
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.limited
 
 
 def tool_env() -> dict[str, str]:
@@ -41,13 +46,28 @@ def tool_env() -> dict[str, str]:
 
 
 @traced_command
-def run_command(command: str, cwd: Path, timeout_s: float) -> Finished:
-    """Run ``command`` in a shell in ``cwd``; stdout and stderr are merged."""
+def run_command(
+    command: str, cwd: Path, timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
+) -> Finished:
+    """Run ``command`` in a shell in ``cwd`` under ``policy``; stdout and stderr are merged.
+
+    Under the bwrap policy a worker that cannot build the sandbox raises a non-retryable
+    ``SandboxUnavailable`` error instead of running the command unconfined."""
+    with sandbox.jail(policy, command, cwd, tool_env()) as jail:
+        done = _run(jail.argv, jail.env, cwd, timeout_s)
+        refused = jail.refused_forks()
+    if done.ok and not refused:
+        return done
+    notes = jail.notes(refused)
+    output = f"{done.output.rstrip()}\n{notes}" if notes else done.output
+    return Finished(done.exit_code, output, done.timed_out, limited=refused > 0)
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> Finished:
     proc = subprocess.Popen(
-        command,
-        shell=True,
+        argv,
         cwd=cwd,
-        env=tool_env(),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

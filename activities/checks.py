@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from activities import sandbox
 from activities._defn import defn
 from activities._proc import Finished, ruff_bin, run_command
 from activities._workspace import scratch_worktree
@@ -26,17 +27,22 @@ def _python(wt: Path, paths: Sequence[str]) -> list[str]:
     return [p for p in paths if p.endswith(".py") and (wt / p).exists()]
 
 
-def format_files(wt: Path, paths: Sequence[str], timeout_s: float) -> None:
+def format_files(
+    wt: Path, paths: Sequence[str], timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
+) -> None:
     """Re-sort imports and format ``paths`` with the repository's own ruff settings."""
     py = _python(wt, paths)
     if py:
         files = " ".join(shlex.quote(p) for p in py)
         ruff = ruff_bin()
-        run_command(f"{ruff} check --no-cache --quiet --fix --select I -- {files}", wt, timeout_s)
-        run_command(f"{ruff} format --no-cache --quiet -- {files}", wt, timeout_s)
+        sort = f"{ruff} check --no-cache --quiet --fix --select I -- {files}"
+        run_command(sort, wt, timeout_s, policy)
+        run_command(f"{ruff} format --no-cache --quiet -- {files}", wt, timeout_s, policy)
 
 
-def _ruff_findings(wt: Path, py: Sequence[str], rules: str, timeout_s: float) -> dict[str, str]:
+def _ruff_findings(
+    wt: Path, py: Sequence[str], rules: str, timeout_s: float, policy: sandbox.Policy
+) -> dict[str, str]:
     """Path -> ruff's findings for it (one line each), for the paths that have any."""
     if not py:
         return {}
@@ -45,7 +51,7 @@ def _ruff_findings(wt: Path, py: Sequence[str], rules: str, timeout_s: float) ->
         f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero "
         f"--select {rules} -- {files}"
     )
-    done = run_command(command, wt, timeout_s)
+    done = run_command(command, wt, timeout_s, policy)
     if not done.ok:
         raise RuntimeError(f"ruff failed: {done.output}")  # a tool fault: the step is retried
     findings: dict[str, list[str]] = {}
@@ -61,18 +67,23 @@ def _ruff_findings(wt: Path, py: Sequence[str], rules: str, timeout_s: float) ->
 
 
 def verify(
-    wt: Path, paths: Sequence[str], rules: str, check_cmd: str | None, timeout_s: float
+    wt: Path,
+    paths: Sequence[str],
+    rules: str,
+    check_cmd: str | None,
+    timeout_s: float,
+    policy: sandbox.Policy = sandbox.DEFAULT,
 ) -> tuple[str, str, Finished] | None:
     """Check edited files, in order: ruff's ``rules`` (one run for all), then ``check_cmd`` on
     each. Returns the first failing file, the command that failed and its result, or None."""
-    findings = _ruff_findings(wt, _python(wt, paths), rules, timeout_s)
+    findings = _ruff_findings(wt, _python(wt, paths), rules, timeout_s, policy)
     for path in paths:
         if path in findings:
             command = f"ruff check --isolated --select {rules} -- {shlex.quote(path)}"
             return path, command, Finished(1, findings[path])
         if check_cmd:
             command = check_cmd.replace("{file}", shlex.quote(path))
-            done = run_command(command, wt, timeout_s)
+            done = run_command(command, wt, timeout_s, policy)
             if not done.ok:
                 return path, command, done
     return None
@@ -81,8 +92,9 @@ def verify(
 @defn("check.run", start_to_close=timedelta(minutes=30))
 def run_check(inp: CheckInput) -> CheckRun:
     """Run the pre-completion test command on ``inp.commit`` in a fresh worktree."""
+    sandbox.require(inp.sandbox)
     with scratch_worktree(inp.job.repository, inp.job.job_id, "check", inp.commit) as wt:
-        done = run_command(inp.command, wt, inp.timeout_s)
+        done = run_command(inp.command, wt, inp.timeout_s, sandbox.Policy(mode=inp.sandbox))
     return CheckRun(
         command=inp.command, exit_code=done.exit_code, passed=done.ok, output=done.output
     )

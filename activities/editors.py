@@ -4,7 +4,8 @@ An editor first *plans* on a worktree at the base commit (which files it will ch
 *applies* its change to a shard's files, in order, in the shard's worktree. A rename is computed
 once for the whole project at planning time and committed; applying it copies the files' new
 state from the change commit. A command editor runs its command on each file, and refuses a
-command that changes any file but its own.
+command that changes any file but its own (one outside the shard's files is a bulkhead
+violation, see :mod:`activities.bulkhead`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Protocol
 
 import git
 
-from activities import _git, rename_engine
+from activities import _git, bulkhead, rename_engine, sandbox
 from activities._proc import run_command
 from agentparallels.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
 
@@ -79,21 +80,31 @@ class CommandEditor:
         return tracked(wt, self.spec.files)
 
     def apply(self, wt: Path, step: EditBatchInput) -> None:
-        paths, timeout_s = step.paths, step.timeout_s
-        # Optimistically: every command, then one look at what changed. Only if something
-        # outside the batch changed are the commands run again one by one, from a clean
-        # worktree, to find the culprit (codemods are meant to be repeatable).
-        self._run(wt, paths, timeout_s, check_each=False)
+        paths, policy = step.paths, sandbox.Policy(mode=step.sandbox)
+        # Optimistically: every command, then one look at what changed. A change outside the
+        # shard's files is a violation; only if something outside the batch changed are the
+        # commands run again one by one, from a clean worktree, to find the culprit (codemods
+        # are meant to be repeatable).
+        self._run(wt, paths, step.timeout_s, policy, check_each=False)
+        bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`")
         if any(p not in set(paths) for p in _git.changed_paths(wt)):
             _git.run(wt, "reset", "--quiet", "--hard")
             _git.run(wt, "clean", "--quiet", "-fdx")
-            self._run(wt, paths, timeout_s, check_each=True)
+            self._run(wt, paths, step.timeout_s, policy, check_each=True)
 
-    def _run(self, wt: Path, paths: Sequence[str], timeout_s: float, *, check_each: bool) -> None:
+    def _run(
+        self,
+        wt: Path,
+        paths: Sequence[str],
+        timeout_s: float,
+        policy: sandbox.Policy,
+        *,
+        check_each: bool,
+    ) -> None:
         allowed: set[str] = set()
         for path in paths:
             command = self.spec.command.replace("{file}", shlex.quote(path))
-            done = run_command(command, wt, timeout_s)
+            done = run_command(command, wt, timeout_s, policy)
             if not done.ok:
                 raise EditFailed(path, command, done.output)
             allowed.add(path)

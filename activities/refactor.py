@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import git
 from temporalio.exceptions import ApplicationError
 
-from activities import _git
+from activities import _git, bulkhead, sandbox
 from activities._defn import defn
 from activities._workspace import editing, scratch_worktree
 from activities.checks import format_files, uses_ruff, verify
 from activities.editors import EditFailed, PlanRejected, editor_for
+from agentparallels import tokens
 from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,
@@ -76,7 +78,7 @@ def plan(inp: PlanInput) -> Plan:
                 files = editor.plan(wt)
             except PlanRejected as e:
                 raise bad_input(str(e)) from None
-            return Plan(base_commit=base, files=tuple(files), ruff_format=ruff_format)
+            return _plan(cache, base, None, files, ruff_format)
         change = _git.remote_ref(inp.repository, change_ref)
         if change is None:  # not computed by an earlier attempt
             try:
@@ -91,7 +93,33 @@ def plan(inp: PlanInput) -> Plan:
         _git.ensure_commit(cache, inp.repository, change)
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
-    return Plan(base_commit=base, files=tuple(files), change_commit=change, ruff_format=ruff_format)
+    return _plan(cache, base, change, files, ruff_format)
+
+
+def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_format: bool) -> Plan:
+    """The plan, with each file's size in tokens (at the base; a file the change creates, as
+    it creates it), so the workflow can pack shards that fit a window."""
+    repo = git.Repo(cache)
+    trees = [repo.commit(base).tree] + ([repo.commit(change).tree] if change else [])
+    sizes = []
+    for path in files:
+        for tree in trees:
+            try:
+                blob = tree / path
+            except KeyError:
+                continue
+            sizes.append(tokens.count(blob.data_stream.read().decode("utf-8", "replace")))
+            break
+        else:
+            sizes.append(0)
+    repo.close()
+    return Plan(
+        base_commit=base,
+        files=tuple(files),
+        tokens=tuple(sizes),
+        change_commit=change,
+        ruff_format=ruff_format,
+    )
 
 
 @defn("refactor.edit_files", start_to_close=timedelta(minutes=30))
@@ -103,6 +131,8 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     Idempotent: if an earlier attempt already pushed its commits on top of ``inp.checkpoint``
     (its worker died before reporting), they are reported and nothing is redone.
     """
+    sandbox.require(inp.sandbox)  # fail closed before anything is changed
+    policy = sandbox.Policy(mode=inp.sandbox)
     job, ref = inp.shard.job, inp.shard.ref
     remote = _git.remote_ref(job.repository, ref)
     # Until its first commit, a shard's branch does not exist: it is at the base.
@@ -111,17 +141,19 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         return _earlier_attempt(inp, remote)
     with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
         failure: EditOutcome | None = None
+        bulkhead.check_paths(wt, inp.paths, inp.scope)
         try:
             editor_for(inp.edit).apply(wt, inp)
             applied = list(inp.paths)
         except EditFailed as e:
             applied = list(inp.paths[: inp.paths.index(e.path)])
             failure = _failed(e.path, inp.checkpoint, e.command, e.output)
+        bulkhead.contain(wt, inp.paths, inp.scope, describe(inp.edit))
         changed = set(_git.changed_paths(wt))
         edited = [p for p in applied if p in changed]
         if inp.ruff_format:
-            format_files(wt, edited, inp.timeout_s)
-        bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s)
+            format_files(wt, edited, inp.timeout_s, policy)
+        bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s, policy)
         if bad:
             path, command, done = bad
             applied = applied[: applied.index(path)]

@@ -58,7 +58,6 @@ from agentparallels import (
 )
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
-from agentparallels.llm import BudgetLimits
 from agentparallels.models import (
     Limits,
     ModelEdit,
@@ -150,6 +149,12 @@ def build_parser() -> Parser:
         metavar="N",
         help="for --instruct: stop before the model calls spend more than N tokens",
     )
+    ref.add_argument(
+        "--phase-shares",
+        metavar="PHASE=SHARE,...",
+        help="with --budget-tokens: each phase's share of it, e.g. plan=0.1,execute=0.7,"
+        "verify=0.2 (the default); unspent budget flows forward to the later phases",
+    )
     ref.add_argument("--base", default="HEAD", help="commit to start from (default: HEAD)")
     ref.add_argument("--check-cmd", help="verify each edited file with this command too")
     ref.add_argument(
@@ -174,6 +179,13 @@ def build_parser() -> Parser:
         help="files in a shard; small modules are packed (default %(default)s)",
     )
     ref.add_argument(
+        "--shard-tokens",
+        type=positive,
+        metavar="N",
+        help="most tokens of files in a shard, so each sub-agent's files fit its window "
+        "(default: no limit); a single larger file fails the plan",
+    )
+    ref.add_argument(
         "--batch-files",
         type=positive,
         default=limits.batch_files,
@@ -191,6 +203,13 @@ def build_parser() -> Parser:
         default=int(limits.command_timeout_s),
         metavar="SECONDS",
         help="limit of each edit, check and test command (default %(default)s)",
+    )
+    ref.add_argument(
+        "--sandbox",
+        choices=["bwrap", "none"],
+        default=limits.sandbox,
+        help="run edit, check and test commands in bubblewrap (read-only system, writable "
+        "worktree, no network, no secrets) or unconfined (default %(default)s)",
     )
     ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
     ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
@@ -311,6 +330,8 @@ async def refactor(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.apply:
         validate.clean_for_apply(repository)
+    if not args.no_worker:  # a separate worker checks its own machine
+        validate.sandbox(args.sandbox)
     job = RefactorInput(
         repository=repository,
         base_ref=args.base,
@@ -321,11 +342,13 @@ async def refactor(args: argparse.Namespace) -> int:
         limits=Limits(
             parallel=args.parallel,
             max_files_per_shard=args.max_files_per_shard,
+            shard_tokens=args.shard_tokens,
             batch_files=args.batch_files,
             breaker_threshold=args.breaker_threshold,
             command_timeout_s=args.timeout,
+            sandbox=args.sandbox,
         ),
-        budget=BudgetLimits(total=args.budget_tokens),
+        budget=validate.budget(args.budget_tokens, args.phase_shares),
         prices=validate.prices(args.price or []),
         **approval_command.job_options(args),
     )

@@ -38,6 +38,10 @@ APPROVAL_DENIED = "ApprovalDenied"
 """The prepared result was not approved: rejected by a person, or no decision in time."""
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
+SANDBOX_UNAVAILABLE = "SandboxUnavailable"
+"""The worker cannot run tool commands in the sandbox the job asked for (no bwrap)."""
+SCOPE_VIOLATION = "ScopeViolation"
+"""An edit reached outside its shard's files (bulkhead): nothing of it is kept."""
 
 MODEL_RETRYABLE = "ModelUnavailable"
 """A model call failed in a way a later attempt can get past (throttled, overloaded, cut off)."""
@@ -69,7 +73,8 @@ SUMMARY_TOO_LARGE = "SummaryTooLarge"
 """A map step returned more than a summary: large artefacts belong in git or the blob store."""
 
 NON_RETRYABLE_TYPES = [
-    BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, MODEL_REJECTED, MODEL_AUTH,
+    BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, SANDBOX_UNAVAILABLE, SCOPE_VIOLATION,
+    MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
     SUMMARY_TOO_LARGE,

@@ -17,7 +17,9 @@ SDKs' own. It speaks OpenAI chat completions (`POST /v1/chat/completions`) and A
 (sets `x-should-retry`); every entry takes `delay_ms`. A streamed fault first sends the stream's
 preamble and `after_chunks` text deltas ("chunk0 ", "chunk1 ", ...); a non-streamed one fails
 before any byte. When the script runs out the `default` entry answers, or a 500 (with
-`x-should-retry: false`) if it is None.
+`x-should-retry: false`) if it is None. Entries in `match` (text -> entry) answer every request
+whose messages contain that text, ahead of the script and without using it up: a way to answer
+one kind of request (a summary, say) the same way wherever it falls in a long run.
 """
 
 from __future__ import annotations
@@ -196,7 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.prompt_words = _words(self.req.get("messages")) + _words(self.req.get("system"))
         try:
             if path in _ROUTES:
-                self._reply(fake._next_entry())
+                asked = [self.req.get("messages"), self.req.get("system")]
+                prompt = json.dumps(asked, ensure_ascii=False)
+                self._reply(fake._next_entry(prompt))
             else:
                 self._error(404, {"message": f"unknown path {path}"})
         except OSError:  # the client went away mid-answer
@@ -364,8 +368,10 @@ class FakeLLM:
         default: dict | None = {"content": "ok"},  # noqa: B006 - never mutated, copied below
         host: str = "127.0.0.1",
         port: int = 0,
+        match: dict[str, dict] | None = None,
     ) -> None:
         entries = [_validate(e, f"script entry {i}") for i, e in enumerate(script or [])]
+        self._match = {k: _validate(e, f"match {k!r}") for k, e in (match or {}).items()}
         self._script: deque[dict[str, Any]] = deque(entries)
         self._default = None if default is None else _validate(default, "default")
         self.requests: list[Recorded] = []
@@ -428,7 +434,10 @@ class FakeLLM:
         with self._lock:
             self._script.extend(checked)
 
-    def _next_entry(self) -> dict[str, Any] | None:
+    def _next_entry(self, prompt: str = "") -> dict[str, Any] | None:
+        for text, entry in self._match.items():
+            if text in prompt:
+                return entry
         with self._lock:
             return self._script.popleft() if self._script else self._default
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from agentparallels._value import Value
 
@@ -103,13 +103,86 @@ class Price(Value):
         return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
 
 
+PHASES = ("plan", "execute", "verify")
+"""The budget phases, in the order unspent tokens flow."""
+DEFAULT_SHARES = {"plan": 0.1, "execute": 0.7, "verify": 0.2}
+
+
 class BudgetLimits(Value):
-    """Token budgets checked before every model call."""
+    """Token budgets checked before every model call, and how they move between phases.
+
+    Each phase of ``PHASES`` has a base: its absolute cap in ``phases`` if given, else its
+    share of ``total``. The rule for unspent budget: **it flows forward, never back.** A phase
+    may spend its own base plus whatever the phases before it have left unspent so far, so
+    unspent plan budget flows to execute, and unspent plan and execute budget to verify; plan
+    can never spend execute's or verify's part, and execute never verify's. With the default
+    shares, execute may use up to 80% of the total while plan has spent nothing, and at least
+    20% stays for verification. Every call is also checked against ``total`` itself. Phases
+    outside ``PHASES`` are limited by ``total`` only.
+    """
 
     total: int | None = Field(None, ge=1)
-    """The whole job."""
+    """The whole job, in tokens."""
     phases: dict[str, int] = {}
-    """Per phase (``plan``, ``execute``, ``verify``)."""
+    """Absolute caps per phase (``plan``, ``execute``, ``verify``), in tokens; they take the
+    place of that phase's share."""
+    shares: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SHARES))
+    """Fraction of ``total`` that is each phase's base; at most 1 together. Empty: phases are
+    limited by ``total`` (and ``phases``) only."""
+
+    @field_validator("shares")
+    @classmethod
+    def _valid_shares(cls, shares: dict[str, float]) -> dict[str, float]:
+        if unknown := sorted(set(shares) - set(PHASES)):
+            raise ValueError(f"unknown phase(s) {unknown}; the phases are {', '.join(PHASES)}")
+        if any(not 0 <= v <= 1 for v in shares.values()):
+            raise ValueError("each phase's share must be between 0 and 1")
+        if sum(shares.values()) > 1 + 1e-9:
+            raise ValueError(f"the shares add up to {sum(shares.values()):g}, more than 1")
+        return shares
+
+    def base(self, phase: str) -> int | None:
+        """What ``phase`` may spend on its own, before anything flows in; None: unlimited."""
+        if phase in self.phases:
+            return self.phases[phase]
+        if self.total is not None and phase in self.shares:
+            return int(self.total * self.shares[phase])
+        return None
+
+    def allowance(self, phase: str, spent: dict[str, int]) -> int | None:
+        """Tokens ``phase`` may have spent in all, given what each phase has ``spent``: its
+        base plus the unspent base of every earlier phase (see the class docstring)."""
+        own = self.base(phase)
+        if own is None or phase not in PHASES:
+            return own
+        carried = 0
+        for earlier in PHASES[: PHASES.index(phase)]:
+            base = self.base(earlier)
+            if base is not None:
+                carried += max(0, base - spent.get(earlier, 0))
+        return own + carried
+
+
+class Compaction(Value):
+    """When and how a conversation is compacted before a model call (garbage collection)."""
+
+    threshold: float = Field(0.6, gt=0, le=1)
+    """Compact when the conversation takes more than this fraction of the model's window."""
+    window_tokens: int | None = Field(None, ge=1)
+    """The model's window, in tokens; None: looked up in ``agentparallels.tokens.WINDOWS``."""
+    keep_turns: int = Field(4, ge=0)
+    """The newest turns, never summarised (the first turn, the task, is never either)."""
+    summary_tokens: int = Field(1024, ge=16)
+    """Longest summary, in tokens."""
+
+
+class StepsState(Value):
+    """What a workflow's model calls have spent, carried across continue-as-new."""
+
+    used: dict[str, Usage] = {}
+    calls: int = 0
+    cost_usd: float | None = 0.0
+    compactions: int = 0
 
 
 _OUTPUTS: dict[str, type[BaseModel]] = {}

@@ -57,6 +57,9 @@ class ModelEdit(Value):
 
 EditSpec = Annotated[RenameEdit | CommandEdit | ModelEdit, Field(discriminator="kind")]
 
+SandboxMode = Literal["bwrap", "none"]
+"""How tool commands run: in a bubblewrap sandbox, or unconfined (see docs/isolation.md)."""
+
 
 class Limits(Value):
     """Bounds of one job."""
@@ -66,6 +69,10 @@ class Limits(Value):
     max_files_per_shard: int = Field(20, ge=1)
     """Most files in a shard: small modules are packed together up to this, a larger module
     is split."""
+    shard_tokens: int | None = Field(None, ge=1)
+    """Most tokens (counted at plan time) in a shard, so each sub-agent's files fit its
+    window: modules are packed whole while they fit, a larger one is split by files, and a
+    single file over it fails the plan (None: no token limit)."""
     batch_files: int = Field(20, ge=1)
     """Files one edit step handles: each file still gets its own verification and commit, but
     a batch's commits are pushed together, so a crashed worker redoes at most one batch."""
@@ -75,6 +82,9 @@ class Limits(Value):
     """Wall-clock limit, in seconds, of each edit, check or test command."""
     verify_rules: str = "E9,F63,F7,F82"
     """The ruff rules every edited file must pass: syntax errors and undefined names by default."""
+    sandbox: SandboxMode = "bwrap"
+    """Where edit, check and test commands run: ``bwrap`` (read-only system, writable worktree,
+    no network, no secrets, resource limits) or ``none``."""
 
 
 class RefactorInput(Value):
@@ -137,6 +147,8 @@ class Plan(Value):
 
     base_commit: str
     files: tuple[str, ...]
+    tokens: tuple[int, ...] = ()
+    """Each file's size in tokens, in the order of ``files``."""
     change_commit: str | None = None
     """For editors that compute all changes at once (rename): the commit holding them, kept
     reachable under the job's scratch refs. Children copy their files from it."""
@@ -149,6 +161,8 @@ class Shard(Value):
     modules: tuple[str, ...]
     """The modules (directories) whose files it holds, in order."""
     files: tuple[str, ...]
+    tokens: int = 0
+    """The files' size in tokens, as counted by the plan."""
 
     @property
     def label(self) -> str:
@@ -191,6 +205,9 @@ class EditBatchInput(Value):
     check_cmd: str | None = None
     verify_rules: str = Limits().verify_rules
     timeout_s: float = Limits().command_timeout_s
+    sandbox: SandboxMode = "bwrap"
+    scope: tuple[str, ...] = ()
+    """Every path the step may change (the bulkhead): the shard's files. Empty: ``paths``."""
     answer: str | None = None
     """For a model edit (one file): the model's answer, a whole file or a unified diff."""
 
@@ -226,6 +243,8 @@ class ShardResult(Value):
     files_changed: tuple[str, ...]
     attempts: int
     usage: Usage = Usage()
+    phase_tokens: dict[str, int] = {}
+    """Tokens its model calls used, per budget phase."""
     cost_usd: float | None = 0.0
 
 
@@ -239,6 +258,7 @@ class CheckInput(Value):
     commit: str
     command: str
     timeout_s: float
+    sandbox: SandboxMode = "bwrap"
 
 
 class CheckRun(Value):
@@ -278,6 +298,18 @@ class ShardProgress(Value):
     """Consecutive failed verifications so far."""
     tokens: int = 0
     """Tokens its model calls used so far."""
+    phase_tokens: dict[str, int] = {}
+    """The same, per budget phase."""
+
+
+class PhaseBudget(Value):
+    """One phase of the job's token budget, as the progress query shows it."""
+
+    phase: str
+    spent: int
+    allowance: int | None
+    """What the phase may spend in all under the budget rule (its share plus the earlier
+    phases' unspent tokens); None when the job has no token budget."""
 
 
 class Progress(Value):
@@ -288,6 +320,8 @@ class Progress(Value):
     shards: tuple[ShardProgress, ...] = ()
     tokens: int = 0
     """Tokens of the job's model calls so far."""
+    budget: tuple[PhaseBudget, ...] = ()
+    """Tokens per phase (plan, execute, verify) against what each may spend."""
     message: str = ""
 
 

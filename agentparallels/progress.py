@@ -28,12 +28,22 @@ def line(p: Progress) -> str:
 def table(p: Progress) -> str:
     """Every shard's state, as ``agentparallels status`` prints it."""
     rows = [f"job {p.job_id}: {p.phase}, {p.files_done}/{p.files_total} files"]
+    if p.tokens or any(b.allowance is not None for b in p.budget):
+        rows.append("  tokens: " + budget(p))
     for s in p.shards:
         rows.append(
             f"  {s.name:<24} {s.label:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
             f"breaker {s.breaker} ({s.failures} consecutive failures)"
         )
     return "\n".join(rows)
+
+
+def budget(p: Progress) -> str:
+    """Tokens per phase against what each may spend: ``plan 0/1000, execute 420/8000, ...``."""
+    return ", ".join(
+        f"{b.phase} {b.spent}" + (f"/{b.allowance}" if b.allowance is not None else "")
+        for b in p.budget
+    )
 
 
 def summary(r: RefactorResult) -> str:

@@ -192,6 +192,9 @@ def traced_command(fn: F) -> F:
         }
         if timeout_s is not None:
             attributes["agentparallels.tool.timeout_s"] = float(timeout_s)
+        policy = kwargs.get("policy", args[3] if len(args) > 3 else None)
+        if policy is not None:
+            attributes["agentparallels.tool.sandbox"] = str(getattr(policy, "mode", policy))
         with _span(f"execute_tool {name}", SpanKind.INTERNAL, attributes) as span:
             try:
                 done = fn(*args, **kwargs)
@@ -201,6 +204,8 @@ def traced_command(fn: F) -> F:
             output = str(getattr(done, "output", ""))
             exit_code = int(getattr(done, "exit_code", 0))
             timed_out = bool(getattr(done, "timed_out", False))
+            if getattr(done, "limited", False):  # stopped by the sandbox's process cap
+                exit_code = exit_code or 1
             span.set_attributes({
                 "process.exit.code": exit_code,
                 "agentparallels.tool.timed_out": timed_out,

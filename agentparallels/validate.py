@@ -10,9 +10,11 @@ import keyword
 import subprocess
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agentparallels.errors import UsageError
-from agentparallels.llm import Price, split_model
-from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
+from agentparallels.llm import BudgetLimits, Price, split_model
+from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit, SandboxMode
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -144,3 +146,39 @@ def prices(specs: list[str]) -> dict[str, Price]:
                 f"(e.g. openai:gpt-4.1=2,8), not '{spec}'"
             ) from None
     return found
+
+
+def sandbox(mode: SandboxMode) -> None:
+    """Fail closed: the sandbox asked for must be buildable here (the worker checks again)."""
+    from activities import sandbox as tool_sandbox
+
+    why = tool_sandbox.problem(mode)
+    if why:
+        raise UsageError(f"{why}; or pass --sandbox none to run tool commands unconfined")
+
+
+def budget(total: int | None, shares: str | None) -> BudgetLimits:
+    """``--budget-tokens`` and ``--phase-shares plan=0.1,execute=0.7,verify=0.2``."""
+    if shares is None:
+        return BudgetLimits(total=total)
+    if total is None:
+        raise UsageError("--phase-shares divides --budget-tokens: give --budget-tokens N too")
+    parsed: dict[str, float] = {}
+    for part in shares.split(","):
+        phase, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            parsed[phase.strip()] = float(value)
+        except ValueError:
+            raise UsageError(
+                f"--phase-shares takes PHASE=SHARE,... (e.g. {_SHARES_EXAMPLE}), not '{shares}'"
+            ) from None
+    try:
+        return BudgetLimits(total=total, shares=parsed)
+    except ValidationError as e:
+        reason = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"--phase-shares {shares}: {reason} (e.g. {_SHARES_EXAMPLE})") from None
+
+
+_SHARES_EXAMPLE = "plan=0.1,execute=0.7,verify=0.2"

@@ -586,6 +586,7 @@ def job_limits(args: argparse.Namespace) -> Any:
         parallel=args.parallel,
         max_files_per_shard=args.max_files_per_shard,
         batch_files=args.batch_files,
+        sandbox=args.sandbox,
     )
 
 
@@ -858,6 +859,12 @@ def main() -> None:
         default=worker.WorkerOptions().max_concurrent_activities,
         metavar="N",
         help="the worker's max_concurrent_activities (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=["bwrap", "none"],
+        default=Limits().sandbox,
+        help="the jobs' Limits.sandbox: tool commands in bubblewrap or not (default: %(default)s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()

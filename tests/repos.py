@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
@@ -129,9 +130,14 @@ def src_layout_repo(path: Path) -> Path:
 
 async def wait_for_file(path: Path, timeout_s: float = 60) -> None:
     """Wait until another process has made ``path`` (a condition, not a guess at timing)."""
+    await wait_for(path.exists, timeout_s)
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    """Wait until ``condition()`` holds, made true by another process."""
 
     async def poll() -> None:
-        while not path.exists():  # noqa: ASYNC110 - the event comes from another process
+        while not condition():  # noqa: ASYNC110 - the event comes from another process
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(poll(), timeout_s)

@@ -86,6 +86,47 @@ BAD_INPUT = {
         ["{repo}", "--rename", "pkg.money.to_cents=c", "--parallel", "0"],
         "at least 1",
     ),
+    "shard tokens of 0": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--shard-tokens", "0"],
+        "argument --shard-tokens: expected a number of at least 1, got 0",
+    ),
+    "a file over the shard tokens": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--shard-tokens", "5"],
+        "src/pkg/money.py is 19 tokens, more than the shard limit of 5 tokens: raise "
+        "--shard-tokens to at least 19",
+    ),
+    "phase shares without a budget": (
+        ["{repo}", "--instruct", "x", "--model", "openai:m", "--phase-shares", "plan=0.5"],
+        "--phase-shares divides --budget-tokens",
+    ),
+    "phase shares over 1": (
+        [
+            "{repo}",
+            "--instruct",
+            "x",
+            "--model",
+            "openai:m",
+            "--budget-tokens",
+            "100",
+            "--phase-shares",
+            "plan=0.5,execute=0.7",
+        ],
+        "--phase-shares plan=0.5,execute=0.7: the shares add up to 1.2, more than 1",
+    ),  # fmt: skip
+    "phase shares misspelt": (
+        [
+            "{repo}",
+            "--instruct",
+            "x",
+            "--model",
+            "openai:m",
+            "--budget-tokens",
+            "100",
+            "--phase-shares",
+            "plan:0.5",
+        ],
+        "--phase-shares takes PHASE=SHARE,...",
+    ),  # fmt: skip
 }
 
 

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 import worker
 from agentparallels.errors import BREAKER_OPEN
 from agentparallels.models import CommandEdit, Limits, RefactorInput
-from tests.repos import make_repo, snapshot, start_job
+from tests.repos import git, make_repo, snapshot, start_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,14 +50,16 @@ async def test_command_over_its_time_limit_is_killed_and_counted(
 async def test_command_that_changes_other_files_is_refused(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
-    """An edit of one file that also changes another is a failed attempt, named as such."""
+    """An edit of one file that also changes another of its shard is a failed attempt, named
+    as such (a change outside the shard is a bulkhead violation: tests/test_bulkhead.py)."""
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n", "b.py": "y = 2\n"})
     before = snapshot(repo)
     job = RefactorInput(
         repository=str(repo),
         edit=CommandEdit(
-            command="echo '# edited' >> {file}; echo '# stray' >> b.py", files=("a.py",)
+            command="echo '# edited' >> {file}; echo '# stray' >> b.py", files=("a.py", "b.py")
         ),
+        limits=Limits(batch_files=1),
     )
     cause = await failure_of(client, task_queue, job)
     assert "changed files outside its target a.py: b.py" in cause.message
@@ -69,15 +71,12 @@ async def test_command_runs_in_the_worktree_not_the_repository(
 ) -> None:
     """The command's working directory is the shard's worktree in the worker's cache."""
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
-    where = tmp_path / "where"
-    job = RefactorInput(
-        repository=str(repo),
-        edit=CommandEdit(command=f"pwd > {where}; echo '# edited' >> {{file}}"),
-    )
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command='echo "# $(pwd)" >> {file}'))
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         result = await (await start_job(client, task_queue, job)).result()
     assert result.files_changed == ("a.py",)
-    assert where.read_text().startswith(str(cache_dir / "worktrees"))
+    where = git(repo, "show", f"{result.branch}:a.py").splitlines()[1]
+    assert where.startswith(f"# {cache_dir / 'worktrees'}")
     assert (repo / "a.py").read_text() == "x = 1\n"
 
 

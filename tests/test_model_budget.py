@@ -4,6 +4,7 @@ compaction on context length, re-prompts for invalid structured answers, token b
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import BaseModel
@@ -12,8 +13,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
 
+    from agentparallels import progress
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.llm import BudgetLimits, Price, Usage, output_model
+    from agentparallels.models import PhaseBudget, Progress
     from tests.test_model_calls import (  # noqa: F401 - fixtures are used by name
         CONVERSATION,
         PROVIDERS,
@@ -151,7 +154,9 @@ async def test_job_budget_refuses_a_call_that_could_exceed_it(
     """60 spent + 10 estimated fits a budget of 70; with 69 the third call is never made."""
     fake.push(SPEND, SPEND, SPEND)
     asks = [request(fake, "openai", "hi", max_tokens=10)] * 3
-    _, outcome = await run(client, task_queue, *asks, budget=BudgetLimits(total=total))
+    # no phase shares: the whole budget is open to the execute phase
+    budget = BudgetLimits(total=total, shares={})
+    _, outcome = await run(client, task_queue, *asks, budget=budget)
     assert len(fake.requests) == calls
     if calls == 3:
         assert isinstance(outcome, AskResult), outcome.cause
@@ -213,3 +218,81 @@ async def test_usage_and_cost_accumulate_per_phase(
     }
     assert result.calls == 2
     assert result.cost_usd == (cost if cost is None else pytest.approx(cost))
+
+
+# --- phase shares and the flow of unspent budget ---------------------------------------------
+
+
+def test_unspent_budget_flows_forward_never_back() -> None:
+    """Default shares of 1,000 tokens: plan 100, execute 700 plus plan's unspent, verify 200
+    plus what both left; spending in a later phase never raises an earlier one's limit."""
+    budget = BudgetLimits(total=1000)
+    assert [budget.allowance(p, {}) for p in ("plan", "execute", "verify")] == [100, 800, 1000]
+    assert budget.allowance("execute", {"plan": 60}) == 740
+    assert budget.allowance("verify", {"plan": 60, "execute": 650}) == 290
+    assert budget.allowance("verify", {"plan": 100, "execute": 900}) == 200  # overspent: none
+    assert budget.allowance("plan", {"execute": 700, "verify": 200}) == 100
+    assert budget.allowance("review", {}) is None  # other phases: the total only
+    assert BudgetLimits().allowance("execute", {}) is None  # no budget, no limit
+
+
+def test_an_absolute_phase_cap_replaces_its_share() -> None:
+    """phases={"plan": 50} with 1,000 total: plan 50, and its unspent 50 flows on."""
+    budget = BudgetLimits(total=1000, phases={"plan": 50})
+    assert budget.allowance("plan", {}) == 50
+    assert budget.allowance("execute", {"plan": 20}) == 730
+
+
+@pytest.mark.parametrize(
+    ("shares", "error"),
+    [
+        ({"plan": 0.5, "execute": 0.7}, "add up to 1.2, more than 1"),
+        ({"review": 0.1}, "unknown phase(s) ['review']"),
+        ({"plan": -0.1}, "between 0 and 1"),
+    ],
+)
+def test_bad_shares_are_refused(shares: dict, error: str) -> None:
+    """Shares over 1 together, of unknown phases, or negative: a validation error."""
+    with pytest.raises(ValueError, match=re.escape(error)):
+        BudgetLimits(total=100, shares=shares)
+
+
+async def test_execute_runs_out_while_verify_keeps_its_reserve(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """A 100-token budget split plan 0.1 / execute 0.5 / verify 0.4: execute may spend 60 (its
+    50 and plan's unspent 10), so after two execute calls (60) a verify call still goes
+    through, and a third execute call is refused, naming the execute budget."""
+    fake.push(SPEND, SPEND, SPEND, SPEND)
+    req = request(fake, "openai", "hi", max_tokens=10)
+    budget = BudgetLimits(total=100, shares={"plan": 0.1, "execute": 0.5, "verify": 0.4})
+    asks = [Ask(request=req, phase=p) for p in ("execute", "execute", "verify", "execute")]
+    _, outcome = await run(client, task_queue, *asks, budget=budget)
+    assert len(fake.requests) == 3
+    error = workflow_error(outcome)
+    assert error.type == "BudgetExceeded"
+    assert error.message == (
+        "stopped before a model call that could take up to 10 tokens: 60 are spent of the "
+        "execute budget of 60 tokens (execute: 60, verify: 30); raise the budget to go on"
+    )
+
+
+def test_status_shows_each_phase_against_its_allowance() -> None:
+    """`agentparallels status` prints a tokens row: spent/allowance per phase."""
+    p = Progress(
+        job_id="j",
+        phase="edit",
+        tokens=45,
+        budget=(
+            PhaseBudget(phase="plan", spent=0, allowance=100),
+            PhaseBudget(phase="execute", spent=40, allowance=800),
+            PhaseBudget(phase="verify", spent=5, allowance=960),
+        ),
+    )
+    assert progress.table(p).splitlines()[1] == (
+        "  tokens: plan 0/100, execute 40/800, verify 5/960"
+    )
+    unlimited = p.model_copy(
+        update={"budget": (PhaseBudget(phase="execute", spent=45, allowance=None),)}
+    )
+    assert progress.budget(unlimited) == "execute 45"

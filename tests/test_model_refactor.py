@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
@@ -14,8 +15,9 @@ import worker
 import workflows
 from agentparallels.errors import BREAKER_OPEN
 from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import Price
-from agentparallels.models import Limits, ModelEdit, RefactorInput
+from agentparallels.llm import BudgetLimits, Price
+from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from tests.history_text import history_text
 from tests.repos import git, make_repo, snapshot, start_job
 
 FILES = {
@@ -82,7 +84,7 @@ async def test_model_edits_each_file_and_a_lint_failure_goes_back_as_feedback(
 
     child = client.get_workflow_handle(f"{handle.id}/00-pkg")
     history = await child.fetch_history()
-    assert "def old_name" not in history.to_json()  # the original files stay in git
+    assert "def old_name" not in history_text(history)  # the original files stay in git
     replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
     await replayer.replay_workflow(history)
     await replayer.replay_workflow(await handle.fetch_history())
@@ -107,3 +109,34 @@ async def test_three_bad_answers_open_the_breaker_and_roll_back(
     assert "3 consecutive failed attempts at pkg/a.py" in cause.message
     assert calls == 3
     assert snapshot(repo) == before
+
+
+async def test_phase_budgets_show_in_the_progress_query_and_the_ui(
+    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First attempts are paid from execute, the retry after a failed check from verify; the
+    progress query and the UI's current details show each phase's spending against its
+    allowance (defaults: plan 10%, execute 70% plus plan's unspent, verify the rest)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-model-refactor")
+    repo = make_repo(tmp_path / "repo", FILES)
+    answers = [{"content": BAD, "usage": {"input": 100, "output": 10}}]
+    answers += [{"content": GOOD_A, "usage": {"input": 200, "output": 20}}]
+    answers += [{"content": DIFF_B, "usage": {"input": 300, "output": 30}}]
+    with FakeLLM(answers) as fake:
+        inp = job(repo, fake).model_copy(update={"budget": BudgetLimits(total=100_000)})
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(client, task_queue, inp)
+            await asyncio.wait_for(handle.result(), 60)
+            progress = await handle.query("progress", result_type=Progress)
+            # What the UI shows as the job's current details, through the same query it uses.
+            metadata = await handle.query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
+    assert progress.budget == (
+        PhaseBudget(phase="plan", spent=0, allowance=10_000),
+        PhaseBudget(phase="execute", spent=440, allowance=80_000),
+        PhaseBudget(phase="verify", spent=220, allowance=99_560),
+    )
+    assert progress.tokens == 660
+    shown = metadata.current_details
+    assert "tokens: plan 0/10000, execute 440/80000, verify 220/99560" in shown

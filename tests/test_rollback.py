@@ -24,8 +24,9 @@ from agentparallels.models import (
     RefactorInput,
     RenameEdit,
 )
-from tests.repos import snapshot, src_layout_repo, start_job, wait_for_file
+from tests.repos import snapshot, src_layout_repo, start_job, wait_for
 
+UNCONFINED = Limits(sandbox="none")
 CODEMOD = CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}")
 
 
@@ -86,7 +87,10 @@ async def test_verification_failure_opens_breaker_after_three_and_rolls_back(
         "case {file} in *tax.py) echo 'tax is broken'; exit 1;; esac"
     )
     job = RefactorInput(
-        repository=str(repo), edit=RenameEdit(old="pkg.money.to_cents", new="c"), check_cmd=check
+        repository=str(repo),
+        edit=RenameEdit(old="pkg.money.to_cents", new="c"),
+        check_cmd=check,
+        limits=UNCONFINED,  # the check counts its runs in a file outside the worktree
     )
     cause = await fails_with(client, task_queue, job)
     assert isinstance(cause, ApplicationError) and cause.type == BREAKER_OPEN
@@ -109,7 +113,8 @@ async def test_breaker_stays_closed_when_failures_are_split_by_successes(
         repository=str(repo),
         edit=RenameEdit(old="pkg.money.to_cents", new="c"),
         check_cmd=check,
-        limits=Limits(parallel=1, max_files_per_shard=2),
+        # The check keeps its counts outside the worktree, which the sandbox would refuse.
+        limits=Limits(parallel=1, max_files_per_shard=2, sandbox="none"),
     )
     async with build(client, task_queue):
         result = await (await start_job(client, task_queue, job)).result()
@@ -151,15 +156,14 @@ async def test_merge_failure_rolls_back(client: Client, task_queue: str, tmp_pat
 
 
 async def test_cancellation_mid_job_rolls_back(
-    client: Client, task_queue: str, tmp_path: Path
+    client: Client, task_queue: str, tmp_path: Path, cache_dir: Path
 ) -> None:
     """Cancelling while an edit command runs stops it, undoes the finished edits and leaves the
     repository as it was."""
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
-    reached = tmp_path / "reached"
     blocker = (
-        f"case {{file}} in *tax.py) touch {reached}; exec sleep 300;; esac; "
+        "case {file} in *tax.py) touch .reached; exec sleep 300;; esac; "
         f"{sys.executable} -c 'import sys' {{file}}; echo '# touched' >> {{file}}"
     )
     job = RefactorInput(
@@ -169,7 +173,8 @@ async def test_cancellation_mid_job_rolls_back(
     )
     async with build(client, task_queue):
         handle = await start_job(client, task_queue, job)
-        await wait_for_file(reached)
+        # The sandboxed command can only write in its worktree: it leaves its mark there.
+        await wait_for(lambda: any((cache_dir / "worktrees").glob("*/*/.reached")))
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()

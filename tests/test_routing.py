@@ -248,5 +248,5 @@ def test_worker_script_refuses_an_unknown_capability() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == (
-        "worker.py: error: unknown capability 'nope': --capability takes one of python\n"
+        "agentparallels: error: unknown capability 'nope': --capability takes one of python\n"
     )

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from agentparallels.models import Shard
-from workflows.sharding import module_of, shard_files
+from workflows.sharding import FileTooLarge, module_of, shard_files
 
 ODD_DIRS = [
     "my pkg",
@@ -96,3 +96,62 @@ def test_max_files_below_one_is_refused() -> None:
     """A shard size under 1 is a ValueError rather than an empty plan."""
     with pytest.raises(ValueError, match="at least 1"):
         shard_files(["a.py"], -1)
+
+
+# --- packing by tokens -----------------------------------------------------------------------
+
+
+def test_token_limit_packs_whole_modules_while_they_fit() -> None:
+    """Modules of 40, 30 and 50 tokens under a 100-token limit: a and b share a shard, c (which
+    would make 120) opens the next; each shard reports its tokens."""
+    sizes = {"a/1.py": 25, "a/2.py": 15, "b/1.py": 30, "c/1.py": 20, "c/2.py": 30}
+    assert shard_files(list(sizes), 20, sizes, 100) == [
+        Shard(name="00-a", modules=("a", "b"), files=("a/1.py", "a/2.py", "b/1.py"), tokens=70),
+        Shard(name="01-c", modules=("c",), files=("c/1.py", "c/2.py"), tokens=50),
+    ]
+
+
+def test_a_module_over_the_token_limit_is_split_at_file_boundaries() -> None:
+    """A module of 4 files of 40 tokens under a 100-token limit: pieces of 2, 2; both caps hold
+    at once (files and tokens)."""
+    sizes = {f"big/m{i}.py": 40 for i in range(4)} | {"small/x.py": 10}
+    shards = shard_files(list(sizes), 20, sizes, 100)
+    assert [(s.files, s.tokens) for s in shards] == [
+        (("big/m0.py", "big/m1.py"), 80),
+        (("big/m2.py", "big/m3.py", "small/x.py"), 90),
+    ]
+    assert [len(s.files) for s in shard_files(list(sizes), 1, sizes, 100)] == [1] * 5
+
+
+def test_token_packing_loses_no_file_and_respects_the_limit() -> None:
+    """Random sizes under a limit: every file once, every shard within the limit, and every
+    module whose files fit one shard in exactly one shard."""
+    rng = random.Random(3)
+    files = [f"{d}/f{i}.py" for d in ["p", "q", "r/s", "t", "u"] for i in range(rng.randint(1, 6))]
+    sizes = {f: rng.randint(1, 90) for f in files}
+    shards = shard_files(files, 50, sizes, 150)
+    assert sorted(f for s in shards for f in s.files) == sorted(files)
+    for shard in shards:
+        assert shard.tokens == sum(sizes[f] for f in shard.files) <= 150
+    for module in {module_of(f) for f in files}:
+        if sum(v for f, v in sizes.items() if module_of(f) == module) <= 150:
+            assert sum(module in s.modules for s in shards) == 1, module
+
+
+def test_a_file_over_the_token_limit_is_refused_by_name() -> None:
+    """One file of 5,000 tokens under a 4,000 limit: FileTooLarge names it, both sizes and
+    the fix; nothing is cut."""
+    sizes = {"pkg/huge.py": 5000, "pkg/ok.py": 10}
+    with pytest.raises(FileTooLarge) as raised:
+        shard_files(list(sizes), 20, sizes, 4000)
+    assert (raised.value.path, raised.value.tokens, raised.value.limit) == (
+        "pkg/huge.py",
+        5000,
+        4000,
+    )
+    assert str(raised.value) == (
+        "pkg/huge.py is 5000 tokens, more than the shard limit of 4000 tokens: raise "
+        "--shard-tokens to at least 5000, or leave the file out with --files"
+    )
+    at_limit = shard_files(list(sizes), 20, sizes, 5000)  # a file exactly at the limit fits
+    assert [s.files for s in at_limit] == [("pkg/huge.py",), ("pkg/ok.py",)]

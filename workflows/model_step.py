@@ -4,8 +4,9 @@ Each call is one ``llm.call`` activity, so its request and answer are recorded i
 a replay or a reset reuses the same decision, and whatever follows is keyed by where it stands
 in the workflow, not by what the model said. Around that activity, :class:`ModelSteps`:
 
-- checks the token budget (job-wide and per phase) *before* every call, and refuses a call
-  that could exceed it, with a message saying how much was spent where;
+- checks the token budget (job-wide and per phase, unspent budget flowing forward from phase
+  to phase as ``BudgetLimits`` describes) *before* every call, and refuses a call that could
+  exceed it, with a message saying how much was spent where;
 - answers a context-length error by compacting the conversation once and calling again,
   never by a blind retry;
 - answers an invalid structured answer by calling again with the validation error as feedback
@@ -24,7 +25,15 @@ from workflows._call import call
 with workflow.unsafe.imports_passed_through():
     from activities.llm import call_model
     from agentparallels.errors import BUDGET_EXCEEDED, CONTEXT_LENGTH, OUTPUT_INVALID
-    from agentparallels.llm import BudgetLimits, Message, ModelAnswer, ModelRequest, Price, Usage
+    from agentparallels.llm import (
+        BudgetLimits,
+        Message,
+        ModelAnswer,
+        ModelRequest,
+        Price,
+        StepsState,
+        Usage,
+    )
 
 CHARS_PER_TOKEN = 4
 """Estimate used for budget checks before a call; recorded usage replaces it afterwards."""
@@ -62,6 +71,7 @@ class ModelSteps:
         self,
         budget: BudgetLimits | None = None,
         prices: dict[str, Price] | None = None,
+        state: StepsState | None = None,
         *,
         task_queue: str | None = None,
     ) -> None:
@@ -70,9 +80,21 @@ class ModelSteps:
         self.task_queue = task_queue
         """Where the calls run (default: the workflow's queue); a queue of their own lets
         workers rate-limit them."""
-        self.used: dict[str, Usage] = {}
-        self.calls = 0
-        self._cost: float | None = 0.0
+        state = state or StepsState()
+        self.used: dict[str, Usage] = dict(state.used)
+        self.calls = state.calls
+        self.compactions = state.compactions
+        self._cost: float | None = state.cost_usd
+
+    def state(self) -> StepsState:
+        """What has been spent, to carry into the next run of a continued-as-new workflow."""
+        return StepsState(
+            used=self.used, calls=self.calls, cost_usd=self._cost, compactions=self.compactions
+        )
+
+    def spent(self) -> dict[str, int]:
+        """Tokens per phase."""
+        return {phase: usage.total for phase, usage in self.used.items()}
 
     @property
     def total(self) -> Usage:
@@ -88,7 +110,7 @@ class ModelSteps:
         spent = self.total.total
         if self.budget.total is not None and spent + estimate > self.budget.total:
             raise self._refused(f"the job's budget of {self.budget.total} tokens", spent, estimate)
-        limit = self.budget.phases.get(phase)
+        limit = self.budget.allowance(phase, self.spent())
         in_phase = self.used.get(phase, Usage()).total
         if limit is not None and in_phase + estimate > limit:
             raise self._refused(f"the {phase} budget of {limit} tokens", in_phase, estimate)

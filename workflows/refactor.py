@@ -19,7 +19,7 @@ from workflows._call import call
 from workflows.fanout import gather_bounded
 from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
-from workflows.sharding import module_of, shard_files
+from workflows.sharding import FileTooLarge, module_of, shard_files
 from workflows.two_phase import ApprovalGate, awaiting_details, prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
@@ -35,14 +35,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.checklist import AWAITING_APPROVAL, Decision
-    from agentparallels.errors import CHECK_FAILED
-    from agentparallels.llm import BudgetLimits, Usage
+    from agentparallels.errors import BAD_INPUT, CHECK_FAILED
+    from agentparallels.llm import PHASES, BudgetLimits, Usage
     from agentparallels.models import (
         CheckInput,
         CheckRun,
         JobRef,
         MergeInput,
         ModuleSummary,
+        PhaseBudget,
         PlanInput,
         Progress,
         Published,
@@ -55,12 +56,14 @@ with workflow.unsafe.imports_passed_through():
         ShardProgress,
         ShardResult,
     )
+    from agentparallels.progress import budget as budget_line
     from agentparallels.progress_log import OpenLogInput, ShardDoneInput
 
 
 @workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
 class RefactorWorkflow:
     def __init__(self) -> None:
+        self._budget = BudgetLimits()
         self._usage = Usage()
         self._progress = Progress(job_id="", phase="queued")
         self._shards: dict[str, ShardProgress] = {}
@@ -100,6 +103,7 @@ class RefactorWorkflow:
         info = workflow.info()
         job_id = info.workflow_id
         timestamp = int(info.start_time.timestamp())
+        self._budget = inp.budget
         self._progress = Progress(job_id=job_id, phase="plan")
         job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
         saga = Saga()
@@ -118,7 +122,15 @@ class RefactorWorkflow:
                 summary="plan: list the files to change",
             )
             job = job.model_copy(update={"base_commit": the_plan.base_commit})
-            shards = shard_files(the_plan.files, inp.limits.max_files_per_shard)
+            try:
+                shards = shard_files(
+                    the_plan.files,
+                    inp.limits.max_files_per_shard,
+                    dict(zip(the_plan.files, the_plan.tokens, strict=False)),
+                    inp.limits.shard_tokens,
+                )
+            except FileTooLarge as e:
+                raise ApplicationError(str(e), type=BAD_INPUT, non_retryable=True) from None
             self._shards = {
                 s.name: ShardProgress(name=s.name, label=s.label, files_total=len(s.files))
                 for s in shards
@@ -193,6 +205,7 @@ class RefactorWorkflow:
                     commit=merged,
                     command=inp.test_cmd,
                     timeout_s=inp.limits.command_timeout_s,
+                    sandbox=inp.limits.sandbox,
                 ),
                 summary=f"test: {inp.test_cmd}",
                 start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
@@ -283,7 +296,12 @@ class RefactorWorkflow:
             f"shard {shard.name}", lambda: call(set_ref, RefUpdate(job=job, ref=ref, target=None))
         )
         self._shards[shard.name] = self._shards[shard.name].model_copy(
-            update={"state": "done", "files_done": len(shard.files)}
+            update={
+                "state": "done",
+                "files_done": len(shard.files),
+                "tokens": result.usage.total,
+                "phase_tokens": result.phase_tokens,
+            }
         )
         self._refresh()
         self._usage = self._usage + result.usage
@@ -302,10 +320,23 @@ class RefactorWorkflow:
 
     def _refresh(self) -> None:
         """Update what the Temporal UI shows as the job's current details."""
+        spent: dict[str, int] = {}
+        for s in self._shards.values():
+            for phase, used in s.phase_tokens.items():
+                spent[phase] = spent.get(phase, 0) + used
+        budget = tuple(
+            PhaseBudget(
+                phase=phase,
+                spent=spent.get(phase, 0),
+                allowance=self._budget.allowance(phase, spent),
+            )
+            for phase in (*PHASES, *sorted(set(spent) - set(PHASES)))
+        )
         self._progress = self._progress.model_copy(
             update={
                 "files_done": self._files_done(),
                 "tokens": sum(s.tokens for s in self._shards.values()),
+                "budget": budget,
             }
         )
         p = self._progress
@@ -316,7 +347,12 @@ class RefactorWorkflow:
         table = (
             f"\n\n| shard | state | files | breaker |\n|---|---|---|---|\n{rows}" if rows else ""
         )
-        workflow.set_current_details(f"**{p.phase}**: {p.files_done}/{p.files_total} files{table}")
+        tokens = ""
+        if p.tokens or self._budget.total is not None:
+            tokens = f"\n\ntokens: {budget_line(p)}"
+        workflow.set_current_details(
+            f"**{p.phase}**: {p.files_done}/{p.files_total} files{tokens}{table}"
+        )
 
     def _result(
         self,
@@ -368,6 +404,7 @@ def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
     return BudgetLimits(
         total=part(budget.total) if budget.total is not None else None,
         phases={phase: part(tokens) for phase, tokens in budget.phases.items()},
+        shares=budget.shares,
     )
 
 

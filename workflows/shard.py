@@ -89,7 +89,12 @@ class ShardWorkflow:
                     batch: tuple[str, ...] = (pending[0],)
                     if not conversation:
                         conversation = _edit_prompt(model, pending[0])
-                    reply = await steps.ask(_edit_request(model, inp, pending[0], conversation))
+                    # A first attempt is execution; a retry after a failed check is paid for
+                    # from the verify budget, which execution cannot use up.
+                    phase = "execute" if len(conversation) <= 2 else "verify"
+                    reply = await steps.ask(
+                        _edit_request(model, inp, pending[0], conversation), phase=phase
+                    )
                     answer = reply.text
                 else:
                     batch = tuple(pending[: limits.batch_files])
@@ -105,6 +110,9 @@ class ShardWorkflow:
                         check_cmd=inp.check_cmd,
                         verify_rules=limits.verify_rules,
                         timeout_s=limits.command_timeout_s,
+                        sandbox=limits.sandbox,
+                        # A model edit's step is one file, its own scope (and history stays small).
+                        scope=inp.shard.files if model is None else (),
                         answer=answer,
                     ),
                     summary=f"edit {batch[0]}"
@@ -158,6 +166,7 @@ class ShardWorkflow:
                 files_changed=tuple(changed),
                 attempts=attempts,
                 usage=steps.total,
+                phase_tokens=steps.spent(),
                 cost_usd=steps.cost_usd,
             )
         except BaseException:
@@ -174,6 +183,7 @@ class ShardWorkflow:
                 "breaker": breaker.state,
                 "failures": breaker.failures,
                 "tokens": steps.total.total,
+                "phase_tokens": steps.spent(),
             }
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order

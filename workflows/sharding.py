@@ -2,9 +2,15 @@
 
 A shard is the work of one sub-agent (a child workflow with its own worktree). Files are grouped
 by module (their package or directory); modules are packed, in order, into shards of at most
-``max_files`` files. A module that fits in a shard is never split, and a module larger than
-that is cut into pieces. Packing small modules together keeps the per-child cost (a workflow,
-a worktree, a push) from dominating jobs over many small packages.
+``max_files`` files and, when a token limit is given, at most ``max_tokens`` tokens (each
+file's size counted by the plan), so that every sub-agent's files fit its context window. A
+module that fits in a shard is never split, and a module larger than that is cut into pieces
+at file boundaries. Packing small modules together keeps the per-child cost (a workflow, a
+worktree, a push) from dominating jobs over many small packages.
+
+A single file larger than ``max_tokens`` cannot fit any sub-agent's window; cutting it would
+hand a model part of a file to rewrite whole. It is refused (:class:`FileTooLarge`) before any
+shard starts, naming the file and both sizes.
 """
 
 from __future__ import annotations
@@ -28,28 +34,64 @@ def _slug(module: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", module).strip("-") or "root"
 
 
-def shard_files(files: list[str] | tuple[str, ...], max_files: int) -> list[Shard]:
-    """Pack ``files`` into shards of at most ``max_files``, by whole modules where they fit.
-    Shards are named ``NN-<first module>`` (a valid ref component) in a stable order."""
+class FileTooLarge(Exception):
+    """A file alone exceeds the per-shard token limit."""
+
+    def __init__(self, path: str, tokens: int, limit: int) -> None:
+        super().__init__(
+            f"{path} is {tokens} tokens, more than the shard limit of {limit} tokens: raise "
+            f"--shard-tokens to at least {tokens}, or leave the file out with --files"
+        )
+        self.path, self.tokens, self.limit = path, tokens, limit
+
+
+def shard_files(
+    files: list[str] | tuple[str, ...],
+    max_files: int,
+    tokens: dict[str, int] | None = None,
+    max_tokens: int | None = None,
+) -> list[Shard]:
+    """Pack ``files`` into shards of at most ``max_files`` files and ``max_tokens`` tokens
+    (``tokens`` maps a path to its size; a missing path counts 0), by whole modules where they
+    fit. Shards are named ``NN-<first module>`` (a valid ref component) in a stable order."""
     if max_files < 1:
         raise ValueError("max_files must be at least 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    sizes = tokens or {}
+    limit = max_tokens if max_tokens is not None else float("inf")
+    for path in files:
+        if sizes.get(path, 0) > limit:
+            raise FileTooLarge(path, sizes[path], int(limit))
     shards: list[Shard] = []
     members: list[str] = []
     modules: list[str] = []
 
+    def size(paths: list[str]) -> int:
+        return sum(sizes.get(p, 0) for p in paths)
+
     def close() -> None:
         if members:
             name = f"{len(shards):02d}-{_slug(modules[0])}"
-            shards.append(Shard(name=name, modules=tuple(modules), files=tuple(members)))
+            shards.append(
+                Shard(name=name, modules=tuple(modules), files=tuple(members), tokens=size(members))
+            )
             members.clear()
             modules.clear()
 
+    def pieces(paths: list[str]) -> list[list[str]]:
+        """A module cut, in order, into pieces that each fit a shard on their own."""
+        cut: list[list[str]] = [[]]
+        for path in paths:
+            if len(cut[-1]) == max_files or size([*cut[-1], path]) > limit:
+                cut.append([])
+            cut[-1].append(path)
+        return cut
+
     by_module = groupby(sorted(files, key=lambda p: (module_of(p), p)), key=module_of)
     for module, group in by_module:
-        paths = list(group)
-        for start in range(0, len(paths), max_files):
-            piece = paths[start : start + max_files]
-            if len(members) + len(piece) > max_files:
+        for piece in pieces(list(group)):
+            if len(members) + len(piece) > max_files or size(members + piece) > limit:
                 close()
             members.extend(piece)
             modules.append(module)

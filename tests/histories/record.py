@@ -18,10 +18,12 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 import worker  # noqa: E402
 from agentparallels import attributes  # noqa: E402
+from agentparallels.agent import AgentLoopInput  # noqa: E402
 from agentparallels.checklist import ApprovalOptions, Decision  # noqa: E402
 from agentparallels.codec import data_converter  # noqa: E402
 from agentparallels.consensus import ReviewInput  # noqa: E402
 from agentparallels.fake_llm import FakeLLM  # noqa: E402
+from agentparallels.llm import Compaction  # noqa: E402
 from agentparallels.models import (  # noqa: E402
     CommandEdit,
     Limits,
@@ -74,7 +76,8 @@ async def main() -> None:
     async with env:
         client = env.client
         with FakeLLM(
-            [{"content": "```python\ndef broken(:\n```"}, {"content": "```python\nX = 2\n```"}]
+            [{"content": "```python\ndef broken(:\n```"}, {"content": "```python\nX = 2\n```"}],
+            default={"content": "ok " * 20},
         ) as fake:
             jobs = {
                 "rename": RefactorInput(
@@ -115,6 +118,22 @@ async def main() -> None:
                         target = HERE / f"{history.workflow_id.replace('/', '__')}.json"
                         target.write_text(history.to_json())
                         print(f"wrote {target.name} ({len(history.events)} events)")
+                # An agent loop long enough to compact its conversation (summary calls).
+                loop = AgentLoopInput(
+                    task="say ok",
+                    model="openai:fake",
+                    base_url=fake.openai_base_url,
+                    turns=10,
+                    compaction=Compaction(window_tokens=300, keep_turns=2, summary_tokens=16),
+                )
+                handle = await client.start_workflow(
+                    "AgentLoopWorkflow", loop, id="recorded-agent-loop", task_queue="record"
+                )
+                await handle.result()
+                (HERE / "recorded-agent-loop.json").write_text(
+                    (await handle.fetch_history()).to_json()
+                )
+                print("wrote recorded-agent-loop.json")
         await record_review(client, work)
 
 

@@ -1,0 +1,24 @@
+"""The agent loop's feedback step: a tool command run on the model's answer."""
+
+from __future__ import annotations
+
+import shlex
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from activities._defn import defn
+from activities._proc import run_command
+from agentparallels.agent import ToolInput, ToolResult
+
+
+@defn("agent.run_tool", start_to_close=timedelta(minutes=30))
+def run_tool(inp: ToolInput) -> ToolResult:
+    """Run ``inp.command`` with ``{answer}`` replaced by the path of a file holding the answer.
+    Reads and writes nothing else of its own, so running it again is harmless."""
+    with tempfile.TemporaryDirectory(prefix="agentparallels-tool-") as scratch:
+        answer = Path(scratch) / "answer.txt"
+        answer.write_text(inp.answer)
+        command = inp.command.replace("{answer}", shlex.quote(str(answer)))
+        done = run_command(command, Path(inp.workdir or scratch), inp.timeout_s)
+    return ToolResult(exit_code=done.exit_code, output=done.output)
