@@ -15,6 +15,7 @@ from activities.git_ops import (
     remove_worktree,
     set_ref,
 )
+from activities.hooks import run_hook
 from activities.llm import call_model
 from activities.progress_log import open_log, record_shard
 from activities.refactor import edit_files, plan
@@ -37,6 +38,7 @@ ALL = [
     read_diff,
     pollers,
     run_tool,
+    run_hook,
 ]
 
 __all__ = ["ALL"]

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import git
 
-from activities import _git
+from activities import _git, sandbox
 from activities._defn import defn
 from activities._workspace import scratch_worktree
 from activities.checks import _ruff_findings
@@ -26,7 +26,7 @@ def _lint(inp: VoteInput) -> CheckVote:
         cache = str(_git.cached_repo(inp.repository))
         py = [p for p in _changed(cache, inp.base_commit, inp.commit)
               if p.endswith(".py") and (wt / p).exists()]  # fmt: skip
-        findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s)
+        findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s, sandbox.DEFAULT)
     command = f"ruff check --isolated --select {inp.rules}"
     if not findings:
         return CheckVote(

@@ -10,6 +10,8 @@
     agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
     agentparallels resume JOB [--test-cmd ...]  run a failed job again, keeping finished shards
+    agentparallels events JOB [--follow]        the job's events (file edited, check failed ...)
+    agentparallels pause JOB / unpause JOB      hold a job after its running steps; carry on
     agentparallels approve JOB | reject JOB --reason ...   decide on a job awaiting approval
     agentparallels review PATH --ref BRANCH --model ...    a committee of models reviews a diff
     agentparallels replay JOB|FILE...           replay recorded histories against this code
@@ -49,6 +51,7 @@ from agentparallels import (
     approval_command,
     attributes,
     devserver,
+    events_cli,
     logs,
     ops,
     progress,
@@ -58,6 +61,7 @@ from agentparallels import (
 )
 from agentparallels.client import connect
 from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
+from agentparallels.events import parse_hooks
 from agentparallels.models import (
     Limits,
     ModelEdit,
@@ -211,6 +215,13 @@ def build_parser() -> Parser:
         help="run edit, check and test commands in bubblewrap (read-only system, writable "
         "worktree, no network, no secrets) or unconfined (default %(default)s)",
     )
+    ref.add_argument(
+        "--hook",
+        action="append",
+        metavar="POINT=CMD",
+        help="run CMD at pre-edit, post-edit or pre-merge; a non-zero exit vetoes the step and "
+        "rolls the job back (repeatable; see docs/patterns.md)",
+    )
     ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
     ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
     ref.add_argument(
@@ -294,6 +305,7 @@ def build_parser() -> Parser:
     resume.add_argument("--detach", action="store_true", help="start the job and return at once")
     resume.set_defaults(handler=resume_command)
     ops.add_parsers(sub)  # list, setup, graph
+    events_cli.add_commands(sub)  # events, pause, unpause
     return parser
 
 
@@ -332,6 +344,7 @@ async def refactor(args: argparse.Namespace) -> int:
         validate.clean_for_apply(repository)
     if not args.no_worker:  # a separate worker checks its own machine
         validate.sandbox(args.sandbox)
+    hooks = parse_hooks(args.hook or [])
     job = RefactorInput(
         repository=repository,
         base_ref=args.base,
@@ -350,6 +363,7 @@ async def refactor(args: argparse.Namespace) -> int:
         ),
         budget=validate.budget(args.budget_tokens, args.phase_shares),
         prices=validate.prices(args.price or []),
+        hooks=hooks,
         **approval_command.job_options(args),
     )
     client = await connect(announce=err)

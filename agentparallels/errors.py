@@ -36,6 +36,8 @@ CHECK_FAILED = "CheckFailed"
 """A pre-completion check (the test command, lint, diff size, conflicts) voted no."""
 APPROVAL_DENIED = "ApprovalDenied"
 """The prepared result was not approved: rejected by a person, or no decision in time."""
+HOOK_VETOED = "HookVetoed"
+"""A user hook command (``--hook``) exited non-zero: the step it guards is vetoed."""
 GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
 SANDBOX_UNAVAILABLE = "SandboxUnavailable"
@@ -77,6 +79,6 @@ NON_RETRYABLE_TYPES = [
     MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
-    SUMMARY_TOO_LARGE,
+    SUMMARY_TOO_LARGE, HOOK_VETOED,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from agentparallels._value import Value
 from agentparallels.checklist import ApprovalOptions, Checklist
+from agentparallels.events import Hook, JobEvent
 from agentparallels.llm import BudgetLimits, Price, Usage
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
@@ -113,6 +114,10 @@ class RefactorInput(Value):
     """The checks that vote on the merged result before it is published."""
     approval: ApprovalOptions | None = None
     """When set, a person must approve the prepared result before it is published."""
+    hooks: tuple[Hook, ...] = ()
+    """User commands run before and after steps, each with a veto (``--hook``)."""
+    subscribers: tuple[str, ...] = ()
+    """Workflow ids that get the job's events as the ``job_events`` signal."""
 
 
 class JobRef(Value):
@@ -182,6 +187,7 @@ class ShardInput(Value):
     ruff_format: bool = False
     check_cmd: str | None = None
     limits: Limits = Limits()
+    hooks: tuple[Hook, ...] = ()
 
 
 class ShardRef(Value):
@@ -298,6 +304,8 @@ class ShardProgress(Value):
     """Consecutive failed verifications so far."""
     tokens: int = 0
     """Tokens its model calls used so far."""
+    events: tuple[JobEvent, ...] = ()
+    """Events since the shard's previous report, for the parent to publish."""
     phase_tokens: dict[str, int] = {}
     """The same, per budget phase."""
 

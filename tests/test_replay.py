@@ -20,6 +20,7 @@ async def test_every_recorded_history_replays() -> None:
     names = {h.stem for h in HISTORIES}
     assert {"recorded-rename", "recorded-codemod-breaker", "recorded-model"} <= names
     assert {"recorded-approved", "recorded-review"} <= names  # approval update; a committee
+    assert "recorded-choreography" in names  # hooks, a pause, a subscriber that is not there
     assert any("__" in n for n in names)  # children too
     results = await replay([load(path) for path in HISTORIES])
     assert [(r.workflow_id, r.failure) for r in results] == [(h.stem, None) for h in HISTORIES]

@@ -16,7 +16,9 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 from workflows._call import call
+from workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
 from workflows.fanout import gather_bounded
+from workflows.hooks import run_hooks
 from workflows.saga import Saga, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import FileTooLarge, module_of, shard_files
@@ -70,6 +72,8 @@ class RefactorWorkflow:
         self._reused: dict[str, ShardResult] = {}
         """Shards an earlier run of the job finished, taken over instead of run again."""
         self._logged = False
+        self._events = JobEvents(on_pause=self._paused)
+        self._before_pause = "queued"
         self._gate = ApprovalGate()
 
     @workflow.update(name="approve")
@@ -94,6 +98,8 @@ class RefactorWorkflow:
 
     @workflow.signal(name=PROGRESS_SIGNAL)
     def shard_progress(self, update: ShardProgress) -> None:
+        self._events.extend(update.events)
+        update = update.model_copy(update={"events": ()})
         if update.name in self._shards and self._shards[update.name].state == "running":
             self._shards[update.name] = update
             self._refresh()
@@ -108,6 +114,9 @@ class RefactorWorkflow:
         job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
         saga = Saga()
         self._logged = workflow.patched(PROGRESS_LOG)
+        for subscriber in inp.subscribers:
+            self._events.subscribe(subscriber)
+        self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
         try:
             self._phase("plan")
             the_plan = await call(
@@ -172,10 +181,12 @@ class RefactorWorkflow:
             finally:
                 await shielded(call(cleanup, job, summary=CLEANUP))
             self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
+            await shielded(self._events.finish(*ending(err)), raise_cancel=False)
             if isinstance(err, FailureError):
                 raise _root_cause(err) from err
             raise
         await shielded(call(cleanup, job, summary=CLEANUP), raise_cancel=False)
+        await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
         return result
 
     async def _finish(
@@ -183,6 +194,7 @@ class RefactorWorkflow:
     ) -> RefactorResult:
         """Fan in: merge the shards, let every check vote on the merge (and, if asked, a person
         approve it), publish the branch."""
+        await self._events.gate.wait()
         self._phase("merge")
         merged = await call(
             merge,
@@ -193,6 +205,10 @@ class RefactorWorkflow:
             "merge",
             lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
         )
+        files = sorted(p for r in results for p in r.files_changed)
+        await run_hooks(inp.hooks, "pre-merge", job=job, worktree="pre-merge", commit=merged,
+                        files=files, timeout_s=inp.limits.command_timeout_s,
+                        sandbox=inp.limits.sandbox)  # fmt: skip
 
         checks: list[CheckRun] = []
         two_phase = workflow.patched(CHECKLIST)
@@ -219,6 +235,7 @@ class RefactorWorkflow:
                     non_retryable=True,
                 )
         if two_phase:  # prepare: every check votes; then, if asked, a person decides
+            await self._events.gate.wait()
             self._phase("checklist")
             checks = list(await prepare(
                 job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
@@ -227,10 +244,12 @@ class RefactorWorkflow:
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
             self._phase(AWAITING_APPROVAL)
+            self._events.record("waiting_for_approval", detail=f"approve or reject {job.job_id}")
             since = workflow.now().strftime("%Y-%m-%d %H:%M:%S UTC")
             workflow.set_current_details(awaiting_details(job.job_id, timeout, since))
             await self._gate.wait(timeout)
 
+        await self._events.gate.wait()
         self._phase("publish")
         # The point of no return: once publishing starts, a cancel request is too late.
         published = await shielded(
@@ -256,10 +275,11 @@ class RefactorWorkflow:
     ) -> ShardResult:
         if shard.name in self._reused:  # finished by an earlier run, its branch set again
             return self._finished(job, shard, self._reused[shard.name], saga)
+        await self._events.gate.wait()  # a paused job starts no new shard
         self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": "running"})
         self._refresh()
         try:
-            result = await workflow.execute_child_workflow(
+            child = await workflow.start_child_workflow(
                 ShardWorkflow.run,
                 ShardInput(
                     budget=_share(inp.budget, len(shard.files), self._progress.files_total),
@@ -272,10 +292,13 @@ class RefactorWorkflow:
                     ruff_format=ruff_format,
                     check_cmd=inp.check_cmd,
                     limits=inp.limits,
+                    hooks=inp.hooks,
                 ),
                 id=f"{job.job_id}/{shard.name}",
                 static_summary=f"{shard.label}: {len(shard.files)} files",
             )
+            self._events.attach(child)  # it pauses with the job
+            result = await child
         except BaseException as err:
             state = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
             self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
@@ -314,9 +337,17 @@ class RefactorWorkflow:
         return sum(s.files_done for s in self._shards.values())
 
     def _phase(self, phase: str) -> None:
+        if self._events.gate.paused and phase not in {*HOLDS_THROUGH_PAUSE, AWAITING_APPROVAL}:
+            self._before_pause, phase = phase, "paused"  # shown until unpaused
         self._progress = self._progress.model_copy(update={"phase": phase})
         workflow.upsert_search_attributes([PHASE.value_set(phase)])
         self._refresh()
+
+    def _paused(self, paused: bool) -> None:
+        if paused:
+            self._phase(self._progress.phase)
+        elif self._progress.phase == "paused":
+            self._phase(self._before_pause)
 
     def _refresh(self) -> None:
         """Update what the Temporal UI shows as the job's current details."""

@@ -17,6 +17,8 @@ from temporalio.exceptions import ApplicationError
 
 from workflows._call import call
 from workflows.circuit_breaker import CircuitBreaker
+from workflows.events import PauseGate, child_event
+from workflows.hooks import run_hooks
 from workflows.loop_detect import LoopDetector
 from workflows.model_step import ModelSteps
 from workflows.routing import MODEL_CAPABILITY, capability_queue
@@ -26,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.git_ops import remove_worktree, set_ref
     from activities.refactor import edit_files
     from agentparallels.errors import BREAKER_OPEN
+    from agentparallels.events import JobEvent
     from agentparallels.llm import FileContext, Message, ModelRequest
     from agentparallels.models import (
         EditBatchInput,
@@ -50,6 +53,8 @@ class ShardWorkflow:
     def __init__(self) -> None:
         self._progress: ShardProgress | None = None
         self._signals: list[asyncio.Future[None]] = []
+        self._events: list[JobEvent] = []  # for the next report
+        self._gate = PauseGate()
 
     @workflow.query(name="progress")
     def progress(self) -> ShardProgress | None:
@@ -77,6 +82,8 @@ class ShardWorkflow:
         model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue)
         loops = LoopDetector(breaker=breaker)
+        hook_at = {"job": inp.job, "worktree": shard.name, "shard": shard.name,
+                   "timeout_s": limits.command_timeout_s, "sandbox": limits.sandbox}  # fmt: skip
         try:
             changed: list[str] = []
             pending = list(inp.shard.files)
@@ -84,6 +91,7 @@ class ShardWorkflow:
             model = inp.edit if isinstance(inp.edit, ModelEdit) else None
             conversation: tuple[Message, ...] = ()
             while pending:
+                await self._gate.wait()  # a paused job starts no new step
                 answer = None
                 if model is not None:  # one file at a time, each answer a recorded decision
                     batch: tuple[str, ...] = (pending[0],)
@@ -98,6 +106,7 @@ class ShardWorkflow:
                     answer = reply.text
                 else:
                     batch = tuple(pending[: limits.batch_files])
+                await run_hooks(inp.hooks, "pre-edit", commit=tip, files=batch, **hook_at)
                 step = await call(
                     edit_files,
                     EditBatchInput(
@@ -131,10 +140,16 @@ class ShardWorkflow:
                         ),
                     )
                     tip = step.tip
+                    edited = [o.path for o in step.outcomes if o.status == "committed"]
+                    await run_hooks(inp.hooks, "post-edit", commit=tip, files=edited, **hook_at)
                 for outcome in step.outcomes:
                     attempts += 1
                     if outcome.status == "failed":
                         breaker.record_failure()
+                        self._note("check_failed", shard.name, outcome.path, _failure(outcome))
+                        if not breaker.allows():
+                            opened = f"after {breaker.failures} consecutive failures"
+                            self._note("breaker_opened", shard.name, outcome.path, opened)
                         await self._report(inp, pending, breaker, steps)
                         if not breaker.allows():
                             raise ApplicationError(
@@ -157,6 +172,7 @@ class ShardWorkflow:
                         conversation = ()
                         if outcome.status == "committed":
                             changed.append(outcome.path)
+                            self._note("file_edited", shard.name, outcome.path)
                 await self._report(inp, pending, breaker, steps)
             await self._flush()
             self._progress = self._progress.model_copy(update={"state": "done"})
@@ -188,8 +204,14 @@ class ShardWorkflow:
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order
         # before the shard ends.
+        report = self._progress.model_copy(update={"events": tuple(self._events)})
+        self._events.clear()
         parent = workflow.get_external_workflow_handle(inp.parent_id)
-        self._signals.append(asyncio.ensure_future(parent.signal(PROGRESS_SIGNAL, self._progress)))
+        self._signals.append(asyncio.ensure_future(parent.signal(PROGRESS_SIGNAL, report)))
+
+    def _note(self, kind: str, shard: str, path: str, detail: str = "") -> None:
+        """An event for the parent to publish, sent with the next progress report."""
+        self._events.append(child_event(kind, shard=shard, file=path, detail=detail))  # type: ignore[arg-type]
 
     async def _flush(self) -> None:
         """Wait until the parent has received every progress report."""
@@ -229,6 +251,11 @@ def _edit_request(
         max_tokens=edit.max_tokens,
         step=f"edit {path}",
     )
+
+
+def _failure(outcome: EditOutcome) -> str:
+    lines = outcome.output.strip().splitlines()
+    return f"`{outcome.command}` failed" + (f": {lines[-1]}" if lines else "")
 
 
 def _feedback(outcome: EditOutcome) -> str:

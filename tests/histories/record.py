@@ -22,6 +22,7 @@ from agentparallels.agent import AgentLoopInput  # noqa: E402
 from agentparallels.checklist import ApprovalOptions, Decision  # noqa: E402
 from agentparallels.codec import data_converter  # noqa: E402
 from agentparallels.consensus import ReviewInput  # noqa: E402
+from agentparallels.events import Hook  # noqa: E402
 from agentparallels.fake_llm import FakeLLM  # noqa: E402
 from agentparallels.llm import Compaction  # noqa: E402
 from agentparallels.models import (  # noqa: E402
@@ -41,6 +42,14 @@ async def approve_when_waiting(handle: Any) -> None:
     while (await handle.query("progress", result_type=Progress)).phase != phase:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     await handle.execute_update("approve", Decision(reason="recorded", by="record.py"))
+
+
+async def pause_then_unpause(handle: Any) -> None:
+    """Pause the job as soon as it runs, and let it go once it shows it is paused."""
+    await handle.signal("pause")
+    while (await handle.query("progress", result_type=Progress)).phase != "paused":  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await handle.signal("unpause")
 
 
 async def record_review(client: Any, work: Path) -> None:
@@ -96,6 +105,16 @@ async def main() -> None:
                     test_cmd="true",
                     approval=ApprovalOptions(timeout_s=600),
                 ),
+                "choreography": RefactorInput(
+                    repository=str(make_repo(work / "f", {"a.py": "A = 1\n", "pkg/b.py": ""})),
+                    edit=CommandEdit(command="echo '# edited' >> {file}"),
+                    hooks=(
+                        Hook(point="pre-edit", command="true"),
+                        Hook(point="post-edit", command='test -n "$AGENTPARALLELS_FILES"'),
+                        Hook(point="pre-merge", command="true"),
+                    ),
+                    subscribers=("recorded-nobody-listens",),
+                ),
                 "model": RefactorInput(
                     repository=str(make_repo(work / "c", {"m.py": "X = 1\n"})),
                     edit=ModelEdit(
@@ -110,6 +129,8 @@ async def main() -> None:
                     )
                     if job.approval is not None:
                         await approve_when_waiting(handle)
+                    if job.hooks:
+                        await pause_then_unpause(handle)
                     try:
                         await handle.result()
                     except Exception as e:  # the breaker job fails on purpose
