@@ -44,7 +44,8 @@ def rename_job(repo: Path, **fields: Any) -> RefactorInput:
     return RefactorInput(
         repository=str(repo),
         edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
-        limits=Limits(max_files_per_shard=2, parallel=1, batch_files=1),
+        # The check commands log outside the worktree, which the sandbox would not let them.
+        limits=Limits(max_files_per_shard=2, parallel=1, batch_files=1, sandbox="none"),
         **fields,
     )
 
