@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -160,6 +161,8 @@ def _bwrap_argv(bwrap: str, policy: Policy, cwd: Path, command: str) -> list[str
     wt = cwd.resolve()
     argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL"]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for tools in _tool_dirs():  # read-only again where the private /tmp would hide them
+        argv += ["--ro-bind-try", str(tools), str(tools)]
     git = _git_dir(wt)
     if git is not None:  # a linked worktree's repository, maybe hidden by the private /tmp
         argv += ["--ro-bind-try", str(git), str(git)]
@@ -168,6 +171,19 @@ def _bwrap_argv(bwrap: str, policy: Policy, cwd: Path, command: str) -> list[str
     # config or hooks the worker's own git commands would then run, outside the sandbox).
     argv += ["--ro-bind-try", str(wt / ".git"), str(wt / ".git")]
     return [*argv, "--chdir", str(wt), "--", "/bin/sh", "-c", command]
+
+
+def _tool_dirs() -> list[Path]:
+    """This Python's environments and the PATH's folders that live under /tmp (a project, and
+    so its virtual environment with ruff, checked out there), which commands must still see."""
+    found: list[Path] = []
+    for entry in (sys.prefix, sys.base_prefix, *os.environ.get("PATH", "").split(os.pathsep)):
+        if not entry:
+            continue
+        path = Path(entry).resolve()
+        if path.is_relative_to("/tmp") and path != Path("/tmp") and path not in found:
+            found.append(path)
+    return found
 
 
 def _git_dir(wt: Path) -> Path | None:

@@ -60,6 +60,8 @@ class VoteInput(Value):
     max_diff_lines: int | None = None
     """For ``diff-size``: the limit."""
     timeout_s: float = 300.0
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    """How the lint vote's ruff run is confined (the job's ``--sandbox``)."""
 
 
 class CheckVote(Value):

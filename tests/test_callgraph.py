@@ -52,8 +52,12 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     logged = [c for c in calls[2:] if c[0] == "progress.shard_done"]  # one per finished shard
     assert len(logged) == 3
     steps = [c for c in calls[2:] if c not in logged]
-    assert [c[0] for c in steps] == ["git.merge", "check.run", "git.publish", "git.cleanup"]
-    assert steps[1][1] == "test: test -f pyproject.toml"
+    # Merge, then the checklist's votes (run at once, so in any order), then publish and cleanup.
+    assert steps[0][0] == "git.merge"
+    assert [c[0] for c in steps[-2:]] == ["git.publish", "git.cleanup"]
+    assert sorted(c[1] for c in steps[1:-2]) == [
+        "vote: conflicts", "vote: diff-size", "vote: lint", "vote: tests `test -f pyproject.toml`",
+    ]  # fmt: skip
     shards = [child for _, child in flow.children]
     assert len(shards) == 3
     assert {s.workflow_id.split("/", 1)[1] for s in shards} == {
@@ -82,7 +86,7 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert report.returncode == 0, report.stderr
     assert f"job {handle.id} succeeded" in report.stdout
     assert (
-        f"Call graph of {handle.id} (completed): 3 child workflows, 8 activity calls, 0 failed"
+        f"Call graph of {handle.id} (completed): 3 child workflows, 11 activity calls, 0 failed"
         in report.stdout
     )
     assert "```mermaid\nflowchart TD\n" in report.stdout

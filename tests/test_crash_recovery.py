@@ -79,8 +79,9 @@ async def test_killed_worker_job_finishes_on_another_worker(
     first = await start_worker(env, task_queue, tmp_path / "first.log")
     handle = await start_job(client, task_queue, job_for(repo))
     try:
-        while await files_done(client, handle.id) < 4:  # noqa: ASYNC110 - polled over the network
-            await asyncio.sleep(0.1)
+        async with asyncio.timeout(120):  # a job that fails early must not hang the suite
+            while await files_done(client, handle.id) < 4:  # noqa: ASYNC110 - polled remotely
+                await asyncio.sleep(0.1)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

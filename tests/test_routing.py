@@ -214,7 +214,10 @@ async def test_a_capability_worker_runs_the_shipped_refactor_specialist(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--capability", "nope"], "unknown capability 'nope': --capability takes one of python"),
+        (
+            ["--capability", "nope"],
+            "unknown capability 'nope': --capability takes one of docs, python",
+        ),
         (["--model-calls-per-second", "0"], "--model-calls-per-second must be above 0, got 0"),
     ],
 )
@@ -248,5 +251,5 @@ def test_worker_script_refuses_an_unknown_capability() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr == (
-        "agentparallels: error: unknown capability 'nope': --capability takes one of python\n"
+        "agentparallels: error: unknown capability 'nope': --capability takes one of docs, python\n"
     )

@@ -74,6 +74,22 @@ def test_tmp_is_private(wt: Path, tmp_path: Path) -> None:
     assert not done.ok and "s3cret" not in done.output
 
 
+def test_tools_installed_under_tmp_stay_visible_and_read_only(
+    wt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project checked out under /tmp has its virtual environment (ruff) there: the private
+    /tmp must not hide the PATH's folders, and they stay read-only."""
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "mytool").write_text("#!/bin/sh\necho tool ran\n")
+    (tools / "mytool").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    done = run_command("mytool && touch $(command -v mytool).new", wt, 30, BWRAP)
+    assert "tool ran" in done.output
+    assert not done.ok and "Read-only file system" in done.output
+    assert not (tools / "mytool.new").exists()
+
+
 def test_no_network_not_even_loopback(wt: Path) -> None:
     """A connection to a listener the test opens on 127.0.0.1 fails inside the sandbox, and the
     listener never sees it; unconfined, the same command connects."""

@@ -25,7 +25,14 @@ from temporalio.exceptions import ApplicationError
 import worker
 from agentparallels.checklist import ApprovalOptions, Checklist, Decision
 from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
-from agentparallels.models import CommandEdit, Progress, RefactorInput, RefactorResult, RenameEdit
+from agentparallels.models import (
+    CommandEdit,
+    Limits,
+    Progress,
+    RefactorInput,
+    RefactorResult,
+    RenameEdit,
+)
 from tests.repos import git, snapshot, src_layout_repo, start_job, write
 from workflows.two_phase import ApprovalGate
 
@@ -144,7 +151,10 @@ async def test_validator_refuses_a_decision_when_the_job_is_not_waiting(
         command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo '# seen' >> {{file}}",
         files=("src/pkg/report.py",),
     )
-    job = RefactorInput(repository=str(repo), edit=edit, approval=ApprovalOptions())
+    # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
+    job = RefactorInput(
+        repository=str(repo), edit=edit, approval=ApprovalOptions(), limits=Limits(sandbox="none")
+    )
     async with running(client, task_queue):
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
@@ -206,7 +216,8 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
         command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo 'X = 1' >> {{file}}",
         files=("src/pkg/report.py",),
     )
-    job = RefactorInput(repository=str(repo), edit=edit)
+    # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
+    job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(sandbox="none"))
     async with running(client, task_queue):
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
@@ -278,7 +289,9 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
     edit = CommandEdit(command=f"while [ ! -e {go} ]; do sleep 0.05; done; true {{file}}",
                        files=("src/pkg/report.py",))  # fmt: skip
     async with running(client, task_queue):
-        handle = await start_job(client, task_queue, RefactorInput(repository=str(repo), edit=edit))
+        # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
+        job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(sandbox="none"))
+        handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
         early = await asyncio.to_thread(
             cli, "approve", handle.id, "--no-worker", address=address, tmp_path=tmp_path

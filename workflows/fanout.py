@@ -31,7 +31,7 @@ async def gather_bounded(work: Sequence[Callable[[], Awaitable[T]]], limit: int)
                 raise asyncio.CancelledError()
             try:
                 return await make()
-            except BaseException:
+            except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
                 failed = True  # set while the slot is still held
                 raise
 
@@ -48,7 +48,7 @@ async def gather_bounded(work: Sequence[Callable[[], Awaitable[T]]], limit: int)
             if failed is not None:
                 raise failed.exception()  # type: ignore[misc]
         return [t.result() for t in tasks]
-    except BaseException:
+    except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
         await _cancel_and_wait(tasks)
         raise
 

@@ -174,7 +174,7 @@ class RefactorWorkflow:
             else:
                 result = await self._finish(inp, job, results, saga)
 
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
             self._phase("rolling back")
             try:
                 await saga.compensate()
@@ -240,6 +240,7 @@ class RefactorWorkflow:
             checks = list(await prepare(
                 job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
                 rules=inp.limits.verify_rules, timeout_s=inp.limits.command_timeout_s,
+                sandbox=inp.limits.sandbox,
             ))  # fmt: skip
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
@@ -299,7 +300,7 @@ class RefactorWorkflow:
             )
             self._events.attach(child)  # it pauses with the job
             result = await child
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit: eviction
             state = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
             self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
             self._refresh()

@@ -109,6 +109,13 @@ REGISTRY = Registry(
             capability="python",
             description="a multi-file refactor of a git repository (input: RefactorInput)",
         ),
+        Route(
+            kind="docs",
+            workflow="RefactorWorkflow",
+            capability="docs",
+            description="an edit of a repository's documentation files, e.g. a model rewriting "
+            "every **/*.md (input: RefactorInput with its files globs)",
+        ),
     )
 )
 """The specialists this project ships; ``agentparallels worker --capability`` accepts these."""

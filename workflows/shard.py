@@ -185,7 +185,7 @@ class ShardWorkflow:
                 phase_tokens=steps.spent(),
                 cost_usd=steps.cost_usd,
             )
-        except BaseException:
+        except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
             await saga.compensate()
             raise
 

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         VoteInput,
     )
     from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
-    from agentparallels.models import CheckInput, CheckRun, JobRef
+    from agentparallels.models import CheckInput, CheckRun, JobRef, SandboxMode
 
 NOT_AWAITING = "NotAwaitingApproval"
 """The type of a validator's refusal: the job is not waiting for a decision."""
@@ -49,6 +49,7 @@ async def prepare(
     test_cmd: str | None,
     rules: str,
     timeout_s: float,
+    sandbox: SandboxMode = "bwrap",
 ) -> tuple[CheckRun, ...]:
     """Phase one: let every check vote on ``commit``; returns the votes as check runs (the test
     command's first), or raises ``CheckFailed`` naming each no vote."""
@@ -57,7 +58,9 @@ async def prepare(
         assert test_cmd is not None
         run = await call(
             run_check,
-            CheckInput(job=job, commit=commit, command=test_cmd, timeout_s=timeout_s),
+            CheckInput(
+                job=job, commit=commit, command=test_cmd, timeout_s=timeout_s, sandbox=sandbox
+            ),
             summary=f"vote: tests `{test_cmd}`",
             start_to_close_timeout=timedelta(seconds=timeout_s + 120),
         )
@@ -83,6 +86,7 @@ async def prepare(
                     rules=rules,
                     max_diff_lines=checklist.max_diff_lines,
                     timeout_s=timeout_s,
+                    sandbox=sandbox,
                 ),
                 summary=f"vote: {check}",
                 start_to_close_timeout=timedelta(seconds=timeout_s + 120),
