@@ -17,6 +17,7 @@ from activities.git_ops import (
 )
 from activities.hooks import run_hook
 from activities.llm import call_model
+from activities.progress_log import open_log, record_shard
 from activities.refactor import edit_files, plan
 from activities.review import read_diff
 from activities.routing import pollers
@@ -31,6 +32,8 @@ ALL = [
     call_model,
     publish,
     cleanup,
+    open_log,
+    record_shard,
     vote,
     read_diff,
     pollers,

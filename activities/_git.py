@@ -32,6 +32,15 @@ def run(cwd: Path | str, *args: str, env: dict[str, str] | None = None) -> str:
     return git.Git(str(cwd)).execute(["git", *args], env=env, strip_newline_in_stdout=True)
 
 
+def run_with_input(cwd: Path | str, data: bytes, *args: str) -> str:
+    """``run``, with ``data`` on git's standard input."""
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(data)
+        stdin.seek(0)
+        return git.Git(str(cwd)).execute(["git", *args], istream=stdin,
+                                         strip_newline_in_stdout=True)  # fmt: skip
+
+
 def is_local(repository: str) -> bool:
     return "://" not in repository and Path(repository).is_dir()
 
@@ -68,6 +77,34 @@ def cached_repo(repository: str) -> Path:
                 run(path, "init", "--quiet", "--bare")
                 run(path, "config", "gc.auto", "0")
     return path
+
+
+KEEP_NAMESPACE = "refs/agentparallels-keep"
+"""Refs of a worker's cache (never of a user's repository) that keep finished shards' commits
+reachable for a resumed run, after the job's own refs were deleted by its rollback."""
+KEEP_FOR_S = 7 * 24 * 3600
+"""How long a kept commit outlives its job, counted from the job's start."""
+
+
+def keep(cache: Path, name: str, sha: str) -> None:
+    """Keep ``sha`` reachable in the cache under ``KEEP_NAMESPACE/name``."""
+    run(cache, "update-ref", f"{KEEP_NAMESPACE}/{name}", sha)
+
+
+def drop_kept(cache: Path, job_id: str | None = None, *, older_than: int | None = None) -> int:
+    """Delete the cache's keep refs of ``job_id`` (all jobs when None) whose commit dates from
+    before the Unix time ``older_than`` (any date when None); returns how many."""
+    prefix = f"{KEEP_NAMESPACE}/{job_id}/" if job_id else f"{KEEP_NAMESPACE}/"
+    listed = run(cache, "for-each-ref", "--format=%(refname) %(committerdate:unix)", prefix)
+    doomed = [
+        name
+        for name, date in (line.rsplit(" ", 1) for line in listed.splitlines())
+        if older_than is None or int(date) < older_than
+    ]
+    if doomed:
+        commands = "".join(f"delete {name}\n" for name in doomed).encode()
+        run_with_input(cache, commands, "update-ref", "--stdin")
+    return len(doomed)
 
 
 def has_commit(repo: Path, sha: str) -> bool:

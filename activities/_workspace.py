@@ -62,19 +62,23 @@ def remove_worktree(repository: str, job_id: str, name: str | None = None) -> No
 
 def collect_garbage(max_age_s: float = 24 * 3600) -> list[Path]:
     """Remove this worker's worktrees of jobs untouched for ``max_age_s`` (a worker that died
-    mid-job leaves its worktrees behind; the job itself finished elsewhere). Returns them."""
+    mid-job leaves its worktrees behind; the job itself finished elsewhere), and the commits
+    it kept for resuming jobs older than ``_git.KEEP_FOR_S``. Returns the worktrees removed."""
     import shutil
     import time
 
     root = _git.cache_root() / "worktrees"
-    if not root.is_dir():
-        return []
     cutoff = time.time() - max_age_s
-    stale = [job for job in root.iterdir() if job.is_dir() and job.stat().st_mtime < cutoff]
+    jobs = root.iterdir() if root.is_dir() else iter(())
+    stale = [job for job in jobs if job.is_dir() and job.stat().st_mtime < cutoff]
     for job in stale:
         shutil.rmtree(job, ignore_errors=True)
     repos = _git.cache_root() / "repos"
-    for cache in repos.glob("*.git") if stale and repos.is_dir() else []:
-        with _git.locked(cache.with_suffix(".lock")):
-            _git.run(cache, "worktree", "prune")
+    for cache in repos.glob("*.git") if repos.is_dir() else []:
+        if not (cache / "HEAD").exists():
+            continue
+        if stale:
+            with _git.locked(cache.with_suffix(".lock")):
+                _git.run(cache, "worktree", "prune")
+        _git.drop_kept(cache, older_than=int(time.time() - _git.KEEP_FOR_S))
     return stale

@@ -101,6 +101,8 @@ def publish(inp: PublishInput) -> Published:
             type=GIT_CONFLICT,
             non_retryable=True,
         )
+    # The job is done: a resumed run will not need its finished shards' commits any more.
+    _git.drop_kept(_git.cached_repo(job.repository), job.job_id)
     if not inp.apply:
         return Published(branch=job.branch, applied=False)
     applied, note = _fast_forward(job, inp.commit)

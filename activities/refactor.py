@@ -194,8 +194,9 @@ def _failed(path: str, checkpoint: str, command: str, output: str) -> EditOutcom
 def _earlier_attempt(inp: EditBatchInput, remote: str | None) -> EditBatchResult:
     """The branch is not at the expected checkpoint. Accept it only if it holds commits of this
     step's first files, one each, in order, on top of the checkpoint: an earlier attempt of this
-    same step pushed them and died before reporting. They are reported as done; the files after
-    them are left for the next step."""
+    same step pushed them and died before reporting, or an earlier run of the job (stopped
+    without cleaning up) got this far. They are reported as done, and the step's tip is the
+    last of them; the files after them, and any later commits, are left for the next steps."""
     job = inp.shard.job
     if remote is not None:
         cache = _git.cached_repo(job.repository)
@@ -212,9 +213,8 @@ def _earlier_attempt(inp: EditBatchInput, remote: str | None) -> EditBatchResult
             expected = expected[expected.index(path) + 1 :]
             outcomes.append(EditOutcome(path=path, status="committed", commit=sha))
             parent = sha
-        else:
-            if outcomes:
-                return EditBatchResult(outcomes=tuple(outcomes), tip=remote)
+        if outcomes:
+            return EditBatchResult(outcomes=tuple(outcomes), tip=parent)
     raise ApplicationError(
         f"{inp.shard.ref} is at {remote or 'nothing'}, expected {inp.checkpoint}: something "
         "else moved the job's branch; start the job again",

@@ -9,6 +9,7 @@
     agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
     agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels resume JOB [--test-cmd ...]  run a failed job again, keeping finished shards
     agentparallels events JOB [--follow]        the job's events (file edited, check failed ...)
     agentparallels pause JOB / unpause JOB      hold a job after its running steps; carry on
     agentparallels approve JOB | reject JOB --reason ...   decide on a job awaiting approval
@@ -28,6 +29,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable
@@ -266,6 +268,12 @@ def build_parser() -> Parser:
     status = sub.add_parser("status", help="show a job's progress or outcome")
     status.add_argument("job")
     status.add_argument("--follow", action="store_true", help="keep showing until the job ends")
+    status.add_argument(
+        "--repo",
+        metavar="PATH",
+        help="when Temporal has no history of the job: read its progress log from this "
+        "repository (default: the current directory's)",
+    )
     status.add_argument("--graph", action="store_true", help="add the job's call graph (Mermaid)")
     status.set_defaults(handler=status_command)
 
@@ -278,6 +286,24 @@ def build_parser() -> Parser:
         help="do not run a worker in this process for the rollback",
     )
     cancel.set_defaults(handler=cancel_command)
+
+    resume = sub.add_parser(
+        "resume", help="run a failed, cancelled or terminated job again, keeping finished shards"
+    )
+    resume.add_argument("job")
+    resume.add_argument("--test-cmd", help="replace the job's test command ('' for none)")
+    resume.add_argument("--check-cmd", help="replace the job's check command ('' for none)")
+    resume.add_argument(
+        "--timeout", type=positive, metavar="SECONDS", help="replace the job's command time limit"
+    )
+    resume.add_argument("--task-queue", help="default: the failed run's")
+    resume.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker in this process; a separate worker runs the job",
+    )
+    resume.add_argument("--detach", action="store_true", help="start the job and return at once")
+    resume.set_defaults(handler=resume_command)
     ops.add_parsers(sub)  # list, setup, graph
     events_cli.add_commands(sub)  # events, pause, unpause
     return parser
@@ -437,8 +463,15 @@ async def _existing(client: Client, job_id: str) -> WorkflowHandle[Any, Refactor
 
 
 async def status_command(args: argparse.Namespace) -> int:
-    client = await connect(autostart=False, announce=err)
-    handle = await _existing(client, args.job)
+    try:
+        client = await connect(autostart=False, announce=err)
+        handle = await _existing(client, args.job)
+    except UsageError:  # no history (or no server): the job's repository may still know it
+        logged = _logged(args.job, args.repo)
+        if logged is None:
+            raise
+        print(logged)
+        return 0
     desc = await handle.describe()
     if desc.status != WorkflowExecutionStatus.RUNNING:
         rc = await finish(handle, show=False)
@@ -459,6 +492,69 @@ async def status_command(args: argparse.Namespace) -> int:
 
         print("\n" + markdown(await ops.graph_of(client, args.job)), end="")
     return rc
+
+
+def _logged(job_id: str, repo: str | None) -> str | None:
+    """What the job's progress log in ``repo`` (default: the current directory's repository)
+    says; None when there is none. An explicit ``repo`` without a log is a usage error."""
+    from activities import progress_log
+
+    if repo is None:
+        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
+                               text=True)  # fmt: skip
+        if found.returncode != 0:
+            return None
+        repository = found.stdout.strip()
+    else:
+        repository = validate.repository(repo)
+    logged = progress_log.read(repository, job_id)
+    if logged is None and repo is not None:
+        raise UsageError(
+            f"no job {job_id}: Temporal has no history of it and {repository} no progress log"
+        )
+    return progress.logged(logged, repository) if logged else None
+
+
+async def resume_command(args: argparse.Namespace) -> int:
+    from agentparallels import resume
+
+    client = await connect(autostart=False, announce=err)
+    overrides = resume.Overrides(
+        test_cmd=args.test_cmd, check_cmd=args.check_cmd, timeout_s=args.timeout
+    )
+    again = await resume.prepare(client, args.job, overrides)
+    await attributes.register(client)
+    summary = await again.old.static_summary() or f"Refactor {again.input.repository}"
+    task_queue = args.task_queue or again.old.task_queue
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW,
+            again.input,
+            id=args.job,
+            task_queue=task_queue,
+            result_type=RefactorResult,
+            static_summary=summary.removesuffix(" (resumed)") + " (resumed)",
+            static_details=await again.old.static_details(),
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(attributes.JOB_KIND, "refactor"),
+                SearchAttributePair(attributes.REPOSITORY, again.input.repository),
+                SearchAttributePair(attributes.PHASE, "queued"),
+                SearchAttributePair(attributes.FILES_DONE, 0),
+            ]),
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError:
+        raise UsageError(f"job {args.job} was started again meanwhile; see its status") from None
+    err(
+        f"job {args.job} resumed; shards its earlier run finished, kept if still in reach: "
+        f"{', '.join(sorted(again.input.reuse)) or 'none'}"
+    )
+    if args.detach:
+        print(args.job)
+        return 0
+    async with in_process_worker(
+        client, args.task_queue or again.old.task_queue, not args.no_worker
+    ):
+        return await finish(handle, show=True)
 
 
 def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:

@@ -106,6 +106,10 @@ class RefactorInput(Value):
     """Token budgets of the job's model calls (model edits only)."""
     prices: dict[str, Price] = {}
     """Prices of the models used, for the estimated cost."""
+    reuse: dict[str, ShardResult] = {}
+    """Shards (by name) an earlier run of this job finished, as ``agentparallels resume``
+    found them in its history: each is taken as done if its commits are still in reach and
+    fit this run's plan, and is run again otherwise."""
     checklist: Checklist = Checklist()
     """The checks that vote on the merged result before it is published."""
     approval: ApprovalOptions | None = None
@@ -344,3 +348,6 @@ class RefactorResult(Value):
     """Tokens of the job's model calls."""
     cost_usd: float | None = None
     """Estimated cost of those calls, when every model used has a price."""
+    reused_shards: tuple[str, ...] = ()
+    """Shards taken over from an earlier run of the job (its progress log, or ``reuse``)
+    instead of being run again."""

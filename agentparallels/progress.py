@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentparallels.models import Progress, RefactorResult
+from agentparallels.progress_log import LoggedJob
 
 BAR_WIDTH = 30
 
@@ -60,8 +61,42 @@ def summary(r: RefactorResult) -> str:
             f"  model calls: {r.usage.input_tokens} input + {r.usage.output_tokens} output "
             f"tokens{cost}"
         )
+    if r.reused_shards:
+        lines.append(f"  taken over from an earlier run: {', '.join(r.reused_shards)}")
     for c in r.checks:
         lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
     if r.apply_note:
         lines.append(f"  {r.apply_note}")
     return "\n".join(lines)
+
+
+def logged(job: LoggedJob, repository: str) -> str:
+    """What a job's progress log says, for a job Temporal has no history of."""
+    log = job.log
+    finished = [s for s in job.shards if s.entry.result is not None]
+    committed = sum(s.committed for s in job.shards)
+    rows = [
+        f"job {log.job_id}: no history in Temporal; its progress log in {repository} says:",
+        f"  base {log.base_commit[:12]}, {log.files_total} files in {len(job.shards)} shards: "
+        f"{len(finished)} finished, {committed} files committed",
+    ]
+    for s in job.shards:
+        e = s.entry
+        if e.result is not None:
+            state, where = "finished", f"result {e.result.head[:12]}"
+        elif s.branch is not None:
+            state, where = "unfinished", f"branch at {s.branch[:12]}"
+        else:
+            state, where = "not started", ""
+        rows.append(
+            f"  {e.name:<24} {e.label:<32} {state:<11} {s.committed:>4}/{e.files_total:<4} "
+            f"files committed  {where}".rstrip()
+        )
+    if job.published:
+        rows.append(f"  published: branch agentparallels/{log.job_id} at {job.published[:12]}")
+    else:
+        rows.append(
+            f"  to finish it, run the same `agentparallels refactor` command with --job-id "
+            f"{log.job_id}: finished shards and committed files are kept"
+        )
+    return "\n".join(rows)

@@ -48,10 +48,14 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert (flow.workflow_type, flow.status) == ("RefactorWorkflow", "completed")
     calls = [(c.activity, c.summary, c.count) for c in flow.calls]
     assert calls[0] == ("refactor.plan", "plan: list the files to change", 1)
+    assert calls[1][0] == "progress.open"
+    logged = [c for c in calls[2:] if c[0] == "progress.shard_done"]  # one per finished shard
+    assert len(logged) == 3
+    steps = [c for c in calls[2:] if c not in logged]
     # Merge, then the checklist's votes (run at once, so in any order), then publish and cleanup.
-    assert calls[1][0] == "git.merge"
-    assert [c[0] for c in calls[-2:]] == ["git.publish", "git.cleanup"]
-    assert sorted(c[1] for c in calls[2:-2]) == [
+    assert steps[0][0] == "git.merge"
+    assert [c[0] for c in steps[-2:]] == ["git.publish", "git.cleanup"]
+    assert sorted(c[1] for c in steps[1:-2]) == [
         "vote: conflicts", "vote: diff-size", "vote: lint", "vote: tests `test -f pyproject.toml`",
     ]  # fmt: skip
     shards = [child for _, child in flow.children]
@@ -67,7 +71,8 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
         for s in shards
     )
     orders = [o for o, _ in flow.children]
-    assert orders == [2, 3, 4] and flow.calls[1].order == 5  # plan, the shards, then merge
+    merge = next(c for c in flow.calls if c.activity == "git.merge")
+    assert orders == [3, 4, 5] and merge.order == 9  # plan, log, shards, their records, merge
 
     text = callgraph.mermaid(flow)
     assert text.startswith("flowchart TD\n")
@@ -81,7 +86,7 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert report.returncode == 0, report.stderr
     assert f"job {handle.id} succeeded" in report.stdout
     assert (
-        f"Call graph of {handle.id} (completed): 3 child workflows, 11 activity calls, 0 failed"
+        f"Call graph of {handle.id} (completed): 3 child workflows, 15 activity calls, 0 failed"
         in report.stdout
     )
     assert "```mermaid\nflowchart TD\n" in report.stdout
@@ -122,7 +127,7 @@ async def test_failed_and_retried_calls_are_marked(
     assert llm.summary == "edit pkg/a.py · openai:fake-coder"
     assert "401 from the model provider" in llm.error
     assert {"git.set_ref", "git.remove_worktree"} <= {c.activity for c in shard.calls}  # undo
-    assert [c.activity for c in flow.calls] == ["refactor.plan", "git.cleanup"]
+    assert [c.activity for c in flow.calls] == ["refactor.plan", "progress.open", "git.cleanup"]
 
     text = callgraph.mermaid(flow)
     llm_line = next(line for line in text.splitlines() if "llm.call" in line)
@@ -131,7 +136,7 @@ async def test_failed_and_retried_calls_are_marked(
     assert "↻ 1 retried" in llm_line
     assert f"  class {node} failed" in text.splitlines()
     summary = callgraph.markdown(flow).splitlines()[0]
-    assert summary.endswith("1 child workflow, 5 activity calls, 2 failed"), summary
+    assert summary.endswith("1 child workflow, 6 activity calls, 2 failed"), summary
 
 
 async def test_runs_of_a_continued_workflow_are_one_node(client: Client, task_queue: str) -> None:

@@ -72,6 +72,23 @@ def test_a_repeated_step_reports_the_earlier_attempts_commits(tmp_path: Path) ->
     assert git(repo, "rev-list", "--count", f"{base}..{shard.ref}") == "2"
 
 
+def test_a_branch_an_earlier_run_took_further_is_taken_one_step_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """An earlier run of the job (stopped without cleaning up) committed m0 and m1 in two steps.
+    A new run's step for m0 reports m0's commit with it as the tip; its next step, for m1 and
+    m2, reports m1's commit and stops there, leaving m2 to the step after."""
+    repo, shard = setup(tmp_path)
+    base = shard.job.base_commit
+    first = ActivityEnvironment().run(edit_files, step(shard, ("m0.py",), base))
+    second = ActivityEnvironment().run(edit_files, step(shard, ("m1.py",), first.tip))
+    again = ActivityEnvironment().run(edit_files, step(shard, ("m0.py",), base))
+    assert again == first
+    then = ActivityEnvironment().run(edit_files, step(shard, ("m1.py", "m2.py"), again.tip))
+    assert then == second
+    assert git(repo, "rev-parse", shard.ref) == second.tip
+
+
 def test_a_branch_moved_by_someone_else_is_a_conflict(tmp_path: Path) -> None:
     """If the shard's branch holds something this step did not write, the step refuses."""
     repo, shard = setup(tmp_path)

@@ -25,12 +25,15 @@ from workflows.sharding import FileTooLarge, module_of, shard_files
 from workflows.two_phase import ApprovalGate, awaiting_details, prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
+PROGRESS_LOG = "progress-log"
+"""Patch id of the write-ahead progress log: runs started before it replay without it."""
 CHECKLIST = "two-phase-checklist"
 """Patch id: jobs started before the checklist replay with the test command alone."""
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
+    from activities.progress_log import open_log, record_shard
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.checklist import AWAITING_APPROVAL, Decision
@@ -56,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ShardResult,
     )
     from agentparallels.progress import budget as budget_line
+    from agentparallels.progress_log import OpenLogInput, ShardDoneInput
 
 
 @workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
@@ -65,6 +69,9 @@ class RefactorWorkflow:
         self._usage = Usage()
         self._progress = Progress(job_id="", phase="queued")
         self._shards: dict[str, ShardProgress] = {}
+        self._reused: dict[str, ShardResult] = {}
+        """Shards an earlier run of the job finished, taken over instead of run again."""
+        self._logged = False
         self._events = JobEvents(on_pause=self._paused)
         self._before_pause = "queued"
         self._gate = ApprovalGate()
@@ -106,6 +113,7 @@ class RefactorWorkflow:
         self._progress = Progress(job_id=job_id, phase="plan")
         job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
         saga = Saga()
+        self._logged = workflow.patched(PROGRESS_LOG)
         for subscriber in inp.subscribers:
             self._events.subscribe(subscriber)
         self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
@@ -137,6 +145,17 @@ class RefactorWorkflow:
                 for s in shards
             }
             self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
+            if self._logged and shards:
+                self._reused = await call(
+                    open_log,
+                    OpenLogInput(
+                        job=job,
+                        files_total=len(the_plan.files),
+                        shards=tuple(shards),
+                        offered=inp.reuse,
+                    ),
+                    summary="progress log: take over finished shards, record the plan",
+                )
 
             self._phase("edit")
             results = await gather_bounded(
@@ -255,6 +274,8 @@ class RefactorWorkflow:
         ruff_format: bool,
         saga: Saga,
     ) -> ShardResult:
+        if shard.name in self._reused:  # finished by an earlier run, its branch set again
+            return self._finished(job, shard, self._reused[shard.name], saga)
         await self._events.gate.wait()  # a paused job starts no new shard
         self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": "running"})
         self._refresh()
@@ -284,6 +305,16 @@ class RefactorWorkflow:
             self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
             self._refresh()
             raise
+        self._finished(job, shard, result, saga)
+        if self._logged:
+            await call(
+                record_shard,
+                ShardDoneInput(job=job, result=result),
+                summary=f"progress log: {shard.name} done",
+            )
+        return result
+
+    def _finished(self, job: JobRef, shard: Shard, result: ShardResult, saga: Saga) -> ShardResult:
         ref = f"{job.scratch}/shards/{shard.name}"
         saga.add(
             f"shard {shard.name}", lambda: call(set_ref, RefUpdate(job=job, ref=ref, target=None))
@@ -389,6 +420,7 @@ class RefactorWorkflow:
             applied=published.applied if published else False,
             apply_note=published.apply_note if published else "",
             usage=sum((r.usage for r in results), Usage()),
+            reused_shards=tuple(sorted(self._reused)),
             cost_usd=None
             if any(r.cost_usd is None for r in results)
             else sum(r.cost_usd or 0.0 for r in results),
