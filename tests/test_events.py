@@ -458,12 +458,19 @@ async def test_a_job_paused_before_it_runs_plans_but_starts_no_shard(
     async with build(client, task_queue):
         planned = await until(lambda: _planned(handle), "the plan, with the job paused")
         assert (planned.phase, planned.files_done) == ("paused", 0)
-        desc = (await handle.describe()).raw_description
-        assert (list(desc.pending_children), list(desc.pending_activities)) == ([], [])
+        # The plan's last step (recording it in the progress log) ends; then nothing starts.
+        desc = await until(lambda: _idle(handle), "the plan's steps to end")
+        assert list(desc.pending_children) == []
+        assert ((p := await progress(handle)).phase, p.files_done) == ("paused", 0)
         await handle.signal("unpause")
         result = await asyncio.wait_for(handle.result(), TIMEOUT)
         assert (await progress(handle)).phase == "done"
     assert result.files_changed == ("a.py", "pkg/b.py")
+
+
+async def _idle(handle: WorkflowHandle[Any, RefactorResult]) -> Any:
+    desc = (await handle.describe()).raw_description
+    return None if desc.pending_activities else desc
 
 
 async def _planned(handle: WorkflowHandle[Any, RefactorResult]) -> Progress | None:
