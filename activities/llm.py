@@ -27,6 +27,7 @@ no API key on the worker, bad model name       no          ModelConfigError
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import os
 import random
@@ -35,9 +36,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import anthropic
 import httpx2
-import openai
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.common import RetryPolicy
@@ -108,8 +107,19 @@ def _error(
     )
 
 
+@functools.cache
+def _sdks() -> tuple[Any, Any]:
+    """The provider SDKs, imported on first use: together they take seconds to import, which
+    every command of the CLI would otherwise pay."""
+    import anthropic
+    import openai
+
+    return openai, anthropic
+
+
 def classify(e: BaseException, attempt: int) -> ApplicationError:
     """Map an SDK or transport error onto a project error (see the table above)."""
+    openai, anthropic = _sdks()
     if isinstance(e, openai.APIStatusError | anthropic.APIStatusError):
         status, headers = e.status_code, e.response.headers
         body = e.body if isinstance(e.body, dict) else {}
@@ -210,6 +220,7 @@ def _client(provider: str, base_url: str | None) -> Any:
     key = _key(provider, base_url)
     found = _clients.get((provider, base_url, key))
     if found is None:
+        openai, anthropic = _sdks()
         sdk = openai if provider == "openai" else anthropic
         cls = openai.AsyncOpenAI if provider == "openai" else anthropic.AsyncAnthropic
         found = cls(
