@@ -655,6 +655,12 @@ def main(argv: list[str] | None = None) -> int:
     except AgentParallelsError as e:
         err(f"agentparallels: {e}")
         return 1
+    except RPCError as e:  # the server went away, or answers but not in time
+        err(
+            f"agentparallels: the Temporal server did not answer ({e.message or e.status.name}); "
+            "check it is running and healthy (`agentparallels server`, or TEMPORAL_ADDRESS)"
+        )
+        return 1
     except KeyboardInterrupt:
         err(
             "interrupted; a running job goes on and any worker finishes it "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
 
 import worker
 from agentparallels.errors import BREAKER_OPEN
@@ -80,11 +81,12 @@ async def test_command_runs_in_the_worktree_not_the_repository(
     assert (repo / "a.py").read_text() == "x = 1\n"
 
 
-def test_worker_shuts_down_cleanly_on_sigterm(tmp_path: Path) -> None:
+def test_worker_shuts_down_cleanly_on_sigterm(env: WorkflowEnvironment) -> None:
     """SIGTERM makes a worker stop polling, let running work finish and exit 0."""
+    address = env.client.service_client.config.target_host  # never the default port's server
     with subprocess.Popen(
         [sys.executable, str(ROOT / "worker.py"), "--task-queue", "idle"],
-        env={**os.environ, "TEMPORAL_ADDRESS": os.environ.get("TEST_TEMPORAL_ADDRESS", "")},
+        env={**os.environ, "TEMPORAL_ADDRESS": address},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
