@@ -7,6 +7,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+from activities import sandbox
 from activities._defn import defn
 from activities._proc import run_command
 from agentparallels.agent import ToolInput, ToolResult
@@ -15,10 +16,14 @@ from agentparallels.agent import ToolInput, ToolResult
 @defn("agent.run_tool", start_to_close=timedelta(minutes=30))
 def run_tool(inp: ToolInput) -> ToolResult:
     """Run ``inp.command`` with ``{answer}`` replaced by the path of a file holding the answer.
-    Reads and writes nothing else of its own, so running it again is harmless."""
-    with tempfile.TemporaryDirectory(prefix="agentparallels-tool-") as scratch:
+    Reads and writes nothing else of its own, so running it again is harmless. The answer's
+    folder is made inside ``workdir`` (and removed after), where a sandboxed command sees it."""
+    sandbox.require(inp.sandbox)
+    workdir = Path(inp.workdir) if inp.workdir else None
+    with tempfile.TemporaryDirectory(prefix=".agentparallels-answer-", dir=workdir) as scratch:
         answer = Path(scratch) / "answer.txt"
         answer.write_text(inp.answer)
         command = inp.command.replace("{answer}", shlex.quote(str(answer)))
-        done = run_command(command, Path(inp.workdir or scratch), inp.timeout_s)
+        policy = sandbox.Policy(mode=inp.sandbox)
+        done = run_command(command, workdir or Path(scratch), inp.timeout_s, policy)
     return ToolResult(exit_code=done.exit_code, output=done.output)

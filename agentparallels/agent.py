@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from agentparallels._value import Value
@@ -50,6 +52,9 @@ class AgentLoopInput(Value):
     """Where ``tool_cmd`` runs (a path on the workers); a scratch folder when not given."""
     tool_timeout_s: float = Field(60.0, gt=0)
     """Wall-clock limit of one tool run, in seconds."""
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    """How ``tool_cmd`` is confined: in the bubblewrap sandbox (``workdir`` its only writable
+    folder), or, with ``none``, as a plain process of the worker."""
     next_prompt: str = "Continue."
     """The next user message when there is no tool and no feedback was sent."""
     compaction: Compaction = Compaction()
@@ -92,6 +97,7 @@ class ToolInput(Value):
     workdir: str | None
     answer: str
     timeout_s: float
+    sandbox: Literal["bwrap", "none"] = "bwrap"
 
 
 class ToolResult(Value):

@@ -121,6 +121,7 @@ class AgentLoopWorkflow:
                     workdir=inp.workdir,
                     answer=answer,
                     timeout_s=inp.tool_timeout_s,
+                    sandbox=inp.sandbox,
                 ),
                 summary=f"tool: {inp.tool_cmd[:60]}",
                 start_to_close_timeout=timedelta(seconds=inp.tool_timeout_s + 60),
