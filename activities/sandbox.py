@@ -28,13 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from temporalio.exceptions import ApplicationError
 
+from agentparallels._value import SandboxMode
 from agentparallels.errors import SANDBOX_UNAVAILABLE
-
-Mode = Literal["bwrap", "none"]
 
 INSTALL_HINT = (
     "install bubblewrap (`apt-get install bubblewrap`, `dnf install bubblewrap` or "
@@ -54,7 +52,7 @@ SECRET = re.compile(
 class Policy:
     """How a tool command is confined."""
 
-    mode: Mode = "bwrap"
+    mode: SandboxMode = "bwrap"
     """``bwrap``: in the sandbox; ``none``: as a plain child process of the worker."""
     cpu_s: int = 900
     """CPU seconds each process of the command may use (RLIMIT_CPU)."""
@@ -274,14 +272,14 @@ def _probe(bwrap: str | None, prlimit: str | None, root: bool) -> str | None:
     return None
 
 
-def problem(mode: Mode = "bwrap") -> str | None:
+def problem(mode: SandboxMode = "bwrap") -> str | None:
     """Why tool commands cannot run under ``mode`` on this machine, or None when they can."""
     if mode == "none":
         return None
     return _probe(shutil.which("bwrap"), shutil.which("prlimit"), os.geteuid() == 0)
 
 
-def require(mode: Mode) -> None:
+def require(mode: SandboxMode) -> None:
     """Fail closed: a non-retryable error, before anything is changed, if ``mode`` cannot be
     honoured on this worker."""
     why = problem(mode)

@@ -1,6 +1,11 @@
-"""The base of every value sent through Temporal."""
+"""The base of every value sent through Temporal, and the literal types values share."""
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+
+SandboxMode = Literal["bwrap", "none"]
+"""How tool commands run: in a bubblewrap sandbox, or unconfined (see docs/isolation.md)."""
 
 
 class Value(BaseModel):

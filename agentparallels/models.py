@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agentparallels._value import Value
+from agentparallels._value import SandboxMode, Value
 from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.events import Hook, JobEvent
 from agentparallels.llm import BudgetLimits, Price, Usage
@@ -57,9 +57,6 @@ class ModelEdit(Value):
 
 
 EditSpec = Annotated[RenameEdit | CommandEdit | ModelEdit, Field(discriminator="kind")]
-
-SandboxMode = Literal["bwrap", "none"]
-"""How tool commands run: in a bubblewrap sandbox, or unconfined (see docs/isolation.md)."""
 
 
 class Limits(Value):

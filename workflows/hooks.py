@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Literal
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -22,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.hooks import run_hook
     from agentparallels.errors import HOOK_VETOED
     from agentparallels.events import Hook, HookInput, HookPoint
-    from agentparallels.models import JobRef
+    from agentparallels.models import JobRef, SandboxMode
 
 
 async def run_hooks(
@@ -35,7 +34,7 @@ async def run_hooks(
     files: Sequence[str],
     shard: str | None = None,
     timeout_s: float,
-    sandbox: Literal["bwrap", "none"] = "bwrap",
+    sandbox: SandboxMode = "bwrap",
 ) -> None:
     """Run the hooks of ``point``, in order; raise at the first veto."""
     for hook in hooks:
