@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,19 @@ def tool_env() -> dict[str, str]:
 
 @traced_command
 def run_command(
-    command: str, cwd: Path, timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
+    command: str,
+    cwd: Path,
+    timeout_s: float,
+    policy: sandbox.Policy = sandbox.DEFAULT,
+    *,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Finished:
-    """Run ``command`` in a shell in ``cwd`` under ``policy``; stdout and stderr are merged.
+    """Run ``command`` in a shell in ``cwd`` under ``policy``, with ``extra_env`` added to the
+    tools' environment; stdout and stderr are merged.
 
     Under the bwrap policy a worker that cannot build the sandbox raises a non-retryable
     ``SandboxUnavailable`` error instead of running the command unconfined."""
-    with sandbox.jail(policy, command, cwd, tool_env()) as jail:
+    with sandbox.jail(policy, command, cwd, {**tool_env(), **(extra_env or {})}) as jail:
         done = _run(jail.argv, jail.env, cwd, timeout_s)
         refused = jail.refused_forks()
     if done.ok and not refused:

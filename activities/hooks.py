@@ -14,7 +14,6 @@ Its exit code is its vote; anything it changes in the worktree is discarded, so 
 from __future__ import annotations
 
 import json
-import shlex
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,17 +40,10 @@ def hook_env(inp: HookInput) -> dict[str, str]:
     }
 
 
-def _with_env(command: str, env: dict[str, str]) -> str:
-    """``command`` prefixed with exports, so the variables reach it in whatever way the command
-    runner starts its shell."""
-    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
-    return f"export {exports}\n{command}"
-
-
 def _run_in(wt: Path, inp: HookInput) -> HookRun:
     try:
         policy = sandbox.Policy(mode=inp.sandbox)
-        done = run_command(_with_env(inp.command, hook_env(inp)), wt, inp.timeout_s, policy)
+        done = run_command(inp.command, wt, inp.timeout_s, policy, extra_env=hook_env(inp))
     finally:  # a hook votes; it does not edit
         _git.run(wt, "reset", "--quiet", "--hard", inp.commit)
         _git.run(wt, "clean", "--quiet", "-fd")
