@@ -105,8 +105,8 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     if not approve and not args.reason.strip():
         raise UsageError("reject needs a reason: --reason 'what is wrong'")
     client = await connect(autostart=False, announce=err)
-    handle = await _existing(client, args.job)
-    status = (await handle.describe()).status
+    handle, desc = await _existing(client, args.job)
+    status = desc.status
     if status != WorkflowExecutionStatus.RUNNING:
         state = status.name.lower() if status else "unknown"
         raise UsageError(f"job {args.job} is not running (it is {state}): nothing to decide")

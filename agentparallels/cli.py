@@ -39,6 +39,7 @@ from typing import Any
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -451,28 +452,29 @@ async def _progress(handle: WorkflowHandle[Any, Any]) -> Progress | None:
         return None
 
 
-async def _existing(client: Client, job_id: str) -> WorkflowHandle[Any, RefactorResult]:
+async def _existing(
+    client: Client, job_id: str
+) -> tuple[WorkflowHandle[Any, RefactorResult], WorkflowExecutionDescription]:
+    """The job's handle and its latest run's description; a usage error for an unknown id."""
     handle = client.get_workflow_handle(job_id, result_type=RefactorResult)
     try:
-        await handle.describe()
+        return handle, await handle.describe()
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise UsageError(f"no job {job_id}: see the Temporal UI for job ids") from None
         raise
-    return handle
 
 
 async def status_command(args: argparse.Namespace) -> int:
     try:
         client = await connect(autostart=False, announce=err)
-        handle = await _existing(client, args.job)
+        handle, desc = await _existing(client, args.job)
     except UsageError:  # no history (or no server): the job's repository may still know it
         logged = _logged(args.job, args.repo)
         if logged is None:
             raise
         print(logged)
         return 0
-    desc = await handle.describe()
     if desc.status != WorkflowExecutionStatus.RUNNING:
         rc = await finish(handle, show=False)
     elif args.follow:
@@ -583,7 +585,7 @@ async def replay(args: argparse.Namespace) -> int:
     if jobs:
         client = await connect(autostart=False, announce=err)
         for job in jobs:
-            await _existing(client, job)
+            await _existing(client, job)  # a clear error for an unknown id
             histories.extend(await replaying.histories_of(client, job))
     failed = 0
     for result in await replaying.replay(histories):
@@ -597,8 +599,7 @@ async def replay(args: argparse.Namespace) -> int:
 
 async def cancel_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
-    handle = await _existing(client, args.job)
-    desc = await handle.describe()
+    handle, desc = await _existing(client, args.job)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise UsageError(f"job {args.job} is not running (it is {desc.status.name.lower()})")
     await handle.cancel()

@@ -79,8 +79,7 @@ async def events_command(args: argparse.Namespace) -> int:
     from agentparallels.cli import _existing, connect, err, in_process_worker
 
     client = await connect(autostart=False, announce=err)
-    handle = await _existing(client, args.job)
-    desc = await handle.describe()
+    handle, desc = await _existing(client, args.job)
     cursor = 0
     if desc.status == WorkflowExecutionStatus.RUNNING:
         if not args.follow:
@@ -118,8 +117,7 @@ async def _signal(args: argparse.Namespace, signal: str, verb: str) -> int:
     from agentparallels.cli import _existing, connect, err
 
     client = await connect(autostart=False, announce=err)
-    handle = await _existing(client, args.job)
-    desc = await handle.describe()
+    handle, desc = await _existing(client, args.job)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise UsageError(
             f"job {args.job} has ended ({desc.status.name.lower()}); only a running job can be "

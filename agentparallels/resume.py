@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels.errors import UsageError
 from agentparallels.models import RefactorInput, ShardResult
@@ -49,12 +48,9 @@ class Resumption:
 
 async def describe(client: Client, job_id: str) -> WorkflowExecutionDescription:
     """The job's latest run; a usage error unless it is a refactor job that can be resumed."""
-    try:
-        desc = await client.get_workflow_handle(job_id).describe()
-    except RPCError as e:
-        if e.status == RPCStatusCode.NOT_FOUND:
-            raise UsageError(f"no job {job_id}: see the Temporal UI for job ids") from None
-        raise
+    from agentparallels.cli import _existing
+
+    _, desc = await _existing(client, job_id)
     if desc.workflow_type != WORKFLOW:
         owner = desc.parent_id or "the job it belongs to"
         raise UsageError(f"{job_id} is a {desc.workflow_type}, not a job: resume {owner}")
