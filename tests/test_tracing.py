@@ -28,9 +28,10 @@ import workflows
 from agentparallels import tracing
 from agentparallels.errors import BREAKER_OPEN, MODEL_RETRYABLE
 from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import CommandEdit, Limits, ModelEdit, RefactorInput
+from agentparallels.models import CommandEdit, Limits, RefactorInput
 from tests.repos import make_repo, start_job
 from tests.test_model_refactor import DIFF_B, FILES, GOOD_A
+from tests.test_model_refactor import job as model_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 _exporter = InMemorySpanExporter()
@@ -161,18 +162,8 @@ async def test_model_calls_are_genai_spans_and_replay_makes_none(
     ]
     tc = traced(client)
     with FakeLLM(script) as fake:
-        job = RefactorInput(
-            repository=str(repo),
-            edit=ModelEdit(
-                instruct="rename old_name to new_name",
-                files=("pkg/a.py", "pkg/b.py"),
-                model="openai:fake-coder",
-                base_url=fake.openai_base_url,
-            ),
-            limits=Limits(parallel=1),
-        )
         async with worker.build_worker(tc, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(tc, task_queue, job)
+            handle = await start_job(tc, task_queue, model_job(repo, fake))
             await asyncio.wait_for(handle.result(), 60)
     finished = spans.get_finished_spans()
 
