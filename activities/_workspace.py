@@ -59,13 +59,6 @@ def _prepared(repository: str, path: Path, sha: str) -> Path:
     return path
 
 
-def worktree(repository: str, job_id: str, name: str, sha: str) -> Path:
-    """The job's worktree ``name`` on this worker, clean and at ``sha``; made if missing.
-    Only held while it is made: a step that uses it uses :func:`editing` instead."""
-    with holding(job_id, name) as path:
-        return _prepared(repository, path, sha)
-
-
 @contextmanager
 def editing(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]:
     """The worktree, clean at ``sha`` and held by this attempt alone for the block (which
