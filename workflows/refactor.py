@@ -29,10 +29,13 @@ PROGRESS_LOG = "progress-log"
 """Patch id of the write-ahead progress log: runs started before it replay without it."""
 CHECKLIST = "two-phase-checklist"
 """Patch id: jobs started before the checklist replay with the test command alone."""
+PUBLISH_INVARIANT = "publish-invariant"
+"""Patch id of the result check before publishing: jobs started before it replay without it."""
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
+    from activities.invariant import ResultCheckInput, ShardClaim, check_result
     from activities.progress_log import open_log, record_shard
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
@@ -252,6 +255,15 @@ class RefactorWorkflow:
 
         await self._events.gate.wait()
         self._phase("publish")
+        if workflow.patched(PUBLISH_INVARIANT):  # the result is what the shards made, exactly
+            claims = tuple(
+                ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
+            )
+            await call(
+                check_result,
+                ResultCheckInput(job=job, commit=merged, shards=claims),
+                summary="check the result against every shard's verified head",
+            )
         # The point of no return: once publishing starts, a cancel request is too late.
         published = await shielded(
             call(
