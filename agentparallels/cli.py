@@ -449,8 +449,9 @@ async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> 
 
 
 async def check_rollback(handle: WorkflowHandle[Any, Any], e: WorkflowFailureError, rc: int) -> int:
-    """After a job failed or was cancelled (``e``), look for what it left in its repository: say it is as it was only if nothing is left, else name each leftover and
-    how to remove it. Returns ``rc``, or ``LEFT_BEHIND`` when something is left."""
+    """After a job failed or was cancelled (``e``), look for what it left in its repository:
+    say it is as it was only if nothing is left, else name each leftover and how to remove it.
+    Returns ``rc``, or ``LEFT_BEHIND`` when something is left."""
     from agentparallels import leftovers
 
     desc = await handle.describe()
