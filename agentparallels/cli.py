@@ -472,7 +472,9 @@ async def check_rollback(handle: WorkflowHandle[Any, Any], e: WorkflowFailureErr
     if left:
         err(leftovers.report(repository, handle.id, left))
         return LEFT_BEHIND
-    err(f"checked {repository}: nothing of job {handle.id} is left; the repository is as it was")
+    if rc != 2:  # bad input: one line, the usage error's
+        nothing = f"nothing of job {handle.id} is left; the repository is as it was"
+        err(f"checked {repository}: {nothing}")
     return rc
 
 
