@@ -107,7 +107,14 @@ def positive(text: str) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="agentparallels", description="Durable agent workflows on Temporal.")
+    parser = Parser(
+        prog="agentparallels",
+        description="Durable agent workflows on Temporal.",
+        epilog="exit codes: 0 success; 1 the job failed or was cancelled, and was rolled back "
+        "(checked: nothing of it is left); 2 bad input, nothing was changed; 3 the job failed "
+        "or was cancelled and its rollback left something behind (each named with the command "
+        "that removes it; `agentparallels cleanup JOB --repo PATH` removes them all)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     server = sub.add_parser("server", help="run the embedded Temporal dev server (foreground)")

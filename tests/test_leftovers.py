@@ -124,8 +124,9 @@ async def test_cli_names_what_a_failed_rollback_left_and_cleanup_removes_it(
     env: WorkflowEnvironment, task_queue: str, tmp_path: Path
 ) -> None:
     """A job whose rollback fails: `status` does not say the repository is as it was; it names
-    every scratch ref left with the command that removes it and exits 3. `cleanup` removes
-    them; `status` then checks again and says the repository is as it was (exit 1)."""
+    every scratch ref left with the command that removes it and exits 3. `cleanup` (refused
+    while the job runs) removes them; `status` then checks again and says the repository is as
+    it was (exit 1)."""
     address = env.client.service_client.config.target_host
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
@@ -134,6 +135,9 @@ async def test_cli_names_what_a_failed_rollback_left_and_cleanup_removes_it(
                         "--test-cmd", "exit 3", "--detach", "--task-queue", task_queue)  # fmt: skip
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.strip()
+    busy = await run("cleanup", job_id, "--repo", str(repo))  # no worker yet: still running
+    assert busy.returncode == 2
+    assert f"job {job_id} is still running: cancel it first" in busy.stderr
     options = worker.WorkerOptions(task_queue=task_queue)
     async with worker.build_worker(env.client, options, activity_fns=refusing_rollback()):
         with pytest.raises(WorkflowFailureError):
