@@ -9,7 +9,7 @@ claim (a key and a content hash) in history. Two drivers, chosen by the environm
   reads a history must see that directory, so it suits one machine (or a shared volume).
 - :class:`S3BlobDriver`, for clusters: the SDK's S3 driver on any S3-compatible store, set by
   ``AGENTPARALLELS_BLOB_URL=s3://BUCKET/PREFIX``. The endpoint, region and credentials come from
-  the standard AWS configuration (``AWS_ENDPOINT_URL``, ``AWS_REGION``, ``AWS_ACCESS_KEY_ID`` and
+  the standard AWS configuration (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` and
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance or pod role), which the project never
   reads, copies or logs: claims carry the bucket and key, never a credential.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -135,6 +136,9 @@ class _S3Client(S3StorageDriverClient):
         import aioboto3  # only where an S3 store is used
 
         if self._session is None:
+            for name in ("botocore", "aiobotocore", "aioboto3"):  # a line per call at INFO
+                if logging.getLogger(name).level == logging.NOTSET:
+                    logging.getLogger(name).setLevel(logging.WARNING)
             self._session = aioboto3.Session()
         return self._session.client("s3")
 
@@ -168,7 +172,9 @@ class S3BlobDriver(S3StorageDriver):
         claims = await super().store(context, payloads)
         # The claim names the whole key, so it reads back whatever prefix is configured later.
         return [
-            StorageDriverClaim(claim_data={**c.claim_data, "key": self.prefix + c.claim_data["key"]})
+            StorageDriverClaim(
+                claim_data={**c.claim_data, "key": self.prefix + c.claim_data["key"]}
+            )
             for c in claims
         ]
 
