@@ -4,6 +4,9 @@ directory driver), and come back byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +21,8 @@ from agentparallels.blobstore import BlobMissing, LocalDirectoryDriver, S3BlobDr
 from agentparallels.codec import payload_codec
 from agentparallels.encryption import Keyring
 from agentparallels.errors import UsageError
+
+CLI = str(Path(sys.executable).parent / "agentparallels")
 
 
 async def test_large_payloads_round_trip_byte_for_byte(tmp_path: Path) -> None:
@@ -68,6 +73,22 @@ def test_blob_url_picks_the_driver_and_a_bad_one_says_what_to_write(
     monkeypatch.setenv("AGENTPARALLELS_BLOB_URL", "https://payloads.example/x")
     with pytest.raises(UsageError, match="use s3://BUCKET/PREFIX .* or file:///"):
         driver_for()
+
+
+def test_a_worker_with_a_bad_blob_url_exits_2_with_one_line() -> None:
+    """`agentparallels worker` refuses a blob store URL it cannot use before connecting: one
+    line naming the variable and the forms it takes, exit code 2, no traceback."""
+    env = {**os.environ, "AGENTPARALLELS_BLOB_URL": "https://payloads.example/x"}
+    done = subprocess.run(
+        [CLI, "worker", "--task-queue", "nowhere"], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "agentparallels: error: AGENTPARALLELS_BLOB_URL=https://payloads.example/x is not a "
+        "blob store URL: use s3://BUCKET/PREFIX (the endpoint and credentials come from the "
+        "standard AWS variables, e.g. AWS_ENDPOINT_URL) or file:///ABSOLUTE/DIRECTORY"
+    ]
 
 
 @activity.defn(name="test.measure")

@@ -106,7 +106,7 @@ async def test_large_payloads_round_trip_through_s3_and_only_ciphertext_is_store
     assert result == BIG + "and the quokka " * 30_000
 
     stored = s3.objects()
-    assert len(stored) >= 4, sorted(stored)  # input, activity input and result, result
+    assert len(stored) >= 3, sorted(stored)  # input (also the activity's), result, result
     assert all(key.startswith("jobs/v0/ns/default/") for key in stored), sorted(stored)
     for data in stored.values():
         assert b"wombat" not in data and b"quokka" not in data
@@ -222,6 +222,7 @@ async def files_done(handles: list[WorkflowHandle]) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about 3 minutes on a loaded 2-core machine
 async def test_three_workers_without_a_shared_disk_finish_jobs_with_large_model_answers(
     env: WorkflowEnvironment, s3: S3Store, task_queue: str, tmp_path: Path
 ) -> None:
@@ -273,7 +274,7 @@ async def test_three_workers_without_a_shared_disk_finish_jobs_with_large_model_
             victim = workers.pop(0)
             victim.kill()
             workers.append(await new_worker())  # an empty HOME, empty caches
-            results: list[RefactorResult] = await asyncio.wait_for(outcome, 300)
+            results: list[RefactorResult] = await asyncio.wait_for(outcome, 480)
     finally:
         for w in workers:
             w.stop()
