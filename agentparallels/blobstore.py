@@ -9,9 +9,10 @@ claim (a key and a content hash) in history. Two drivers, chosen by the environm
   reads a history must see that directory, so it suits one machine (or a shared volume).
 - :class:`S3BlobDriver`, for clusters: the SDK's S3 driver on any S3-compatible store, set by
   ``AGENTPARALLELS_BLOB_URL=s3://BUCKET/PREFIX``. The endpoint, region and credentials come from
-  the standard AWS configuration (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, ``AWS_ACCESS_KEY_ID`` and
-  ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance or pod role), which the project never
-  reads, copies or logs: claims carry the bucket and key, never a credential.
+  the standard AWS configuration (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``,
+  ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance or pod
+  role), which the project never reads, copies or logs: claims carry the bucket and key, never
+  a credential.
 
 Both are registered in every process, so a history written with one still reads with the other
 configured (the S3 driver takes the bucket from the claim). The payloads a driver receives are

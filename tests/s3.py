@@ -3,6 +3,7 @@ process, and the standard AWS variables that point clients (ours and worker proc
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ def moto_server() -> Iterator[str]:
     """moto's S3-compatible server on 127.0.0.1, a free port; yields its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
