@@ -290,3 +290,20 @@ async def test_three_workers_without_a_shared_disk_finish_jobs_with_large_model_
         assert b"VALUE_" not in data and b"CONST_" not in data
     for n in range(1, spawned + 1):  # no worker kept a blob directory of its own
         assert not list((tmp_path / f"w{n}").rglob("blobs")), n
+
+
+async def test_references_read_back_after_switching_stores(
+    s3: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process configured with a local directory reads payloads an S3-configured one
+    stored (the claim names the bucket), and the reverse (the directory from
+    AGENTPARALLELS_BLOB_DIR): histories stay readable when a deployment moves to S3."""
+    big = Payload(metadata={"encoding": b"binary/plain"}, data=b"platypus " * 20_000)
+    monkeypatch.setenv("AGENTPARALLELS_BLOB_DIR", str(tmp_path / "blobs"))
+    on_s3 = payload_codec(blob_url=s3.url("moved"), keyring=KEYRING)
+    local = payload_codec(tmp_path / "blobs", keyring=KEYRING)
+    [from_s3] = await on_s3.encode([big])
+    [from_disk] = await local.encode([big])
+    assert b"aws.s3driver" in from_s3.data and b"local-dir" in from_disk.data
+    assert await local.decode([from_s3]) == [big]
+    assert await on_s3.decode([from_disk]) == [big]
