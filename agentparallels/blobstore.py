@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -123,25 +124,31 @@ class LocalDirectoryDriver(StorageDriver):
 
 
 class _S3Client(S3StorageDriverClient):
-    """The SDK's aioboto3 adapter around a client opened for each call.
+    """The SDK's aioboto3 adapter around a client opened for each call, from a session of the
+    running event loop.
 
-    A client opened once would belong to the event loop that opened it, and this process has
-    several (the codec server runs one per request). ``prefix`` is put before the keys the
-    driver writes; it reads the full keys its claims hold."""
+    A client or session used once belongs to the event loop that used it (refreshed
+    credentials hold a lock of that loop), and this process may have several: the codec server
+    runs one per request. ``prefix`` is put before the keys the driver writes; it reads the
+    full keys its claims hold."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self._session: Any = None
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _open(self) -> Any:
         import aioboto3  # only where an S3 store is used
 
-        if self._session is None:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
             for name in ("botocore", "aiobotocore", "aioboto3"):  # a line per call at INFO
                 if logging.getLogger(name).level == logging.NOTSET:
                     logging.getLogger(name).setLevel(logging.WARNING)
-            self._session = aioboto3.Session()
-        return self._session.client("s3")
+            session = self._sessions[loop] = aioboto3.Session()
+        return session.client("s3")
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         from temporalio.contrib.aws.s3driver.aioboto3 import new_aioboto3_client
