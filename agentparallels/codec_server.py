@@ -3,9 +3,12 @@
 The Temporal UI and ``temporal workflow show --codec-endpoint URL`` send the payloads they display
 to ``POST URL/decode`` (and ``URL/encode`` for what a user types in) as ``{"payloads": [...]}`` in
 protobuf JSON, and show what comes back. This server answers with the project's own codecs
-(:func:`agentparallels.codec.payload_codec`): encrypted payloads are decrypted with the keyring
-of *this* process, claim-checked ones fetched from its blob store. So only whoever runs it with
-the key sees plaintext; the Temporal server and the UI's host never hold the key.
+(:func:`agentparallels.codec.payload_codec`): a reference to a payload in external storage is
+fetched from the blob store this process is configured with (``AGENTPARALLELS_BLOB_URL`` or
+``AGENTPARALLELS_BLOB_DIR``), and encrypted payloads are decrypted with the keyring of *this*
+process. So only whoever runs it with the key sees plaintext; the Temporal server and the UI's
+host never hold the key, and without a codec server the UI shows only the reference (bucket,
+key and hash).
 
 Browsers call it cross-origin, from the UI's page: requests from the ``--cors-origin`` origins
 get CORS headers (credentials allowed, so the UI's "include credentials" setting works). When
@@ -108,7 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
         run = codec.encode if operation == "encode" else codec.decode
         try:
             result = asyncio.run(run(list(payloads.payloads)))
-        except AgentParallelsError as e:  # unknown key id, missing blob: say which
+        except (AgentParallelsError, RuntimeError, ValueError) as e:
+            # unknown key id, missing blob, a store that refused: say which (the SDK's S3
+            # driver names the bucket and key, never a credential)
             return self._fail(422, str(e))
         body = json_format.MessageToJson(Payloads(payloads=result), indent=None)
         self._send(200, body.encode())
@@ -159,16 +164,16 @@ class CodecServer:
 def command(host: str, port: int, origins: Sequence[str] | None) -> int:
     """``agentparallels codec-server``: serve the environment's codecs in the foreground until
     SIGINT or SIGTERM."""
-    from agentparallels.codec import default_store_dir, payload_codec
+    from agentparallels.codec import payload_codec
 
     keyring = Keyring.from_env()
-    codec = payload_codec(default_store_dir(), keyring=keyring)
+    codec = payload_codec(keyring=keyring)
     origins = origins or [DEFAULT_ORIGIN]
     try:
         server = CodecServer(codec, host=host, port=port, origins=origins)
     except OSError as e:
         raise UsageError(f"cannot serve on {host}:{port}: {e.strerror}") from None
-    note = f"keys {', '.join(keyring.keys)}" if keyring.encrypts else "no key: claim check only"
+    note = f"keys {', '.join(keyring.keys)}" if keyring.encrypts else "no key: blob store only"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -5,7 +5,7 @@ Exceptions raised in this process::
     AgentParallelsError
      ├── UsageError      the user asked for something impossible; the CLI exits 2 with the message
      ├── ServerError     the embedded Temporal server cannot be started or reached
-     ├── BlobMissing     a history refers to a claim-checked payload this store lacks
+     ├── BlobMissing     a history refers to a stored payload this blob store lacks
      └── CodecKeyError   an encrypted payload's key is not in this process's keyring
 
 Failures that cross Temporal (raised in activities, seen by workflows and clients) are

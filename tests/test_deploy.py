@@ -75,7 +75,22 @@ def read_by_temporal_client(name: str) -> bool:
     return plain != varied
 
 
+def read_by_aws_sdk() -> set[str]:
+    """The variables botocore (the S3 blob store's client) reads: its session settings, the
+    credentials, and the endpoint URL (read by name in its config provider)."""
+    from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES
+    from botocore.credentials import EnvProvider
+
+    names = {EnvProvider.ACCESS_KEY, EnvProvider.SECRET_KEY, "AWS_ENDPOINT_URL"}
+    for setting in BOTOCORE_DEFAUT_SESSION_VARIABLES.values():
+        env = setting[1]
+        names |= {env} if isinstance(env, str) else set(env or ())
+    return names
+
+
 def known(name: str) -> bool:
+    if name.startswith("AWS_"):
+        return name in read_by_aws_sdk()
     if name.startswith("TEMPORAL_"):
         return read_by_temporal_client(name)
     if name.startswith("OTEL_"):  # read by the OpenTelemetry SDK and its OTLP exporters
@@ -85,9 +100,12 @@ def known(name: str) -> bool:
 
 def test_the_environment_check_tells_real_names_from_made_up_ones() -> None:
     """The check below would catch a typo: real names pass, near misses do not."""
-    for real in ("TEMPORAL_ADDRESS", "OTEL_EXPORTER_OTLP_ENDPOINT", "AGENTPARALLELS_BLOB_DIR"):
+    for real in ("TEMPORAL_ADDRESS", "OTEL_EXPORTER_OTLP_ENDPOINT", "AGENTPARALLELS_BLOB_URL"):
         assert known(real), real
+    assert known("AWS_DEFAULT_REGION") and known("AWS_ENDPOINT_URL")
     for typo in ("TEMPORAL_ADRESS", "OTEL_EXPORTER_OTLP_ENDPIONT", "AGENTPARALLELS_BLOBS_DIR"):
+        assert not known(typo), typo
+    for typo in ("AWS_REGION_NAME", "AWS_ENDPOINT"):
         assert not known(typo), typo
 
 
@@ -213,10 +231,9 @@ def test_k8s_objects_refer_to_each_other_consistently() -> None:
     secret_name = mounts[str(keyring.parent)]["secret"]["secretName"]
     [codec_secret] = [s for s in k8s("Secret") if s["metadata"]["name"] == secret_name]
     assert keyring.name in codec_secret["stringData"]
-    blobs = mounts[config["data"]["AGENTPARALLELS_BLOB_DIR"]]
-    [pvc] = k8s("PersistentVolumeClaim")
-    assert blobs["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    # Large payloads go to an S3 bucket: the pods share no volume.
+    assert config["data"]["AGENTPARALLELS_BLOB_URL"].startswith("s3://")
+    assert k8s("PersistentVolumeClaim") == []
     assert pod["securityContext"]["runAsNonRoot"] is True
     kustomize = documents(DEPLOY / "k8s" / "kustomization.yaml")[0]
     listed = set(kustomize["resources"])

@@ -11,8 +11,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
-from agentparallels.codec import ENCODING as CLAIM_CHECKED
-from agentparallels.codec import BlobStore, data_converter, payload_codec
+from agentparallels.codec import data_converter, payload_codec
 from agentparallels.encryption import (
     ENCODING,
     KEY_ID_FIELD,
@@ -84,13 +83,15 @@ async def test_no_key_leaves_payloads_in_clear() -> None:
 
 
 async def test_large_payloads_reach_the_blob_store_only_as_ciphertext(tmp_path: Path) -> None:
-    """Encryption runs before the claim check: the blob holds ciphertext, history a hash."""
+    """Encryption runs before external storage: the stored file holds ciphertext, the
+    reference that stays in history a hash."""
     codec = payload_codec(tmp_path, threshold=64, keyring=ring(b64(OLD)))
     big = Payload(metadata={"encoding": b"json/plain"}, data=b'"zebra ' + b"z" * 500 + b'"')
     [ref] = await codec.encode([big])
-    assert ref.metadata["encoding"] == CLAIM_CHECKED
-    blob = BlobStore(tmp_path).get(ref.data.decode())
-    assert b"zebra" not in blob and ENCODING in blob
+    assert b"ExternalStorageReference" in ref.metadata["messageType"]
+    assert b"zebra" not in ref.SerializeToString()
+    [stored] = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert b"zebra" not in stored and ENCODING in stored
     assert await codec.decode([ref]) == [big]
 
 

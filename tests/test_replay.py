@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from agentparallels.replay import load, replay
 
@@ -60,3 +63,29 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
     assert bad.returncode == 1
     assert "tampered: does not replay: NondeterminismError" in bad.stdout
     assert "refactor.plan" in bad.stdout
+
+
+async def test_replay_loads_the_token_encoding_outside_the_workflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An encoding that takes longer to load than the SDK's 2 s deadlock timeout (as on a busy
+    machine) does not fail the replay of a workflow that counts tokens: it is loaded first."""
+    import tiktoken
+
+    from agentparallels import tokens
+
+    load_encoding = tiktoken.get_encoding
+
+    def slow(name: str) -> tiktoken.Encoding:
+        time.sleep(3)  # stands in for a starved CPU
+        return load_encoding(name)
+
+    tokens.encoding.cache_clear()
+    monkeypatch.setattr(tiktoken, "get_encoding", slow)
+    try:
+        [result] = await replay(
+            [load(Path(__file__).parent / "histories/recorded-agent-loop.json")]
+        )
+    finally:
+        tokens.encoding.cache_clear()
+    assert result.failure is None
