@@ -131,8 +131,8 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     Idempotent: if an earlier attempt already pushed its commits on top of ``inp.checkpoint``
     (its worker died before reporting), they are reported and nothing is redone.
     """
-    sandbox.require(inp.sandbox)  # fail closed before anything is changed
-    policy = sandbox.Policy(mode=inp.sandbox)
+    sandbox.require(inp.sandbox.mode)  # fail closed before anything is changed
+    policy = sandbox.Policy.of(inp.sandbox)
     job, ref = inp.shard.job, inp.shard.ref
     remote = _git.remote_ref(job.repository, ref)
     # Until its first commit, a shard's branch does not exist: it is at the base.
