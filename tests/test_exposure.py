@@ -1,0 +1,288 @@
+"""Deny by default: what a sandboxed tool command can see and read (real bwrap, real jobs).
+
+Everything the tests plant lives under /var/tmp, outside the private /tmp every sandboxed
+command gets anyway: a file there was readable before deny by default, so each test shows the
+behaviour and not the /tmp mount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+import worker
+from activities import exposure, sandbox
+from activities._proc import run_command
+from agentparallels.errors import SANDBOX_DENIED
+from agentparallels.models import CommandEdit, Limits, RefactorInput, Sandbox
+from tests.repos import git, make_repo, snapshot, start_job
+
+CLI = str(Path(sys.executable).parent / "agentparallels")
+SECRET = "s3cret-7f1c"
+TIMEOUT = 120
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A folder outside /tmp (so not behind the sandbox's private /tmp)."""
+    path = Path(tempfile.mkdtemp(prefix="exposure-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def planted(outside: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A worker whose $HOME holds an SSH key, whose cache holds another job's worktree and
+    whose state folder holds the server's database and the blob store, each with a secret."""
+    home, cache, state = outside / "home", outside / "cache", outside / "state"
+    files = {
+        "ssh key": home / ".ssh" / "id_rsa",
+        "other job's worktree": cache / "worktrees" / "other-job" / "s0" / "app.py",
+        "server database": state / "temporal.db",
+        "blob store": state / "blobs" / "ab" / "ab12",
+    }
+    for name, path in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{SECRET} {name}\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(cache))
+    monkeypatch.setenv("AGENTPARALLELS_STATE_DIR", str(state))
+    return files
+
+
+def test_home_cache_database_and_blobs_are_not_there(
+    planted: dict[str, Path], outside: Path
+) -> None:
+    """A command that reads the planted files gets nothing (they do not exist for it), and
+    reading one by name fails with SandboxDenied naming it and --sandbox-ro; unconfined, the
+    same command reads every one."""
+    wt = outside / "wt"
+    wt.mkdir()
+    names = " ".join(str(p) for p in planted.values())
+    done = run_command(f"cat {names} > loot.txt 2>/dev/null; ls -A $HOME", wt, 30)
+    assert done.ok, done.output
+    assert (wt / "loot.txt").read_text() == "" and done.output.strip() == ""
+    for path in planted.values():
+        with pytest.raises(ApplicationError) as denied:
+            run_command(f"cat {path}", wt, 30)
+        assert denied.value.type == SANDBOX_DENIED and denied.value.non_retryable
+        assert f"hides {path}" in denied.value.message
+        assert f"--sandbox-ro {path}" in denied.value.message
+        assert SECRET not in denied.value.message
+    unconfined = run_command(f"cat {names}", wt, 30, sandbox.Policy(mode="none"))
+    assert unconfined.output.count(SECRET) == len(planted)
+
+
+async def test_an_edit_command_copying_secrets_leaves_none_on_the_branch(
+    client: Client, task_queue: str, planted: dict[str, Path], outside: Path
+) -> None:
+    """An --edit-cmd that appends $HOME's SSH key, the server's database, the blob store and
+    another job's worktree (by absolute and by relative path) to the file it edits: the job
+    succeeds and its branch holds the edit and no secret."""
+    repo = make_repo(outside / "repo", {"a.py": "x = 1\n"})
+    other = planted["other job's worktree"]
+    steal = " ".join(str(p) for p in planted.values())
+    command = (
+        f"cat {steal} ../../other-job/s0/app.py ~/.ssh/id_rsa >> {{file}} 2>/dev/null; "
+        f"echo '# edited' >> {{file}}"
+    )
+    assert other.exists()
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command=command))
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await asyncio.wait_for(
+            (await start_job(client, task_queue, job)).result(), TIMEOUT
+        )
+    assert result.files_changed == ("a.py",)
+    published = git(repo, "show", f"{result.branch}:a.py")
+    assert published == "x = 1\n# edited"
+    assert SECRET not in git(repo, "log", "-p", "--all")
+
+
+def test_only_allowlisted_variables_reach_the_command(
+    outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials a denylist misses (OTLP headers, a proxy with a password, a database URL, a
+    Sentry DSN) are not in the command's environment; PATH, LANG, TZ are, and a sandbox HOME
+    and TMPDIR; a variable named with --sandbox-env gets through, and a step's own variables
+    (a hook's) always do."""
+    leaks = {
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer otlp-7f1c",
+        "HTTPS_PROXY": "http://user:proxy-7f1c@proxy:3128",
+        "DATABASE_URL": "postgres://app:db-7f1c@db/app",
+        "SENTRY_DSN": "https://sentry-7f1c@sentry.example/1",
+        "OPENAI_API_KEY": "sk-7f1c",
+    }
+    for name, value in leaks.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("TZ", "UTC")
+    wt = outside / "wt"
+    wt.mkdir()
+
+    def seen(policy: sandbox.Policy) -> dict[str, str]:
+        done = run_command("env", wt, 30, policy, extra_env={"AGENTPARALLELS_HOOK": "pre-edit"})
+        assert done.ok, done.output
+        return dict(line.split("=", 1) for line in done.output.splitlines() if "=" in line)
+
+    env = seen(sandbox.Policy())
+    assert not set(leaks) & set(env) and "7f1c" not in str(env)
+    assert env["LANG"] == "C.UTF-8" and env["TZ"] == "UTC" and env["TMPDIR"] == "/tmp"
+    assert env["HOME"] == os.environ["HOME"] and sys.executable.rsplit("/", 1)[0] in env["PATH"]
+    assert env["AGENTPARALLELS_HOOK"] == "pre-edit"
+    assert set(env) - {"PWD", "SHLVL", "_", "OLDPWD"} <= {
+        *exposure.ENV,
+        "HOME",
+        "TMPDIR",
+        "AGENTPARALLELS_HOOK",
+        *(k for k in env if k[:3] == "LC_"),
+    }
+    passed = seen(sandbox.Policy(env=("DATABASE_URL",)))
+    assert passed["DATABASE_URL"] == leaks["DATABASE_URL"] and "SENTRY_DSN" not in passed
+
+
+def venv_outside(root: Path) -> Path:
+    """A virtual environment outside any repository, whose Python finds pytest (through a .pth
+    file naming this project's environment, as an installed package would be found)."""
+    venv = root / "venvs" / "tools"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    [site] = venv.glob("lib/python3*/site-packages")
+    here = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    (site / "project.pth").write_text(here + "\n")
+    return venv
+
+
+async def test_a_test_command_from_a_venv_outside_the_repository_runs_without_flags(
+    client: Client, task_queue: str, outside: Path
+) -> None:
+    """`--test-cmd "/abs/venv/bin/python -m pytest -q"` with the venv elsewhere on disk: the
+    sandbox finds the venv (and its base interpreter) from the command itself, the tests run
+    and pass, and the job succeeds."""
+    venv = venv_outside(outside)
+    repo = make_repo(
+        outside / "repo",
+        {"a.py": "x = 1\n", "test_a.py": "import a\n\ndef test_x():\n    assert a.x\n"},
+    )
+    test_cmd = f"{venv}/bin/python -m pytest -q -p no:cacheprovider test_a.py"
+    edit = CommandEdit(command="echo '# edited' >> {file}", files=("a.py",))
+    job = RefactorInput(repository=str(repo), edit=edit, test_cmd=test_cmd)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await asyncio.wait_for(
+            (await start_job(client, task_queue, job)).result(), TIMEOUT
+        )
+    [tests] = [c for c in result.checks if c.command == test_cmd]
+    assert tests.passed, tests.output
+
+
+async def test_a_command_that_needs_a_hidden_path_gets_the_flag_not_tests_failed(
+    client: Client, task_queue: str, outside: Path
+) -> None:
+    """A test command whose interpreter the sandbox cannot find by itself (named inside a
+    quoted script) exits 127: the job fails with SandboxDenied naming the interpreter and the
+    --sandbox-ro that exposes its venv, not as failed tests; the repository is as before."""
+    venv = venv_outside(outside)
+    repo = make_repo(outside / "repo", {"a.py": "x = 1\n"})
+    before = snapshot(repo)
+    test_cmd = f"sh -c '{venv}/bin/python -V'"
+    job = RefactorInput(
+        repository=str(repo), edit=CommandEdit(command="echo '# edited' >> {file}"),
+        test_cmd=test_cmd,
+    )  # fmt: skip
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), TIMEOUT)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == SANDBOX_DENIED
+    assert cause.message.startswith(f"the sandbox hides {venv}/bin/python from `{test_cmd}`")
+    assert f"(exit 127): expose it with --sandbox-ro {venv} " in cause.message
+    assert "test command" not in cause.message and "tests failed" not in cause.message
+    assert snapshot(repo) == before
+
+
+def test_sandbox_ro_and_rw_expose_what_they_name(outside: Path) -> None:
+    """A folder named with --sandbox-ro is readable and stays read-only; one named with
+    --sandbox-rw is writable; neither is there without its flag."""
+    data, out, wt = outside / "data", outside / "out", outside / "wt"
+    for folder in (data, out, wt):
+        folder.mkdir()
+    (data / "input.txt").write_text("rows\n")
+    with pytest.raises(ApplicationError):
+        run_command(f"cat {data}/input.txt", wt, 30)
+    policy = sandbox.Policy(ro=(str(data),), rw=(str(out),))
+    done = run_command(f"cat {data}/input.txt > {out}/copy.txt", wt, 30, policy)
+    assert done.ok, done.output
+    assert (out / "copy.txt").read_text() == "rows\n"
+    refused = run_command(f"touch {data}/new", wt, 30, policy)
+    assert not refused.ok and "Read-only file system" in refused.output
+    assert not (data / "new").exists()
+
+
+async def test_sandbox_flags_reach_every_command_of_the_job(
+    client: Client, task_queue: str, outside: Path
+) -> None:
+    """The job's Sandbox (what --sandbox-ro adds) is what its edit step runs under: the edit
+    command reads the exposed file into the edited one."""
+    data = outside / "data"
+    data.mkdir()
+    (data / "header.txt").write_text("# header\n")
+    repo = make_repo(outside / "repo", {"a.py": "x = 1\n"})
+    job = RefactorInput(
+        repository=str(repo), edit=CommandEdit(command=f"cat {data}/header.txt >> {{file}}"),
+        limits=Limits(sandbox=Sandbox(ro=(str(data),))),
+    )  # fmt: skip
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await asyncio.wait_for(
+            (await start_job(client, task_queue, job)).result(), TIMEOUT
+        )
+    assert git(repo, "show", f"{result.branch}:a.py") == "x = 1\n# header"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--sandbox-ro", "/no/such/place"], "--sandbox-ro /no/such/place: no such file"),
+        (["--sandbox-rw", "missing-dir"], "--sandbox-rw missing-dir: no such file"),
+        (["--sandbox-env", "NOT A NAME"], "--sandbox-env takes a variable name"),
+        (["--sandbox-env", "HOME"], "--sandbox-env HOME: the sandbox sets HOME itself"),
+        (["--sandbox", "none", "--sandbox-ro", "/usr"], "with --sandbox none commands see"),
+    ],
+)
+def test_bad_sandbox_flags_are_a_usage_error(
+    flags: list[str], message: str, tmp_path: Path
+) -> None:
+    """Each bad flag: exit 2, one line saying what is wrong, nothing started."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    done = subprocess.run(
+        [CLI, "refactor", str(repo), "--edit-cmd", "true {file}", *flags],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("agentparallels: error:") == 1 and "Traceback" not in done.stderr
+    assert message in done.stderr
+
+
+def test_the_cli_puts_the_flags_in_the_job() -> None:
+    """--sandbox-ro/-rw/-env end up in the job's limits, paths absolute."""
+    from agentparallels import validate
+
+    spec = validate.sandbox_spec("bwrap", ["/usr/../usr/share"], ["."], ["DATABASE_URL"])
+    assert spec == Sandbox(ro=("/usr/share",), rw=(os.getcwd(),), env=("DATABASE_URL",))
+    again = validate.sandbox_spec("bwrap", ["/etc"], [], ["X"], base=spec)
+    assert again.ro == ("/usr/share", "/etc") and again.env == ("DATABASE_URL", "X")
+    assert Limits.model_validate({"sandbox": "none"}).sandbox == Sandbox(mode="none")
