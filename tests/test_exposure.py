@@ -286,3 +286,72 @@ def test_the_cli_puts_the_flags_in_the_job() -> None:
     again = validate.sandbox_spec("bwrap", ["/etc"], [], ["X"], base=spec)
     assert again.ro == ("/usr/share", "/etc") and again.env == ("DATABASE_URL", "X")
     assert Limits.model_validate({"sandbox": "none"}).sandbox == Sandbox(mode="none")
+
+
+def test_a_models_answer_never_widens_the_sandbox(outside: Path) -> None:
+    """The agent loop's tool runs the model's answer as a script whose #! line names a venv
+    holding a secret: what the workdir holds is never followed, so the venv stays hidden (the
+    script cannot even start) and no secret comes back; a plain read of it comes back as
+    output naming the hidden path."""
+    from activities.agent import run_tool
+    from agentparallels.agent import ToolInput
+
+    venv = venv_outside(outside)
+    (venv / "secret.txt").write_text(SECRET)
+    workdir = outside / "wd"
+    workdir.mkdir()
+    script = f"#!{venv}/bin/python\nprint(open('{venv}/secret.txt').read())\n"
+    run = ToolInput(
+        command="chmod +x {answer} && {answer}", workdir=str(workdir), answer=script,
+        timeout_s=60,
+    )  # fmt: skip
+    with pytest.raises(ApplicationError) as denied:
+        run_tool(run)
+    assert (
+        denied.value.type == SANDBOX_DENIED and f"hides {venv}/bin/python" in denied.value.message
+    )
+    assert SECRET not in denied.value.message
+    read = run.model_copy(
+        update={"command": "python3 {answer}", "answer": script[script.index("\n") :]}
+    )
+    done = run_tool(read)
+    assert done.exit_code == 1 and SECRET not in done.output
+    assert f"[the sandbox hides {venv}/secret.txt from" in done.output
+
+
+def test_a_workdir_holding_the_workers_own_files_is_refused(
+    planted: dict[str, Path], outside: Path
+) -> None:
+    """A tool's working directory is mounted writable, so one that holds the worker's cache
+    (other jobs' worktrees) or $HOME is refused before anything runs, as no shard's worktree
+    could."""
+    from activities.agent import run_tool
+    from agentparallels.agent import ToolInput
+
+    run = ToolInput(command="cat cache/worktrees/*/*/app.py", workdir=str(outside), answer="",
+                    timeout_s=60)  # fmt: skip
+    with pytest.raises(ApplicationError) as refused:
+        run_tool(run)
+    assert refused.value.type == SANDBOX_DENIED
+    assert f"the working directory {outside} holds" in refused.value.message
+    assert SECRET not in refused.value.message
+
+
+def test_the_tools_a_command_names_are_found(outside: Path) -> None:
+    """First words after env and VAR=value, on PATH, through symlinks, and a script's
+    interpreter through `#!/usr/bin/env`: each venv is found with its base interpreter."""
+    assert exposure.first_words("A=1 env -u X B=2 pytest -q | tee log && ./x 2>/dev/null") == [
+        "pytest", "tee", "./x",
+    ]  # fmt: skip
+    venv = venv_outside(outside)
+    bindir = outside / "bin"
+    bindir.mkdir()
+    (bindir / "py").symlink_to(venv / "bin" / "python")
+    (bindir / "tool").write_text("#!/usr/bin/env python\nprint('tool')\n")
+    (bindir / "tool").chmod(0o755)
+    path_env = f"{bindir}:{venv}/bin:/usr/bin:/bin"
+    base = os.path.realpath(sys.base_prefix)
+    for command in ("py -V", "FOO=1 env tool --x"):
+        found = exposure.tools(command, str(outside / "wt"), path_env, os.environ["HOME"])
+        assert str(venv) in found and base in {os.path.realpath(p) for p in found}, found
+    assert exposure.tools("./tool", str(bindir), path_env, os.environ["HOME"]) == []
