@@ -355,3 +355,25 @@ def test_the_tools_a_command_names_are_found(outside: Path) -> None:
         found = exposure.tools(command, str(outside / "wt"), path_env, os.environ["HOME"])
         assert str(venv) in found and base in {os.path.realpath(p) for p in found}, found
     assert exposure.tools("./tool", str(bindir), path_env, os.environ["HOME"]) == []
+
+
+async def test_git_works_in_a_jobs_worktree_and_sees_only_its_own(
+    client: Client, task_queue: str, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a shard's worktree (a linked worktree of the worker's cached clone) an edit command
+    runs git: the repository parts git reads are there, read-only; the clone's other
+    worktrees and the URLs it fetched from are not."""
+    monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(outside / "cache"))
+    repo = make_repo(outside / "repo", {"a.py": "x = 1\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    command = (
+        'echo "# $(git rev-parse HEAD) $(git log -1 --format=%s)" >> {file}; '
+        "d=$(git rev-parse --git-common-dir); ls $d/worktrees | wc -l >> {file}; "
+        "test -e $d/FETCH_HEAD && echo '# fetch head' >> {file}; true"
+    )
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command=command))
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await asyncio.wait_for(
+            (await start_job(client, task_queue, job)).result(), TIMEOUT
+        )
+    assert git(repo, "show", f"{result.branch}:a.py") == f"x = 1\n# {base} initial\n1"
