@@ -144,7 +144,12 @@ def private() -> tuple[Path, ...]:
     from activities._git import cache_root
     from agentparallels.devserver import state_dir
 
-    return tuple(Path(os.path.realpath(p)) for p in (cache_root(), state_dir()))
+    return _real(str(cache_root()), str(state_dir()))
+
+
+@functools.lru_cache(maxsize=16)
+def _real(*paths: str) -> tuple[Path, ...]:
+    return tuple(Path(os.path.realpath(p)) for p in paths)
 
 
 def _exposable(path: str, home: str) -> bool:
