@@ -377,3 +377,15 @@ async def test_git_works_in_a_jobs_worktree_and_sees_only_its_own(
             (await start_job(client, task_queue, job)).result(), TIMEOUT
         )
     assert git(repo, "show", f"{result.branch}:a.py") == f"x = 1\n# {base} initial\n1"
+
+
+def test_a_worker_without_an_exposed_path_refuses_the_step(outside: Path) -> None:
+    """A job's --sandbox-ro path that this worker lacks (a worker on another machine) fails
+    the step with SandboxUnavailable naming it, instead of running without it."""
+    from agentparallels.errors import SANDBOX_UNAVAILABLE
+
+    gone = outside / "gone"
+    with pytest.raises(ApplicationError) as refused:
+        run_command("true", outside, 30, sandbox.Policy(ro=(str(gone),)))
+    assert refused.value.type == SANDBOX_UNAVAILABLE and refused.value.non_retryable
+    assert f"--sandbox-ro {gone}: no such path on the worker" in refused.value.message
