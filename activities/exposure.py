@@ -346,11 +346,11 @@ def view(
     add("tmpfs", home)
     writable = [wt, *(os.path.normpath(p) for p in rw)]
     auto = [*_worker_python(), *tools(command, wt, env.get("PATH", ""), home)]
-    system = [m.path for m in _system() if m.kind == "ro"]
+    system = View(_system(), home)
     for path in auto:
         if any(_under(path, w) for w in writable):  # a writable folder stays writable
             continue
-        if not any(_under(path, s) and _under(os.path.realpath(path), s) for s in system):
+        if not (system.visible(path) and system.visible(os.path.realpath(path))):
             add("ro", path)
             add("ro", os.path.realpath(path))
     for path in ro:
