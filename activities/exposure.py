@@ -8,11 +8,8 @@ The sandbox's root is empty; :func:`view` lists what is mounted into it, in orde
 - ``/proc`` (of its own pid namespace), a minimal ``/dev``, a private ``/tmp`` and an empty
   ``$HOME`` (both tmpfs, gone with the command);
 - the worker's own Python (``sys.prefix``, ``sys.base_prefix``, their real paths);
-- the tools the command line names, found on the worker: each simple command's first word
-  (after ``env`` and ``VAR=value``) resolved on PATH, its symlinks followed, a script's
-  interpreter (shebang) too, with the virtual environment it lives in and that environment's
-  base interpreter. Words that resolve inside the working directory expose nothing: what the
-  repository (or a model's answer) holds never widens the sandbox;
+- the tools the command line names, found on the worker with their virtual environments
+  (:mod:`activities.discovery`); nothing found inside the working directory widens it;
 - the job's ``--sandbox-ro`` and ``--sandbox-rw`` paths;
 - the working directory, writable; its ``.git`` read-only and, for a linked worktree, the parts
   of its repository that git reads (objects, refs, config, its own worktree folder).
@@ -28,12 +25,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shlex
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from activities import discovery
+from activities.discovery import depth, under
 
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = (
@@ -86,11 +85,11 @@ class View:
     def visible(self, path: str, _hops: int = 0) -> bool:
         """Whether ``path`` (absolute, as a command names it) shows the host's file there."""
         path = os.path.normpath(path)
-        if path == "/" or _under(path, "/proc") or _under(path, "/dev"):
+        if path == "/" or under(path, "/proc") or under(path, "/dev"):
             return True
         best = None
         for m in self.mounts:
-            if _under(path, m.path) and (best is None or len(m.path) >= len(best.path)):
+            if under(path, m.path) and (best is None or len(m.path) >= len(best.path)):
                 best = m
         if best is None:
             return False
@@ -102,14 +101,6 @@ class View:
             target = os.path.join(os.path.dirname(best.path), best.target)
             return self.visible(target + path[len(best.path) :], _hops + 1)
         return True
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _depth(path: str) -> int:
-    return len(Path(path).parts)
 
 
 @functools.cache
@@ -124,7 +115,7 @@ def _system() -> tuple[Mount, ...]:
         for entry in sorted(Path("/etc").glob(pattern)):
             path = str(entry)
             target = os.path.realpath(path)
-            if os.path.islink(path) and any(_under(target, t) for t in SYSTEM):
+            if os.path.islink(path) and any(under(target, t) for t in SYSTEM):
                 found.append(Mount("symlink", path, os.readlink(path)))
             elif os.path.exists(path):
                 found.append(Mount("ro", path))  # a bind follows the link to what it names
@@ -138,175 +129,10 @@ def _worker_python() -> tuple[str, ...]:
     return tuple(sorted(paths))
 
 
-def private() -> tuple[Path, ...]:
-    """The worker's own folders (its cache with every job's worktrees, the server's state
-    with its database): never exposed because a command happens to name something in them."""
-    from activities._git import cache_root
-    from agentparallels.devserver import state_dir
-
-    return _real(str(cache_root()), str(state_dir()))
-
-
-@functools.lru_cache(maxsize=16)
-def _real(*paths: str) -> tuple[Path, ...]:
-    return tuple(Path(os.path.realpath(p)) for p in paths)
-
-
-def _exposable(path: str, home: str) -> bool:
-    """Whether a folder found by discovery may be mounted whole: not ``/``, not a top-level
-    folder, not ``$HOME`` or a folder holding it or the worker's own folders, nor inside them."""
-    if _depth(path) < 3:
-        return False
-    for guarded in (home, *map(str, private())):
-        if _under(guarded, path) or _under(path, guarded) and guarded != home:
-            return False
-    return True
-
-
-def _venv_root(folder: str) -> str | None:
-    for candidate in (folder, os.path.dirname(folder)):
-        if os.path.isfile(os.path.join(candidate, "pyvenv.cfg")):
-            return candidate
-    return None
-
-
-def _base_prefix(venv: str) -> str | None:
-    """The prefix of a virtual environment's base interpreter (``home`` in its pyvenv.cfg)."""
-    try:
-        text = Path(venv, "pyvenv.cfg").read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "home":
-            bindir = value.strip()
-            return os.path.dirname(bindir) if os.path.basename(bindir) == "bin" else bindir
-    return None
-
-
-def _python_prefix(folder: str) -> bool:
-    return any(Path(folder, "lib").glob("python3*")) or os.path.isdir(f"{folder}/conda-meta")
-
-
-def _environment(executable: str, home: str) -> list[str]:
-    """What must be visible for ``executable`` (one hop of a symlink chain) to run: its virtual
-    environment and that one's base interpreter, or its Python prefix, or its folder."""
-    folder = os.path.dirname(executable)
-    venv = _venv_root(folder)
-    if venv is not None:
-        found = [venv]
-        base = _base_prefix(venv)
-        if base and _exposable(base, home):
-            found.append(base)
-        return [p for p in found if _exposable(p, home)]
-    prefix = os.path.dirname(folder)
-    if os.path.basename(folder) == "bin" and _python_prefix(prefix) and _exposable(prefix, home):
-        return [prefix]
-    if _exposable(folder, home):
-        return [folder]
-    if any(_under(executable, str(p)) for p in private()):
-        return []
-    return [executable]
-
-
-def _hops(path: str) -> list[str]:
-    """``path`` and every link it goes through, to the file it ends at."""
-    hops = [path]
-    while os.path.islink(hops[-1]) and len(hops) < 16:
-        link = os.readlink(hops[-1])
-        hops.append(os.path.normpath(os.path.join(os.path.dirname(hops[-1]), link)))
-    real = os.path.realpath(path)
-    return hops if real in hops else [*hops, real]
-
-
-OPERATORS = {";", "&&", "||", "|", "&", "(", ")", "|&", ";;", "\n"}
-WRAPPERS = {"env", "exec", "command", "nice", "nohup", "time"}
-
-
-def first_words(command: str) -> list[str]:
-    """The program each simple command of a shell command line runs (best effort: what
-    quoting, operators, ``env`` and ``VAR=value`` leave; nothing from ``$(...)``)."""
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        tokens = list(lexer)
-    except ValueError:
-        return []
-    words: list[str] = []
-    expect, skip = True, False
-    for token in tokens:
-        if skip:
-            skip = False
-        elif token in OPERATORS or set(token) <= set(";&|()"):
-            expect = True
-        elif set(token) <= set("<>&"):
-            skip = True  # a redirection's file
-        elif not expect:
-            continue
-        elif re.match(r"[A-Za-z_][A-Za-z0-9_]*=", token) or token.startswith("-"):
-            skip = token in ("-u", "--unset", "-C", "--chdir")
-        elif token in WRAPPERS:
-            continue
-        else:
-            words.append(token)
-            expect = False
-    return words
-
-
-def resolve(word: str, cwd: str, path_env: str) -> str | None:
-    """Where the shell would find ``word``: a path as given, else the first executable of
-    that name on ``path_env``."""
-    if "/" in word:
-        path = os.path.normpath(os.path.join(cwd, os.path.expanduser(word)))
-        return path if os.path.exists(path) else None
-    for folder in path_env.split(os.pathsep):
-        candidate = os.path.join(folder or cwd, word)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.normpath(os.path.abspath(candidate))
-    return None
-
-
-def _interpreter(script: str, path_env: str) -> str | None:
-    """The interpreter a script's ``#!`` line names (through ``env``), or None."""
-    try:
-        with open(script, "rb") as fh:
-            line = fh.readline(512)
-    except OSError:
-        return None
-    if not line.startswith(b"#!"):
-        return None
-    words = line[2:].decode(errors="replace").split()
-    if not words:
-        return None
-    if os.path.basename(words[0]) == "env":
-        rest = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
-        return resolve(rest[0], "/", path_env) if rest else None
-    return words[0]
-
-
-def tools(command: str, cwd: str, path_env: str, home: str) -> list[str]:
-    """Host paths ``command`` needs visible: its programs and their environments."""
-    found: list[str] = []
-    queue = [p for w in first_words(command) if (p := resolve(w, cwd, path_env))]
-    seen: set[str] = set()
-    while queue:
-        executable = queue.pop()
-        if executable in seen or len(seen) > 32:
-            continue
-        seen.add(executable)
-        if _under(executable, cwd) or _under(os.path.realpath(executable), cwd):
-            continue  # the worktree's content decides nothing
-        for hop in _hops(executable):
-            found += _environment(hop, home)
-        if interpreter := _interpreter(os.path.realpath(executable), path_env):
-            queue.append(interpreter)
-    return found
-
-
 def home_of(env: Mapping[str, str]) -> str:
     """Where the command's empty ``$HOME`` is: the worker's own path, unless that is unusable."""
     home = os.path.normpath(env.get("HOME") or FALLBACK_HOME)
-    if not os.path.isabs(home) or home == "/" or any(_under(home, t) for t in SYSTEM):
+    if not os.path.isabs(home) or home == "/" or any(under(home, t) for t in SYSTEM):
         return FALLBACK_HOME
     return home
 
@@ -345,10 +171,10 @@ def view(
     add("tmpfs", "/tmp")
     add("tmpfs", home)
     writable = [wt, *(os.path.normpath(p) for p in rw)]
-    auto = [*_worker_python(), *tools(command, wt, env.get("PATH", ""), home)]
+    auto = [*_worker_python(), *discovery.tools(command, wt, env.get("PATH", ""), home)]
     system = View(_system(), home)
     for path in auto:
-        if any(_under(path, w) for w in writable):  # a writable folder stays writable
+        if any(under(path, w) for w in writable):  # a writable folder stays writable
             continue
         if not (system.visible(path) and system.visible(os.path.realpath(path))):
             add("ro", path)
@@ -364,7 +190,7 @@ def view(
     # Read-only, so that no command can point the worktree at another repository (whose
     # config or hooks the worker's own git commands would then run, outside the sandbox).
     mounts[f"{wt}/.git"] = Mount("ro", f"{wt}/.git")
-    ordered = sorted(mounts.values(), key=lambda m: (_depth(m.path), _ORDER[m.kind], m.path))
+    ordered = sorted(mounts.values(), key=lambda m: (depth(m.path), _ORDER[m.kind], m.path))
     return View(tuple(ordered), home)
 
 
@@ -387,10 +213,10 @@ def denied(
     does), and not visible in the sandbox."""
     named = [m.rstrip(".,") for m in PATH_IN_OUTPUT.findall(output)]
     if exit_code in (126, 127):
-        for word in first_words(command):
-            if found := resolve(word, str(cwd), path_env):
-                named += _hops(found)
-                if interpreter := _interpreter(os.path.realpath(found), path_env):
+        for word in discovery.first_words(command):
+            if found := discovery.resolve(word, str(cwd), path_env):
+                named += discovery.hops(found)
+                if interpreter := discovery.interpreter(os.path.realpath(found), path_env):
                     named.append(interpreter)
     hidden: list[str] = []
     for path in dict.fromkeys(named):
@@ -420,7 +246,7 @@ def exposing(path: str) -> str:
         path = os.path.dirname(path)
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     for _ in range(4):
-        if _depth(folder) < 3:
+        if depth(folder) < 3:
             break
         if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
             return folder

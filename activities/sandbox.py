@@ -33,7 +33,7 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from activities import exposure
+from activities import discovery, exposure
 from agentparallels._value import Sandbox, SandboxMode
 from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE
 
@@ -196,7 +196,7 @@ def _check(policy: Policy, cwd: Path, home: str) -> None:
     ``$HOME`` or the worker's own folders (it is mounted writable), or an added path this
     worker does not have."""
     wt = cwd.resolve()
-    for guarded in (Path(home), *exposure.private()):
+    for guarded in (Path(home), *discovery.private()):
         if guarded.is_relative_to(wt):
             raise _refuse(
                 f"the working directory {wt} holds {guarded}, which tool commands must not "

@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 import worker
-from activities import exposure, sandbox
+from activities import discovery, exposure, sandbox
 from activities._proc import run_command
 from agentparallels.errors import SANDBOX_DENIED
 from agentparallels.models import CommandEdit, Limits, RefactorInput, Sandbox
@@ -340,7 +340,7 @@ def test_a_workdir_holding_the_workers_own_files_is_refused(
 def test_the_tools_a_command_names_are_found(outside: Path) -> None:
     """First words after env and VAR=value, on PATH, through symlinks, and a script's
     interpreter through `#!/usr/bin/env`: each venv is found with its base interpreter."""
-    assert exposure.first_words("A=1 env -u X B=2 pytest -q | tee log && ./x 2>/dev/null") == [
+    assert discovery.first_words("A=1 env -u X B=2 pytest -q | tee log && ./x 2>/dev/null") == [
         "pytest", "tee", "./x",
     ]  # fmt: skip
     venv = venv_outside(outside)
@@ -352,9 +352,9 @@ def test_the_tools_a_command_names_are_found(outside: Path) -> None:
     path_env = f"{bindir}:{venv}/bin:/usr/bin:/bin"
     base = os.path.realpath(sys.base_prefix)
     for command in ("py -V", "FOO=1 env tool --x"):
-        found = exposure.tools(command, str(outside / "wt"), path_env, os.environ["HOME"])
+        found = discovery.tools(command, str(outside / "wt"), path_env, os.environ["HOME"])
         assert str(venv) in found and base in {os.path.realpath(p) for p in found}, found
-    assert exposure.tools("./tool", str(bindir), path_env, os.environ["HOME"]) == []
+    assert discovery.tools("./tool", str(bindir), path_env, os.environ["HOME"]) == []
 
 
 async def test_git_works_in_a_jobs_worktree_and_sees_only_its_own(
