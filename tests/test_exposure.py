@@ -389,3 +389,32 @@ def test_a_worker_without_an_exposed_path_refuses_the_step(outside: Path) -> Non
         run_command("true", outside, 30, sandbox.Policy(ro=(str(gone),)))
     assert refused.value.type == SANDBOX_UNAVAILABLE and refused.value.non_retryable
     assert f"--sandbox-ro {gone}: no such path on the worker" in refused.value.message
+
+
+def test_the_flags_of_refactor_and_resume_reach_the_job(
+    client: Client, outside: Path, tmp_path: Path
+) -> None:
+    """`refactor --sandbox-ro A` whose edit command also reads B fails, exit 1, the reason
+    naming B and `--sandbox-ro B`; `resume --sandbox-ro B` keeps A, adds B, and succeeds."""
+    address = client.service_client.config.target_host
+    a, b = outside / "a", outside / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        (folder / "line.txt").write_text(f"# from {folder.name}\n")
+    repo = make_repo(outside / "repo", {"m.py": "x = 1\n"})
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AGENTPARALLELS_CACHE_DIR": str(tmp_path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], capture_output=True, text=True, env=env,
+                              timeout=300, cwd=tmp_path)  # fmt: skip
+
+    edit = f"cat {a}/line.txt {b}/line.txt >> {{file}}"
+    job_id = f"exposure-{os.getpid()}-{tmp_path.name}"[:60]
+    first = cli("refactor", str(repo), "--edit-cmd", edit, "--sandbox-ro", str(a),
+                "--job-id", job_id, "--task-queue", f"q-{job_id}")  # fmt: skip
+    assert first.returncode == 1, first.stderr
+    assert f"the sandbox hides {b}/line.txt from" in first.stderr
+    assert f"--sandbox-ro {b}/line.txt" in first.stderr
+    again = cli("resume", job_id, "--sandbox-ro", str(b))
+    assert again.returncode == 0, again.stderr
+    assert git(repo, "show", f"agentparallels/{job_id}:m.py") == "x = 1\n# from a\n# from b"
