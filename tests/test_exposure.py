@@ -418,3 +418,16 @@ def test_the_flags_of_refactor_and_resume_reach_the_job(
     again = cli("resume", job_id, "--sandbox-ro", str(b))
     assert again.returncode == 0, again.stderr
     assert git(repo, "show", f"agentparallels/{job_id}:m.py") == "x = 1\n# from a\n# from b"
+
+
+def test_only_the_needed_parts_of_etc_are_there(outside: Path) -> None:
+    """Of /etc a command sees only what name resolution, locale, certificates and the loader
+    read: not /etc/shadow, nor anything else the host keeps there."""
+    done = run_command("ls -A /etc", outside, 30)
+    assert done.ok, done.output
+    allowed = {p.split("/")[0].rstrip("*") for p in exposure.ETC}
+    assert {e for e in done.output.split() if not any(e.startswith(a) for a in allowed)} == set()
+    assert "passwd" in done.output.split() and "ssl" in done.output.split()
+    with pytest.raises(ApplicationError) as denied:
+        run_command("cat /etc/shadow", outside, 30)
+    assert denied.value.type == SANDBOX_DENIED
