@@ -197,10 +197,10 @@ def _check(policy: Policy, cwd: Path, home: str) -> None:
     worker does not have."""
     wt = cwd.resolve()
     for guarded in (Path(home), *discovery.private()):
-        if guarded.is_relative_to(wt):
+        if guarded.is_relative_to(wt) and guarded.exists():
             raise _refuse(
                 f"the working directory {wt} holds {guarded}, which tool commands must not "
-                "see: run them in a project folder (or pass --sandbox-rw to expose more)"
+                "see: run them in a folder of their own (a project, a scratch folder)"
             )
     host = socket.gethostname()
     for flag, paths in (("--sandbox-ro", policy.ro), ("--sandbox-rw", policy.rw)):
