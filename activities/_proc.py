@@ -54,18 +54,28 @@ def run_command(
     policy: sandbox.Policy = sandbox.DEFAULT,
     *,
     extra_env: Mapping[str, str] | None = None,
+    denial_is_output: bool = False,
 ) -> Finished:
     """Run ``command`` in a shell in ``cwd`` under ``policy``, with ``extra_env`` added to the
     tools' environment; stdout and stderr are merged.
 
     Under the bwrap policy a worker that cannot build the sandbox raises a non-retryable
-    ``SandboxUnavailable`` error instead of running the command unconfined."""
-    with sandbox.jail(policy, command, cwd, {**tool_env(), **(extra_env or {})}) as jail:
+    ``SandboxUnavailable`` error instead of running the command unconfined, and a command that
+    fails on a path the sandbox hides raises ``SandboxDenied`` naming it and the flag that
+    exposes it (a failed test or check is never blamed for it). With ``denial_is_output`` only
+    a command that could not start (exit 126 or 127) raises it; otherwise the explanation is
+    added to its output (the agent loop's feedback, where a model's answer may name anything)."""
+    with sandbox.jail(policy, command, cwd, tool_env(), extra_env) as jail:
         done = _run(jail.argv, jail.env, cwd, timeout_s)
         refused = jail.refused_forks()
     if done.ok and not refused:
         return done
     notes = jail.notes(refused)
+    if not done.timed_out and not refused:
+        denied = jail.denied(command, cwd, done.exit_code, done.output)
+        if denied is not None and (not denial_is_output or done.exit_code in (126, 127)):
+            raise denied
+        notes = f"[{denied.message.splitlines()[0]}]" if denied is not None else notes
     output = f"{done.output.rstrip()}\n{notes}" if notes else done.output
     return Finished(done.exit_code, output, done.timed_out, limited=refused > 0)
 

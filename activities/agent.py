@@ -23,6 +23,10 @@ def run_tool(inp: ToolInput) -> ToolResult:
         answer = Path(scratch) / "answer.txt"
         answer.write_text(inp.answer)
         command = inp.command.replace("{answer}", shlex.quote(str(answer)))
-        policy = sandbox.Policy(mode=inp.sandbox)
-        done = run_command(command, workdir or Path(scratch), inp.timeout_s, policy)
+        # The confinement is the loop's input, never the model's: the answer is only a file in
+        # the folder, and what a folder holds never widens the sandbox (activities/exposure.py).
+        policy = sandbox.Policy.of(inp.sandbox)
+        done = run_command(
+            command, workdir or Path(scratch), inp.timeout_s, policy, denial_is_output=True
+        )
     return ToolResult(exit_code=done.exit_code, output=done.output)

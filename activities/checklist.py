@@ -26,7 +26,7 @@ def _lint(inp: VoteInput) -> CheckVote:
         cache = str(_git.cached_repo(inp.repository))
         py = [p for p in _changed(cache, inp.base_commit, inp.commit)
               if p.endswith(".py") and (wt / p).exists()]  # fmt: skip
-        policy = sandbox.Policy(mode=inp.sandbox)
+        policy = sandbox.Policy.of(inp.sandbox)
         findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s, policy)
     command = f"ruff check --isolated --select {inp.rules}"
     if not findings:

@@ -92,9 +92,9 @@ def verify(
 @defn("check.run", start_to_close=timedelta(minutes=30))
 def run_check(inp: CheckInput) -> CheckRun:
     """Run the pre-completion test command on ``inp.commit`` in a fresh worktree."""
-    sandbox.require(inp.sandbox)
+    sandbox.require(inp.sandbox.mode)
     with scratch_worktree(inp.job.repository, inp.job.job_id, "check", inp.commit) as wt:
-        done = run_command(inp.command, wt, inp.timeout_s, sandbox.Policy(mode=inp.sandbox))
+        done = run_command(inp.command, wt, inp.timeout_s, sandbox.Policy.of(inp.sandbox))
     return CheckRun(
         command=inp.command, exit_code=done.exit_code, passed=done.ok, output=done.output
     )

@@ -80,7 +80,7 @@ class CommandEditor:
         return tracked(wt, self.spec.files)
 
     def apply(self, wt: Path, step: EditBatchInput) -> None:
-        paths, policy = step.paths, sandbox.Policy(mode=step.sandbox)
+        paths, policy = step.paths, sandbox.Policy.of(step.sandbox)
         # Optimistically: every command, then one look at what changed. A change outside the
         # shard's files is a violation; only if something outside the batch changed are the
         # commands run again one by one, from a clean worktree, to find the culprit (codemods

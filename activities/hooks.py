@@ -42,7 +42,7 @@ def hook_env(inp: HookInput) -> dict[str, str]:
 
 def _run_in(wt: Path, inp: HookInput) -> HookRun:
     try:
-        policy = sandbox.Policy(mode=inp.sandbox)
+        policy = sandbox.Policy.of(inp.sandbox)
         done = run_command(inp.command, wt, inp.timeout_s, policy, extra_env=hook_env(inp))
     finally:  # a hook votes; it does not edit
         _git.discard(wt, inp.commit, clean="-fd")

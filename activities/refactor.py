@@ -125,8 +125,8 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     the branch check to the push, so a retry started while a starved attempt still runs finds
     what that attempt pushed instead of resetting the worktree under it.
     """
-    sandbox.require(inp.sandbox)  # fail closed before anything is changed
-    policy = sandbox.Policy(mode=inp.sandbox)
+    sandbox.require(inp.sandbox.mode)  # fail closed before anything is changed
+    policy = sandbox.Policy.of(inp.sandbox)
     job, ref = inp.shard.job, inp.shard.ref
     # Until its first commit, a shard's branch does not exist: it is at the base.
     expected = None if inp.checkpoint == job.base_commit else inp.checkpoint

@@ -1,11 +1,15 @@
 """The sidecar sandbox around every tool command (codemods, checks, tests, ruff).
 
-Under the ``bwrap`` policy a command runs in bubblewrap: the whole file system read-only except
-the worktree, a private ``/tmp``, its own network namespace (no network, not even the host's
-loopback), its own pid namespace (nothing it starts outlives it), no capabilities, and an
-environment without secrets. Resource limits come on top: CPU seconds and memory per process
-(``prlimit``), and a cap on processes. The process cap is a pids cgroup when the worker runs as
-root (the kernel never applies ``RLIMIT_NPROC`` to root), and ``RLIMIT_NPROC`` otherwise.
+Under the ``bwrap`` policy a command runs in bubblewrap, deny by default: it sees only the
+system, its worktree (writable), a private ``/tmp``, an empty ``$HOME``, and the tools it names
+(:mod:`activities.exposure` lists exactly what), in its own network namespace (no network, not
+even the host's loopback) and pid namespace (nothing it starts outlives it), without
+capabilities, and with an allowlisted environment (no keys, tokens, proxies or DSNs). A command
+that fails on a path the sandbox hides raises ``SandboxDenied`` naming the path and the flag
+that exposes it (:meth:`Jail.denied`). Resource limits come on top: CPU seconds and memory per
+process (``prlimit``), and a cap on processes. The process cap is a pids cgroup when the worker
+runs as root (the kernel never applies ``RLIMIT_NPROC`` to root), and ``RLIMIT_NPROC``
+otherwise.
 
 A machine that cannot build this sandbox is refused up front (fail closed): see :func:`problem`.
 """
@@ -15,37 +19,29 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from agentparallels._value import SandboxMode
-from agentparallels.errors import SANDBOX_UNAVAILABLE
+from activities import discovery, exposure
+from agentparallels._value import Sandbox, SandboxMode
+from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE
 
 INSTALL_HINT = (
     "install bubblewrap (`apt-get install bubblewrap`, `dnf install bubblewrap` or "
     "`pacman -S bubblewrap`)"
 )
 OPT_OUT = "or run the job with --sandbox none to run tool commands unconfined"
-
-SECRET = re.compile(
-    r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION"
-    r"|^(AWS|OPENAI|ANTHROPIC|AZURE|GOOGLE|GCP|GH|GITHUB|HF|HUGGING)_",
-    re.I,
-)
-"""Environment variables that look like secrets, kept from sandboxed commands."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +56,20 @@ class Policy:
     """Heap (data segment) each process may allocate, in MiB (RLIMIT_DATA)."""
     processes: int = 256
     """Processes and threads the command may have at once."""
+    ro: tuple[str, ...] = ()
+    """More host paths the command may read (``--sandbox-ro``)."""
+    rw: tuple[str, ...] = ()
+    """More host paths the command may read and write (``--sandbox-rw``)."""
+    env: tuple[str, ...] = ()
+    """More variables of the worker's environment the command gets (``--sandbox-env``)."""
+
+    @classmethod
+    def of(cls, spec: Sandbox) -> Policy:
+        """The policy of a job's ``Sandbox`` (its mode and what its flags add)."""
+        return cls(mode=spec.mode, ro=spec.ro, rw=spec.rw, env=spec.env)
 
 
 DEFAULT = Policy()
-
-
-def scrubbed(env: dict[str, str]) -> dict[str, str]:
-    """``env`` without the variables that look like credentials."""
-    return {k: v for k, v in env.items() if not SECRET.search(k)}
 
 
 _cgroup_lock = threading.Lock()
@@ -118,6 +120,8 @@ class Jail:
     env: dict[str, str]
     policy: Policy
     cgroup: Path | None = None
+    view: exposure.View | None = None
+    """What the command sees (None: unconfined, it sees everything)."""
 
     def refused_forks(self) -> int:
         """Forks the process limit refused (counted by the pids cgroup only)."""
@@ -134,6 +138,28 @@ class Jail:
         if not refused:
             return ""
         return f"[sandbox: the process limit ({self.policy.processes}) refused {refused} forks]"
+
+    def denied(
+        self, command: str, cwd: Path, exit_code: int, output: str
+    ) -> ApplicationError | None:
+        """For a failed command: a ``SandboxDenied`` error naming the paths the sandbox hid from
+        it (named in its output, or its own programs when it exited 126 or 127) and the flag
+        that exposes them; None when the sandbox is not what it ran into."""
+        if self.view is None or exit_code == 0:
+            return None
+        path_env = self.env.get("PATH", "")
+        hidden = exposure.denied(self.view, command, cwd, path_env, output, exit_code)
+        if not hidden:
+            return None
+        flags = " ".join(dict.fromkeys(f"--sandbox-ro {exposure.exposing(p)}" for p in hidden))
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        return ApplicationError(
+            f"the sandbox hides {', '.join(hidden)} from `{command}` (exit {exit_code}): "
+            f"expose it with {flags} (--sandbox-rw to let it write there), or run the job "
+            f"with --sandbox none\n{tail}",
+            type=SANDBOX_DENIED,
+            non_retryable=True,
+        )
 
     def reap(self) -> None:
         """Kill whatever is left of the command and remove its cgroup."""
@@ -155,48 +181,34 @@ class Jail:
             self.cgroup.rmdir()
 
 
-def _bwrap_argv(bwrap: str, policy: Policy, cwd: Path, command: str) -> list[str]:
-    wt = cwd.resolve()
+def _bwrap_argv(bwrap: str, view: exposure.View, cwd: Path, command: str) -> list[str]:
     argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-all", "--cap-drop", "ALL"]
-    argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    for tools in _tool_dirs():  # read-only again where the private /tmp would hide them
-        argv += ["--ro-bind-try", str(tools), str(tools)]
-    git = _git_dir(wt)
-    if git is not None:  # a linked worktree's repository, maybe hidden by the private /tmp
-        argv += ["--ro-bind-try", str(git), str(git)]
-    argv += ["--bind", str(wt), str(wt)]
-    # Read-only, so that no command can point the worktree at another repository (whose
-    # config or hooks the worker's own git commands would then run, outside the sandbox).
-    argv += ["--ro-bind-try", str(wt / ".git"), str(wt / ".git")]
-    return [*argv, "--chdir", str(wt), "--", "/bin/sh", "-c", command]
+    argv += view.args()
+    return [*argv, "--chdir", str(cwd.resolve()), "--", "/bin/sh", "-c", command]
 
 
-def _tool_dirs() -> list[Path]:
-    """This Python's environments and the PATH's folders that live under /tmp (a project, and
-    so its virtual environment with ruff, checked out there), which commands must still see."""
-    found: list[Path] = []
-    for entry in (sys.prefix, sys.base_prefix, *os.environ.get("PATH", "").split(os.pathsep)):
-        if not entry:
-            continue
-        path = Path(entry).resolve()
-        if path.is_relative_to("/tmp") and path != Path("/tmp") and path not in found:
-            found.append(path)
-    return found
+def _refuse(message: str, kind: str = SANDBOX_DENIED) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
 
 
-def _git_dir(wt: Path) -> Path | None:
-    """The common git folder of a linked worktree (``.git`` is a file naming it)."""
-    dot = wt / ".git"
-    if not dot.is_file():
-        return None
-    text = dot.read_text(errors="replace").strip()
-    if not text.startswith("gitdir:"):
-        return None
-    own = Path(text.removeprefix("gitdir:").strip())
-    common = own / "commondir"
-    if common.is_file():
-        return (own / common.read_text().strip()).resolve()
-    return own
+def _check(policy: Policy, cwd: Path, home: str) -> None:
+    """Refuse what would widen the sandbox by accident: a working directory that holds
+    ``$HOME`` or the worker's own folders (it is mounted writable), or an added path this
+    worker does not have."""
+    wt = cwd.resolve()
+    for guarded in (Path(home), *discovery.private()):
+        if guarded.is_relative_to(wt) and guarded.exists():
+            raise _refuse(
+                f"the working directory {wt} holds {guarded}, which tool commands must not "
+                "see: run them in a folder of their own (a project, a scratch folder)"
+            )
+    host = socket.gethostname()
+    for flag, paths in (("--sandbox-ro", policy.ro), ("--sandbox-rw", policy.rw)):
+        for path in paths:
+            if not os.path.exists(path):
+                raise _refuse(
+                    f"{flag} {path}: no such path on the worker {host}", SANDBOX_UNAVAILABLE
+                )
 
 
 def _tasks_of(uid: int) -> int:
@@ -211,15 +223,26 @@ def _tasks_of(uid: int) -> int:
 
 
 @contextmanager
-def jail(policy: Policy, command: str, cwd: Path, env: dict[str, str]) -> Iterator[Jail]:
-    """The command line and environment that run ``command`` in ``cwd`` under ``policy``."""
+def jail(
+    policy: Policy,
+    command: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[Jail]:
+    """The command line and environment that run ``command`` in ``cwd`` under ``policy``:
+    of the worker's ``env`` only what the policy lets through, and ``extra_env`` (the
+    step's own variables, e.g. a hook's) as given."""
     if policy.mode == "none":
-        yield Jail(["/bin/sh", "-c", command], env, policy)
+        yield Jail(["/bin/sh", "-c", command], {**env, **(extra_env or {})}, policy)
         return
     require(policy.mode)
     bwrap, prlimit = shutil.which("bwrap"), shutil.which("prlimit")
     assert bwrap and prlimit  # checked by require()
-    inner = {**scrubbed(env), "TMPDIR": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache"}
+    home = exposure.home_of(env)
+    _check(policy, cwd, home)
+    view = exposure.view(cwd, command, env, policy.ro, policy.rw)
+    inner = {**exposure.environment(env, policy.env, view.home), **(extra_env or {})}
     limits = [prlimit, f"--cpu={policy.cpu_s}", f"--data={policy.memory_mb * 2**20}"]
     cgroup = None
     if os.geteuid() == 0:
@@ -233,8 +256,8 @@ def jail(policy: Policy, command: str, cwd: Path, env: dict[str, str]) -> Iterat
     else:
         join = []
         limits.append(f"--nproc={_tasks_of(os.geteuid()) + policy.processes}")
-    confined = Jail([*join, *limits, "--", *_bwrap_argv(bwrap, policy, cwd, command)], inner,
-                    policy, cgroup)  # fmt: skip
+    argv = [*join, *limits, "--", *_bwrap_argv(bwrap, view, cwd, command)]
+    confined = Jail(argv, inner, policy, cgroup, view)
     try:
         yield confined
     finally:
@@ -257,7 +280,7 @@ def _probe(bwrap: str | None, prlimit: str | None, root: bool) -> str | None:
     with tempfile.TemporaryDirectory(prefix="agentparallels-probe-") as tmp:
         try:
             done = subprocess.run(
-                _bwrap_argv(bwrap, Policy(), Path(tmp), "touch probe"),
+                _bwrap_argv(bwrap, exposure.view(Path(tmp), "touch", {}), Path(tmp), "touch probe"),
                 capture_output=True, text=True, timeout=30,
             )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from agentparallels._value import SandboxMode, Value
+from agentparallels._value import Sandbox, Value
 from agentparallels.llm import BudgetLimits, Compaction, Message, Price, StepsState, Usage
 
 
@@ -50,7 +50,7 @@ class AgentLoopInput(Value):
     """Where ``tool_cmd`` runs (a path on the workers); a scratch folder when not given."""
     tool_timeout_s: float = Field(60.0, gt=0)
     """Wall-clock limit of one tool run, in seconds."""
-    sandbox: SandboxMode = "bwrap"
+    sandbox: Sandbox = Sandbox()
     """How ``tool_cmd`` is confined: in the bubblewrap sandbox (``workdir`` its only writable
     folder), or, with ``none``, as a plain process of the worker."""
     next_prompt: str = "Continue."
@@ -95,7 +95,7 @@ class ToolInput(Value):
     workdir: str | None
     answer: str
     timeout_s: float
-    sandbox: SandboxMode = "bwrap"
+    sandbox: Sandbox = Sandbox()
 
 
 class ToolResult(Value):

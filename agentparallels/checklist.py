@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agentparallels._value import SandboxMode, Value
+from agentparallels._value import Sandbox, Value
 
 APPROVE_UPDATE = "approve"
 REJECT_UPDATE = "reject"
@@ -60,7 +60,7 @@ class VoteInput(Value):
     max_diff_lines: int | None = None
     """For ``diff-size``: the limit."""
     timeout_s: float = 300.0
-    sandbox: SandboxMode = "bwrap"
+    sandbox: Sandbox = Sandbox()
     """How the lint vote's ruff run is confined (the job's ``--sandbox``)."""
 
 

@@ -230,10 +230,12 @@ def build_parser() -> Parser:
     ref.add_argument(
         "--sandbox",
         choices=["bwrap", "none"],
-        default=limits.sandbox,
-        help="run edit, check and test commands in bubblewrap (read-only system, writable "
-        "worktree, no network, no secrets) or unconfined (default %(default)s)",
+        default=limits.sandbox.mode,
+        help="run edit, check and test commands and hooks in bubblewrap (deny by default: the "
+        "worktree, the system and the commands' own tools; no network, no secrets) or "
+        "unconfined (default %(default)s)",
     )
+    add_sandbox_arguments(ref)
     ref.add_argument(
         "--hook",
         action="append",
@@ -322,6 +324,7 @@ def build_parser() -> Parser:
     resume.add_argument(
         "--timeout", type=positive, metavar="SECONDS", help="replace the job's command time limit"
     )
+    add_sandbox_arguments(resume)  # added to the failed run's
     resume.add_argument("--task-queue", help="default: the failed run's")
     resume.add_argument(
         "--no-worker",
@@ -333,6 +336,34 @@ def build_parser() -> Parser:
     ops.add_parsers(sub)  # list, setup, graph
     events_cli.add_commands(sub)  # events, pause, unpause
     return parser
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sandbox-ro``, ``--sandbox-rw``, ``--sandbox-env``: what tool commands may see
+    beyond the defaults (docs/isolation.md)."""
+    parser.add_argument(
+        "--sandbox-ro",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="let tool commands read PATH (hidden by default: everything outside the "
+        "worktree, the system and the commands' own tools); repeatable",
+    )
+    parser.add_argument(
+        "--sandbox-rw",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="let tool commands read and write PATH; repeatable",
+    )
+    parser.add_argument(
+        "--sandbox-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass the worker's environment variable NAME to tool commands (they get only "
+        "PATH, locale, TERM and TZ otherwise); repeatable",
+    )
 
 
 def new_job_id(repository: str) -> str:
@@ -370,6 +401,9 @@ async def refactor(args: argparse.Namespace) -> int:
         validate.clean_for_apply(repository)
     if not args.no_worker:  # a separate worker checks its own machine
         validate.sandbox(args.sandbox)
+    confined = validate.sandbox_spec(
+        args.sandbox, args.sandbox_ro, args.sandbox_rw, args.sandbox_env
+    )
     hooks = parse_hooks(args.hook or [])
     job = RefactorInput(
         repository=repository,
@@ -385,7 +419,7 @@ async def refactor(args: argparse.Namespace) -> int:
             batch_files=args.batch_files,
             breaker_threshold=args.breaker_threshold,
             command_timeout_s=args.timeout,
-            sandbox=args.sandbox,
+            sandbox=confined,
         ),
         budget=validate.budget(args.budget_tokens, args.phase_shares),
         prices=validate.prices(args.price or []),
@@ -580,6 +614,14 @@ async def resume_command(args: argparse.Namespace) -> int:
         test_cmd=args.test_cmd, check_cmd=args.check_cmd, timeout_s=args.timeout
     )
     again = await resume.prepare(client, args.job, overrides)
+    if args.sandbox_ro or args.sandbox_rw or args.sandbox_env:
+        limits = again.input.limits
+        spec = validate.sandbox_spec(
+            limits.sandbox.mode, args.sandbox_ro, args.sandbox_rw, args.sandbox_env,
+            base=limits.sandbox,
+        )  # fmt: skip
+        limits = limits.model_copy(update={"sandbox": spec})
+        again = dataclasses.replace(again, input=again.input.model_copy(update={"limits": limits}))
     await attributes.register(client)
     summary = await again.old.static_summary() or f"Refactor {again.input.repository}"
     task_queue = args.task_queue or again.old.task_queue

@@ -42,6 +42,9 @@ GIT_CONFLICT = "GitConflict"
 """The job's refs changed under it (someone else moved them): the job cannot continue safely."""
 SANDBOX_UNAVAILABLE = "SandboxUnavailable"
 """The worker cannot run tool commands in the sandbox the job asked for (no bwrap)."""
+SANDBOX_DENIED = "SandboxDenied"
+"""A tool command failed on a path the sandbox hides (or would run in a folder holding the
+worker's own files): the message names the path and the flag that exposes it."""
 SCOPE_VIOLATION = "ScopeViolation"
 """An edit reached outside its shard's files (bulkhead): nothing of it is kept."""
 ROLLBACK_INCOMPLETE = "RollbackIncomplete"
@@ -82,7 +85,7 @@ SUMMARY_TOO_LARGE = "SummaryTooLarge"
 
 NON_RETRYABLE_TYPES = [
     BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, SANDBOX_UNAVAILABLE, SCOPE_VIOLATION,
-    MODEL_REJECTED, MODEL_AUTH,
+    SANDBOX_DENIED, MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
     SUMMARY_TOO_LARGE, HOOK_VETOED, RESULT_MISMATCH, ROLLBACK_INCOMPLETE,

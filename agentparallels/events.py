@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from agentparallels._value import SandboxMode, Value
+from agentparallels._value import Sandbox, Value
 from agentparallels.errors import UsageError
 
 EventKind = Literal[
@@ -106,7 +106,7 @@ class HookInput(Value):
     files: tuple[str, ...]
     shard: str | None = None
     timeout_s: float
-    sandbox: SandboxMode = "bwrap"
+    sandbox: Sandbox = Sandbox()
     """How the command is confined, as the job's other tool commands (``--sandbox``)."""
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agentparallels._value import SandboxMode, Value
+from agentparallels._value import Sandbox, Value
 from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.events import Hook, JobEvent
 from agentparallels.llm import BudgetLimits, Price, Usage
@@ -80,9 +80,10 @@ class Limits(Value):
     """Wall-clock limit, in seconds, of each edit, check or test command."""
     verify_rules: str = "E9,F63,F7,F82"
     """The ruff rules every edited file must pass: syntax errors and undefined names by default."""
-    sandbox: SandboxMode = "bwrap"
-    """Where edit, check and test commands run: ``bwrap`` (read-only system, writable worktree,
-    no network, no secrets, resource limits) or ``none``."""
+    sandbox: Sandbox = Sandbox()
+    """Where edit, check and test commands and hooks run: ``bwrap`` (deny by default: only the
+    worktree, the system and the commands' own tools visible; no network, no secrets, resource
+    limits), plus the paths and variables ``--sandbox-ro/-rw/-env`` add; or ``none``."""
 
 
 class RefactorInput(Value):
@@ -208,7 +209,7 @@ class EditBatchInput(Value):
     check_cmd: str | None = None
     verify_rules: str = Limits().verify_rules
     timeout_s: float = Limits().command_timeout_s
-    sandbox: SandboxMode = "bwrap"
+    sandbox: Sandbox = Sandbox()
     scope: tuple[str, ...] = ()
     """Every path the step may change (the bulkhead): the shard's files. Empty: ``paths``."""
     answer: str | None = None
@@ -261,7 +262,7 @@ class CheckInput(Value):
     commit: str
     command: str
     timeout_s: float
-    sandbox: SandboxMode = "bwrap"
+    sandbox: Sandbox = Sandbox()
 
 
 class CheckRun(Value):

@@ -7,14 +7,18 @@ job's planning step, before it changes anything; its error comes back as a usage
 from __future__ import annotations
 
 import keyword
+import os
+import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from agentparallels._value import Sandbox, SandboxMode
 from agentparallels.errors import UsageError
 from agentparallels.llm import BudgetLimits, Price, split_model
-from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit, SandboxMode
+from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -155,6 +159,55 @@ def sandbox(mode: SandboxMode) -> None:
     why = tool_sandbox.problem(mode)
     if why:
         raise UsageError(f"{why}; or pass --sandbox none to run tool commands unconfined")
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def sandbox_spec(
+    mode: SandboxMode,
+    ro: Sequence[str] = (),
+    rw: Sequence[str] = (),
+    env: Sequence[str] = (),
+    *,
+    base: Sandbox | None = None,
+) -> Sandbox:
+    """``--sandbox`` with what ``--sandbox-ro PATH``, ``--sandbox-rw PATH`` and
+    ``--sandbox-env NAME`` add (to ``base``'s, for a resumed job): each path must exist and is
+    kept absolute, each name must be a variable name."""
+    if mode == "none" and (ro or rw or env):
+        raise UsageError(
+            "--sandbox-ro, --sandbox-rw and --sandbox-env widen the bwrap sandbox; with "
+            "--sandbox none commands see everything already: drop them or the --sandbox none"
+        )
+    paths: dict[str, list[str]] = {"--sandbox-ro": [], "--sandbox-rw": []}
+    for flag, given in (("--sandbox-ro", ro), ("--sandbox-rw", rw)):
+        for text in given:
+            path = os.path.abspath(os.path.expanduser(text))
+            if not os.path.exists(path):
+                raise UsageError(
+                    f"{flag} {text}: no such file or folder; pass an existing path (it is "
+                    "exposed to tool commands at the same place)"
+                )
+            paths[flag].append(path)
+    for name in env:
+        if not ENV_NAME.fullmatch(name):
+            raise UsageError(
+                f"--sandbox-env takes a variable name (letters, digits, _), not '{name}'"
+            )
+        if name in ("HOME", "TMPDIR"):
+            raise UsageError(f"--sandbox-env {name}: the sandbox sets {name} itself")
+    base = base or Sandbox(mode=mode)
+
+    def merged(old: tuple[str, ...], new: Sequence[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*old, *new]))
+
+    return Sandbox(
+        mode=mode,
+        ro=merged(base.ro, paths["--sandbox-ro"]),
+        rw=merged(base.rw, paths["--sandbox-rw"]),
+        env=merged(base.env, env),
+    )
 
 
 def budget(total: int | None, shares: str | None) -> BudgetLimits:

@@ -863,7 +863,7 @@ def main() -> None:
     parser.add_argument(
         "--sandbox",
         choices=["bwrap", "none"],
-        default=Limits().sandbox,
+        default=Limits().sandbox.mode,
         help="the jobs' Limits.sandbox: tool commands in bubblewrap or not (default: %(default)s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -1,13 +1,16 @@
 """Benchmark: the sandbox's cost per tool command.
 
 Each command runs through ``activities._proc.run_command``, the one function every tool command
-of a job goes through, once under the ``bwrap`` policy and once under ``none``, alternating
-(``--runs`` pairs, the side going first alternating too), in a scratch folder holding one
-Python file of a few hundred lines. The commands: ``true`` (the bare cost of a shell),
-``python -c pass`` (an interpreter start) and ``ruff check --select E,F`` on the file (what a
-job runs after every batch of edits). Reported per command: median milliseconds on each side,
-the ratio and the difference, and the fastest run of each side (the least disturbed by other
-load on a shared machine); the load average before and after is recorded too.
+of a job goes through, on three sides in turn (``--runs`` rounds, the order rotating each
+round): ``bwrap`` (deny by default: an empty root with the system, the worktree and the tools
+the command names mounted into it), ``host-ro`` (the earlier layout, kept here for comparison:
+the whole host bound read-only, a private ``/tmp``) and ``none`` (a plain child process), in a
+scratch folder holding one Python file of a few hundred lines. The commands: ``true`` (the
+bare cost of a shell), ``python -c pass`` (an interpreter start) and ``ruff check --select
+E,F`` on the file (what a job runs after every batch of edits). Reported per command: median
+milliseconds on each side, the ratio and the difference to ``none``, and the fastest run of
+each side (the least disturbed by other load on a shared machine); the load average before and
+after is recorded too.
 
 Run from the project root: ``.venv/bin/python bench/sandbox_bench.py [--runs 30]``. It prints
 a table and writes everything to ``bench/results/sandbox.json``.
@@ -24,12 +27,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from activities import sandbox  # noqa: E402
+from activities import exposure, sandbox  # noqa: E402
 from activities._proc import ruff_bin, run_command  # noqa: E402
 from bench._machine import project_revision  # noqa: E402
 
@@ -51,17 +57,44 @@ def commands(file: Path) -> dict[str, str]:
     }
 
 
+SIDES = ("bwrap", "host-ro", "none")
+
+
+@contextmanager
+def host_read_only() -> Iterator[None]:
+    """The sandbox's earlier file system: the whole host read-only, a private /tmp, this
+    Python's environments, the worktree writable and its .git read-only."""
+
+    def view(cwd: Path, command: str, env: object, ro: object = (), rw: object = ()) -> object:
+        wt = str(cwd.resolve())
+        mounts = [exposure.Mount("ro", "/"), exposure.Mount("tmpfs", "/tmp")]
+        mounts += [exposure.Mount("ro", p) for p in {sys.prefix, sys.base_prefix}]
+        mounts += [exposure.Mount("rw", wt), exposure.Mount("ro", f"{wt}/.git")]
+        return exposure.View(tuple(mounts), os.environ.get("HOME", "/"))
+
+    with mock.patch.object(exposure, "view", view):
+        yield
+
+
+def run_on(side: str, command: str, cwd: Path) -> float:
+    policy = sandbox.Policy(mode="none" if side == "none" else "bwrap")
+    started = time.perf_counter()
+    if side == "host-ro":
+        with host_read_only():
+            done = run_command(command, cwd, 60, policy)
+    else:
+        done = run_command(command, cwd, 60, policy)
+    elapsed = (time.perf_counter() - started) * 1000
+    if not done.ok:
+        raise SystemExit(f"`{command}` failed under {side}: {done.output}")
+    return elapsed
+
+
 def measure(command: str, cwd: Path, runs: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"bwrap": [], "none": []}
-    policies = {"bwrap": sandbox.Policy(), "none": sandbox.Policy(mode="none")}
+    times: dict[str, list[float]] = {side: [] for side in SIDES}
     for i in range(runs):
-        order = ("bwrap", "none") if i % 2 == 0 else ("none", "bwrap")
-        for side in order:
-            started = time.perf_counter()
-            done = run_command(command, cwd, 60, policies[side])
-            times[side].append((time.perf_counter() - started) * 1000)
-            if not done.ok:
-                raise SystemExit(f"`{command}` failed under {side}: {done.output}")
+        for side in SIDES[i % 3 :] + SIDES[: i % 3]:
+            times[side].append(run_on(side, command, cwd))
     return times
 
 
@@ -76,25 +109,29 @@ def main() -> None:
         file = Path(tmp) / "money.py"
         file.write_text(SAMPLE)
         for name, command in commands(file).items():
-            run_command(command, Path(tmp), 60, sandbox.Policy())  # warm caches once
+            for side in SIDES:  # warm caches once
+                run_on(side, command, Path(tmp))
             times = measure(command, Path(tmp), args.runs)
-            bwrap, none = (statistics.median(times[s]) for s in ("bwrap", "none"))
+            med = {side: statistics.median(times[side]) for side in SIDES}
             rows.append({
-                "command": name, "bwrap_ms": bwrap, "none_ms": none,
-                "ratio": bwrap / none, "extra_ms": bwrap - none,
-                "bwrap_best_ms": min(times["bwrap"]), "none_best_ms": min(times["none"]),
-                "samples": times,
+                "command": name, "bwrap_ms": med["bwrap"], "host_ro_ms": med["host-ro"],
+                "none_ms": med["none"], "ratio": med["bwrap"] / med["none"],
+                "extra_ms": med["bwrap"] - med["none"],
+                "deny_vs_host_ro_ms": med["bwrap"] - med["host-ro"],
+                "bwrap_best_ms": min(times["bwrap"]), "host_ro_best_ms": min(times["host-ro"]),
+                "none_best_ms": min(times["none"]), "samples": times,
             })  # fmt: skip
     load = {"before": load_before, "after": os.getloadavg()}
     print(
-        f"{'command':<22}{'bwrap ms':>10}{'none ms':>10}{'ratio':>8}{'extra ms':>10}"
-        f"{'best bwrap':>12}{'best none':>11}"
+        f"{'command':<22}{'bwrap ms':>10}{'host-ro ms':>12}{'none ms':>10}{'ratio':>8}"
+        f"{'extra ms':>10}{'best bwrap':>12}{'best host-ro':>14}{'best none':>11}"
     )
     for row in rows:
         print(
-            f"{row['command']:<22}{row['bwrap_ms']:>10.1f}{row['none_ms']:>10.1f}"
-            f"{row['ratio']:>7.2f}x{row['extra_ms']:>10.1f}"
-            f"{row['bwrap_best_ms']:>12.1f}{row['none_best_ms']:>11.1f}"
+            f"{row['command']:<22}{row['bwrap_ms']:>10.1f}{row['host_ro_ms']:>12.1f}"
+            f"{row['none_ms']:>10.1f}{row['ratio']:>7.2f}x{row['extra_ms']:>10.1f}"
+            f"{row['bwrap_best_ms']:>12.1f}{row['host_ro_best_ms']:>14.1f}"
+            f"{row['none_best_ms']:>11.1f}"
         )
     out = ROOT / "bench" / "results" / "sandbox.json"
     out.parent.mkdir(exist_ok=True)

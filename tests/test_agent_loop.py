@@ -176,17 +176,20 @@ async def test_the_tool_output_is_the_next_message(
 async def test_the_tool_runs_sandboxed_in_its_workdir(
     client: Client, task_queue: str, fake: FakeLLM, tmp_path: Path
 ) -> None:
-    """In a given workdir the sandboxed tool reads the answer and writes there; a write
-    outside it is refused; the answer's scratch folder is gone afterwards."""
+    """In a given workdir the sandboxed tool reads the answer and writes there; a folder
+    beside it is not there for it, as for a shard's commands; the answer's scratch folder is
+    gone afterwards."""
     workdir = tmp_path / "wd"
     workdir.mkdir()
-    outside = Path.home() / f"escape-{uuid.uuid4().hex}"
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    outside = beside / f"escape-{uuid.uuid4().hex}"
     fake.push({"content": "hello there"}, {"content": "DONE"})
     tool = f"cp {{answer}} seen.txt && wc -w < {{answer}}; touch {outside} || echo refused"
     inp = loop(fake, turns=5, tool_cmd=tool, done_marker="DONE", workdir=str(workdir))
     await run(client, task_queue, inp)
     feedback = contents(fake.requests[1].body)[-1]
-    assert "exited 0:\n2\n" in feedback and "Read-only file system" in feedback
+    assert "exited 0:\n2\n" in feedback and "No such file or directory" in feedback
     assert "refused" in feedback and not outside.exists()
     assert [p.name for p in workdir.iterdir()] == ["seen.txt"]
     assert (workdir / "seen.txt").read_text() == "hello there"

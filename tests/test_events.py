@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.refactor import edit_files
     from agentparallels.attributes import PHASE
     from agentparallels.cli import main
-    from agentparallels.errors import HOOK_VETOED, UsageError
+    from agentparallels.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
     from agentparallels.events import (
         ENDINGS,
         EVENTS_QUERY,
@@ -390,15 +390,16 @@ async def test_pre_merge_hook_vetoes_the_merged_result(
 async def test_hooks_run_in_the_jobs_sandbox(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
-    """A hook is confined like every tool command: it cannot write outside the worktree (so
-    this one fails, and vetoes), unless the job runs with the sandbox off."""
+    """A hook is confined like every tool command: a folder outside the worktree is not there
+    for it (so this one fails, with SandboxDenied naming the folder), unless the job runs with
+    the sandbox off."""
     outside = tmp_path / "outside"
     outside.mkdir()
     hook = Hook(point="pre-edit", command=f"echo leaked > {outside}/leak")
     repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n"})
     job = RefactorInput(repository=str(repo), edit=APPEND, hooks=(hook,))
     _, cause = await failed_job(client, task_queue, job)
-    assert cause.type == HOOK_VETOED and f"{outside}/leak" in cause.message
+    assert cause.type == SANDBOX_DENIED and f"hides {outside} from" in cause.message
     assert not (outside / "leak").exists()
 
     unconfined = job.model_copy(update={"limits": Limits(sandbox="none")})

@@ -22,7 +22,7 @@ import worker
 from activities import sandbox
 from activities._proc import run_command
 from agentparallels import validate
-from agentparallels.errors import BREAKER_OPEN, SANDBOX_UNAVAILABLE, UsageError
+from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE, UsageError
 from agentparallels.models import CommandEdit, RefactorInput
 from tests.repos import git, make_repo, snapshot, start_job
 
@@ -51,36 +51,38 @@ def test_the_worktree_is_writable_and_output_returned(wt: Path) -> None:
     assert (wt / "new.txt").read_text() == "made\n"
 
 
-def test_writes_outside_the_worktree_are_refused(wt: Path) -> None:
-    """Writing to $HOME or to the project's own folder fails (read-only; or, for a project
-    checked out under /tmp, not even there, behind the private /tmp), and nothing appears
-    there; unconfined, the same command succeeds."""
-    victims = [Path.home() / f"escape-{uuid.uuid4().hex}", Path(__file__).parent / "escape.txt"]
-    for victim in victims:
-        done = run_command(f"echo pwned > {victim}", wt, 30, BWRAP)
-        assert not done.ok
-        hidden = victim.is_relative_to("/tmp")
-        assert ("Directory nonexistent" if hidden else "Read-only file system") in done.output
-        assert not victim.exists()
+def test_writes_outside_the_worktree_reach_nothing(wt: Path) -> None:
+    """A write to $HOME lands in the command's own empty $HOME and is gone with it; a write
+    to the project's folder fails, that folder not being there, with SandboxDenied naming it;
+    unconfined, the same write to $HOME succeeds."""
+    victim = Path.home() / f"escape-{uuid.uuid4().hex}"
+    assert run_command(f"echo pwned > {victim} && cat {victim}", wt, 30, BWRAP).ok
+    assert not victim.exists()
+    project = Path(__file__).parent
+    with pytest.raises(ApplicationError) as denied:
+        run_command(f"echo pwned > {project}/escape.txt", wt, 30, BWRAP)
+    assert denied.value.type == SANDBOX_DENIED and f"hides {project} " in denied.value.message
+    assert not (project / "escape.txt").exists()
     try:
-        assert run_command(f"echo pwned > {victims[0]}", wt, 30, NONE).ok
-        assert victims[0].exists()
+        assert run_command(f"echo pwned > {victim}", wt, 30, NONE).ok
+        assert victim.exists()
     finally:
-        victims[0].unlink(missing_ok=True)
+        victim.unlink(missing_ok=True)
 
 
 def test_tmp_is_private(wt: Path, tmp_path: Path) -> None:
     """The command's /tmp is its own: the worker's temporary files are not there."""
     (tmp_path / "worker-secret.txt").write_text("s3cret")
-    done = run_command(f"cat {tmp_path / 'worker-secret.txt'}", wt, 30, BWRAP)
-    assert not done.ok and "s3cret" not in done.output
+    with pytest.raises(ApplicationError) as denied:
+        run_command(f"cat {tmp_path / 'worker-secret.txt'}", wt, 30, BWRAP)
+    assert "s3cret" not in denied.value.message
 
 
 def test_tools_installed_under_tmp_stay_visible_and_read_only(
     wt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A project checked out under /tmp has its virtual environment (ruff) there: the private
-    /tmp must not hide the PATH's folders, and they stay read-only."""
+    """A tool the command names, found on PATH in a folder under /tmp (a project checked out
+    there): the private /tmp does not hide it, and its folder stays read-only."""
     tools = tmp_path / "venv" / "bin"
     tools.mkdir(parents=True)
     (tools / "mytool").write_text("#!/bin/sh\necho tool ran\n")
@@ -109,7 +111,8 @@ def test_no_network_not_even_loopback(wt: Path) -> None:
 
 
 def test_secrets_are_kept_from_the_command(wt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """API keys and tokens in the worker's environment are not visible; PATH, HOME and LANG are."""
+    """API keys and tokens in the worker's environment are not visible; PATH, HOME and LANG are
+    (tests/test_exposure.py shows the allowlist in full)."""
     secrets = {
         "OPENAI_API_KEY": "sk-openai-test",
         "ANTHROPIC_API_KEY": "sk-ant-test",
@@ -206,8 +209,10 @@ def test_missing_bwrap_fails_closed_with_the_install_hint(
 async def test_a_job_whose_codemod_writes_outside_the_worktree_fails_and_changes_nothing(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
-    """An --edit-cmd that also writes to $HOME and to the user's repository is stopped by the
-    sandbox on every attempt; the job fails and the repository is exactly as before."""
+    """An --edit-cmd that also writes to $HOME and to the user's repository: the first write
+    lands in the sandbox's own $HOME, the second finds no repository there; the job fails
+    with SandboxDenied naming the repository's file, and the repository is exactly as
+    before."""
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
     before = snapshot(repo)
     victim = Path.home() / f"escape-{uuid.uuid4().hex}"
@@ -223,8 +228,9 @@ async def test_a_job_whose_codemod_writes_outside_the_worktree_fails_and_changes
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     cause = failure.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == BREAKER_OPEN
-    assert "Read-only file system" in cause.message
+    assert isinstance(cause, ApplicationError) and cause.type == SANDBOX_DENIED
+    assert f"the sandbox hides {repo}/a.py from" in cause.message
+    assert f"--sandbox-ro {repo}/a.py" in cause.message
     assert not victim.exists()
     assert snapshot(repo) == before
 

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.hooks import run_hook
     from agentparallels.errors import HOOK_VETOED
     from agentparallels.events import Hook, HookInput, HookPoint
-    from agentparallels.models import JobRef, SandboxMode
+    from agentparallels.models import JobRef, Sandbox
 
 
 async def run_hooks(
@@ -34,7 +34,7 @@ async def run_hooks(
     files: Sequence[str],
     shard: str | None = None,
     timeout_s: float,
-    sandbox: SandboxMode = "bwrap",
+    sandbox: Sandbox = Sandbox(),
 ) -> None:
     """Run the hooks of ``point``, in order; raise at the first veto."""
     for hook in hooks:

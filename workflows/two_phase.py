@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         VoteInput,
     )
     from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
-    from agentparallels.models import CheckInput, CheckRun, JobRef, SandboxMode
+    from agentparallels.models import CheckInput, CheckRun, JobRef, Sandbox
 
 NOT_AWAITING = "NotAwaitingApproval"
 """The type of a validator's refusal: the job is not waiting for a decision."""
@@ -49,7 +49,7 @@ async def prepare(
     test_cmd: str | None,
     rules: str,
     timeout_s: float,
-    sandbox: SandboxMode = "bwrap",
+    sandbox: Sandbox = Sandbox(),
 ) -> tuple[CheckRun, ...]:
     """Phase one: let every check vote on ``commit``; returns the votes as check runs (the test
     command's first), or raises ``CheckFailed`` naming each no vote."""
