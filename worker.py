@@ -58,6 +58,10 @@ class WorkerOptions:
     """Workflow tasks processed at once."""
     graceful_shutdown_s: float = 10.0
     """How long running activities may take to finish on shutdown."""
+    sticky_timeout_s: float = 2.0
+    """How long a job's next workflow task waits for the worker that ran its last one before
+    any worker may take it. A killed worker's jobs wait this long (the SDK's 10 s made the
+    recovery after a kill 10 s longer); a live one only loses its cached copy of the job."""
     capabilities: tuple[str, ...] = ()
     """Capabilities this worker advertises: it also polls ``<task_queue>.<capability>`` for
     each (see ``workflows.routing``)."""
@@ -118,6 +122,7 @@ def build_worker(
                 ),
                 max_concurrent_activities=options.max_concurrent_activities,
                 max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+                sticky_queue_schedule_to_start_timeout=timedelta(seconds=options.sticky_timeout_s),
                 graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
                 **tracing.worker_options(client),
             )

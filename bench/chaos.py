@@ -59,8 +59,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "bench"):  # also when imported (tests import its processes)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from _machine import project_revision, run_main  # noqa: E402
 
@@ -166,11 +167,8 @@ class Machine:
         return self.home / ".cache" / "agentparallels"
 
     def env(self, address: str) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AGENTPARALLELS_", "XDG_", "TEMPORAL_"))
-        }
+        disk = ("AGENTPARALLELS_CACHE_DIR", "AGENTPARALLELS_STATE_DIR", "AGENTPARALLELS_BLOB_DIR")
+        env = {k: v for k, v in os.environ.items() if k not in disk and not k.startswith("XDG_")}
         return {
             **env,
             "HOME": str(self.home),
@@ -294,6 +292,8 @@ class Fault:
     recovery_s: list[float | None] = field(default_factory=list)
     """Per step: seconds from the fault to the workflow's next completed workflow task after
     the step completed: the job has taken the result and moved on."""
+    trails: list[str] = field(default_factory=list)
+    """Per step: its events and the workflow's task events after the fault, with times."""
 
 
 async def running_steps(client: Any, job_ids: list[str], identity: str) -> list[tuple[str, ...]]:
@@ -363,6 +363,32 @@ async def measure(client: Any, faults: list[Fault]) -> None:
             )
             fault.step_done_s.append(_seconds(done, fault.at))
             fault.recovery_s.append(_seconds(moved_on, fault.at))
+            end = moved_on.event_id if moved_on else events[-1].event_id
+            fault.trails.append(_trail(events, scheduled, fault.at, end))
+        # A step that completed between the look at the worker and the signal was not hit.
+        hit = [i for i, s in enumerate(fault.step_done_s) if s is None or s >= 0]
+        fault.steps = [fault.steps[i] for i in hit]
+        fault.step_done_s = [fault.step_done_s[i] for i in hit]
+        fault.recovery_s = [fault.recovery_s[i] for i in hit]
+        fault.trails = [fault.trails[i] for i in hit]
+
+
+def _trail(events: list[Any], scheduled: int | None, since: float, end: int) -> str:
+    """The step's own events and the workflow's task events from ``since`` to event ``end``,
+    each with its time after ``since``: where a slow recovery spent its time."""
+    from temporalio.api.enums.v1 import EventType
+
+    out = []
+    for e in events:
+        if e.event_id > end or (e.event_time.ToMicroseconds() / 1e6) < since:
+            continue
+        name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
+        attrs = getattr(e, e.WhichOneof("attributes"))
+        own = getattr(attrs, "scheduled_event_id", None) == scheduled
+        if name.startswith("WORKFLOW_TASK") or (name.startswith("ACTIVITY_TASK") and own):
+            word = "".join(w.title() for w in name.split("_")).removeprefix("WorkflowTask")
+            out.append(f"{'WT' if name.startswith('WORKFLOW') else ''}{word}+{_seconds(e, since)}")
+    return " ".join(out)
 
 
 def _seconds(event: Any, since: float) -> float | None:
@@ -497,10 +523,11 @@ class Chaos:
     async def faults(self, client: Any, job_ids: list[str]) -> None:
         """Kill, pause and restart on schedule until every job has ended."""
         a = self.args
-        plan: list[tuple[float, str]] = [((k + 1) * a.kill_every, "kill") for k in range(a.kills)]
-        plan += [((p + 0.5) * a.kill_every * 2, "pause") for p in range(a.pauses)]
-        if a.server_restart:
-            plan.append((a.kill_every * 2.25, "restart"))
+        # The server restart comes first, so that no kill's recovery includes the outage.
+        start = a.kill_every if a.server_restart else 0.0
+        plan: list[tuple[float, str]] = [(a.kill_every / 2, "restart")] if a.server_restart else []
+        plan += [(start + (k + 1) * a.kill_every, "kill") for k in range(a.kills)]
+        plan += [(start + (p + 0.5) * a.kill_every * 2, "pause") for p in range(a.pauses)]
         plan.sort()
         t0 = time.monotonic()
         paused: set[WorkerProcess] = set()
@@ -511,7 +538,10 @@ class Chaos:
                     break
                 await asyncio.sleep(0.25)
             else:
+                began = time.monotonic()
                 await self.inject(what, client, job_ids, paused, resumes)
+                if what == "restart":  # the rest of the plan counts from the server's return
+                    t0 += time.monotonic() - began
                 continue
             break
         await asyncio.gather(*resumes)
@@ -614,12 +644,9 @@ class Chaos:
             refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/agentparallels/")
             r.scratch_refs += [f"{job_id}: {ref}" for ref in refs.split()]
         self.collect_garbage()
-        for machine in self.machines:
-            for job_id in job_ids:
-                folder = machine.cache / "worktrees" / job_id
-                if folder.is_dir():
-                    for wt in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
-                        r.leftover_worktrees.append(f"{machine.home.name}: {job_id}/{wt.name}")
+        for machine in self.machines:  # every cache is the round's own: all its worktrees count
+            for wt in sorted(machine.cache.glob("worktrees/*/[!.]*")):
+                r.leftover_worktrees.append(f"{machine.home.name}: {wt.parent.name}/{wt.name}")
 
     def collect_garbage(self) -> None:
         """What each worker does when it starts: collect its cache's garbage."""
@@ -653,7 +680,9 @@ def row(r: Round) -> str:
         r.pauses, r.server_restarts, s["recovery_median_s"], s["recovery_max_s"], r.wall_s,
         r.load_avg[0],
     )  # fmt: skip
-    return "  ".join(str("-" if c is None else c).rjust(w) for c, (_, w) in zip(cells, COLUMNS))
+    widths = [w for _, w in COLUMNS]
+    shown = ("-" if c is None else str(c) for c in cells)
+    return "  ".join(c.rjust(w) for c, w in zip(shown, widths, strict=True))
 
 
 def details(r: Round) -> list[str]:
@@ -667,13 +696,15 @@ def details(r: Round) -> list[str]:
     ):
         out += [f"  {title}: {item}" for item in items]
     for f in r.faults:
-        for (wid, _aid, kind), done, rec in zip(f.steps, f.step_done_s, f.recovery_s, strict=True):
+        rows = zip(f.steps, f.step_done_s, f.recovery_s, f.trails, strict=True)
+        for (wid, _aid, kind), done, rec, trail in rows:
             slow = rec is None or rec > r.recovery_goal_s
             if slow or f.kind == "pause":
                 out.append(
                     f"  {f.kind} of {f.worker}: {kind} of {wid}: step done after {done} s, "
                     f"job moved on after {rec} s"
                 )
+                out.append(f"    {trail}")
     return out
 
 

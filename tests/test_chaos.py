@@ -1,0 +1,98 @@
+"""The short version of ``make chaos``: a few jobs on three workers with separate HOMEs, one
+worker killed and one paused past its heartbeat timeout, every branch compared with the plain
+edit, nothing left behind.
+
+It runs ``bench/chaos.py`` as the user would (its own dev server and worker processes), so it is
+slow (marked ``slow``); CI runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from agentparallels.checklist import ApprovalOptions, Decision
+from agentparallels.models import CommandEdit, Progress, RefactorInput
+from tests.repos import start_job
+
+ROOT = Path(__file__).resolve().parents[1]
+WAITING = "awaiting-approval"
+
+
+def chaos(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--json", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_a_round_with_a_kill_and_a_pause_is_clean() -> None:
+    """Four jobs, one SIGKILL (worker replaced), one SIGSTOP longer than the heartbeat timeout:
+    every job succeeds with the plain edit's tree, no edit committed twice, no worktree or
+    scratch ref left, and the killed worker's steps are finished elsewhere."""
+    doc = chaos(
+        "--jobs", "4", "--rounds", "1", "--kills", "1", "--pauses", "1", "--hogs", "0",
+        "--no-server-restart", "--kill-every", "3", "--seed", "11",
+        "--recovery-goal", "120",  # a loaded test machine: the figure belongs to `make chaos`
+    )  # fmt: skip
+    (r,) = doc["rounds"]
+    assert (r["kills"], r["pauses"]) == (1, 1), "the jobs ended before the faults"
+    problems = {
+        k: r[k]
+        for k in ("wrong_trees", "failed_jobs", "duplicate_commits", "leftover_worktrees")
+        + ("scratch_refs",)
+        if r[k]
+    }
+    assert problems == {}
+    assert r["succeeded"] == 4
+    assert r["unrecovered_steps"] == 0
+    assert doc["clean"], doc["summary"]
+
+
+async def test_a_killed_workers_job_is_taken_over_within_seconds(
+    env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    """A job waits for approval, its workflow cached on worker A; A is killed (SIGKILL) and B
+    replaces it (on the same HOME). The approval is processed by B within seconds: the workflow task that went
+    to A's sticky queue moves to the shared queue after the worker's sticky timeout (2 s),
+    not the SDK's default 10 s."""
+    from bench.chaos import EDIT, Machine, WorkerProcess, make_repo
+
+    address = env.client.service_client.config.target_host
+    repo = make_repo(tmp_path / "repo", 0, modules=1, files=1)
+    job = RefactorInput(
+        repository=str(repo), edit=CommandEdit(command=EDIT), approval=ApprovalOptions()
+    )
+    a = await WorkerProcess(Machine(tmp_path / "a"), address, task_queue, "a").polling()
+    b = None
+    try:
+        handle = await start_job(env.client, task_queue, job)
+        async with asyncio.timeout(120):
+            while (await handle.query("progress", result_type=Progress)).phase != WAITING:  # noqa: ASYNC110 - workflow state, seen by query
+                await asyncio.sleep(0.1)
+        a.kill()
+        # On A's disk: this is about the workflow task, not about objects missing from a cache.
+        b = await WorkerProcess(a.machine, address, task_queue, "b").polling()
+        began = time.monotonic()
+        await handle.execute_update("approve", Decision(by="tester"), result_type=str)
+        took = time.monotonic() - began
+        result = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        a.stop()
+        if b:
+            b.stop()
+    assert result.outcome == "succeeded"
+    assert took < 8, f"the approval waited {took:.1f} s for the killed worker"
