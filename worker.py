@@ -33,6 +33,9 @@ from agentparallels.errors import UsageError
 from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
 DEFAULT_TASK_QUEUE = "agentparallels"
+HEARTBEAT_EVERY = timedelta(seconds=1)
+"""Longest the SDK holds a step's heartbeat back (its own default: 0.8 x the heartbeat timeout,
+which left a starved worker 1 s of slack before its step was retried elsewhere)."""
 
 
 def _name(fn: Callable[..., Any]) -> str | None:
@@ -123,6 +126,7 @@ def build_worker(
                 max_concurrent_activities=options.max_concurrent_activities,
                 max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
                 sticky_queue_schedule_to_start_timeout=timedelta(seconds=options.sticky_timeout_s),
+                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
                 graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
                 **tracing.worker_options(client),
             )
@@ -137,6 +141,7 @@ def build_worker(
                 ),
                 max_concurrent_activities=options.max_concurrent_activities,
                 max_task_queue_activities_per_second=options.model_calls_per_second,
+                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
                 graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
                 **tracing.worker_options(client),
             )

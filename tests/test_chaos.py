@@ -9,6 +9,7 @@ slow (marked ``slow``); CI runs it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -16,14 +17,19 @@ import time
 from pathlib import Path
 
 import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+import worker
+from activities._defn import HEARTBEAT
 from agentparallels.checklist import ApprovalOptions, Decision
 from agentparallels.models import CommandEdit, Progress, RefactorInput
 from tests.repos import start_job
 
 ROOT = Path(__file__).resolve().parents[1]
 WAITING = "awaiting-approval"
+EDIT_STEP = "refactor.edit_files"
 
 
 def chaos(*args: str) -> dict:
@@ -66,9 +72,9 @@ async def test_a_killed_workers_job_is_taken_over_within_seconds(
     env: WorkflowEnvironment, task_queue: str, tmp_path: Path
 ) -> None:
     """A job waits for approval, its workflow cached on worker A; A is killed (SIGKILL) and B
-    replaces it (on the same HOME). The approval is processed by B within seconds: the workflow task that went
-    to A's sticky queue moves to the shared queue after the worker's sticky timeout (2 s),
-    not the SDK's default 10 s."""
+    replaces it (on the same HOME). The approval is processed by B within seconds: the
+    workflow task that went to A's sticky queue moves to the shared queue after the worker's
+    sticky timeout (2 s), not the SDK's default 10 s."""
     from bench.chaos import EDIT, Machine, WorkerProcess, make_repo
 
     address = env.client.service_client.config.target_host
@@ -96,3 +102,43 @@ async def test_a_killed_workers_job_is_taken_over_within_seconds(
             b.stop()
     assert result.outcome == "succeeded"
     assert took < 8, f"the approval waited {took:.1f} s for the killed worker"
+
+
+async def test_a_running_step_heartbeats_well_within_its_timeout(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """While an edit step runs, its heartbeats reach the server at least every 0.6 x its
+    heartbeat timeout, so a briefly starved worker keeps its step (the SDK's own throttle, 0.8 x
+    the timeout, left it a fifth of the timeout of slack)."""
+    from bench.chaos import make_repo
+
+    repo = make_repo(tmp_path / "repo", 0, modules=1, files=1)
+    edit = CommandEdit(command="sleep 6; sed -i 's/VALUE_/CONST_/' {file}")
+    beats: list[float] = []
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, RefactorInput(repository=str(repo), edit=edit))
+        result = asyncio.create_task(handle.result())
+        while not result.done():
+            beats += [t for t in await heartbeat_times(client, handle.id) if t not in beats]
+            await asyncio.wait({result}, timeout=0.1)
+    assert result.result().outcome == "succeeded"
+    assert len(beats) >= 3, beats
+    gaps = [b - a for a, b in itertools.pairwise(sorted(beats))]
+    assert max(gaps) <= 0.6 * HEARTBEAT.total_seconds(), gaps
+
+
+async def heartbeat_times(client: Client, job_id: str) -> list[float]:
+    """When the running edit steps of the job's shards last heartbeated."""
+    try:
+        job = (await client.get_workflow_handle(job_id).describe()).raw_description
+        out = []
+        for child in job.pending_children:
+            shard = await client.get_workflow_handle(child.workflow_id).describe()
+            out += [
+                a.last_heartbeat_time.ToMicroseconds() / 1e6
+                for a in shard.raw_description.pending_activities
+                if a.activity_type.name == EDIT_STEP and a.HasField("last_heartbeat_time")
+            ]
+        return out
+    except RPCError:  # a shard that just ended
+        return []
