@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -60,10 +60,17 @@ def remove_worktree(repository: str, job_id: str, name: str | None = None) -> No
     _git.remove_worktrees(_git.cached_repo(repository), folder / name if name else folder)
 
 
-def collect_garbage(max_age_s: float = 24 * 3600) -> list[Path]:
+def job_folders() -> list[Path]:
+    """This worker's folders of jobs' worktrees, one per job (named by :func:`worktrees_dir`)."""
+    root = _git.cache_root() / "worktrees"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def collect_garbage(max_age_s: float = 24 * 3600, ended: Iterable[Path] = ()) -> list[Path]:
     """Remove this worker's worktrees of jobs untouched for ``max_age_s`` (a worker that died
-    mid-job leaves its worktrees behind; the job itself finished elsewhere), and the commits
-    it kept for resuming jobs older than ``_git.KEEP_FOR_S``. Returns the worktrees removed."""
+    mid-job leaves its worktrees behind; the job itself finished elsewhere) and of the ``ended``
+    job folders, and the commits it kept for resuming jobs older than ``_git.KEEP_FOR_S``.
+    Returns the worktrees removed."""
     import shutil
     import time
 
@@ -71,6 +78,7 @@ def collect_garbage(max_age_s: float = 24 * 3600) -> list[Path]:
     cutoff = time.time() - max_age_s
     jobs = root.iterdir() if root.is_dir() else iter(())
     stale = [job for job in jobs if job.is_dir() and job.stat().st_mtime < cutoff]
+    stale += [job for job in ended if job not in stale]
     for job in stale:
         shutil.rmtree(job, ignore_errors=True)
     repos = _git.cache_root() / "repos"

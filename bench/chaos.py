@@ -17,16 +17,17 @@ One round:
   elsewhere meanwhile;
 * ``--hogs`` busy-loop processes for the whole round.
 
-When every job has ended the workers are stopped, each surviving worker cache is garbage
-collected as a worker does when it starts, and the round reports:
+When every job has ended the workers are stopped (SIGTERM: each removes its worktrees of
+ended jobs as it stops), and the round reports:
 
 * **wrong trees**: the job branch's tree differs from the tree of the same edit applied plainly
   (the edit command run on each file of a copy of the repository, committed with git);
 * **failed jobs**, with the failure's message chain;
 * **duplicate commits**: two commits on a branch that change the same file under the same
   ``Agentparallels-Edit`` trailer (and edit commits that do not change the file they name);
-* **leftovers**: worktrees of the round's jobs in any surviving worker cache, and scratch refs
-  (``refs/agentparallels/*``) in the job repositories;
+* **leftovers**: worktrees of the round's jobs in any worker cache still in use (a killed
+  worker's cache replaced by an empty one is counted apart, as a disk that is gone), and
+  scratch refs (``refs/agentparallels/*``) in the job repositories;
 * **recovery**: for each kill (and pause), each step that was running on that worker, the time
   from the fault to that step's completion (``ActivityTaskCompleted``) and to the job taking the
   result in (the next ``WorkflowTaskCompleted`` of that workflow), from the jobs' histories.
@@ -161,6 +162,8 @@ class Machine:
     """A worker's disk: its own HOME, cache and state."""
 
     home: Path
+    discarded: bool = False
+    """Its worker was killed and replaced by one on an empty disk: nothing runs on it again."""
 
     @property
     def cache(self) -> Path:
@@ -412,6 +415,9 @@ class Round:
     duplicate_commits: list[str] = field(default_factory=list)
     leftover_worktrees: list[str] = field(default_factory=list)
     scratch_refs: list[str] = field(default_factory=list)
+    discarded_disk_worktrees: int = 0
+    """Worktrees on the disks of killed workers replaced by empty ones (not leftovers: no
+    worker runs there again)."""
     kills: int = 0
     pauses: int = 0
     server_restarts: int = 0
@@ -581,6 +587,7 @@ class Chaos:
         self.report.kills += 1
         self.workers.remove(victim)
         fresh = self.report.kills % 2 == 0  # every other replacement on an empty disk
+        victim.machine.discarded = fresh
         self.workers.append(await self.worker(None if fresh else victim.machine))
         print(
             f"  killed {victim.name} ({len(steps)} steps running), replaced by "
@@ -643,22 +650,15 @@ class Chaos:
             r.duplicate_commits += [f"{job_id}: {p}" for p in edit_commit_problems(repo, job_id)]
             refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/agentparallels/")
             r.scratch_refs += [f"{job_id}: {ref}" for ref in refs.split()]
-        self.collect_garbage()
-        for machine in self.machines:  # every cache is the round's own: all its worktrees count
-            for wt in sorted(machine.cache.glob("worktrees/*/[!.]*")):
-                r.leftover_worktrees.append(f"{machine.home.name}: {wt.parent.name}/{wt.name}")
-
-    def collect_garbage(self) -> None:
-        """What each worker does when it starts: collect its cache's garbage."""
-        code = "from activities._workspace import collect_garbage; collect_garbage()"
+        # Every cache is the round's own, so all its worktrees count; the workers collected
+        # their garbage when they were stopped. A disk replaced by an empty one is gone.
         for machine in self.machines:
-            if machine.cache.is_dir():
-                subprocess.run(
-                    [sys.executable, "-c", code],
-                    cwd=ROOT,
-                    env=machine.env(self.server.opts.address),
-                    check=True,
-                )
+            found = sorted(machine.cache.glob("worktrees/*/[!.]*"))
+            if machine.discarded:
+                r.discarded_disk_worktrees += len(found)
+                continue
+            for wt in found:
+                r.leftover_worktrees.append(f"{machine.home.name}: {wt.parent.name}/{wt.name}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,7 +770,7 @@ def main(argv: list[str] | None = None) -> None:
     rounds = asyncio.run(chaos(args))
     clean = sum(r.clean for r in rounds)
     recs = sorted(x for r in rounds for x in r.recoveries() if x is not None)
-    med = statistics.median(recs) if recs else None
+    med = round(statistics.median(recs), 2) if recs else None
     summary = (
         f"{'CLEAN' if clean == args.rounds else 'UNCLEAN'}: {clean}/{args.rounds} rounds clean; "
         f"{sum(r.kills for r in rounds)} kills, {sum(r.pauses for r in rounds)} pauses, "
