@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import git
 
@@ -27,18 +28,42 @@ EDIT_TRAILER = "Agentparallels-Edit"
 ZERO = "0" * 40
 
 
+class NotARepository(RuntimeError):
+    """Git was asked to run somewhere it must not: a directory that does not exist (GitPython
+    would run it in the worker's own working directory instead), or, for a command that
+    discards changes, anything but a worktree of this worker's cache. Retryable: a retry
+    makes its worktree again."""
+
+
+def _where(cwd: Path | str) -> tuple[git.Git, list[str], dict[str, str]]:
+    """A GitPython runner for ``cwd`` and the ``git`` command line and environment that keep
+    git there: ``-C`` fails if the directory has gone by the time git starts, and the ceiling
+    stops git from looking for a repository above it (in a checkout that holds the cache)."""
+    path = Path(cwd).absolute()
+    if not path.is_dir():
+        raise NotARepository(f"refusing to run git in {path}: it does not exist")
+    env = {} if path.parent == path else {"GIT_CEILING_DIRECTORIES": str(path.parent)}
+    return git.Git(str(path)), ["git", "-C", str(path)], env
+
+
+def execute(cwd: Path | str, *args: str, env: dict[str, str] | None = None, **options: Any) -> Any:
+    """GitPython's ``execute`` of ``git args``, run in ``cwd`` and nowhere else."""
+    runner, argv, where = _where(cwd)
+    return runner.execute([*argv, *args], env={**where, **(env or {})}, **options)
+
+
 def run(cwd: Path | str, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run ``git args`` in ``cwd``; returns stripped stdout, raises ``git.GitCommandError``."""
-    return git.Git(str(cwd)).execute(["git", *args], env=env, strip_newline_in_stdout=True)
+    """Run ``git args`` in ``cwd``; returns stripped stdout, raises ``git.GitCommandError``
+    (and :class:`NotARepository` when ``cwd`` does not exist)."""
+    return execute(cwd, *args, env=env, strip_newline_in_stdout=True)
 
 
-def run_with_input(cwd: Path | str, data: bytes, *args: str) -> str:
+def run_with_input(cwd: Path | str, data: bytes, *args: str, **options: Any) -> Any:
     """``run``, with ``data`` on git's standard input."""
     with tempfile.TemporaryFile() as stdin:
         stdin.write(data)
         stdin.seek(0)
-        return git.Git(str(cwd)).execute(["git", *args], istream=stdin,
-                                         strip_newline_in_stdout=True)  # fmt: skip
+        return execute(cwd, *args, istream=stdin, **{"strip_newline_in_stdout": True, **options})
 
 
 def is_local(repository: str) -> bool:
@@ -46,23 +71,35 @@ def is_local(repository: str) -> bool:
 
 
 def cache_root() -> Path:
+    """This worker's cache (absolute: git runs in many folders, and paths are passed to it)."""
     base = os.environ.get("AGENTPARALLELS_CACHE_DIR")
     if base:
-        return Path(base)
+        return Path(base).absolute()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "agentparallels"
+    return (Path(xdg) / "agentparallels").absolute()
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if needed) across processes of this machine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold a lock on ``path`` (created if needed) across processes and threads of this machine:
+    exclusive, or ``shared`` with other shared holders. The kernel releases it when its holder
+    dies. Without ``wait``, raises ``BlockingIOError`` if it is held. A holder may delete the
+    file: whoever then gets the lock of the deleted file takes the new file's instead."""
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, mode)
+            try:
+                current = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+                return
 
 
 def cached_repo(repository: str) -> Path:
@@ -124,6 +161,29 @@ def ensure_commit(cache: Path, repository: str, sha: str) -> None:
             run(cache, "fetch", "--quiet", "--no-tags", repository, sha)
 
 
+def read_blobs(repo: Path, objects: Sequence[str]) -> list[bytes | None]:
+    """The content of each object ``objects`` names (``<commit>:<path>``), None for one that
+    does not exist; one git run."""
+    if not objects:
+        return []
+    names = "".join(f"{name}\n" for name in objects).encode()
+    out: bytes = run_with_input(repo, names, "cat-file", "--batch",
+                                stdout_as_string=False, strip_newline_in_stdout=False)  # fmt: skip
+    blobs: list[bytes | None] = []
+    at = 0
+    for _ in objects:
+        end = out.index(b"\n", at)
+        header = out[at:end].split()
+        if header[-1] == b"missing" or len(header) != 3:
+            blobs.append(None)
+            at = end + 1
+            continue
+        size = int(header[2])
+        blobs.append(out[end + 1 : end + 1 + size] if header[1] == b"blob" else None)
+        at = end + 1 + size + 1
+    return blobs
+
+
 def ls_remote(repository: str, *patterns: str, refs_only: bool = False) -> dict[str, str]:
     """What ``git ls-remote`` lists, as name -> sha: HEAD and peeled tags too, unless
     ``refs_only``. Patterns match the tail of a name, as git does."""
@@ -146,23 +206,27 @@ def remote_ref(repository: str, ref: str) -> str | None:
 
 def push(cwd: Path, repository: str, updates: Sequence[tuple[str, str | None, str | None]]) -> None:
     """Atomically move refs of ``repository``: each update is (ref, new sha or None to delete,
-    expected current sha or None for "must not exist"). Fails if any ref is not as expected."""
+    expected current sha or None for "must not exist"). Fails if any ref is not as expected.
+
+    A commit ``cwd`` lacks (made by another worker) is fetched from ``repository`` first."""
     args = ["push", "--quiet", "--atomic", "--no-verify"]
     specs = []
     for ref, new, expect in updates:
+        if new is not None:
+            ensure_commit(cwd, repository, new)
         args.append(f"--force-with-lease={ref}:{expect or ''}")
         specs.append(f"{new}:{ref}" if new else f":{ref}")
     run(cwd, *args, repository, *specs)
 
 
 def worktree(cache: Path, path: Path, sha: str) -> Path:
-    """A clean worktree of the cache at ``path``, detached at ``sha``; reused when it exists."""
+    """A clean worktree of the cache at ``path``, detached at ``sha``; reused when it exists.
+    The caller holds the worktree's lock (see :mod:`activities._workspace`)."""
     if (path / ".git").exists():
         try:
-            run(path, "reset", "--quiet", "--hard", sha)
-            run(path, "clean", "--quiet", "-fdx")
+            discard(path, sha)
             return path
-        except git.GitCommandError:
+        except (git.GitCommandError, NotARepository):
             pass  # a half-made worktree (a crash during `worktree add`): make it again
     with locked(cache.with_suffix(".lock")):
         shutil.rmtree(path, ignore_errors=True)
@@ -179,11 +243,47 @@ def remove_worktrees(cache: Path, folder: Path) -> None:
         run(cache, "worktree", "prune")
 
 
+def discard(
+    wt: Path, sha: str | None = None, *, clean: Literal["-fdx", "-fd", ""] = "-fdx"
+) -> None:
+    """``git reset --hard [sha]``, then ``git clean`` with the ``clean`` flags (none: no clean),
+    in the worktree ``wt``, which must be a worktree of this worker's cache: its folder under the
+    cache's ``worktrees``, its ``.git`` naming a clone under the cache's ``repos``. Git is
+    told both explicitly, so it can act on nothing else."""
+    root = cache_root().resolve()
+    where = Path(wt).absolute()
+    gitdir = _gitdir_of(where)
+    if (
+        gitdir is None
+        or not where.resolve().is_relative_to(root / "worktrees")
+        or not gitdir.resolve().is_relative_to(root / "repos")
+    ):
+        raise NotARepository(
+            f"refusing to discard changes in {where}: not a worktree of this worker's cache"
+        )
+    env = {"GIT_DIR": str(gitdir), "GIT_WORK_TREE": str(where)}
+    run(where, "reset", "--quiet", "--hard", *([sha] if sha else []), env=env)
+    if clean:
+        run(where, "clean", "--quiet", clean, env=env)
+
+
+def _gitdir_of(wt: Path) -> Path | None:
+    """The git folder a linked worktree's ``.git`` file names; None if it names none."""
+    try:
+        text = (wt / ".git").read_text()
+    except OSError:  # missing, or a folder (a repository of its own, not a linked worktree)
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    gitdir = Path(text.removeprefix("gitdir:").strip())
+    return gitdir if gitdir.is_absolute() else wt / gitdir
+
+
 def head_of(wt: Path) -> str | None:
     """The commit a (detached) worktree is at, read from its files without running git."""
+    gitdir = _gitdir_of(wt)
     try:
-        gitdir = (wt / ".git").read_text().removeprefix("gitdir:").strip()
-        return (Path(gitdir) / "HEAD").read_text().strip()
+        return (gitdir / "HEAD").read_text().strip() if gitdir else None
     except OSError:
         return None
 
@@ -220,21 +320,43 @@ def commit_files(
         stream += f"M {mode} inline {_quoted(path)}\ndata {len(data)}\n".encode() + data + b"\n\n"
     marks = wt.parent / f".{wt.name}.marks"
     try:
-        with tempfile.TemporaryFile() as commands:
-            commands.write(stream)
-            commands.seek(0)
-            git.Git(str(wt)).execute(
-                ["git", "fast-import", "--quiet", "--force", f"--export-marks={marks}"],
-                istream=commands,
-            )
+        run_with_input(wt, bytes(stream), "fast-import", "--quiet", "--force",
+                       f"--export-marks={marks}")  # fmt: skip
         ids = dict(line.split() for line in marks.read_text().splitlines())
     finally:
         marks.unlink(missing_ok=True)
         try:
             run(wt, "update-ref", "-d", ref)
-        except git.GitCommandError:
+        except (git.GitCommandError, NotARepository):
             pass
-    return [ids[f":{mark}"] for mark in range(1, len(edits) + 1)]
+    commits = [ids[f":{mark}"] for mark in range(1, len(edits) + 1)]
+    changes = changed_by(wt, commits)
+    for sha, (path, _) in zip(commits, edits, strict=True):
+        if changes[sha] != [path]:  # the file was not (or no longer) as the edit left it
+            raise EmptyEdit(
+                f"refusing commit {sha[:12]} for {path}: it changes "
+                f"{', '.join(changes[sha]) or 'nothing'}; the worktree changed under the step"
+            )
+    return commits
+
+
+class EmptyEdit(RuntimeError):
+    """An edit commit would not change exactly the file it names (its worktree was reset under
+    it). Never pushed; retryable, as the next attempt starts from a clean worktree."""
+
+
+def changed_by(repo: Path, commits: Sequence[str]) -> dict[str, list[str]]:
+    """The paths each of ``commits`` changes against its first parent, sorted; one git run."""
+    out = run_with_input(repo, "".join(f"{c}\n" for c in commits).encode(), "diff-tree",
+                         "--stdin", "--no-renames", "-r", "--name-only", "-z")  # fmt: skip
+    changes: dict[str, list[str]] = {c: [] for c in commits}
+    current: list[str] = []
+    for token in out.split("\0"):  # each commit's id, then its paths; none for an empty one
+        if token in changes:
+            current = changes[token]
+        elif token:
+            current.append(token)
+    return {c: sorted(paths) for c, paths in changes.items()}
 
 
 def commit_env(timestamp: int) -> dict[str, str]:

@@ -1,8 +1,20 @@
-"""Where a job's worktrees live in this worker's cache."""
+"""Where a job's worktrees live in this worker's cache, and who may touch one when.
+
+One attempt at a time per worktree: two attempts of one step can run at once (a starved worker
+misses its heartbeat, the server starts a retry, and the first attempt keeps going), and with a
+shared cache they would share the worktree, one resetting it under the other. So every use of a
+worktree, from making or resetting it through editing, committing and pushing to removing it,
+holds an exclusive ``flock`` on a lock file beside it (not in it, so removing the worktree
+cannot remove the lock), and a shared lock on one beside the job's folder, which removing the
+whole folder takes exclusively. The kernel releases both when their holder dies. A second
+attempt waits (its heartbeats go on meanwhile), then finds what the first one did.
+"""
 
 from __future__ import annotations
 
 import re
+import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,50 +26,77 @@ def worktrees_dir(job_id: str) -> Path:
     return _git.cache_root() / "worktrees" / re.sub(r"[^A-Za-z0-9_.-]+", "_", job_id)
 
 
-def worktree(repository: str, job_id: str, name: str, sha: str) -> Path:
-    """The job's worktree ``name`` on this worker, clean and at ``sha``; made if missing.
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{suffix}")
+
+
+@contextmanager
+def holding(job_id: str, name: str | None) -> Iterator[Path]:
+    """Hold the job's worktree ``name`` (every worktree of the job when None) for this attempt
+    alone; yields its path (the job's folder when None)."""
+    folder = worktrees_dir(job_id)
+    with _git.locked(_beside(folder, "lock"), shared=name is not None):
+        if name is None:
+            yield folder
+            return
+        path = folder / name
+        with _git.locked(_beside(path, "lock")):
+            yield path
+
+
+def _prepared(repository: str, path: Path, sha: str) -> Path:
+    """The worktree at ``path``, clean and at ``sha``; made if missing. The caller holds it.
 
     A worktree is known clean, and reused as it is, when it is at ``sha`` and no step was
     interrupted while editing it (see :func:`editing`); otherwise it is reset.
     """
-    path = worktrees_dir(job_id) / name
-    if _git.head_of(path) == sha and not _dirty_mark(path).exists():
+    if _git.head_of(path) == sha and not _beside(path, "editing").exists():
         return path
     cache = _git.cached_repo(repository)
     _git.ensure_commit(cache, repository, sha)
     _git.worktree(cache, path, sha)
-    _dirty_mark(path).unlink(missing_ok=True)
+    _beside(path, "editing").unlink(missing_ok=True)
     return path
-
-
-def _dirty_mark(path: Path) -> Path:
-    return path.with_name(f".{path.name}.editing")
 
 
 @contextmanager
 def editing(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]:
-    """The worktree, marked as being edited until the block ends without an exception (the
-    block must leave it clean); a worktree left marked is reset before its next use."""
-    path = worktree(repository, job_id, name, sha)
-    mark = _dirty_mark(path)
-    mark.touch()
-    yield path
-    mark.unlink()
+    """The worktree, clean at ``sha`` and held by this attempt alone for the block (which
+    pushes what it commits before it ends). It is marked as being edited until the block ends
+    without an exception (the block must leave it clean); a worktree left marked is reset
+    before its next use."""
+    with holding(job_id, name) as path:
+        _prepared(repository, path, sha)
+        mark = _beside(path, "editing")
+        mark.touch()
+        yield path
+        mark.unlink()
 
 
 @contextmanager
 def scratch_worktree(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]:
-    """A worktree at ``sha`` for the duration of one step, removed afterwards."""
-    try:
-        yield worktree(repository, job_id, name, sha)
-    finally:
-        remove_worktree(repository, job_id, name)
+    """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards."""
+    with holding(job_id, name) as path:
+        try:
+            yield _prepared(repository, path, sha)
+        finally:
+            _remove(repository, path)
 
 
 def remove_worktree(repository: str, job_id: str, name: str | None = None) -> None:
-    """Remove the job's worktree ``name`` (all of the job's worktrees when None)."""
-    folder = worktrees_dir(job_id)
-    _git.remove_worktrees(_git.cached_repo(repository), folder / name if name else folder)
+    """Remove the job's worktree ``name`` (all of the job's worktrees when None), waiting for
+    any attempt that uses it to finish."""
+    if not worktrees_dir(job_id).exists():
+        return  # nothing to remove, and no lock file to leave behind (no one holds one)
+    with holding(job_id, name) as path:
+        _remove(repository, path)
+        if name is None:  # nobody waits on the job's lock file while it is held exclusively
+            _beside(path, "lock").unlink(missing_ok=True)
+
+
+def _remove(repository: str, path: Path) -> None:
+    _git.remove_worktrees(_git.cached_repo(repository), path)
+    _beside(path, "editing").unlink(missing_ok=True)
 
 
 def job_folders() -> list[Path]:
@@ -70,17 +109,21 @@ def collect_garbage(max_age_s: float = 24 * 3600, ended: Iterable[Path] = ()) ->
     """Remove this worker's worktrees of jobs untouched for ``max_age_s`` (a worker that died
     mid-job leaves its worktrees behind; the job itself finished elsewhere) and of the ``ended``
     job folders, and the commits it kept for resuming jobs older than ``_git.KEEP_FOR_S``.
-    Returns the worktrees removed."""
-    import shutil
-    import time
-
+    Returns the worktrees removed. A job whose worktrees an attempt holds is left alone."""
     root = _git.cache_root() / "worktrees"
     cutoff = time.time() - max_age_s
     jobs = root.iterdir() if root.is_dir() else iter(())
-    stale = [job for job in jobs if job.is_dir() and job.stat().st_mtime < cutoff]
-    stale += [job for job in ended if job not in stale]
-    for job in stale:
-        shutil.rmtree(job, ignore_errors=True)
+    doomed = [j for j in jobs if j.is_dir() and j.stat().st_mtime < cutoff]
+    doomed += [j for j in ended if j not in doomed]
+    stale = []
+    for job in sorted(doomed):
+        try:
+            with _git.locked(_beside(job, "lock"), wait=False):
+                shutil.rmtree(job, ignore_errors=True)
+                _beside(job, "lock").unlink(missing_ok=True)
+        except BlockingIOError:
+            continue
+        stale.append(job)
     repos = _git.cache_root() / "repos"
     for cache in repos.glob("*.git") if repos.is_dir() else []:
         if not (cache / "HEAD").exists():

@@ -54,8 +54,7 @@ def contain(wt: Path, paths: Sequence[str], scope: Collection[str], what: str) -
     inside = allowed(paths, scope)
     outside = [p for p in _git.changed_paths(wt) if p not in inside]
     if outside:
-        _git.run(wt, "reset", "--quiet", "--hard")
-        _git.run(wt, "clean", "--quiet", "-fdx")
+        _git.discard(wt)
         raise violation(
             f"{what} changed {', '.join(outside)}, outside this shard's files; "
             "its changes were reverted"

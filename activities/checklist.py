@@ -70,8 +70,9 @@ def _conflicts(inp: VoteInput) -> CheckVote:
                          command=command)  # fmt: skip
     cache = _git.cached_repo(inp.repository)
     _git.ensure_commit(cache, inp.repository, current)
-    status, out, err = git.Git(str(cache)).execute(
-        ["git", "merge-tree", "--write-tree", "--name-only", "--no-messages", current, inp.commit],
+    status, out, err = _git.execute(
+        cache,
+        *("merge-tree", "--write-tree", "--name-only", "--no-messages", current, inp.commit),
         with_exceptions=False,
         with_extended_output=True,
     )

@@ -88,8 +88,7 @@ class CommandEditor:
         self._run(wt, paths, step.timeout_s, policy, check_each=False)
         bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`")
         if any(p not in set(paths) for p in _git.changed_paths(wt)):
-            _git.run(wt, "reset", "--quiet", "--hard")
-            _git.run(wt, "clean", "--quiet", "-fdx")
+            _git.discard(wt)
             self._run(wt, paths, step.timeout_s, policy, check_each=True)
 
     def _run(

@@ -45,8 +45,7 @@ def _run_in(wt: Path, inp: HookInput) -> HookRun:
         policy = sandbox.Policy(mode=inp.sandbox)
         done = run_command(inp.command, wt, inp.timeout_s, policy, extra_env=hook_env(inp))
     finally:  # a hook votes; it does not edit
-        _git.run(wt, "reset", "--quiet", "--hard", inp.commit)
-        _git.run(wt, "clean", "--quiet", "-fd")
+        _git.discard(wt, inp.commit, clean="-fd")
     return HookRun(exit_code=done.exit_code, output=done.output, passed=done.ok)
 
 

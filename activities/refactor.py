@@ -99,20 +99,11 @@ def plan(inp: PlanInput) -> Plan:
 def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_format: bool) -> Plan:
     """The plan, with each file's size in tokens (at the base; a file the change creates, as
     it creates it), so the workflow can pack shards that fit a window."""
-    repo = git.Repo(cache)
-    trees = [repo.commit(base).tree] + ([repo.commit(change).tree] if change else [])
-    sizes = []
-    for path in files:
-        for tree in trees:
-            try:
-                blob = tree / path
-            except KeyError:
-                continue
-            sizes.append(tokens.count(blob.data_stream.read().decode("utf-8", "replace")))
-            break
-        else:
-            sizes.append(0)
-    repo.close()
+    texts = _git.read_blobs(cache, [f"{base}:{path}" for path in files])
+    if change:
+        created = _git.read_blobs(cache, [f"{change}:{path}" for path in files])
+        texts = [t if t is not None else c for t, c in zip(texts, created, strict=True)]
+    sizes = [tokens.count(t.decode("utf-8", "replace")) if t is not None else 0 for t in texts]
     return Plan(
         base_commit=base,
         files=tuple(files),
@@ -129,17 +120,20 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     The commits are pushed together at the end.
 
     Idempotent: if an earlier attempt already pushed its commits on top of ``inp.checkpoint``
-    (its worker died before reporting), they are reported and nothing is redone.
+    (its worker died before reporting), they are reported and nothing is redone. Attempts of
+    one step on one worker take turns with the shard's worktree (see :func:`editing`), from
+    the branch check to the push, so a retry started while a starved attempt still runs finds
+    what that attempt pushed instead of resetting the worktree under it.
     """
     sandbox.require(inp.sandbox)  # fail closed before anything is changed
     policy = sandbox.Policy(mode=inp.sandbox)
     job, ref = inp.shard.job, inp.shard.ref
-    remote = _git.remote_ref(job.repository, ref)
     # Until its first commit, a shard's branch does not exist: it is at the base.
     expected = None if inp.checkpoint == job.base_commit else inp.checkpoint
-    if remote != expected:
-        return _earlier_attempt(inp, remote)
     with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
+        remote = _git.remote_ref(job.repository, ref)  # read while no other attempt can push
+        if remote != expected:
+            return _earlier_attempt(inp, remote)
         failure: EditOutcome | None = None
         bulkhead.check_paths(wt, inp.paths, inp.scope)
         try:
@@ -160,6 +154,7 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
             failure = _failed(path, inp.checkpoint, command, done.output)
         to_commit = [p for p in applied if p in changed]
         what = describe(inp.edit)
+        # Each commit is checked to change exactly its file: one that does not is never pushed.
         commits = _git.commit_files(
             wt,
             inp.checkpoint,
@@ -168,11 +163,10 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
             job.timestamp,
         ) if to_commit else []  # fmt: skip
         tip = commits[-1] if commits else inp.checkpoint
-        _git.run(wt, "reset", "--quiet", "--hard", tip)
-        if failure is not None or len(applied) < len(inp.paths):
-            _git.run(wt, "clean", "--quiet", "-fdx")
-    if commits:
-        _git.push(wt, job.repository, [(ref, tip, expected)])
+        partial = failure is not None or len(applied) < len(inp.paths)
+        _git.discard(wt, tip, clean="-fdx" if partial else "")
+        if commits:
+            _git.push(wt, job.repository, [(ref, tip, expected)])
     by_path = dict(zip(to_commit, commits, strict=True))
     outcomes = [
         EditOutcome(path=p, status="committed", commit=by_path[p])
@@ -193,22 +187,34 @@ def _failed(path: str, checkpoint: str, command: str, output: str) -> EditOutcom
 
 def _earlier_attempt(inp: EditBatchInput, remote: str | None) -> EditBatchResult:
     """The branch is not at the expected checkpoint. Accept it only if it holds commits of this
-    step's first files, one each, in order, on top of the checkpoint: an earlier attempt of this
-    same step pushed them and died before reporting, or an earlier run of the job (stopped
-    without cleaning up) got this far. They are reported as done, and the step's tip is the
-    last of them; the files after them, and any later commits, are left for the next steps."""
+    step's first files, one each, in order, on top of the checkpoint, each changing exactly the
+    file its ``Agentparallels-Edit`` trailer names (a trailer alone proves nothing): an earlier
+    attempt of this same step pushed them and died before reporting, or an earlier run of the
+    job (stopped without cleaning up) got this far. They are reported as done, and the step's
+    tip is the last of them; the files after them, and any later commits, are left for the
+    next steps."""
     job = inp.shard.job
+    refused = ""
     if remote is not None:
         cache = _git.cached_repo(job.repository)
         _git.ensure_commit(cache, job.repository, remote)
         log = _git.run(cache, "log", "--reverse", "--format=%H %P%x00%B%x01",
                        f"{inp.checkpoint}..{remote}")  # fmt: skip
+        entries = [
+            e.split("\x00", 1) for e in filter(None, (e.strip("\n") for e in log.split("\x01")))
+        ]
+        changes = _git.changed_by(cache, [head.split()[0] for head, _ in entries])
         parent, outcomes, expected = inp.checkpoint, [], list(inp.paths)
-        for entry in filter(None, (e.strip("\n") for e in log.split("\x01"))):
-            head, message = entry.split("\x00", 1)
+        for head, message in entries:
             sha, *parents = head.split()
             path = _git.trailer(message, _git.EDIT_TRAILER)
             if parents != [parent] or path not in expected:
+                break
+            if changes[sha] != [path]:
+                refused = (
+                    f"; its commit {sha[:12]} names {path} but changes "
+                    f"{', '.join(changes[sha]) or 'nothing'}"
+                )
                 break
             expected = expected[expected.index(path) + 1 :]
             outcomes.append(EditOutcome(path=path, status="committed", commit=sha))
@@ -216,8 +222,8 @@ def _earlier_attempt(inp: EditBatchInput, remote: str | None) -> EditBatchResult
         if outcomes:
             return EditBatchResult(outcomes=tuple(outcomes), tip=parent)
     raise ApplicationError(
-        f"{inp.shard.ref} is at {remote or 'nothing'}, expected {inp.checkpoint}: something "
-        "else moved the job's branch; start the job again",
+        f"{inp.shard.ref} is at {remote or 'nothing'}, expected {inp.checkpoint}{refused}: "
+        "something else moved the job's branch; start the job again",
         type=GIT_CONFLICT,
         non_retryable=True,
     )
