@@ -16,6 +16,7 @@ from activities.git_ops import (
     set_ref,
 )
 from activities.hooks import run_hook
+from activities.invariant import check_result
 from activities.llm import call_model
 from activities.progress_log import open_log, record_shard
 from activities.refactor import edit_files, plan
@@ -30,6 +31,7 @@ ALL = [
     merge,
     run_check,
     call_model,
+    check_result,
     publish,
     cleanup,
     open_log,

@@ -96,6 +96,7 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     from agentparallels.cli import (
         _existing,
         _report_failure,
+        check_rollback,
         connect,
         err,
         finish,
@@ -129,7 +130,7 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
         except WorkflowFailureError as e:
             cause = e.cause
             if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DENIED:
-                print(f"job {args.job} was rejected and rolled back: the repository is as it was")
-                return 0
-            return _report_failure(args.job, e)
+                print(f"job {args.job} was rejected and rolled back")
+                return await check_rollback(handle, e, 0)
+            return await check_rollback(handle, e, _report_failure(args.job, e))
     return 1  # the job published after all (a decision cannot be taken back)

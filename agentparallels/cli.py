@@ -9,6 +9,7 @@
     agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
     agentparallels setup                        register the search attributes on a cluster
     agentparallels cancel JOB                   cancel a job; everything it did is rolled back
+    agentparallels cleanup JOB --repo PATH      remove what a failed job's rollback left behind
     agentparallels resume JOB [--test-cmd ...]  run a failed job again, keeping finished shards
     agentparallels events JOB [--follow]        the job's events (file edited, check failed ...)
     agentparallels pause JOB / unpause JOB      hold a job after its running steps; carry on
@@ -18,7 +19,9 @@
     agentparallels fake-llm --script FILE       a scripted model server on 127.0.0.1
     agentparallels codec-server [--port N]      decrypts payloads for the Temporal UI and CLI
 
-Exit codes: 0 success, 1 the job failed (or was cancelled), 2 bad input (nothing was changed).
+Exit codes: 0 success, 1 the job failed (or was cancelled) and was rolled back (checked: the
+repository is as it was), 2 bad input (nothing was changed), 3 the job failed (or was cancelled)
+and its rollback left something in the repository (each named, with the command that removes it).
 """
 
 from __future__ import annotations
@@ -61,7 +64,13 @@ from agentparallels import (
     validate,
 )
 from agentparallels.client import connect
-from agentparallels.errors import BAD_INPUT, AgentParallelsError, ServerError, UsageError
+from agentparallels.errors import (
+    BAD_INPUT,
+    GIT_CONFLICT,
+    AgentParallelsError,
+    ServerError,
+    UsageError,
+)
 from agentparallels.events import parse_hooks
 from agentparallels.models import (
     Limits,
@@ -73,6 +82,8 @@ from agentparallels.models import (
 )
 
 WORKFLOW = "RefactorWorkflow"
+LEFT_BEHIND = 3
+"""Exit code: the job failed or was cancelled, and its rollback left something behind."""
 DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels")
 
 
@@ -96,7 +107,14 @@ def positive(text: str) -> int:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="agentparallels", description="Durable agent workflows on Temporal.")
+    parser = Parser(
+        prog="agentparallels",
+        description="Durable agent workflows on Temporal.",
+        epilog="exit codes: 0 success; 1 the job failed or was cancelled, and was rolled back "
+        "(checked: nothing of it is left); 2 bad input, nothing was changed; 3 the job failed "
+        "or was cancelled and its rollback left something behind (each named with the command "
+        "that removes it; `agentparallels cleanup JOB --repo PATH` removes them all)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     server = sub.add_parser("server", help="run the embedded Temporal dev server (foreground)")
@@ -288,6 +306,13 @@ def build_parser() -> Parser:
     )
     cancel.set_defaults(handler=cancel_command)
 
+    clean = sub.add_parser(
+        "cleanup", help="remove what a failed or cancelled job's rollback left behind"
+    )
+    clean.add_argument("job")
+    clean.add_argument("--repo", required=True, metavar="PATH", help="the job's repository")
+    clean.set_defaults(handler=cleanup_command)
+
     resume = sub.add_parser(
         "resume", help="run a failed, cancelled or terminated job again, keeping finished shards"
     )
@@ -425,15 +450,45 @@ async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> 
     try:
         result = outcome.result()
     except WorkflowFailureError as e:
-        return _report_failure(handle.id, e)
+        return await check_rollback(handle, e, _report_failure(handle.id, e))
     print(progress.summary(result))
     return 0
+
+
+async def check_rollback(handle: WorkflowHandle[Any, Any], e: WorkflowFailureError, rc: int) -> int:
+    """After a job failed or was cancelled (``e``), look for what it left in its repository:
+    say it is as it was only if nothing is left, else name each leftover and how to remove it.
+    Returns ``rc``, or ``LEFT_BEHIND`` when something is left."""
+    from agentparallels import leftovers
+
+    desc = await handle.describe()
+    repository = {p.key.name: p.value for p in desc.typed_search_attributes}.get(
+        attributes.REPOSITORY.name
+    )
+    if not isinstance(repository, str):
+        err(f"the job's repository is not recorded: check it yourself for refs of {handle.id}")
+        return rc
+    cause = e.cause
+    # A job that failed because its branch already existed must not take that branch for its own.
+    theirs = isinstance(cause, ApplicationError) and cause.type == GIT_CONFLICT
+    try:
+        left = leftovers.find(repository, handle.id, branch=not theirs)
+    except Exception as problem:  # unreadable from here: say so, claim nothing
+        err(f"could not check {repository} for what job {handle.id} left: {problem}")
+        return rc
+    if left:
+        err(leftovers.report(repository, handle.id, left))
+        return LEFT_BEHIND
+    if rc != 2:  # bad input: one line, the usage error's
+        nothing = f"nothing of job {handle.id} is left; the repository is as it was"
+        err(f"checked {repository}: {nothing}")
+    return rc
 
 
 def _report_failure(job_id: str, e: WorkflowFailureError) -> int:
     cause = e.cause
     if isinstance(cause, CancelledError):
-        err(f"job {job_id} was cancelled; everything it did was rolled back")
+        err(f"job {job_id} was cancelled and rolled back")
         return 1
     if isinstance(cause, ApplicationError) and cause.type == BAD_INPUT:
         err(f"agentparallels: error: {cause.message.splitlines()[0]}")
@@ -606,6 +661,27 @@ async def cancel_command(args: argparse.Namespace) -> int:
     err(f"cancelling job {args.job}: rolling back ...")
     async with in_process_worker(client, args.task_queue, not args.no_worker):
         return await finish(handle, show=False)
+
+
+async def cleanup_command(args: argparse.Namespace) -> int:
+    from agentparallels import leftovers
+
+    repository = validate.repository(args.repo)
+    client = await connect(autostart=False, announce=err)
+    handle, desc = await _existing(client, args.job)
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        raise UsageError(f"job {args.job} is still running: cancel it first, its rollback may do")
+    # A job that succeeded published its branch: that is its result, not a leftover.
+    branch = desc.status != WorkflowExecutionStatus.COMPLETED
+    found = leftovers.find(repository, handle.id, branch=branch)
+    left = leftovers.remove(repository, handle.id, branch=branch)
+    if left:
+        err(leftovers.report(repository, handle.id, left))
+        return LEFT_BEHIND
+    for leftover in found:
+        print(f"removed {leftover.what}")
+    print(f"nothing of job {args.job} is left in {repository}")
+    return 0
 
 
 def server_options(args: argparse.Namespace) -> devserver.ServerOptions:

@@ -44,6 +44,12 @@ SANDBOX_UNAVAILABLE = "SandboxUnavailable"
 """The worker cannot run tool commands in the sandbox the job asked for (no bwrap)."""
 SCOPE_VIOLATION = "ScopeViolation"
 """An edit reached outside its shard's files (bulkhead): nothing of it is kept."""
+ROLLBACK_INCOMPLETE = "RollbackIncomplete"
+"""A cancelled job could not undo everything it did: the message names the undo steps that
+failed (a failed job keeps its own error type and says the same)."""
+RESULT_MISMATCH = "ResultMismatch"
+"""The result about to be published differs from what the shards made and report (a file
+reported changed but not, a blob other than the shard's, a path no shard touched)."""
 
 MODEL_RETRYABLE = "ModelUnavailable"
 """A model call failed in a way a later attempt can get past (throttled, overloaded, cut off)."""
@@ -79,6 +85,6 @@ NON_RETRYABLE_TYPES = [
     MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
-    SUMMARY_TOO_LARGE, HOOK_VETOED,
+    SUMMARY_TOO_LARGE, HOOK_VETOED, RESULT_MISMATCH, ROLLBACK_INCOMPLETE,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         RefactorResult,
     )
     from tests.repos import git, make_repo, snapshot, start_job
+    from tests.rollback_audit import Audit
     from workflows.events import JobEvents
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
@@ -116,8 +117,13 @@ def held() -> Iterator[None]:
     HOLD.set()  # never leave a worker thread waiting
 
 
-def build(client: Client, task_queue: str, *, hold: bool = False) -> Worker:
+def build(
+    client: Client, task_queue: str, *, hold: bool = False, audit: Audit | None = None
+) -> Worker:
+    """A worker (whose edits of a.py wait for ``HOLD`` if ``hold``; watched by ``audit``)."""
     acts = [held_edit_files if a is edit_files else a for a in activities.ALL] if hold else None
+    if audit is not None:
+        acts = audit.activities(acts)
     return worker.build_worker(
         client, worker.WorkerOptions(task_queue=task_queue), activity_fns=acts or activities.ALL
     )
@@ -172,15 +178,18 @@ async def cli(env: WorkflowEnvironment, *args: str) -> tuple[int, str, str]:
 
 
 async def failed_job(
-    client: Client, task_queue: str, job: RefactorInput
+    client: Client, task_queue: str, job: RefactorInput, audit: Audit | None = None
 ) -> tuple[str, ApplicationError]:
-    """Run ``job``, which must fail: its id and the error it failed with."""
-    async with build(client, task_queue):
+    """Run ``job``, which must fail: its id and the error it failed with. Its saga must have
+    undone its own steps before the cleanup step (``audit`` shows how)."""
+    audit = audit or Audit()
+    async with build(client, task_queue, audit=audit):
         handle = await start_job(client, task_queue, job)
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), TIMEOUT)
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError)
+    assert audit.left_by_saga() == []
     return handle.id, cause
 
 
@@ -348,9 +357,15 @@ async def test_post_edit_hook_veto_rolls_back_the_edits(
     before = snapshot(repo)
     hook = Hook(point="post-edit", command="grep -c edited $AGENTPARALLELS_FILES; exit 3")
     job = RefactorInput(repository=str(repo), edit=APPEND, hooks=(hook,))
-    _, cause = await failed_job(client, task_queue, job)
+    audit = Audit()
+    _, cause = await failed_job(client, task_queue, job, audit)
     assert cause.type == HOOK_VETOED
     assert "post-edit hook" in cause.message and "(exit 3):\n1" in cause.message
+    # The shard's saga: its edit undone (its branch back at the base), its worktree removed,
+    # then its branch deleted.
+    (shard,) = audit.shards()
+    assert audit.targets(f"shards/{shard}") == [git(repo, "rev-parse", "main"), None]
+    assert audit.tree_at_delete == {shard: False}
     assert snapshot(repo) == before
 
 
@@ -369,7 +384,7 @@ async def test_pre_merge_hook_vetoes_the_merged_result(
     assert cause.type == HOOK_VETOED
     assert cause.message.startswith(f"pre-merge hook `{command}` vetoed the step on a.py")
     assert "(exit 1):\nmerged: a.py pkg/b.py" in cause.message
-    assert snapshot(repo) == before
+    assert snapshot(repo) == before  # and failed_job saw the saga delete the merged result
 
 
 async def test_hooks_run_in_the_jobs_sandbox(

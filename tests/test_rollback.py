@@ -1,4 +1,6 @@
-"""A failure at any stage, or a cancellation, leaves the repository exactly as it was."""
+"""A failure at any stage, or a cancellation, leaves the repository exactly as it was, and it is
+the saga that undoes each step: the audit shows what the compensations left for the final
+cleanup step (nothing of theirs) and each move of a shard's branch."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from agentparallels.models import (
     RefactorInput,
     RenameEdit,
 )
-from tests.repos import snapshot, src_layout_repo, start_job, wait_for
+from tests.repos import git, snapshot, src_layout_repo, start_job, wait_for
+from tests.rollback_audit import Audit
 
 UNCONFINED = Limits(sandbox="none")
 CODEMOD = CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}")
@@ -42,8 +45,11 @@ def build(client: Client, task_queue: str, acts: list | None = None) -> Worker:
 
 
 async def fails_with(
-    client: Client, task_queue: str, job: RefactorInput, acts=None
+    client: Client, task_queue: str, job: RefactorInput, acts=None, audit: Audit | None = None
 ) -> BaseException:  # noqa: ANN001
+    """Run ``job`` to its failure (under ``audit`` if given) and return the cause."""
+    if audit is not None:
+        acts = audit.activities(acts)
     async with build(client, task_queue, acts):
         handle = await start_job(client, task_queue, job)
         with pytest.raises(WorkflowFailureError) as failure:
@@ -69,8 +75,10 @@ async def test_edit_failure_rolls_back(client: Client, task_queue: str, tmp_path
         edit=RenameEdit(old="pkg.money.to_cents", new="c"),
         limits=Limits(parallel=1, max_files_per_shard=1),
     )
-    cause = await fails_with(client, task_queue, job, with_stand_in(flaky_edit))
+    audit = Audit()
+    cause = await fails_with(client, task_queue, job, with_stand_in(flaky_edit), audit)
     assert "injected edit failure" in str(cause)
+    assert audit.left_by_saga() == []  # the finished shards' branches: deleted by the saga
     assert snapshot(repo) == before
 
 
@@ -92,11 +100,18 @@ async def test_verification_failure_opens_breaker_after_three_and_rolls_back(
         check_cmd=check,
         limits=UNCONFINED,  # the check counts its runs in a file outside the worktree
     )
-    cause = await fails_with(client, task_queue, job)
+    audit = Audit()
+    cause = await fails_with(client, task_queue, job, audit=audit)
     assert isinstance(cause, ApplicationError) and cause.type == BREAKER_OPEN
     assert "3 consecutive failed attempts at src/pkg/shop/tax.py" in cause.message
     assert "tax is broken" in cause.message
     assert attempts.read_text().split().count("src/pkg/shop/tax.py") == 3
+    # The shard's own saga: its branch back to the base (its edits undone), its worktree
+    # removed, then its branch deleted.
+    (shard,) = audit.shards()
+    assert audit.targets(f"shards/{shard}") == [git(repo, "rev-parse", "main"), None]
+    assert audit.tree_at_delete == {shard: False}
+    assert audit.left_by_saga() == []
     assert snapshot(repo) == before
 
 
@@ -134,9 +149,12 @@ async def test_test_command_failure_rolls_back(
         test_cmd="echo 'suite says no'; exit 3",
         apply=True,
     )
-    cause = await fails_with(client, task_queue, job)
+    audit = Audit()
+    cause = await fails_with(client, task_queue, job, audit=audit)
     assert isinstance(cause, ApplicationError) and cause.type == CHECK_FAILED
     assert "exit 3" in cause.message and "suite says no" in cause.message
+    assert audit.left_by_saga() == []  # the merged result and the shards' branches: deleted
+    assert ("merged", None) in audit.moves
     assert snapshot(repo) == before
 
 
@@ -150,8 +168,10 @@ async def test_merge_failure_rolls_back(client: Client, task_queue: str, tmp_pat
         raise ApplicationError("injected merge failure", non_retryable=True)
 
     job = RefactorInput(repository=str(repo), edit=RenameEdit(old="pkg.money.to_cents", new="c"))
-    cause = await fails_with(client, task_queue, job, with_stand_in(broken_merge))
+    audit = Audit()
+    cause = await fails_with(client, task_queue, job, with_stand_in(broken_merge), audit)
     assert "injected merge failure" in str(cause)
+    assert audit.left_by_saga() == []
     assert snapshot(repo) == before
 
 
@@ -171,7 +191,8 @@ async def test_cancellation_mid_job_rolls_back(
         edit=CommandEdit(command=blocker),
         limits=Limits(parallel=1, max_files_per_shard=10),
     )
-    async with build(client, task_queue):
+    audit = Audit()
+    async with build(client, task_queue, audit.activities()):
         handle = await start_job(client, task_queue, job)
         # The sandboxed command can only write in its worktree: it leaves its mark there.
         await wait_for(lambda: any((cache_dir / "worktrees").glob("*/*/.reached")))
@@ -179,4 +200,8 @@ async def test_cancellation_mid_job_rolls_back(
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     assert isinstance(failure.value.cause, CancelledError)
+    (shard,) = audit.shards()
+    assert audit.targets(f"shards/{shard}")[-1] is None  # the shard's branch, deleted
+    assert audit.tree_at_delete == {shard: False}  # after its worktree was removed
+    assert audit.left_by_saga() == []
     assert snapshot(repo) == before

@@ -121,7 +121,7 @@ async def test_failing_compensation_is_reported_and_the_rest_run(
     """An undo that raises is returned by step name, and the older undos still run."""
     async with worker(client, task_queue):
         handle = await start(client, task_queue, RollbackWorkflow.run, ["a", "bad", "c", "crash"])
-        assert await handle.result() == [["a", "bad", "c"], ["bad: Activity task failed"], []]
+        assert await handle.result() == [["a", "bad", "c"], ["bad: undo bad refused"], []]
     assert CALLS == ["do a", "do bad", "do c", "do crash", "undo c", "undo bad", "undo a"]
 
 

@@ -22,6 +22,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
+import activities
 import worker
 from agentparallels.checklist import ApprovalOptions, Checklist, Decision
 from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
@@ -34,6 +35,7 @@ from agentparallels.models import (
     RenameEdit,
 )
 from tests.repos import git, snapshot, src_layout_repo, start_job, write
+from tests.rollback_audit import Audit
 from workflows.two_phase import ApprovalGate
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
@@ -47,8 +49,13 @@ def without_scratch(picture: dict[str, Any]) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def running(client: Client, task_queue: str) -> AsyncIterator[None]:
-    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+async def running(
+    client: Client, task_queue: str, audit: Audit | None = None
+) -> AsyncIterator[None]:
+    """A worker for the test's queue; with ``audit``, its rollbacks are watched."""
+    acts = audit.activities() if audit is not None else activities.ALL
+    options = worker.WorkerOptions(task_queue=task_queue)
+    async with worker.build_worker(client, options, activity_fns=acts):
         yield
 
 
@@ -114,7 +121,8 @@ async def test_reject_rolls_back_and_leaves_the_repository_as_it_was(
     repository is byte for byte as before; a second decision is refused."""
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
-    async with running(client, task_queue):
+    audit = Audit()
+    async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, gated(repo))
         await reaches(handle, "awaiting-approval")
         await handle.execute_update("reject", Decision(reason="wrong name", by="ann"))
@@ -122,6 +130,7 @@ async def test_reject_rolls_back_and_leaves_the_repository_as_it_was(
     assert cause.type == APPROVAL_DENIED
     assert cause.message.startswith("rejected by ann: wrong name")
     assert "rolled back" in cause.message
+    assert ("merged", None) in audit.moves and audit.left_by_saga() == []  # the saga undid it
     assert snapshot(repo) == before
 
 
@@ -131,12 +140,14 @@ async def test_no_decision_in_time_denies_and_rolls_back(
     """Nobody decides within the approval timeout: denied, rolled back, repository unchanged."""
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
-    async with running(client, task_queue):
+    audit = Audit()
+    async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, gated(repo, timeout_s=1))
         await reaches(handle, "awaiting-approval")
         cause = await failure(handle)
     assert cause.type == APPROVAL_DENIED
     assert cause.message.startswith("no decision within 1s: denied")
+    assert ("merged", None) in audit.moves and audit.left_by_saga() == []
     assert snapshot(repo) == before
 
 
@@ -192,7 +203,8 @@ async def test_checklist_names_every_no_vote_and_rolls_back(
     before = snapshot(repo)
     job = gated(repo, test_cmd="echo 'suite says no'; exit 3",
                 checklist=Checklist(max_diff_lines=3))  # fmt: skip
-    async with running(client, task_queue):
+    audit = Audit()
+    async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, job)
         cause = await failure(handle)
     assert cause.type == CHECK_FAILED
@@ -202,6 +214,7 @@ async def test_checklist_names_every_no_vote_and_rolls_back(
     assert "suite says no" in cause.message
     assert "- diff-size: 12 lines changed, over the limit of 3" in cause.message
     assert "lint" not in first and "conflicts" not in first
+    assert ("merged", None) in audit.moves and audit.left_by_saga() == []
     assert snapshot(repo) == before
 
 
@@ -218,7 +231,8 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
     )
     # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
     job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(sandbox="none"))
-    async with running(client, task_queue):
+    audit = Audit()
+    async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
         write(repo, {"src/pkg/report.py": "def describe(n: int) -> str:\n    return 'moved'\n"
@@ -234,6 +248,7 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
     assert cause.type == CHECK_FAILED
     assert "voted no (conflicts)" in cause.message
     assert "the result conflicts with it in src/pkg/report.py" in cause.message
+    assert ("merged", None) in audit.moves and audit.left_by_saga() == []
     assert snapshot(repo) == before
 
 

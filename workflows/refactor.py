@@ -10,6 +10,7 @@ cancellation, so the user's repository is never left half refactored.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -19,7 +20,7 @@ from workflows._call import call
 from workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
 from workflows.fanout import gather_bounded
 from workflows.hooks import run_hooks
-from workflows.saga import Saga, shielded
+from workflows.saga import Saga, incomplete, root_cause, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import FileTooLarge, module_of, shard_files
 from workflows.two_phase import ApprovalGate, awaiting_details, prepare
@@ -29,10 +30,13 @@ PROGRESS_LOG = "progress-log"
 """Patch id of the write-ahead progress log: runs started before it replay without it."""
 CHECKLIST = "two-phase-checklist"
 """Patch id: jobs started before the checklist replay with the test command alone."""
+PUBLISH_INVARIANT = "publish-invariant"
+"""Patch id of the result check before publishing: jobs started before it replay without it."""
 
 with workflow.unsafe.imports_passed_through():
     from activities.checks import run_check
     from activities.git_ops import cleanup, merge, publish, set_ref
+    from activities.invariant import ResultCheckInput, ShardClaim, check_result
     from activities.progress_log import open_log, record_shard
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
@@ -176,12 +180,16 @@ class RefactorWorkflow:
 
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
             self._phase("rolling back")
+            failed: list[str] = []
             try:
-                await saga.compensate()
+                failed = await saga.compensate()
             finally:
-                await shielded(call(cleanup, job, summary=CLEANUP))
+                if note := await shielded(_failure_of(call(cleanup, job, summary=CLEANUP))):
+                    failed.append(f"{CLEANUP}: {note}")
             self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
             await shielded(self._events.finish(*ending(err)), raise_cancel=False)
+            if failed:  # reported, never swallowed: the user is told what may be left
+                raise incomplete(err, failed) from None
             if isinstance(err, FailureError):
                 raise _root_cause(err) from err
             raise
@@ -252,6 +260,15 @@ class RefactorWorkflow:
 
         await self._events.gate.wait()
         self._phase("publish")
+        if workflow.patched(PUBLISH_INVARIANT):  # the result is what the shards made, exactly
+            claims = tuple(
+                ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
+            )
+            await call(
+                check_result,
+                ResultCheckInput(job=job, commit=merged, shards=claims),
+                summary="check the result against every shard's verified head",
+            )
         # The point of no return: once publishing starts, a cancel request is too late.
         published = await shielded(
             call(
@@ -442,14 +459,20 @@ def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
 
 def _root_cause(err: BaseException) -> ApplicationError:
     """The innermost application error under ``err`` (through child and activity errors), so the
-    job fails with the message that says what went wrong, and its type."""
-    cause: BaseException | None = err
-    found: ApplicationError | None = None
-    while cause is not None:
-        if isinstance(cause, ApplicationError):
-            found = cause
-        cause = cause.__cause__
+    job fails with the message that says what went wrong, and its type. Whether the repository
+    is as it was is for the client to check (``agentparallels`` does), not to assume."""
+    found = root_cause(err)
     if found is None:
         return ApplicationError(str(err), type=type(err).__name__, non_retryable=True)
-    message = f"{found.message}\nThe job was rolled back: the repository is as it was."
+    message = f"{found.message}\nThe job was rolled back."
     return ApplicationError(message, type=found.type, non_retryable=True)
+
+
+async def _failure_of(step: Awaitable[object]) -> str | None:
+    """Await ``step``; what it failed with, or None when it succeeded."""
+    try:
+        await step
+    except Exception as e:  # a failed cleanup is reported with the job's failure
+        cause = root_cause(e)
+        return cause.message if cause is not None else str(e)
+    return None

@@ -4,7 +4,8 @@ After each step that succeeded, the workflow registers the step that undoes it. 
 fails, or the job is cancelled, :meth:`Saga.compensate` runs the compensations in reverse order.
 Compensation is shielded from cancellation (a second cancel request cannot stop a half-done
 rollback) and keeps going past a compensation that fails, so as much as possible is undone; the
-failures are returned for the report.
+failures are returned, and :func:`incomplete` makes them part of the workflow's failure: a
+compensation that fails is reported, never swallowed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from agentparallels.errors import ROLLBACK_INCOMPLETE
 
 Compensation = Callable[[], Awaitable[Any]]
 T = TypeVar("T")
@@ -46,9 +51,41 @@ class Saga:
             try:
                 await undo()
             except Exception as e:  # keep undoing the rest; report this one
-                workflow.logger.warning("compensation of %s failed: %s", name, e)
-                errors.append(f"{name}: {e}")
+                found = root_cause(e)
+                detail = found.message if found is not None else str(e) or type(e).__name__
+                workflow.logger.warning("compensation of %s failed: %s", name, detail)
+                errors.append(f"{name}: {detail}")
         return errors
+
+
+def root_cause(err: BaseException) -> ApplicationError | None:
+    """The innermost application error under ``err`` (through child and activity errors)."""
+    cause: BaseException | None = err
+    found: ApplicationError | None = None
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            found = cause
+        cause = cause.__cause__
+    return found
+
+
+def incomplete(err: BaseException, failures: list[str]) -> ApplicationError:
+    """The error to end with when the compensations in ``failures`` failed after ``err``: what
+    went wrong first (and its type; a cancellation becomes ``RollbackIncomplete``), then which
+    undo steps failed. Raise it ``from None``: it carries the whole story in its message."""
+    found = root_cause(err)
+    if isinstance(err, asyncio.CancelledError):
+        first, kind = "cancelled", ROLLBACK_INCOMPLETE
+    elif found is not None:
+        first, kind = found.message, found.type
+    else:
+        first, kind = str(err) or type(err).__name__, type(err).__name__
+    failed = "\n".join(f"- {failure}" for failure in failures)
+    return ApplicationError(
+        f"{first}\nThe rollback did not complete; these undo steps failed:\n{failed}",
+        type=kind,
+        non_retryable=True,
+    )
 
 
 async def shielded(work: Awaitable[T], *, raise_cancel: bool = True) -> T:

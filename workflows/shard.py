@@ -22,7 +22,7 @@ from workflows.hooks import run_hooks
 from workflows.loop_detect import LoopDetector
 from workflows.model_step import ModelSteps
 from workflows.routing import MODEL_CAPABILITY, capability_queue
-from workflows.saga import Saga
+from workflows.saga import Saga, incomplete
 
 with workflow.unsafe.imports_passed_through():
     from activities.git_ops import remove_worktree, set_ref
@@ -185,8 +185,10 @@ class ShardWorkflow:
                 phase_tokens=steps.spent(),
                 cost_usd=steps.cost_usd,
             )
-        except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
-            await saga.compensate()
+        except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
+            failed = await saga.compensate()
+            if failed:  # reported to the parent, which reports it in the job's failure
+                raise incomplete(err, failed) from None
             raise
 
     async def _report(

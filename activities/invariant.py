@@ -1,0 +1,124 @@
+"""The publish invariant: the last step before a job publishes checks its result against its
+shards, blob by blob.
+
+A job reports the files its shards changed; the merged result is what gets published. The two
+must agree exactly, or the job would report one thing and publish another:
+
+- every file a shard says it changed has, on the result tree, the blob it has at that shard's
+  verified head, and that blob differs from the base (a file reported changed but left as it was
+  is a lost edit);
+- every other path of the result tree is the base's (nothing added, nothing removed).
+
+Any difference fails the job with a non-retryable ``ResultMismatch`` naming each file and both
+blob ids, and the job rolls back. The objects are read from the job's repository (fetched into
+this worker's cache when missing): workers do not share a disk.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.exceptions import ApplicationError
+
+from activities import _git
+from activities._defn import defn
+from agentparallels._value import Value
+from agentparallels.errors import RESULT_MISMATCH
+from agentparallels.models import JobRef
+
+ABSENT = "(absent)"
+"""How a path missing from a tree is named in a mismatch."""
+SHOWN = 20
+"""Mismatches named in the error; the count of the rest follows."""
+
+
+class ShardClaim(Value):
+    """What one shard says it did: its verified head and the files it changed there."""
+
+    name: str
+    head: str
+    files_changed: tuple[str, ...]
+
+
+class ResultCheckInput(Value):
+    job: JobRef
+    commit: str
+    """The result about to be published."""
+    shards: tuple[ShardClaim, ...]
+
+
+def tree(cache: Path, commit: str) -> dict[str, str]:
+    """Every path of ``commit``'s tree (submodules and symlinks included) -> "mode blob-id"."""
+    out = _git.run(cache, "ls-tree", "-r", "-z", "--full-tree", commit)
+    entries = {}
+    for entry in out.split("\0"):
+        if entry:
+            meta, path = entry.split("\t", 1)
+            mode, _kind, sha = meta.split(" ")
+            entries[path] = f"{mode} {sha}"
+    return entries
+
+
+def _blob(entry: str | None) -> str:
+    return entry.split(" ", 1)[1] if entry else ABSENT
+
+
+def mismatches(
+    base: dict[str, str], result: dict[str, str], heads: dict[str, dict[str, str]],
+    claims: tuple[ShardClaim, ...],
+) -> list[str]:  # fmt: skip
+    """What breaks the invariant, one line per file; empty when the result is right.
+
+    ``base`` and ``result`` are trees as :func:`tree` gives them; ``heads`` maps each shard's
+    name to its head's tree."""
+    problems: list[str] = []
+    owner: dict[str, str] = {}
+    for claim in claims:
+        for path in claim.files_changed:
+            if path in owner and owner[path] != claim.name:
+                problems.append(f"{path}: claimed changed by shards {owner[path]} and {claim.name}")
+                continue
+            owner[path] = claim.name
+            got, want, was = result.get(path), heads[claim.name].get(path), base.get(path)
+            if got != want:
+                problems.append(
+                    f"{path}: the result has blob {_blob(got)}, shard {claim.name}'s verified "
+                    f"head {claim.head[:12]} has blob {_blob(want)}"
+                )
+            elif got == was:
+                problems.append(
+                    f"{path}: reported changed by shard {claim.name}, but the result has blob "
+                    f"{_blob(got)}, the base's blob {_blob(was)}: the edit is missing"
+                )
+    for path in sorted((base.keys() | result.keys()) - owner.keys()):
+        got, was = result.get(path), base.get(path)
+        if got != was:
+            problems.append(
+                f"{path}: changed by no shard, but the result has blob {_blob(got)} and the "
+                f"base blob {_blob(was)}"
+            )
+    return problems
+
+
+@defn("git.check_result", start_to_close=timedelta(minutes=5))
+def check_result(inp: ResultCheckInput) -> None:
+    """Check the publish invariant on ``inp.commit``; raise ``ResultMismatch`` if it fails."""
+    job = inp.job
+    cache = _git.cached_repo(job.repository)
+    commits = {job.base_commit, inp.commit, *(c.head for c in inp.shards)}
+    for sha in sorted(commits):
+        _git.ensure_commit(cache, job.repository, sha)
+    heads = {c.name: tree(cache, c.head) for c in inp.shards}
+    problems = mismatches(tree(cache, job.base_commit), tree(cache, inp.commit), heads, inp.shards)
+    if not problems:
+        return
+    more = f"\n... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+    raise ApplicationError(
+        f"the result {inp.commit[:12]} is not what the shards made ({len(problems)} "
+        f"difference{'s' if len(problems) > 1 else ''}); nothing was published:\n"
+        + "\n".join(problems[:SHOWN])
+        + more,
+        type=RESULT_MISMATCH,
+        non_retryable=True,
+    )
