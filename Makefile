@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # subprocesses, so more processes than cores still shortens the run (4 on 2 cores: ~2x).
 TEST_PROCESSES ?= 4
 
-.PHONY: demo demo-llm test test-fast worker server lint bench clean sandbox
+.PHONY: demo demo-llm test test-fast worker server lint bench chaos clean sandbox
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=python3.11 (or newer)")'
@@ -52,6 +52,10 @@ bench: $(STAMP) sandbox
 	$(BIN)/python bench/refactor_bench.py
 	$(BIN)/python bench/llm_bench.py
 	$(BIN)/python bench/sandbox_bench.py
+
+# Jobs on workers that are killed, paused and starved, and a server restart; CHAOS_ARGS=--rounds 10
+chaos: $(STAMP) sandbox
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

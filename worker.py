@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -20,19 +21,26 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import activities
 import workflows
 from activities import sandbox
-from activities._workspace import collect_garbage
+from activities._workspace import collect_garbage, job_folders
 from activities.llm import call_model
 from agentparallels import tokens, tracing
 from agentparallels.errors import UsageError
 from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
 DEFAULT_TASK_QUEUE = "agentparallels"
+GARBAGE_EVERY_S = 300.0
+"""How often a running worker removes its worktrees of ended jobs (also when it starts and
+when it stops)."""
+HEARTBEAT_EVERY = timedelta(seconds=1)
+"""Longest the SDK holds a step's heartbeat back (its own default: 0.8 x the heartbeat timeout,
+which left a starved worker 1 s of slack before its step was retried elsewhere)."""
 
 
 def _name(fn: Callable[..., Any]) -> str | None:
@@ -58,6 +66,10 @@ class WorkerOptions:
     """Workflow tasks processed at once."""
     graceful_shutdown_s: float = 10.0
     """How long running activities may take to finish on shutdown."""
+    sticky_timeout_s: float = 2.0
+    """How long a job's next workflow task waits for the worker that ran its last one before
+    any worker may take it. A killed worker's jobs wait this long (the SDK's 10 s made the
+    recovery after a kill 10 s longer); a live one only loses its cached copy of the job."""
     capabilities: tuple[str, ...] = ()
     """Capabilities this worker advertises: it also polls ``<task_queue>.<capability>`` for
     each (see ``workflows.routing``)."""
@@ -118,6 +130,8 @@ def build_worker(
                 ),
                 max_concurrent_activities=options.max_concurrent_activities,
                 max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+                sticky_queue_schedule_to_start_timeout=timedelta(seconds=options.sticky_timeout_s),
+                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
                 graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
                 **tracing.worker_options(client),
             )
@@ -132,6 +146,7 @@ def build_worker(
                 ),
                 max_concurrent_activities=options.max_concurrent_activities,
                 max_task_queue_activities_per_second=options.model_calls_per_second,
+                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
                 graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
                 **tracing.worker_options(client),
             )
@@ -145,8 +160,7 @@ async def run(options: WorkerOptions, client: Client | None = None) -> None:
         from agentparallels.client import connect
 
         client = await connect()
-    for stale in collect_garbage():
-        print(f"removed stale worktrees {stale}", flush=True)
+    await collect_garbage_of_ended_jobs(client)
     if why := sandbox.problem("bwrap"):
         print(f"warning: {why}; jobs with --sandbox bwrap (the default) fail here", flush=True)
     stop = asyncio.Event()
@@ -159,8 +173,31 @@ async def run(options: WorkerOptions, client: Client | None = None) -> None:
             f"worker polling task queue {options.task_queue!r} (and {others}); Ctrl-C to stop",
             flush=True,
         )
-        await stop.wait()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), GARBAGE_EVERY_S)
+            if not stop.is_set():
+                await collect_garbage_of_ended_jobs(client)
         print("shutting down: letting running activities finish ...", flush=True)
+    await collect_garbage_of_ended_jobs(client)
+
+
+async def collect_garbage_of_ended_jobs(client: Client) -> None:
+    """Remove this worker's worktrees of jobs that have ended (and of any job untouched for a
+    day). Each worker's disk is its own: a shard's worktree stays on the worker that made it
+    when another worker finishes the shard or cleans the job up, so each worker removes its
+    own once the job is over; a job the server does not know is left to the age rule."""
+    ended = []
+    for folder in job_folders():
+        try:
+            async with asyncio.timeout(10):
+                described = await client.get_workflow_handle(folder.name).describe()
+        except (RPCError, TimeoutError):  # unknown here, or no server: the age rule applies
+            continue
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            ended.append(folder)
+    for stale in collect_garbage(ended=ended):
+        print(f"removed worktrees of ended job {stale.name}", flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,8 +24,10 @@ from agentparallels.errors import NON_RETRYABLE_TYPES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HEARTBEAT = timedelta(seconds=5)
-"""Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed."""
+HEARTBEAT = timedelta(seconds=3)
+"""Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
+heartbeat every third of it, and workers send each at once (``worker.HEARTBEAT_EVERY``), so a
+live worker has 2 s of slack before its step is retried elsewhere."""
 
 
 @dataclass(frozen=True, slots=True)

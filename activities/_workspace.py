@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,16 +99,24 @@ def _remove(repository: str, path: Path) -> None:
     _beside(path, "editing").unlink(missing_ok=True)
 
 
-def collect_garbage(max_age_s: float = 24 * 3600) -> list[Path]:
+def job_folders() -> list[Path]:
+    """This worker's folders of jobs' worktrees, one per job (named by :func:`worktrees_dir`)."""
+    root = _git.cache_root() / "worktrees"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def collect_garbage(max_age_s: float = 24 * 3600, ended: Iterable[Path] = ()) -> list[Path]:
     """Remove this worker's worktrees of jobs untouched for ``max_age_s`` (a worker that died
-    mid-job leaves its worktrees behind; the job itself finished elsewhere), and the commits
-    it kept for resuming jobs older than ``_git.KEEP_FOR_S``. Returns the worktrees removed.
-    A job whose worktrees an attempt holds is left alone."""
+    mid-job leaves its worktrees behind; the job itself finished elsewhere) and of the ``ended``
+    job folders, and the commits it kept for resuming jobs older than ``_git.KEEP_FOR_S``.
+    Returns the worktrees removed. A job whose worktrees an attempt holds is left alone."""
     root = _git.cache_root() / "worktrees"
     cutoff = time.time() - max_age_s
     jobs = root.iterdir() if root.is_dir() else iter(())
+    doomed = [j for j in jobs if j.is_dir() and j.stat().st_mtime < cutoff]
+    doomed += [j for j in ended if j not in doomed]
     stale = []
-    for job in sorted(j for j in jobs if j.is_dir() and j.stat().st_mtime < cutoff):
+    for job in sorted(doomed):
         try:
             with _git.locked(_beside(job, "lock"), wait=False):
                 shutil.rmtree(job, ignore_errors=True)

@@ -1,0 +1,38 @@
+"""A worker removes its own worktrees of jobs that have ended: no worker shares its disk, so a
+shard's worktree stays on the worker that made it when another finishes or cleans up the job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import Client
+
+import worker
+from activities._workspace import worktrees_dir
+from agentparallels.models import CommandEdit, RefactorInput
+from tests.repos import make_repo, start_job
+
+
+async def test_worktrees_of_ended_jobs_go_those_of_running_and_unknown_jobs_stay(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Three jobs' worktree folders in this worker's cache: the ended job's is removed, the
+    running job's and the one the server does not know stay."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n"})
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command="true"))
+    queue = f"{task_queue}-nobody-polls"  # the jobs never run: only their state matters
+    ended = await start_job(client, queue, job)
+    await ended.terminate("ended for the test")
+    running = await start_job(client, queue, job)
+    folders = {}
+    for name in (ended.id, running.id, "not-a-job-here"):
+        folders[name] = worktrees_dir(name)
+        (folders[name] / "00-shard").mkdir(parents=True)
+        (folders[name] / "00-shard" / "a.py").write_text("A = 1\n")
+    try:
+        await worker.collect_garbage_of_ended_jobs(client)
+    finally:
+        await running.terminate("test over")
+    assert not folders[ended.id].exists()
+    assert (folders[running.id] / "00-shard" / "a.py").exists()
+    assert (folders["not-a-job-here"] / "00-shard" / "a.py").exists()
