@@ -21,21 +21,26 @@ class PollersInput(Value):
     task_queues: tuple[str, ...]
     grace_s: float = 2.0
     """Keep looking this long, in seconds, for queues without pollers (a worker starting up)."""
+    activity: bool = False
+    """Count the pollers of activity tasks (workers that only run activities, such as model
+    calls) instead of workflow tasks."""
 
 
 class QueuePollers(Value):
     task_queue: str
-    workflow_pollers: int
+    workflow_pollers: int = 0
     """Workers (poller identities) the server has seen polling its workflow tasks lately."""
+    activity_pollers: int = 0
+    """The same for its activity tasks (looked at when asked)."""
 
 
-async def _count(task_queue: str) -> int:
+async def _count(task_queue: str, kind: TaskQueueType.ValueType) -> int:
     client = activity.client()
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
             task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            task_queue_type=kind,
         )
     )
     return len({p.identity for p in response.pollers})
@@ -51,12 +56,16 @@ async def pollers(inp: PollersInput) -> tuple[QueuePollers, ...]:
     """Pollers of each queue, looking again for up to ``grace_s`` while some queue has none."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + inp.grace_s
+    if inp.activity:
+        kind, field = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity_pollers"
+    else:
+        kind, field = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow_pollers"
     while True:
-        counts = [await _count(q) for q in inp.task_queues]
+        counts = [await _count(q, kind) for q in inp.task_queues]
         if all(counts) or loop.time() >= deadline:
             break
         await asyncio.sleep(POLL_EVERY_S)
     return tuple(
-        QueuePollers(task_queue=q, workflow_pollers=n)
+        QueuePollers.model_validate({"task_queue": q, field: n})
         for q, n in zip(inp.task_queues, counts, strict=True)
     )
