@@ -6,13 +6,12 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.common import RetryPolicy
 
 from activities._defn import defn
 from agentparallels._value import Value
+from agentparallels.queues import pollers_of
 
 POLL_EVERY_S = 0.2
 
@@ -34,18 +33,6 @@ class QueuePollers(Value):
     """The same for its activity tasks (looked at when asked)."""
 
 
-async def _count(task_queue: str, kind: TaskQueueType.ValueType) -> int:
-    client = activity.client()
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=kind,
-        )
-    )
-    return len({p.identity for p in response.pollers})
-
-
 @defn(
     "route.pollers",
     start_to_close=timedelta(seconds=90),
@@ -61,7 +48,7 @@ async def pollers(inp: PollersInput) -> tuple[QueuePollers, ...]:
     else:
         kind, field = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow_pollers"
     while True:
-        counts = [await _count(q, kind) for q in inp.task_queues]
+        counts = [await pollers_of(activity.client(), q, kind) for q in inp.task_queues]
         if all(counts) or loop.time() >= deadline:
             break
         await asyncio.sleep(POLL_EVERY_S)

@@ -51,21 +51,29 @@ def how_to_serve(queue: str) -> str:
     return f"`agentparallels worker --task-queue {queue}`"
 
 
-async def served(client: Client, queue: str) -> bool:
-    """Whether some worker polls the workflow tasks of ``queue`` (within ``FRESH_S``)."""
+async def pollers_of(
+    client: Client,
+    queue: str,
+    kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+) -> int:
+    """Workers (poller identities) that polled ``queue``'s tasks of ``kind`` within
+    ``FRESH_S``."""
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
             task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            task_queue_type=kind,
         )
     )
     now = time.time()
-    return any(
-        now - p.last_access_time.ToSeconds() < FRESH_S
-        for p in response.pollers
-        if p.HasField("last_access_time")
-    )
+    return len({
+        p.identity for p in response.pollers if now - p.last_access_time.ToSeconds() < FRESH_S
+    })  # fmt: skip
+
+
+async def served(client: Client, queue: str) -> bool:
+    """Whether some worker polls the workflow tasks of ``queue``."""
+    return await pollers_of(client, queue) > 0
 
 
 def history_length(desc: WorkflowExecutionDescription) -> int:
