@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from argparse import Namespace
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from typing import TypeVar
 import pytest
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import CancelledError
 
+import worker
 from agentparallels import queues
+from agentparallels.cli import DEFAULT_TASK_QUEUE, job_queue
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import ModelEdit, Progress, RefactorInput
-from tests.repos import make_repo, src_layout_repo, start_job
+from tests.repos import make_repo, snapshot, src_layout_repo, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 TIMEOUT = 180.0
@@ -45,8 +49,8 @@ def cli_env(client: Client, tmp_path: Path, name: str, queue: str, **extra: str)
     return env | {
         "TEMPORAL_ADDRESS": client.service_client.config.target_host,
         "AGENTPARALLELS_TASK_QUEUE": queue,
-        "AGENTPARALLELS_CACHE_DIR": str(tmp_path / name / "cache"),
-        "AGENTPARALLELS_STATE_DIR": str(tmp_path / name / "state"),
+        "AGENTPARALLELS_CACHE_DIR": str(tmp_path / "machines" / name / "cache"),
+        "AGENTPARALLELS_STATE_DIR": str(tmp_path / "machines" / name / "state"),
         **extra,
     }
 
@@ -257,3 +261,102 @@ async def test_a_worker_without_the_key_never_takes_a_model_step(
     assert len(model_calls) == 5
     assert {queue for queue, _ in model_calls} == {f"{task_queue}.model.openai"}
     assert pids([("", "", identity) for _, identity in model_calls]) == {str(keyed)}
+
+
+async def test_steering_commands_start_no_worker_and_return_promptly(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Two CLI jobs wait at the approval gate. `pause`, `unpause` and `approve` of one and
+    `cancel` of the other each return within a bounded time, carried out by the job's own
+    worker; none of them started a worker (no poller on the default queue)."""
+    repo_x, repo_y = src_layout_repo(tmp_path / "x"), src_layout_repo(tmp_path / "y")
+    before_y = snapshot(repo_y)
+    id_x, id_y = f"x-{task_queue[-8:]}", f"y-{task_queue[-8:]}"
+    env = cli_env(client, tmp_path, "steer", task_queue)
+    rename = ("--rename", "pkg.money.to_cents=as_cents", "--require-approval")
+    with (
+        process("refactor", str(repo_x), *rename, "--job-id", id_x,
+                env=cli_env(client, tmp_path, "x", task_queue)) as cli_x,
+        process("refactor", str(repo_y), *rename, "--job-id", id_y,
+                env=cli_env(client, tmp_path, "y", task_queue)) as cli_y,
+    ):  # fmt: skip
+        await awaiting_approval(client, id_x)
+        await awaiting_approval(client, id_y)
+        paused = await run_cli("pause", id_x, env=env)
+        unpaused = await run_cli("unpause", id_x, env=env)
+        approved = await run_cli("approve", id_x, "--reason", "fine", env=env)
+        cancelled = await run_cli("cancel", id_y, env=env)
+        codes = await asyncio.to_thread(lambda: (cli_x.wait(TIMEOUT), cli_y.wait(TIMEOUT)))
+    assert (paused.code, unpaused.code, approved.code, cancelled.code) == (0, 0, 0, 1), (
+        paused.err + unpaused.err + approved.err + cancelled.err
+    )
+    assert f"job {id_x} pauses after the steps it is running" in paused.out
+    assert f"job {id_x} succeeded: 4 files changed" in approved.out
+    assert f"job {id_y} was cancelled" in cancelled.err
+    assert max(d.took for d in (paused, unpaused, approved, cancelled)) < STEER_S
+    assert codes == (0, 1)  # the jobs' own commands saw the same outcomes
+    assert snapshot(repo_y) == before_y
+    assert await no_pollers(client, task_queue)
+
+
+async def test_steering_a_job_whose_worker_is_gone_says_how_to_go_on(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """The command that ran a job is killed while the job awaits approval: `cancel --wait 3`
+    returns with exit 1, naming the job's queue and the command that serves it; a worker
+    started on that queue rolls the job back. On a job no worker ever served, `approve`,
+    `reject` and `pause` say the same at once."""
+    repo = src_layout_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    job_id = f"gone-{task_queue[-8:]}"
+    env = cli_env(client, tmp_path, "steer", task_queue)
+    with process("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
+                 "--require-approval", "--job-id", job_id,
+                 env=cli_env(client, tmp_path, "gone", task_queue)) as gone:  # fmt: skip
+        queue = await awaiting_approval(client, job_id)
+        gone.kill()
+    cancelled = await run_cli("cancel", job_id, "--wait", "3", env=env)
+    assert cancelled.code == 1, cancelled.err
+    assert f"job {job_id} is asked to cancel, but no worker serves job {job_id}'s task queue " \
+        f"'{queue}'" in cancelled.err  # fmt: skip
+    assert (
+        f"start `agentparallels worker --task-queue {queue}`, then it rolls back" in cancelled.err
+    )
+    assert cancelled.took < STEER_S
+    handle = client.get_workflow_handle(job_id)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=queue)):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), TIMEOUT)
+    assert isinstance(failed.value.cause, CancelledError)
+    assert snapshot(repo) == before
+
+    nobody = f"{task_queue}-nobody"
+    started = await run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
+                            "--require-approval", "--detach", "--task-queue", nobody,
+                            env=env)  # fmt: skip
+    assert started.code == 0, started.err
+    detached = started.out.strip()
+    for args in (["approve"], ["reject", "--reason", "no"], ["pause"]):
+        refused = await run_cli(*args, detached, "--wait", "3", env=env)
+        assert refused.code == 1, refused.err
+        assert f"no worker serves job {detached}'s task queue '{nobody}'" in refused.err
+        assert refused.took < STEER_S
+    assert "nothing was decided" in refused.err or "asked to be paused" in refused.err
+    assert await no_pollers(client, task_queue) and await no_pollers(client, nobody)
+
+
+def test_a_command_with_its_own_worker_runs_its_job_on_a_queue_of_its_own() -> None:
+    """Its own queue unless --task-queue is given or no worker runs here (--no-worker,
+    --detach); a resumed job gets a new one from the old run's base queue, never the old
+    run's own (whose command, and worker, are gone)."""
+    own = Namespace(task_queue=None, no_worker=False, detach=False)
+    private = re.compile(rf"{re.escape(DEFAULT_TASK_QUEUE)}\.cli-[0-9a-f]{{8}}")
+    assert private.fullmatch(job_queue(own)) and job_queue(own) != job_queue(own)
+    assert job_queue(Namespace(task_queue=None, no_worker=True, detach=False)) == DEFAULT_TASK_QUEUE
+    assert job_queue(Namespace(task_queue=None, no_worker=False, detach=True)) == DEFAULT_TASK_QUEUE
+    assert job_queue(Namespace(task_queue="mine", no_worker=False, detach=False)) == "mine"
+    old = "q.cli-0123abcd"
+    again = job_queue(own, old)
+    assert re.fullmatch(r"q\.cli-[0-9a-f]{8}", again) and again != old
+    assert job_queue(Namespace(task_queue=None, no_worker=True, detach=False), old) == "q"
+    assert queues.base_of("q.cli-0123abcd") == queues.base_of("q") == "q"
