@@ -1,8 +1,11 @@
 """The Agent Parallels worker: runs every workflow and activity of the project.
 
 Start one with ``agentparallels worker`` (or ``python worker.py``); start as many as you like, on
-as many machines as can reach the repositories. Jobs whose starter went away are picked up by
-any of them. SIGINT or SIGTERM shuts a worker down gracefully: running activities get a grace
+as many machines as can reach the repositories. Jobs started with ``--no-worker`` or
+``--detach`` are picked up by any of them; a job a command ran with its own worker is on that
+command's queue (``agentparallels status JOB`` names the ``--task-queue`` that takes it over).
+A worker takes the model calls that need a provider's key only if that key is set in its
+environment (see ``workflows.credentials``). SIGINT or SIGTERM shuts a worker down gracefully: running activities get a grace
 period to finish, and whatever does not finish is retried on another worker.
 """
 

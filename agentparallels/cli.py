@@ -347,7 +347,7 @@ def job_queue(args: argparse.Namespace, old: str | None = None) -> str:
     if args.task_queue:
         return args.task_queue
     base = queues.base_of(old) if old else DEFAULT_TASK_QUEUE
-    return base if args.no_worker or args.detach else queues.private(base)
+    return base if args.no_worker or getattr(args, "detach", False) else queues.private(base)
 
 
 def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:

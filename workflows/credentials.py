@@ -25,6 +25,9 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.errors import NO_CAPABILITY
     from agentparallels.llm import KEY_VARIABLES, ModelRequest
 
+MODEL_CAPABILITY = "model"
+"""Model calls run on ``<queue>.model`` of the workflow's queue, where a worker can rate-limit
+them (``agentparallels worker --model-calls-per-second``)."""
 PATCH = "model-call-queue-per-credential"
 """Guards the change from ``<queue>.model`` for every call to a queue per credential."""
 GRACE_S = 2.0
@@ -44,12 +47,16 @@ def needs_key(req: ModelRequest) -> str | None:
     return provider if req.base_url is None and provider in KEY_VARIABLES else None
 
 
-async def route(model_queue: str, req: ModelRequest, checked: set[str]) -> str:
-    """The queue ``req`` runs on; fails naming the key when no worker holding it polls that
-    queue (looked at once per queue in ``checked``)."""
+async def route(model_queue: str | None, req: ModelRequest, checked: set[str]) -> str | None:
+    """The queue ``req`` runs on, given the workflow's queue for model calls (None: the
+    workflow's own queue, whose ``.model`` queue then holds the queues per credential); fails
+    naming the key when no worker holding it polls that queue (looked at once per queue in
+    ``checked``)."""
     provider = needs_key(req)
     if provider is None:
         return model_queue
+    if model_queue is None:
+        model_queue = f"{workflow.info().task_queue}.{MODEL_CAPABILITY}"
     queue = credential_queue(model_queue, provider)
     if queue not in checked:
         found: tuple[QueuePollers, ...] = await call(

@@ -80,8 +80,8 @@ class ModelSteps:
         self.prices = prices or {}
         self.task_queue = task_queue
         """Where the calls run (default: the workflow's queue); a queue of their own lets
-        workers rate-limit them, and calls that need a key go to its queue per credential
-        (see ``workflows.credentials``)."""
+        workers rate-limit them. Calls that need a provider's key go to the queue of the
+        workers holding it instead (see ``workflows.credentials``)."""
         self._key_holders: set[str] = set()
         state = state or StepsState()
         self.used: dict[str, Usage] = dict(state.used)
@@ -145,7 +145,7 @@ class ModelSteps:
         while True:
             self.check(phase, estimate_tokens(req))
             queue = self.task_queue
-            if queue and credentials.needs_key(req) and workflow.patched(credentials.PATCH):
+            if credentials.needs_key(req) and workflow.patched(credentials.PATCH):
                 queue = await credentials.route(queue, req, self._key_holders)
             try:
                 answer = await call(
