@@ -5,8 +5,9 @@ as many machines as can reach the repositories. Jobs started with ``--no-worker`
 ``--detach`` are picked up by any of them; a job a command ran with its own worker is on that
 command's queue (``agentparallels status JOB`` names the ``--task-queue`` that takes it over).
 A worker takes the model calls that need a provider's key only if that key is set in its
-environment (see ``workflows.credentials``). SIGINT or SIGTERM shuts a worker down gracefully: running activities get a grace
-period to finish, and whatever does not finish is retried on another worker.
+environment (see ``workflows.credentials``). SIGINT or SIGTERM shuts a worker down gracefully:
+running activities get a grace period to finish, and whatever does not finish is retried on
+another worker.
 """
 
 from __future__ import annotations
