@@ -1,9 +1,13 @@
 """The Agent Parallels worker: runs every workflow and activity of the project.
 
 Start one with ``agentparallels worker`` (or ``python worker.py``); start as many as you like, on
-as many machines as can reach the repositories. Jobs whose starter went away are picked up by
-any of them. SIGINT or SIGTERM shuts a worker down gracefully: running activities get a grace
-period to finish, and whatever does not finish is retried on another worker.
+as many machines as can reach the repositories. Jobs started with ``--no-worker`` or
+``--detach`` are picked up by any of them; a job a command ran with its own worker is on that
+command's queue (``agentparallels status JOB`` names the ``--task-queue`` that takes it over).
+A worker takes the model calls that need a provider's key only if that key is set in its
+environment (see ``workflows.credentials``). SIGINT or SIGTERM shuts a worker down gracefully:
+running activities get a grace period to finish, and whatever does not finish is retried on
+another worker.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from activities._workspace import collect_garbage, job_folders
 from activities.llm import call_model
 from agentparallels import tokens, tracing
 from agentparallels.errors import UsageError
+from agentparallels.llm import KEY_VARIABLES
+from workflows.credentials import credential_queue
 from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
 DEFAULT_TASK_QUEUE = "agentparallels"
@@ -76,6 +82,15 @@ class WorkerOptions:
     model_calls_per_second: float | None = None
     """Most model calls started per second on each ``<queue>.model`` queue this worker polls,
     for the whole queue (the server enforces it; the last worker to poll sets it)."""
+    credentials: tuple[str, ...] | None = None
+    """Providers whose API key this worker holds: it takes their model calls, from
+    ``<queue>.model.<provider>`` (see ``workflows.credentials``). None: those whose key is set
+    in its environment when it is built."""
+
+
+def held_credentials() -> tuple[str, ...]:
+    """Providers whose API key is set in this process's environment."""
+    return tuple(p for p, variable in KEY_VARIABLES.items() if os.environ.get(variable))
 
 
 class WorkerGroup:
@@ -112,11 +127,13 @@ def build_worker(
 ) -> WorkerGroup:
     """Workers with every workflow and activity registered (the client carries the pydantic
     data converter), on the task queue and on each capability's queue; beside each of those,
-    one for the model calls of its workflows (``<queue>.model``), rate-limited if asked.
-    Activities are blocking, so they run in a thread pool of their own."""
+    one for the model calls of its workflows (``<queue>.model``, and ``<queue>.model.<p>`` for
+    each provider ``p`` whose key it holds), rate-limited if asked. Activities are blocking,
+    so they run in a thread pool of their own."""
     tokens.encoding()  # loaded here, once, so that workflow code counting tokens reads no file
     queues = [options.task_queue]
     queues += [capability_queue(options.task_queue, c) for c in options.capabilities]
+    held = held_credentials() if options.credentials is None else options.credentials
     group: list[Worker] = []
     for queue in queues:
         group.append(
@@ -136,21 +153,24 @@ def build_worker(
                 **tracing.worker_options(client),
             )
         )
-        group.append(
-            Worker(
-                client,
-                task_queue=capability_queue(queue, MODEL_CAPABILITY),
-                activities=[fn for fn in activity_fns if _name(fn) == MODEL_CALL] or [call_model],
-                activity_executor=ThreadPoolExecutor(
-                    max_workers=options.max_concurrent_activities, thread_name_prefix="model"
-                ),
-                max_concurrent_activities=options.max_concurrent_activities,
-                max_task_queue_activities_per_second=options.model_calls_per_second,
-                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
-                graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
-                **tracing.worker_options(client),
+        model_queue = capability_queue(queue, MODEL_CAPABILITY)
+        for model_calls in (model_queue, *(credential_queue(model_queue, p) for p in held)):
+            group.append(
+                Worker(
+                    client,
+                    task_queue=model_calls,
+                    activities=[fn for fn in activity_fns if _name(fn) == MODEL_CALL]
+                    or [call_model],
+                    activity_executor=ThreadPoolExecutor(
+                        max_workers=options.max_concurrent_activities, thread_name_prefix="model"
+                    ),
+                    max_concurrent_activities=options.max_concurrent_activities,
+                    max_task_queue_activities_per_second=options.model_calls_per_second,
+                    max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
+                    graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+                    **tracing.worker_options(client),
+                )
             )
-        )
     return WorkerGroup(group)
 
 

@@ -6,13 +6,12 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.common import RetryPolicy
 
 from activities._defn import defn
 from agentparallels._value import Value
+from agentparallels.queues import pollers_of
 
 POLL_EVERY_S = 0.2
 
@@ -21,24 +20,17 @@ class PollersInput(Value):
     task_queues: tuple[str, ...]
     grace_s: float = 2.0
     """Keep looking this long, in seconds, for queues without pollers (a worker starting up)."""
+    activity: bool = False
+    """Count the pollers of activity tasks (workers that only run activities, such as model
+    calls) instead of workflow tasks."""
 
 
 class QueuePollers(Value):
     task_queue: str
-    workflow_pollers: int
+    workflow_pollers: int = 0
     """Workers (poller identities) the server has seen polling its workflow tasks lately."""
-
-
-async def _count(task_queue: str) -> int:
-    client = activity.client()
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    return len({p.identity for p in response.pollers})
+    activity_pollers: int = 0
+    """The same for its activity tasks (looked at when asked)."""
 
 
 @defn(
@@ -51,12 +43,16 @@ async def pollers(inp: PollersInput) -> tuple[QueuePollers, ...]:
     """Pollers of each queue, looking again for up to ``grace_s`` while some queue has none."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + inp.grace_s
+    if inp.activity:
+        kind, field = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, "activity_pollers"
+    else:
+        kind, field = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "workflow_pollers"
     while True:
-        counts = [await _count(q) for q in inp.task_queues]
+        counts = [await pollers_of(activity.client(), q, kind) for q in inp.task_queues]
         if all(counts) or loop.time() >= deadline:
             break
         await asyncio.sleep(POLL_EVERY_S)
     return tuple(
-        QueuePollers(task_queue=q, workflow_pollers=n)
+        QueuePollers.model_validate({"task_queue": q, field: n})
         for q, n in zip(inp.task_queues, counts, strict=True)
     )

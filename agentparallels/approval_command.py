@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 from typing import Any
 
@@ -60,17 +61,14 @@ def job_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_parsers(sub: Any) -> None:
-    from agentparallels.cli import DEFAULT_TASK_QUEUE
+    from agentparallels.cli import add_wait_argument
 
     approve = sub.add_parser("approve", help="approve a job awaiting approval: it publishes")
     reject = sub.add_parser("reject", help="reject a job awaiting approval: it rolls back")
     for parser in (approve, reject):
         parser.add_argument("job")
         parser.add_argument("--by", default=_user(), help="who decides (default: your user)")
-        parser.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
-        parser.add_argument(
-            "--no-worker", action="store_true", help="do not run a worker in this process"
-        )
+        add_wait_argument(parser)
     approve.add_argument("--reason", default="", help="why (optional)")
     reject.add_argument("--reason", required=True, help="why (required)")
     approve.set_defaults(handler=approve_command)
@@ -93,15 +91,8 @@ async def reject_command(args: argparse.Namespace) -> int:
 
 
 async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
-    from agentparallels.cli import (
-        _existing,
-        _report_failure,
-        check_rollback,
-        connect,
-        err,
-        finish,
-        in_process_worker,
-    )
+    from agentparallels import queues
+    from agentparallels.cli import _existing, _report_failure, check_rollback, connect, err, finish
 
     if not approve and not args.reason.strip():
         raise UsageError("reject needs a reason: --reason 'what is wrong'")
@@ -111,26 +102,40 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
     if status != WorkflowExecutionStatus.RUNNING:
         state = status.name.lower() if status else "unknown"
         raise UsageError(f"job {args.job} is not running (it is {state}): nothing to decide")
+    # An update reaches the job only through a worker: none serving its queue, none is sent.
+    queue = desc.task_queue
+    if not await queues.served(client, queue):
+        err(queues.unserved(args.job, queue, "nothing was decided", "decide again"))
+        return 1
     decision = Decision(reason=args.reason, by=args.by)
-    async with in_process_worker(client, args.task_queue, not args.no_worker):
-        try:
-            await handle.execute_update(
+    try:
+        await asyncio.wait_for(
+            handle.execute_update(
                 APPROVE_UPDATE if approve else REJECT_UPDATE, decision, result_type=str
-            )
-        except WorkflowUpdateFailedError as e:
-            cause = e.cause
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            raise UsageError(f"job {args.job}: {message}") from None
-        if approve:
-            err(f"job {args.job} approved: publishing ...")
-            return await finish(handle, show=False)
-        err(f"job {args.job} rejected: rolling back ...")
-        try:
-            await handle.result()
-        except WorkflowFailureError as e:
-            cause = e.cause
-            if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DENIED:
-                print(f"job {args.job} was rejected and rolled back")
-                return await check_rollback(handle, e, 0)
-            return await check_rollback(handle, e, _report_failure(args.job, e))
+            ),
+            args.wait,
+        )
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        raise UsageError(f"job {args.job}: {message}") from None
+    except TimeoutError:
+        err(
+            f"no worker of job {args.job}'s task queue {queue!r} took the decision within "
+            f"{args.wait}s (the command that ran it may have ended): start "
+            f"{queues.how_to_serve(queue)}, then see `agentparallels status {args.job}`"
+        )
+        return 1
+    if approve:
+        err(f"job {args.job} approved: publishing ...")
+        return await finish(handle, show=False)
+    err(f"job {args.job} rejected: rolling back ...")
+    try:
+        await handle.result()
+    except WorkflowFailureError as e:
+        cause = e.cause
+        if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DENIED:
+            print(f"job {args.job} was rejected and rolled back")
+            return await check_rollback(handle, e, 0)
+        return await check_rollback(handle, e, _report_failure(args.job, e))
     return 1  # the job published after all (a decision cannot be taken back)

@@ -59,6 +59,7 @@ from agentparallels import (
     logs,
     ops,
     progress,
+    queues,
     review_command,
     tracing,
     validate,
@@ -244,7 +245,11 @@ def build_parser() -> Parser:
         "rolls the job back (repeatable; see docs/patterns.md)",
     )
     ref.add_argument("--job-id", help="the job's id (default: refactor-<repo>-<random>)")
-    ref.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
+    ref.add_argument(
+        "--task-queue",
+        help=f"run the job on this queue (default: {DEFAULT_TASK_QUEUE}, served by "
+        "`agentparallels worker`; with this process's own worker, a queue of its own)",
+    )
     ref.add_argument(
         "--no-worker",
         action="store_true",
@@ -300,12 +305,7 @@ def build_parser() -> Parser:
 
     cancel = sub.add_parser("cancel", help="cancel a job and roll back everything it did")
     cancel.add_argument("job")
-    cancel.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
-    cancel.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="do not run a worker in this process for the rollback",
-    )
+    add_wait_argument(cancel)
     cancel.set_defaults(handler=cancel_command)
 
     clean = sub.add_parser(
@@ -382,6 +382,30 @@ def ui_link(client: Client, job_id: str) -> str | None:
     return None
 
 
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """``--wait`` of the commands that steer a running job (they start no worker)."""
+    parser.add_argument(
+        "--wait",
+        type=positive,
+        default=int(queues.WAIT_S),
+        metavar="SECONDS",
+        help="how long to wait for the job's worker to take it up (default %(default)s)",
+    )
+    # Accepted as before, and unused: the request goes to the job, on the job's own queue.
+    parser.add_argument("--task-queue", help=argparse.SUPPRESS)
+    parser.add_argument("--no-worker", action="store_true", help=argparse.SUPPRESS)
+
+
+def job_queue(args: argparse.Namespace, old: str | None = None) -> str:
+    """The queue a job is started on: ``--task-queue`` if given; else, with a worker in this
+    process, a queue of its own (so no other command's worker takes its steps); else the
+    default queue (or, for a resumed job, the one its earlier run was started from)."""
+    if args.task_queue:
+        return args.task_queue
+    base = queues.base_of(old) if old else DEFAULT_TASK_QUEUE
+    return base if args.no_worker or getattr(args, "detach", False) else queues.private(base)
+
+
 def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext()
@@ -426,6 +450,9 @@ async def refactor(args: argparse.Namespace) -> int:
         hooks=hooks,
         **approval_command.job_options(args),
     )
+    task_queue = job_queue(args)
+    if not args.no_worker and not args.detach:
+        _check_key(edit, private=not args.task_queue)
     client = await connect(announce=err)
     await attributes.register(client)
     job_id = args.job_id or new_job_id(repository)
@@ -440,7 +467,7 @@ async def refactor(args: argparse.Namespace) -> int:
             WORKFLOW,
             job,
             id=job_id,
-            task_queue=args.task_queue,
+            task_queue=task_queue,
             result_type=RefactorResult,
             static_summary=f"Refactor {Path(repository).name}: {what}",
             static_details=f"**Repository:** `{repository}` at `{args.base}`\n\n**Change:** {what}",
@@ -461,8 +488,36 @@ async def refactor(args: argparse.Namespace) -> int:
     if args.detach:
         print(job_id)
         return 0
-    async with in_process_worker(client, args.task_queue, not args.no_worker):
+    async with in_process_worker(client, task_queue, not args.no_worker):
+        return await _finish_here(handle, task_queue)
+
+
+def _check_key(edit: Any, *, private: bool) -> None:
+    """A model edit that needs a key this process lacks, run by this process's worker alone:
+    a usage error now rather than a failed job (keys never travel with jobs)."""
+    if not isinstance(edit, ModelEdit) or edit.base_url or not private:
+        return
+    from agentparallels.llm import KEY_VARIABLES, split_model
+
+    variable = KEY_VARIABLES[split_model(edit.model)[0]]
+    if not os.environ.get(variable):
+        raise UsageError(
+            f"{variable} is not set: this command's worker makes the model calls of --model "
+            f"{edit.model}; set it, or run the job with --no-worker on workers that have it"
+        )
+
+
+async def _finish_here(handle: WorkflowHandle[Any, RefactorResult], task_queue: str) -> int:
+    """``finish`` for a command whose own worker runs the job; if the command is interrupted,
+    say how the job can go on."""
+    try:
         return await finish(handle, show=True)
+    except asyncio.CancelledError:
+        err(
+            f"job {handle.id} goes on when a worker serves its task queue {task_queue!r}: "
+            f"{queues.how_to_serve(task_queue)}"
+        )
+        raise
 
 
 async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> int:
@@ -574,7 +629,7 @@ async def status_command(args: argparse.Namespace) -> int:
         if p is None:
             print(
                 f"job {args.job} is running but no worker is serving it: start one with "
-                "`agentparallels worker`"
+                f"{queues.how_to_serve(desc.task_queue)}"
             )
         else:
             print(progress.table(p))
@@ -624,7 +679,8 @@ async def resume_command(args: argparse.Namespace) -> int:
         again = dataclasses.replace(again, input=again.input.model_copy(update={"limits": limits}))
     await attributes.register(client)
     summary = await again.old.static_summary() or f"Refactor {again.input.repository}"
-    task_queue = args.task_queue or again.old.task_queue
+    # Not the old run's queue itself: a queue of the command that ran it has no worker now.
+    task_queue = job_queue(args, again.old.task_queue)
     try:
         handle = await client.start_workflow(
             WORKFLOW,
@@ -650,10 +706,8 @@ async def resume_command(args: argparse.Namespace) -> int:
     if args.detach:
         print(args.job)
         return 0
-    async with in_process_worker(
-        client, args.task_queue or again.old.task_queue, not args.no_worker
-    ):
-        return await finish(handle, show=True)
+    async with in_process_worker(client, task_queue, not args.no_worker):
+        return await _finish_here(handle, task_queue)
 
 
 def _split_targets(targets: list[str]) -> tuple[list[Any], list[str]]:
@@ -695,14 +749,21 @@ async def replay(args: argparse.Namespace) -> int:
 
 
 async def cancel_command(args: argparse.Namespace) -> int:
+    """Ask the job to cancel; its own workers roll it back (this command starts none)."""
     client = await connect(autostart=False, announce=err)
     handle, desc = await _existing(client, args.job)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise UsageError(f"job {args.job} is not running (it is {desc.status.name.lower()})")
     await handle.cancel()
+    queue = desc.task_queue
+    if not await queues.served(client, queue) or not await queues.taken_up(
+        handle, queues.history_length(desc), queues.is_cancel_request, args.wait
+    ):
+        err(queues.unserved(args.job, queue, f"job {args.job} is asked to cancel",
+                            "it rolls back"))  # fmt: skip
+        return 1
     err(f"cancelling job {args.job}: rolling back ...")
-    async with in_process_worker(client, args.task_queue, not args.no_worker):
-        return await finish(handle, show=False)
+    return await finish(handle, show=False)
 
 
 async def cleanup_command(args: argparse.Namespace) -> int:
@@ -782,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         err(
-            "interrupted; a running job goes on and any worker finishes it "
+            "interrupted; a running job goes on when a worker serves its task queue "
             "(`agentparallels status JOB`, `agentparallels cancel JOB`)"
         )
         return 130

@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from agentparallels import queues
 from agentparallels.errors import UsageError
 from agentparallels.events import (
     ENDINGS,
@@ -38,12 +39,16 @@ def add_commands(sub: Any) -> None:
     )
     events.set_defaults(handler=events_command)
 
+    from agentparallels.cli import add_wait_argument
+
     pause = sub.add_parser("pause", help="pause a job after the steps it is running")
     pause.add_argument("job")
+    add_wait_argument(pause)
     pause.set_defaults(handler=pause_command)
 
     unpause = sub.add_parser("unpause", help="let a paused job carry on")
     unpause.add_argument("job")
+    add_wait_argument(unpause)
     unpause.set_defaults(handler=unpause_command)
 
 
@@ -87,7 +92,7 @@ async def events_command(args: argparse.Namespace) -> int:
             if page is None:
                 err(
                     f"job {args.job} is running but no worker is serving it: start one with "
-                    "`agentparallels worker`"
+                    f"{queues.how_to_serve(desc.task_queue)}"
                 )
                 return 1
             _print(page, cursor)
@@ -106,14 +111,16 @@ async def events_command(args: argparse.Namespace) -> int:
         if page is None:
             raise UsageError(
                 f"cannot read the events of job {args.job}: no worker serves task queue "
-                f"{queue!r} (drop --no-worker, or start `agentparallels worker`)"
+                f"{queue!r} (drop --no-worker, or start {queues.how_to_serve(queue)})"
             )
         cursor = _print(page, cursor)
         await _drain(handle, cursor)
     return 0
 
 
-async def _signal(args: argparse.Namespace, signal: str, verb: str) -> int:
+async def _signal(args: argparse.Namespace, signal: str, verb: str) -> bool:
+    """Send ``signal`` to the running job; whether a worker of the job took it up (this
+    command starts none: a signal is kept in the job's history until one does)."""
     from agentparallels.cli import _existing, connect, err
 
     client = await connect(autostart=False, announce=err)
@@ -124,19 +131,28 @@ async def _signal(args: argparse.Namespace, signal: str, verb: str) -> int:
             f"{verb}"
         )
     await handle.signal(signal)
-    return 0
+    queue = desc.task_queue
+    wait = getattr(args, "wait", queues.WAIT_S)
+    if await queues.served(client, queue) and await queues.taken_up(
+        handle, queues.history_length(desc), queues.is_signal(signal), wait
+    ):
+        return True
+    err(queues.unserved(args.job, queue, f"job {args.job} is asked to be {verb}"))
+    return False
 
 
 async def pause_command(args: argparse.Namespace) -> int:
-    code = await _signal(args, PAUSE_SIGNAL, "paused")
+    if not await _signal(args, PAUSE_SIGNAL, "paused"):
+        return 1
     print(
         f"job {args.job} pauses after the steps it is running; "
         f"`agentparallels unpause {args.job}` lets it carry on"
     )
-    return code
+    return 0
 
 
 async def unpause_command(args: argparse.Namespace) -> int:
-    code = await _signal(args, UNPAUSE_SIGNAL, "unpaused")
+    if not await _signal(args, UNPAUSE_SIGNAL, "unpaused"):
+        return 1
     print(f"job {args.job} carries on")
-    return code
+    return 0

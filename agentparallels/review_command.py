@@ -37,7 +37,11 @@ def add_parser(sub: Any) -> None:
         help="the reviewers' model; repeat to mix models (used in turn)",
     )
     review.add_argument("--base-url", help="an OpenAI-compatible or proxy endpoint")
-    review.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
+    review.add_argument(
+        "--task-queue",
+        help=f"run the review on this queue (default: {DEFAULT_TASK_QUEUE}; with this "
+        "process's own worker, a queue of its own)",
+    )
     review.add_argument(
         "--no-worker", action="store_true", help="do not run a worker in this process"
     )
@@ -101,9 +105,10 @@ def report(r: ReviewResult) -> str:
 
 
 async def review_command(args: argparse.Namespace) -> int:
-    from agentparallels.cli import _report_failure, connect, err, in_process_worker
+    from agentparallels.cli import _report_failure, connect, err, in_process_worker, job_queue
 
     inp = check(args)
+    task_queue = job_queue(args)
     client = await connect(announce=err)
     await attributes.register(client)
     name = Path(inp.repository).name or "repo"
@@ -111,13 +116,13 @@ async def review_command(args: argparse.Namespace) -> int:
         WORKFLOW,
         inp,
         id=f"review-{name}-{uuid.uuid4().hex[:8]}",
-        task_queue=args.task_queue,
+        task_queue=task_queue,
         result_type=ReviewResult,
         static_summary=f"Review {inp.ref} of {name}: {inp.reviewers} reviewers, "
         f"quorum {inp.quorum}",
     )
     err(f"review {handle.id} started: {inp.reviewers} reviewers, quorum {inp.quorum}")
-    async with in_process_worker(client, args.task_queue, not args.no_worker):
+    async with in_process_worker(client, task_queue, not args.no_worker):
         try:
             result = await handle.result()
         except WorkflowFailureError as e:

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Replayer, Worker
 
     from activities.llm import RETRY, call_model
+    from activities.routing import pollers
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.llm import BudgetLimits, Message, ModelAnswer, ModelRequest, Price, Usage
     from workflows.model_step import ModelSteps
@@ -97,7 +98,7 @@ async def run(
     """Run AskWorkflow on a fresh worker; its result, or the failure it ended with."""
     items = [a if isinstance(a, Ask) else Ask(request=a) for a in asks]
     async with Worker(
-        client, task_queue=task_queue, workflows=[AskWorkflow], activities=[call_model]
+        client, task_queue=task_queue, workflows=[AskWorkflow], activities=[call_model, pollers]
     ):
         handle = await client.start_workflow(
             AskWorkflow.run,
@@ -297,19 +298,31 @@ async def test_permanent_failure_is_not_retried(
 @pytest.mark.parametrize(
     ("provider", "variable"), [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")]
 )
-async def test_missing_key_is_a_config_error(
+async def test_missing_key_fails_before_any_call(
     client: Client, task_queue: str, monkeypatch: pytest.MonkeyPatch, provider: str, variable: str
 ) -> None:
-    """No key and no base_url: ModelConfigError naming the variable, on the first attempt."""
+    """No key and no base_url: no worker holding the key polls the provider's model queue, so
+    the step fails before any call, naming the variable; a worker that runs the call all the
+    same (its key unset since it started) fails it with ModelConfigError, not retried."""
     monkeypatch.delenv(variable)
     req = ModelRequest(
         model=f"{provider}:some-model", messages=[Message(role="user", content="hi")]
     )
     handle, outcome = await run(client, task_queue, req)
-    error, cause = activity_error(outcome)
-    assert (error.retry_state, cause.type) == (RetryState.NON_RETRYABLE_FAILURE, "ModelConfigError")
-    assert cause.message.startswith(f"{variable} is not set in the worker's environment")
-    assert [attempt for attempt, _ in await last_failures(handle)] == [1]
+    cause = workflow_error(outcome)
+    assert cause.type == "NoCapability"
+    assert cause.message.startswith(
+        f"no worker with {variable} polls {task_queue}.model.{provider}, so none can make the "
+        f"model call 'model call' ({provider}:some-model): set {variable}"
+    )
+    scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    steps = [e.activity_task_scheduled_event_attributes.activity_type.name
+             async for e in handle.fetch_history_events() if e.event_type == scheduled]  # fmt: skip
+    assert steps == ["route.pollers"]  # a look at the queue's pollers, and no model call
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(call_model, req)
+    assert (refused.value.type, refused.value.non_retryable) == ("ModelConfigError", True)
+    assert refused.value.message.startswith(f"{variable} is not set in the worker's environment")
 
 
 async def test_bad_model_name_is_a_config_error(client: Client, task_queue: str) -> None:

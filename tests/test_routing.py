@@ -4,6 +4,7 @@ nobody can do fails at dispatch, not after a timeout."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -229,8 +230,14 @@ def test_worker_refuses_bad_options(
     assert capsys.readouterr().err == f"agentparallels: error: {message}\n"
 
 
-async def test_worker_options_from_the_command_line(client: Client) -> None:
-    """--capability is repeatable (duplicates dropped) and --model-calls-per-second a float."""
+async def test_worker_options_from_the_command_line(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--capability is repeatable (duplicates dropped) and --model-calls-per-second a float;
+    a worker polls a provider's model queues only if that provider's key is in its
+    environment."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     args = build_parser().parse_args(
         ["worker", "--capability", "python", "--capability", "python"]
         + ["--model-calls-per-second", "2.5", "--task-queue", "q"]
@@ -240,6 +247,11 @@ async def test_worker_options_from_the_command_line(client: Client) -> None:
     assert options.model_calls_per_second == 2.5
     queues = worker.build_worker(client, options).task_queues
     assert queues == ("q", "q.model", "q.python", "q.python.model")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-routing")
+    keyed = dataclasses.replace(options, task_queue="k")
+    queues = worker.build_worker(client, keyed).task_queues
+    assert queues == ("k", "k.model", "k.model.anthropic", "k.python", "k.python.model",
+                      "k.python.model.anthropic")  # fmt: skip
 
 
 def test_worker_script_refuses_an_unknown_capability() -> None:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows import credentials
 from workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
@@ -79,7 +80,9 @@ class ModelSteps:
         self.prices = prices or {}
         self.task_queue = task_queue
         """Where the calls run (default: the workflow's queue); a queue of their own lets
-        workers rate-limit them."""
+        workers rate-limit them. Calls that need a provider's key go to the queue of the
+        workers holding it instead (see ``workflows.credentials``)."""
+        self._key_holders: set[str] = set()
         state = state or StepsState()
         self.used: dict[str, Usage] = dict(state.used)
         self.calls = state.calls
@@ -141,13 +144,16 @@ class ModelSteps:
         invalid = 0
         while True:
             self.check(phase, estimate_tokens(req))
+            queue = self.task_queue
+            if credentials.needs_key(req) and workflow.patched(credentials.PATCH):
+                queue = await credentials.route(queue, req, self._key_holders)
             try:
                 answer = await call(
                     call_model,
                     req,
                     summary=f"{req.step} · {req.model}",
                     heartbeat_timeout=timedelta(seconds=req.stream_timeout_s),
-                    **({"task_queue": self.task_queue} if self.task_queue else {}),
+                    **({"task_queue": queue} if queue else {}),
                 )
             except ActivityError as e:
                 if _type_of(e) == CONTEXT_LENGTH and not compacted:

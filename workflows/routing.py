@@ -25,6 +25,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from workflows._call import call
+from workflows.credentials import MODEL_CAPABILITY
 from workflows.fanout import gather_bounded
 from workflows.model_step import ModelSteps
 
@@ -36,9 +37,6 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.llm import Message, ModelRequest, output_model
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-MODEL_CAPABILITY = "model"
-"""Model calls run on ``<queue>.model`` of the workflow's queue, where a worker can rate-limit
-them (``agentparallels worker --model-calls-per-second``)."""
 
 
 def capability_queue(task_queue: str, capability: str) -> str:
