@@ -170,3 +170,13 @@ def test_a_waiting_request_is_granted_once_others_settle_or_refused_if_it_cannot
     ]
     assert ledger.reserve(reservation("s1", 3, 40)) == []  # fits once s2 settles
     assert ledger.release("s2") == [("s1", Grant(id=3, granted=True))]  # s2 ended
+
+
+def test_what_an_earlier_run_spent_counts_against_the_budget() -> None:
+    """Shards taken over from an earlier run of the job bring what they spent: the ledger counts
+    it, so a resumed job cannot spend its budget twice."""
+    ledger = Ledger(BudgetLimits(total=100, shares={}))
+    ledger.count({"execute": 80})
+    [(_, grant)] = ledger.reserve(reservation("s1", 1, 30))
+    assert not grant.granted and "80 are spent of the job's budget of 100" in grant.reason
+    assert ledger.remaining() == 20
