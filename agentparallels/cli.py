@@ -414,6 +414,25 @@ def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
     return worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue))
 
 
+MODEL_ONLY_FLAGS = (("price", "--price"), ("budget_tokens", "--budget-tokens"))
+MODEL_ONLY_FLAGS += (("phase_shares", "--phase-shares"),)
+"""Options that only mean something when a model makes calls (their dest, their flag)."""
+
+
+def model_flags_only_with_a_model(args: argparse.Namespace, edit: object) -> None:
+    """``--price``, ``--budget-tokens`` and ``--phase-shares`` on a job that calls no model
+    would be silently ignored: a usage error instead."""
+    if isinstance(edit, ModelEdit):
+        return
+    for dest, flag in MODEL_ONLY_FLAGS:
+        if getattr(args, dest, None) is not None:
+            editor = "--rename" if isinstance(edit, RenameEdit) else "--edit-cmd"
+            raise UsageError(
+                f"{flag} applies to model calls, and a {editor} job makes none: drop {flag}, "
+                "or have a model edit with --instruct TEXT --model PROVIDER:MODEL"
+            )
+
+
 async def refactor(args: argparse.Namespace) -> int:
     repository = validate.repository(args.repository)
     validate.base_ref(repository, args.base)
@@ -421,6 +440,7 @@ async def refactor(args: argparse.Namespace) -> int:
         args.rename, args.edit_cmd, args.files, instruct=args.instruct, model=args.model,
         base_url=args.base_url,
     )  # fmt: skip
+    model_flags_only_with_a_model(args, edit)
     if args.apply:
         validate.clean_for_apply(repository)
     if not args.no_worker:  # a separate worker checks its own machine

@@ -46,6 +46,9 @@ class FileContext(Value):
     path: str
     related_tokens: int = 0
     """Budget, in tokens, for other files of the same directory, added as context."""
+    file_tokens: int = 0
+    """The file's own size in tokens, as the plan counted it: the workflow never sees the
+    file's text, so this is what the budget estimate counts for it."""
 
 
 class ModelRequest(Value):
@@ -149,18 +152,96 @@ class BudgetLimits(Value):
             return int(self.total * self.shares[phase])
         return None
 
-    def allowance(self, phase: str, spent: dict[str, int]) -> int | None:
+    def allowance(
+        self, phase: str, spent: dict[str, int], *, carry_once: bool = True
+    ) -> int | None:
         """Tokens ``phase`` may have spent in all, given what each phase has ``spent``: its
-        base plus the unspent base of every earlier phase (see the class docstring)."""
+        base plus what the earlier phases left unspent (see the class docstring).
+
+        Unspent tokens are carried phase by phase: what execute used of plan's leftover is not
+        left over for verify as well. ``carry_once=False`` is the old rule, which added every
+        earlier phase's unspent base, so plan's leftover counted twice once execute had used
+        it; workflow histories recorded under it replay with it."""
         own = self.base(phase)
         if own is None or phase not in PHASES:
             return own
         carried = 0
         for earlier in PHASES[: PHASES.index(phase)]:
             base = self.base(earlier)
-            if base is not None:
+            if base is None:
+                continue
+            if carry_once:  # what this phase had (its base and the carry) minus what it used
+                carried = max(0, base + carried - spent.get(earlier, 0))
+            else:
                 carried += max(0, base - spent.get(earlier, 0))
         return own + carried
+
+    @property
+    def limited(self) -> bool:
+        """Whether any budget applies at all."""
+        return self.total is not None or bool(self.phases)
+
+    def refusal(
+        self, phase: str, used: dict[str, int], estimate: int, *, carry_once: bool = True
+    ) -> tuple[str, int] | None:
+        """Why a call of ``estimate`` tokens in ``phase`` could exceed a budget, given the
+        tokens ``used`` (spent, or held for calls under way) per phase: the budget it would
+        exceed and how much of that is used; None when the call fits."""
+        spent = sum(used.values())
+        if self.total is not None and spent + estimate > self.total:
+            return f"the job's budget of {self.total} tokens", spent
+        limit = self.allowance(phase, used, carry_once=carry_once)
+        in_phase = used.get(phase, 0)
+        if limit is not None and in_phase + estimate > limit:
+            return f"the {phase} budget of {limit} tokens", in_phase
+        return None
+
+    def remaining(self, phase: str, used: dict[str, int]) -> int | None:
+        """The largest call ``phase`` could be granted now; None when nothing limits it."""
+        left = [self.total - sum(used.values())] if self.total is not None else []
+        limit = self.allowance(phase, used)
+        if limit is not None:
+            left.append(limit - used.get(phase, 0))
+        return max(0, min(left)) if left else None
+
+
+def budget_message(budget: str, spent: int, estimate: int, used: dict[str, int]) -> str:
+    """The reason a model call is refused, naming what was spent where."""
+    where = ", ".join(f"{p}: {n}" for p, n in used.items()) or "nothing yet"
+    return (
+        f"stopped before a model call that could take up to {estimate} tokens: {spent} are "
+        f"spent of {budget} ({where}); raise the budget to go on"
+    )
+
+
+class Reservation(Value):
+    """A shard's request for tokens from the job's ledger, before one model call."""
+
+    holder: str
+    """The workflow id of the shard asking; the grant is signalled back to it."""
+    id: int
+    """Its number among the holder's reservations."""
+    phase: str
+    tokens: int
+    """The call's estimate."""
+
+
+class Grant(Value):
+    """The ledger's answer to a reservation."""
+
+    id: int
+    granted: bool
+    reason: str = ""
+    """Why it was refused (the job then fails with this budget reason)."""
+
+
+class Settlement(Value):
+    """What a reserved call actually used; the rest of its reservation returns to the pool."""
+
+    holder: str
+    id: int
+    phase: str
+    tokens: int
 
 
 class Compaction(Value):

@@ -175,7 +175,7 @@ class Shard(Value):
 
 class ShardInput(Value):
     budget: BudgetLimits = BudgetLimits()
-    """This shard's share of the job's token budgets."""
+    """This shard's share of the job's token budgets (the job's own when ``ledger``)."""
     prices: dict[str, Price] = {}
     job: JobRef
     parent_id: str
@@ -186,6 +186,11 @@ class ShardInput(Value):
     check_cmd: str | None = None
     limits: Limits = Limits()
     hooks: tuple[Hook, ...] = ()
+    ledger: bool = False
+    """Model calls reserve their tokens from the job's ledger in the parent (workflows.ledger)
+    instead of checking a fixed share."""
+    file_tokens: dict[str, int] = {}
+    """Each file's size in tokens as the plan counted it, for model calls' estimates."""
 
 
 class ShardRef(Value):
@@ -316,6 +321,10 @@ class PhaseBudget(Value):
     allowance: int | None
     """What the phase may spend in all under the budget rule (its share plus the earlier
     phases' unspent tokens); None when the job has no token budget."""
+    reserved: int = 0
+    """Held by model calls under way; what they do not use returns to the pool."""
+    remaining: int | None = None
+    """The largest call the ledger would grant in this phase now (the enforced figure)."""
 
 
 class Progress(Value):
@@ -328,6 +337,10 @@ class Progress(Value):
     """Tokens of the job's model calls so far."""
     budget: tuple[PhaseBudget, ...] = ()
     """Tokens per phase (plan, execute, verify) against what each may spend."""
+    reserved: int = 0
+    """Tokens held by model calls under way."""
+    remaining: int | None = None
+    """Tokens of the job's budget neither spent nor reserved; None: no job-wide budget."""
     message: str = ""
 
 

@@ -17,8 +17,10 @@ def line(p: Progress) -> str:
     text = f"[{bar}] {p.files_done}/{p.files_total} files | {p.phase}"
     if p.shards:
         text += f" | shards {shards_done}/{len(p.shards)} done"
-    if p.tokens:
+    if p.tokens or p.remaining is not None:
         text += f" | {p.tokens} tokens"
+        if p.remaining is not None:
+            text += f" ({p.remaining} left)"
     tripped = [s.name for s in p.shards if s.breaker != "closed" or s.failures]
     if tripped:
         text += " | retrying: " + ", ".join(tripped)
@@ -39,11 +41,21 @@ def table(p: Progress) -> str:
 
 
 def budget(p: Progress) -> str:
-    """Tokens per phase against what each may spend: ``plan 0/1000, execute 420/8000, ...``."""
-    return ", ".join(
-        f"{b.phase} {b.spent}" + (f"/{b.allowance}" if b.allowance is not None else "")
+    """Tokens per phase against what each may spend: ``plan 0/1000, execute 420/8000, ...``;
+    for a job with a ledger, first what is spent, reserved and left of the enforced budget:
+    ``420 spent, 120 reserved, 9460 left (plan 0/1000, execute 420+120/8000, ...)``."""
+    phases = ", ".join(
+        f"{b.phase} {b.spent}"
+        + (f"+{b.reserved}" if b.reserved else "")
+        + (f"/{b.allowance}" if b.allowance is not None else "")
         for b in p.budget
     )
+    if p.remaining is None and not p.reserved:
+        return phases
+    head = f"{p.tokens} spent" + (f", {p.reserved} reserved" if p.reserved else "")
+    if p.remaining is not None:
+        head += f", {p.remaining} left"
+    return f"{head} ({phases})" if phases else head
 
 
 def summary(r: RefactorResult) -> str:

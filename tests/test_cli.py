@@ -113,6 +113,18 @@ BAD_INPUT = {
         ],
         "--phase-shares plan=0.5,execute=0.7: the shares add up to 1.2, more than 1",
     ),  # fmt: skip
+    "a budget on a rename": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--budget-tokens", "1000"],
+        "--budget-tokens applies to model calls, and a --rename job makes none",
+    ),
+    "a price on an edit command": (
+        ["{repo}", "--edit-cmd", "true {file}", "--price", "openai:m=2,8"],
+        "--price applies to model calls, and a --edit-cmd job makes none",
+    ),
+    "phase shares on a rename": (
+        ["{repo}", "--rename", "pkg.money.to_cents=c", "--phase-shares", "plan=0.5"],
+        "--phase-shares applies to model calls, and a --rename job makes none",
+    ),
     "phase shares misspelt": (
         [
             "{repo}",

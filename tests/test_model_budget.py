@@ -236,6 +236,38 @@ def test_unspent_budget_flows_forward_never_back() -> None:
     assert BudgetLimits().allowance("execute", {}) is None  # no budget, no limit
 
 
+def test_unspent_plan_tokens_are_carried_once() -> None:
+    """Execute used up plan's unspent 100 (800 of 1,000, default shares): verify keeps its own
+    200, not 200 plus plan's 100 a second time."""
+    budget = BudgetLimits(total=1000)
+    assert budget.allowance("verify", {"execute": 800}) == 200
+    assert budget.allowance("verify", {"execute": 750}) == 250  # 50 of the 800 left
+    capped = BudgetLimits(phases={"plan": 100, "execute": 500, "verify": 200})
+    assert capped.allowance("verify", {"plan": 0, "execute": 600}) == 200
+    assert capped.remaining("verify", {"plan": 0, "execute": 600}) == 200
+
+
+async def test_verify_cannot_spend_plan_tokens_execute_already_used(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """Shares 0.1/0.5/0.2 of 100 tokens (so the job total never binds): two execute calls spend
+    execute's 50 and plan's 10; a verify call that could take 25 is refused by verify's own 20.
+    Counted twice, plan's 10 made it 30 and the call went through."""
+    fake.push(SPEND, SPEND, SPEND)
+    small = request(fake, "openai", "hi", max_tokens=10)
+    asks = [Ask(request=small, phase="execute")] * 2
+    asks.append(Ask(request=request(fake, "openai", "hi", max_tokens=25), phase="verify"))
+    budget = BudgetLimits(total=100, shares={"plan": 0.1, "execute": 0.5, "verify": 0.2})
+    _, outcome = await run(client, task_queue, *asks, budget=budget)
+    assert len(fake.requests) == 2
+    error = workflow_error(outcome)
+    assert error.type == "BudgetExceeded"
+    assert error.message == (
+        "stopped before a model call that could take up to 25 tokens: 0 are spent of the "
+        "verify budget of 20 tokens (execute: 60); raise the budget to go on"
+    )
+
+
 def test_an_absolute_phase_cap_replaces_its_share() -> None:
     """phases={"plan": 50} with 1,000 total: plan 50, and its unspent 50 flows on."""
     budget = BudgetLimits(total=1000, phases={"plan": 50})

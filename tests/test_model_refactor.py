@@ -132,11 +132,13 @@ async def test_phase_budgets_show_in_the_progress_query_and_the_ui(
             metadata = await handle.query(
                 "__temporal_workflow_metadata", result_type=WorkflowMetadata
             )
-    assert progress.budget == (
-        PhaseBudget(phase="plan", spent=0, allowance=10_000),
-        PhaseBudget(phase="execute", spent=440, allowance=80_000),
-        PhaseBudget(phase="verify", spent=220, allowance=99_560),
+    assert progress.budget == (  # remaining: what the job's ledger would grant a call now
+        PhaseBudget(phase="plan", spent=0, allowance=10_000, remaining=10_000),
+        PhaseBudget(phase="execute", spent=440, allowance=80_000, remaining=79_560),
+        PhaseBudget(phase="verify", spent=220, allowance=99_560, remaining=99_340),
     )
-    assert progress.tokens == 660
+    assert (progress.tokens, progress.reserved, progress.remaining) == (660, 0, 99_340)
     shown = metadata.current_details
-    assert "tokens: plan 0/10000, execute 440/80000, verify 220/99560" in shown
+    assert "tokens: 660 spent, 99340 left (plan 0/10000, execute 440/80000, verify 220/99560)" in (
+        shown
+    )

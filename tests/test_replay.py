@@ -24,6 +24,7 @@ async def test_every_recorded_history_replays() -> None:
     assert {"recorded-rename", "recorded-codemod-breaker", "recorded-model"} <= names
     assert {"recorded-approved", "recorded-review"} <= names  # approval update; a committee
     assert "recorded-choreography" in names  # hooks, a pause, a subscriber that is not there
+    assert {"recorded-ledger", "recorded-shares"} <= names  # a budgeted job: ledger; before it
     assert any("__" in n for n in names)  # children too
     results = await replay([load(path) for path in HISTORIES])
     expected = [(h.stem.replace("__", "/"), None) for h in HISTORIES]

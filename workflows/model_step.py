@@ -6,7 +6,9 @@ in the workflow, not by what the model said. Around that activity, :class:`Model
 
 - checks the token budget (job-wide and per phase, unspent budget flowing forward from phase
   to phase as ``BudgetLimits`` describes) *before* every call, and refuses a call that could
-  exceed it, with a message saying how much was spent where;
+  exceed it, with a message saying how much was spent where; given a job's ledger
+  (``workflows.ledger``) it reserves the call's estimate from it instead, and settles what the
+  call used afterwards;
 - answers a context-length error by compacting the conversation once and calling again,
   never by a blind retry;
 - answers an invalid structured answer by calling again with the validation error as feedback
@@ -22,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import credentials
 from workflows._call import call
+from workflows.ledger import LedgerClient
 
 with workflow.unsafe.imports_passed_through():
     from activities.llm import call_model
@@ -34,17 +37,20 @@ with workflow.unsafe.imports_passed_through():
         Price,
         StepsState,
         Usage,
+        budget_message,
     )
 
 CHARS_PER_TOKEN = 4
 """Estimate used for budget checks before a call; recorded usage replaces it afterwards."""
+FLOW_ONCE = "budget-carry-once"
+"""Patch id: runs recorded while unspent plan tokens counted twice replay with that rule."""
 
 
 def estimate_tokens(req: ModelRequest) -> int:
-    """A conservative guess of what ``req`` can cost: its text, its context budget, its
-    longest answer."""
+    """A conservative guess of what ``req`` can cost: its text, the attached file (as the plan
+    counted it), its context budget, its longest answer."""
     text = sum(len(m.content) for m in req.messages) // CHARS_PER_TOKEN
-    context = req.context.related_tokens if req.context else 0
+    context = req.context.related_tokens + req.context.file_tokens if req.context else 0
     return text + context + req.max_tokens
 
 
@@ -75,8 +81,11 @@ class ModelSteps:
         state: StepsState | None = None,
         *,
         task_queue: str | None = None,
+        ledger: LedgerClient | None = None,
     ) -> None:
         self.budget = budget or BudgetLimits()
+        self.ledger = ledger if ledger is not None and ledger.parent_id else None
+        """The job's ledger, which then decides every call instead of ``budget``."""
         self.prices = prices or {}
         self.task_queue = task_queue
         """Where the calls run (default: the workflow's queue); a queue of their own lets
@@ -110,22 +119,15 @@ class ModelSteps:
 
     def check(self, phase: str, estimate: int) -> None:
         """Refuse a call of ``estimate`` tokens in ``phase`` that could exceed a budget."""
-        spent = self.total.total
-        if self.budget.total is not None and spent + estimate > self.budget.total:
-            raise self._refused(f"the job's budget of {self.budget.total} tokens", spent, estimate)
-        limit = self.budget.allowance(phase, self.spent())
-        in_phase = self.used.get(phase, Usage()).total
-        if limit is not None and in_phase + estimate > limit:
-            raise self._refused(f"the {phase} budget of {limit} tokens", in_phase, estimate)
-
-    def _refused(self, budget: str, spent: int, estimate: int) -> ApplicationError:
-        where = ", ".join(f"{p}: {u.total}" for p, u in self.used.items()) or "nothing yet"
-        return ApplicationError(
-            f"stopped before a model call that could take up to {estimate} tokens: {spent} are "
-            f"spent of {budget} ({where}); raise the budget to go on",
-            type=BUDGET_EXCEEDED,
-            non_retryable=True,
-        )
+        used = self.spent()
+        why = self.budget.refusal(phase, used, estimate)
+        old = self.budget.refusal(phase, used, estimate, carry_once=False)
+        if (why is None) != (old is None) and not workflow.patched(FLOW_ONCE):
+            why = old  # recorded under the old rule: decide as it did
+        if why is not None:
+            raise ApplicationError(
+                budget_message(*why, estimate, used), type=BUDGET_EXCEEDED, non_retryable=True
+            )
 
     def record(self, phase: str, model: str, usage: Usage) -> None:
         self.used[phase] = self.used.get(phase, Usage()) + usage
@@ -143,7 +145,12 @@ class ModelSteps:
         compacted = False
         invalid = 0
         while True:
-            self.check(phase, estimate_tokens(req))
+            estimate = estimate_tokens(req)
+            held = None
+            if self.ledger is not None:
+                held = await self.ledger.reserve(phase, estimate)
+            else:
+                self.check(phase, estimate)
             queue = self.task_queue
             if credentials.needs_key(req) and workflow.patched(credentials.PATCH):
                 queue = await credentials.route(queue, req, self._key_holders)
@@ -156,6 +163,8 @@ class ModelSteps:
                     **({"task_queue": queue} if queue else {}),
                 )
             except ActivityError as e:
+                if held is not None and self.ledger is not None:  # a failed call: none used
+                    self.ledger.settle(held, phase, 0)
                 if _type_of(e) == CONTEXT_LENGTH and not compacted:
                     smaller = compact(req)
                     if smaller != req:
@@ -163,6 +172,8 @@ class ModelSteps:
                         continue
                 raise
             self.record(phase, req.model, answer.usage)
+            if held is not None and self.ledger is not None:
+                self.ledger.settle(held, phase, answer.usage.total)
             if answer.invalid is None:
                 return answer
             invalid += 1

@@ -20,6 +20,7 @@ from workflows._call import call
 from workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
 from workflows.fanout import gather_bounded
 from workflows.hooks import run_hooks
+from workflows.ledger import GRANT_SIGNAL, JOB_LEDGER, RESERVE_SIGNAL, SETTLE_SIGNAL, Ledger
 from workflows.saga import Saga, incomplete, root_cause, shielded
 from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from workflows.sharding import FileTooLarge, module_of, shard_files
@@ -42,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.checklist import AWAITING_APPROVAL, Decision
     from agentparallels.errors import BAD_INPUT, CHECK_FAILED
-    from agentparallels.llm import PHASES, BudgetLimits, Usage
+    from agentparallels.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
     from agentparallels.models import (
         CheckInput,
         CheckRun,
@@ -70,6 +71,9 @@ with workflow.unsafe.imports_passed_through():
 class RefactorWorkflow:
     def __init__(self) -> None:
         self._budget = BudgetLimits()
+        self._ledger: Ledger | None = None
+        """The job's token ledger, from which every shard reserves (see workflows.ledger)."""
+        self._file_tokens: dict[str, int] = {}
         self._usage = Usage()
         self._progress = Progress(job_id="", phase="queued")
         self._shards: dict[str, ShardProgress] = {}
@@ -108,6 +112,27 @@ class RefactorWorkflow:
             self._shards[update.name] = update
             self._refresh()
 
+    @workflow.signal(name=RESERVE_SIGNAL)
+    async def budget_reserve(self, request: Reservation) -> None:
+        if self._ledger is not None:
+            await self._answer(self._ledger.reserve(request))
+
+    @workflow.signal(name=SETTLE_SIGNAL)
+    async def budget_settle(self, settled: Settlement) -> None:
+        if self._ledger is not None:
+            await self._answer(self._ledger.settle(settled))
+
+    async def _answer(self, grants: list[tuple[str, Grant]]) -> None:
+        """Show the ledger's new figures; signal each decision to the shard that asked."""
+        assert self._ledger is not None
+        workflow.upsert_search_attributes([TOKENS.value_set(self._ledger.total_spent)])
+        self._refresh()
+        for holder, grant in grants:
+            try:
+                await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
+            except FailureError:  # the shard has ended meanwhile; nothing waits for it
+                pass
+
     @workflow.run
     async def run(self, inp: RefactorInput) -> RefactorResult:
         info = workflow.info()
@@ -118,6 +143,8 @@ class RefactorWorkflow:
         job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
         saga = Saga()
         self._logged = workflow.patched(PROGRESS_LOG)
+        if inp.budget.limited and workflow.patched(JOB_LEDGER):
+            self._ledger = Ledger(inp.budget)
         for subscriber in inp.subscribers:
             self._events.subscribe(subscriber)
         self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
@@ -135,6 +162,7 @@ class RefactorWorkflow:
                 summary="plan: list the files to change",
             )
             job = job.model_copy(update={"base_commit": the_plan.base_commit})
+            self._file_tokens = dict(zip(the_plan.files, the_plan.tokens, strict=False))
             try:
                 shards = shard_files(
                     the_plan.files,
@@ -292,7 +320,10 @@ class RefactorWorkflow:
         saga: Saga,
     ) -> ShardResult:
         if shard.name in self._reused:  # finished by an earlier run, its branch set again
+            if self._ledger is not None:  # what it spent counts against the budget
+                self._ledger.count(self._reused[shard.name].phase_tokens)
             return self._finished(job, shard, self._reused[shard.name], saga)
+        child_id = f"{job.job_id}/{shard.name}"
         await self._events.gate.wait()  # a paused job starts no new shard
         self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": "running"})
         self._refresh()
@@ -300,7 +331,11 @@ class RefactorWorkflow:
             child = await workflow.start_child_workflow(
                 ShardWorkflow.run,
                 ShardInput(
-                    budget=_share(inp.budget, len(shard.files), self._progress.files_total),
+                    budget=inp.budget
+                    if self._ledger is not None
+                    else _share(inp.budget, len(shard.files), self._progress.files_total),
+                    ledger=self._ledger is not None,
+                    file_tokens={f: self._file_tokens.get(f, 0) for f in shard.files},
                     prices=inp.prices,
                     job=job,
                     parent_id=job.job_id,
@@ -312,7 +347,7 @@ class RefactorWorkflow:
                     limits=inp.limits,
                     hooks=inp.hooks,
                 ),
-                id=f"{job.job_id}/{shard.name}",
+                id=child_id,
                 static_summary=f"{shard.label}: {len(shard.files)} files",
             )
             self._events.attach(child)  # it pauses with the job
@@ -321,7 +356,13 @@ class RefactorWorkflow:
             state = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
             self._shards[shard.name] = self._shards[shard.name].model_copy(update={"state": state})
             self._refresh()
+            if self._ledger is not None:  # what it held goes back to the pool
+                grants = self._ledger.release(child_id)
+                if not isinstance(err, asyncio.CancelledError):
+                    await self._answer(grants)
             raise
+        if self._ledger is not None:
+            await self._answer(self._ledger.release(child_id))
         self._finished(job, shard, result, saga)
         if self._logged:
             await call(
@@ -346,8 +387,9 @@ class RefactorWorkflow:
         )
         self._refresh()
         self._usage = self._usage + result.usage
+        tokens = self._usage.total if self._ledger is None else self._ledger.total_spent
         workflow.upsert_search_attributes(
-            [FILES_DONE.value_set(self._files_done()), TOKENS.value_set(self._usage.total)]
+            [FILES_DONE.value_set(self._files_done()), TOKENS.value_set(tokens)]
         )
         return result
 
@@ -368,24 +410,33 @@ class RefactorWorkflow:
             self._phase(self._before_pause)
 
     def _refresh(self) -> None:
-        """Update what the Temporal UI shows as the job's current details."""
+        """Update what the Temporal UI shows as the job's current details: with a ledger, its
+        own figures (what is enforced), else the shards' reports against the budget."""
         spent: dict[str, int] = {}
         for s in self._shards.values():
             for phase, used in s.phase_tokens.items():
                 spent[phase] = spent.get(phase, 0) + used
-        budget = tuple(
-            PhaseBudget(
-                phase=phase,
-                spent=spent.get(phase, 0),
-                allowance=self._budget.allowance(phase, spent),
+        if self._ledger is not None:  # what is enforced
+            budget = self._ledger.figures()
+            tokens, reserved = self._ledger.total_spent, sum(b.reserved for b in budget)
+            remaining = self._ledger.remaining()
+        else:
+            budget = tuple(
+                PhaseBudget(
+                    phase=phase,
+                    spent=spent.get(phase, 0),
+                    allowance=self._budget.allowance(phase, spent),
+                )
+                for phase in (*PHASES, *sorted(set(spent) - set(PHASES)))
             )
-            for phase in (*PHASES, *sorted(set(spent) - set(PHASES)))
-        )
+            tokens, reserved, remaining = sum(s.tokens for s in self._shards.values()), 0, None
         self._progress = self._progress.model_copy(
             update={
                 "files_done": self._files_done(),
-                "tokens": sum(s.tokens for s in self._shards.values()),
+                "tokens": tokens,
                 "budget": budget,
+                "reserved": reserved,
+                "remaining": remaining,
             }
         )
         p = self._progress
@@ -397,7 +448,7 @@ class RefactorWorkflow:
             f"\n\n| shard | state | files | breaker |\n|---|---|---|---|\n{rows}" if rows else ""
         )
         tokens = ""
-        if p.tokens or self._budget.total is not None:
+        if p.tokens or self._budget.limited:
             tokens = f"\n\ntokens: {budget_line(p)}"
         workflow.set_current_details(
             f"**{p.phase}**: {p.files_done}/{p.files_total} files{tokens}{table}"

@@ -19,6 +19,7 @@ from workflows._call import call
 from workflows.circuit_breaker import CircuitBreaker
 from workflows.events import PauseGate, child_event
 from workflows.hooks import run_hooks
+from workflows.ledger import GRANT_SIGNAL, LedgerClient
 from workflows.loop_detect import LoopDetector
 from workflows.model_step import ModelSteps
 from workflows.routing import MODEL_CAPABILITY, capability_queue
@@ -29,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.refactor import edit_files
     from agentparallels.errors import BREAKER_OPEN
     from agentparallels.events import JobEvent
-    from agentparallels.llm import FileContext, Message, ModelRequest
+    from agentparallels.llm import FileContext, Grant, Message, ModelRequest
     from agentparallels.models import (
         EditBatchInput,
         EditOutcome,
@@ -55,6 +56,12 @@ class ShardWorkflow:
         self._signals: list[asyncio.Future[None]] = []
         self._events: list[JobEvent] = []  # for the next report
         self._gate = PauseGate()
+        self._ledger = LedgerClient()
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def budget_grant(self, grant: Grant) -> None:
+        """The job's ledger answers a reservation (see workflows.ledger)."""
+        self._ledger.granted(grant)
 
     @workflow.query(name="progress")
     def progress(self) -> ShardProgress | None:
@@ -80,7 +87,9 @@ class ShardWorkflow:
         saga.add("worktree", lambda: call(remove_worktree, shard))
         tip = inp.job.base_commit
         model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
-        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue)
+        if inp.ledger:  # the parent's ledger decides every call; this shard has no share
+            self._ledger.parent_id = inp.parent_id
+        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=self._ledger)
         loops = LoopDetector(breaker=breaker)
         hook_at = {"job": inp.job, "worktree": shard.name, "shard": shard.name,
                    "timeout_s": limits.command_timeout_s, "sandbox": limits.sandbox}  # fmt: skip
@@ -216,10 +225,11 @@ class ShardWorkflow:
         self._events.append(child_event(kind, shard=shard, file=path, detail=detail))  # type: ignore[arg-type]
 
     async def _flush(self) -> None:
-        """Wait until the parent has received every progress report."""
+        """Wait until the parent has received every progress report and settlement."""
         for sent in self._signals:
             await sent
         self._signals.clear()
+        await self._ledger.flush()
 
 
 EDIT_SYSTEM = (
@@ -249,6 +259,7 @@ def _edit_request(
             commit=inp.job.base_commit,
             path=path,
             related_tokens=edit.related_tokens,
+            file_tokens=inp.file_tokens.get(path, 0),
         ),
         max_tokens=edit.max_tokens,
         step=f"edit {path}",

@@ -1,8 +1,8 @@
 """Record the histories that tests/test_replay.py replays: run from the project root with
 ``.venv/bin/python tests/histories/record.py [GROUP ...]`` after an intended change to workflow
 code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor,
-agent-loop, review, orchestrator, pipeline (default: all). Recording a group overwrites its
-files; keep older recordings that exercise a ``workflow.patched`` branch by leaving it out."""
+ledger, agent-loop, review, orchestrator, pipeline (default: all). Recording a group overwrites
+its files; keep older recordings that exercise a ``workflow.patched`` branch by leaving it out."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from agentparallels.codec import data_converter  # noqa: E402
 from agentparallels.consensus import ReviewInput  # noqa: E402
 from agentparallels.events import Hook  # noqa: E402
 from agentparallels.fake_llm import FakeLLM  # noqa: E402
-from agentparallels.llm import Compaction  # noqa: E402
+from agentparallels.llm import BudgetLimits, Compaction  # noqa: E402
 from agentparallels.models import (  # noqa: E402
     CommandEdit,
     Limits,
@@ -230,8 +230,29 @@ async def record_pipeline(client: Any, work: Path) -> None:
     await save(client, handle.id)
 
 
+async def record_ledger(client: Any, work: Path) -> None:
+    """A budgeted model job of two shards: each call reserved from the job's ledger (signals
+    both ways) and settled after."""
+    files = {"a/x.py": "X = 1\n", "b/y.py": "Y = 1\n"}
+    with FakeLLM(default={"content": "```python\nZ = 2\n```"}) as fake:
+        job = RefactorInput(
+            repository=str(make_repo(work / "ledger", files)),
+            edit=ModelEdit(instruct="make it 2", model="openai:fake", base_url=fake.openai_base_url,
+                           max_tokens=100, related_tokens=0),
+            limits=Limits(max_files_per_shard=1),
+            budget=BudgetLimits(total=10_000),
+        )  # fmt: skip
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record-ledger")):
+            handle = await client.start_workflow(
+                "RefactorWorkflow", job, id="recorded-ledger", task_queue="record-ledger"
+            )
+            await handle.result()
+            await save(client, handle.id)
+
+
 GROUPS = {
     "refactor": record_refactor,
+    "ledger": record_ledger,
     "agent-loop": record_agent_loop,
     "review": record_review,
     "orchestrator": record_orchestrator,

@@ -1,0 +1,182 @@
+"""The job's token ledger (workflows.ledger) on the real dev server against a loopback model
+server: shards share one budget, estimates count the attached file, and what the progress
+query and the UI show is what the ledger enforces."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+import worker
+from agentparallels import tokens
+from agentparallels.attributes import TOKENS
+from agentparallels.errors import BUDGET_EXCEEDED
+from agentparallels.fake_llm import FakeLLM
+from agentparallels.llm import BudgetLimits, Grant, Reservation, Settlement
+from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from tests.repos import make_repo, snapshot, start_job
+from workflows.ledger import Ledger
+
+BIG = "".join(f"CONSTANT_NUMBER_{i} = {i * 7919}\n" for i in range(120))
+"""A file of about 1,300 tokens."""
+FILES = {"a/__init__.py": "", "a/big.py": BIG, "b/__init__.py": "", "b/small.py": "X = 1\n"}
+MAX_TOKENS = 50
+
+
+def job(repo: Path, fake: FakeLLM, budget: BudgetLimits, *files: str) -> RefactorInput:
+    return RefactorInput(
+        repository=str(repo),
+        edit=ModelEdit(
+            instruct="set every constant to zero",
+            files=files,
+            model="openai:fake-coder",
+            base_url=fake.openai_base_url,
+            related_tokens=0,
+            max_tokens=MAX_TOKENS,
+        ),
+        limits=Limits(parallel=2, max_files_per_shard=1),
+        budget=budget,
+    )
+
+
+def answer(text: str, used: int = 30) -> dict:
+    return {"content": f"```python\n{text}```", "usage": {"input": used - 10, "output": 10}}
+
+
+@pytest.fixture(autouse=True)
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-ledger")
+
+
+async def test_a_shard_needing_more_than_an_even_split_uses_what_another_left(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Two shards, one budget: the big file's call needs more than half of it; the ledger
+    grants it because the other shard's call reserved little and spent less (with fixed
+    per-shard shares the big file's shard was refused)."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    big = tokens.count(BIG)
+    budget = BudgetLimits(total=big + 400, shares={})
+    assert big + MAX_TOKENS > budget.total // 2  # an even split cannot hold the big call
+    match = {"Edit `a/big.py`": answer("CONSTANT_NUMBER_0 = 0\n")}
+    match["Edit `b/small.py`"] = answer("X = 0\n")
+    with FakeLLM(default=None, match=match) as fake:
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(
+                client, task_queue, job(repo, fake, budget, "a/big.py", "b/small.py")
+            )
+            result = await asyncio.wait_for(handle.result(), 120)
+            progress = await handle.query("progress", result_type=Progress)
+        calls = len(fake.requests)
+    assert result.files_changed == ("a/big.py", "b/small.py")
+    assert calls == 2
+    assert (progress.tokens, progress.reserved, progress.remaining) == (60, 0, big + 340)
+
+
+async def test_a_budget_smaller_than_the_file_refuses_before_any_call(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """The estimate counts the attached file (the plan's token count): a budget below the
+    file's size stops the job before the model is called at all, and nothing is left behind."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    big = tokens.count(BIG)
+    budget = BudgetLimits(total=big - 100)  # far more than the prompt and the answer
+    with FakeLLM(default=answer("CONSTANT_NUMBER_0 = 0\n")) as fake:
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(client, task_queue, job(repo, fake, budget, "a/big.py"))
+            with pytest.raises(WorkflowFailureError) as failure:
+                await asyncio.wait_for(handle.result(), 120)
+        calls = len(fake.requests)
+    assert calls == 0
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == BUDGET_EXCEEDED
+    assert f"0 are spent of the job's budget of {big - 100} tokens (nothing yet)" in cause.message
+    estimate = int(cause.message.split("could take up to ")[1].split()[0])
+    assert estimate > big + MAX_TOKENS
+    assert snapshot(repo) == before
+
+
+async def test_progress_and_ui_show_the_remaining_the_ledger_enforces(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A call that spends more than it reserved leaves 100 of 600 tokens; the next call is
+    refused by exactly that figure, and the progress query, the UI's current details and the
+    Tokens search attribute show it: 500 spent, 100 left."""
+    files = {"a/__init__.py": "", "a/one.py": "X = 1\n", "a/two.py": "Y = 2\n"}
+    repo = make_repo(tmp_path / "repo", files)
+    with FakeLLM(default=None, match={"Edit `a/one.py`": answer("X = 0\n", used=500)}) as fake:
+        inp = job(repo, fake, BudgetLimits(total=600), "a/one.py", "a/two.py")
+        inp = inp.model_copy(update={"limits": Limits(parallel=1, max_files_per_shard=10)})
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+            handle = await start_job(client, task_queue, inp)
+            with pytest.raises(WorkflowFailureError) as failure:
+                await asyncio.wait_for(handle.result(), 120)
+            progress = await handle.query("progress", result_type=Progress)
+            metadata = await handle.query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
+        calls = len(fake.requests)
+    assert calls == 1
+    message = failure.value.cause.message  # type: ignore[union-attr]
+    assert "500 are spent of the job's budget of 600 tokens (execute: 500)" in message
+    refused = int(message.split("could take up to ")[1].split()[0])
+    assert refused > progress.remaining  # type: ignore[operator]
+    assert (progress.tokens, progress.reserved, progress.remaining) == (500, 0, 100)
+    # default shares of 600: plan 60; execute 420 + plan's 60; verify 120 (execute overspent)
+    assert progress.budget == (
+        PhaseBudget(phase="plan", spent=0, allowance=60, remaining=60),
+        PhaseBudget(phase="execute", spent=500, allowance=480, remaining=0),
+        PhaseBudget(phase="verify", spent=0, allowance=120, remaining=100),
+    )
+    assert "tokens: 500 spent, 100 left (plan 0/60, execute 500/480, verify 0/120)" in (
+        metadata.current_details
+    )
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(TOKENS) == 500
+
+
+def reservation(holder: str, rid: int, tokens: int, phase: str = "execute") -> Reservation:
+    return Reservation(holder=holder, id=rid, phase=phase, tokens=tokens)
+
+
+def test_a_waiting_request_is_granted_once_others_settle_or_refused_if_it_cannot_fit() -> None:
+    """Reserve, settle, release: a request that fits once others settle waits for them (in
+    order); one that could not fit even then is refused at once, naming the budget."""
+    ledger = Ledger(BudgetLimits(total=100, shares={}))
+    assert ledger.reserve(reservation("s1", 1, 70)) == [("s1", Grant(id=1, granted=True))]
+    assert ledger.reserve(reservation("s2", 1, 50)) == []  # waits: s1 holds 70
+    assert ledger.figures()[1].reserved == 70 and ledger.remaining() == 30
+    # s1 used 20 of its 70: the other 50 return to the pool and s2's request is granted
+    granted = ledger.settle(Settlement(holder="s1", id=1, phase="execute", tokens=20))
+    assert granted == [("s2", Grant(id=1, granted=True))]
+    assert ledger.remaining() == 30
+    refused = ledger.reserve(reservation("s1", 2, 81))  # 20 spent + 81 > 100 whatever s2 uses
+    assert refused == [
+        (
+            "s1",
+            Grant(
+                id=2,
+                granted=False,
+                reason="stopped before a model call that could take up to 81 tokens: 20 are "
+                "spent of the job's budget of 100 tokens (execute: 20); raise the budget to go on",
+            ),
+        )
+    ]
+    assert ledger.reserve(reservation("s1", 3, 40)) == []  # fits once s2 settles
+    assert ledger.release("s2") == [("s1", Grant(id=3, granted=True))]  # s2 ended
+
+
+def test_what_an_earlier_run_spent_counts_against_the_budget() -> None:
+    """Shards taken over from an earlier run of the job bring what they spent: the ledger counts
+    it, so a resumed job cannot spend its budget twice."""
+    ledger = Ledger(BudgetLimits(total=100, shares={}))
+    ledger.count({"execute": 80})
+    [(_, grant)] = ledger.reserve(reservation("s1", 1, 30))
+    assert not grant.granted and "80 are spent of the job's budget of 100" in grant.reason
+    assert ledger.remaining() == 20
