@@ -56,6 +56,7 @@ from agentparallels import (
     logs,
     ops,
     progress,
+    redact,
     review_command,
     tracing,
     validate,
@@ -77,7 +78,7 @@ DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels
 
 
 def err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(redact.text(message), file=sys.stderr, flush=True)
 
 
 class Parser(argparse.ArgumentParser):
@@ -370,6 +371,7 @@ async def refactor(args: argparse.Namespace) -> int:
     client = await connect(announce=err)
     await attributes.register(client)
     job_id = args.job_id or new_job_id(repository)
+    shown = attributes.shown(repository)
     if isinstance(edit, RenameEdit):
         what = f"rename {edit.old} -> {edit.new}"
     elif isinstance(edit, ModelEdit):
@@ -383,11 +385,11 @@ async def refactor(args: argparse.Namespace) -> int:
             id=job_id,
             task_queue=args.task_queue,
             result_type=RefactorResult,
-            static_summary=f"Refactor {Path(repository).name}: {what}",
-            static_details=f"**Repository:** `{repository}` at `{args.base}`\n\n**Change:** {what}",
+            static_summary=f"Refactor {Path(shown).name}: {what}",
+            static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                SearchAttributePair(attributes.REPOSITORY, repository),
+                SearchAttributePair(attributes.REPOSITORY, shown),
                 SearchAttributePair(attributes.PHASE, "queued"),
                 SearchAttributePair(attributes.FILES_DONE, 0),
             ]),
@@ -525,8 +527,11 @@ async def resume_command(args: argparse.Namespace) -> int:
         test_cmd=args.test_cmd, check_cmd=args.check_cmd, timeout_s=args.timeout
     )
     again = await resume.prepare(client, args.job, overrides)
+    if validate.is_url(again.input.repository):  # a job started before URLs were checked
+        validate.no_credentials(again.input.repository)
     await attributes.register(client)
-    summary = await again.old.static_summary() or f"Refactor {again.input.repository}"
+    shown = attributes.shown(again.input.repository)
+    summary = await again.old.static_summary() or f"Refactor {shown}"
     task_queue = args.task_queue or again.old.task_queue
     try:
         handle = await client.start_workflow(
@@ -539,7 +544,7 @@ async def resume_command(args: argparse.Namespace) -> int:
             static_details=await again.old.static_details(),
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                SearchAttributePair(attributes.REPOSITORY, again.input.repository),
+                SearchAttributePair(attributes.REPOSITORY, shown),
                 SearchAttributePair(attributes.PHASE, "queued"),
                 SearchAttributePair(attributes.FILES_DONE, 0),
             ]),

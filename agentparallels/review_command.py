@@ -60,6 +60,7 @@ def check(args: argparse.Namespace) -> ReviewInput:
             split_model(model)
         except ValueError as e:
             raise UsageError(str(e)) from None
+    validate.endpoint(args.base_url)
     repository = validate.repository(args.repository)
     if not validate.is_url(repository):
         for flag, ref in (("--ref", args.ref), ("--base", args.base)):
@@ -106,7 +107,7 @@ async def review_command(args: argparse.Namespace) -> int:
     inp = check(args)
     client = await connect(announce=err)
     await attributes.register(client)
-    name = Path(inp.repository).name or "repo"
+    name = Path(attributes.shown(inp.repository)).name or "repo"
     handle = await client.start_workflow(
         WORKFLOW,
         inp,
