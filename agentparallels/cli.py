@@ -529,6 +529,7 @@ async def resume_command(args: argparse.Namespace) -> int:
     again = await resume.prepare(client, args.job, overrides)
     if validate.is_url(again.input.repository):  # a job started before URLs were checked
         validate.no_credentials(again.input.repository)
+    validate.endpoint(getattr(again.input.edit, "base_url", None))
     await attributes.register(client)
     shown = attributes.shown(again.input.repository)
     summary = await again.old.static_summary() or f"Refactor {shown}"
