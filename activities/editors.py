@@ -57,12 +57,16 @@ class RenameEditor:
 
     def __init__(self, spec: RenameEdit) -> None:
         self.spec = spec
+        self.report = rename_engine.Renamed(paths=[])
+        """What :meth:`plan` found: files renamed by the token-level fallback, files that
+        mention the name but do not parse."""
 
     def plan(self, wt: Path) -> list[str]:
         try:
-            return rename_engine.rename(wt, self.spec.old, self.spec.new)
+            self.report = rename_engine.rename_report(wt, self.spec.old, self.spec.new)
         except rename_engine.RenameError as e:
             raise PlanRejected(str(e)) from e
+        return self.report.paths
 
     def apply(self, wt: Path, step: EditBatchInput) -> None:
         assert step.change_commit, "a rename is applied from its change commit"

@@ -85,15 +85,46 @@ def plan(inp: PlanInput) -> Plan:
                 editor.plan(wt)
             except PlanRejected as e:
                 raise bad_input(str(e)) from None
-            message = f"{describe(inp.edit)} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}"
+            found = getattr(editor, "report", None)
+            notes = _notes(found.respelled, found.unparsed) if found else ""
+            message = (
+                f"{describe(inp.edit)} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
+            )
             change = _git.commit_all(wt, message, inp.timestamp)
             if change is None:
-                return Plan(base_commit=base, files=(), ruff_format=ruff_format)
+                return Plan(
+                    base_commit=base, files=(), ruff_format=ruff_format, **_read_notes(notes)
+                )
             _git.push(wt, inp.repository, [(change_ref, change, None)])
         _git.ensure_commit(cache, inp.repository, change)
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
-    return _plan(cache, base, change, files, ruff_format)
+        # Kept in the change commit, so a retry that finds it reports them too.
+        notes = _read_notes(_git.run(cache, "log", "-1", "--format=%B", change))
+    return _plan(cache, base, change, files, ruff_format).model_copy(update=notes)
+
+
+RESPELLED_TRAILER = "Agentparallels-Respelled"
+UNPARSED_TRAILER = "Agentparallels-Unparsed"
+
+
+def _notes(respelled: list[str], unparsed: list[str]) -> str:
+    """Trailer lines naming the files a rename handled specially (rename_engine.Renamed)."""
+    lines = [f"{RESPELLED_TRAILER}: {p}" for p in respelled]
+    lines += [f"{UNPARSED_TRAILER}: {p}" for p in unparsed]
+    return "".join(f"\n{line}" for line in lines)
+
+
+def _read_notes(message: str) -> dict[str, tuple[str, ...]]:
+    """The Plan fields the trailers of a change commit's ``message`` name."""
+    found: dict[str, list[str]] = {"respelled": [], "unparsed": []}
+    for line in message.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key == RESPELLED_TRAILER:
+            found["respelled"].append(value)
+        elif sep and key == UNPARSED_TRAILER:
+            found["unparsed"].append(value)
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_format: bool) -> Plan:

@@ -6,16 +6,33 @@ the exact definition with :mod:`ast`, lets rope compute every dependent edit
 (imports, call sites, keyword arguments, method overrides) and applies them in
 place.  Problems found before any edit (bad name, unknown symbol, name clash)
 raise :class:`RenameError` with a one-line, actionable message.
+
+Two kinds of file rope cannot read are handled here, and reported in :class:`Renamed`:
+
+- *Other spellings.* Python folds identifiers to NFKC, so ``\ufb01nd`` (with the ligature
+  ``\ufb01``) or fullwidth ``\uff46ind`` *is* the name ``find``. Rope matches names as text: it
+  silently skips such a file, or fails on it with a token-mapping error. For those files only,
+  every identifier token is first respelled as Python reads it (``tokenize``: NAME tokens,
+  never strings or comments, so the code means exactly what it meant), rope renames as usual,
+  so its resolution decides every occurrence (an attribute ``obj.\ufb01nd`` is renamed only if
+  rope resolves ``obj`` to the renamed symbol's owner), and every token rope did not rename
+  gets its original spelling back. Those files are listed in ``Renamed.respelled``.
+- *Files that do not parse.* Rope skips them; a file that mentions the name but has a syntax
+  error is listed in ``Renamed.unparsed`` (left untouched, for the user to fix), never
+  skipped silently.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import keyword
 import re
 import subprocess
+import tokenize
+import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rope.base import exceptions as rope_exceptions
@@ -298,17 +315,52 @@ def _open_project(root: Path, folders: list[str]) -> Project:
         )
 
 
+@dataclass(frozen=True)
+class Renamed:
+    """What a rename changed, and what it could not read."""
+
+    paths: list[str]
+    """Changed paths (relative, posix, sorted); a moved module contributes old and new path."""
+    respelled: list[str] = field(default_factory=list)
+    """Changed files whose identifiers spell the name otherwise (NFKC): renamed token by
+    token on Python's spelling, see the module docstring."""
+    unparsed: list[str] = field(default_factory=list)
+    """Files that mention the name but do not parse: not renamed."""
+
+
 def rename(root: Path, old: str, new: str) -> list[str]:
+    """Apply the rename in place; the changed paths (see :func:`rename_report`)."""
+    return rename_report(root, old, new).paths
+
+
+def rename_report(root: Path, old: str, new: str) -> Renamed:
     """Apply the rename in place to the files under `root` (a git working tree).
 
-    Returns the sorted list of changed paths relative to root (posix), including both
-    old and new path when a module/package is moved.  Raises RenameError (before
-    changing anything) for: invalid identifier; unknown symbol; target already
-    defined in that scope.
+    Returns the changed paths relative to root (posix), including both old and new path
+    when a module/package is moved, and the files handled specially (module docstring).
+    Raises RenameError (before changing anything) for: invalid identifier; unknown
+    symbol; target already defined in that scope.
     """
     root = Path(root).resolve()
     check_identifier(new)
+    old = ".".join(_nfkc(part) for part in old.split("."))
     folders = source_folders(root)
+    known = _git_files(root)
+    parts = old.split(".")
+    originals, unparsed = _prepare(root, known, set(parts), parts[-1])
+    try:
+        paths, moves = _rename(root, folders, known, old, new)
+        respelled = _respell_back(root, originals, moves, set(paths))
+    except BaseException:
+        for rel, text in originals.items():  # as it was: nothing changed
+            (root / rel).write_bytes(text.encode("utf-8"))
+        raise
+    return Renamed(paths, respelled, unparsed)
+
+
+def _rename(
+    root: Path, folders: list[str], known: set[str] | None, old: str, new: str
+) -> tuple[list[str], dict[str, str]]:
     target = _resolve(root, folders, old)
     if new == target.name:
         raise RenameError(f"{old!r} is already named {new!r}; nothing to rename")
@@ -317,7 +369,6 @@ def rename(root: Path, old: str, new: str) -> list[str]:
     project = _open_project(root, folders)
     try:
         renamer = Rename(project, project.get_resource(target.path), target.offset)
-        known = _git_files(root)
         files = [f for f in project.get_python_files() if known is None or f.path in known]
         unsure = _super_calls(project, renamer, target.name)
         changes = renamer.get_changes(new, in_hierarchy=True, unsure=unsure, resources=files)
@@ -326,7 +377,7 @@ def rename(root: Path, old: str, new: str) -> list[str]:
                 f"cannot move {target.path}: rope only renames packages that have an "
                 "__init__.py; add one first"
             )
-        paths = _changed_paths(changes)
+        paths, moves = _changed_paths(changes), _moves(changes)
         for observer in list(project.observers):  # cache upkeep costs ~5ms a file; not needed
             project.remove_observer(observer)
         project.do(changes)
@@ -335,4 +386,109 @@ def rename(root: Path, old: str, new: str) -> list[str]:
         raise RenameError(f"rope cannot rename {old!r}: {reason}; check the dotted path") from e
     finally:
         project.close()
-    return sorted(paths)
+    return sorted(paths), moves
+
+
+# --- other spellings, and files that do not parse ----------------------------------------------
+
+
+def _nfkc(text: str) -> str:
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
+
+
+def _name_tokens(text: str) -> list[tokenize.TokenInfo]:
+    """The NAME tokens of ``text`` (raises tokenize.TokenError or SyntaxError if it cannot)."""
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return [t for t in tokens if t.type == tokenize.NAME]
+
+
+def _replaced(text: str, edits: list[tuple[tokenize.TokenInfo, str]]) -> str:
+    """``text`` with each token's span replaced by the string paired with it."""
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    for tok, spelling in sorted(edits, key=lambda e: e[0].start, reverse=True):
+        a = starts[tok.start[0] - 1] + tok.start[1]
+        b = starts[tok.end[0] - 1] + tok.end[1]
+        text = text[:a] + spelling + text[b:]
+    return text
+
+
+def _python_files(root: Path, known: set[str] | None) -> list[str]:
+    if known is not None:
+        return sorted(known)
+    found = root.rglob("*.py")
+    rels = (p.relative_to(root) for p in found if p.is_file())
+    return sorted(r.as_posix() for r in rels if not any(_skipped(Path(x)) for x in r.parts))
+
+
+def _prepare(
+    root: Path, known: set[str] | None, names: set[str], symbol: str
+) -> tuple[dict[str, str], list[str]]:
+    """Respell, in place, the files whose identifiers spell one of ``names`` otherwise, as
+    Python reads them (returns their original text by path); and list the files that mention
+    ``symbol`` but do not parse."""
+    originals: dict[str, str] = {}
+    unparsed: list[str] = []
+    for rel in _python_files(root, known):
+        path = root / rel
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # rope decodes other encodings itself; these need no respelling
+        if symbol not in _nfkc(text):
+            continue
+        try:
+            ast.parse(text, rel)
+            tokens = _name_tokens(text) if not text.isascii() else []
+        except (SyntaxError, ValueError, tokenize.TokenError):
+            unparsed.append(rel)
+            continue
+        if any(t.string != _nfkc(t.string) and _nfkc(t.string) in names for t in tokens):
+            edits = [(t, _nfkc(t.string)) for t in tokens if t.string != _nfkc(t.string)]
+            originals[rel] = text
+            path.write_bytes(_replaced(text, edits).encode("utf-8"))
+    return originals, unparsed
+
+
+def _moves(changes: ChangeSet) -> dict[str, str]:
+    """Old path -> new path of each file rope's changes move (a moved folder: its files)."""
+    moved: dict[str, str] = {}
+    for change in changes.changes:
+        if isinstance(change, ChangeSet):
+            moved |= _moves(change)
+        elif isinstance(change, MoveResource):
+            moved[change.resource.path] = change.new_resource.path
+    return moved
+
+
+def _moved(rel: str, moves: dict[str, str]) -> str:
+    for old, new in moves.items():
+        if rel == old or rel.startswith(old + "/"):
+            return new + rel[len(old) :]
+    return rel
+
+
+def _respell_back(
+    root: Path, originals: dict[str, str], moves: dict[str, str], changed: set[str]
+) -> list[str]:
+    """Give every token of the respelled files that rope did not rename its original
+    spelling back; the respelled files rope changed."""
+    renamed = []
+    for rel, original in sorted(originals.items()):
+        now = _moved(rel, moves)
+        path = root / now
+        text = path.read_bytes().decode("utf-8")
+        before, after = _name_tokens(original), _name_tokens(text)
+        if len(before) != len(after):
+            raise RenameError(
+                f"cannot rename in {rel}: after the rename its identifiers no longer line up "
+                "with the original's; rename it by hand"
+            )
+        edits = [
+            (a, b.string)
+            for b, a in zip(before, after, strict=True)
+            if a.string == _nfkc(b.string) and a.string != b.string
+        ]
+        path.write_bytes(_replaced(text, edits).encode("utf-8"))
+        if rel in changed or now in changed:
+            renamed.append(now)
+    return renamed

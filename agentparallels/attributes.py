@@ -8,6 +8,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.service import RPCError
 
+from agentparallels import redact
 from agentparallels.errors import UsageError
 
 JOB_KIND = SearchAttributeKey.for_keyword("AgentJobKind")
@@ -17,6 +18,13 @@ FILES_DONE = SearchAttributeKey.for_int("AgentFilesDone")
 TOKENS = SearchAttributeKey.for_int("AgentTokens")
 
 ALL = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE, TOKENS]
+
+
+def shown(repository: str) -> str:
+    """A repository as search attributes, summaries and details show it: any credential in
+    its URL replaced by ``***`` (search attributes are stored unencrypted)."""
+    return redact.url(repository)
+
 
 _CLI_TYPE = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",

@@ -60,6 +60,7 @@ from agentparallels import (
     ops,
     progress,
     queues,
+    redact,
     review_command,
     tracing,
     validate,
@@ -89,7 +90,7 @@ DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels
 
 
 def err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(redact.text(message), file=sys.stderr, flush=True)
 
 
 class Parser(argparse.ArgumentParser):
@@ -476,6 +477,7 @@ async def refactor(args: argparse.Namespace) -> int:
     client = await connect(announce=err)
     await attributes.register(client)
     job_id = args.job_id or new_job_id(repository)
+    shown = attributes.shown(repository)
     if isinstance(edit, RenameEdit):
         what = f"rename {edit.old} -> {edit.new}"
     elif isinstance(edit, ModelEdit):
@@ -489,11 +491,11 @@ async def refactor(args: argparse.Namespace) -> int:
             id=job_id,
             task_queue=task_queue,
             result_type=RefactorResult,
-            static_summary=f"Refactor {Path(repository).name}: {what}",
-            static_details=f"**Repository:** `{repository}` at `{args.base}`\n\n**Change:** {what}",
+            static_summary=f"Refactor {Path(shown).name}: {what}",
+            static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                SearchAttributePair(attributes.REPOSITORY, repository),
+                SearchAttributePair(attributes.REPOSITORY, shown),
                 SearchAttributePair(attributes.PHASE, "queued"),
                 SearchAttributePair(attributes.FILES_DONE, 0),
             ]),
@@ -697,8 +699,12 @@ async def resume_command(args: argparse.Namespace) -> int:
         )  # fmt: skip
         limits = limits.model_copy(update={"sandbox": spec})
         again = dataclasses.replace(again, input=again.input.model_copy(update={"limits": limits}))
+    if validate.is_url(again.input.repository):  # a job started before URLs were checked
+        validate.no_credentials(again.input.repository)
+    validate.endpoint(getattr(again.input.edit, "base_url", None))
     await attributes.register(client)
-    summary = await again.old.static_summary() or f"Refactor {again.input.repository}"
+    shown = attributes.shown(again.input.repository)
+    summary = await again.old.static_summary() or f"Refactor {shown}"
     # Not the old run's queue itself: a queue of the command that ran it has no worker now.
     task_queue = job_queue(args, again.old.task_queue)
     try:
@@ -712,7 +718,7 @@ async def resume_command(args: argparse.Namespace) -> int:
             static_details=await again.old.static_details(),
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                SearchAttributePair(attributes.REPOSITORY, again.input.repository),
+                SearchAttributePair(attributes.REPOSITORY, shown),
                 SearchAttributePair(attributes.PHASE, "queued"),
                 SearchAttributePair(attributes.FILES_DONE, 0),
             ]),

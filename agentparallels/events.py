@@ -15,6 +15,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
+from agentparallels import redact
 from agentparallels._value import Sandbox, Value
 from agentparallels.errors import UsageError
 
@@ -55,7 +56,8 @@ class JobEvent(Value):
     shard: str | None = None
     file: str | None = None
     detail: str = ""
-    """What a person needs to know: the failing command and its output, the job's outcome."""
+    """What a person needs to know: the failing command and its output, the job's outcome.
+    A job records it with any credential in a URL replaced by ``***`` (:mod:`.redact`)."""
 
     def line(self) -> str:
         """The event as ``agentparallels events`` prints it: one line, and the rest of a
@@ -64,7 +66,7 @@ class JobEvent(Value):
         text = f"{self.time.astimezone():%H:%M:%S} #{self.seq:<4} {self.kind:<14}"
         if where:
             text += f" {where}"
-        first, *more = self.detail.strip().splitlines() or [""]
+        first, *more = redact.text(self.detail).strip().splitlines() or [""]
         if first:
             text = f"{text.rstrip()}: {first}"
         return "\n".join([text.rstrip(), *(f"    {line}" for line in more)])

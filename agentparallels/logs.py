@@ -11,6 +11,7 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
+from agentparallels import redact
 from agentparallels.errors import NON_RETRYABLE_TYPES
 
 
@@ -26,6 +27,14 @@ class ExpectedFailures(logging.Filter):
         return True
 
 
+class Redacting(logging.Formatter):
+    """Every line written, tracebacks included, with credentials in URLs replaced by ``***``
+    (a git error quoting a remote, an SDK error quoting an endpoint)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact.text(super().format(record))
+
+
 def configure(log_file: Path | None = None, level: int = logging.INFO) -> None:
     """Log to stderr, or to ``log_file`` (for commands whose terminal shows progress)."""
     handler: logging.Handler
@@ -34,7 +43,7 @@ def configure(log_file: Path | None = None, level: int = logging.INFO) -> None:
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(ExpectedFailures())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -157,6 +157,11 @@ class Plan(Value):
     reachable under the job's scratch refs. Children copy their files from it."""
     ruff_format: bool = False
     """The repository uses ruff: re-sort imports and format each changed file."""
+    respelled: tuple[str, ...] = ()
+    """A rename's files that spell the name otherwise (NFKC, e.g. a ligature): renamed by the
+    token-level fallback (``activities/rename_engine.py``), not by rope alone."""
+    unparsed: tuple[str, ...] = ()
+    """A rename's files that mention the name but do not parse: left unchanged."""
 
 
 class Shard(Value):
@@ -362,3 +367,7 @@ class RefactorResult(Value):
     reused_shards: tuple[str, ...] = ()
     """Shards taken over from an earlier run of the job (its progress log, or ``reuse``)
     instead of being run again."""
+    respelled: tuple[str, ...] = ()
+    """Files renamed by the token-level fallback (see :attr:`Plan.respelled`)."""
+    unparsed: tuple[str, ...] = ()
+    """Files that mention the renamed name but do not parse: not renamed (fix and rerun)."""

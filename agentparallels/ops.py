@@ -24,7 +24,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, callgraph, validate
+from agentparallels import attributes, callgraph, redact, validate
 from agentparallels.errors import UsageError
 
 STATUSES = {
@@ -74,7 +74,7 @@ def _quoted(value: str) -> str:
 def _repository(text: str) -> str:
     """How jobs name the repository: a URL as given, a local repository by its top folder."""
     if validate.is_url(text):
-        return text
+        return attributes.shown(text)
     try:
         return validate.repository(text)
     except UsageError:  # gone, or not a repository any more: still a fine filter
@@ -246,4 +246,4 @@ async def graph_command(args: argparse.Namespace) -> int:
 
 
 def _err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(redact.text(message), file=sys.stderr, flush=True)

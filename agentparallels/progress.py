@@ -60,7 +60,9 @@ def budget(p: Progress) -> str:
 
 def summary(r: RefactorResult) -> str:
     if r.outcome == "unchanged":
-        return f"job {r.job_id}: nothing to change; the repository is untouched"
+        return "\n".join(
+            [f"job {r.job_id}: nothing to change; the repository is untouched", *_notes(r)]
+        )
     lines = [
         f"job {r.job_id} succeeded: {len(r.files_changed)} files changed in "
         f"{len(r.modules)} modules, on branch {r.branch} ({r.head_commit[:12]})",
@@ -79,7 +81,22 @@ def summary(r: RefactorResult) -> str:
         lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
     if r.apply_note:
         lines.append(f"  {r.apply_note}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *_notes(r)])
+
+
+def _notes(r: RefactorResult) -> list[str]:
+    """What a rename did not do the usual way: say so, naming the files."""
+    lines = []
+    if r.respelled:
+        lines.append(
+            "  renamed token by token (identifiers spelled with letters Python normalises, "
+            f"which rope cannot read): {', '.join(r.respelled)}"
+        )
+    if r.unparsed:
+        lines.append(
+            f"  NOT renamed, they do not parse (fix them and rename again): {', '.join(r.unparsed)}"
+        )
+    return lines
 
 
 def logged(job: LoggedJob, repository: str) -> str:

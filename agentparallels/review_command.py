@@ -64,6 +64,7 @@ def check(args: argparse.Namespace) -> ReviewInput:
             split_model(model)
         except ValueError as e:
             raise UsageError(str(e)) from None
+    validate.endpoint(args.base_url)
     repository = validate.repository(args.repository)
     if not validate.is_url(repository):
         for flag, ref in (("--ref", args.ref), ("--base", args.base)):
@@ -111,7 +112,7 @@ async def review_command(args: argparse.Namespace) -> int:
     task_queue = job_queue(args)
     client = await connect(announce=err)
     await attributes.register(client)
-    name = Path(inp.repository).name or "repo"
+    name = Path(attributes.shown(inp.repository)).name or "repo"
     handle = await client.start_workflow(
         WORKFLOW,
         inp,

@@ -8,7 +8,12 @@ the two places where tools and models are called add a span per call, with sizes
 - ``chat <model>`` around the model-call activity, with the OpenTelemetry GenAI attributes
   (``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens`` ...).
 
-Spans carry sizes, never contents: prompts, answers and command output stay out of telemetry.
+Spans carry sizes, never contents: prompts, answers, file contents and command output stay
+out of telemetry. A tool span keeps the command line the user configured (shortened). Every
+span this process exports goes through :class:`Scrubbed` first: credentials in URLs become
+``***`` in every string attribute and status, a status or exception message keeps only its
+first line (a failure's message can quote a command's output, and so a file's lines), and
+exception stack traces are dropped (the worker's log has them).
 
 Replay-safe: workflow-side spans are made by the interceptor outside the sandbox and skipped
 while a workflow replays history; the spans here are made in activities, which never replay.
@@ -38,6 +43,7 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.exceptions import ApplicationError
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from agentparallels import redact
 from agentparallels.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,9 +107,68 @@ def configure() -> bool:
         "OTEL_RESOURCE_ATTRIBUTES", ""
     )
     provider = TracerProvider(resource=Resource.create({} if named else {"service.name": SERVICE}))
-    provider.add_span_processor(BatchSpanProcessor(_exporter()))
+    provider.add_span_processor(Scrubbed(BatchSpanProcessor(_exporter())))
     install(provider)
     return True
+
+
+MESSAGE_CHARS = 200
+"""Characters of a status or exception message kept on a span (its first line)."""
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return redact.text(lines[0][:MESSAGE_CHARS]) if lines else ""
+
+
+class Scrubbed:
+    """A span processor that hands ``inner`` each ended span scrubbed (module docstring):
+    spans made by Temporal's interceptor carry failure messages this project does not
+    write itself."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self._inner.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Any) -> None:  # the SDK's hook before a span ends
+        if hasattr(self._inner, "_on_ending"):
+            self._inner._on_ending(span)
+
+    def on_end(self, span: Any) -> None:
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+
+        def clean(attributes: Any) -> dict[str, Any]:
+            return {
+                k: redact.text(v) if isinstance(v, str) else v
+                for k, v in (attributes or {}).items()
+                if k != "exception.stacktrace"
+            }
+
+        events = []
+        for e in span.events:
+            attributes = clean(e.attributes)
+            if "exception.message" in attributes:
+                attributes["exception.message"] = _first_line(attributes["exception.message"])
+            events.append(Event(e.name, attributes, e.timestamp))
+        status = span.status
+        if status.description:
+            status = Status(status.status_code, _first_line(status.description))
+        self._inner.on_end(
+            ReadableSpan(
+                name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+                attributes=clean(span.attributes), events=events, links=span.links,
+                kind=span.kind, status=status, start_time=span.start_time,
+                end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
+            )
+        )  # fmt: skip
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))
 
 
 def install(provider: Any) -> None:
@@ -187,7 +252,7 @@ def traced_command(fn: F) -> F:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": name,
-            "process.command_line": command[:COMMAND_CHARS],
+            "process.command_line": redact.text(command)[:COMMAND_CHARS],
             "agentparallels.tool.command_bytes": len(command.encode()),
         }
         if timeout_s is not None:
@@ -306,10 +371,11 @@ def _outcome(span: Span, outcome: str, *, error_type: str = "", why: str = "") -
         span.set_status(Status(StatusCode.OK))
         return
     span.set_attribute("error.type", error_type)
-    span.set_status(Status(StatusCode.ERROR, why.splitlines()[0][:200] if why else error_type))
+    span.set_status(Status(StatusCode.ERROR, _first_line(why) or error_type))
 
 
 __all__ = [
+    "Scrubbed",
     "configure",
     "flush",
     "install",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from agentparallels import redact
 from agentparallels._value import Sandbox, SandboxMode
 from agentparallels.errors import UsageError
 from agentparallels.llm import BudgetLimits, Price, split_model
@@ -29,10 +30,34 @@ def is_url(repository: str) -> bool:
     return "://" in repository or (repository.count(":") == 1 and "@" in repository.split(":")[0])
 
 
+def no_credentials(repository_url: str) -> None:
+    """Refuse a repository URL that carries a credential: the URL is the job's input, so it
+    would be stored in the workflow history (see docs/security.md)."""
+    if found := redact.credentials(repository_url):
+        raise UsageError(
+            f"the repository URL {redact.url(repository_url)} carries {' and '.join(found)}, "
+            "which would be stored in the job's history: remove it from the URL and let git "
+            "supply it on every worker (a credential helper, e.g. `git config --global "
+            "credential.helper store`, or an ssh key)"
+        )
+
+
+def endpoint(url: str | None) -> None:
+    """Refuse a model endpoint (``--base-url``) that carries a credential, for the same reason."""
+    if url and (found := redact.credentials(url)):
+        raise UsageError(
+            f"--base-url {redact.url(url)} carries {' and '.join(found)}, which would be stored "
+            "in the job's history: remove it and set the provider's key variable "
+            "(OPENAI_API_KEY or ANTHROPIC_API_KEY) where the worker runs; keys never travel "
+            "with jobs"
+        )
+
+
 def repository(path_or_url: str) -> str:
-    """The repository as the job will name it: a URL as given, or a local repository's top
-    folder as an absolute path."""
+    """The repository as the job will name it: a URL as given (refused if it carries a
+    credential), or a local repository's top folder as an absolute path."""
     if is_url(path_or_url):
+        no_credentials(path_or_url)
         if _git(Path("/"), "ls-remote", "--heads", path_or_url).returncode != 0:
             raise UsageError(f"cannot read the git repository at {path_or_url}: check the URL")
         return path_or_url
@@ -88,6 +113,7 @@ def edit(
         raise UsageError(f"conflicting editors: give one of {', '.join(chosen)}, not several")
     if (model or base_url) and not instruct:
         raise UsageError("--model and --base-url go with --instruct")
+    endpoint(base_url)
     if instruct:
         if not model:
             raise UsageError("--instruct needs --model PROVIDER:MODEL, e.g. --model openai:gpt-4.1")

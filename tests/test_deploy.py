@@ -259,3 +259,80 @@ def test_docker_compose_accepts_the_file_when_docker_is_here() -> None:
         assert done.returncode == 0, done.stderr
     else:
         assert compose()["name"] == "agentparallels"
+
+
+# --- published schemas, and the OTLP endpoint --------------------------------------------------
+
+
+def test_compose_file_validates_against_the_compose_specification() -> None:
+    """deploy/compose.yaml against the Compose Specification's JSON schema, as check-jsonschema
+    ships it (no network, no docker); the same schema rejects a misspelt key."""
+    import importlib.resources
+
+    import jsonschema
+
+    vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    validator = jsonschema.Draft202012Validator(
+        json.loads((vendored / "compose-spec.json").read_text())
+    )
+    doc = compose()
+    assert [e.message for e in validator.iter_errors(doc)] == []
+    worker = {**doc["services"]["worker"], "stop_grace_periods": "30s"}
+    assert list(validator.iter_errors({**doc, "services": {**doc["services"], "worker": worker}}))
+
+
+def test_k8s_manifests_validate_against_the_kubernetes_schemas() -> None:
+    """Every Kubernetes object under deploy/k8s against the OpenAPI-derived schemas of the newest
+    Kubernetes release kubernetes-validate ships, strictly (an unknown field is an error)."""
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    objects = [
+        (path.name, doc)
+        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+        for doc in documents(path)
+        if "kind" in doc and not doc["apiVersion"].startswith("kustomize.config.k8s.io/")
+    ]
+    assert {doc["kind"] for _, doc in objects} >= {"Deployment", "ConfigMap", "Secret"}
+    for name, doc in objects:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{name}: {doc['kind']} does not validate: {e}")
+    [(_, deployment)] = [(n, d) for n, d in objects if d["kind"] == "Deployment"]
+    wrong = json.loads(json.dumps(deployment))
+    wrong["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRefs"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong, version, strict=True)
+
+
+OTLP_PORTS = {"grpc": 4317, "http/protobuf": 4318}
+
+
+def test_otlp_endpoint_port_and_protocol_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wherever deploy/ sets an OTLP endpoint it also sets the protocol, and the endpoint's port
+    is the collector's receiver for that protocol; the code exports with that protocol."""
+    from agentparallels import tracing
+
+    receivers = documents(DEPLOY / "otel-collector.yaml")[0]["receivers"]["otlp"]["protocols"]
+    listening = {
+        "grpc": int(receivers["grpc"]["endpoint"].rsplit(":", 1)[1]),
+        "http/protobuf": int(receivers["http"]["endpoint"].rsplit(":", 1)[1]),
+    }
+    assert listening == OTLP_PORTS
+    blocks = {f"compose {n}": s.get("environment", {}) for n, s in compose()["services"].items()}
+    blocks |= {f"ConfigMap {c['metadata']['name']}": c["data"] for c in k8s("ConfigMap")}
+    endpoints = {
+        where: env for where, env in blocks.items() if "OTEL_EXPORTER_OTLP_ENDPOINT" in env
+    }
+    assert endpoints, "no OTLP endpoint is set anywhere"
+    for where, env in endpoints.items():
+        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        assert protocol in OTLP_PORTS, f"{where}: set OTEL_EXPORTER_OTLP_PROTOCOL explicitly"
+        port = int(env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/").rsplit(":", 1)[1])
+        assert port == listening[protocol], (
+            f"{where}: {protocol} is served on {OTLP_PORTS[protocol]}"
+        )
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        module = type(tracing._exporter()).__module__
+        assert (".grpc." in module) == (protocol == "grpc"), module

@@ -1,12 +1,19 @@
 """Tests for activities.rename_engine: real git repositories built in tmp_path."""
 
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from activities.rename_engine import RenameError, check_identifier, rename, source_folders
+from activities.rename_engine import (
+    RenameError,
+    check_identifier,
+    rename,
+    rename_report,
+    source_folders,
+)
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -356,3 +363,82 @@ def test_offsets_count_characters_not_bytes(tmp_path):
     )
     assert rename(root, "pkg.text.OTHER", "SECOND") == ["pkg/text.py"]
     assert read(root, "pkg/text.py") == 'LABEL = "héllo"; SECOND = 1\n'
+
+
+# --- identifiers spelled otherwise (NFKC), files that do not parse ----------------------------
+
+LIGATURE = "\ufb01"  # 'ﬁ': Python reads it as 'fi'
+WIDE_F = "\uff46"  # fullwidth 'ｆ': Python reads it as 'f'
+
+
+def test_respelled_names_are_renamed_where_rope_resolves_them(tmp_path):
+    """A module spelling `find` with a ligature (and one with a fullwidth letter) is renamed:
+    references and an attribute access on the module; not the string, the comment or an
+    unrelated local of the same name, which keep their spelling; the report lists the files."""
+    fi = LIGATURE
+    repo = make_repo(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/core.py": f"def find(x):\n    return x\n\n\nCOUNT = {fi}nd(1)\n",
+            "pkg/user.py": (
+                f"from pkg import core\nfrom pkg.core import {fi}nd\n\n\n"
+                f"def use():\n    return {fi}nd(2) + core.{fi}nd(3)  # {fi}nd\n\n\n"
+                f"def other():\n    {fi}nd = '{fi}nd'\n    return {fi}nd\n"
+            ),
+            "pkg/wide.py": f"from pkg.core import {WIDE_F}ind\n\nVALUE = {WIDE_F}ind(4)\n",
+            "pkg/plain.py": "from pkg.core import find\n\nVALUE = find(5)\n",
+        },
+    )
+    report = rename_report(repo, "pkg.core.find", "locate")
+    assert report.paths == ["pkg/core.py", "pkg/plain.py", "pkg/user.py", "pkg/wide.py"]
+    assert report.respelled == ["pkg/core.py", "pkg/user.py", "pkg/wide.py"]
+    assert report.unparsed == []
+    assert read(repo, "pkg/core.py") == "def locate(x):\n    return x\n\n\nCOUNT = locate(1)\n"
+    assert read(repo, "pkg/user.py") == (
+        "from pkg import core\nfrom pkg.core import locate\n\n\n"
+        f"def use():\n    return locate(2) + core.locate(3)  # {fi}nd\n\n\n"
+        f"def other():\n    {fi}nd = '{fi}nd'\n    return {fi}nd\n"
+    )
+    assert read(repo, "pkg/wide.py") == "from pkg.core import locate\n\nVALUE = locate(4)\n"
+    assert read(repo, "pkg/plain.py") == "from pkg.core import locate\n\nVALUE = locate(5)\n"
+    code = "import pkg.user, pkg.wide; print(pkg.user.use(), pkg.user.other())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
+    assert done.stdout.split() == ["5", fi + "nd"], done.stderr
+
+
+def test_files_that_mention_the_name_but_do_not_parse_are_reported(tmp_path):
+    """A file that uses the name but has a syntax error is named in the report and left as
+    it is; one that does not mention the name is not named; the rest is renamed."""
+    broken = "from pkg.core import find\n\ndef broken(:\n    return find(1)\n"
+    repo = make_repo(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/core.py": "def find(x):\n    return x\n",
+            "pkg/broken.py": broken,
+            "pkg/unrelated.py": "x = (\n",
+            "pkg/user.py": "from pkg.core import find\n",
+        },
+    )
+    report = rename_report(repo, "pkg.core.find", "locate")
+    assert report.paths == ["pkg/core.py", "pkg/user.py"]
+    assert report.unparsed == ["pkg/broken.py"]
+    assert read(repo, "pkg/broken.py") == broken
+
+
+def test_a_failed_rename_leaves_respelled_files_as_they_were(tmp_path):
+    """Respelling happens before rope runs; a rename refused afterwards restores the files."""
+    text = f"from pkg.core import {LIGATURE}nd\n"
+    repo = make_repo(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/core.py": "def find(x):\n    return x\n\n\ndef locate():\n    pass\n",
+            "pkg/user.py": text,
+        },
+    )
+    with pytest.raises(RenameError, match="already defined"):
+        rename_report(repo, "pkg.core.find", "locate")
+    assert read(repo, "pkg/user.py") == text
+    assert status(repo) == ""

@@ -42,7 +42,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
     """This process's tracer provider keeps spans in memory (installed once per process)."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_exporter))
+        provider.add_span_processor(tracing.Scrubbed(SimpleSpanProcessor(_exporter)))
         tracing.install(provider)
     _exporter.clear()
     yield _exporter
@@ -312,3 +312,44 @@ def test_timed_out_and_unstartable_commands_are_error_spans(
     assert slept.status.description == "timed out"
     assert missing.attributes["error.type"] == "FileNotFoundError"
     assert missing.status.status_code == StatusCode.ERROR
+
+
+def _everything(span: ReadableSpan) -> str:
+    """All the text a span exports: attributes, status, events and their attributes."""
+    parts = [span.name, str(dict(span.attributes or {})), span.status.description or ""]
+    parts += [f"{e.name} {dict(e.attributes or {})}" for e in span.events]
+    return "\n".join(parts)
+
+
+async def test_spans_carry_no_credential_and_no_file_content(
+    client: Client, spans: InMemorySpanExporter, task_queue: str, tmp_path: Path
+) -> None:
+    """A check command whose line holds a URL with a password and whose output quotes the
+    file it checks: the job fails, and no span it made (ours or Temporal's interceptor's)
+    holds the password or the file's content; the command line shows the URL redacted."""
+    repo = make_repo(
+        tmp_path / "repo", {"a.py": "x = 1\n", "b.py": "y = 2\n# CONTENT-OF-THE-FILE\n"}
+    )
+    job = RefactorInput(
+        repository=str(repo),
+        edit=CommandEdit(command="echo '# edited' >> {file}", files=("b.py",)),
+        check_cmd="echo checked https://bot:S3CRET-PW@127.0.0.1:9/r.git; cat {file}; exit 3",
+        limits=Limits(breaker_threshold=1),
+    )
+    tc = traced(client)
+    async with worker.build_worker(tc, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(tc, task_queue, job)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "CONTENT-OF-THE-FILE" in str(failure.value.cause)  # the job's own report has it
+    finished = spans.get_finished_spans()
+    lines = [str((s.attributes or {}).get("process.command_line")) for s in finished]
+    assert "echo checked https://bot:***@127.0.0.1:9/r.git; cat b.py; exit 3" in lines
+    (ended,) = [s for s in finished if s.name == "CompleteWorkflow:RefactorWorkflow"]
+    (exception,) = [dict(e.attributes or {}) for e in ended.events if e.name == "exception"]
+    assert str(exception["exception.message"]).startswith("BreakerOpen: circuit breaker opened")
+    assert "exception.stacktrace" not in exception
+    for span in finished:
+        text = _everything(span)
+        assert "S3CRET-PW" not in text, span.name
+        assert "CONTENT-OF-THE-FILE" not in text, span.name

@@ -28,6 +28,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from agentparallels import redact
     from agentparallels.events import (
         EVENTS_QUERY,
         EVENTS_SIGNAL,
@@ -125,11 +126,13 @@ class JobEvents:
         self, kind: EventKind, *, shard: str | None = None, file: str | None = None,
         detail: str = "", time: datetime | None = None,
     ) -> JobEvent:  # fmt: skip
-        """Record an event (at ``time``, default now) and send it to every subscriber."""
+        """Record an event (at ``time``, default now) and send it to every subscriber. Its
+        detail is shown with credentials in URLs replaced by ``***``: events reach subscribers,
+        the CLI and the UI (a job's repository URL, a git error quoting it)."""
         self._last += 1
         event = JobEvent(
             seq=self._last, kind=kind, time=time or workflow.now(), shard=shard, file=file,
-            detail=detail,
+            detail=redact.text(detail),
         )  # fmt: skip
         self._kept.append(event)
         self._counts[kind] += 1

@@ -205,6 +205,10 @@ class RefactorWorkflow:
                 result = self._result(inp, job, results, job.base_commit, (), None)
             else:
                 result = await self._finish(inp, job, results, saga)
+            # What the plan could not do the usual way, in the report (no command: replays).
+            result = result.model_copy(
+                update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
+            )
 
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
             self._phase("rolling back")
