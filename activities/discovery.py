@@ -41,10 +41,12 @@ def _real(*paths: str) -> tuple[Path, ...]:
     return tuple(Path(os.path.realpath(p)) for p in paths)
 
 
-def _exposable(path: str, home: str) -> bool:
+def _exposable(path: str, home: str, *, unit: bool = False) -> bool:
     """Whether a folder found by discovery may be mounted whole: not ``/``, not a top-level
-    folder, not ``$HOME`` or a folder holding it or the worker's own folders, nor inside them."""
-    if depth(path) < 3:
+    folder (unless it is a ``unit``, a virtual environment or a Python installation, such as
+    ``/venv``), not ``$HOME`` or a folder holding it or the worker's own folders, nor inside
+    them."""
+    if depth(path) < (2 if unit else 3):
         return False
     for guarded in (home, *map(str, private())):
         if under(guarded, path) or under(path, guarded) and guarded != home:
@@ -85,12 +87,13 @@ def _environment(executable: str, home: str) -> list[str]:
     if venv is not None:
         found = [venv]
         base = _base_prefix(venv)
-        if base and _exposable(base, home):
+        if base:
             found.append(base)
-        return [p for p in found if _exposable(p, home)]
+        return [p for p in found if _exposable(p, home, unit=True)]
     prefix = os.path.dirname(folder)
-    if os.path.basename(folder) == "bin" and _python_prefix(prefix) and _exposable(prefix, home):
-        return [prefix]
+    if os.path.basename(folder) == "bin" and _python_prefix(prefix):
+        if _exposable(prefix, home, unit=True):
+            return [prefix]
     if _exposable(folder, home):
         return [folder]
     if any(under(executable, str(p)) for p in private()):

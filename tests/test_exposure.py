@@ -355,6 +355,11 @@ def test_the_tools_a_command_names_are_found(outside: Path) -> None:
         found = discovery.tools(command, str(outside / "wt"), path_env, os.environ["HOME"])
         assert str(venv) in found and base in {os.path.realpath(p) for p in found}, found
     assert discovery.tools("./tool", str(bindir), path_env, os.environ["HOME"]) == []
+    # A venv at the top (as in many images) is mounted whole; a top-level folder, $HOME or a
+    # folder holding it never is.
+    home = os.environ["HOME"]
+    assert discovery._exposable("/venv", home, unit=True)
+    assert not any(discovery._exposable(p, home) for p in ("/work", home, "/", "/venv"))
 
 
 async def test_git_works_in_a_jobs_worktree_and_sees_only_its_own(
