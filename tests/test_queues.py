@@ -32,10 +32,11 @@ from agentparallels.models import ModelEdit, Progress, RefactorInput
 from tests.repos import make_repo, snapshot, src_layout_repo, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
-TIMEOUT = 180.0
+TIMEOUT = 300.0
 """Generous: the machine is shared and loaded."""
-STEER_S = 60.0
-"""The most a steering command may take with the job's worker alive (it takes seconds)."""
+STEER_S = 150.0
+"""The most a steering command may take, start-up and the job's rollback included (it takes
+seconds; a command that waited for a worker of its own would never return)."""
 KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL")
 ANSWER = {"content": "```python\nVALUE = 1\n```"}
 """The fake model's answer to every edit: the whole new file."""
