@@ -268,6 +268,24 @@ async def test_verify_cannot_spend_plan_tokens_execute_already_used(
     )
 
 
+async def test_a_run_that_counted_plan_tokens_twice_still_replays(
+    client: Client, task_queue: str, fake: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run recorded before the fix (no patch marker: the old rule let the verify call
+    through) replays with the old rule, where the new one would refuse that call."""
+    fake.push(SPEND, SPEND, SPEND)
+    small = request(fake, "openai", "hi", max_tokens=10)
+    asks = [Ask(request=small, phase="execute")] * 2
+    asks.append(Ask(request=request(fake, "openai", "hi", max_tokens=25), phase="verify"))
+    budget = BudgetLimits(total=100, shares={"plan": 0.1, "execute": 0.5, "verify": 0.2})
+    with monkeypatch.context() as old_code:  # as code without the patch recorded it
+        old_code.setattr(workflow, "patched", lambda _: False)
+        handle, outcome = await run(client, task_queue, *asks, budget=budget)
+    assert isinstance(outcome, AskResult), outcome.cause
+    assert len(fake.requests) == 3
+    await replays(client, handle)
+
+
 def test_an_absolute_phase_cap_replaces_its_share() -> None:
     """phases={"plan": 50} with 1,000 total: plan 50, and its unspent 50 flows on."""
     budget = BudgetLimits(total=1000, phases={"plan": 50})
