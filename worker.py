@@ -46,7 +46,7 @@ GARBAGE_EVERY_S = 300.0
 when it stops)."""
 HEARTBEAT_EVERY = timedelta(seconds=1)
 """Longest the SDK holds a step's heartbeat back (its own default: 0.8 x the heartbeat timeout,
-which left a starved worker 1 s of slack before its step was retried elsewhere)."""
+which left a starved worker 1 s of slack before its step was retried beside it)."""
 
 
 def _name(fn: Callable[..., Any]) -> str | None:
@@ -216,7 +216,7 @@ async def collect_garbage_of_ended_jobs(client: Client) -> None:
             continue
         if described.status != WorkflowExecutionStatus.RUNNING:
             ended.append(folder)
-    for stale in collect_garbage(ended=ended):
+    for stale in await asyncio.to_thread(collect_garbage, ended=ended):  # git waits on locks
         print(f"removed worktrees of ended job {stale.name}", flush=True)
 
 

@@ -24,10 +24,12 @@ from agentparallels.errors import NON_RETRYABLE_TYPES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HEARTBEAT = timedelta(seconds=3)
+HEARTBEAT = timedelta(seconds=5)
 """Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
-heartbeat every third of it, and workers send each at once (``worker.HEARTBEAT_EVERY``), so a
-live worker has 2 s of slack before its step is retried elsewhere."""
+heartbeat when they start and every fifth of it, and workers send each at once
+(``worker.HEARTBEAT_EVERY``), so a live but starved worker has 4 s of slack before its step is
+retried elsewhere (3 s was too little at a load average of 55 on 2 cores: one step timed out
+eight times in a row and its job failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +87,9 @@ def _heartbeating(fn: F, every: timedelta) -> F:
         done = threading.Event()
         ctx = contextvars.copy_context()
 
-        def beat() -> None:
-            while not done.wait(every.total_seconds() / 3):
+        def beat() -> None:  # at once (the step may have waited to start), then every 1/5
+            activity.heartbeat()
+            while not done.wait(every.total_seconds() / 5):
                 activity.heartbeat()
 
         thread = threading.Thread(target=ctx.run, args=(beat,), daemon=True)
