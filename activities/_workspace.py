@@ -50,12 +50,18 @@ def _prepared(repository: str, path: Path, sha: str) -> Path:
     A worktree is known clean, and reused as it is, when it is at ``sha`` and no step was
     interrupted while editing it (see :func:`editing`); otherwise it is reset.
     """
-    if _git.head_of(path) == sha and not _beside(path, "editing").exists():
+    mark = _beside(path, "editing")
+    if _git.head_of(path) == sha and not mark.exists():
         return path
+    # Marked while it is made or reset: `git worktree add` writes HEAD before it checks the
+    # files out, so a worker killed in between leaves a worktree at ``sha`` with no files,
+    # which must not pass for clean.
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
     cache = _git.cached_repo(repository)
     _git.ensure_commit(cache, repository, sha)
     _git.worktree(cache, path, sha)
-    _beside(path, "editing").unlink(missing_ok=True)
+    mark.unlink(missing_ok=True)
     return path
 
 
@@ -78,7 +84,11 @@ def scratch_worktree(repository: str, job_id: str, name: str, sha: str) -> Itera
     """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards."""
     with holding(job_id, name) as path:
         try:
-            yield _prepared(repository, path, sha)
+            _prepared(repository, path, sha)
+            # Marked for the step's duration: a worker killed mid-step (mid-rope, mid-test)
+            # leaves it dirty at ``sha``, and the next attempt must reset it, not reuse it.
+            _beside(path, "editing").touch()
+            yield path
         finally:
             _remove(repository, path)
 
