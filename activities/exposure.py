@@ -149,6 +149,15 @@ def _git_parts(cwd: str) -> list[str]:
     common = own
     if (own / "commondir").is_file():
         common = (own / (own / "commondir").read_text().strip()).resolve()
+    # Only a genuine linked worktree, whose git folder names this ``.git`` back: the file is
+    # the command's to write where ``.git`` did not exist (an agent's working folder), and one
+    # naming ``$HOME`` or another repository must expose nothing.
+    try:
+        back = Path(own, (own / "gitdir").read_text().strip())
+    except OSError:
+        return []
+    if os.path.realpath(back) != os.path.realpath(dot) or own.parent.parent != common:
+        return []
     return [str(own), *(str(common / part) for part in GIT_PARTS if (common / part).exists())]
 
 
@@ -203,6 +212,14 @@ def environment(env: Mapping[str, str], names: Iterable[str], home: str) -> dict
 
 
 PATH_IN_OUTPUT = re.compile(r"(?<![\w./~$-])(/[\w.@+~%=,-]+(?:/[\w.@+~%=,-]+)*)")
+NOT_THERE = re.compile(
+    r"no such file|not found|cannot access|can't open|permission denied|not permitted"
+    r"|nonexistent|read-only file system|not a directory|cannot create|can't create"
+    r"|ENOENT|EACCES|EPERM|FileNotFoundError|PermissionError|cannot find|does not exist",
+    re.I,
+)
+"""A line that says a path could not be had: only a path on such a line blames the sandbox
+(a failing test that merely prints a host path is a failing test)."""
 
 
 def denied(
@@ -211,7 +228,12 @@ def denied(
     """Host paths a failed command was denied: named in its output (or, when it exited 126 or
     127, its programs and their interpreters), existing on the host (or under a folder that
     does), and not visible in the sandbox."""
-    named = [m.rstrip(".,") for m in PATH_IN_OUTPUT.findall(output)]
+    named = [
+        m.rstrip(".,")
+        for line in output.splitlines()
+        if NOT_THERE.search(line)
+        for m in PATH_IN_OUTPUT.findall(line)
+    ]
     if exit_code in (126, 127):
         for word in discovery.first_words(command):
             if found := discovery.resolve(word, str(cwd), path_env):

@@ -436,3 +436,32 @@ def test_only_the_needed_parts_of_etc_are_there(outside: Path) -> None:
     with pytest.raises(ApplicationError) as denied:
         run_command("cat /etc/shadow", outside, 30)
     assert denied.value.type == SANDBOX_DENIED
+
+
+def test_a_git_file_written_by_a_command_exposes_nothing(
+    planted: dict[str, Path], outside: Path
+) -> None:
+    """An agent's working folder is the command's to write: a ``.git`` file there naming the
+    worker's $HOME must not get $HOME mounted for the next command (only a worktree of the
+    worker's own clones has its git parts exposed)."""
+    home = planted["ssh key"].parent.parent
+    workdir = outside / "workdir"
+    workdir.mkdir()
+    (workdir / ".git").write_text(f"gitdir: {home}\n")
+    done = run_command(f"cat {planted['ssh key']} > loot.txt 2>/dev/null; true", workdir, 30)
+    assert done.ok, done.output
+    assert (workdir / "loot.txt").read_text() == ""
+    mounts = exposure.view(workdir, "true", os.environ).mounts
+    assert not any(m.kind != "tmpfs" and str(home) in m.path for m in mounts)  # an empty HOME
+
+
+def test_a_failing_command_that_only_prints_a_host_path_is_not_blamed_on_the_sandbox(
+    planted: dict[str, Path], outside: Path
+) -> None:
+    """A test that fails and prints a host path in its message failed on its own; only a line
+    saying the path could not be had (no such file, permission denied) names the sandbox."""
+    wt = outside / "wt"
+    wt.mkdir()
+    key = planted["ssh key"]
+    done = run_command(f"echo 'assert config == {key}'; exit 1", wt, 30)
+    assert not done.ok and f"assert config == {key}" in done.output
