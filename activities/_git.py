@@ -212,8 +212,10 @@ def push(cwd: Path, repository: str, updates: Sequence[tuple[str, str | None, st
     args = ["push", "--quiet", "--atomic", "--no-verify"]
     specs = []
     for ref, new, expect in updates:
-        if new is not None:
-            ensure_commit(cwd, repository, new)
+        if new is not None and not has_commit(cwd, new):
+            # Fetched into the clone itself (a worktree shares its objects), under its lock.
+            common = run(cwd, "rev-parse", "--path-format=absolute", "--git-common-dir")
+            ensure_commit(Path(common), repository, new)
         args.append(f"--force-with-lease={ref}:{expect or ''}")
         specs.append(f"{new}:{ref}" if new else f":{ref}")
     run(cwd, *args, repository, *specs)

@@ -178,6 +178,9 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         edited = [p for p in applied if p in changed]
         if inp.ruff_format:
             format_files(wt, edited, inp.timeout_s, policy)
+            # Formatting can turn an edit back into the file as it was: that file is unchanged
+            # (committing it would make an empty edit commit, which is refused).
+            changed = set(_git.changed_paths(wt))
         bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s, policy)
         if bad:
             path, command, done = bad

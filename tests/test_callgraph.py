@@ -52,10 +52,11 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     logged = [c for c in calls[2:] if c[0] == "progress.shard_done"]  # one per finished shard
     assert len(logged) == 3
     steps = [c for c in calls[2:] if c not in logged]
-    # Merge, then the checklist's votes (run at once, so in any order), then publish and cleanup.
+    # Merge, then the checklist's votes (run at once, so in any order), then the check of the
+    # result, publish and cleanup.
     assert steps[0][0] == "git.merge"
-    assert [c[0] for c in steps[-2:]] == ["git.publish", "git.cleanup"]
-    assert sorted(c[1] for c in steps[1:-2]) == [
+    assert [c[0] for c in steps[-3:]] == ["git.check_result", "git.publish", "git.cleanup"]
+    assert sorted(c[1] for c in steps[1:-3]) == [
         "vote: conflicts", "vote: diff-size", "vote: lint", "vote: tests `test -f pyproject.toml`",
     ]  # fmt: skip
     shards = [child for _, child in flow.children]

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.checklist import AWAITING_APPROVAL, Decision
-    from agentparallels.errors import BAD_INPUT, CHECK_FAILED
+    from agentparallels.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH
     from agentparallels.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
     from agentparallels.models import (
         CheckInput,
@@ -201,6 +201,16 @@ class RefactorWorkflow:
             )
             changed = tuple(sorted(p for r in results for p in r.files_changed))
             if not changed:
+                # Nothing to publish, so nothing for the publish check to compare: a shard
+                # whose branch moved while it reports no file changed is caught here instead.
+                moved = [r.name for r in results if r.head != job.base_commit]
+                if moved:
+                    raise ApplicationError(
+                        f"shards {', '.join(moved)} committed edits but report no changed "
+                        "file: the result is not what the verified steps produced",
+                        type=RESULT_MISMATCH,
+                        non_retryable=True,
+                    )
                 self._phase("done")
                 result = self._result(inp, job, results, job.base_commit, (), None)
             else:
