@@ -116,3 +116,22 @@ def test_stale_worktrees_are_collected(tmp_path: Path, cache_dir: Path) -> None:
     assert not old.exists() and recent.exists()
     clone = next((cache_dir / "repos").glob("*.git"))
     assert len(git(clone, "worktree", "list").splitlines()) == 1
+
+
+def test_an_edit_that_formatting_turns_back_is_unchanged_not_a_failure(tmp_path: Path) -> None:
+    """A codemod whose change ruff format undoes (``x0 = 0`` -> ``x0=0`` -> ``x0 = 0``) leaves
+    the file as it was: reported unchanged, no commit made, and the next file still edited."""
+    repo, shard = setup(tmp_path)
+    base = shard.job.base_commit
+    squeeze = CommandEdit(command="case {file} in m0.py) sed -i 's/ = /=/' {file};; "
+                          "*) echo '# edited' >> {file};; esac")  # fmt: skip
+    result = ActivityEnvironment().run(
+        edit_files,
+        EditBatchInput(
+            shard=shard, paths=("m0.py", "m1.py"), checkpoint=base, edit=squeeze, ruff_format=True
+        ),  # fmt: skip
+    )
+    assert [(o.path, o.status) for o in result.outcomes] == [
+        ("m0.py", "unchanged"), ("m1.py", "committed"),
+    ]  # fmt: skip
+    assert git(repo, "show", f"{result.tip}:m0.py") == "x0 = 0"
