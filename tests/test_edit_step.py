@@ -123,13 +123,15 @@ def test_an_edit_that_formatting_turns_back_is_unchanged_not_a_failure(tmp_path:
     the file as it was: reported unchanged, no commit made, and the next file still edited."""
     repo, shard = setup(tmp_path)
     base = shard.job.base_commit
-    squeeze = CommandEdit(command="case {file} in m0.py) sed -i 's/ = /=/' {file};; "
-                          "*) echo '# edited' >> {file};; esac")  # fmt: skip
+    squeeze = CommandEdit(
+        command="case {file} in m0.py) sed -i 's/ = /=/' {file};; "
+        "*) echo '# edited' >> {file};; esac"
+    )
     result = ActivityEnvironment().run(
         edit_files,
         EditBatchInput(
             shard=shard, paths=("m0.py", "m1.py"), checkpoint=base, edit=squeeze, ruff_format=True
-        ),  # fmt: skip
+        ),
     )
     assert [(o.path, o.status) for o in result.outcomes] == [
         ("m0.py", "unchanged"), ("m1.py", "committed"),
