@@ -87,7 +87,7 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert report.returncode == 0, report.stderr
     assert f"job {handle.id} succeeded" in report.stdout
     assert (
-        f"Call graph of {handle.id} (completed): 3 child workflows, 15 activity calls, 0 failed"
+        f"Call graph of {handle.id} (completed): 3 child workflows, 16 activity calls, 0 failed"
         in report.stdout
     )
     assert "```mermaid\nflowchart TD\n" in report.stdout
