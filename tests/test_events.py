@@ -402,6 +402,7 @@ async def test_hooks_run_in_the_jobs_sandbox(
     assert cause.type == SANDBOX_DENIED and f"hides {outside} from" in cause.message
     assert not (outside / "leak").exists()
 
+    # The same hook unconfined: shows it was the sandbox, not the hook, that refused above.
     unconfined = job.model_copy(update={"limits": Limits(sandbox="none")})
     async with build(client, task_queue):
         result = await asyncio.wait_for(

@@ -81,6 +81,7 @@ def test_home_cache_database_and_blobs_are_not_there(
         assert f"hides {path}" in denied.value.message
         assert f"--sandbox-ro {path}" in denied.value.message
         assert SECRET not in denied.value.message
+    # Unconfined, for contrast: the files are there and readable to a plain process.
     unconfined = run_command(f"cat {names}", wt, 30, sandbox.Policy(mode="none"))
     assert unconfined.output.count(SECRET) == len(planted)
 
@@ -259,6 +260,7 @@ async def test_sandbox_flags_reach_every_command_of_the_job(
         (["--sandbox-rw", "missing-dir"], "--sandbox-rw missing-dir: no such file"),
         (["--sandbox-env", "NOT A NAME"], "--sandbox-env takes a variable name"),
         (["--sandbox-env", "HOME"], "--sandbox-env HOME: the sandbox sets HOME itself"),
+        # A usage error, not a run: sandbox flags with the sandbox off are refused.
         (["--sandbox", "none", "--sandbox-ro", "/usr"], "with --sandbox none commands see"),
     ],
 )
@@ -285,6 +287,7 @@ def test_the_cli_puts_the_flags_in_the_job() -> None:
     assert spec == Sandbox(ro=("/usr/share",), rw=(os.getcwd(),), env=("DATABASE_URL",))
     again = validate.sandbox_spec("bwrap", ["/etc"], [], ["X"], base=spec)
     assert again.ro == ("/usr/share", "/etc") and again.env == ("DATABASE_URL", "X")
+    # Parsing only: the old bare mode strings still read (recorded histories carry them).
     assert Limits.model_validate({"sandbox": "none"}).sandbox == Sandbox(mode="none")
 
 

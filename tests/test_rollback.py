@@ -29,6 +29,7 @@ from agentparallels.models import (
 from tests.repos import git, snapshot, src_layout_repo, start_job, wait_for
 from tests.rollback_audit import Audit
 
+# For checks that count their runs in a file outside the worktree, which the sandbox refuses.
 UNCONFINED = Limits(sandbox="none")
 CODEMOD = CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}")
 

@@ -28,6 +28,7 @@ from tests.repos import git, make_repo, snapshot, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 BWRAP = sandbox.Policy()
+# The unconfined baseline each test compares the sandbox with (what --sandbox none does).
 NONE = sandbox.Policy(mode="none")
 
 
@@ -203,7 +204,7 @@ def test_missing_bwrap_fails_closed_with_the_install_hint(
     with pytest.raises(ApplicationError) as failed:
         run_command("true", tmp_path, 30, BWRAP)
     assert failed.value.type == SANDBOX_UNAVAILABLE and failed.value.non_retryable
-    validate.sandbox("none")
+    validate.sandbox("none")  # the opt-out the message names is still accepted without bwrap
 
 
 async def test_a_job_whose_codemod_writes_outside_the_worktree_fails_and_changes_nothing(
