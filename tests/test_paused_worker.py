@@ -5,10 +5,7 @@ reports changed is edited on its branch, by one commit that changes exactly that
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +16,8 @@ from activities import _git
 from agentparallels.models import CommandEdit, Limits, RefactorInput
 from tests.repos import commits_touching, git, make_repo, start_job
 from tests.test_overlapping_attempts import waits_for_a_lock
+from tests.workers import WorkerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 FILES = ("f0.py", "f1.py", "f2.py")
 WAIT_S = 120.0
 
@@ -48,33 +45,6 @@ def gated_job(repo: Path, gate: Path) -> RefactorInput:
     )
 
 
-class Worker:
-    """``worker.py`` in its own process, as a user starts it; all share the test's cache."""
-
-    def __init__(self, address: str, task_queue: str, log: Path) -> None:
-        self.log = log
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py"), "--task-queue", task_queue],
-                env={**os.environ, "TEMPORAL_ADDRESS": address},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def polling(self) -> Worker:
-        await until(lambda: "worker polling task queue" in self.log.read_text())
-        return self
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 async def until(condition: Callable[[], bool]) -> None:
     """Wait for ``condition``, a look at files and processes outside this event loop."""
     async with asyncio.timeout(WAIT_S):
@@ -94,13 +64,15 @@ async def test_a_paused_worker_and_its_retry_lose_no_edit(
     gate.mkdir()
     repo = make_repo(tmp_path / "repo", {f: f"VALUE_{i} = {i}\n" for i, f in enumerate(FILES)})
     address = env.client.service_client.config.target_host
-    first = await Worker(address, task_queue, tmp_path / "first.log").polling()
+    first = await WorkerProcess.at(address, task_queue, tmp_path / "first.log").polling(WAIT_S)
     second = None
     try:
         handle = await start_job(env.client, task_queue, gated_job(repo, gate))
         await until(lambda: (gate / "check-1").exists())
         first.proc.send_signal(signal.SIGSTOP)  # past the heartbeat timeout: a retry starts
-        second = await Worker(address, task_queue, tmp_path / "second.log").polling()
+        second = await WorkerProcess.at(address, task_queue, tmp_path / "second.log").polling(
+            WAIT_S
+        )
         await until(lambda: (gate / "edit-2").exists() or waits_for_a_lock(second.proc.pid))
         (gate / "go-1").touch()
         first.proc.send_signal(signal.SIGCONT)

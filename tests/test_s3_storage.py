@@ -8,9 +8,6 @@ import asyncio
 import base64
 import json
 import os
-import signal
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -36,10 +33,10 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.models import Limits, ModelEdit, Progress, RefactorInput, RefactorResult
     from tests.repos import git, make_repo, start_job
     from tests.s3 import ACCESS_KEY, SECRET_KEY, S3Store, moto_server, new_store
+    from tests.workers import WorkerProcess
 
 KEY = base64.b64encode(b"q" * 32).decode()
 KEYRING = Keyring.parse([f"s3-test:{KEY}"], source="test")
-CLI = str(Path(sys.executable).parent / "agentparallels")
 BIG = "wombat " * 50_000  # 350 KB: over the 128 KiB threshold
 
 
@@ -167,50 +164,6 @@ def model_job(repo: Path, job: int, fake: FakeLLM) -> RefactorInput:
     )
 
 
-class WorkerProcess:
-    """``agentparallels worker`` as on a machine of its own: its own HOME, caches and state,
-    no blob directory, the blob store and model key from its environment."""
-
-    def __init__(self, root: Path, task_queue: str, env: dict[str, str]) -> None:
-        self.root = root
-        for name in ("home", "cache", "state", "xdg-cache"):
-            (root / name).mkdir(parents=True)
-        self.log = root / "worker.log"
-        own = {
-            "HOME": str(root / "home"),
-            "XDG_CACHE_HOME": str(root / "xdg-cache"),
-            "XDG_STATE_HOME": str(root / "state"),
-            "AGENTPARALLELS_CACHE_DIR": str(root / "cache"),
-            "AGENTPARALLELS_STATE_DIR": str(root / "state"),
-        }
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                [CLI, "worker", "--task-queue", task_queue],
-                env={**env, **own},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def polling(self) -> WorkerProcess:
-        async with asyncio.timeout(120):
-            while "worker polling task queue" not in self.log.read_text():  # noqa: ASYNC110
-                assert self.proc.poll() is None, self.log.read_text()
-                await asyncio.sleep(0.1)
-        return self
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 async def files_done(handles: list[WorkflowHandle]) -> int:
     total = 0
     for handle in handles:
@@ -257,7 +210,9 @@ async def test_three_workers_without_a_shared_disk_finish_jobs_with_large_model_
     async def new_worker() -> WorkerProcess:
         nonlocal spawned
         spawned += 1
-        return await WorkerProcess(tmp_path / f"w{spawned}", task_queue, worker_env).polling()
+        return await WorkerProcess.own_machine(
+            tmp_path / f"w{spawned}", task_queue, worker_env
+        ).polling(120)
 
     workers = [await new_worker() for _ in range(3)]
     try:

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,8 +24,8 @@ from agentparallels import devserver
 from agentparallels.codec import data_converter
 from agentparallels.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
 from tests.repos import commits_touching, git, make_repo, start_job
+from tests.workers import WorkerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 MODULES, FILES_PER_MODULE = 2, 3
 
 
@@ -56,38 +55,6 @@ def job_for(repo: Path, *, pause_s: float = 0.2) -> RefactorInput:
         edit=CommandEdit(command=f"sleep {pause_s}; sed -i 's/VALUE_/CONST_/' {{file}}"),
         limits=Limits(parallel=2, max_files_per_shard=FILES_PER_MODULE, batch_files=1),
     )
-
-
-class Worker:
-    """A worker in its own process, as a user would start it, logging to a file."""
-
-    def __init__(self, address: str, task_queue: str, log: Path) -> None:
-        self.log = log
-        with open(log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py"), "--task-queue", task_queue],
-                env={**os.environ, "TEMPORAL_ADDRESS": address},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def polling(self) -> Worker:
-        while "worker polling task queue" not in self.log.read_text():  # noqa: ASYNC110
-            assert self.proc.poll() is None, self.log.read_text()
-            await asyncio.sleep(0.05)
-        return self
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def check_job(repo: Path, tag: int, result: RefactorResult, cache_dir: Path, job_id: str) -> None:
@@ -129,10 +96,12 @@ async def test_twenty_jobs_on_three_workers_survive_repeated_kills(
     repos = [small_repo(tmp_path / f"repo{i}", i) for i in range(jobs)]
     spawned = 0
 
-    async def new_worker() -> Worker:
+    async def new_worker() -> WorkerProcess:
         nonlocal spawned
         spawned += 1
-        return await Worker(address, task_queue, tmp_path / f"worker{spawned}.log").polling()
+        return await WorkerProcess.at(
+            address, task_queue, tmp_path / f"worker{spawned}.log"
+        ).polling()
 
     workers = [await new_worker() for _ in range(3)]
     handles = [
@@ -207,7 +176,7 @@ async def test_job_completes_across_a_server_restart(
     repo = small_repo(tmp_path / "repo", 7)
     async with own_server(opts) as first:
         client = await Client.connect(opts.address, data_converter=data_converter(blob_dir))
-        w = await Worker(opts.address, task_queue, tmp_path / "worker.log").polling()
+        w = await WorkerProcess.at(opts.address, task_queue, tmp_path / "worker.log").polling()
         try:
             handle = await start_job(client, task_queue, job_for(repo, pause_s=0.5))
             while (done := await files_done(client, [handle])) < 2:  # noqa: ASYNC110
