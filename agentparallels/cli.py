@@ -75,6 +75,7 @@ from agentparallels.errors import (
 )
 from agentparallels.events import parse_hooks
 from agentparallels.models import (
+    WORKFLOW_TASK_TIMEOUT,
     Limits,
     ModelEdit,
     Progress,
@@ -490,6 +491,7 @@ async def refactor(args: argparse.Namespace) -> int:
             job,
             id=job_id,
             task_queue=task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             result_type=RefactorResult,
             static_summary=f"Refactor {Path(shown).name}: {what}",
             static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",
@@ -713,6 +715,7 @@ async def resume_command(args: argparse.Namespace) -> int:
             again.input,
             id=args.job,
             task_queue=task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             result_type=RefactorResult,
             static_summary=summary.removesuffix(" (resumed)") + " (resumed)",
             static_details=await again.old.static_details(),

@@ -6,6 +6,7 @@ carry paths and git object names, and activities read the files when they need t
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -18,6 +19,12 @@ from agentparallels.llm import BudgetLimits, Price, Usage
 SCRATCH_NAMESPACE = "refs/agentparallels"
 """Scratch refs of running jobs live below this in the job's repository, removed at its end."""
 BRANCH_PREFIX = "agentparallels"
+
+# How long a workflow task may run on a worker before the server gives it to another, for
+# every job and child workflow. A worker killed while holding one otherwise stalls its job
+# for the SDK's default 10 s: the main cause of slow recoveries in `make chaos`. A workflow
+# task here takes milliseconds (seconds on a starved machine); 5 s leaves a live worker room.
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 """A successful job leaves its result on the branch ``agentparallels/<job-id>``."""
 
 

@@ -14,6 +14,7 @@ from agentparallels import attributes, validate
 from agentparallels.consensus import ReviewInput, ReviewResult
 from agentparallels.errors import UsageError
 from agentparallels.llm import split_model
+from agentparallels.models import WORKFLOW_TASK_TIMEOUT
 
 WORKFLOW = "ReviewWorkflow"
 
@@ -118,6 +119,7 @@ async def review_command(args: argparse.Namespace) -> int:
         inp,
         id=f"review-{name}-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
         result_type=ReviewResult,
         static_summary=f"Review {inp.ref} of {name}: {inp.reviewers} reviewers, "
         f"quorum {inp.quorum}",

@@ -481,6 +481,7 @@ class Chaos:
         from temporalio.client import Client
 
         from agentparallels.codec import data_converter
+        from agentparallels.models import WORKFLOW_TASK_TIMEOUT
 
         args = self.args
         started = time.monotonic()
@@ -499,7 +500,11 @@ class Chaos:
             job_ids = [f"chaos-{self.report.number}-{i}-{os.getpid()}" for i in range(args.jobs)]
             for repo, job_id in zip(repos, job_ids, strict=True):
                 await client.start_workflow(
-                    "RefactorWorkflow", self.job(repo), id=job_id, task_queue=self.task_queue
+                    "RefactorWorkflow",
+                    self.job(repo),
+                    id=job_id,
+                    task_queue=self.task_queue,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
                 )
             await self.faults(client, job_ids)
             outcomes = await self.outcomes(client, job_ids)

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH
     from agentparallels.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
     from agentparallels.models import (
+        WORKFLOW_TASK_TIMEOUT,
         CheckInput,
         CheckRun,
         JobRef,
@@ -362,6 +363,7 @@ class RefactorWorkflow:
                     hooks=inp.hooks,
                 ),
                 id=child_id,
+                task_timeout=WORKFLOW_TASK_TIMEOUT,
                 static_summary=f"{shard.label}: {len(shard.files)} files",
             )
             self._events.attach(child)  # it pauses with the job
