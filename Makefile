@@ -27,10 +27,10 @@ sandbox:
 	  command -v bwrap >/dev/null 2>&1 || echo "$(BWRAP_HINT)"; }
 
 demo: $(STAMP) sandbox
-	$(BIN)/python examples/demo.py
+	$(BIN)/python -m examples.demo
 
 demo-llm: $(STAMP) sandbox
-	$(BIN)/python examples/demo_llm.py
+	$(BIN)/python -m examples.demo_llm
 
 test: $(STAMP) sandbox lint
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)
@@ -49,13 +49,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP) sandbox
-	$(BIN)/python bench/refactor_bench.py
-	$(BIN)/python bench/llm_bench.py
-	$(BIN)/python bench/sandbox_bench.py
+	$(BIN)/python -m bench.refactor_bench
+	$(BIN)/python -m bench.llm_bench
+	$(BIN)/python -m bench.sandbox_bench
 
 # Jobs on workers that are killed, paused and starved, and a server restart; CHAOS_ARGS=--rounds 10
 chaos: $(STAMP) sandbox
-	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -29,16 +29,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-import activities
-import workflows
-from activities import sandbox
-from activities._workspace import collect_garbage, job_folders
-from activities.llm import call_model
-from agentparallels import tokens, tracing
+from agentparallels import activities, tokens, tracing, workflows
+from agentparallels.activities import sandbox
+from agentparallels.activities._workspace import collect_garbage, job_folders
+from agentparallels.activities.llm import call_model
 from agentparallels.errors import UsageError
 from agentparallels.llm import KEY_VARIABLES
-from workflows.credentials import credential_queue
-from workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
+from agentparallels.workflows.credentials import credential_queue
+from agentparallels.workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
 DEFAULT_TASK_QUEUE = "agentparallels"
 GARBAGE_EVERY_S = 300.0

@@ -5,23 +5,23 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
-from activities.agent import run_tool
-from activities.checklist import vote
-from activities.checks import run_check
-from activities.git_ops import (
+from agentparallels.activities.agent import run_tool
+from agentparallels.activities.checklist import vote
+from agentparallels.activities.checks import run_check
+from agentparallels.activities.git_ops import (
     cleanup,
     merge,
     publish,
     remove_worktree,
     set_ref,
 )
-from activities.hooks import run_hook
-from activities.invariant import check_result
-from activities.llm import call_model
-from activities.progress_log import open_log, record_shard
-from activities.refactor import edit_files, plan
-from activities.review import read_diff
-from activities.routing import pollers
+from agentparallels.activities.hooks import run_hook
+from agentparallels.activities.invariant import check_result
+from agentparallels.activities.llm import call_model
+from agentparallels.activities.progress_log import open_log, record_shard
+from agentparallels.activities.refactor import edit_files, plan
+from agentparallels.activities.review import read_diff
+from agentparallels.activities.routing import pollers
 
 ALL = [
     plan,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from activities import sandbox
+from agentparallels.activities import sandbox
 from agentparallels.tracing import traced_command
 
 OUTPUT_TAIL = 4000

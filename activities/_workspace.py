@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from activities import _git
+from agentparallels.activities import _git
 
 
 def worktrees_dir(job_id: str) -> Path:

@@ -7,9 +7,9 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from activities import sandbox
-from activities._defn import defn
-from activities._proc import run_command
+from agentparallels.activities import sandbox
+from agentparallels.activities._defn import defn
+from agentparallels.activities._proc import run_command
 from agentparallels.agent import ToolInput, ToolResult
 
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from temporalio.exceptions import ApplicationError
 
-from activities import _git
+from agentparallels.activities import _git
 from agentparallels.errors import SCOPE_VIOLATION
 
 

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import git
 
-from activities import _git, sandbox
-from activities._defn import defn
-from activities._workspace import scratch_worktree
-from activities.checks import _ruff_findings
-from activities.refactor import resolve_base
+from agentparallels.activities import _git, sandbox
+from agentparallels.activities._defn import defn
+from agentparallels.activities._workspace import scratch_worktree
+from agentparallels.activities.checks import _ruff_findings
+from agentparallels.activities.refactor import resolve_base
 from agentparallels.checklist import CheckVote, VoteInput
 
 

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from activities import sandbox
-from activities._defn import defn
-from activities._proc import Finished, ruff_bin, run_command
-from activities._workspace import scratch_worktree
+from agentparallels.activities import sandbox
+from agentparallels.activities._defn import defn
+from agentparallels.activities._proc import Finished, ruff_bin, run_command
+from agentparallels.activities._workspace import scratch_worktree
 from agentparallels.models import CheckInput, CheckRun
 
 

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import git
 
-from activities import _git, bulkhead, rename_engine, sandbox
-from activities._proc import run_command
+from agentparallels.activities import _git, bulkhead, rename_engine, sandbox
+from agentparallels.activities._proc import run_command
 from agentparallels.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from activities import discovery
-from activities.discovery import depth, under
+from agentparallels.activities import discovery
+from agentparallels.activities.discovery import depth, under
 
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = (

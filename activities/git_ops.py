@@ -10,9 +10,9 @@ from datetime import timedelta
 import git
 from temporalio.exceptions import ApplicationError
 
-from activities import _git
-from activities._defn import defn
-from activities._workspace import remove_worktree as _remove_worktree
+from agentparallels.activities import _git
+from agentparallels.activities._defn import defn
+from agentparallels.activities._workspace import remove_worktree as _remove_worktree
 from agentparallels.errors import GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,

@@ -17,10 +17,10 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from activities import _git, sandbox
-from activities._defn import defn
-from activities._proc import run_command
-from activities._workspace import editing, scratch_worktree
+from agentparallels.activities import _git, sandbox
+from agentparallels.activities._defn import defn
+from agentparallels.activities._proc import run_command
+from agentparallels.activities._workspace import editing, scratch_worktree
 from agentparallels.events import HookInput, HookRun
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from activities import _git
-from activities._defn import defn
 from agentparallels._value import Value
+from agentparallels.activities import _git
+from agentparallels.activities._defn import defn
 from agentparallels.errors import RESULT_MISMATCH
 from agentparallels.models import JobRef
 

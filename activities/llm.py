@@ -42,9 +42,9 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from activities import _git
-from activities._defn import defn
 from agentparallels import errors, tracing
+from agentparallels.activities import _git
+from agentparallels.activities._defn import defn
 from agentparallels.llm import (
     KEY_VARIABLES,
     FileContext,

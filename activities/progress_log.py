@@ -22,8 +22,8 @@ from pathlib import Path
 
 import git
 
-from activities import _git
-from activities._defn import defn
+from agentparallels.activities import _git
+from agentparallels.activities._defn import defn
 from agentparallels.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardRef, ShardResult
 from agentparallels.progress_log import (
     LOG_FILE,

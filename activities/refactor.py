@@ -8,12 +8,12 @@ from pathlib import Path
 import git
 from temporalio.exceptions import ApplicationError
 
-from activities import _git, bulkhead, sandbox
-from activities._defn import defn
-from activities._workspace import editing, scratch_worktree
-from activities.checks import format_files, uses_ruff, verify
-from activities.editors import EditFailed, PlanRejected, editor_for
 from agentparallels import tokens
+from agentparallels.activities import _git, bulkhead, sandbox
+from agentparallels.activities._defn import defn
+from agentparallels.activities._workspace import editing, scratch_worktree
+from agentparallels.activities.checks import format_files, uses_ruff, verify
+from agentparallels.activities.editors import EditFailed, PlanRejected, editor_for
 from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from activities import _git
-from activities._defn import defn
-from activities.refactor import resolve_base
+from agentparallels.activities import _git
+from agentparallels.activities._defn import defn
+from agentparallels.activities.refactor import resolve_base
 from agentparallels.consensus import DiffRequest, ReviewDiff
 
 

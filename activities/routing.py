@@ -9,8 +9,8 @@ from temporalio import activity
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.common import RetryPolicy
 
-from activities._defn import defn
 from agentparallels._value import Value
+from agentparallels.activities._defn import defn
 from agentparallels.queues import pollers_of
 
 POLL_EVERY_S = 0.2

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from activities import discovery, exposure
 from agentparallels._value import Sandbox, SandboxMode
+from agentparallels.activities import discovery, exposure
 from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE
 
 INSTALL_HINT = (

@@ -1,8 +1,8 @@
-"""Agent Parallels core: what is neither workflow nor activity.
+"""Agent Parallels: durable agent workflows on Temporal.
 
-Shared models, errors, configuration, the Temporal dev-server launcher and the CLI live here.
-Import direction: ``workflows`` -> ``activities`` -> ``agentparallels``; nothing in this package
-imports the other two at module level.
+The one installed namespace. ``agentparallels.workflows``, ``agentparallels.activities`` and
+``agentparallels.worker`` are the repository's top-level ``workflows/``, ``activities/`` and
+``worker.py`` (linked here, so that they install and import under this name only).
 """
 
 __version__ = "0.1.0"

@@ -52,6 +52,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels import (
+    __version__,
     approval_command,
     attributes,
     devserver,
@@ -118,6 +119,7 @@ def build_parser() -> Parser:
         "or was cancelled and its rollback left something behind (each named with the command "
         "that removes it; `agentparallels cleanup JOB --repo PATH` removes them all)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     server = sub.add_parser("server", help="run the embedded Temporal dev server (foreground)")
@@ -130,7 +132,7 @@ def build_parser() -> Parser:
     )
 
     worker = sub.add_parser("worker", help="run a worker for every workflow and activity")
-    import worker as worker_module
+    from agentparallels import worker as worker_module
 
     worker_module.add_arguments(worker)
 
@@ -411,7 +413,7 @@ def job_queue(args: argparse.Namespace, old: str | None = None) -> str:
 def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext()
-    import worker
+    from agentparallels import worker
 
     return worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue))
 
@@ -667,7 +669,7 @@ async def status_command(args: argparse.Namespace) -> int:
 def _logged(job_id: str, repo: str | None) -> str | None:
     """What the job's progress log in ``repo`` (default: the current directory's repository)
     says; None when there is none. An explicit ``repo`` without a log is a usage error."""
-    from activities import progress_log
+    from agentparallels.activities import progress_log
 
     if repo is None:
         found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
@@ -844,7 +846,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot serve {args.script}: {e}") from None
     if args.command == "worker":
-        import worker
+        from agentparallels import worker
 
         asyncio.run(worker.run(worker.options_from(args)))
         return 0

@@ -12,8 +12,8 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 
-from activities import _git
-from activities._workspace import remove_worktree, worktrees_dir
+from agentparallels.activities import _git
+from agentparallels.activities._workspace import remove_worktree, worktrees_dir
 from agentparallels.models import BRANCH_PREFIX, SCRATCH_NAMESPACE
 
 

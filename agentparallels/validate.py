@@ -180,7 +180,7 @@ def prices(specs: list[str]) -> dict[str, Price]:
 
 def sandbox(mode: SandboxMode) -> None:
     """Fail closed: the sandbox asked for must be buildable here (the worker checks again)."""
-    from activities import sandbox as tool_sandbox
+    from agentparallels.activities import sandbox as tool_sandbox
 
     why = tool_sandbox.problem(mode)
     if why:

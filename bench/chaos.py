@@ -36,7 +36,7 @@ A round is clean when it has no wrong tree, failed job, duplicate commit or left
 recovery is within ``--recovery-goal`` seconds. ``--rounds N`` runs up to N rounds and stops at
 the first unclean one; the exit code is 0 only if every round was clean.
 
-Run from the project root: ``.venv/bin/python bench/chaos.py [--rounds 10] [--json]``;
+Run from the project root: ``.venv/bin/python -m bench.chaos [--rounds 10] [--json]``;
 ``make chaos`` runs it with the defaults.
 """
 
@@ -59,12 +59,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "bench"):  # also when imported (tests import its processes)
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+from bench._machine import project_revision, run_main
 
-from _machine import project_revision, run_main  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 EDIT = "sed -i 's/VALUE_/CONST_/' {file}"
 """The edit each job makes to every Python file; the plain side runs exactly this."""
@@ -121,7 +118,7 @@ def branch_tree(repo: Path, job_id: str) -> str | None:
 def edit_commit_problems(repo: Path, job_id: str) -> list[str]:
     """Duplicate edit commits on the job's branch (two commits changing the same file under the
     same edit trailer), and edit commits that do not change the file they name."""
-    from activities._git import EDIT_TRAILER
+    from agentparallels.activities._git import EDIT_TRAILER
 
     try:
         log = git(
@@ -714,7 +711,7 @@ def details(r: Round) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from activities._defn import HEARTBEAT
+    from agentparallels.activities._defn import HEARTBEAT
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=1, help="rounds to run (default: %(default)s)")

@@ -19,7 +19,7 @@ talks to over TCP; it answers ``ok`` at once, so what is left is the cost of eac
   description once it has completed. The goal checked: at most 2 KB of history per call with
   the codec, whatever the prompt size.
 
-Run from the project root: ``.venv/bin/python bench/llm_bench.py [--calls 50] [--repeat 3]``.
+Run from the project root: ``.venv/bin/python -m bench.llm_bench [--calls 50] [--repeat 3]``.
 It prints a table and writes everything to ``bench/results/llm.json``.
 """
 
@@ -33,31 +33,29 @@ import platform
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-# No resolve(): the workflow sandbox re-imports this module and forbids file-system access.
-ROOT = Path(__file__).parent.parent  # __file__ is absolute for a script (Python >= 3.9)
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from pydantic import BaseModel
+from temporalio import workflow
 
-from _machine import (  # noqa: E402
+from bench._machine import (
     dev_server_pid,
     machine_busy,
     proc_cpu,
     project_revision,
     run_main,
 )
-from pydantic import BaseModel  # noqa: E402
-from temporalio import workflow  # noqa: E402
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.llm import Message, ModelRequest  # noqa: E402
-    from workflows.model_step import ModelSteps  # noqa: E402
+    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.workflows.model_step import ModelSteps
+
+# No resolve(): the workflow sandbox re-imports this module and forbids file-system access.
+ROOT = Path(__file__).parent.parent  # __file__ is absolute for a script (Python >= 3.9)
 
 RESULTS = ROOT / "bench" / "results" / "llm.json"
 MODEL = "openai:bench-model"
@@ -199,7 +197,7 @@ async def durable_calls(client: Any, queue: str, base_url: str, calls: int, size
 def bench_worker(client: Any, queue: str) -> Any:
     from temporalio.worker import Worker
 
-    from activities.llm import call_model
+    from agentparallels.activities.llm import call_model
 
     return Worker(client, task_queue=queue, workflows=[LlmBenchWorkflow], activities=[call_model])
 

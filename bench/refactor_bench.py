@@ -19,7 +19,7 @@ durable/plain ratio are printed and written to ``bench/results/latest.json``, wi
 seconds of both sides, the load other processes put on the machine meanwhile, and (unless
 ``--no-profile``) where the last durable job of each case spent its time.
 
-Run from the project root: ``.venv/bin/python bench/refactor_bench.py [--sizes 50 200]
+Run from the project root: ``.venv/bin/python -m bench.refactor_bench [--sizes 50 200]
 [--repeat 3]``; ``make bench`` runs it with the defaults. ``--help`` lists the job's limits
 that can be varied.
 """
@@ -48,17 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from _machine import (  # noqa: E402
+from bench._machine import (
     dev_server_pid,
     machine_busy,
     proc_cpu,
     project_revision,
     run_main,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FILES_PER_PACKAGE = 10
 OLD = "gen.core.util.to_cents"
@@ -271,14 +269,14 @@ def generate_repo(root: Path, size: int) -> dict[str, Any]:
 
 
 def _ruff() -> str:
-    from activities._proc import ruff_bin
+    from agentparallels.activities._proc import ruff_bin
 
     return ruff_bin()
 
 
 def _tool_env() -> dict[str, str]:
     """The environment the job's commands get (this venv first on PATH, no GIT_* variables)."""
-    from activities._proc import tool_env
+    from agentparallels.activities._proc import tool_env
 
     return tool_env()
 
@@ -308,7 +306,7 @@ def copy_repo(template: Path, dest: Path) -> Path:
 
 
 def _uses_ruff(root: Path) -> bool:
-    from activities.checks import uses_ruff
+    from agentparallels.activities.checks import uses_ruff
 
     return uses_ruff(root)
 
@@ -347,7 +345,7 @@ def run_tests_and_commit(repo: Path, message: str) -> str:
 
 
 def plain_rename(repo: Path) -> tuple[str, int]:
-    from activities import rename_engine
+    from agentparallels.activities import rename_engine
 
     changed = rename_engine.rename(repo, OLD, NEW)
     ruff_after_edit(repo, changed, check_all=False)
@@ -479,8 +477,8 @@ def traced_subprocesses(profile: Profile | None):
         return
     import git
 
-    import activities
-    from activities import _proc
+    from agentparallels import activities
+    from agentparallels.activities import _proc
 
     def timed(fn: Callable[..., Any], kind: Callable[..., str]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -598,7 +596,7 @@ async def durable_job(
     profile: Profile | None,
     server_pid: int | None,
 ) -> dict:
-    import worker
+    from agentparallels import worker
     from agentparallels.models import RefactorInput, RefactorResult
 
     job_id = f"bench-{uuid.uuid4().hex[:10]}"
@@ -819,7 +817,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
 
 
 def main() -> None:
-    import worker
+    from agentparallels import worker
     from agentparallels.models import Limits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,7 +12,7 @@ milliseconds on each side, the ratio and the difference to ``none``, and the fas
 each side (the least disturbed by other load on a shared machine); the load average before and
 after is recorded too.
 
-Run from the project root: ``.venv/bin/python bench/sandbox_bench.py [--runs 30]``. It prints
+Run from the project root: ``.venv/bin/python -m bench.sandbox_bench [--runs 30]``. It prints
 a table and writes everything to ``bench/results/sandbox.json``.
 """
 
@@ -33,10 +33,9 @@ from pathlib import Path
 from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from activities import exposure, sandbox  # noqa: E402
-from activities._proc import ruff_bin, run_command  # noqa: E402
+from agentparallels.activities import exposure, sandbox  # noqa: E402
+from agentparallels.activities._proc import ruff_bin, run_command  # noqa: E402
 from bench._machine import project_revision  # noqa: E402
 
 SAMPLE = "\n\n".join(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from example_repo import CLI, TESTS, fresh_copy, show_branch
+from examples.example_repo import CLI, TESTS, fresh_copy, show_branch
 
 RENAME = "shopkart.pricing.money.to_cents=as_cents"
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from example_repo import CLI, TESTS, fresh_copy, show_branch  # noqa: E402
-
-from agentparallels.fake_llm import FakeLLM  # noqa: E402
+from agentparallels.fake_llm import FakeLLM
+from examples.example_repo import CLI, TESTS, fresh_copy, show_branch
 
 FILES = "src/shopkart/pricing/[!_]*.py"
 INSTRUCT = "Add `from __future__ import annotations` as the first import of the module."

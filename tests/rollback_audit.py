@@ -14,10 +14,10 @@ from typing import Any
 
 from temporalio import activity
 
-import activities
-from activities import _git
-from activities._workspace import worktrees_dir
-from activities.git_ops import cleanup, set_ref
+from agentparallels import activities
+from agentparallels.activities import _git
+from agentparallels.activities._workspace import worktrees_dir
+from agentparallels.activities.git_ops import cleanup, set_ref
 from agentparallels.models import JobRef, RefUpdate
 
 SAGA_REFS = ("shards/", "merged")

@@ -17,14 +17,13 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
-import worker
-import workflows
+from agentparallels import worker, workflows
 from agentparallels.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
 from agentparallels.errors import BUDGET_EXCEEDED
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.llm import BudgetLimits, Compaction
+from agentparallels.workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
 from tests.history_text import history_text
-from workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
 
 SUMMARY = "SUMMARY-7f3a: the agent answered ok every turn."
 RUN_EVENTS = 200

@@ -12,13 +12,13 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
     from temporalio.exceptions import ApplicationError
 
-    import worker
+    from agentparallels import worker
     from agentparallels.errors import ITERATION_CAP
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.llm import Message, ModelRequest
-    from workflows.circuit_breaker import IterationCap
-    from workflows.model_step import ModelSteps
-    from workflows.routing import MODEL_CAPABILITY, capability_queue
+    from agentparallels.workflows.circuit_breaker import IterationCap
+    from agentparallels.workflows.model_step import ModelSteps
+    from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 
 CALLS = 4
 

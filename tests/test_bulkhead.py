@@ -10,8 +10,8 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-import worker
-from activities.refactor import edit_files
+from agentparallels import worker
+from agentparallels.activities.refactor import edit_files
 from agentparallels.errors import SCOPE_VIOLATION
 from agentparallels.models import (
     CommandEdit,

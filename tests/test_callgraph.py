@@ -13,8 +13,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
-import worker
-from agentparallels import callgraph
+from agentparallels import callgraph, worker
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
 from tests.looping_workflow import LoopingWorkflow, step

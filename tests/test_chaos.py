@@ -2,8 +2,8 @@
 worker killed and one paused past its heartbeat timeout, every branch compared with the plain
 edit, nothing left behind.
 
-It runs ``bench/chaos.py`` as the user would (its own dev server and worker processes), so it is
-slow (marked ``slow``); CI runs it.
+It runs ``bench/chaos.py`` (``python -m bench.chaos``) as the user would (its own dev server
+and worker processes), so it is slow (marked ``slow``); CI runs it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-import worker
-from activities._defn import HEARTBEAT
+from agentparallels import worker
+from agentparallels.activities._defn import HEARTBEAT
 from agentparallels.checklist import ApprovalOptions, Decision
 from agentparallels.models import CommandEdit, Progress, RefactorInput
 from tests.repos import start_job
@@ -34,7 +34,7 @@ EDIT_STEP = "refactor.edit_files"
 
 def chaos(*args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--json", *args],
+        [sys.executable, "-m", "bench.chaos", "--json", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from workflows.circuit_breaker import CircuitBreaker
+    from agentparallels.workflows.circuit_breaker import CircuitBreaker
 
 
 @workflow.defn(name="test.breaker.Script")

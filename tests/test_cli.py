@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-import worker
+from agentparallels import worker
 from tests.repos import snapshot, src_layout_repo, write
 
 CLI = str(Path(sys.executable).parent / "agentparallels")

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import ApplicationError
     from temporalio.worker import Worker
 
-    from activities.llm import call_model
+    from agentparallels.activities.llm import call_model
     from agentparallels.consensus import (
         CommitteeVerdict,
         EvaluatorOptions,
@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.errors import BAD_INPUT
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.llm import Message, ModelRequest
-    from workflows.consensus import committee, evaluator_optimizer, majority_vote
-    from workflows.model_step import ModelSteps
+    from agentparallels.workflows.consensus import committee, evaluator_optimizer, majority_vote
+    from agentparallels.workflows.model_step import ModelSteps
 
 
 class Probe(BaseModel):

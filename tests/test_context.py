@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHistory
 
-import worker
+from agentparallels import worker
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
 from agentparallels.replay import histories_of

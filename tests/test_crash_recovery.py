@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-import worker
+from agentparallels import worker
 from agentparallels.models import CommandEdit, Limits, Progress, RefactorInput
 from tests.repos import commits_touching, git, make_repo, start_job
 

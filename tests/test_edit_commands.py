@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-import worker
+from agentparallels import worker
 from agentparallels.errors import BREAKER_OPEN
 from agentparallels.models import CommandEdit, Limits, RefactorInput
 from tests.repos import git, make_repo, snapshot, start_job

@@ -8,7 +8,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.refactor import edit_files
+from agentparallels.activities.refactor import edit_files
 from agentparallels.errors import GIT_CONFLICT
 from agentparallels.models import CommandEdit, EditBatchInput, JobRef, ShardRef
 from tests.repos import git, make_repo
@@ -104,7 +104,7 @@ def test_stale_worktrees_are_collected(tmp_path: Path, cache_dir: Path) -> None:
     """A job's worktrees untouched for longer than the limit are removed, recent ones kept."""
     import os
 
-    from activities._workspace import collect_garbage
+    from agentparallels.activities._workspace import collect_garbage
 
     repo, shard = setup(tmp_path)
     ActivityEnvironment().run(edit_files, step(shard, ("m0.py",), shard.job.base_commit))

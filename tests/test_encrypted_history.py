@@ -15,7 +15,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-import worker
+from agentparallels import worker
 from agentparallels.codec import data_converter, payload_codec
 from agentparallels.codec_server import CodecServer
 from agentparallels.encryption import CodecKeyError, Keyring

@@ -24,10 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    import activities
-    import worker
-    from activities._defn import defn
-    from activities.refactor import edit_files
+    from agentparallels import activities, worker
+    from agentparallels.activities._defn import defn
+    from agentparallels.activities.refactor import edit_files
     from agentparallels.attributes import PHASE
     from agentparallels.cli import main
     from agentparallels.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
@@ -49,9 +48,9 @@ with workflow.unsafe.imports_passed_through():
         RefactorInput,
         RefactorResult,
     )
+    from agentparallels.workflows.events import JobEvents
     from tests.repos import git, make_repo, snapshot, start_job
     from tests.rollback_audit import Audit
-    from workflows.events import JobEvents
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 APPEND = CommandEdit(command="echo '# edited' >> {file}")

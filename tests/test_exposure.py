@@ -20,9 +20,9 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-import worker
-from activities import discovery, exposure, sandbox
-from activities._proc import run_command
+from agentparallels import worker
+from agentparallels.activities import discovery, exposure, sandbox
+from agentparallels.activities._proc import run_command
 from agentparallels.errors import SANDBOX_DENIED
 from agentparallels.models import CommandEdit, Limits, RefactorInput, Sandbox
 from tests.repos import git, make_repo, snapshot, start_job
@@ -296,7 +296,7 @@ def test_a_models_answer_never_widens_the_sandbox(outside: Path) -> None:
     holding a secret: what the workdir holds is never followed, so the venv stays hidden (the
     script cannot even start) and no secret comes back; a plain read of it comes back as
     output naming the hidden path."""
-    from activities.agent import run_tool
+    from agentparallels.activities.agent import run_tool
     from agentparallels.agent import ToolInput
 
     venv = venv_outside(outside)
@@ -328,7 +328,7 @@ def test_a_workdir_holding_the_workers_own_files_is_refused(
     """A tool's working directory is mounted writable, so one that holds the worker's cache
     (other jobs' worktrees) or $HOME is refused before anything runs, as no shard's worktree
     could."""
-    from activities.agent import run_tool
+    from agentparallels.activities.agent import run_tool
     from agentparallels.agent import ToolInput
 
     run = ToolInput(command="cat cache/worktrees/*/*/app.py", workdir=str(outside), answer="",

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import CancelledError
     from temporalio.worker import Worker
 
-    from workflows.fanout import gather_bounded
+    from agentparallels.workflows.fanout import gather_bounded
 
 CALLS: list[str] = []
 TWO_RUNNING = asyncio.Event()

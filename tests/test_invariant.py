@@ -14,10 +14,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-import activities
-import worker
-from activities.git_ops import merge
-from activities.invariant import ResultCheckInput, ShardClaim, check_result
+from agentparallels import activities, worker
+from agentparallels.activities.git_ops import merge
+from agentparallels.activities.invariant import ResultCheckInput, ShardClaim, check_result
 from agentparallels.errors import RESULT_MISMATCH
 from agentparallels.models import JobRef, MergeInput, RefactorInput, RenameEdit
 from tests.repos import git, make_repo, snapshot, src_layout_repo, start_job, write

@@ -12,15 +12,14 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-import worker
-from agentparallels import tokens
+from agentparallels import tokens, worker
 from agentparallels.attributes import TOKENS
 from agentparallels.errors import BUDGET_EXCEEDED
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.llm import BudgetLimits, Grant, Reservation, Settlement
 from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels.workflows.ledger import Ledger
 from tests.repos import make_repo, snapshot, start_job
-from workflows.ledger import Ledger
 
 BIG = "".join(f"CONSTANT_NUMBER_{i} = {i * 7919}\n" for i in range(120))
 """A file of about 1,300 tokens."""

@@ -16,9 +16,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-import activities
-import worker
-from agentparallels import leftovers
+from agentparallels import activities, leftovers, worker
 from agentparallels.errors import CHECK_FAILED
 from agentparallels.models import JobRef, RefactorInput, RefUpdate, RenameEdit
 from tests.repos import git, snapshot, src_layout_repo, start_job

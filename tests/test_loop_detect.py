@@ -13,13 +13,13 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client, WorkflowFailureError
     from temporalio.worker import Worker
 
-    import worker
+    from agentparallels import worker
     from agentparallels.errors import LOOP_DETECTED
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.models import Limits, ModelEdit, RefactorInput
+    from agentparallels.workflows.circuit_breaker import CircuitBreaker
+    from agentparallels.workflows.loop_detect import LoopDetector, LoopLimits, fingerprint
     from tests.repos import make_repo, snapshot, start_job
-    from workflows.circuit_breaker import CircuitBreaker
-    from workflows.loop_detect import LoopDetector, LoopLimits, fingerprint
 
 FILES = {"pkg/__init__.py": "", "pkg/a.py": "def old_name() -> int:\n    return 1\n"}
 BAD = "```python\ndef broken(:\n```"

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
 
     from agentparallels._value import Value
     from agentparallels.errors import SUMMARY_TOO_LARGE
-    from workflows.mapreduce import MapReduceOptions, map_reduce
+    from agentparallels.workflows.mapreduce import MapReduceOptions, map_reduce
 
 
 class FileSummary(Value):

@@ -22,11 +22,11 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import ActivityEnvironment
     from temporalio.worker import Replayer, Worker
 
-    from activities.llm import RETRY, call_model
-    from activities.routing import pollers
+    from agentparallels.activities.llm import RETRY, call_model
+    from agentparallels.activities.routing import pollers
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.llm import BudgetLimits, Message, ModelAnswer, ModelRequest, Price, Usage
-    from workflows.model_step import ModelSteps
+    from agentparallels.workflows.model_step import ModelSteps
 
 PROVIDERS = ["openai", "anthropic"]
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}

@@ -11,8 +11,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
-import worker
-import workflows
+from agentparallels import worker, workflows
 from agentparallels.errors import BREAKER_OPEN
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.llm import BudgetLimits, Price

@@ -15,8 +15,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import _git, refactor
-from activities.refactor import edit_files
+from agentparallels.activities import _git, refactor
+from agentparallels.activities.refactor import edit_files
 from agentparallels.errors import GIT_CONFLICT
 from agentparallels.models import (
     CommandEdit,

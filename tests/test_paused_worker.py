@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities import _git
+from agentparallels.activities import _git
 from agentparallels.models import CommandEdit, Limits, RefactorInput
 from tests.repos import commits_touching, git, make_repo, start_job
 from tests.test_overlapping_attempts import waits_for_a_lock

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from agentparallels.errors import STAGE_FAILED
-    from workflows.pipeline import (
+    from agentparallels.workflows.pipeline import (
         Gate,
         GateInput,
         PipelineInput,

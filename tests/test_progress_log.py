@@ -7,11 +7,11 @@ from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
 
-from activities import _git
-from activities._workspace import collect_garbage
-from activities.git_ops import publish
-from activities.progress_log import open_log, read, record_shard
-from activities.refactor import edit_files
+from agentparallels.activities import _git
+from agentparallels.activities._workspace import collect_garbage
+from agentparallels.activities.git_ops import publish
+from agentparallels.activities.progress_log import open_log, read, record_shard
+from agentparallels.activities.refactor import edit_files
 from agentparallels.models import (
     CommandEdit,
     EditBatchInput,

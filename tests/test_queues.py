@@ -24,8 +24,7 @@ from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-import worker
-from agentparallels import queues
+from agentparallels import queues, worker
 from agentparallels.cli import DEFAULT_TASK_QUEUE, job_queue
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import ModelEdit, Progress, RefactorInput

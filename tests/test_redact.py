@@ -18,8 +18,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-import worker
-from agentparallels import logs, redact
+from agentparallels import logs, redact, worker
 from agentparallels.events import EVENTS_QUERY, EventPage
 from agentparallels.models import RefactorInput, RenameEdit
 from tests.repos import git, make_repo, start_job

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.rename_engine import (
+from agentparallels.activities.rename_engine import (
     RenameError,
     check_identifier,
     rename,

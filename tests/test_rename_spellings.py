@@ -8,7 +8,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-import worker
+from agentparallels import worker
 from agentparallels.models import RefactorInput, RenameEdit
 from agentparallels.progress import summary
 from tests.repos import git, make_repo, start_job

@@ -33,7 +33,7 @@ async def test_every_recorded_history_replays() -> None:
 
 def test_every_shipped_workflow_has_a_recorded_history() -> None:
     """A workflow added to ``workflows.ALL`` without a recording here would go unguarded."""
-    import workflows
+    from agentparallels import workflows
 
     recorded = set()
     for path in HISTORIES:

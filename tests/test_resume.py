@@ -17,10 +17,8 @@ import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-import activities
-import worker
-from activities.refactor import edit_files
-from agentparallels import resume
+from agentparallels import activities, resume, worker
+from agentparallels.activities.refactor import edit_files
 from agentparallels.cli import status_command
 from agentparallels.errors import CHECK_FAILED, UsageError
 from agentparallels.models import (

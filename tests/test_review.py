@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-import worker
+from agentparallels import worker
 from agentparallels.fake_llm import FakeLLM
 from tests.repos import git, make_repo, write
 

@@ -13,9 +13,8 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
-import activities
-import worker
-from activities.refactor import edit_files
+from agentparallels import activities, worker
+from agentparallels.activities.refactor import edit_files
 from agentparallels.errors import BREAKER_OPEN, CHECK_FAILED
 from agentparallels.models import (
     CommandEdit,

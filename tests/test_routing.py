@@ -20,16 +20,14 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import ApplicationError
     from temporalio.worker import Worker
 
-    import activities
-    import worker
-    from activities.llm import call_model
-    from activities.routing import pollers
+    from agentparallels import activities, worker
+    from agentparallels.activities.llm import call_model
+    from agentparallels.activities.routing import pollers
     from agentparallels.cli import build_parser, main
     from agentparallels.errors import NO_CAPABILITY
     from agentparallels.fake_llm import FakeLLM
     from agentparallels.models import RenameEdit
-    from tests.repos import git, make_repo
-    from workflows.routing import (
+    from agentparallels.workflows.routing import (
         ActivityPlanner,
         ModelPlanner,
         OrchestratorInput,
@@ -41,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RoutePlan,
         SubTask,
     )
+    from tests.repos import git, make_repo
 
 REGISTRY = Registry(
     routes=(

@@ -14,7 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
     from temporalio.worker import Worker
 
-    from workflows.saga import Saga, shielded
+    from agentparallels.workflows.saga import Saga, shielded
 
 CALLS: list[str] = []
 STARTED: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)

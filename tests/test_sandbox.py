@@ -18,10 +18,9 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-import worker
-from activities import sandbox
-from activities._proc import run_command
-from agentparallels import validate
+from agentparallels import validate, worker
+from agentparallels.activities import sandbox
+from agentparallels.activities._proc import run_command
 from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE, UsageError
 from agentparallels.models import CommandEdit, RefactorInput
 from tests.repos import git, make_repo, snapshot, start_job
@@ -259,8 +258,8 @@ def test_the_cli_refuses_a_sandboxed_job_without_bwrap(tmp_path: Path) -> None:
 FORK_AS_USER = """
 import json, sys
 from pathlib import Path
-from activities import sandbox
-from activities._proc import run_command
+from agentparallels.activities import sandbox
+from agentparallels.activities._proc import run_command
 done = run_command(sys.argv[2] + " forker.py", Path(sys.argv[1]), 50, sandbox.Policy(processes=32))
 print(json.dumps({"output": done.output, "problem": sandbox.problem()}))
 """

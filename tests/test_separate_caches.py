@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.git_ops import cleanup, merge, publish
-from activities.progress_log import open_log, record_shard
-from activities.refactor import edit_files
+from agentparallels.activities.git_ops import cleanup, merge, publish
+from agentparallels.activities.progress_log import open_log, record_shard
+from agentparallels.activities.refactor import edit_files
 from agentparallels.models import (
     CommandEdit,
     EditBatchInput,

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from agentparallels.models import Shard
-from workflows.sharding import FileTooLarge, module_of, shard_files
+from agentparallels.workflows.sharding import FileTooLarge, module_of, shard_files
 
 ODD_DIRS = [
     "my pkg",

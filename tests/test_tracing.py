@@ -23,9 +23,7 @@ from opentelemetry.trace import StatusCode
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Replayer
 
-import worker
-import workflows
-from agentparallels import tracing
+from agentparallels import tracing, worker, workflows
 from agentparallels.errors import BREAKER_OPEN, MODEL_RETRYABLE
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import CommandEdit, Limits, RefactorInput
@@ -299,7 +297,7 @@ def test_timed_out_and_unstartable_commands_are_error_spans(
     spans: InMemorySpanExporter, tmp_path: Path
 ) -> None:
     """A command killed at its time limit, and one that cannot start: both error spans."""
-    from activities._proc import run_command
+    from agentparallels.activities._proc import run_command
 
     assert run_command("sleep 30", tmp_path, 0.3).timed_out
     with pytest.raises(FileNotFoundError):

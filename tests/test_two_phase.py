@@ -22,8 +22,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-import activities
-import worker
+from agentparallels import activities, worker
 from agentparallels.checklist import ApprovalOptions, Checklist, Decision
 from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
 from agentparallels.models import (
@@ -34,9 +33,9 @@ from agentparallels.models import (
     RefactorResult,
     RenameEdit,
 )
+from agentparallels.workflows.two_phase import ApprovalGate
 from tests.repos import git, snapshot, src_layout_repo, start_job, write
 from tests.rollback_audit import Audit
-from workflows.two_phase import ApprovalGate
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")

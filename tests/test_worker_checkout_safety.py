@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities import _git
+from agentparallels.activities import _git
 from agentparallels.models import CommandEdit, Limits, RefactorInput
 from tests.repos import git, make_repo, snapshot, start_job
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-import worker
-from activities._workspace import worktrees_dir
+from agentparallels import worker
+from agentparallels.activities._workspace import worktrees_dir
 from agentparallels.models import CommandEdit, RefactorInput
 from tests.repos import make_repo, start_job
 

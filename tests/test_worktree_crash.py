@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from activities import _workspace
+from agentparallels.activities import _workspace
 from tests.repos import git, make_repo
 
 FILES = {"pkg/a.py": "A = 1\n", "pkg/b.py": "B = 2\n"}
@@ -40,7 +40,7 @@ def test_a_worktree_half_made_by_a_killed_worker_is_made_again(
     crash(
         f"""
         import os
-        from activities import _git, _workspace
+        from agentparallels.activities import _git, _workspace
 
         def killed_mid_add(cache, path, sha):  # HEAD written, nothing checked out
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def test_a_scratch_worktree_left_dirty_by_a_killed_worker_is_reset(
     crash(
         f"""
         import os
-        from activities import _workspace
+        from agentparallels.activities import _workspace
 
         with _workspace.scratch_worktree({str(repo)!r}, "job", "plan", {sha!r}) as wt:
             (wt / "pkg/a.py").write_text("half done\\n")

@@ -4,12 +4,12 @@ Nothing here performs I/O, reads clocks or draws random numbers except through
 ``temporalio.workflow``; every side effect is an activity from ``activities``.
 """
 
-from workflows.agent_loop import AgentLoopWorkflow
-from workflows.consensus import ReviewWorkflow
-from workflows.pipeline import PipelineWorkflow
-from workflows.refactor import RefactorWorkflow
-from workflows.routing import OrchestratorWorkflow
-from workflows.shard import ShardWorkflow
+from agentparallels.workflows.agent_loop import AgentLoopWorkflow
+from agentparallels.workflows.consensus import ReviewWorkflow
+from agentparallels.workflows.pipeline import PipelineWorkflow
+from agentparallels.workflows.refactor import RefactorWorkflow
+from agentparallels.workflows.routing import OrchestratorWorkflow
+from agentparallels.workflows.shard import ShardWorkflow
 
 ALL = [
     RefactorWorkflow,

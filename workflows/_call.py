@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities._defn import settings_of
+    from agentparallels.activities._defn import settings_of
 
 T = TypeVar("T")
 

@@ -16,13 +16,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 
-from workflows._call import call
-from workflows.compaction import compact, context_tokens
-from workflows.model_step import ModelSteps
-from workflows.shard import BUG_TYPES
+from agentparallels.workflows._call import call
+from agentparallels.workflows.compaction import compact, context_tokens
+from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from activities.agent import run_tool
+    from agentparallels.activities.agent import run_tool
     from agentparallels.agent import (
         AgentLoopInput,
         AgentLoopProgress,

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.llm import Compaction, Message, ModelRequest
 
 if TYPE_CHECKING:
-    from workflows.model_step import ModelSteps
+    from agentparallels.workflows.model_step import ModelSteps
 
 MESSAGE_OVERHEAD = 4
 """Tokens a chat format adds per message (role and separators), roughly."""

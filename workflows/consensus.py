@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows._call import call
-from workflows.model_step import ModelSteps
-from workflows.shard import BUG_TYPES
+from agentparallels.workflows._call import call
+from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from activities.review import read_diff
+    from agentparallels.activities.review import read_diff
     from agentparallels.consensus import (
         Ballot,
         CommitteeVerdict,

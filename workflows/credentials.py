@@ -18,10 +18,10 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows._call import call
+from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
-    from activities.routing import PollersInput, QueuePollers, pollers
+    from agentparallels.activities.routing import PollersInput, QueuePollers, pollers
     from agentparallels.errors import NO_CAPABILITY
     from agentparallels.llm import KEY_VARIABLES, ModelRequest
 

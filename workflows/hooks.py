@@ -15,10 +15,10 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows._call import call
+from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
-    from activities.hooks import run_hook
+    from agentparallels.activities.hooks import run_hook
     from agentparallels.errors import HOOK_VETOED
     from agentparallels.events import Hook, HookInput, HookPoint
     from agentparallels.models import JobRef, Sandbox

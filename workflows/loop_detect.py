@@ -18,7 +18,7 @@ from pydantic import Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows.circuit_breaker import CircuitBreaker
+from agentparallels.workflows.circuit_breaker import CircuitBreaker
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels._value import Value

@@ -22,7 +22,7 @@ from pydantic import Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows.fanout import gather_bounded
+from agentparallels.workflows.fanout import gather_bounded
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels._value import Value

@@ -22,12 +22,12 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from workflows import credentials
-from workflows._call import call
-from workflows.ledger import LedgerClient
+from agentparallels.workflows import credentials
+from agentparallels.workflows._call import call
+from agentparallels.workflows.ledger import LedgerClient
 
 with workflow.unsafe.imports_passed_through():
-    from activities.llm import call_model
+    from agentparallels.activities.llm import call_model
     from agentparallels.errors import BUDGET_EXCEEDED, CONTEXT_LENGTH, OUTPUT_INVALID
     from agentparallels.llm import (
         BudgetLimits,

@@ -16,15 +16,21 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
-from workflows._call import call
-from workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
-from workflows.fanout import gather_bounded
-from workflows.hooks import run_hooks
-from workflows.ledger import GRANT_SIGNAL, JOB_LEDGER, RESERVE_SIGNAL, SETTLE_SIGNAL, Ledger
-from workflows.saga import Saga, incomplete, root_cause, shielded
-from workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
-from workflows.sharding import FileTooLarge, module_of, shard_files
-from workflows.two_phase import ApprovalGate, awaiting_details, prepare
+from agentparallels.workflows._call import call
+from agentparallels.workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
+from agentparallels.workflows.fanout import gather_bounded
+from agentparallels.workflows.hooks import run_hooks
+from agentparallels.workflows.ledger import (
+    GRANT_SIGNAL,
+    JOB_LEDGER,
+    RESERVE_SIGNAL,
+    SETTLE_SIGNAL,
+    Ledger,
+)
+from agentparallels.workflows.saga import Saga, incomplete, root_cause, shielded
+from agentparallels.workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
+from agentparallels.workflows.sharding import FileTooLarge, module_of, shard_files
+from agentparallels.workflows.two_phase import ApprovalGate, awaiting_details, prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
 PROGRESS_LOG = "progress-log"
@@ -35,11 +41,11 @@ PUBLISH_INVARIANT = "publish-invariant"
 """Patch id of the result check before publishing: jobs started before it replay without it."""
 
 with workflow.unsafe.imports_passed_through():
-    from activities.checks import run_check
-    from activities.git_ops import cleanup, merge, publish, set_ref
-    from activities.invariant import ResultCheckInput, ShardClaim, check_result
-    from activities.progress_log import open_log, record_shard
-    from activities.refactor import plan
+    from agentparallels.activities.checks import run_check
+    from agentparallels.activities.git_ops import cleanup, merge, publish, set_ref
+    from agentparallels.activities.invariant import ResultCheckInput, ShardClaim, check_result
+    from agentparallels.activities.progress_log import open_log, record_shard
+    from agentparallels.activities.refactor import plan
     from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.checklist import AWAITING_APPROVAL, Decision
     from agentparallels.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH

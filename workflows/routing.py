@@ -24,14 +24,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from workflows._call import call
-from workflows.credentials import MODEL_CAPABILITY
-from workflows.fanout import gather_bounded
-from workflows.model_step import ModelSteps
+from agentparallels.workflows._call import call
+from agentparallels.workflows.credentials import MODEL_CAPABILITY
+from agentparallels.workflows.fanout import gather_bounded
+from agentparallels.workflows.model_step import ModelSteps
 
 with workflow.unsafe.imports_passed_through():
-    from activities.routing import PollersInput, QueuePollers, pollers
     from agentparallels._value import Value
+    from agentparallels.activities.routing import PollersInput, QueuePollers, pollers
     from agentparallels.errors import NO_CAPABILITY
     from agentparallels.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
     from agentparallels.llm import Message, ModelRequest, output_model

@@ -15,19 +15,19 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows._call import call
-from workflows.circuit_breaker import CircuitBreaker
-from workflows.events import PauseGate, child_event
-from workflows.hooks import run_hooks
-from workflows.ledger import GRANT_SIGNAL, LedgerClient
-from workflows.loop_detect import LoopDetector
-from workflows.model_step import ModelSteps
-from workflows.routing import MODEL_CAPABILITY, capability_queue
-from workflows.saga import Saga, incomplete
+from agentparallels.workflows._call import call
+from agentparallels.workflows.circuit_breaker import CircuitBreaker
+from agentparallels.workflows.events import PauseGate, child_event
+from agentparallels.workflows.hooks import run_hooks
+from agentparallels.workflows.ledger import GRANT_SIGNAL, LedgerClient
+from agentparallels.workflows.loop_detect import LoopDetector
+from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
+from agentparallels.workflows.saga import Saga, incomplete
 
 with workflow.unsafe.imports_passed_through():
-    from activities.git_ops import remove_worktree, set_ref
-    from activities.refactor import edit_files
+    from agentparallels.activities.git_ops import remove_worktree, set_ref
+    from agentparallels.activities.refactor import edit_files
     from agentparallels.errors import BREAKER_OPEN
     from agentparallels.events import JobEvent
     from agentparallels.llm import FileContext, Grant, Message, ModelRequest

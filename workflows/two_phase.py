@@ -21,11 +21,11 @@ from typing import Literal
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows._call import call
+from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
-    from activities.checklist import vote
-    from activities.checks import run_check
+    from agentparallels.activities.checklist import vote
+    from agentparallels.activities.checks import run_check
     from agentparallels.checklist import (
         AWAITING_APPROVAL,
         Checklist,

@@ -1,5 +1,5 @@
 """Record the histories that tests/test_replay.py replays: run from the project root with
-``.venv/bin/python tests/histories/record.py [GROUP ...]`` after an intended change to workflow
+``.venv/bin/python -m tests.histories.record [GROUP ...]`` after an intended change to workflow
 code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor,
 ledger, agent-loop, review, orchestrator, pipeline (default: all). Recording a group overwrites
 its files; keep older recordings that exercise a ``workflow.patched`` branch by leaving it out."""
@@ -14,23 +14,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from temporalio import activity  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
-
-import worker  # noqa: E402
-from agentparallels import attributes  # noqa: E402
-from agentparallels.agent import AgentLoopInput  # noqa: E402
-from agentparallels.checklist import ApprovalOptions, Decision  # noqa: E402
-from agentparallels.codec import data_converter  # noqa: E402
-from agentparallels.consensus import ReviewInput  # noqa: E402
-from agentparallels.events import Hook  # noqa: E402
-from agentparallels.fake_llm import FakeLLM  # noqa: E402
-from agentparallels.llm import BudgetLimits, Compaction  # noqa: E402
-from agentparallels.models import (  # noqa: E402
+from agentparallels import (
+    attributes,
+    worker,
+)
+from agentparallels.agent import AgentLoopInput
+from agentparallels.checklist import ApprovalOptions, Decision
+from agentparallels.codec import data_converter
+from agentparallels.consensus import ReviewInput
+from agentparallels.events import Hook
+from agentparallels.fake_llm import FakeLLM
+from agentparallels.llm import BudgetLimits, Compaction
+from agentparallels.models import (
     CommandEdit,
     Limits,
     ModelEdit,
@@ -38,9 +37,8 @@ from agentparallels.models import (  # noqa: E402
     RefactorInput,
     RenameEdit,
 )
-from agentparallels.replay import histories_of  # noqa: E402
-from tests.repos import git, make_repo, src_layout_repo  # noqa: E402
-from workflows.pipeline import (  # noqa: E402
+from agentparallels.replay import histories_of
+from agentparallels.workflows.pipeline import (
     Gate,
     GateInput,
     PipelineInput,
@@ -48,7 +46,10 @@ from workflows.pipeline import (  # noqa: E402
     Stage,
     Verdict,
 )
-from workflows.routing import ModelPlanner, OrchestratorInput  # noqa: E402
+from agentparallels.workflows.routing import ModelPlanner, OrchestratorInput
+from tests.repos import git, make_repo, src_layout_repo
+
+HERE = Path(__file__).resolve().parent
 
 
 async def approve_when_waiting(handle: Any) -> None:

@@ -1,0 +1,3 @@
+"""The scripts behind `make bench` and `make chaos`.
+
+Run each from the project root: `python -m bench.<name>`."""

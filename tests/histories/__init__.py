@@ -1,0 +1,1 @@
+"""Recorded histories of the workflows, replayed by tests/test_replay.py."""
