@@ -275,13 +275,11 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python worker.py ...`` is ``agentparallels worker ...``: same flags, same errors."""
-    from agentparallels.cli import exit_with
-    from agentparallels.cli import main as cli_main
-
-    exit_with(lambda: cli_main(["worker", *(argv or [])]))
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Run as a script, this file is `agentparallels worker` (same flags, same errors, same exit
+    # codes): the command line is run by name here, so that the worker library, which the
+    # command line imports, never imports the command line back.
+    import runpy
+
+    sys.argv[1:1] = ["worker"]
+    runpy.run_module("agentparallels.cli", run_name="__main__", alter_sys=True)

@@ -1,18 +1,13 @@
-"""Operating jobs: ``list`` finds them by their search attributes, ``setup`` registers those
-attributes on a cluster, ``graph`` draws the calls a job made.
+"""Operating jobs, the library under the `list`, `setup`, `graph` and `status` commands:
+finding a job by its id, finding jobs by their search attributes (``list``), registering those
+attributes on a cluster (``setup``), drawing the calls a job made (``graph``).
 
-    agentparallels list [--repo PATH] [--phase P] [--status S] [--kind K] [--query Q]
-    agentparallels setup
-    agentparallels graph JOB [--output FILE]
-
-``list`` builds a visibility query, the same one the Temporal UI's search box and
+The query ``list`` builds a visibility query, the same one the Temporal UI's search box and
 ``temporal workflow list --query`` take, so what it prints can be checked with either.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +16,19 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, callgraph, redact, validate
+from agentparallels import attributes, callgraph, validate
 from agentparallels.errors import UsageError
+from agentparallels.models import RefactorResult
+
+__all__ = ["STATUSES", "existing", "graph_of", "jobs", "query_of", "row", "setup", "table"]
 
 STATUSES = {
     "running": "Running",
@@ -40,28 +43,17 @@ STATUSES = {
 """``--status`` words and the visibility store's ``ExecutionStatus`` values."""
 
 
-def add_parsers(sub: Any) -> None:
-    """The ``list``, ``setup`` and ``graph`` subcommands."""
-    listing = sub.add_parser("list", help="list jobs, filtered by repository, phase, status ...")
-    listing.add_argument("--repo", metavar="PATH", help="jobs on this repository (path or URL)")
-    listing.add_argument("--phase", help="jobs in this phase: plan, edit, merge, test, done ...")
-    listing.add_argument("--status", choices=sorted(set(STATUSES)), help="workflow status")
-    listing.add_argument("--kind", help="jobs of this kind (refactor, ...)")
-    listing.add_argument(
-        "--query", metavar="QUERY", help="a raw visibility query, ANDed with the filters"
-    )
-    listing.add_argument("--limit", type=int, default=50, help="most rows (default %(default)s)")
-    listing.set_defaults(handler=list_command)
-
-    setup = sub.add_parser(
-        "setup", help="register the search attributes on the cluster's namespace (idempotent)"
-    )
-    setup.set_defaults(handler=setup_command)
-
-    graph = sub.add_parser("graph", help="the call graph a job took, as Mermaid")
-    graph.add_argument("job")
-    graph.add_argument("--output", "-o", type=Path, help="write Markdown to this file")
-    graph.set_defaults(handler=graph_command)
+async def existing(
+    client: Client, job_id: str
+) -> tuple[WorkflowHandle[Any, RefactorResult], WorkflowExecutionDescription]:
+    """The job's handle and its latest run's description; a usage error for an unknown id."""
+    handle = client.get_workflow_handle(job_id, result_type=RefactorResult)
+    try:
+        return handle, await handle.describe()
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            raise UsageError(f"no job {job_id}: see the Temporal UI for job ids") from None
+        raise
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -104,7 +96,7 @@ def query_of(
     return " AND ".join(terms)
 
 
-def _row(w: WorkflowExecution) -> list[str]:
+def row(w: WorkflowExecution) -> list[str]:
     found = w.typed_search_attributes
     return [
         w.id,
@@ -136,23 +128,6 @@ async def jobs(client: Client, query: str, limit: int) -> list[WorkflowExecution
         if e.status == RPCStatusCode.INVALID_ARGUMENT:
             raise UsageError(f"the server refused the query `{query}`: {e.message}") from None
         raise
-
-
-async def list_command(args: argparse.Namespace) -> int:
-    from agentparallels.client import connect
-
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    query = query_of(
-        repo=args.repo, phase=args.phase, status=args.status, kind=args.kind, raw=args.query
-    )
-    client = await connect(autostart=False, announce=_err)
-    found = await jobs(client, query, args.limit)
-    if not found:
-        _err(f"no jobs match `{query}`")
-        return 0
-    print(table([_row(w) for w in found]))
-    return 0
 
 
 # --- setup -----------------------------------------------------------------------------------
@@ -209,17 +184,6 @@ def _setup_error(e: RPCError, namespace: str) -> UsageError:
     return UsageError(f"cannot register search attributes on namespace {namespace}: {e.message}")
 
 
-async def setup_command(args: argparse.Namespace) -> int:
-    from agentparallels.client import connect
-
-    client = await connect(autostart=False, announce=_err)
-    target = client.service_client.config.target_host
-    print(f"namespace {client.namespace} at {target}:")
-    for line in await setup(client):
-        print(f"  {line}")
-    return 0
-
-
 # --- graph -----------------------------------------------------------------------------------
 
 
@@ -230,20 +194,3 @@ async def graph_of(client: Client, job_id: str) -> callgraph.Flow:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise UsageError(f"no job {job_id}: `agentparallels list` shows job ids") from None
         raise
-
-
-async def graph_command(args: argparse.Namespace) -> int:
-    from agentparallels.client import connect
-
-    client = await connect(autostart=False, announce=_err)
-    flow = await graph_of(client, args.job)
-    if args.output:
-        args.output.write_text(f"# {args.job}\n\n{callgraph.markdown(flow)}")
-        _err(f"wrote the call graph of {args.job} to {args.output}")
-    else:
-        print(callgraph.mermaid(flow), end="")
-    return 0
-
-
-def _err(message: str) -> None:
-    print(redact.text(message), file=sys.stderr, flush=True)

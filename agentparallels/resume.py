@@ -18,6 +18,9 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 
 from agentparallels.errors import UsageError
 from agentparallels.models import RefactorInput, ShardResult
+from agentparallels.ops import existing
+
+__all__ = ["RESUMABLE", "WORKFLOW", "Overrides", "Resumption", "describe", "prepare"]
 
 WORKFLOW = "RefactorWorkflow"
 RESUMABLE = {
@@ -48,9 +51,7 @@ class Resumption:
 
 async def describe(client: Client, job_id: str) -> WorkflowExecutionDescription:
     """The job's latest run; a usage error unless it is a refactor job that can be resumed."""
-    from agentparallels.cli import _existing
-
-    _, desc = await _existing(client, job_id)
+    _, desc = await existing(client, job_id)
     if desc.workflow_type != WORKFLOW:
         owner = desc.parent_id or "the job it belongs to"
         raise UsageError(f"{job_id} is a {desc.workflow_type}, not a job: resume {owner}")

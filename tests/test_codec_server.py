@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from agentparallels import devserver
-from agentparallels.cli import build_parser, server_options
+from agentparallels.cli import build_parser
+from agentparallels.cli.server import server_options
 from agentparallels.codec import payload_codec
 from agentparallels.codec_server import CodecServer
 from agentparallels.encryption import Keyring

@@ -29,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.activities.refactor import edit_files
     from agentparallels.attributes import PHASE
     from agentparallels.cli import main
+    from agentparallels.cli.events import events_command
+    from agentparallels.cli.pause import pause_command, unpause_command
     from agentparallels.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
     from agentparallels.events import (
         ENDINGS,
@@ -38,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
         Hook,
         JobEvent,
     )
-    from agentparallels.events_cli import events_command, pause_command, unpause_command
     from agentparallels.models import (
         CommandEdit,
         EditBatchInput,

@@ -25,7 +25,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
 from agentparallels import queues, worker
-from agentparallels.cli import DEFAULT_TASK_QUEUE, job_queue
+from agentparallels.cli.common import DEFAULT_TASK_QUEUE, job_queue
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import ModelEdit, Progress, RefactorInput
 from tests.repos import make_repo, snapshot, src_layout_repo, start_job

@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from agentparallels import activities, resume, worker
 from agentparallels.activities.refactor import edit_files
-from agentparallels.cli import status_command
+from agentparallels.cli.status import status_command
 from agentparallels.errors import CHECK_FAILED, UsageError
 from agentparallels.models import (
     EditBatchInput,

@@ -11,17 +11,26 @@ from typing import Any
 from temporalio.client import WorkflowFailureError
 
 from agentparallels import attributes, validate
+from agentparallels.cli.common import (
+    DEFAULT_TASK_QUEUE,
+    err,
+    in_process_worker,
+    job_queue,
+    positive,
+    report_failure,
+)
+from agentparallels.client import connect
 from agentparallels.consensus import ReviewInput, ReviewResult
 from agentparallels.errors import UsageError
 from agentparallels.llm import split_model
 from agentparallels.models import WORKFLOW_TASK_TIMEOUT
 
+__all__ = ["WORKFLOW", "add_parser", "check", "report", "review_command"]
+
 WORKFLOW = "ReviewWorkflow"
 
 
 def add_parser(sub: Any) -> None:
-    from agentparallels.cli import DEFAULT_TASK_QUEUE, positive
-
     review = sub.add_parser(
         "review", help="have a committee of models review a branch; exit 0 approved, 1 rejected"
     )
@@ -107,8 +116,6 @@ def report(r: ReviewResult) -> str:
 
 
 async def review_command(args: argparse.Namespace) -> int:
-    from agentparallels.cli import _report_failure, connect, err, in_process_worker, job_queue
-
     inp = check(args)
     task_queue = job_queue(args)
     client = await connect(announce=err)
@@ -129,6 +136,6 @@ async def review_command(args: argparse.Namespace) -> int:
         try:
             result = await handle.result()
         except WorkflowFailureError as e:
-            return _report_failure(handle.id, e)
+            return report_failure(handle.id, e)
     print(report(result))
     return 0 if result.verdict == "approve" else 1

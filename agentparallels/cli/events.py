@@ -1,9 +1,4 @@
-"""``agentparallels events``, ``pause`` and ``unpause``: following and steering a running job.
-
-agentparallels events JOB [--follow]   the job's events; with --follow, as they happen
-agentparallels pause JOB               finish the steps in flight, then start nothing new
-agentparallels unpause JOB             carry on
-"""
+"""``agentparallels events JOB [--follow]``: the job's events; with --follow, as they happen."""
 
 from __future__ import annotations
 
@@ -15,20 +10,18 @@ from typing import Any
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from agentparallels import queues
+from agentparallels.cli.common import err, existing, in_process_worker
+from agentparallels.client import connect
 from agentparallels.errors import UsageError
-from agentparallels.events import (
-    ENDINGS,
-    EVENTS_QUERY,
-    PAUSE_SIGNAL,
-    UNPAUSE_SIGNAL,
-    EventPage,
-)
+from agentparallels.events import ENDINGS, EVENTS_QUERY, EventPage
+
+__all__ = ["POLL_S", "add_parser", "events_command"]
 
 POLL_S = 0.25
 """How often ``events --follow`` asks a running job for new events."""
 
 
-def add_commands(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     events = sub.add_parser("events", help="show a job's events (started, file edited, ...)")
     events.add_argument("job")
     events.add_argument("--follow", action="store_true", help="print them until the job ends")
@@ -38,18 +31,6 @@ def add_commands(sub: Any) -> None:
         help="for an ended job: do not run a worker in this process to read its events",
     )
     events.set_defaults(handler=events_command)
-
-    from agentparallels.cli import add_wait_argument
-
-    pause = sub.add_parser("pause", help="pause a job after the steps it is running")
-    pause.add_argument("job")
-    add_wait_argument(pause)
-    pause.set_defaults(handler=pause_command)
-
-    unpause = sub.add_parser("unpause", help="let a paused job carry on")
-    unpause.add_argument("job")
-    add_wait_argument(unpause)
-    unpause.set_defaults(handler=unpause_command)
 
 
 async def _page(handle: WorkflowHandle[Any, Any], cursor: int) -> EventPage | None:
@@ -81,10 +62,8 @@ async def _drain(handle: WorkflowHandle[Any, Any], cursor: int) -> tuple[int, bo
 
 
 async def events_command(args: argparse.Namespace) -> int:
-    from agentparallels.cli import _existing, connect, err, in_process_worker
-
     client = await connect(autostart=False, announce=err)
-    handle, desc = await _existing(client, args.job)
+    handle, desc = await existing(client, args.job)
     cursor = 0
     if desc.status == WorkflowExecutionStatus.RUNNING:
         if not args.follow:
@@ -115,44 +94,4 @@ async def events_command(args: argparse.Namespace) -> int:
             )
         cursor = _print(page, cursor)
         await _drain(handle, cursor)
-    return 0
-
-
-async def _signal(args: argparse.Namespace, signal: str, verb: str) -> bool:
-    """Send ``signal`` to the running job; whether a worker of the job took it up (this
-    command starts none: a signal is kept in the job's history until one does)."""
-    from agentparallels.cli import _existing, connect, err
-
-    client = await connect(autostart=False, announce=err)
-    handle, desc = await _existing(client, args.job)
-    if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise UsageError(
-            f"job {args.job} has ended ({desc.status.name.lower()}); only a running job can be "
-            f"{verb}"
-        )
-    await handle.signal(signal)
-    queue = desc.task_queue
-    wait = getattr(args, "wait", queues.WAIT_S)
-    if await queues.served(client, queue) and await queues.taken_up(
-        handle, queues.history_length(desc), queues.is_signal(signal), wait
-    ):
-        return True
-    err(queues.unserved(args.job, queue, f"job {args.job} is asked to be {verb}"))
-    return False
-
-
-async def pause_command(args: argparse.Namespace) -> int:
-    if not await _signal(args, PAUSE_SIGNAL, "paused"):
-        return 1
-    print(
-        f"job {args.job} pauses after the steps it is running; "
-        f"`agentparallels unpause {args.job}` lets it carry on"
-    )
-    return 0
-
-
-async def unpause_command(args: argparse.Namespace) -> int:
-    if not await _signal(args, UNPAUSE_SIGNAL, "unpaused"):
-        return 1
-    print(f"job {args.job} carries on")
     return 0

@@ -1,4 +1,4 @@
-"""``agentparallels approve`` / ``reject``, and the refactor job's two-phase options."""
+"""``agentparallels approve`` / ``reject``: decide on a job that waits for approval."""
 
 from __future__ import annotations
 
@@ -14,55 +14,23 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from agentparallels.checklist import (
-    APPROVE_UPDATE,
-    REJECT_UPDATE,
-    ApprovalOptions,
-    Checklist,
-    Decision,
+from agentparallels import queues
+from agentparallels.checklist import APPROVE_UPDATE, REJECT_UPDATE, Decision
+from agentparallels.cli.common import (
+    add_wait_argument,
+    check_rollback,
+    err,
+    existing,
+    finish,
+    report_failure,
 )
+from agentparallels.client import connect
 from agentparallels.errors import APPROVAL_DENIED, UsageError
 
-
-def add_refactor_arguments(ref: Any) -> None:
-    """The refactor command's checklist and approval flags."""
-    from agentparallels.cli import positive
-
-    ref.add_argument(
-        "--max-diff-lines",
-        type=positive,
-        metavar="N",
-        help="checklist: vote no when the result changes more than N lines",
-    )
-    ref.add_argument(
-        "--require-approval",
-        action="store_true",
-        help="wait for `agentparallels approve JOB` before publishing; reject or time out: "
-        "roll back",
-    )
-    ref.add_argument(
-        "--approval-timeout",
-        type=positive,
-        metavar="SECONDS",
-        help="with --require-approval: deny after this long without a decision (default 1 day)",
-    )
-
-
-def job_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``RefactorInput`` fields those flags set."""
-    if args.approval_timeout is not None and not args.require_approval:
-        raise UsageError("--approval-timeout goes with --require-approval")
-    approval = None
-    if args.require_approval:
-        approval = ApprovalOptions(
-            **({"timeout_s": args.approval_timeout} if args.approval_timeout else {})
-        )
-    return {"checklist": Checklist(max_diff_lines=args.max_diff_lines), "approval": approval}
+__all__ = ["add_parsers", "approve_command", "reject_command"]
 
 
 def add_parsers(sub: Any) -> None:
-    from agentparallels.cli import add_wait_argument
-
     approve = sub.add_parser("approve", help="approve a job awaiting approval: it publishes")
     reject = sub.add_parser("reject", help="reject a job awaiting approval: it rolls back")
     for parser in (approve, reject):
@@ -91,13 +59,10 @@ async def reject_command(args: argparse.Namespace) -> int:
 
 
 async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
-    from agentparallels import queues
-    from agentparallels.cli import _existing, _report_failure, check_rollback, connect, err, finish
-
     if not approve and not args.reason.strip():
         raise UsageError("reject needs a reason: --reason 'what is wrong'")
     client = await connect(autostart=False, announce=err)
-    handle, desc = await _existing(client, args.job)
+    handle, desc = await existing(client, args.job)
     status = desc.status
     if status != WorkflowExecutionStatus.RUNNING:
         state = status.name.lower() if status else "unknown"
@@ -137,5 +102,5 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
         if isinstance(cause, ApplicationError) and cause.type == APPROVAL_DENIED:
             print(f"job {args.job} was rejected and rolled back")
             return await check_rollback(handle, e, 0)
-        return await check_rollback(handle, e, _report_failure(args.job, e))
+        return await check_rollback(handle, e, report_failure(args.job, e))
     return 1  # the job published after all (a decision cannot be taken back)

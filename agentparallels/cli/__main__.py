@@ -1,0 +1,5 @@
+"""``python -m agentparallels.cli ...`` is ``agentparallels ...``."""
+
+from agentparallels.cli import entry
+
+entry()

@@ -1,0 +1,243 @@
+"""What the commands share: messages, exit codes, argument types, the queue a job runs on,
+the worker a command runs in its own process, and following a job to its end.
+
+Every command module imports these from here (and ``connect`` from ``agentparallels.client``),
+so no command imports another and nothing below the command line imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from agentparallels import attributes, progress, queues, redact, tracing
+from agentparallels.errors import BAD_INPUT, GIT_CONFLICT, UsageError
+from agentparallels.models import Progress, RefactorResult
+from agentparallels.ops import existing
+
+__all__ = [
+    "BAD_INPUT_EXIT",
+    "DEFAULT_TASK_QUEUE",
+    "FAILED",
+    "LEFT_BEHIND",
+    "WORKFLOW",
+    "Parser",
+    "add_sandbox_arguments",
+    "add_wait_argument",
+    "check_rollback",
+    "err",
+    "existing",
+    "exit_with",
+    "finish",
+    "finish_here",
+    "in_process_worker",
+    "job_queue",
+    "positive",
+    "progress_of",
+    "report_failure",
+]
+
+WORKFLOW = "RefactorWorkflow"
+FAILED = 1
+"""Exit code: the job failed or was cancelled, and was rolled back (checked)."""
+BAD_INPUT_EXIT = 2
+"""Exit code: bad input; nothing was changed."""
+LEFT_BEHIND = 3
+"""Exit code: the job failed or was cancelled, and its rollback left something behind."""
+DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels")
+
+
+def err(message: str) -> None:
+    """One line on stderr, with anything that looks like a secret masked."""
+    print(redact.text(message), file=sys.stderr, flush=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """A parser whose mistakes are one line and exit code 2 (``main`` reports them)."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def positive(text: str) -> int:
+    """An argument type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sandbox-ro``, ``--sandbox-rw``, ``--sandbox-env``: what tool commands may see
+    beyond the defaults (docs/isolation.md)."""
+    parser.add_argument(
+        "--sandbox-ro",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="let tool commands read PATH (hidden by default: everything outside the "
+        "worktree, the system and the commands' own tools); repeatable",
+    )
+    parser.add_argument(
+        "--sandbox-rw",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="let tool commands read and write PATH; repeatable",
+    )
+    parser.add_argument(
+        "--sandbox-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="pass the worker's environment variable NAME to tool commands (they get only "
+        "PATH, locale, TERM and TZ otherwise); repeatable",
+    )
+
+
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
+    """``--wait`` of the commands that steer a running job (they start no worker)."""
+    parser.add_argument(
+        "--wait",
+        type=positive,
+        default=int(queues.WAIT_S),
+        metavar="SECONDS",
+        help="how long to wait for the job's worker to take it up (default %(default)s)",
+    )
+    # Accepted as before, and unused: the request goes to the job, on the job's own queue.
+    parser.add_argument("--task-queue", help=argparse.SUPPRESS)
+    parser.add_argument("--no-worker", action="store_true", help=argparse.SUPPRESS)
+
+
+def job_queue(args: argparse.Namespace, old: str | None = None) -> str:
+    """The queue a job is started on: ``--task-queue`` if given; else, with a worker in this
+    process, a queue of its own (so no other command's worker takes its steps); else the
+    default queue (or, for a resumed job, the one its earlier run was started from)."""
+    if args.task_queue:
+        return args.task_queue
+    base = queues.base_of(old) if old else DEFAULT_TASK_QUEUE
+    return base if args.no_worker or getattr(args, "detach", False) else queues.private(base)
+
+
+def in_process_worker(client: Any, task_queue: str, enabled: bool) -> Any:
+    """The worker a command runs beside its job (an async context), or nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from agentparallels import worker  # loads every workflow and activity: only when needed
+
+    return worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue))
+
+
+async def finish_here(handle: WorkflowHandle[Any, RefactorResult], task_queue: str) -> int:
+    """``finish`` for a command whose own worker runs the job; if the command is interrupted,
+    say how the job can go on."""
+    try:
+        return await finish(handle, show=True)
+    except asyncio.CancelledError:
+        err(
+            f"job {handle.id} goes on when a worker serves its task queue {task_queue!r}: "
+            f"{queues.how_to_serve(task_queue)}"
+        )
+        raise
+
+
+async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> int:
+    """Follow the job to its end, showing progress; report the outcome; return the exit code."""
+    outcome = asyncio.ensure_future(handle.result())
+    live = sys.stderr.isatty()
+    last = ""
+    while not outcome.done():
+        p = await progress_of(handle)
+        if show and p is not None and (text := progress.line(p)) != last:
+            if live:  # redraw one line in place
+                print("\r\033[K" + text, end="", file=sys.stderr, flush=True)
+            else:
+                err(text)
+            last = text
+        await asyncio.wait({outcome}, timeout=0.5)
+    if show and live and last:
+        err("")
+    try:
+        result = outcome.result()
+    except WorkflowFailureError as e:
+        return await check_rollback(handle, e, report_failure(handle.id, e))
+    print(progress.summary(result))
+    return 0
+
+
+async def check_rollback(handle: WorkflowHandle[Any, Any], e: WorkflowFailureError, rc: int) -> int:
+    """After a job failed or was cancelled (``e``), look for what it left in its repository:
+    say it is as it was only if nothing is left, else name each leftover and how to remove it.
+    Returns ``rc``, or ``LEFT_BEHIND`` when something is left."""
+    from agentparallels import leftovers
+
+    desc = await handle.describe()
+    repository = {p.key.name: p.value for p in desc.typed_search_attributes}.get(
+        attributes.REPOSITORY.name
+    )
+    if not isinstance(repository, str):
+        err(f"the job's repository is not recorded: check it yourself for refs of {handle.id}")
+        return rc
+    cause = e.cause
+    # A job that failed because its branch already existed must not take that branch for its own.
+    theirs = isinstance(cause, ApplicationError) and cause.type == GIT_CONFLICT
+    try:
+        left = leftovers.find(repository, handle.id, branch=not theirs)
+    except Exception as problem:  # unreadable from here: say so, claim nothing
+        err(f"could not check {repository} for what job {handle.id} left: {problem}")
+        return rc
+    if left:
+        err(leftovers.report(repository, handle.id, left))
+        return LEFT_BEHIND
+    if rc != BAD_INPUT_EXIT:  # bad input: one line, the usage error's
+        nothing = f"nothing of job {handle.id} is left; the repository is as it was"
+        err(f"checked {repository}: {nothing}")
+    return rc
+
+
+def report_failure(job_id: str, e: WorkflowFailureError) -> int:
+    """Say why the job failed, in one line; the exit code that goes with it."""
+    cause = e.cause
+    if isinstance(cause, CancelledError):
+        err(f"job {job_id} was cancelled and rolled back")
+        return FAILED
+    if isinstance(cause, ApplicationError) and cause.type == BAD_INPUT:
+        err(f"agentparallels: error: {cause.message.splitlines()[0]}")
+        return BAD_INPUT_EXIT
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+    err(f"job {job_id} failed: {message}")
+    return FAILED
+
+
+async def progress_of(handle: WorkflowHandle[Any, Any]) -> Progress | None:
+    """The job's progress, or None while no worker answers for it."""
+    try:
+        return await handle.query(
+            "progress", result_type=Progress, rpc_timeout=timedelta(seconds=2)
+        )
+    except Exception:  # no worker has picked the job up yet, or it just ended
+        return None
+
+
+def exit_with(body: Callable[[], Any]) -> None:
+    """Run ``body`` and leave the process with its code, skipping interpreter teardown (which
+    can crash after the Temporal client's native threads have run)."""
+    try:
+        rc = body()
+    finally:
+        tracing.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc if isinstance(rc, int) else 0)
