@@ -28,8 +28,10 @@ and its rollback left something in the repository (each named, with the command 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from temporalio.service import RPCError
@@ -57,7 +59,7 @@ from agentparallels.errors import AgentParallelsError, ServerError, UsageError
 
 __all__ = ["build_parser", "entry", "main", "run"]
 
-BUILDERS: tuple[Any, ...] = (
+BUILDERS: tuple[Callable[[Any], None], ...] = (
     server.add_parser,
     worker.add_parser,
     refactor.add_parser,
@@ -93,7 +95,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def run(args: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the parsed command: a server in the foreground (``serve``), or a client command
     (``handler``, a coroutine) whose terminal shows progress while an in-process worker's log
     goes to a file."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from agentparallels import attributes, progress, queues, redact, tracing
@@ -131,7 +131,7 @@ def job_queue(args: argparse.Namespace, old: str | None = None) -> str:
     return base if args.no_worker or getattr(args, "detach", False) else queues.private(base)
 
 
-def in_process_worker(client: Any, task_queue: str, enabled: bool) -> Any:
+def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
     """The worker a command runs beside its job (an async context), or nothing."""
     if not enabled:
         return contextlib.nullcontext()
