@@ -17,12 +17,9 @@ from agentparallels.activities.editors import EditFailed, PlanRejected, editor_f
 from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,
-    CommandEdit,
     EditBatchInput,
     EditBatchResult,
     EditOutcome,
-    EditSpec,
-    ModelEdit,
     Plan,
     PlanInput,
 )
@@ -30,14 +27,6 @@ from agentparallels.models import (
 
 def bad_input(message: str) -> ApplicationError:
     return ApplicationError(message, type=BAD_INPUT, non_retryable=True)
-
-
-def describe(edit: EditSpec) -> str:
-    if isinstance(edit, CommandEdit):
-        return f"run `{edit.command}`"
-    if isinstance(edit, ModelEdit):
-        return f"{edit.model}: {edit.instruct.splitlines()[0][:60]}"
-    return f"rename {edit.old} -> {edit.new}"
 
 
 def resolve_base(repository: str, base_ref: str) -> str:
@@ -87,9 +76,7 @@ def plan(inp: PlanInput) -> Plan:
                 raise bad_input(str(e)) from None
             found = getattr(editor, "report", None)
             notes = _notes(found.respelled, found.unparsed) if found else ""
-            message = (
-                f"{describe(inp.edit)} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
-            )
+            message = f"{inp.edit.label()} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
             change = _git.commit_all(wt, message, inp.timestamp)
             if change is None:
                 return Plan(
@@ -173,7 +160,7 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         except EditFailed as e:
             applied = list(inp.paths[: inp.paths.index(e.path)])
             failure = _failed(e.path, inp.checkpoint, e.command, e.output)
-        bulkhead.contain(wt, inp.paths, inp.scope, describe(inp.edit))
+        bulkhead.contain(wt, inp.paths, inp.scope, inp.edit.label())
         changed = set(_git.changed_paths(wt))
         edited = [p for p in applied if p in changed]
         if inp.ruff_format:
@@ -187,7 +174,7 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
             applied = applied[: applied.index(path)]
             failure = _failed(path, inp.checkpoint, command, done.output)
         to_commit = [p for p in applied if p in changed]
-        what = describe(inp.edit)
+        what = inp.edit.label()
         # Each commit is checked to change exactly its file: one that does not is never pushed.
         commits = _git.commit_files(
             wt,

@@ -77,12 +77,11 @@ from agentparallels.errors import (
 from agentparallels.events import parse_hooks
 from agentparallels.models import (
     WORKFLOW_TASK_TIMEOUT,
+    EditSpec,
     Limits,
-    ModelEdit,
     Progress,
     RefactorInput,
     RefactorResult,
-    RenameEdit,
 )
 
 WORKFLOW = "RefactorWorkflow"
@@ -423,16 +422,15 @@ MODEL_ONLY_FLAGS += (("phase_shares", "--phase-shares"),)
 """Options that only mean something when a model makes calls (their dest, their flag)."""
 
 
-def model_flags_only_with_a_model(args: argparse.Namespace, edit: object) -> None:
+def model_flags_only_with_a_model(args: argparse.Namespace, edit: EditSpec) -> None:
     """``--price``, ``--budget-tokens`` and ``--phase-shares`` on a job that calls no model
     would be silently ignored: a usage error instead."""
-    if isinstance(edit, ModelEdit):
+    if edit.as_model() is not None:
         return
     for dest, flag in MODEL_ONLY_FLAGS:
         if getattr(args, dest, None) is not None:
-            editor = "--rename" if isinstance(edit, RenameEdit) else "--edit-cmd"
             raise UsageError(
-                f"{flag} applies to model calls, and a {editor} job makes none: drop {flag}, "
+                f"{flag} applies to model calls, and a {edit.flag} job makes none: drop {flag}, "
                 "or have a model edit with --instruct TEXT --model PROVIDER:MODEL"
             )
 
@@ -481,12 +479,7 @@ async def refactor(args: argparse.Namespace) -> int:
     await attributes.register(client)
     job_id = args.job_id or new_job_id(repository)
     shown = attributes.shown(repository)
-    if isinstance(edit, RenameEdit):
-        what = f"rename {edit.old} -> {edit.new}"
-    elif isinstance(edit, ModelEdit):
-        what = f"{edit.model} edits each file: {edit.instruct[:80]}"
-    else:
-        what = f"run `{edit.command}` on each file"
+    what = edit.summary()
     try:
         handle = await client.start_workflow(
             WORKFLOW,
@@ -518,18 +511,14 @@ async def refactor(args: argparse.Namespace) -> int:
         return await _finish_here(handle, task_queue)
 
 
-def _check_key(edit: Any, *, private: bool) -> None:
+def _check_key(edit: EditSpec, *, private: bool) -> None:
     """A model edit that needs a key this process lacks, run by this process's worker alone:
     a usage error now rather than a failed job (keys never travel with jobs)."""
-    if not isinstance(edit, ModelEdit) or edit.base_url or not private:
-        return
-    from agentparallels.llm import KEY_VARIABLES, split_model
-
-    variable = KEY_VARIABLES[split_model(edit.model)[0]]
-    if not os.environ.get(variable):
+    variable = edit.key_variable()
+    if private and (model := edit.as_model()) and variable and not os.environ.get(variable):
         raise UsageError(
             f"{variable} is not set: this command's worker makes the model calls of --model "
-            f"{edit.model}; set it, or run the job with --no-worker on workers that have it"
+            f"{model.model}; set it, or run the job with --no-worker on workers that have it"
         )
 
 
@@ -705,7 +694,6 @@ async def resume_command(args: argparse.Namespace) -> int:
         again = dataclasses.replace(again, input=again.input.model_copy(update={"limits": limits}))
     if validate.is_url(again.input.repository):  # a job started before URLs were checked
         validate.no_credentials(again.input.repository)
-    validate.endpoint(getattr(again.input.edit, "base_url", None))
     await attributes.register(client)
     shown = attributes.shown(again.input.repository)
     summary = await again.old.static_summary() or f"Refactor {shown}"
