@@ -30,12 +30,17 @@ WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 """A successful job leaves its result on the branch ``agentparallels/<job-id>``."""
 
 
+HIDDEN_INPUTS = ConfigDict(hide_input_in_errors=True)
+"""For values that hold an edit spec: its model endpoint may carry a secret, which an error
+about it must not repeat (pydantic otherwise quotes the input)."""
+
+
 class BaseEdit(Value):
     """What every kind of edit knows about itself: how it is checked (pydantic validators, run
     wherever a spec is made or decoded: the CLI, a client of the library, a workflow's input)
     and how it is described. The activities pick their editor by ``kind``."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)  # an endpoint may carry a secret
+    model_config = HIDDEN_INPUTS
 
     flag: ClassVar[str]
     """The command-line option that asks for this kind of edit."""
@@ -210,6 +215,8 @@ class Limits(Value):
 class RefactorInput(Value):
     """What the user asked for."""
 
+    model_config = HIDDEN_INPUTS
+
     repository: str
     """Absolute path of a local git repository, or a git URL."""
     base_ref: str = "HEAD"
@@ -259,6 +266,8 @@ class JobRef(Value):
 
 
 class PlanInput(Value):
+    model_config = HIDDEN_INPUTS
+
     job_id: str
     repository: str
     base_ref: str
@@ -300,6 +309,8 @@ class Shard(Value):
 
 
 class ShardInput(Value):
+    model_config = HIDDEN_INPUTS
+
     budget: BudgetLimits = BudgetLimits()
     """This shard's share of the job's token budgets (the job's own when ``ledger``)."""
     prices: dict[str, Price] = {}
@@ -329,6 +340,8 @@ class ShardRef(Value):
 
 
 class EditBatchInput(Value):
+    model_config = HIDDEN_INPUTS
+
     shard: ShardRef
     paths: tuple[str, ...]
     """Files to edit, in order. Editing stops at the first file that fails."""
