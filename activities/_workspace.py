@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from agentparallels.activities import _git
+from agentparallels.models import ShardRef
 
 
 def worktrees_dir(job_id: str) -> Path:
@@ -77,6 +78,112 @@ def editing(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]
         mark.touch()
         yield path
         mark.unlink()
+
+
+class BranchMoved(RuntimeError):
+    """The shard's branch is neither at the step's checkpoint nor ahead of it by what an earlier
+    attempt of the step pushed: something else moved it."""
+
+
+class ShardWorkspace:
+    """A shard's branch in the job's repository and its worktree in this worker's cache, as one
+    edit step uses them. Held by the step alone (:meth:`held`, see :func:`editing`) from the
+    branch check to the push; the worktree is clean at the step's checkpoint when it starts.
+    The step edits files in :attr:`path`, then :meth:`commit` makes one checkpoint commit per
+    file and :meth:`finish` leaves the worktree clean and pushes the branch."""
+
+    def __init__(self, shard: ShardRef, checkpoint: str, path: Path) -> None:
+        self.shard = shard
+        self.job = shard.job
+        self.checkpoint = checkpoint
+        self.path = path
+        """The worktree."""
+        # Until its first commit, a shard's branch does not exist: it is at the base.
+        self.expected = None if checkpoint == self.job.base_commit else checkpoint
+        """Where the branch must be for the step to start afresh (None: not made yet)."""
+
+    @classmethod
+    @contextmanager
+    def held(cls, shard: ShardRef, checkpoint: str) -> Iterator[ShardWorkspace]:
+        """The shard's workspace at ``checkpoint``, for this attempt alone for the block, which
+        must :meth:`finish` it (an exception leaves the worktree marked, to be reset)."""
+        job = shard.job
+        with editing(job.repository, job.job_id, shard.name, checkpoint) as path:
+            yield cls(shard, checkpoint, path)
+
+    def pushed_before(self, paths: Sequence[str]) -> list[tuple[str, str]] | None:
+        """None when the branch is at the checkpoint. Otherwise the (path, commit) of each of
+        the first ``paths`` that an earlier attempt of this step (or an earlier run of the job)
+        committed and pushed, then died before reporting; :class:`BranchMoved` if none did.
+
+        Read while the workspace is held, so no other attempt of the step can push meanwhile."""
+        remote = _git.remote_ref(self.job.repository, self.shard.ref)
+        if remote == self.expected:
+            return None
+        found, refused = self._earlier_commits(remote, paths) if remote else ([], "")
+        if found:
+            return found
+        raise BranchMoved(
+            f"{self.shard.ref} is at {remote or 'nothing'}, expected {self.checkpoint}{refused}: "
+            "something else moved the job's branch; start the job again"
+        )
+
+    def _earlier_commits(
+        self, remote: str, paths: Sequence[str]
+    ) -> tuple[list[tuple[str, str]], str]:
+        """The commits on top of the checkpoint, one each for the first of ``paths``, in order,
+        each changing exactly the file its ``Agentparallels-Edit`` trailer names (a trailer
+        alone proves nothing); and why the first one that is not was refused. Later files and
+        commits are left for the next steps."""
+        cache = _git.cached_repo(self.job.repository)
+        _git.ensure_commit(cache, self.job.repository, remote)
+        log = _git.run(cache, "log", "--reverse", "--format=%H %P%x00%B%x01",
+                       f"{self.checkpoint}..{remote}")  # fmt: skip
+        entries = [
+            e.split("\x00", 1) for e in filter(None, (e.strip("\n") for e in log.split("\x01")))
+        ]
+        changes = _git.changed_by(cache, [head.split()[0] for head, _ in entries])
+        parent, found, expected = self.checkpoint, [], list(paths)
+        for head, message in entries:
+            sha, *parents = head.split()
+            path = _git.trailer(message, _git.EDIT_TRAILER)
+            if parents != [parent] or path not in expected:
+                break
+            if changes[sha] != [path]:
+                names = ", ".join(changes[sha]) or "nothing"
+                return found, f"; its commit {sha[:12]} names {path} but changes {names}"
+            expected = expected[expected.index(path) + 1 :]
+            found.append((path, sha))
+            parent = sha
+        return found, ""
+
+    def changed(self) -> set[str]:
+        """The paths changed in the worktree since the checkpoint, untracked ones included."""
+        return set(_git.changed_paths(self.path))
+
+    def commit(self, paths: Sequence[str], what: str) -> list[str]:
+        """One commit per file of ``paths``, each on the previous, the first on the checkpoint,
+        taking the file as the worktree has it; returns their ids. Each is checked to change
+        exactly its file (``EmptyEdit`` otherwise, so it is never pushed), and carries the job's
+        date and the trailers :meth:`pushed_before` reads, so a retry recognises it."""
+        if not paths:
+            return []
+        job = self.job.job_id
+        return _git.commit_files(
+            self.path,
+            self.checkpoint,
+            [(p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job}\n{_git.EDIT_TRAILER}: {p}")
+             for p in paths],
+            self.job.timestamp,
+        )  # fmt: skip
+
+    def finish(self, tip: str, *, partial: bool) -> None:
+        """Leave the worktree clean at ``tip`` (after a ``partial`` batch, without untracked
+        files either) and, if the step committed, push the branch to ``tip``: before the step
+        returns, so what it reports is in the job's repository."""
+        _git.discard(self.path, tip, clean="-fdx" if partial else "")
+        if tip != self.checkpoint:
+            _git.push(self.path, self.job.repository, [(self.shard.ref, tip, self.expected)])
 
 
 @contextmanager

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import git
 
@@ -174,9 +174,13 @@ class ModelEditor:
             patch.unlink(missing_ok=True)
 
 
+EDITORS: dict[str, Callable[[Any], Editor]] = {
+    "rename": RenameEditor,
+    "command": CommandEditor,
+    "model": ModelEditor,
+}
+"""The editor of each kind of edit spec (its ``kind``)."""
+
+
 def editor_for(spec: EditSpec) -> Editor:
-    if isinstance(spec, RenameEdit):
-        return RenameEditor(spec)
-    if isinstance(spec, ModelEdit):
-        return ModelEditor(spec)
-    return CommandEditor(spec)
+    return EDITORS[spec.kind](spec)

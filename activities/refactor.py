@@ -11,18 +11,15 @@ from temporalio.exceptions import ApplicationError
 from agentparallels import tokens
 from agentparallels.activities import _git, bulkhead, sandbox
 from agentparallels.activities._defn import defn
-from agentparallels.activities._workspace import editing, scratch_worktree
+from agentparallels.activities._workspace import BranchMoved, ShardWorkspace, scratch_worktree
 from agentparallels.activities.checks import format_files, uses_ruff, verify
 from agentparallels.activities.editors import EditFailed, PlanRejected, editor_for
 from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.models import (
     SCRATCH_NAMESPACE,
-    CommandEdit,
     EditBatchInput,
     EditBatchResult,
     EditOutcome,
-    EditSpec,
-    ModelEdit,
     Plan,
     PlanInput,
 )
@@ -30,14 +27,6 @@ from agentparallels.models import (
 
 def bad_input(message: str) -> ApplicationError:
     return ApplicationError(message, type=BAD_INPUT, non_retryable=True)
-
-
-def describe(edit: EditSpec) -> str:
-    if isinstance(edit, CommandEdit):
-        return f"run `{edit.command}`"
-    if isinstance(edit, ModelEdit):
-        return f"{edit.model}: {edit.instruct.splitlines()[0][:60]}"
-    return f"rename {edit.old} -> {edit.new}"
 
 
 def resolve_base(repository: str, base_ref: str) -> str:
@@ -87,9 +76,7 @@ def plan(inp: PlanInput) -> Plan:
                 raise bad_input(str(e)) from None
             found = getattr(editor, "report", None)
             notes = _notes(found.respelled, found.unparsed) if found else ""
-            message = (
-                f"{describe(inp.edit)} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
-            )
+            message = f"{inp.edit.label()} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
             change = _git.commit_all(wt, message, inp.timestamp)
             if change is None:
                 return Plan(
@@ -152,55 +139,38 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
 
     Idempotent: if an earlier attempt already pushed its commits on top of ``inp.checkpoint``
     (its worker died before reporting), they are reported and nothing is redone. Attempts of
-    one step on one worker take turns with the shard's worktree (see :func:`editing`), from
-    the branch check to the push, so a retry started while a starved attempt still runs finds
-    what that attempt pushed instead of resetting the worktree under it.
+    one step on one worker take turns with the shard's workspace (see :class:`ShardWorkspace`),
+    from the branch check to the push, so a retry started while a starved attempt still runs
+    finds what that attempt pushed instead of resetting the worktree under it.
     """
     sandbox.require(inp.sandbox.mode)  # fail closed before anything is changed
     policy = sandbox.Policy.of(inp.sandbox)
-    job, ref = inp.shard.job, inp.shard.ref
-    # Until its first commit, a shard's branch does not exist: it is at the base.
-    expected = None if inp.checkpoint == job.base_commit else inp.checkpoint
-    with editing(job.repository, job.job_id, inp.shard.name, inp.checkpoint) as wt:
-        remote = _git.remote_ref(job.repository, ref)  # read while no other attempt can push
-        if remote != expected:
-            return _earlier_attempt(inp, remote)
-        failure: EditOutcome | None = None
-        bulkhead.check_paths(wt, inp.paths, inp.scope)
+    what = inp.edit.label()
+    with ShardWorkspace.held(inp.shard, inp.checkpoint) as ws:
         try:
-            editor_for(inp.edit).apply(wt, inp)
-            applied = list(inp.paths)
-        except EditFailed as e:
-            applied = list(inp.paths[: inp.paths.index(e.path)])
-            failure = _failed(e.path, inp.checkpoint, e.command, e.output)
-        bulkhead.contain(wt, inp.paths, inp.scope, describe(inp.edit))
-        changed = set(_git.changed_paths(wt))
+            earlier = ws.pushed_before(inp.paths)
+        except BranchMoved as e:
+            raise ApplicationError(str(e), type=GIT_CONFLICT, non_retryable=True) from None
+        if earlier is not None:
+            return _reported(earlier)
+        applied, failure = _apply(ws.path, inp)
+        bulkhead.contain(ws.path, inp.paths, inp.scope, what)
+        changed = ws.changed()
         edited = [p for p in applied if p in changed]
         if inp.ruff_format:
-            format_files(wt, edited, inp.timeout_s, policy)
+            format_files(ws.path, edited, inp.timeout_s, policy)
             # Formatting can turn an edit back into the file as it was: that file is unchanged
             # (committing it would make an empty edit commit, which is refused).
-            changed = set(_git.changed_paths(wt))
-        bad = verify(wt, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s, policy)
+            changed = ws.changed()
+        bad = verify(ws.path, edited, inp.verify_rules, inp.check_cmd, inp.timeout_s, policy)
         if bad:
             path, command, done = bad
             applied = applied[: applied.index(path)]
             failure = _failed(path, inp.checkpoint, command, done.output)
         to_commit = [p for p in applied if p in changed]
-        what = describe(inp.edit)
-        # Each commit is checked to change exactly its file: one that does not is never pushed.
-        commits = _git.commit_files(
-            wt,
-            inp.checkpoint,
-            [(p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job.job_id}\n{_git.EDIT_TRAILER}: {p}")
-             for p in to_commit],
-            job.timestamp,
-        ) if to_commit else []  # fmt: skip
+        commits = ws.commit(to_commit, what)
         tip = commits[-1] if commits else inp.checkpoint
-        partial = failure is not None or len(applied) < len(inp.paths)
-        _git.discard(wt, tip, clean="-fdx" if partial else "")
-        if commits:
-            _git.push(wt, job.repository, [(ref, tip, expected)])
+        ws.finish(tip, partial=failure is not None or len(applied) < len(inp.paths))
     by_path = dict(zip(to_commit, commits, strict=True))
     outcomes = [
         EditOutcome(path=p, status="committed", commit=by_path[p])
@@ -208,9 +178,19 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         else EditOutcome(path=p, status="unchanged", commit=inp.checkpoint)
         for p in applied
     ]
-    if failure is not None:
-        outcomes.append(failure)
-    return EditBatchResult(outcomes=tuple(outcomes), tip=tip)
+    return EditBatchResult(outcomes=(*outcomes, *([failure] if failure else [])), tip=tip)
+
+
+def _apply(wt: Path, inp: EditBatchInput) -> tuple[list[str], EditOutcome | None]:
+    """Apply the edit to the step's files, within its scope: the files it edited, in order,
+    and the failure of the one it stopped at, if any."""
+    bulkhead.check_paths(wt, inp.paths, inp.scope)
+    try:
+        editor_for(inp.edit).apply(wt, inp)
+    except EditFailed as e:
+        failure = _failed(e.path, inp.checkpoint, e.command, e.output)
+        return list(inp.paths[: inp.paths.index(e.path)]), failure
+    return list(inp.paths), None
 
 
 def _failed(path: str, checkpoint: str, command: str, output: str) -> EditOutcome:
@@ -219,45 +199,8 @@ def _failed(path: str, checkpoint: str, command: str, output: str) -> EditOutcom
     )
 
 
-def _earlier_attempt(inp: EditBatchInput, remote: str | None) -> EditBatchResult:
-    """The branch is not at the expected checkpoint. Accept it only if it holds commits of this
-    step's first files, one each, in order, on top of the checkpoint, each changing exactly the
-    file its ``Agentparallels-Edit`` trailer names (a trailer alone proves nothing): an earlier
-    attempt of this same step pushed them and died before reporting, or an earlier run of the
-    job (stopped without cleaning up) got this far. They are reported as done, and the step's
-    tip is the last of them; the files after them, and any later commits, are left for the
-    next steps."""
-    job = inp.shard.job
-    refused = ""
-    if remote is not None:
-        cache = _git.cached_repo(job.repository)
-        _git.ensure_commit(cache, job.repository, remote)
-        log = _git.run(cache, "log", "--reverse", "--format=%H %P%x00%B%x01",
-                       f"{inp.checkpoint}..{remote}")  # fmt: skip
-        entries = [
-            e.split("\x00", 1) for e in filter(None, (e.strip("\n") for e in log.split("\x01")))
-        ]
-        changes = _git.changed_by(cache, [head.split()[0] for head, _ in entries])
-        parent, outcomes, expected = inp.checkpoint, [], list(inp.paths)
-        for head, message in entries:
-            sha, *parents = head.split()
-            path = _git.trailer(message, _git.EDIT_TRAILER)
-            if parents != [parent] or path not in expected:
-                break
-            if changes[sha] != [path]:
-                refused = (
-                    f"; its commit {sha[:12]} names {path} but changes "
-                    f"{', '.join(changes[sha]) or 'nothing'}"
-                )
-                break
-            expected = expected[expected.index(path) + 1 :]
-            outcomes.append(EditOutcome(path=path, status="committed", commit=sha))
-            parent = sha
-        if outcomes:
-            return EditBatchResult(outcomes=tuple(outcomes), tip=parent)
-    raise ApplicationError(
-        f"{inp.shard.ref} is at {remote or 'nothing'}, expected {inp.checkpoint}{refused}: "
-        "something else moved the job's branch; start the job again",
-        type=GIT_CONFLICT,
-        non_retryable=True,
-    )
+def _reported(earlier: list[tuple[str, str]]) -> EditBatchResult:
+    """What an earlier attempt of the step pushed, reported as done; the step's tip is the
+    last of its commits (the files after them are left for the next steps)."""
+    outcomes = tuple(EditOutcome(path=p, status="committed", commit=sha) for p, sha in earlier)
+    return EditBatchResult(outcomes=outcomes, tip=earlier[-1][1])

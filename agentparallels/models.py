@@ -6,15 +6,17 @@ carry paths and git object names, and activities read the files when they need t
 
 from __future__ import annotations
 
+import keyword
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 
+from agentparallels import redact
 from agentparallels._value import Sandbox, Value
 from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.events import Hook, JobEvent
-from agentparallels.llm import BudgetLimits, Price, Usage
+from agentparallels.llm import KEY_VARIABLES, BudgetLimits, Price, Usage, split_model
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
 """Scratch refs of running jobs live below this in the job's repository, removed at its end."""
@@ -28,7 +30,39 @@ WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 """A successful job leaves its result on the branch ``agentparallels/<job-id>``."""
 
 
-class RenameEdit(Value):
+HIDDEN_INPUTS = ConfigDict(hide_input_in_errors=True)
+"""For values that hold an edit spec: its model endpoint may carry a secret, which an error
+about it must not repeat (pydantic otherwise quotes the input)."""
+
+
+class BaseEdit(Value):
+    """What every kind of edit knows about itself: how it is checked (pydantic validators, run
+    wherever a spec is made or decoded: the CLI, a client of the library, a workflow's input)
+    and how it is described. The activities pick their editor by ``kind``."""
+
+    model_config = HIDDEN_INPUTS
+
+    flag: ClassVar[str]
+    """The command-line option that asks for this kind of edit."""
+
+    def summary(self) -> str:
+        """What the job does, in one line: the CLI's and the Temporal UI's summary."""
+        raise NotImplementedError
+
+    def label(self) -> str:
+        """What one step does, briefly: the start of its commit messages."""
+        raise NotImplementedError
+
+    def as_model(self) -> ModelEdit | None:
+        """This edit, if a model makes it (one file per step, after a recorded model call)."""
+        return None
+
+    def key_variable(self) -> str | None:
+        """The environment variable of the key the worker making its model calls needs."""
+        return None
+
+
+class RenameEdit(BaseEdit):
     """Semantic rename with rope."""
 
     kind: Literal["rename"] = "rename"
@@ -37,8 +71,38 @@ class RenameEdit(Value):
     new: str
     """The new bare identifier."""
 
+    flag: ClassVar[str] = "--rename"
 
-class CommandEdit(Value):
+    @field_validator("old")
+    @classmethod
+    def _dotted(cls, old: str) -> str:
+        if not old.strip():
+            raise ValueError("a rename needs the dotted path of what to rename, e.g. pkg.mod.func")
+        return old
+
+    @field_validator("new")
+    @classmethod
+    def _bare(cls, new: str) -> str:
+        if "." in new:
+            raise ValueError(
+                f"the new name '{new}' must be a bare identifier; the symbol stays where it is"
+            )
+        if not new.isidentifier() or keyword.iskeyword(new):
+            raise ValueError(
+                f"'{new}' is not a valid Python identifier: the new name must be a bare name "
+                "such as new_name (letters, digits and _, not starting with a digit, not a "
+                "keyword)"
+            )
+        return new
+
+    def summary(self) -> str:
+        return f"rename {self.old} -> {self.new}"
+
+    def label(self) -> str:
+        return self.summary()
+
+
+class CommandEdit(BaseEdit):
     """Any per-file codemod command; ``{file}`` is replaced by the file's path in the worktree."""
 
     kind: Literal["command"] = "command"
@@ -46,8 +110,26 @@ class CommandEdit(Value):
     files: tuple[str, ...] = ("**/*.py",)
     """Glob patterns (git pathspec ``:(glob)``) choosing the tracked files to run it on."""
 
+    flag: ClassVar[str] = "--edit-cmd"
 
-class ModelEdit(Value):
+    @field_validator("command")
+    @classmethod
+    def _per_file(cls, command: str) -> str:
+        if "{file}" not in command:
+            raise ValueError(
+                "an edit command must contain {file}, which is replaced by each file's path, "
+                "e.g. 'ruff check --fix --select UP {file}'"
+            )
+        return command
+
+    def summary(self) -> str:
+        return f"run `{self.command}` on each file"
+
+    def label(self) -> str:
+        return f"run `{self.command}`"
+
+
+class ModelEdit(BaseEdit):
     """A language model edits each file as instructed."""
 
     kind: Literal["model"] = "model"
@@ -62,8 +144,45 @@ class ModelEdit(Value):
     max_tokens: int = Field(8192, ge=1)
     """Longest answer, in tokens."""
 
+    flag: ClassVar[str] = "--instruct"
+
+    @field_validator("instruct")
+    @classmethod
+    def _said(cls, instruct: str) -> str:
+        if not instruct.strip():
+            raise ValueError("the instruction is empty: say what the model should change")
+        return instruct
+
+    @field_validator("model")
+    @classmethod
+    def _provider(cls, model: str) -> str:
+        split_model(model)  # its ValueError names the fix
+        return model
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        if url and (why := redact.endpoint_refusal(url)):
+            raise ValueError(why)
+        return url
+
+    def summary(self) -> str:
+        return f"{self.model} edits each file: {self.instruct[:80]}"
+
+    def label(self) -> str:
+        return f"{self.model}: {self.instruct.splitlines()[0][:60]}"
+
+    def as_model(self) -> ModelEdit:
+        return self
+
+    def key_variable(self) -> str | None:
+        """None with ``base_url``: an endpoint of one's own may need no key of a provider."""
+        return None if self.base_url else KEY_VARIABLES[split_model(self.model)[0]]
+
 
 EditSpec = Annotated[RenameEdit | CommandEdit | ModelEdit, Field(discriminator="kind")]
+"""How a job changes files: one of the kinds above, told apart by ``kind`` (every recorded
+input carries it; a spec made in Python gets it by default)."""
 
 
 class Limits(Value):
@@ -95,6 +214,8 @@ class Limits(Value):
 
 class RefactorInput(Value):
     """What the user asked for."""
+
+    model_config = HIDDEN_INPUTS
 
     repository: str
     """Absolute path of a local git repository, or a git URL."""
@@ -145,6 +266,8 @@ class JobRef(Value):
 
 
 class PlanInput(Value):
+    model_config = HIDDEN_INPUTS
+
     job_id: str
     repository: str
     base_ref: str
@@ -186,6 +309,8 @@ class Shard(Value):
 
 
 class ShardInput(Value):
+    model_config = HIDDEN_INPUTS
+
     budget: BudgetLimits = BudgetLimits()
     """This shard's share of the job's token budgets (the job's own when ``ledger``)."""
     prices: dict[str, Price] = {}
@@ -215,6 +340,8 @@ class ShardRef(Value):
 
 
 class EditBatchInput(Value):
+    model_config = HIDDEN_INPUTS
+
     shard: ShardRef
     paths: tuple[str, ...]
     """Files to edit, in order. Editing stops at the first file that fails."""

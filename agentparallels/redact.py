@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MASK", "credentials", "text", "url"]
+__all__ = ["MASK", "credentials", "endpoint_refusal", "text", "url"]
 
 MASK = "***"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -110,3 +110,16 @@ def text(message: str) -> str:
     if "://" not in message:
         return message
     return _IN_TEXT.sub(lambda m: url(m.group(0)), message)
+
+
+def endpoint_refusal(endpoint: str) -> str | None:
+    """Why a job may not be given the model endpoint ``endpoint``, shown redacted and with the
+    fix: it carries a credential, which the job's history would store. None when it may."""
+    found = credentials(endpoint)
+    if not found:
+        return None
+    return (
+        f"{url(endpoint)} carries {' and '.join(found)}, which would be stored in the job's "
+        "history: remove it and set the provider's key variable (OPENAI_API_KEY or "
+        "ANTHROPIC_API_KEY) where the worker runs; keys never travel with jobs"
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
 from agentparallels.errors import UsageError
@@ -72,7 +73,15 @@ async def prepare(client: Client, job_id: str, overrides: Overrides) -> Resumpti
     history = await client.get_workflow_handle(job_id, run_id=old.run_id).fetch_history()
     decode = client.data_converter.decode
     started = history.events[0].workflow_execution_started_event_attributes
-    [inp] = await decode(started.input.payloads, [RefactorInput])
+    try:
+        [inp] = await decode(started.input.payloads, [RefactorInput])
+    except ValidationError as e:  # e.g. a job started before its model endpoint was checked
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        reason = first["msg"].removeprefix("Value error, ")
+        raise UsageError(
+            f"job {job_id} cannot run again as it was asked: {where}: {reason}"
+        ) from None
     reuse: dict[str, ShardResult] = dict(inp.reuse)
     for event in history.events:
         if event.HasField("child_workflow_execution_completed_event_attributes"):

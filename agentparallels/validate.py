@@ -6,12 +6,12 @@ job's planning step, before it changes anything; its error comes back as a usage
 
 from __future__ import annotations
 
-import keyword
 import os
 import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -19,7 +19,9 @@ from agentparallels import redact
 from agentparallels._value import Sandbox, SandboxMode
 from agentparallels.errors import UsageError
 from agentparallels.llm import BudgetLimits, Price, split_model
-from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
+from agentparallels.models import BaseEdit, CommandEdit, EditSpec, ModelEdit, RenameEdit
+
+E = TypeVar("E", bound=BaseEdit)
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,13 +46,8 @@ def no_credentials(repository_url: str) -> None:
 
 def endpoint(url: str | None) -> None:
     """Refuse a model endpoint (``--base-url``) that carries a credential, for the same reason."""
-    if url and (found := redact.credentials(url)):
-        raise UsageError(
-            f"--base-url {redact.url(url)} carries {' and '.join(found)}, which would be stored "
-            "in the job's history: remove it and set the provider's key variable "
-            "(OPENAI_API_KEY or ANTHROPIC_API_KEY) where the worker runs; keys never travel "
-            "with jobs"
-        )
+    if url and (why := redact.endpoint_refusal(url)):
+        raise UsageError(f"--base-url {why}")
 
 
 def repository(path_or_url: str) -> str:
@@ -83,14 +80,6 @@ def base_ref(repo: str, ref: str) -> None:
         )
 
 
-def identifier(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise UsageError(
-            f"'{name}' is not a valid Python identifier: the new name must be a bare name "
-            "such as new_name (letters, digits and _, not starting with a digit, not a keyword)"
-        )
-
-
 def edit(
     rename: str | None,
     edit_cmd: str | None,
@@ -100,6 +89,8 @@ def edit(
     model: str | None = None,
     base_url: str | None = None,
 ) -> EditSpec:
+    """The edit the command-line flags ask for. What makes a spec valid, each kind checks
+    itself (:mod:`agentparallels.models`); here only how the flags combine."""
     chosen = [
         flag
         for flag, value in (
@@ -113,39 +104,40 @@ def edit(
         raise UsageError(f"conflicting editors: give one of {', '.join(chosen)}, not several")
     if (model or base_url) and not instruct:
         raise UsageError("--model and --base-url go with --instruct")
-    endpoint(base_url)
+    patterns = tuple(files or ("**/*.py",))
     if instruct:
         if not model:
             raise UsageError("--instruct needs --model PROVIDER:MODEL, e.g. --model openai:gpt-4.1")
-        try:
-            split_model(model)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        return ModelEdit(
-            instruct=instruct, model=model, base_url=base_url, files=tuple(files or ("**/*.py",))
-        )
+        return spec(ModelEdit, instruct=instruct, model=model, base_url=base_url, files=patterns)
     if rename:
         if files:
             raise UsageError("--files goes with --edit-cmd; a rename finds its files itself")
         old, sep, new = rename.partition("=")
         if not sep or not old or not new:
             raise UsageError(f"--rename takes OLD=NEW (e.g. pkg.mod.func=new_name), not '{rename}'")
-        if "." in new:
-            raise UsageError(
-                f"the new name '{new}' must be a bare identifier; the symbol stays where it is"
-            )
-        identifier(new)
-        return RenameEdit(old=old.strip(), new=new.strip())
+        return spec(RenameEdit, old=old.strip(), new=new.strip())
     if edit_cmd:
-        if "{file}" not in edit_cmd:
-            raise UsageError(
-                "--edit-cmd must contain {file}, which is replaced by each file's path, "
-                "e.g. --edit-cmd 'ruff check --fix --select UP {file}'"
-            )
-        return CommandEdit(command=edit_cmd, files=tuple(files or ("**/*.py",)))
+        return spec(CommandEdit, command=edit_cmd, files=patterns)
     raise UsageError(
         "nothing to do: pass --rename OLD=NEW, --edit-cmd 'CMD {file}' or --instruct TEXT"
     )
+
+
+FLAGS = {"old": "--rename", "new": "--rename", "command": "--edit-cmd", "files": "--files",
+         "instruct": "--instruct", "model": "--model", "base_url": "--base-url"}  # fmt: skip
+"""The command-line option that gives each field of an edit spec."""
+
+
+def spec(kind: type[E], **fields: Any) -> E:
+    """The edit ``kind`` made of ``fields``; its own check's first complaint as a usage error
+    naming the option that gave the field."""
+    try:
+        return kind(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        reason = first["msg"].removeprefix("Value error, ")
+        flag = FLAGS.get(str(first["loc"][0]) if first["loc"] else "", kind.flag)
+        raise UsageError(f"{flag}: {reason}") from None
 
 
 def clean_for_apply(repo: str) -> None:

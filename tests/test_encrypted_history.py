@@ -139,7 +139,7 @@ async def test_failure_messages_are_encrypted_too(
     job = RefactorInput(
         repository=str(repo),
         edit=CommandEdit(
-            command="echo PLATYPUS-7731 >&2; exit 3", files=("treasury/zanzibar_ledger.py",)
+            command="echo PLATYPUS-7731 >&2; exit 3; {file}", files=("treasury/zanzibar_ledger.py",)
         ),
         limits=Limits(breaker_threshold=1),
     )

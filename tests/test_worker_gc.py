@@ -19,7 +19,7 @@ async def test_worktrees_of_ended_jobs_go_those_of_running_and_unknown_jobs_stay
     """Three jobs' worktree folders in this worker's cache: the ended job's is removed, the
     running job's and the one the server does not know stay."""
     repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n"})
-    job = RefactorInput(repository=str(repo), edit=CommandEdit(command="true"))
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command="true {file}"))
     queue = f"{task_queue}-nobody-polls"  # the jobs never run: only their state matters
     ended = await start_job(client, queue, job)
     await ended.terminate("ended for the test")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
+from typing import NoReturn
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         MergeInput,
         ModuleSummary,
         PhaseBudget,
+        Plan,
         PlanInput,
         Progress,
         Published,
@@ -142,171 +144,140 @@ class RefactorWorkflow:
 
     @workflow.run
     async def run(self, inp: RefactorInput) -> RefactorResult:
+        job, saga = self._begin(inp)
+        try:
+            the_plan = await self._plan(inp, job)
+            job = job.model_copy(update={"base_commit": the_plan.base_commit})
+            shards = await self._shard(inp, job, the_plan)
+            result = await self._edit(inp, job, the_plan, shards, saga)
+        except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
+            await self._roll_back(err, job, saga)
+        await shielded(call(cleanup, job, summary=CLEANUP), raise_cancel=False)
+        await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
+        return result
+
+    def _begin(self, inp: RefactorInput) -> tuple[JobRef, Saga]:
+        """The job's reference (its base commit still unknown) and its saga; what the UI,
+        the ledger and the subscribers see from the start."""
         info = workflow.info()
-        job_id = info.workflow_id
         timestamp = int(info.start_time.timestamp())
         self._budget = inp.budget
-        self._progress = Progress(job_id=job_id, phase="plan")
-        job = JobRef(job_id=job_id, repository=inp.repository, base_commit="", timestamp=timestamp)
-        saga = Saga()
+        self._progress = Progress(job_id=info.workflow_id, phase="plan")
+        job = JobRef(
+            job_id=info.workflow_id, repository=inp.repository, base_commit="", timestamp=timestamp
+        )
         self._logged = workflow.patched(PROGRESS_LOG)
         if inp.budget.limited and workflow.patched(JOB_LEDGER):
             self._ledger = Ledger(inp.budget)
         for subscriber in inp.subscribers:
             self._events.subscribe(subscriber)
         self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
+        return job, Saga()
+
+    async def _plan(self, inp: RefactorInput, job: JobRef) -> Plan:
+        self._phase("plan")
+        return await call(
+            plan,
+            PlanInput(
+                job_id=job.job_id,
+                repository=inp.repository,
+                base_ref=inp.base_ref,
+                edit=inp.edit,
+                timestamp=job.timestamp,
+            ),
+            summary="plan: list the files to change",
+        )
+
+    async def _shard(self, inp: RefactorInput, job: JobRef, the_plan: Plan) -> list[Shard]:
+        """Pack the plan's files into shards, and take over those an earlier run finished."""
+        self._file_tokens = dict(zip(the_plan.files, the_plan.tokens, strict=False))
         try:
-            self._phase("plan")
-            the_plan = await call(
-                plan,
-                PlanInput(
-                    job_id=job_id,
-                    repository=inp.repository,
-                    base_ref=inp.base_ref,
-                    edit=inp.edit,
-                    timestamp=timestamp,
+            shards = shard_files(
+                the_plan.files,
+                inp.limits.max_files_per_shard,
+                dict(zip(the_plan.files, the_plan.tokens, strict=False)),
+                inp.limits.shard_tokens,
+            )
+        except FileTooLarge as e:
+            raise ApplicationError(str(e), type=BAD_INPUT, non_retryable=True) from None
+        self._shards = {
+            s.name: ShardProgress(name=s.name, label=s.label, files_total=len(s.files))
+            for s in shards
+        }
+        self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
+        if self._logged and shards:
+            self._reused = await call(
+                open_log,
+                OpenLogInput(
+                    job=job,
+                    files_total=len(the_plan.files),
+                    shards=tuple(shards),
+                    offered=inp.reuse,
                 ),
-                summary="plan: list the files to change",
+                summary="progress log: take over finished shards, record the plan",
             )
-            job = job.model_copy(update={"base_commit": the_plan.base_commit})
-            self._file_tokens = dict(zip(the_plan.files, the_plan.tokens, strict=False))
-            try:
-                shards = shard_files(
-                    the_plan.files,
-                    inp.limits.max_files_per_shard,
-                    dict(zip(the_plan.files, the_plan.tokens, strict=False)),
-                    inp.limits.shard_tokens,
+        return shards
+
+    async def _edit(
+        self, inp: RefactorInput, job: JobRef, the_plan: Plan, shards: list[Shard], saga: Saga
+    ) -> RefactorResult:
+        """Fan out one child per shard; then fan in and publish what they changed."""
+        self._phase("edit")
+        results = await gather_bounded(
+            [
+                lambda s=s: self._run_shard(
+                    inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
                 )
-            except FileTooLarge as e:
-                raise ApplicationError(str(e), type=BAD_INPUT, non_retryable=True) from None
-            self._shards = {
-                s.name: ShardProgress(name=s.name, label=s.label, files_total=len(s.files))
                 for s in shards
-            }
-            self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
-            if self._logged and shards:
-                self._reused = await call(
-                    open_log,
-                    OpenLogInput(
-                        job=job,
-                        files_total=len(the_plan.files),
-                        shards=tuple(shards),
-                        offered=inp.reuse,
-                    ),
-                    summary="progress log: take over finished shards, record the plan",
+            ],
+            inp.limits.parallel,
+        )
+        changed = tuple(sorted(p for r in results for p in r.files_changed))
+        if not changed:
+            # Nothing to publish, so nothing for the publish check to compare: a shard
+            # whose branch moved while it reports no file changed is caught here instead.
+            moved = [r.name for r in results if r.head != job.base_commit]
+            if moved:
+                raise ApplicationError(
+                    f"shards {', '.join(moved)} committed edits but report no changed "
+                    "file: the result is not what the verified steps produced",
+                    type=RESULT_MISMATCH,
+                    non_retryable=True,
                 )
+            self._phase("done")
+            result = self._result(inp, job, results, job.base_commit, (), None)
+        else:
+            result = await self._finish(inp, job, results, saga)
+        # What the plan could not do the usual way, in the report (no command: replays).
+        return result.model_copy(
+            update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
+        )
 
-            self._phase("edit")
-            results = await gather_bounded(
-                [
-                    lambda s=s: self._run_shard(
-                        inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
-                    )
-                    for s in shards
-                ],
-                inp.limits.parallel,
-            )
-            changed = tuple(sorted(p for r in results for p in r.files_changed))
-            if not changed:
-                # Nothing to publish, so nothing for the publish check to compare: a shard
-                # whose branch moved while it reports no file changed is caught here instead.
-                moved = [r.name for r in results if r.head != job.base_commit]
-                if moved:
-                    raise ApplicationError(
-                        f"shards {', '.join(moved)} committed edits but report no changed "
-                        "file: the result is not what the verified steps produced",
-                        type=RESULT_MISMATCH,
-                        non_retryable=True,
-                    )
-                self._phase("done")
-                result = self._result(inp, job, results, job.base_commit, (), None)
-            else:
-                result = await self._finish(inp, job, results, saga)
-            # What the plan could not do the usual way, in the report (no command: replays).
-            result = result.model_copy(
-                update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
-            )
-
-        except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
-            self._phase("rolling back")
-            failed: list[str] = []
-            try:
-                failed = await saga.compensate()
-            finally:
-                if note := await shielded(_failure_of(call(cleanup, job, summary=CLEANUP))):
-                    failed.append(f"{CLEANUP}: {note}")
-            self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
-            await shielded(self._events.finish(*ending(err)), raise_cancel=False)
-            if failed:  # reported, never swallowed: the user is told what may be left
-                raise incomplete(err, failed) from None
-            if isinstance(err, FailureError):
-                raise _root_cause(err) from err
-            raise
-        await shielded(call(cleanup, job, summary=CLEANUP), raise_cancel=False)
-        await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
-        return result
+    async def _roll_back(self, err: BaseException, job: JobRef, saga: Saga) -> NoReturn:
+        """Undo every step, newest first, and clean up; then fail with what went wrong (and
+        what the rollback could not undo, if anything)."""
+        self._phase("rolling back")
+        failed: list[str] = []
+        try:
+            failed = await saga.compensate()
+        finally:
+            if note := await shielded(_failure_of(call(cleanup, job, summary=CLEANUP))):
+                failed.append(f"{CLEANUP}: {note}")
+        self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
+        await shielded(self._events.finish(*ending(err)), raise_cancel=False)
+        if failed:  # reported, never swallowed: the user is told what may be left
+            raise incomplete(err, failed) from None
+        if isinstance(err, FailureError):
+            raise _root_cause(err) from err
+        raise err
 
     async def _finish(
         self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
     ) -> RefactorResult:
         """Fan in: merge the shards, let every check vote on the merge (and, if asked, a person
         approve it), publish the branch."""
-        await self._events.gate.wait()
-        self._phase("merge")
-        merged = await call(
-            merge,
-            MergeInput(job=job, shard_heads=tuple(r.head for r in results)),
-            summary=f"merge {len(results)} shards",
-        )
-        saga.add(
-            "merge",
-            lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
-        )
-        files = sorted(p for r in results for p in r.files_changed)
-        await run_hooks(inp.hooks, "pre-merge", job=job, worktree="pre-merge", commit=merged,
-                        files=files, timeout_s=inp.limits.command_timeout_s,
-                        sandbox=inp.limits.sandbox)  # fmt: skip
-
-        checks: list[CheckRun] = []
-        two_phase = workflow.patched(CHECKLIST)
-        if inp.test_cmd and not two_phase:
-            self._phase("test")
-            check = await call(
-                run_check,
-                CheckInput(
-                    job=job,
-                    commit=merged,
-                    command=inp.test_cmd,
-                    timeout_s=inp.limits.command_timeout_s,
-                    sandbox=inp.limits.sandbox,
-                ),
-                summary=f"test: {inp.test_cmd}",
-                start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
-            )
-            checks.append(check)
-            if not check.passed:
-                raise ApplicationError(
-                    f"test command `{inp.test_cmd}` failed (exit {check.exit_code}) on the "
-                    f"merged result:\n{check.output.strip()}",
-                    type=CHECK_FAILED,
-                    non_retryable=True,
-                )
-        if two_phase:  # prepare: every check votes; then, if asked, a person decides
-            await self._events.gate.wait()
-            self._phase("checklist")
-            checks = list(await prepare(
-                job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
-                rules=inp.limits.verify_rules, timeout_s=inp.limits.command_timeout_s,
-                sandbox=inp.limits.sandbox,
-            ))  # fmt: skip
-        if inp.approval is not None:
-            timeout = timedelta(seconds=inp.approval.timeout_s)
-            self._phase(AWAITING_APPROVAL)
-            self._events.record("waiting_for_approval", detail=f"approve or reject {job.job_id}")
-            since = workflow.now().strftime("%Y-%m-%d %H:%M:%S UTC")
-            workflow.set_current_details(awaiting_details(job.job_id, timeout, since))
-            await self._gate.wait(timeout)
-
+        merged = await self._merge(inp, job, results, saga)
+        checks = await self._vote(inp, job, merged)
         await self._events.gate.wait()
         self._phase("publish")
         if workflow.patched(PUBLISH_INVARIANT):  # the result is what the shards made, exactly
@@ -331,6 +302,77 @@ class RefactorWorkflow:
         self._phase("done")
         return self._result(inp, job, results, merged, tuple(checks), published)
 
+    async def _merge(
+        self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
+    ) -> str:
+        """The shards' branches merged into one commit (undone by the saga); the pre-merge
+        hooks run on it."""
+        await self._events.gate.wait()
+        self._phase("merge")
+        merged = await call(
+            merge,
+            MergeInput(job=job, shard_heads=tuple(r.head for r in results)),
+            summary=f"merge {len(results)} shards",
+        )
+        saga.add(
+            "merge",
+            lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
+        )
+        files = sorted(p for r in results for p in r.files_changed)
+        await run_hooks(inp.hooks, "pre-merge", job=job, worktree="pre-merge", commit=merged,
+                        files=files, timeout_s=inp.limits.command_timeout_s,
+                        sandbox=inp.limits.sandbox)  # fmt: skip
+        return merged
+
+    async def _vote(self, inp: RefactorInput, job: JobRef, merged: str) -> list[CheckRun]:
+        """Prepare: every check votes on the merged commit (jobs started before the checklist:
+        the test command alone); then, if asked, a person decides."""
+        checks: list[CheckRun] = []
+        two_phase = workflow.patched(CHECKLIST)
+        if inp.test_cmd and not two_phase:
+            self._phase("test")
+            checks.append(await self._test(inp, job, merged))
+        if two_phase:  # prepare: every check votes; then, if asked, a person decides
+            await self._events.gate.wait()
+            self._phase("checklist")
+            checks = list(await prepare(
+                job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
+                rules=inp.limits.verify_rules, timeout_s=inp.limits.command_timeout_s,
+                sandbox=inp.limits.sandbox,
+            ))  # fmt: skip
+        if inp.approval is not None:
+            timeout = timedelta(seconds=inp.approval.timeout_s)
+            self._phase(AWAITING_APPROVAL)
+            self._events.record("waiting_for_approval", detail=f"approve or reject {job.job_id}")
+            since = workflow.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+            workflow.set_current_details(awaiting_details(job.job_id, timeout, since))
+            await self._gate.wait(timeout)
+        return checks
+
+    async def _test(self, inp: RefactorInput, job: JobRef, merged: str) -> CheckRun:
+        """The test command on the merged commit, as jobs started before the checklist ran it."""
+        assert inp.test_cmd is not None
+        check = await call(
+            run_check,
+            CheckInput(
+                job=job,
+                commit=merged,
+                command=inp.test_cmd,
+                timeout_s=inp.limits.command_timeout_s,
+                sandbox=inp.limits.sandbox,
+            ),
+            summary=f"test: {inp.test_cmd}",
+            start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+        )
+        if not check.passed:
+            raise ApplicationError(
+                f"test command `{inp.test_cmd}` failed (exit {check.exit_code}) on the "
+                f"merged result:\n{check.output.strip()}",
+                type=CHECK_FAILED,
+                non_retryable=True,
+            )
+        return check
+
     async def _run_shard(
         self,
         inp: RefactorInput,
@@ -351,23 +393,7 @@ class RefactorWorkflow:
         try:
             child = await workflow.start_child_workflow(
                 ShardWorkflow.run,
-                ShardInput(
-                    budget=inp.budget
-                    if self._ledger is not None
-                    else _share(inp.budget, len(shard.files), self._progress.files_total),
-                    ledger=self._ledger is not None,
-                    file_tokens={f: self._file_tokens.get(f, 0) for f in shard.files},
-                    prices=inp.prices,
-                    job=job,
-                    parent_id=job.job_id,
-                    shard=shard,
-                    edit=inp.edit,
-                    change_commit=change_commit,
-                    ruff_format=ruff_format,
-                    check_cmd=inp.check_cmd,
-                    limits=inp.limits,
-                    hooks=inp.hooks,
-                ),
+                self._shard_input(inp, job, shard, change_commit, ruff_format),
                 id=child_id,
                 task_timeout=WORKFLOW_TASK_TIMEOUT,
                 static_summary=f"{shard.label}: {len(shard.files)} files",
@@ -393,6 +419,34 @@ class RefactorWorkflow:
                 summary=f"progress log: {shard.name} done",
             )
         return result
+
+    def _shard_input(
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        shard: Shard,
+        change_commit: str | None,
+        ruff_format: bool,
+    ) -> ShardInput:
+        """The child's input: its files, the edit, and its share of the budgets (the whole job's
+        when the job's ledger decides every call)."""
+        return ShardInput(
+            budget=inp.budget
+            if self._ledger is not None
+            else _share(inp.budget, len(shard.files), self._progress.files_total),
+            ledger=self._ledger is not None,
+            file_tokens={f: self._file_tokens.get(f, 0) for f in shard.files},
+            prices=inp.prices,
+            job=job,
+            parent_id=job.job_id,
+            shard=shard,
+            edit=inp.edit,
+            change_commit=change_commit,
+            ruff_format=ruff_format,
+            check_cmd=inp.check_cmd,
+            limits=inp.limits,
+            hooks=inp.hooks,
+        )
 
     def _finished(self, job: JobRef, shard: Shard, result: ShardResult, saga: Saga) -> ShardResult:
         ref = f"{job.scratch}/shards/{shard.name}"

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.llm import FileContext, Grant, Message, ModelRequest
     from agentparallels.models import (
         EditBatchInput,
+        EditBatchResult,
         EditOutcome,
         ModelEdit,
         RefUpdate,
@@ -47,6 +48,36 @@ PROGRESS_SIGNAL = "shard_progress"
 
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
 """Programming errors fail the workflow (after its rollback) instead of retrying its task."""
+
+
+class _Run:
+    """What one run of a shard keeps from step to step."""
+
+    def __init__(self, inp: ShardInput, ledger: LedgerClient) -> None:
+        limits = inp.limits
+        self.shard = ShardRef(job=inp.job, name=inp.shard.name)
+        self.breaker = CircuitBreaker(threshold=limits.breaker_threshold)
+        self.saga = Saga()
+        self.tip = inp.job.base_commit
+        """The shard's branch: the checkpoint of the next step."""
+        model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
+        self.steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=ledger)
+        self.loops = LoopDetector(breaker=self.breaker)
+        name = self.shard.name
+        self.hook_at = {
+            "job": inp.job,
+            "worktree": name,
+            "shard": name,
+            "timeout_s": limits.command_timeout_s,
+            "sandbox": limits.sandbox,
+        }
+        self.model = inp.edit.as_model()
+        """The edit, when a model makes it: one file per step, after its recorded answer."""
+        self.pending = list(inp.shard.files)
+        self.changed: list[str] = []
+        self.attempts = 0
+        self.conversation: tuple[Message, ...] = ()
+        """The model's conversation about the file it is at (its failures as feedback)."""
 
 
 @workflow.defn(name="ShardWorkflow", failure_exception_types=BUG_TYPES)
@@ -69,148 +100,157 @@ class ShardWorkflow:
 
     @workflow.run
     async def run(self, inp: ShardInput) -> ShardResult:
-        shard = ShardRef(job=inp.job, name=inp.shard.name)
-        limits = inp.limits
-        breaker = CircuitBreaker(threshold=limits.breaker_threshold)
         self._progress = ShardProgress(
-            name=shard.name,
+            name=inp.shard.name,
             label=inp.shard.label,
             state="running",
             files_total=len(inp.shard.files),
         )
-        saga = Saga()
-        # The first edit step creates the branch and the worktree; their compensations are
-        # registered before it, as undoing them is a no-op when they were never made.
-        saga.add(
-            "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
-        )
-        saga.add("worktree", lambda: call(remove_worktree, shard))
-        tip = inp.job.base_commit
-        model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         if inp.ledger:  # the parent's ledger decides every call; this shard has no share
             self._ledger.parent_id = inp.parent_id
-        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=self._ledger)
-        loops = LoopDetector(breaker=breaker)
-        hook_at = {"job": inp.job, "worktree": shard.name, "shard": shard.name,
-                   "timeout_s": limits.command_timeout_s, "sandbox": limits.sandbox}  # fmt: skip
+        run = _Run(inp, self._ledger)
+        shard = run.shard
+        # The first edit step creates the branch and the worktree; their compensations are
+        # registered before it, as undoing them is a no-op when they were never made.
+        run.saga.add(
+            "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
+        )
+        run.saga.add("worktree", lambda: call(remove_worktree, shard))
         try:
-            changed: list[str] = []
-            pending = list(inp.shard.files)
-            attempts = 0
-            model = inp.edit if isinstance(inp.edit, ModelEdit) else None
-            conversation: tuple[Message, ...] = ()
-            while pending:
+            while run.pending:
                 await self._gate.wait()  # a paused job starts no new step
-                answer = None
-                if model is not None:  # one file at a time, each answer a recorded decision
-                    batch: tuple[str, ...] = (pending[0],)
-                    if not conversation:
-                        conversation = _edit_prompt(model, pending[0])
-                    # A first attempt is execution; a retry after a failed check is paid for
-                    # from the verify budget, which execution cannot use up.
-                    phase = "execute" if len(conversation) <= 2 else "verify"
-                    reply = await steps.ask(
-                        _edit_request(model, inp, pending[0], conversation), phase=phase
-                    )
-                    answer = reply.text
-                else:
-                    batch = tuple(pending[: limits.batch_files])
-                await run_hooks(inp.hooks, "pre-edit", commit=tip, files=batch, **hook_at)
-                step = await call(
-                    edit_files,
-                    EditBatchInput(
-                        shard=shard,
-                        paths=batch,
-                        checkpoint=tip,
-                        edit=inp.edit,
-                        change_commit=inp.change_commit,
-                        ruff_format=inp.ruff_format,
-                        check_cmd=inp.check_cmd,
-                        verify_rules=limits.verify_rules,
-                        timeout_s=limits.command_timeout_s,
-                        sandbox=limits.sandbox,
-                        # A model edit's step is one file, its own scope (and history stays small).
-                        scope=inp.shard.files if model is None else (),
-                        answer=answer,
-                    ),
-                    summary=f"edit {batch[0]}"
-                    + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""),
-                    start_to_close_timeout=timedelta(
-                        seconds=len(batch) * limits.command_timeout_s * 2 + 120
-                    ),
-                )
-                if not step.outcomes:
-                    raise ApplicationError(f"edit step on {batch[0]} reported nothing")
-                if step.tip != tip:
-                    saga.add(
-                        f"edits up to {step.outcomes[-1].path}",
-                        lambda c=tip: call(
-                            set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)
-                        ),
-                    )
-                    tip = step.tip
-                    edited = [o.path for o in step.outcomes if o.status == "committed"]
-                    await run_hooks(inp.hooks, "post-edit", commit=tip, files=edited, **hook_at)
-                for outcome in step.outcomes:
-                    attempts += 1
-                    if outcome.status == "failed":
-                        breaker.record_failure()
-                        self._note("check_failed", shard.name, outcome.path, _failure(outcome))
-                        if not breaker.allows():
-                            opened = f"after {breaker.failures} consecutive failures"
-                            self._note("breaker_opened", shard.name, outcome.path, opened)
-                        await self._report(inp, pending, breaker, steps)
-                        if not breaker.allows():
-                            raise ApplicationError(
-                                f"circuit breaker opened after {breaker.failures} consecutive "
-                                f"failed attempts at {outcome.path}: `{outcome.command}` failed "
-                                f"with:\n{outcome.output.strip()}",
-                                type=BREAKER_OPEN,
-                                non_retryable=True,
-                            )
-                        if answer is not None:  # the failure goes back to the model
-                            loops.record("edit", outcome.path, answer, _feedback(outcome))
-                            conversation = (
-                                *conversation,
-                                Message(role="assistant", content=answer),
-                                Message(role="user", content=_feedback(outcome)),
-                            )
-                    else:
-                        breaker.record_success()
-                        pending.remove(outcome.path)
-                        conversation = ()
-                        if outcome.status == "committed":
-                            changed.append(outcome.path)
-                            self._note("file_edited", shard.name, outcome.path)
-                await self._report(inp, pending, breaker, steps)
-            await self._flush()
-            self._progress = self._progress.model_copy(update={"state": "done"})
-            return ShardResult(
-                name=shard.name,
-                head=tip,
-                files_changed=tuple(changed),
-                attempts=attempts,
-                usage=steps.total,
-                phase_tokens=steps.spent(),
-                cost_usd=steps.cost_usd,
-            )
+                await self._step(inp, run)
+                await self._report(inp, run)
+            return await self._done(run)
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
-            failed = await saga.compensate()
+            failed = await run.saga.compensate()
             if failed:  # reported to the parent, which reports it in the job's failure
                 raise incomplete(err, failed) from None
             raise
 
-    async def _report(
-        self, inp: ShardInput, pending: list[str], breaker: CircuitBreaker, steps: ModelSteps
+    async def _step(self, inp: ShardInput, run: _Run) -> None:
+        """One edit step: the next batch (for a model, its answer for the next file) edited,
+        checked and committed by an activity, then each file's outcome counted."""
+        batch, answer = await self._next_batch(inp, run)
+        await run_hooks(inp.hooks, "pre-edit", commit=run.tip, files=batch, **run.hook_at)
+        step = await self._edit(inp, run, batch, answer)
+        if not step.outcomes:
+            raise ApplicationError(f"edit step on {batch[0]} reported nothing")
+        if step.tip != run.tip:
+            tip, shard = run.tip, run.shard
+            run.saga.add(
+                f"edits up to {step.outcomes[-1].path}",
+                lambda c=tip: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)),
+            )
+            run.tip = step.tip
+            edited = [o.path for o in step.outcomes if o.status == "committed"]
+            await run_hooks(inp.hooks, "post-edit", commit=run.tip, files=edited, **run.hook_at)
+        for outcome in step.outcomes:
+            run.attempts += 1
+            if outcome.status == "failed":
+                await self._failed(inp, run, outcome, answer)
+            else:
+                run.breaker.record_success()
+                run.pending.remove(outcome.path)
+                run.conversation = ()
+                if outcome.status == "committed":
+                    run.changed.append(outcome.path)
+                    self._note("file_edited", run.shard.name, outcome.path)
+
+    async def _next_batch(self, inp: ShardInput, run: _Run) -> tuple[tuple[str, ...], str | None]:
+        """The files of the next step and, for a model edit, the model's answer for its one
+        file (one file at a time, each answer a recorded decision)."""
+        if run.model is None:
+            return tuple(run.pending[: inp.limits.batch_files]), None
+        path = run.pending[0]
+        if not run.conversation:
+            run.conversation = _edit_prompt(run.model, path)
+        # A first attempt is execution; a retry after a failed check is paid for from the
+        # verify budget, which execution cannot use up.
+        phase = "execute" if len(run.conversation) <= 2 else "verify"
+        reply = await run.steps.ask(
+            _edit_request(run.model, inp, path, run.conversation), phase=phase
+        )
+        return (path,), reply.text
+
+    async def _edit(
+        self, inp: ShardInput, run: _Run, batch: tuple[str, ...], answer: str | None
+    ) -> EditBatchResult:
+        limits = inp.limits
+        return await call(
+            edit_files,
+            EditBatchInput(
+                shard=run.shard,
+                paths=batch,
+                checkpoint=run.tip,
+                edit=inp.edit,
+                change_commit=inp.change_commit,
+                ruff_format=inp.ruff_format,
+                check_cmd=inp.check_cmd,
+                verify_rules=limits.verify_rules,
+                timeout_s=limits.command_timeout_s,
+                sandbox=limits.sandbox,
+                # A model edit's step is one file, its own scope (and history stays small).
+                scope=inp.shard.files if run.model is None else (),
+                answer=answer,
+            ),
+            summary=f"edit {batch[0]}" + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""),
+            start_to_close_timeout=timedelta(
+                seconds=len(batch) * limits.command_timeout_s * 2 + 120
+            ),
+        )
+
+    async def _failed(
+        self, inp: ShardInput, run: _Run, outcome: EditOutcome, answer: str | None
     ) -> None:
+        """A file failed: counted by the breaker (which may stop the shard) and, for a model
+        edit, given back to the model as feedback."""
+        breaker = run.breaker
+        breaker.record_failure()
+        self._note("check_failed", run.shard.name, outcome.path, _failure(outcome))
+        if not breaker.allows():
+            opened = f"after {breaker.failures} consecutive failures"
+            self._note("breaker_opened", run.shard.name, outcome.path, opened)
+        await self._report(inp, run)
+        if not breaker.allows():
+            raise ApplicationError(
+                f"circuit breaker opened after {breaker.failures} consecutive "
+                f"failed attempts at {outcome.path}: `{outcome.command}` failed "
+                f"with:\n{outcome.output.strip()}",
+                type=BREAKER_OPEN,
+                non_retryable=True,
+            )
+        if answer is not None:  # the failure goes back to the model
+            run.loops.record("edit", outcome.path, answer, _feedback(outcome))
+            run.conversation = (
+                *run.conversation,
+                Message(role="assistant", content=answer),
+                Message(role="user", content=_feedback(outcome)),
+            )
+
+    async def _done(self, run: _Run) -> ShardResult:
+        await self._flush()
+        assert self._progress is not None
+        self._progress = self._progress.model_copy(update={"state": "done"})
+        return ShardResult(
+            name=run.shard.name,
+            head=run.tip,
+            files_changed=tuple(run.changed),
+            attempts=run.attempts,
+            usage=run.steps.total,
+            phase_tokens=run.steps.spent(),
+            cost_usd=run.steps.cost_usd,
+        )
+
+    async def _report(self, inp: ShardInput, run: _Run) -> None:
         assert self._progress is not None
         self._progress = self._progress.model_copy(
             update={
-                "files_done": len(inp.shard.files) - len(pending),
-                "breaker": breaker.state,
-                "failures": breaker.failures,
-                "tokens": steps.total.total,
-                "phase_tokens": steps.spent(),
+                "files_done": len(inp.shard.files) - len(run.pending),
+                "breaker": run.breaker.state,
+                "failures": run.breaker.failures,
+                "tokens": run.steps.total.total,
+                "phase_tokens": run.steps.spent(),
             }
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order

@@ -54,24 +54,6 @@ async def prepare(
     """Phase one: let every check vote on ``commit``; returns the votes as check runs (the test
     command's first), or raises ``CheckFailed`` naming each no vote."""
 
-    async def tests() -> CheckVote:
-        assert test_cmd is not None
-        run = await call(
-            run_check,
-            CheckInput(
-                job=job, commit=commit, command=test_cmd, timeout_s=timeout_s, sandbox=sandbox
-            ),
-            summary=f"vote: tests `{test_cmd}`",
-            start_to_close_timeout=timedelta(seconds=timeout_s + 120),
-        )
-        reason = (
-            f"`{test_cmd}` passed"
-            if run.passed
-            else f"test command `{test_cmd}` failed (exit {run.exit_code}) on the merged "
-            f"result:\n{run.output.strip()}"
-        )
-        return CheckVote(check="tests", yes=run.passed, reason=reason, command=test_cmd)
-
     def ballot(check: Literal["lint", "diff-size", "conflicts"]) -> asyncio.Future[CheckVote]:
         return asyncio.ensure_future(
             call(
@@ -93,7 +75,8 @@ async def prepare(
             )
         )
 
-    voters = [asyncio.ensure_future(tests())] if test_cmd else []
+    tests = _tests(job, commit, test_cmd, timeout_s, sandbox) if test_cmd else None
+    voters = [asyncio.ensure_future(tests)] if tests is not None else []
     voters += [ballot("lint")] if checklist.lint else []
     voters += [ballot("diff-size")]
     voters += [ballot("conflicts")] if checklist.conflicts else []
@@ -115,6 +98,25 @@ async def prepare(
         )
         for v in votes
     )
+
+
+async def _tests(
+    job: JobRef, commit: str, test_cmd: str, timeout_s: float, sandbox: Sandbox
+) -> CheckVote:
+    """The test command's vote: yes when it passes on ``commit``."""
+    run = await call(
+        run_check,
+        CheckInput(job=job, commit=commit, command=test_cmd, timeout_s=timeout_s, sandbox=sandbox),
+        summary=f"vote: tests `{test_cmd}`",
+        start_to_close_timeout=timedelta(seconds=timeout_s + 120),
+    )
+    reason = (
+        f"`{test_cmd}` passed"
+        if run.passed
+        else f"test command `{test_cmd}` failed (exit {run.exit_code}) on the merged "
+        f"result:\n{run.output.strip()}"
+    )
+    return CheckVote(check="tests", yes=run.passed, reason=reason, command=test_cmd)
 
 
 State = Literal["not requested", "waiting", "approved", "rejected", "timed out"]

@@ -32,11 +32,10 @@ from agentparallels.errors import UsageError
 from agentparallels.events import parse_hooks
 from agentparallels.models import (
     WORKFLOW_TASK_TIMEOUT,
+    EditSpec,
     Limits,
-    ModelEdit,
     RefactorInput,
     RefactorResult,
-    RenameEdit,
 )
 
 __all__ = [
@@ -255,16 +254,15 @@ def ui_link(client: Client, job_id: str) -> str | None:
     return None
 
 
-def model_flags_only_with_a_model(args: argparse.Namespace, edit: object) -> None:
+def model_flags_only_with_a_model(args: argparse.Namespace, edit: EditSpec) -> None:
     """``--price``, ``--budget-tokens`` and ``--phase-shares`` on a job that calls no model
     would be silently ignored: a usage error instead."""
-    if isinstance(edit, ModelEdit):
+    if edit.as_model() is not None:
         return
     for dest, flag in MODEL_ONLY_FLAGS:
         if getattr(args, dest, None) is not None:
-            editor = "--rename" if isinstance(edit, RenameEdit) else "--edit-cmd"
             raise UsageError(
-                f"{flag} applies to model calls, and a {editor} job makes none: drop {flag}, "
+                f"{flag} applies to model calls, and a {edit.flag} job makes none: drop {flag}, "
                 "or have a model edit with --instruct TEXT --model PROVIDER:MODEL"
             )
 
@@ -309,20 +307,11 @@ def job_input(args: argparse.Namespace) -> RefactorInput:
     )
 
 
-def _what(edit: Any) -> str:
-    """The change, in the words of the job's summary."""
-    if isinstance(edit, RenameEdit):
-        return f"rename {edit.old} -> {edit.new}"
-    if isinstance(edit, ModelEdit):
-        return f"{edit.model} edits each file: {edit.instruct[:80]}"
-    return f"run `{edit.command}` on each file"
-
-
 async def _start(
     client: Client, args: argparse.Namespace, job: RefactorInput, job_id: str, task_queue: str
 ) -> WorkflowHandle[Any, RefactorResult]:
     shown = attributes.shown(job.repository)
-    what = _what(job.edit)
+    what = job.edit.summary()
     try:
         return await client.start_workflow(
             WORKFLOW,
@@ -365,16 +354,12 @@ async def refactor(args: argparse.Namespace) -> int:
         return await finish_here(handle, task_queue)
 
 
-def _check_key(edit: Any, *, private: bool) -> None:
+def _check_key(edit: EditSpec, *, private: bool) -> None:
     """A model edit that needs a key this process lacks, run by this process's worker alone:
     a usage error now rather than a failed job (keys never travel with jobs)."""
-    if not isinstance(edit, ModelEdit) or edit.base_url or not private:
-        return
-    from agentparallels.llm import KEY_VARIABLES, split_model
-
-    variable = KEY_VARIABLES[split_model(edit.model)[0]]
-    if not os.environ.get(variable):
+    variable = edit.key_variable()
+    if private and (model := edit.as_model()) and variable and not os.environ.get(variable):
         raise UsageError(
             f"{variable} is not set: this command's worker makes the model calls of --model "
-            f"{edit.model}; set it, or run the job with --no-worker on workers that have it"
+            f"{model.model}; set it, or run the job with --no-worker on workers that have it"
         )
