@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agentparallels.activities import _git
-from agentparallels.models import ShardRef
+from agentparallels.core.models import ShardRef
 
 
 def worktrees_dir(job_id: str) -> Path:

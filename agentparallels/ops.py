@@ -25,8 +25,8 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels import attributes, callgraph, validate
-from agentparallels.errors import UsageError
-from agentparallels.models import RefactorResult
+from agentparallels.core.errors import UsageError
+from agentparallels.core.models import RefactorResult
 
 __all__ = ["STATUSES", "existing", "graph_of", "jobs", "query_of", "row", "setup", "table"]
 

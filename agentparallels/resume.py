@@ -17,13 +17,14 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
-from agentparallels.errors import UsageError
-from agentparallels.models import RefactorInput, ShardResult
+from agentparallels.core import names
+from agentparallels.core.errors import UsageError
+from agentparallels.core.models import RefactorInput, ShardResult
 from agentparallels.ops import existing
 
 __all__ = ["RESUMABLE", "WORKFLOW", "Overrides", "Resumption", "describe", "prepare"]
 
-WORKFLOW = "RefactorWorkflow"
+WORKFLOW = names.REFACTOR
 RESUMABLE = {
     WorkflowExecutionStatus.FAILED,
     WorkflowExecutionStatus.CANCELED,
@@ -86,7 +87,7 @@ async def prepare(client: Client, job_id: str, overrides: Overrides) -> Resumpti
     for event in history.events:
         if event.HasField("child_workflow_execution_completed_event_attributes"):
             done = event.child_workflow_execution_completed_event_attributes
-            if done.workflow_type.name == "ShardWorkflow":
+            if done.workflow_type.name == names.SHARD:
                 [shard] = await decode(done.result.payloads, [ShardResult])
                 reuse[shard.name] = shard
     limits = inp.limits

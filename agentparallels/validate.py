@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from agentparallels import redact
-from agentparallels._value import Sandbox, SandboxMode
-from agentparallels.errors import UsageError
-from agentparallels.llm import BudgetLimits, Price, split_model
-from agentparallels.models import BaseEdit, CommandEdit, EditSpec, ModelEdit, RenameEdit
+from agentparallels.core import redact
+from agentparallels.core._value import Sandbox, SandboxMode
+from agentparallels.core.errors import UsageError
+from agentparallels.core.llm import BudgetLimits, Price, split_model
+from agentparallels.core.models import BaseEdit, CommandEdit, EditSpec, ModelEdit, RenameEdit
 
 E = TypeVar("E", bound=BaseEdit)
 
@@ -90,7 +90,7 @@ def edit(
     base_url: str | None = None,
 ) -> EditSpec:
     """The edit the command-line flags ask for. What makes a spec valid, each kind checks
-    itself (:mod:`agentparallels.models`); here only how the flags combine."""
+    itself (:mod:`agentparallels.core.models`); here only how the flags combine."""
     chosen = [
         flag
         for flag, value in (

@@ -27,12 +27,12 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels import activities, worker
     from agentparallels.activities._defn import defn
     from agentparallels.activities.refactor import edit_files
-    from agentparallels.attributes import PHASE
     from agentparallels.cli import main
     from agentparallels.cli.events import events_command
     from agentparallels.cli.pause import pause_command, unpause_command
-    from agentparallels.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
-    from agentparallels.events import (
+    from agentparallels.core.attributes import PHASE
+    from agentparallels.core.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
+    from agentparallels.core.events import (
         ENDINGS,
         EVENTS_QUERY,
         EVENTS_SIGNAL,
@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         Hook,
         JobEvent,
     )
-    from agentparallels.models import (
+    from agentparallels.core.models import (
         CommandEdit,
         EditBatchInput,
         EditBatchResult,

@@ -15,6 +15,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
 from agentparallels.workflows.events import PauseGate, child_event
@@ -26,12 +27,11 @@ from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.saga import Saga, incomplete
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.git_ops import remove_worktree, set_ref
-    from agentparallels.activities.refactor import edit_files
-    from agentparallels.errors import BREAKER_OPEN
-    from agentparallels.events import JobEvent
-    from agentparallels.llm import FileContext, Grant, Message, ModelRequest
-    from agentparallels.models import (
+    from agentparallels.core import steps
+    from agentparallels.core.errors import BREAKER_OPEN
+    from agentparallels.core.events import JobEvent
+    from agentparallels.core.llm import FileContext, Grant, Message, ModelRequest
+    from agentparallels.core.models import (
         EditBatchInput,
         EditBatchResult,
         EditOutcome,
@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ShardResult,
     )
 
-PROGRESS_SIGNAL = "shard_progress"
+PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
 """The signal a shard sends its parent after each file."""
 
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
@@ -80,7 +80,7 @@ class _Run:
         """The model's conversation about the file it is at (its failures as feedback)."""
 
 
-@workflow.defn(name="ShardWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.SHARD, failure_exception_types=BUG_TYPES)
 class ShardWorkflow:
     def __init__(self) -> None:
         self._progress: ShardProgress | None = None
@@ -94,7 +94,7 @@ class ShardWorkflow:
         """The job's ledger answers a reservation (see workflows.ledger)."""
         self._ledger.granted(grant)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> ShardProgress | None:
         return self._progress
 
@@ -113,9 +113,10 @@ class ShardWorkflow:
         # The first edit step creates the branch and the worktree; their compensations are
         # registered before it, as undoing them is a no-op when they were never made.
         run.saga.add(
-            "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
+            "branch",
+            lambda: call(steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=None)),
         )
-        run.saga.add("worktree", lambda: call(remove_worktree, shard))
+        run.saga.add("worktree", lambda: call(steps.REMOVE_WORKTREE, shard))
         try:
             while run.pending:
                 await self._gate.wait()  # a paused job starts no new step
@@ -140,7 +141,7 @@ class ShardWorkflow:
             tip, shard = run.tip, run.shard
             run.saga.add(
                 f"edits up to {step.outcomes[-1].path}",
-                lambda c=tip: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)),
+                lambda c=tip: call(steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=c)),
             )
             run.tip = step.tip
             edited = [o.path for o in step.outcomes if o.status == "committed"]
@@ -178,7 +179,7 @@ class ShardWorkflow:
     ) -> EditBatchResult:
         limits = inp.limits
         return await call(
-            edit_files,
+            steps.EDIT_FILES,
             EditBatchInput(
                 shard=run.shard,
                 paths=batch,

@@ -55,7 +55,7 @@ from agentparallels.cli import (
     worker,
 )
 from agentparallels.cli.common import Parser, err, exit_with
-from agentparallels.errors import AgentParallelsError, ServerError, UsageError
+from agentparallels.core.errors import AgentParallelsError, ServerError, UsageError
 
 __all__ = ["build_parser", "entry", "main", "run"]
 

@@ -15,7 +15,6 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import queues
-from agentparallels.checklist import APPROVE_UPDATE, REJECT_UPDATE, Decision
 from agentparallels.cli.common import (
     add_wait_argument,
     check_rollback,
@@ -25,7 +24,8 @@ from agentparallels.cli.common import (
     report_failure,
 )
 from agentparallels.client import connect
-from agentparallels.errors import APPROVAL_DENIED, UsageError
+from agentparallels.core.checklist import APPROVE_UPDATE, REJECT_UPDATE, Decision
+from agentparallels.core.errors import APPROVAL_DENIED, UsageError
 
 __all__ = ["add_parsers", "approve_command", "reject_command"]
 

@@ -10,7 +10,7 @@ from temporalio.client import WorkflowExecutionStatus
 from agentparallels import queues
 from agentparallels.cli.common import add_wait_argument, err, existing, finish
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 
 __all__ = ["add_parser", "cancel_command"]
 

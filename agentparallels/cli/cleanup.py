@@ -10,7 +10,7 @@ from temporalio.client import WorkflowExecutionStatus
 from agentparallels import validate
 from agentparallels.cli.common import LEFT_BEHIND, err, existing
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 
 __all__ = ["add_parser", "cleanup_command"]
 

@@ -19,9 +19,10 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from agentparallels import attributes, progress, queues, redact, tracing
-from agentparallels.errors import BAD_INPUT, GIT_CONFLICT, UsageError
-from agentparallels.models import Progress, RefactorResult
+from agentparallels import attributes, queues, tracing
+from agentparallels.core import names, progress, redact
+from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT, UsageError
+from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.ops import existing
 
 __all__ = [
@@ -46,14 +47,14 @@ __all__ = [
     "report_failure",
 ]
 
-WORKFLOW = "RefactorWorkflow"
+WORKFLOW = names.REFACTOR
 FAILED = 1
 """Exit code: the job failed or was cancelled, and was rolled back (checked)."""
 BAD_INPUT_EXIT = 2
 """Exit code: bad input; nothing was changed."""
 LEFT_BEHIND = 3
 """Exit code: the job failed or was cancelled, and its rollback left something behind."""
-DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels")
+DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", names.TASK_QUEUE)
 
 
 def err(message: str) -> None:
@@ -225,7 +226,7 @@ async def progress_of(handle: WorkflowHandle[Any, Any]) -> Progress | None:
     """The job's progress, or None while no worker answers for it."""
     try:
         return await handle.query(
-            "progress", result_type=Progress, rpc_timeout=timedelta(seconds=2)
+            names.PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2)
         )
     except Exception:  # no worker has picked the job up yet, or it just ended
         return None

@@ -12,8 +12,8 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from agentparallels import queues
 from agentparallels.cli.common import err, existing, in_process_worker
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
-from agentparallels.events import ENDINGS, EVENTS_QUERY, EventPage
+from agentparallels.core.errors import UsageError
+from agentparallels.core.events import ENDINGS, EVENTS_QUERY, EventPage
 
 __all__ = ["POLL_S", "add_parser", "events_command"]
 

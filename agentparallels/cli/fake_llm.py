@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 
 __all__ = ["add_parser", "fake_llm_command"]
 
@@ -21,13 +21,13 @@ def add_parser(sub: Any) -> None:
         "--script",
         type=Path,
         required=True,
-        help="JSON file of answers and faults (see agentparallels/fake_llm.py)",
+        help="JSON file of answers and faults (see agentparallels/testing/fake_llm.py)",
     )
     fake.set_defaults(serve=fake_llm_command)
 
 
 def fake_llm_command(args: argparse.Namespace) -> int:
-    from agentparallels import fake_llm
+    from agentparallels.testing import fake_llm
 
     try:
         return fake_llm.serve(args.port, args.script)

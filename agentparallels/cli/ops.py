@@ -17,7 +17,7 @@ from typing import Any
 from agentparallels import callgraph, ops
 from agentparallels.cli.common import err
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 
 __all__ = ["add_parsers", "graph_command", "list_command", "setup_command"]
 

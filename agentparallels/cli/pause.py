@@ -14,8 +14,8 @@ from temporalio.client import WorkflowExecutionStatus
 from agentparallels import queues
 from agentparallels.cli.common import add_wait_argument, err, existing
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
-from agentparallels.events import PAUSE_SIGNAL, UNPAUSE_SIGNAL
+from agentparallels.core.errors import UsageError
+from agentparallels.core.events import PAUSE_SIGNAL, UNPAUSE_SIGNAL
 
 __all__ = ["add_parsers", "pause_command", "unpause_command"]
 

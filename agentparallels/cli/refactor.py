@@ -16,7 +16,6 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from agentparallels import attributes, devserver, validate
-from agentparallels.checklist import ApprovalOptions, Checklist
 from agentparallels.cli.common import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW,
@@ -28,9 +27,10 @@ from agentparallels.cli.common import (
     positive,
 )
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
-from agentparallels.events import parse_hooks
-from agentparallels.models import (
+from agentparallels.core.checklist import ApprovalOptions, Checklist
+from agentparallels.core.errors import UsageError
+from agentparallels.core.events import parse_hooks
+from agentparallels.core.models import (
     WORKFLOW_TASK_TIMEOUT,
     EditSpec,
     Limits,

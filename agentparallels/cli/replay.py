@@ -9,7 +9,7 @@ from typing import Any
 
 from agentparallels.cli.common import err, existing
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 
 __all__ = ["add_parser", "replay"]
 

@@ -23,8 +23,8 @@ from agentparallels.cli.common import (
     positive,
 )
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
-from agentparallels.models import WORKFLOW_TASK_TIMEOUT, RefactorResult
+from agentparallels.core.errors import UsageError
+from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT, RefactorResult
 
 __all__ = ["add_parser", "resume_command"]
 

@@ -20,14 +20,15 @@ from agentparallels.cli.common import (
     report_failure,
 )
 from agentparallels.client import connect
-from agentparallels.consensus import ReviewInput, ReviewResult
-from agentparallels.errors import UsageError
-from agentparallels.llm import split_model
-from agentparallels.models import WORKFLOW_TASK_TIMEOUT
+from agentparallels.core import names
+from agentparallels.core.consensus import ReviewInput, ReviewResult
+from agentparallels.core.errors import UsageError
+from agentparallels.core.llm import split_model
+from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT
 
 __all__ = ["WORKFLOW", "add_parser", "check", "report", "review_command"]
 
-WORKFLOW = "ReviewWorkflow"
+WORKFLOW = names.REVIEW
 
 
 def add_parser(sub: Any) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 
-from agentparallels import ops, progress, queues, validate
+from agentparallels import ops, queues, validate
 from agentparallels.cli.common import err, existing, finish, progress_of
 from agentparallels.client import connect
-from agentparallels.errors import UsageError
+from agentparallels.core import progress
+from agentparallels.core.errors import UsageError
 
 __all__ = ["add_parser", "status_command"]
 

@@ -12,11 +12,11 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from agentparallels import redact
-from agentparallels._value import Sandbox, Value
-from agentparallels.checklist import ApprovalOptions, Checklist
-from agentparallels.events import Hook, JobEvent
-from agentparallels.llm import KEY_VARIABLES, BudgetLimits, Price, Usage, split_model
+from agentparallels.core import redact
+from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.checklist import ApprovalOptions, Checklist
+from agentparallels.core.events import Hook, JobEvent
+from agentparallels.core.llm import KEY_VARIABLES, BudgetLimits, Price, Usage, split_model
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
 """Scratch refs of running jobs live below this in the job's repository, removed at its end."""
@@ -505,3 +505,39 @@ class RefactorResult(Value):
     """Files renamed by the token-level fallback (see :attr:`Plan.respelled`)."""
     unparsed: tuple[str, ...] = ()
     """Files that mention the renamed name but do not parse: not renamed (fix and rerun)."""
+
+
+__all__ = [
+    "BRANCH_PREFIX",
+    "BaseEdit",
+    "CheckInput",
+    "CheckRun",
+    "CommandEdit",
+    "EditBatchInput",
+    "EditBatchResult",
+    "EditOutcome",
+    "EditSpec",
+    "HIDDEN_INPUTS",
+    "JobRef",
+    "Limits",
+    "MergeInput",
+    "ModelEdit",
+    "ModuleSummary",
+    "PhaseBudget",
+    "Plan",
+    "PlanInput",
+    "Progress",
+    "PublishInput",
+    "Published",
+    "RefUpdate",
+    "RefactorInput",
+    "RefactorResult",
+    "RenameEdit",
+    "SCRATCH_NAMESPACE",
+    "Shard",
+    "ShardInput",
+    "ShardProgress",
+    "ShardRef",
+    "ShardResult",
+    "WORKFLOW_TASK_TIMEOUT",
+]
