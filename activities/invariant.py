@@ -21,11 +21,10 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from agentparallels._value import Value
 from agentparallels.activities import _git
 from agentparallels.activities._defn import defn
+from agentparallels.core.messages import ResultCheckInput, ShardClaim
 from agentparallels.errors import RESULT_MISMATCH
-from agentparallels.models import JobRef
 
 ABSENT = "(absent)"
 """How a path missing from a tree is named in a mismatch."""
@@ -33,19 +32,6 @@ SHOWN = 20
 """Mismatches named in the error; the count of the rest follows."""
 
 
-class ShardClaim(Value):
-    """What one shard says it did: its verified head and the files it changed there."""
-
-    name: str
-    head: str
-    files_changed: tuple[str, ...]
-
-
-class ResultCheckInput(Value):
-    job: JobRef
-    commit: str
-    """The result about to be published."""
-    shards: tuple[ShardClaim, ...]
 
 
 def tree(cache: Path, commit: str) -> dict[str, str]:

@@ -9,28 +9,13 @@ from temporalio import activity
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.common import RetryPolicy
 
-from agentparallels._value import Value
 from agentparallels.activities._defn import defn
+from agentparallels.core.messages import PollersInput, QueuePollers
 from agentparallels.queues import pollers_of
 
 POLL_EVERY_S = 0.2
 
 
-class PollersInput(Value):
-    task_queues: tuple[str, ...]
-    grace_s: float = 2.0
-    """Keep looking this long, in seconds, for queues without pollers (a worker starting up)."""
-    activity: bool = False
-    """Count the pollers of activity tasks (workers that only run activities, such as model
-    calls) instead of workflow tasks."""
-
-
-class QueuePollers(Value):
-    task_queue: str
-    workflow_pollers: int = 0
-    """Workers (poller identities) the server has seen polling its workflow tasks lately."""
-    activity_pollers: int = 0
-    """The same for its activity tasks (looked at when asked)."""
 
 
 @defn(
