@@ -22,16 +22,15 @@ from pathlib import Path
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
+from agentparallels.core import steps
+from agentparallels.core.errors import RESULT_MISMATCH
 from agentparallels.core.messages import ResultCheckInput, ShardClaim
-from agentparallels.errors import RESULT_MISMATCH
 
 ABSENT = "(absent)"
 """How a path missing from a tree is named in a mismatch."""
 SHOWN = 20
 """Mismatches named in the error; the count of the rest follows."""
-
-
 
 
 def tree(cache: Path, commit: str) -> dict[str, str]:
@@ -87,7 +86,7 @@ def mismatches(
     return problems
 
 
-@defn("git.check_result", start_to_close=timedelta(minutes=5))
+@implements(steps.CHECK_RESULT)
 def check_result(inp: ResultCheckInput) -> None:
     """Check the publish invariant on ``inp.commit``; raise ``ResultMismatch`` if it fails."""
     job = inp.job

@@ -9,21 +9,15 @@ from temporalio import activity
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.common import RetryPolicy
 
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
+from agentparallels.core import steps
 from agentparallels.core.messages import PollersInput, QueuePollers
 from agentparallels.queues import pollers_of
 
 POLL_EVERY_S = 0.2
 
 
-
-
-@defn(
-    "route.pollers",
-    start_to_close=timedelta(seconds=90),
-    heartbeat=None,
-    retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
-)
+@implements(steps.POLLERS)
 async def pollers(inp: PollersInput) -> tuple[QueuePollers, ...]:
     """Pollers of each queue, looking again for up to ``grace_s`` while some queue has none."""
     loop = asyncio.get_running_loop()

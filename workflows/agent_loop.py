@@ -16,21 +16,22 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.compaction import compact, context_tokens
 from agentparallels.workflows.model_step import ModelSteps
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.agent import run_tool
-    from agentparallels.agent import (
+    from agentparallels.core import steps
+    from agentparallels.core.agent import (
         AgentLoopInput,
         AgentLoopProgress,
         AgentLoopResult,
         AgentLoopState,
         ToolInput,
     )
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.llm import Message, ModelRequest
 
 FEEDBACK_SIGNAL = "feedback"
 """Signal carrying text for the agent's next user message."""
@@ -41,7 +42,7 @@ def first_conversation(inp: AgentLoopInput) -> tuple[Message, ...]:
     return (*system, Message(role="user", content=inp.task))
 
 
-@workflow.defn(name="AgentLoopWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.AGENT_LOOP, failure_exception_types=BUG_TYPES)
 class AgentLoopWorkflow:
     def __init__(self) -> None:
         self._state = AgentLoopState(conversation=())
@@ -115,7 +116,7 @@ class AgentLoopWorkflow:
     async def _next_message(self, inp: AgentLoopInput, answer: str) -> str:
         if inp.tool_cmd:
             done = await call(
-                run_tool,
+                steps.RUN_TOOL,
                 ToolInput(
                     command=inp.tool_cmd,
                     workdir=inp.workdir,

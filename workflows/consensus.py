@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.model_step import ModelSteps
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.review import read_diff
-    from agentparallels.consensus import (
+    from agentparallels.core import steps
+    from agentparallels.core.consensus import (
         Ballot,
         CommitteeVerdict,
         Critique,
@@ -45,8 +46,8 @@ with workflow.unsafe.imports_passed_through():
         Vote,
         VotingOptions,
     )
-    from agentparallels.errors import BAD_INPUT, OUTPUT_INVALID
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.errors import BAD_INPUT, OUTPUT_INVALID
+    from agentparallels.core.llm import Message, ModelRequest
 
 
 def _with_turns(req: ModelRequest, *turns: Message, **update: object) -> ModelRequest:
@@ -176,14 +177,14 @@ REVIEW_SYSTEM = (
 )
 
 
-@workflow.defn(name="ReviewWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.REVIEW, failure_exception_types=BUG_TYPES)
 class ReviewWorkflow:
     """A committee of models reviews the diff of a branch against its base."""
 
     @workflow.run
     async def run(self, inp: ReviewInput) -> ReviewResult:
         diff = await call(
-            read_diff,
+            steps.READ_DIFF,
             DiffRequest(
                 repository=inp.repository, ref=inp.ref, base=inp.base, max_chars=inp.max_diff_chars
             ),

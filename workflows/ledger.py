@@ -30,8 +30,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.errors import BUDGET_EXCEEDED
-    from agentparallels.llm import (
+    from agentparallels.core.errors import BUDGET_EXCEEDED
+    from agentparallels.core.llm import (
         PHASES,
         BudgetLimits,
         Grant,
@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Settlement,
         budget_message,
     )
-    from agentparallels.models import PhaseBudget
+    from agentparallels.core.models import PhaseBudget
 
 RESERVE_SIGNAL = "budget_reserve"
 """Shard to parent: a :class:`Reservation`."""

@@ -15,6 +15,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
 from agentparallels.workflows.events import PauseGate, child_event
@@ -26,12 +27,11 @@ from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.saga import Saga, incomplete
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.git_ops import remove_worktree, set_ref
-    from agentparallels.activities.refactor import edit_files
-    from agentparallels.errors import BREAKER_OPEN
-    from agentparallels.events import JobEvent
-    from agentparallels.llm import FileContext, Grant, Message, ModelRequest
-    from agentparallels.models import (
+    from agentparallels.core import steps
+    from agentparallels.core.errors import BREAKER_OPEN
+    from agentparallels.core.events import JobEvent
+    from agentparallels.core.llm import FileContext, Grant, Message, ModelRequest
+    from agentparallels.core.models import (
         EditBatchInput,
         EditOutcome,
         ModelEdit,
@@ -49,7 +49,7 @@ BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, Assert
 """Programming errors fail the workflow (after its rollback) instead of retrying its task."""
 
 
-@workflow.defn(name="ShardWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.SHARD, failure_exception_types=BUG_TYPES)
 class ShardWorkflow:
     def __init__(self) -> None:
         self._progress: ShardProgress | None = None
@@ -82,9 +82,10 @@ class ShardWorkflow:
         # The first edit step creates the branch and the worktree; their compensations are
         # registered before it, as undoing them is a no-op when they were never made.
         saga.add(
-            "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
+            "branch",
+            lambda: call(steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=None)),
         )
-        saga.add("worktree", lambda: call(remove_worktree, shard))
+        saga.add("worktree", lambda: call(steps.REMOVE_WORKTREE, shard))
         tip = inp.job.base_commit
         model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         if inp.ledger:  # the parent's ledger decides every call; this shard has no share
@@ -117,7 +118,7 @@ class ShardWorkflow:
                     batch = tuple(pending[: limits.batch_files])
                 await run_hooks(inp.hooks, "pre-edit", commit=tip, files=batch, **hook_at)
                 step = await call(
-                    edit_files,
+                    steps.EDIT_FILES,
                     EditBatchInput(
                         shard=shard,
                         paths=batch,
@@ -145,7 +146,7 @@ class ShardWorkflow:
                     saga.add(
                         f"edits up to {step.outcomes[-1].path}",
                         lambda c=tip: call(
-                            set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)
+                            steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=c)
                         ),
                     )
                     tip = step.tip

@@ -3,8 +3,8 @@ to the result check and to the pollers look-up, and what comes back."""
 
 from __future__ import annotations
 
-from agentparallels._value import Value
-from agentparallels.models import JobRef
+from agentparallels.core._value import Value
+from agentparallels.core.models import JobRef
 
 __all__ = ["PollersInput", "QueuePollers", "ResultCheckInput", "ShardClaim"]
 

@@ -15,14 +15,14 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 from agentparallels.core import names
-from agentparallels.agent import ToolInput, ToolResult
-from agentparallels.checklist import CheckVote, VoteInput
-from agentparallels.consensus import DiffRequest, ReviewDiff
-from agentparallels.errors import NON_RETRYABLE_TYPES
-from agentparallels.events import HookInput, HookRun
-from agentparallels.llm import ModelAnswer, ModelRequest
+from agentparallels.core.agent import ToolInput, ToolResult
+from agentparallels.core.checklist import CheckVote, VoteInput
+from agentparallels.core.consensus import DiffRequest, ReviewDiff
+from agentparallels.core.errors import NON_RETRYABLE_TYPES
+from agentparallels.core.events import HookInput, HookRun
+from agentparallels.core.llm import ModelAnswer, ModelRequest
 from agentparallels.core.messages import PollersInput, QueuePollers, ResultCheckInput
-from agentparallels.models import (
+from agentparallels.core.models import (
     CheckInput,
     CheckRun,
     EditBatchInput,
@@ -37,7 +37,7 @@ from agentparallels.models import (
     ShardRef,
     ShardResult,
 )
-from agentparallels.progress_log import OpenLogInput, ShardDoneInput
+from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
 
 __all__ = [
     "ALL",
@@ -146,7 +146,9 @@ CALL_MODEL = Step(
     ModelAnswer,
     Settings(timedelta(minutes=10), heartbeat=timedelta(seconds=30), retry=MODEL_RETRY),
 )
-OPEN_LOG = Step(names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10)))
+OPEN_LOG = Step(
+    names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10))
+)
 RECORD_SHARD = Step(names.RECORD_SHARD, ShardDoneInput, NONE, Settings(timedelta(minutes=2)))
 READ_DIFF = Step(names.READ_DIFF, DiffRequest, ReviewDiff, Settings(timedelta(minutes=5)))
 POLLERS = Step(

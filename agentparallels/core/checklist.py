@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from agentparallels._value import Sandbox, Value
+from agentparallels.core._value import Sandbox, Value
 
 APPROVE_UPDATE = "approve"
 REJECT_UPDATE = "reject"

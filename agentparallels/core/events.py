@@ -15,9 +15,9 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from agentparallels import redact
-from agentparallels._value import Sandbox, Value
-from agentparallels.errors import UsageError
+from agentparallels.core import redact
+from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.errors import UsageError
 
 EventKind = Literal[
     "started",

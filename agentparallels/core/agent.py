@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from agentparallels._value import Sandbox, Value
-from agentparallels.llm import BudgetLimits, Compaction, Message, Price, StepsState, Usage
+from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.llm import BudgetLimits, Compaction, Message, Price, StepsState, Usage
 
 
 class AgentLoopState(Value):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentparallels.models import Progress, RefactorResult
-from agentparallels.progress_log import LoggedJob
+from agentparallels.core.models import Progress, RefactorResult
+from agentparallels.core.progress_log import LoggedJob
 
 BAR_WIDTH = 30
 

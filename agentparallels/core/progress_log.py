@@ -9,8 +9,8 @@ shards, and by ``agentparallels status`` when Temporal has no history of the job
 
 from __future__ import annotations
 
-from agentparallels._value import Value
-from agentparallels.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardResult
+from agentparallels.core._value import Value
+from agentparallels.core.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardResult
 
 LOG_FILE = "progress.json"
 """The one file of each commit of the log."""
