@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from agentparallels.core.llm import Message, ModelRequest
 
-FEEDBACK_SIGNAL = "feedback"
+FEEDBACK_SIGNAL = names.FEEDBACK_SIGNAL
 """Signal carrying text for the agent's next user message."""
 
 
@@ -54,7 +54,7 @@ class AgentLoopWorkflow:
     def feedback(self, text: str) -> None:
         self._feedback.append(text)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> AgentLoopProgress:
         return AgentLoopProgress(
             turn=self._state.turn,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
@@ -26,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.llm import KEY_VARIABLES, ModelRequest
     from agentparallels.core.messages import PollersInput, QueuePollers
 
-MODEL_CAPABILITY = "model"
+MODEL_CAPABILITY = names.MODEL_CAPABILITY
 """Model calls run on ``<queue>.model`` of the workflow's queue, where a worker can rate-limit
 them (``agentparallels worker --model-calls-per-second``)."""
 PATCH = "model-call-queue-per-credential"

@@ -90,7 +90,7 @@ class RefactorWorkflow:
         self._before_pause = "queued"
         self._gate = ApprovalGate()
 
-    @workflow.update(name="approve")
+    @workflow.update(name=names.APPROVE_UPDATE)
     def approve(self, decision: Decision) -> str:
         return self._gate.decide(True, decision)
 
@@ -98,7 +98,7 @@ class RefactorWorkflow:
     def _may_approve(self, decision: Decision) -> None:
         self._gate.validate(True, decision, self._progress.phase)
 
-    @workflow.update(name="reject")
+    @workflow.update(name=names.REJECT_UPDATE)
     def reject(self, decision: Decision) -> str:
         return self._gate.decide(False, decision)
 
@@ -106,7 +106,7 @@ class RefactorWorkflow:
     def _may_reject(self, decision: Decision) -> None:
         self._gate.validate(False, decision, self._progress.phase)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
         return self._progress.model_copy(update={"shards": tuple(self._shards.values())})
 

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ShardResult,
     )
 
-PROGRESS_SIGNAL = "shard_progress"
+PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
 """The signal a shard sends its parent after each file."""
 
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
@@ -63,7 +63,7 @@ class ShardWorkflow:
         """The job's ledger answers a reservation (see workflows.ledger)."""
         self._ledger.granted(grant)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> ShardProgress | None:
         return self._progress
 
