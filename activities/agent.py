@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 from agentparallels.activities import sandbox

@@ -4,7 +4,6 @@ command votes through ``check.run``). Each reads the job's merged result and cha
 from __future__ import annotations
 
 import shlex
-from datetime import timedelta
 
 import git
 

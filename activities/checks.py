@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from agentparallels.activities import sandbox

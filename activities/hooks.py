@@ -14,7 +14,6 @@ Its exit code is its vote; anything it changes in the worktree is discarded, so 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 from agentparallels.activities import _git, sandbox

@@ -16,7 +16,6 @@ this worker's cache when missing): workers do not share a disk.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 from temporalio.exceptions import ApplicationError

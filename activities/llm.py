@@ -42,8 +42,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import tracing
-from agentparallels.activities import _git
+from agentparallels.activities import _git, _spans
 from agentparallels.activities._defn import implements
 from agentparallels.core import errors, steps
 from agentparallels.core.llm import (
@@ -302,7 +301,7 @@ def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
 
 
 @implements(steps.CALL_MODEL)
-@tracing.traced_model_call
+@_spans.traced_model_call
 async def call_model(req: ModelRequest) -> ModelAnswer:
     """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""
     try:
@@ -310,7 +309,7 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     except ValueError as e:
         raise _error(errors.MODEL_CONFIG, str(e)) from None
     messages = _messages(req)
-    tracing.note_prompt(messages)
+    _spans.note_prompt(messages)
     call = _openai if provider == "openai" else _anthropic
     try:
         answer = await call(req, name, messages)

@@ -17,7 +17,6 @@ a worker's garbage collection after :data:`activities._git.KEEP_FOR_S`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import git

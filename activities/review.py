@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from agentparallels.activities import _git
 from agentparallels.activities._defn import implements
 from agentparallels.activities.refactor import resolve_base

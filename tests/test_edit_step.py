@@ -9,7 +9,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from agentparallels.activities.refactor import edit_files
-from agentparallels.core import steps
 from agentparallels.core.errors import GIT_CONFLICT
 from agentparallels.core.models import CommandEdit, EditBatchInput, JobRef, ShardRef
 from tests.repos import git, make_repo
@@ -106,7 +105,6 @@ def test_stale_worktrees_are_collected(tmp_path: Path, cache_dir: Path) -> None:
     import os
 
     from agentparallels.activities._workspace import collect_garbage
-    from agentparallels.core import steps
 
     repo, shard = setup(tmp_path)
     ActivityEnvironment().run(edit_files, step(shard, ("m0.py",), shard.job.base_commit))

@@ -19,7 +19,6 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from argparse import Namespace
 
-    from agentparallels.core.attributes import PHASE
     from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import WorkflowEnvironment
@@ -29,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.activities._defn import defn
     from agentparallels.activities.refactor import edit_files
     from agentparallels.cli import main
+    from agentparallels.core.attributes import PHASE
     from agentparallels.core.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
     from agentparallels.core.events import (
         ENDINGS,

@@ -8,13 +8,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from agentparallels.core.attributes import TOKENS
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import worker
 from agentparallels.core import tokens
+from agentparallels.core.attributes import TOKENS
 from agentparallels.core.errors import BUDGET_EXCEEDED
 from agentparallels.core.llm import BudgetLimits, Grant, Reservation, Settlement
 from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput

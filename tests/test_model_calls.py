@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
 
     from agentparallels.activities.llm import RETRY, call_model
     from agentparallels.activities.routing import pollers
-    from agentparallels.core import steps
     from agentparallels.core.llm import (
         BudgetLimits,
         Message,

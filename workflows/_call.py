@@ -11,13 +11,13 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = ["call"]
 
-I = TypeVar("I")  # noqa: E741 - the input type, beside O
-O = TypeVar("O")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 async def call(
-    step: Step[I, O], arg: I, *, summary: str | None = None, **overrides: Any
-) -> O:
+    step: Step[In, Out], arg: In, *, summary: str | None = None, **overrides: Any
+) -> Out:
     """Run ``step`` on ``arg`` with its declared timeouts and retry policy; ``overrides``
     replace single options (e.g. a longer ``start_to_close_timeout``). The activity is named,
     not imported: workflow code never loads the activities floor."""

@@ -70,7 +70,7 @@ class AgentLoopWorkflow:
         self._turns = inp.turns
         self._state = inp.state or AgentLoopState(conversation=first_conversation(inp))
         self._feedback = [*self._state.feedback, *self._feedback]
-        self._steps = steps = ModelSteps(inp.budget, inp.prices, self._state.steps)
+        self._steps = model_steps = ModelSteps(inp.budget, inp.prices, self._state.steps)
         conversation = self._state.conversation
         turn = self._state.turn
         answer = self._state.last_answer
@@ -81,10 +81,14 @@ class AgentLoopWorkflow:
                     inp.model_copy(update={"state": self._carry(conversation, turn, answer)})
                 )
             conversation = await compact(
-                steps, conversation, model=inp.model, base_url=inp.base_url, policy=inp.compaction
+                model_steps,
+                conversation,
+                model=inp.model,
+                base_url=inp.base_url,
+                policy=inp.compaction,
             )
             self._update(conversation, turn, answer)
-            reply = await steps.ask(
+            reply = await model_steps.ask(
                 ModelRequest(
                     model=inp.model,
                     base_url=inp.base_url,
@@ -107,9 +111,9 @@ class AgentLoopWorkflow:
         return AgentLoopResult(
             turns=turn,
             runs=self._state.runs,
-            compactions=steps.compactions,
-            usage=steps.total,
-            cost_usd=steps.cost_usd,
+            compactions=model_steps.compactions,
+            usage=model_steps.total,
+            cost_usd=model_steps.cost_usd,
             last_answer=answer,
         )
 
@@ -147,7 +151,7 @@ class AgentLoopWorkflow:
             conversation=conversation,
             turn=turn,
             runs=self._state.runs + 1,
-            steps=self._steps.state(),
+            model_steps=self._steps.state(),
             feedback=tuple(self._feedback),
             last_answer=answer,
         )

@@ -55,7 +55,7 @@ def _with_turns(req: ModelRequest, *turns: Message, **update: object) -> ModelRe
 
 
 async def evaluator_optimizer(
-    steps: ModelSteps,
+    model_steps: ModelSteps,
     generator: ModelRequest,
     critic: ModelRequest,
     options: EvaluatorOptions = EvaluatorOptions(),
@@ -65,8 +65,8 @@ async def evaluator_optimizer(
     request = generator
     draft, critique = "", Critique(accept=False)
     for round_ in range(1, options.max_rounds + 1):
-        draft = (await steps.ask(_with_turns(request, step=f"draft {round_}"))).text
-        judged = await steps.ask(
+        draft = (await model_steps.ask(_with_turns(request, step=f"draft {round_}"))).text
+        judged = await model_steps.ask(
             _with_turns(
                 critic,
                 Message(role="user", content=f"The draft to judge:\n\n{draft}"),
@@ -95,7 +95,7 @@ async def evaluator_optimizer(
 
 
 async def committee(
-    steps: ModelSteps, reviewers: Sequence[ModelRequest], quorum: int
+    model_steps: ModelSteps, reviewers: Sequence[ModelRequest], quorum: int
 ) -> CommitteeVerdict:
     """Ask every reviewer at once; approved when at least ``quorum`` approve."""
     if not 1 <= quorum <= len(reviewers):
@@ -107,7 +107,7 @@ async def committee(
         )
     answers = await asyncio.gather(
         *(
-            steps.ask(r.model_copy(update={"output": ReviewVote.__name__}), phase="verify")
+            model_steps.ask(r.model_copy(update={"output": ReviewVote.__name__}), phase="verify")
             for r in reviewers
         )
     )
@@ -134,7 +134,7 @@ async def committee(
 
 
 async def majority_vote(
-    steps: ModelSteps, question: ModelRequest, options: VotingOptions
+    model_steps: ModelSteps, question: ModelRequest, options: VotingOptions
 ) -> MajorityResult:
     """Draw ``options.samples`` answers to ``question`` and count them (see the tie rule)."""
     offer = Message(
@@ -151,7 +151,7 @@ async def majority_vote(
         )
         for i in range(options.samples)
     ]
-    answers = await asyncio.gather(*(steps.ask(s) for s in samples))
+    answers = await asyncio.gather(*(model_steps.ask(s) for s in samples))
     counts = dict.fromkeys(options.choices, 0)
     spoiled = 0
     for answer in answers:

@@ -42,9 +42,8 @@ PUBLISH_INVARIANT = "publish-invariant"
 """Patch id of the result check before publishing: jobs started before it replay without it."""
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.core.attributes import FILES_DONE, PHASE, TOKENS
-
     from agentparallels.core import steps
+    from agentparallels.core.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.core.checklist import AWAITING_APPROVAL, Decision
     from agentparallels.core.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH
     from agentparallels.core.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage

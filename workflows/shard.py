@@ -90,7 +90,9 @@ class ShardWorkflow:
         model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         if inp.ledger:  # the parent's ledger decides every call; this shard has no share
             self._ledger.parent_id = inp.parent_id
-        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=self._ledger)
+        model_steps = ModelSteps(
+            inp.budget, inp.prices, task_queue=model_queue, ledger=self._ledger
+        )
         loops = LoopDetector(breaker=breaker)
         hook_at = {"job": inp.job, "worktree": shard.name, "shard": shard.name,
                    "timeout_s": limits.command_timeout_s, "sandbox": limits.sandbox}  # fmt: skip
@@ -110,7 +112,7 @@ class ShardWorkflow:
                     # A first attempt is execution; a retry after a failed check is paid for
                     # from the verify budget, which execution cannot use up.
                     phase = "execute" if len(conversation) <= 2 else "verify"
-                    reply = await steps.ask(
+                    reply = await model_steps.ask(
                         _edit_request(model, inp, pending[0], conversation), phase=phase
                     )
                     answer = reply.text
@@ -160,7 +162,7 @@ class ShardWorkflow:
                         if not breaker.allows():
                             opened = f"after {breaker.failures} consecutive failures"
                             self._note("breaker_opened", shard.name, outcome.path, opened)
-                        await self._report(inp, pending, breaker, steps)
+                        await self._report(inp, pending, breaker, model_steps)
                         if not breaker.allows():
                             raise ApplicationError(
                                 f"circuit breaker opened after {breaker.failures} consecutive "
@@ -183,7 +185,7 @@ class ShardWorkflow:
                         if outcome.status == "committed":
                             changed.append(outcome.path)
                             self._note("file_edited", shard.name, outcome.path)
-                await self._report(inp, pending, breaker, steps)
+                await self._report(inp, pending, breaker, model_steps)
             await self._flush()
             self._progress = self._progress.model_copy(update={"state": "done"})
             return ShardResult(
@@ -191,9 +193,9 @@ class ShardWorkflow:
                 head=tip,
                 files_changed=tuple(changed),
                 attempts=attempts,
-                usage=steps.total,
-                phase_tokens=steps.spent(),
-                cost_usd=steps.cost_usd,
+                usage=model_steps.total,
+                phase_tokens=model_steps.spent(),
+                cost_usd=model_steps.cost_usd,
             )
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
             failed = await saga.compensate()
@@ -202,7 +204,7 @@ class ShardWorkflow:
             raise
 
     async def _report(
-        self, inp: ShardInput, pending: list[str], breaker: CircuitBreaker, steps: ModelSteps
+        self, inp: ShardInput, pending: list[str], breaker: CircuitBreaker, model_steps: ModelSteps
     ) -> None:
         assert self._progress is not None
         self._progress = self._progress.model_copy(
@@ -210,8 +212,8 @@ class ShardWorkflow:
                 "files_done": len(inp.shard.files) - len(pending),
                 "breaker": breaker.state,
                 "failures": breaker.failures,
-                "tokens": steps.total.total,
-                "phase_tokens": steps.spent(),
+                "tokens": model_steps.total.total,
+                "phase_tokens": model_steps.spent(),
             }
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order

@@ -63,8 +63,8 @@ __all__ = [
     "VOTE",
 ]
 
-I = TypeVar("I")  # noqa: E741 - the input type, beside O
-O = TypeVar("O")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 HEARTBEAT = timedelta(seconds=5)
 """Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
@@ -107,12 +107,12 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Step(Generic[I, O]):
+class Step(Generic[In, Out]):
     """One activity as both floors see it: the workflow calls it, the activity implements it."""
 
     name: str
     """The activity's name on the wire (from :mod:`agentparallels.core.names`)."""
-    input: type[I]
+    input: type[In]
     output: Any
     """The result type the workflow decodes (``type(None)`` for a step without one)."""
     settings: Settings
