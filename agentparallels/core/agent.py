@@ -101,3 +101,13 @@ class ToolInput(Value):
 class ToolResult(Value):
     exit_code: int
     output: str
+
+
+__all__ = [
+    "AgentLoopInput",
+    "AgentLoopProgress",
+    "AgentLoopResult",
+    "AgentLoopState",
+    "ToolInput",
+    "ToolResult",
+]

@@ -82,3 +82,16 @@ class Decision(Value):
     """Why; required to reject."""
     by: str = ""
     """Who decided (free text, e.g. a user name)."""
+
+
+__all__ = [
+    "APPROVE_UPDATE",
+    "AWAITING_APPROVAL",
+    "ApprovalOptions",
+    "CheckName",
+    "CheckVote",
+    "Checklist",
+    "Decision",
+    "REJECT_UPDATE",
+    "VoteInput",
+]

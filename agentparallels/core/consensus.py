@@ -163,3 +163,20 @@ class ReviewResult(Value):
     head_commit: str
     files: tuple[str, ...]
     committee: CommitteeVerdict
+
+
+__all__ = [
+    "Ballot",
+    "CommitteeVerdict",
+    "Critique",
+    "DiffRequest",
+    "EvaluatorOptions",
+    "EvaluatorResult",
+    "MajorityResult",
+    "ReviewDiff",
+    "ReviewInput",
+    "ReviewResult",
+    "ReviewVote",
+    "Vote",
+    "VotingOptions",
+]

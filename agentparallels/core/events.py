@@ -132,3 +132,23 @@ def parse_hooks(specs: Iterable[str]) -> tuple[Hook, ...]:
             )
         hooks.append(Hook(point=point, command=command.strip()))  # type: ignore[arg-type]
     return tuple(hooks)
+
+
+__all__ = [
+    "ENDINGS",
+    "EVENTS_QUERY",
+    "EVENTS_SIGNAL",
+    "EventKind",
+    "EventPage",
+    "HOOK_POINTS",
+    "Hook",
+    "HookInput",
+    "HookPoint",
+    "HookRun",
+    "JobEvent",
+    "PAUSED_QUERY",
+    "PAUSE_SIGNAL",
+    "SUBSCRIBE_SIGNAL",
+    "UNPAUSE_SIGNAL",
+    "parse_hooks",
+]

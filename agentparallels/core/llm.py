@@ -282,3 +282,28 @@ def lookup_output(name: str) -> type[BaseModel]:
         raise ValueError(
             f"no output model named {name!r} is registered (known: {', '.join(sorted(_OUTPUTS))})"
         ) from None
+
+
+__all__ = [
+    "BudgetLimits",
+    "Compaction",
+    "DEFAULT_SHARES",
+    "FileContext",
+    "Grant",
+    "KEY_VARIABLES",
+    "M",
+    "Message",
+    "ModelAnswer",
+    "ModelRequest",
+    "PHASES",
+    "PROVIDERS",
+    "Price",
+    "Reservation",
+    "Settlement",
+    "StepsState",
+    "Usage",
+    "budget_message",
+    "lookup_output",
+    "output_model",
+    "split_model",
+]

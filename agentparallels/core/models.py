@@ -378,3 +378,37 @@ class RefactorResult(Value):
     """Files renamed by the token-level fallback (see :attr:`Plan.respelled`)."""
     unparsed: tuple[str, ...] = ()
     """Files that mention the renamed name but do not parse: not renamed (fix and rerun)."""
+
+
+__all__ = [
+    "BRANCH_PREFIX",
+    "CheckInput",
+    "CheckRun",
+    "CommandEdit",
+    "EditBatchInput",
+    "EditBatchResult",
+    "EditOutcome",
+    "EditSpec",
+    "JobRef",
+    "Limits",
+    "MergeInput",
+    "ModelEdit",
+    "ModuleSummary",
+    "PhaseBudget",
+    "Plan",
+    "PlanInput",
+    "Progress",
+    "PublishInput",
+    "Published",
+    "RefUpdate",
+    "RefactorInput",
+    "RefactorResult",
+    "RenameEdit",
+    "SCRATCH_NAMESPACE",
+    "Shard",
+    "ShardInput",
+    "ShardProgress",
+    "ShardRef",
+    "ShardResult",
+    "WORKFLOW_TASK_TIMEOUT",
+]

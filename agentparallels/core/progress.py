@@ -129,3 +129,13 @@ def logged(job: LoggedJob, repository: str) -> str:
             f"{log.job_id}: finished shards and committed files are kept"
         )
     return "\n".join(rows)
+
+
+__all__ = [
+    "BAR_WIDTH",
+    "budget",
+    "line",
+    "logged",
+    "summary",
+    "table",
+]

@@ -92,3 +92,15 @@ class LoggedJob(Value):
     shards: tuple[LoggedShard, ...]
     published: str | None = None
     """The commit of the job's branch, when it was published."""
+
+
+__all__ = [
+    "JobLog",
+    "LOG_FILE",
+    "LoggedJob",
+    "LoggedShard",
+    "OpenLogInput",
+    "ShardDoneInput",
+    "ShardEntry",
+    "log_ref",
+]
