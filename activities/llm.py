@@ -39,7 +39,6 @@ from typing import Any
 import httpx2
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git, _spans
@@ -56,13 +55,7 @@ from agentparallels.core.llm import (
     split_model,
 )
 
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=6,
-    non_retryable_error_types=errors.NON_RETRYABLE_TYPES,
-)
+RETRY = steps.MODEL_RETRY
 """Finite and bounded: a model that keeps failing stops the step after six attempts."""
 BACKOFF_CAP_S = 60.0
 READ_TIMEOUT_S = 600.0

@@ -712,7 +712,7 @@ def details(r: Round) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from agentparallels.activities._defn import HEARTBEAT
+    from agentparallels.core.steps import HEARTBEAT
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=1, help="rounds to run (default: %(default)s)")
