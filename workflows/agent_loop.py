@@ -151,7 +151,7 @@ class AgentLoopWorkflow:
             conversation=conversation,
             turn=turn,
             runs=self._state.runs + 1,
-            model_steps=self._steps.state(),
+            steps=self._steps.state(),
             feedback=tuple(self._feedback),
             last_answer=answer,
         )
