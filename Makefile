@@ -47,6 +47,7 @@ server: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP) sandbox
 	$(BIN)/python -m bench.refactor_bench

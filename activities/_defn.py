@@ -1,8 +1,10 @@
-"""One place that names an activity and sets how it is run.
+"""One place that makes a function the implementation of a step.
 
-``@implements(steps.MERGE)`` registers the activity under a stable name (a Python
-rename cannot break a running workflow) and attaches its timeouts and retry policy, so workflow
-code calls ``workflows._call.call(merge, arg)`` without repeating them at each call site.
+``@implements(steps.MERGE)`` registers the activity under the spec's stable name (a Python
+rename cannot break a running workflow) and checks that its signature takes the spec's input
+and returns its output; the timeouts and retry policy live in the spec
+(:mod:`agentparallels.core.steps`), where workflow code reads them without importing this
+floor. ``defn(name, **settings)`` does the same for an activity without a spec (a test's).
 """
 
 from __future__ import annotations
@@ -12,73 +14,46 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityCancellationType
+from temporalio.activity import _Definition
 
-from agentparallels.core.errors import NON_RETRYABLE_TYPES
+from agentparallels.core.steps import Settings, Step
+
+__all__ = ["defn", "implements"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HEARTBEAT = timedelta(seconds=5)
-"""Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
-heartbeat when they start and every fifth of it, and workers send each at once
-(``worker.HEARTBEAT_EVERY``), so a live but starved worker has 4 s of slack before its step is
-retried elsewhere (3 s was too little at a load average of 55 on 2 cores: one step timed out
-eight times in a row and its job failed)."""
 
+def implements(step: Step[Any, Any]) -> Callable[[F], F]:
+    """Register ``fn`` as the activity of ``step``, after checking its types match the spec."""
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """How Temporal runs one activity."""
+    def wrap(fn: F) -> F:
+        body = _register(fn, step.name, step.settings)
+        defined = _Definition.must_from_callable(body)
+        if defined.arg_types != [step.input] or defined.ret_type != step.output:
+            raise TypeError(
+                f"{fn.__qualname__} takes {defined.arg_types} and returns {defined.ret_type}; "
+                f"the step {step.name} says [{step.input}] -> {step.output}"
+            )
+        return body
 
-    start_to_close: timedelta
-    """Longest a single attempt may take."""
-    heartbeat: timedelta | None = HEARTBEAT
-    """A worker that dies mid-step is noticed after this, not after ``start_to_close``; the
-    step heartbeats from a background thread while it runs."""
-    retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(
-            initial_interval=timedelta(milliseconds=200),
-            backoff_coefficient=2.0,
-            maximum_interval=timedelta(seconds=10),
-            maximum_attempts=8,
-            non_retryable_error_types=NON_RETRYABLE_TYPES,
-        )
-    )
-    """Retries are for infrastructure faults (a crashed worker, a git lock); a finite number."""
-    cancellation: ActivityCancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-    """A cancelled job waits until the step has really stopped before it rolls back."""
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "start_to_close_timeout": self.start_to_close,
-            "heartbeat_timeout": self.heartbeat,
-            "retry_policy": self.retry,
-            "cancellation_type": self.cancellation,
-        }
+    return wrap
 
 
 def defn(name: str, **settings: Any) -> Callable[[F], F]:
-    """Register ``fn`` as the activity ``name`` with the given :class:`Settings` fields.
+    """Register ``fn`` as the activity ``name`` with the given :class:`Settings` fields."""
+    return lambda fn: _register(fn, name, Settings(**settings))
 
-    With a ``heartbeat`` timeout, a background thread heartbeats while the (blocking) activity
-    runs, so that a worker that dies mid-step is noticed within that timeout.
-    """
 
-    def wrap(fn: F) -> F:
-        config = Settings(**settings)
-        blocking = not inspect.iscoroutinefunction(fn)  # async steps heartbeat themselves
-        body = _heartbeating(fn, config.heartbeat) if config.heartbeat and blocking else fn
-        body = activity.defn(name=name)(body)
-        body.__agentparallels_settings__ = config  # type: ignore[attr-defined]
-        return body  # type: ignore[return-value]
-
-    return wrap
+def _register(fn: F, name: str, config: Settings) -> F:
+    """With a ``heartbeat`` timeout, a background thread heartbeats while the (blocking)
+    activity runs, so that a worker that dies mid-step is noticed within that timeout."""
+    blocking = not inspect.iscoroutinefunction(fn)  # async steps heartbeat themselves
+    body = _heartbeating(fn, config.heartbeat) if config.heartbeat and blocking else fn
+    return activity.defn(name=name)(body)
 
 
 def _heartbeating(fn: F, every: timedelta) -> F:
@@ -103,7 +78,3 @@ def _heartbeating(fn: F, every: timedelta) -> F:
             thread.join()
 
     return run  # type: ignore[return-value]
-
-
-def settings_of(fn: Callable[..., Any]) -> Settings:
-    return fn.__agentparallels_settings__  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentparallels.activities import sandbox
-from agentparallels.tracing import traced_command
+from agentparallels.activities._spans import traced_command
 
 OUTPUT_TAIL = 4000
 """Characters of a command's output kept for reports (its end, where the error usually is)."""

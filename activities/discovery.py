@@ -31,7 +31,7 @@ def private() -> tuple[Path, ...]:
     """The worker's own folders (its cache with every job's worktrees, the server's state
     with its database): never exposed because a command happens to name something in them."""
     from agentparallels.activities._git import cache_root
-    from agentparallels.devserver import state_dir
+    from agentparallels.core.places import state_dir
 
     return _real(str(cache_root()), str(state_dir()))
 

@@ -23,29 +23,13 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.activities import _git
 from agentparallels.activities._defn import implements
 from agentparallels.core import steps
-from agentparallels.core._value import Value
 from agentparallels.core.errors import RESULT_MISMATCH
-from agentparallels.core.models import JobRef
+from agentparallels.core.messages import ResultCheckInput, ShardClaim
 
 ABSENT = "(absent)"
 """How a path missing from a tree is named in a mismatch."""
 SHOWN = 20
 """Mismatches named in the error; the count of the rest follows."""
-
-
-class ShardClaim(Value):
-    """What one shard says it did: its verified head and the files it changed there."""
-
-    name: str
-    head: str
-    files_changed: tuple[str, ...]
-
-
-class ResultCheckInput(Value):
-    job: JobRef
-    commit: str
-    """The result about to be published."""
-    shards: tuple[ShardClaim, ...]
 
 
 def tree(cache: Path, commit: str) -> dict[str, str]:

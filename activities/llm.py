@@ -39,11 +39,9 @@ from typing import Any
 import httpx2
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import tracing
-from agentparallels.activities import _git
+from agentparallels.activities import _git, _spans
 from agentparallels.activities._defn import implements
 from agentparallels.core import errors, steps
 from agentparallels.core.llm import (
@@ -57,13 +55,7 @@ from agentparallels.core.llm import (
     split_model,
 )
 
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=6,
-    non_retryable_error_types=errors.NON_RETRYABLE_TYPES,
-)
+RETRY = steps.MODEL_RETRY
 """Finite and bounded: a model that keeps failing stops the step after six attempts."""
 BACKOFF_CAP_S = 60.0
 READ_TIMEOUT_S = 600.0
@@ -302,7 +294,7 @@ def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
 
 
 @implements(steps.CALL_MODEL)
-@tracing.traced_model_call
+@_spans.traced_model_call
 async def call_model(req: ModelRequest) -> ModelAnswer:
     """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""
     try:
@@ -310,7 +302,7 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     except ValueError as e:
         raise _error(errors.MODEL_CONFIG, str(e)) from None
     messages = _messages(req)
-    tracing.note_prompt(messages)
+    _spans.note_prompt(messages)
     call = _openai if provider == "openai" else _anthropic
     try:
         answer = await call(req, name, messages)

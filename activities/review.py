@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from agentparallels.activities import _git
 from agentparallels.activities._defn import implements
 from agentparallels.activities.refactor import resolve_base

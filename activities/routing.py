@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from temporalio import activity
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from agentparallels.activities._defn import implements
 from agentparallels.core import steps
-from agentparallels.core._value import Value
-from agentparallels.queues import pollers_of
+from agentparallels.core.messages import PollersInput, QueuePollers
 
 POLL_EVERY_S = 0.2
+FRESH_S = 90.0
+"""A worker counts as serving a queue if it polled it this recently, in seconds: a live one
+polls again at least every minute (the server's long poll), while the server lists a poller
+that went away for five minutes."""
 
 
-class PollersInput(Value):
-    task_queues: tuple[str, ...]
-    grace_s: float = 2.0
-    """Keep looking this long, in seconds, for queues without pollers (a worker starting up)."""
-    activity: bool = False
-    """Count the pollers of activity tasks (workers that only run activities, such as model
-    calls) instead of workflow tasks."""
-
-
-class QueuePollers(Value):
-    task_queue: str
-    workflow_pollers: int = 0
-    """Workers (poller identities) the server has seen polling its workflow tasks lately."""
-    activity_pollers: int = 0
-    """The same for its activity tasks (looked at when asked)."""
+async def pollers_of(
+    client: Client,
+    queue: str,
+    kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+) -> int:
+    """Workers (poller identities) that polled ``queue``'s tasks of ``kind`` within
+    ``FRESH_S``."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=kind,
+        )
+    )
+    now = time.time()
+    return len({
+        p.identity for p in response.pollers if now - p.last_access_time.ToSeconds() < FRESH_S
+    })  # fmt: skip
 
 
 @implements(steps.POLLERS)

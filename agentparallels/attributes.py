@@ -1,48 +1,37 @@
-"""Search attributes: they make jobs findable in the Temporal UI and by ``agentparallels list``."""
+"""Search attributes on a namespace: the keys (from the core) and their registration."""
 
 from __future__ import annotations
 
-from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.service import RPCError
 
-from agentparallels.core import redact
+from agentparallels.core.attributes import (
+    _CLI_TYPE,
+    ALL,
+    FILES_DONE,
+    JOB_KIND,
+    PHASE,
+    REPOSITORY,
+    TOKENS,
+    as_indexed,
+    cli_flags,
+    shown,
+)
 from agentparallels.core.errors import UsageError
 
-JOB_KIND = SearchAttributeKey.for_keyword("AgentJobKind")
-REPOSITORY = SearchAttributeKey.for_keyword("AgentRepository")
-PHASE = SearchAttributeKey.for_keyword("AgentPhase")
-FILES_DONE = SearchAttributeKey.for_int("AgentFilesDone")
-TOKENS = SearchAttributeKey.for_int("AgentTokens")
-
-ALL = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE, TOKENS]
-
-
-def shown(repository: str) -> str:
-    """A repository as search attributes, summaries and details show it: any credential in
-    its URL replaced by ``***`` (search attributes are stored unencrypted)."""
-    return redact.url(repository)
-
-
-_CLI_TYPE = {
-    SearchAttributeIndexedValueType.KEYWORD: "Keyword",
-    SearchAttributeIndexedValueType.INT: "Int",
-}
-
-
-def cli_flags() -> list[str]:
-    """``--search-attribute NAME=Type`` flags for ``temporal server start-dev``."""
-    flags = []
-    for key in ALL:
-        flags += ["--search-attribute", f"{key.name}={_CLI_TYPE[key.indexed_value_type]}"]
-    return flags
-
-
-def as_indexed() -> dict[str, IndexedValueType.ValueType]:
-    """Name -> type, as the operator service's ``add_search_attributes`` takes them."""
-    return {key.name: IndexedValueType.ValueType(key.indexed_value_type.value) for key in ALL}
+__all__ = [
+    "ALL",
+    "FILES_DONE",
+    "JOB_KIND",
+    "PHASE",
+    "REPOSITORY",
+    "TOKENS",
+    "as_indexed",
+    "cli_flags",
+    "register",
+    "shown",
+]
 
 
 async def register(client: Client) -> None:

@@ -25,19 +25,10 @@ from temporalio.service import RPCError
 
 from agentparallels import attributes
 from agentparallels.core.errors import ServerError
+from agentparallels.core.places import state_dir
 
 DEFAULT_PORT = 7233
 DEFAULT_UI_PORT = 8233
-
-
-def state_dir() -> Path:
-    """Where the server's database and log live: ``$AGENTPARALLELS_STATE_DIR``, else
-    ``$XDG_STATE_HOME/agentparallels``, else ``~/.local/state/agentparallels``."""
-    explicit = os.environ.get("AGENTPARALLELS_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "agentparallels"
 
 
 def temporal_binary() -> str:

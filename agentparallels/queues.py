@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType, TaskQueueKind, TaskQueueType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
 
+from agentparallels.activities.routing import pollers_of
+
 _PRIVATE = re.compile(r"\.cli-[0-9a-f]{8}$")
-FRESH_S = 90.0
-"""A worker counts as serving a queue if it polled it this recently, in seconds: a live one
-polls again at least every minute (the server's long poll), while the server lists a poller
-that went away for five minutes."""
 WAIT_S = 15.0
 """How long, in seconds, a command waits for the job's worker to take up its request."""
 
@@ -49,26 +44,6 @@ def base_of(queue: str) -> str:
 
 def how_to_serve(queue: str) -> str:
     return f"`agentparallels worker --task-queue {queue}`"
-
-
-async def pollers_of(
-    client: Client,
-    queue: str,
-    kind: TaskQueueType.ValueType = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-) -> int:
-    """Workers (poller identities) that polled ``queue``'s tasks of ``kind`` within
-    ``FRESH_S``."""
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=kind,
-        )
-    )
-    now = time.time()
-    return len({
-        p.identity for p in response.pollers if now - p.last_access_time.ToSeconds() < FRESH_S
-    })  # fmt: skip
 
 
 async def served(client: Client, queue: str) -> bool:

@@ -1,5 +1,5 @@
-"""No credential in sight: URLs shown redacted (agentparallels/core/redact.py), URLs with a credential
-refused by the CLI before any history is written, job events and log lines redacted."""
+"""No credential in sight: URLs shown redacted (agentparallels/core/redact.py), URLs with a
+credential refused by the CLI before any history is written, job events and log lines redacted."""
 
 from __future__ import annotations
 

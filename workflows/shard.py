@@ -61,7 +61,7 @@ class _Run:
         self.tip = inp.job.base_commit
         """The shard's branch: the checkpoint of the next step."""
         model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
-        self.steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=ledger)
+        self.model_steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=ledger)
         self.loops = LoopDetector(breaker=self.breaker)
         name = self.shard.name
         self.hook_at = {
@@ -169,7 +169,7 @@ class ShardWorkflow:
         # A first attempt is execution; a retry after a failed check is paid for from the
         # verify budget, which execution cannot use up.
         phase = "execute" if len(run.conversation) <= 2 else "verify"
-        reply = await run.steps.ask(
+        reply = await run.model_steps.ask(
             _edit_request(run.model, inp, path, run.conversation), phase=phase
         )
         return (path,), reply.text
@@ -238,9 +238,9 @@ class ShardWorkflow:
             head=run.tip,
             files_changed=tuple(run.changed),
             attempts=run.attempts,
-            usage=run.steps.total,
-            phase_tokens=run.steps.spent(),
-            cost_usd=run.steps.cost_usd,
+            usage=run.model_steps.total,
+            phase_tokens=run.model_steps.spent(),
+            cost_usd=run.model_steps.cost_usd,
         )
 
     async def _report(self, inp: ShardInput, run: _Run) -> None:
@@ -250,8 +250,8 @@ class ShardWorkflow:
                 "files_done": len(inp.shard.files) - len(run.pending),
                 "breaker": run.breaker.state,
                 "failures": run.breaker.failures,
-                "tokens": run.steps.total.total,
-                "phase_tokens": run.steps.spent(),
+                "tokens": run.model_steps.total.total,
+                "phase_tokens": run.model_steps.spent(),
             }
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order

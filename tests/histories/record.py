@@ -14,17 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
-
-from agentparallels import (
-    attributes,
-    worker,
-)
 from agentparallels.agent import AgentLoopInput
 from agentparallels.checklist import ApprovalOptions, Decision
-from agentparallels.codec import data_converter
 from agentparallels.consensus import ReviewInput
 from agentparallels.events import Hook
 from agentparallels.fake_llm import FakeLLM
@@ -37,6 +28,15 @@ from agentparallels.models import (
     RefactorInput,
     RenameEdit,
 )
+from temporalio import activity
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from agentparallels import (
+    attributes,
+    worker,
+)
+from agentparallels.codec import data_converter
 from agentparallels.replay import histories_of
 from agentparallels.workflows.pipeline import (
     Gate,

@@ -1,0 +1,186 @@
+"""Every activity as a typed spec: its name, input and output types, and how it is run.
+
+Workflows call a step by its spec (``workflows._call.call(steps.MERGE, arg)``) and activities
+implement one (``@implements(steps.MERGE)``), so the two floors share this module and never
+import each other: a workflow names the step it needs, and the worker registers the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
+
+from agentparallels.core import names
+from agentparallels.core.agent import ToolInput, ToolResult
+from agentparallels.core.checklist import CheckVote, VoteInput
+from agentparallels.core.consensus import DiffRequest, ReviewDiff
+from agentparallels.core.errors import NON_RETRYABLE_TYPES
+from agentparallels.core.events import HookInput, HookRun
+from agentparallels.core.llm import ModelAnswer, ModelRequest
+from agentparallels.core.messages import PollersInput, QueuePollers, ResultCheckInput
+from agentparallels.core.models import (
+    CheckInput,
+    CheckRun,
+    EditBatchInput,
+    EditBatchResult,
+    JobRef,
+    MergeInput,
+    Plan,
+    PlanInput,
+    Published,
+    PublishInput,
+    RefUpdate,
+    ShardRef,
+    ShardResult,
+)
+from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
+
+__all__ = [
+    "ALL",
+    "CALL_MODEL",
+    "CHECK_RESULT",
+    "CLEANUP",
+    "EDIT_FILES",
+    "HEARTBEAT",
+    "MERGE",
+    "OPEN_LOG",
+    "PLAN",
+    "POLLERS",
+    "PUBLISH",
+    "READ_DIFF",
+    "RECORD_SHARD",
+    "REMOVE_WORKTREE",
+    "RUN_CHECK",
+    "RUN_HOOK",
+    "RUN_TOOL",
+    "SET_REF",
+    "Settings",
+    "Step",
+    "VOTE",
+]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+HEARTBEAT = timedelta(seconds=5)
+"""Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
+heartbeat when they start and every fifth of it, and workers send each at once
+(``worker.HEARTBEAT_EVERY``), so a live but starved worker has 4 s of slack before its step is
+retried elsewhere (3 s was too little at a load average of 55 on 2 cores: one step timed out
+eight times in a row and its job failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How Temporal runs one activity."""
+
+    start_to_close: timedelta
+    """Longest a single attempt may take."""
+    heartbeat: timedelta | None = HEARTBEAT
+    """A worker that dies mid-step is noticed after this, not after ``start_to_close``; the
+    step heartbeats from a background thread while it runs."""
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(
+            initial_interval=timedelta(milliseconds=200),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=10),
+            maximum_attempts=8,
+            non_retryable_error_types=NON_RETRYABLE_TYPES,
+        )
+    )
+    """Retries are for infrastructure faults (a crashed worker, a git lock); a finite number."""
+    cancellation: ActivityCancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    """A cancelled job waits until the step has really stopped before it rolls back."""
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``workflow.execute_activity`` these settings stand for."""
+        return {
+            "start_to_close_timeout": self.start_to_close,
+            "heartbeat_timeout": self.heartbeat,
+            "retry_policy": self.retry,
+            "cancellation_type": self.cancellation,
+        }
+
+
+@dataclass(frozen=True)
+class Step(Generic[In, Out]):
+    """One activity as both floors see it: the workflow calls it, the activity implements it."""
+
+    name: str
+    """The activity's name on the wire (from :mod:`agentparallels.core.names`)."""
+    input: type[In]
+    output: Any
+    """The result type the workflow decodes (``type(None)`` for a step without one)."""
+    settings: Settings
+
+
+SHORT = timedelta(minutes=2)
+LONG = timedelta(minutes=30)
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=6,
+    non_retryable_error_types=NON_RETRYABLE_TYPES,
+)
+"""Finite and bounded: a model that keeps failing stops the step after six attempts."""
+NONE = type(None)
+
+PLAN = Step(names.PLAN, PlanInput, Plan, Settings(LONG))
+EDIT_FILES = Step(names.EDIT_FILES, EditBatchInput, EditBatchResult, Settings(LONG))
+REMOVE_WORKTREE = Step(names.REMOVE_WORKTREE, ShardRef, NONE, Settings(SHORT))
+SET_REF = Step(names.SET_REF, RefUpdate, NONE, Settings(SHORT))
+MERGE = Step(names.MERGE, MergeInput, str, Settings(timedelta(minutes=10)))
+PUBLISH = Step(names.PUBLISH, PublishInput, Published, Settings(SHORT))
+CLEANUP = Step(names.CLEANUP, JobRef, NONE, Settings(SHORT))
+CHECK_RESULT = Step(names.CHECK_RESULT, ResultCheckInput, NONE, Settings(timedelta(minutes=5)))
+RUN_CHECK = Step(names.RUN_CHECK, CheckInput, CheckRun, Settings(LONG))
+VOTE = Step(names.VOTE, VoteInput, CheckVote, Settings(LONG))
+CALL_MODEL = Step(
+    names.CALL_MODEL,
+    ModelRequest,
+    ModelAnswer,
+    Settings(timedelta(minutes=10), heartbeat=timedelta(seconds=30), retry=MODEL_RETRY),
+)
+OPEN_LOG = Step(
+    names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10))
+)
+RECORD_SHARD = Step(names.RECORD_SHARD, ShardDoneInput, NONE, Settings(timedelta(minutes=2)))
+READ_DIFF = Step(names.READ_DIFF, DiffRequest, ReviewDiff, Settings(timedelta(minutes=5)))
+POLLERS = Step(
+    names.POLLERS,
+    PollersInput,
+    tuple[QueuePollers, ...],
+    Settings(
+        timedelta(seconds=90),
+        heartbeat=None,
+        retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
+    ),
+)
+RUN_TOOL = Step(names.RUN_TOOL, ToolInput, ToolResult, Settings(LONG))
+RUN_HOOK = Step(names.RUN_HOOK, HookInput, HookRun, Settings(LONG))
+
+ALL: tuple[Step[Any, Any], ...] = (
+    PLAN,
+    EDIT_FILES,
+    REMOVE_WORKTREE,
+    SET_REF,
+    MERGE,
+    PUBLISH,
+    CLEANUP,
+    CHECK_RESULT,
+    RUN_CHECK,
+    VOTE,
+    CALL_MODEL,
+    OPEN_LOG,
+    RECORD_SHARD,
+    READ_DIFF,
+    POLLERS,
+    RUN_TOOL,
+    RUN_HOOK,
+)
+"""Every step; the worker registers one implementation of each."""
