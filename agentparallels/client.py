@@ -18,7 +18,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
 from agentparallels import devserver
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 from agentparallels.plugin import AgentParallelsPlugin
 
 CONNECT_TIMEOUT_S = 10.0

@@ -34,11 +34,12 @@ from temporalio.worker import WorkerConfig, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agentparallels import activities as project_activities
-from agentparallels import tokens, tracing
+from agentparallels import tracing
 from agentparallels import workflows as project_workflows
 from agentparallels.codec import data_converter as build_converter
+from agentparallels.core import tokens
+from agentparallels.core.errors import UsageError
 from agentparallels.encryption import Keyring
-from agentparallels.errors import UsageError
 
 __all__ = ["NAME", "PASSTHROUGH_MODULES", "AgentParallelsPlugin", "plugin_of", "sandboxed_runner"]
 

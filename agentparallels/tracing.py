@@ -42,8 +42,8 @@ from temporalio.client import OutboundInterceptor, QueryWorkflowInput
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import redact
-from agentparallels.errors import UsageError
+from agentparallels.core import redact
+from agentparallels.core.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

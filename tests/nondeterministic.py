@@ -10,7 +10,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.models import RefactorInput, RefactorResult
+    from agentparallels.core.models import RefactorInput, RefactorResult
     from agentparallels.workflows import RefactorWorkflow
 
 

@@ -17,12 +17,12 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import worker
-from agentparallels.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
-from agentparallels.errors import BUDGET_EXCEEDED
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import BudgetLimits, Compaction
+from agentparallels.core.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
+from agentparallels.core.errors import BUDGET_EXCEEDED
+from agentparallels.core.llm import BudgetLimits, Compaction
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
+from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
 from tests.history_text import history_text
 

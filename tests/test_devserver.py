@@ -15,7 +15,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
 from agentparallels import attributes, devserver
 from agentparallels.client import connect
-from agentparallels.errors import ServerError
+from agentparallels.core.errors import ServerError
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 

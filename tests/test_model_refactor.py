@@ -11,12 +11,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import worker
-from agentparallels.errors import BREAKER_OPEN
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import BudgetLimits, Price
-from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels.core.errors import BREAKER_OPEN
+from agentparallels.core.llm import BudgetLimits, Price
+from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.history_text import history_text
 from tests.repos import git, make_repo, snapshot, start_job
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from agentparallels import worker
-from agentparallels.models import CommandEdit, Limits, RefactorInput, RenameEdit
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput, RenameEdit
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
 from tests.repos import commits_touching, git, make_repo, snapshot, src_layout_repo, start_job

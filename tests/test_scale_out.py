@@ -21,7 +21,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import devserver
-from agentparallels.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
+from agentparallels.core.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
 from agentparallels.plugin import AgentParallelsPlugin
 from tests.repos import commits_touching, git, make_repo, start_job
 from tests.workers import WorkerProcess

@@ -23,11 +23,11 @@ from opentelemetry.trace import StatusCode
 from temporalio.client import Client, WorkflowFailureError
 
 from agentparallels import tracing, worker
-from agentparallels.errors import BREAKER_OPEN, MODEL_RETRYABLE
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import CommandEdit, Limits, RefactorInput
+from agentparallels.core.errors import BREAKER_OPEN, MODEL_RETRYABLE
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.repos import make_repo, start_job
 from tests.test_model_refactor import DIFF_B, FILES, GOOD_A
 from tests.test_model_refactor import job as model_job
