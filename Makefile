@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # subprocesses, so more processes than cores still shortens the run (4 on 2 cores: ~2x).
 TEST_PROCESSES ?= 4
 
-.PHONY: demo demo-llm test test-fast worker server lint bench chaos clean sandbox
+.PHONY: demo demo-llm test test-fast worker server lint bench chaos clean sandbox histories
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=python3.11 (or newer)")'
@@ -53,6 +53,11 @@ bench: $(STAMP) sandbox
 	$(BIN)/python -m bench.refactor_bench
 	$(BIN)/python -m bench.llm_bench
 	$(BIN)/python -m bench.sandbox_bench
+
+# The replay corpus (tests/histories), recorded anew from the current workflows through the
+# project's plugin; HISTORIES=refactor review ... records only those groups.
+histories: $(STAMP) sandbox
+	$(BIN)/python -m tests.histories.record $(HISTORIES)
 
 # Jobs on workers that are killed, paused and starved, and a server restart; CHAOS_ARGS=--rounds 10
 chaos: $(STAMP) sandbox

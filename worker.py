@@ -29,13 +29,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from agentparallels import activities, tracing, workflows
 from agentparallels.activities import sandbox
 from agentparallels.activities._workspace import collect_garbage, job_folders
 from agentparallels.activities.llm import call_model
-from agentparallels.core import names, tokens
+from agentparallels.core import names
 from agentparallels.core.errors import UsageError
 from agentparallels.core.llm import KEY_VARIABLES
+from agentparallels.plugin import plugin_of
 from agentparallels.workflows.credentials import credential_queue
 from agentparallels.workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
@@ -121,56 +121,75 @@ def build_worker(
     client: Client,
     options: WorkerOptions = WorkerOptions(),
     *,
-    activity_fns: Sequence[Callable[..., Any]] = activities.ALL,
-    workflow_classes: Sequence[type] = workflows.ALL,
+    activity_fns: Sequence[Callable[..., Any]] = (),
+    workflow_classes: Sequence[type] = (),
 ) -> WorkerGroup:
-    """Workers with every workflow and activity registered (the client carries the pydantic
-    data converter), on the task queue and on each capability's queue; beside each of those,
-    one for the model calls of its workflows (``<queue>.model``, and ``<queue>.model.<p>`` for
-    each provider ``p`` whose key it holds), rate-limited if asked. Activities are blocking,
-    so they run in a thread pool of their own."""
-    tokens.encoding()  # loaded here, once, so that workflow code counting tokens reads no file
+    """Workers on the task queue and on each capability's queue; beside each of those, one for
+    the model calls of its workflows (``<queue>.model``, and ``<queue>.model.<p>`` for each
+    provider ``p`` whose key it holds), rate-limited if asked. The client carries the
+    :class:`~agentparallels.plugin.AgentParallelsPlugin` (converter, tracing, sandbox, every
+    workflow and activity); ``activity_fns`` and ``workflow_classes`` are registered beside the
+    plugin's, replacing those of the same name. Activities are blocking, so they run in a
+    thread pool of their own."""
+    plugin_of(client)  # refuses a client without the plugin
     queues = [options.task_queue]
     queues += [capability_queue(options.task_queue, c) for c in options.capabilities]
     held = held_credentials() if options.credentials is None else options.credentials
+    model_fns = [fn for fn in activity_fns if _name(fn) == MODEL_CALL] or [call_model]
+    calls_only = _without_registrations(client)
     group: list[Worker] = []
     for queue in queues:
-        group.append(
-            Worker(
-                client,
-                task_queue=queue,
-                workflows=workflow_classes,
-                activities=activity_fns,
-                activity_executor=ThreadPoolExecutor(
-                    max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
-                ),
-                max_concurrent_activities=options.max_concurrent_activities,
-                max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
-                sticky_queue_schedule_to_start_timeout=timedelta(seconds=options.sticky_timeout_s),
-                max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
-                graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
-                **tracing.worker_options(client),
-            )
-        )
+        group.append(_job_worker(client, queue, options, activity_fns, workflow_classes))
         model_queue = capability_queue(queue, MODEL_CAPABILITY)
         for model_calls in (model_queue, *(credential_queue(model_queue, p) for p in held)):
-            group.append(
-                Worker(
-                    client,
-                    task_queue=model_calls,
-                    activities=[fn for fn in activity_fns if _name(fn) == MODEL_CALL]
-                    or [call_model],
-                    activity_executor=ThreadPoolExecutor(
-                        max_workers=options.max_concurrent_activities, thread_name_prefix="model"
-                    ),
-                    max_concurrent_activities=options.max_concurrent_activities,
-                    max_task_queue_activities_per_second=options.model_calls_per_second,
-                    max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
-                    graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
-                    **tracing.worker_options(client),
-                )
-            )
+            group.append(_model_worker(calls_only, model_calls, options, model_fns))
     return WorkerGroup(group)
+
+
+def _without_registrations(client: Client) -> Client:
+    """The same connection, converter and interceptors, without the plugin's workflows and
+    activities: a model-call queue runs the model-call activity only, and polls no workflows."""
+    return Client(**{**client.config(active_config=True), "plugins": []})
+
+
+def _job_worker(
+    client: Client,
+    queue: str,
+    options: WorkerOptions,
+    activity_fns: Sequence[Callable[..., Any]],
+    workflow_classes: Sequence[type],
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=queue,
+        workflows=workflow_classes,
+        activities=activity_fns,
+        activity_executor=ThreadPoolExecutor(
+            max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
+        ),
+        max_concurrent_activities=options.max_concurrent_activities,
+        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=options.sticky_timeout_s),
+        max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
+        graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+    )
+
+
+def _model_worker(
+    client: Client, queue: str, options: WorkerOptions, model_fns: Sequence[Callable[..., Any]]
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=queue,
+        activities=model_fns,
+        activity_executor=ThreadPoolExecutor(
+            max_workers=options.max_concurrent_activities, thread_name_prefix="model"
+        ),
+        max_concurrent_activities=options.max_concurrent_activities,
+        max_task_queue_activities_per_second=options.model_calls_per_second,
+        max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
+        graceful_shutdown_timeout=timedelta(seconds=options.graceful_shutdown_s),
+    )
 
 
 async def run(options: WorkerOptions, client: Client | None = None) -> None:

@@ -17,9 +17,9 @@ from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
-from agentparallels import devserver, tracing
-from agentparallels.codec import data_converter
+from agentparallels import devserver
 from agentparallels.core.errors import UsageError
+from agentparallels.plugin import AgentParallelsPlugin
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -42,9 +42,7 @@ def _reason(e: BaseException) -> str:
 
 
 async def _connect(target: str, config: dict[str, Any]) -> Client:
-    return await asyncio.wait_for(
-        Client.connect(target, interceptors=tracing.interceptors(), **config), CONNECT_TIMEOUT_S
-    )
+    return await asyncio.wait_for(Client.connect(target, **config), CONNECT_TIMEOUT_S)
 
 
 async def connect(
@@ -52,11 +50,14 @@ async def connect(
     autostart: bool = True,
     announce: Callable[[str], None] = print,
     local: devserver.ServerOptions | None = None,
+    plugin: AgentParallelsPlugin | None = None,
 ) -> Client:
     """A client for the configured cluster, or for the local dev server ``local`` (default:
-    localhost:7233 with the database under the state directory), started if needed."""
+    localhost:7233 with the database under the state directory), started if needed. It carries
+    ``plugin`` (default: one configured from the environment), and so do the workers built
+    from it."""
     # Both configurations are checked before anything happens (a server is started, say).
-    config = {**connect_config(), "data_converter": data_converter()}
+    config = {**connect_config(), "plugins": [plugin or AgentParallelsPlugin()]}
     explicit = config.pop("target_host", None)
     if explicit:
         try:

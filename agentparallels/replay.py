@@ -7,13 +7,14 @@ histories first says so, with the event where replay diverged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from agentparallels.codec import data_converter
+from agentparallels.plugin import AgentParallelsPlugin
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +43,26 @@ async def histories_of(client: Client, job_id: str) -> list[WorkflowHistory]:
     return found
 
 
-async def replay(histories: list[WorkflowHistory]) -> list[Replayed]:
-    """Replay each history with the project's workflows and data converter."""
-    from agentparallels import workflows
-    from agentparallels.core import tokens
-
-    # Loaded here, as a worker does: loading it inside a workflow activation can take longer
-    # than the SDK's 2 s deadlock timeout on a busy machine, and the replay would fail.
-    tokens.encoding()
+def replayer_for(
+    plugin: AgentParallelsPlugin | None = None, *, workflows: Sequence[type] = ()
+) -> Replayer:
+    """A replayer configured by ``plugin`` (default: the project's, from the environment), as
+    the workers are: converter, interceptors, sandbox and the plugin's workflows, beside
+    ``workflows`` (which replace the plugin's of the same name)."""
     # Deadlock detection off: a replay checks determinism, and on a busy machine an activation
     # can take longer than the SDK's 2 s deadlock bound without anything being wrong.
-    replayer = Replayer(workflows=workflows.ALL, data_converter=data_converter(), debug_mode=True)
+    return Replayer(
+        workflows=workflows, plugins=[plugin or AgentParallelsPlugin()], debug_mode=True
+    )
+
+
+async def replay(
+    histories: list[WorkflowHistory], plugin: AgentParallelsPlugin | None = None
+) -> list[Replayed]:
+    """Replay each history as a worker runs it: through ``plugin`` (default: the project's,
+    configured from the environment), so with the same converter, interceptors, sandbox and
+    workflows."""
+    replayer = replayer_for(plugin)
     results = []
     for history in histories:
         outcome = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -32,9 +32,8 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Status
-from temporalio.client import Client, OutboundInterceptor, QueryWorkflowInput
+from temporalio.client import OutboundInterceptor, QueryWorkflowInput
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agentparallels.core import redact
 from agentparallels.core.errors import UsageError
@@ -196,21 +195,9 @@ class _UntracedQueries(OutboundInterceptor):
 
 
 def interceptors() -> list[TracingInterceptor]:
-    """For ``Client.connect``: the trace follows the job into workflows and activities."""
+    """For the plugin (:mod:`agentparallels.plugin`), which puts them on the client and so on
+    its workers: the trace follows the job into workflows and activities."""
     return [_Interceptor()]
-
-
-def worker_options(client: Client) -> dict[str, Any]:
-    """``Worker`` arguments: the tracing interceptor unless the client already has it (never
-    both), and ``opentelemetry`` passed through the workflow sandbox, as the SDK's own plugin
-    does. That is safe: workflow code makes no spans itself; the interceptor's workflow side only
-    moves trace contexts, and its spans are made outside the sandbox, skipped during replay."""
-    traced = any(isinstance(i, TracingInterceptor) for i in client.config()["interceptors"])
-    restrictions = SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
-    return {
-        "interceptors": [] if traced else interceptors(),
-        "workflow_runner": SandboxedWorkflowRunner(restrictions=restrictions),
-    }
 
 
 from agentparallels.activities._spans import (  # noqa: E402 - re-exported
@@ -230,5 +217,4 @@ __all__ = [
     "tool_name",
     "traced_command",
     "traced_model_call",
-    "worker_options",
 ]

@@ -478,8 +478,8 @@ class Chaos:
     async def run(self) -> Round:
         from temporalio.client import Client
 
-        from agentparallels.codec import data_converter
         from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT
+        from agentparallels.plugin import AgentParallelsPlugin
 
         args = self.args
         started = time.monotonic()
@@ -489,9 +489,8 @@ class Chaos:
         ]
         expected = [plain_tree(r, self.root / "plain" / r.name) for r in repos]
         await self.server.start()
-        client = await Client.connect(
-            self.server.opts.address, data_converter=data_converter(self.root / "client-blobs")
-        )
+        plugin = AgentParallelsPlugin(store_dir=self.root / "client-blobs")
+        client = await Client.connect(self.server.opts.address, plugins=[plugin])
         hogs = [hog() for _ in range(args.hogs)]
         try:
             self.workers = list(await asyncio.gather(*(self.worker() for _ in range(3))))

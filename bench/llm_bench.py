@@ -194,12 +194,22 @@ async def durable_calls(client: Any, queue: str, base_url: str, calls: int, size
     return handle
 
 
+def bench_plugin(converter: Any) -> Any:
+    """The project's plugin with ``converter``, registering only the bench's workflow and the
+    model-call activity."""
+    from agentparallels.activities.llm import call_model
+    from agentparallels.plugin import AgentParallelsPlugin
+
+    return AgentParallelsPlugin(
+        data_converter=converter, workflows=[LlmBenchWorkflow], activities=[call_model]
+    )
+
+
 def bench_worker(client: Any, queue: str) -> Any:
+    """A worker of ``client``, which carries a :func:`bench_plugin`."""
     from temporalio.worker import Worker
 
-    from agentparallels.activities.llm import call_model
-
-    return Worker(client, task_queue=queue, workflows=[LlmBenchWorkflow], activities=[call_model])
+    return Worker(client, task_queue=queue)
 
 
 async def overhead(
@@ -362,7 +372,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
-        data_converter=data_converter(blobs),
+        plugins=[bench_plugin(data_converter(blobs))],
         dev_server_extra_args=[
             "--dynamic-config-value",
             'history.timerProcessorMaxTimeShift="100ms"',
@@ -376,7 +386,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
         config = env.client.config()
 
         def with_converter(converter: Any) -> Client:
-            return Client(**{**config, "data_converter": converter})  # type: ignore[typeddict-item]
+            return Client(**{**config, "plugins": [bench_plugin(converter)]})
 
         low = args.low_threshold
         clients: dict[str, tuple[Any, Path | None]] = {

@@ -703,6 +703,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
 
     from agentparallels import attributes
     from agentparallels.core.models import CommandEdit, RenameEdit
+    from agentparallels.plugin import AgentParallelsPlugin
 
     os.environ["AGENTPARALLELS_CACHE_DIR"] = str(work / "cache")
     edits = {
@@ -712,7 +713,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     started = time.perf_counter()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
-        data_converter=pydantic_data_converter,
+        # The project's plugin, with plain pydantic payloads: no encryption or external storage.
+        plugins=[AgentParallelsPlugin(data_converter=pydantic_data_converter)],
         search_attributes=attributes.ALL,
         dev_server_extra_args=[
             "--dynamic-config-value",

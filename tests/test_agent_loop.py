@@ -15,12 +15,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
 
-from agentparallels import worker, workflows
+from agentparallels import worker
 from agentparallels.core.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
 from agentparallels.core.errors import BUDGET_EXCEEDED
 from agentparallels.core.llm import BudgetLimits, Compaction
+from agentparallels.plugin import plugin_of
+from agentparallels.replay import replayer_for
 from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
 from tests.history_text import history_text
@@ -109,7 +110,7 @@ async def test_a_thousand_turns_continue_as_new_with_every_run_bounded(
     assert max(len(history_text(h)) for h in histories) < 200_000
     assert result.compactions >= 10
     assert len(fake.requests) == 1000 + result.compactions
-    replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
+    replayer = replayer_for(plugin_of(client))
     for history in (histories[0], histories[len(histories) // 2], histories[-1]):
         await replayer.replay_workflow(history)
 
@@ -143,7 +144,7 @@ async def test_compaction_summarises_the_oldest_turns_once_past_the_threshold(
     ]  # fmt: skip
     history = await handle.fetch_history()
     assert SUMMARY in history_text(history)
-    replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
+    replayer = replayer_for(plugin_of(client))
     await replayer.replay_workflow(history)
 
 

@@ -16,10 +16,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from agentparallels.codec import data_converter, payload_codec
+from agentparallels.codec import payload_codec
 from agentparallels.codec_server import CodecServer
 from agentparallels.core.models import CommandEdit, Limits, ModelEdit, RefactorInput, RefactorResult
 from agentparallels.encryption import CodecKeyError, Keyring
+from agentparallels.plugin import AgentParallelsPlugin
 from agentparallels.replay import histories_of
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.repos import git, make_repo, start_job
@@ -38,9 +39,8 @@ def client_with(env: WorkflowEnvironment, blob_dir: Path, keyring: Keyring | Non
     service, namespace = env.client.service_client, env.client.namespace
     if keyring is None:
         return Client(service, namespace=namespace)  # the SDK's default converter, no codec
-    return Client(
-        service, namespace=namespace, data_converter=data_converter(blob_dir, keyring=keyring)
-    )
+    plugin = AgentParallelsPlugin(store_dir=blob_dir, keyring=keyring)
+    return Client(service, namespace=namespace, plugins=[plugin])
 
 
 async def stored_bytes(env: WorkflowEnvironment, job_id: str, blob_dir: Path) -> bytes:

@@ -141,8 +141,8 @@ def test_key_file_with_comments_and_rotation_order(tmp_path: Path) -> None:
 async def test_data_converter_reads_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """data_converter() (used by every client, worker and replayer) encrypts when a key is in
-    the environment and encodes failure messages so they are encrypted too."""
+    """data_converter() (the plugin's, so every client's, worker's and replayer's) encrypts
+    when a key is in the environment and encodes failure messages so they are encrypted too."""
     monkeypatch.setenv("AGENTPARALLELS_CODEC_KEY", b64(OLD))
     converter = data_converter(tmp_path)
     [payload] = await converter.encode(["the zebra password"])

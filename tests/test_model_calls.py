@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.api.failure.v1 import Failure
     from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
     from temporalio.testing import ActivityEnvironment
-    from temporalio.worker import Replayer, Worker
+    from temporalio.worker import Worker
 
     from agentparallels.activities.llm import RETRY, call_model
     from agentparallels.activities.routing import pollers
@@ -32,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
         Price,
         Usage,
     )
+    from agentparallels.plugin import plugin_of
+    from agentparallels.replay import replayer_for
     from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.model_step import ModelSteps
 
@@ -393,7 +395,7 @@ class ChangedAskWorkflow:
 
 async def replays(client: Client, handle: WorkflowHandle) -> None:
     """Replay ``handle``'s history on AskWorkflow; fail on any non-determinism."""
-    replayer = Replayer(workflows=[AskWorkflow], data_converter=client.data_converter)
+    replayer = replayer_for(plugin_of(client), workflows=[AskWorkflow])
     replayed = await replayer.replay_workflow(await handle.fetch_history())
     assert replayed.replay_failure is None
 
@@ -413,7 +415,7 @@ async def test_history_replays_without_nondeterminism(
     assert isinstance(result, AskResult), result.cause
     assert [a.text for a in result.answers] == ["first", "second"]
     await replays(client, handle)
-    changed = Replayer(workflows=[ChangedAskWorkflow], data_converter=client.data_converter)
+    changed = replayer_for(plugin_of(client), workflows=[ChangedAskWorkflow])
     history = await handle.fetch_history()
     replayed = await changed.replay_workflow(history, raise_on_replay_failure=False)
     assert isinstance(replayed.replay_failure, workflow.NondeterminismError)

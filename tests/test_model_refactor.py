@@ -9,12 +9,13 @@ import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
 
-from agentparallels import worker, workflows
+from agentparallels import worker
 from agentparallels.core.errors import BREAKER_OPEN
 from agentparallels.core.llm import BudgetLimits, Price
 from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels.plugin import plugin_of
+from agentparallels.replay import replayer_for
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.history_text import history_text
 from tests.repos import git, make_repo, snapshot, start_job
@@ -84,7 +85,7 @@ async def test_model_edits_each_file_and_a_lint_failure_goes_back_as_feedback(
     child = client.get_workflow_handle(f"{handle.id}/00-pkg")
     history = await child.fetch_history()
     assert "def old_name" not in history_text(history)  # the original files stay in git
-    replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
+    replayer = replayer_for(plugin_of(client))
     await replayer.replay_workflow(history)
     await replayer.replay_workflow(await handle.fetch_history())
 

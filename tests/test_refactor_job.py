@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Replayer
 
-from agentparallels import worker, workflows
+from agentparallels import worker
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput, RenameEdit
+from agentparallels.plugin import plugin_of
+from agentparallels.replay import replayer_for
 from tests.repos import commits_touching, git, make_repo, snapshot, src_layout_repo, start_job
 
 
@@ -162,7 +163,7 @@ async def test_recorded_history_replays_without_nondeterminism(
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(client, task_queue, job)
         await handle.result()
-    replayer = Replayer(workflows=workflows.ALL, data_converter=client.data_converter)
+    replayer = replayer_for(plugin_of(client))
     ids = [handle.id] + [
         wf.id
         async for wf in client.list_workflows(

@@ -1,5 +1,10 @@
-"""Recorded histories of the shipped workflows replay against the current code, so a change
-that would break running jobs fails here first."""
+"""Recorded histories of the shipped workflows replay against the current code, through the
+project's plugin (the workers' converter, interceptors and sandbox), so a change that would
+break running jobs fails here first.
+
+tests/histories/*.json are recorded from the current workflows (``make histories``);
+tests/histories/patched/ keeps recordings made before a ``workflow.patched`` change, which
+replay its old branch."""
 
 from __future__ import annotations
 
@@ -10,22 +15,33 @@ import time
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 
-from agentparallels.replay import load, replay
+from agentparallels.replay import load, replay, replayer_for
+from tests.nondeterministic import TimerFirstRefactorWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HERE = Path(__file__).parent / "histories"
+CURRENT = sorted(HERE.glob("*.json"))
+PATCHED = sorted((HERE / "patched").glob("*.json"))
+HISTORIES = CURRENT + PATCHED
 CLI = str(Path(sys.executable).parent / "agentparallels")
 
 
 async def test_every_recorded_history_replays() -> None:
-    """Rename, codemod rolled back by the breaker, model-driven and approved jobs, parents and
-    children, and a review: each replays without non-determinism."""
-    names = {h.stem for h in HISTORIES}
-    assert {"recorded-rename", "recorded-codemod-breaker", "recorded-model"} <= names
-    assert {"recorded-approved", "recorded-review"} <= names  # approval update; a committee
-    assert "recorded-choreography" in names  # hooks, a pause, a subscriber that is not there
-    assert {"recorded-ledger", "recorded-shares"} <= names  # a budgeted job: ledger; before it
+    """Rename, codemod, model-driven, approved and hooked jobs, each also failed and rolled
+    back; reviews and agent loops, passing and failing; parents and children; and the older
+    recordings of patched code: each replays without non-determinism."""
+    names = {h.stem for h in CURRENT}
+    assert {"recorded-rename", "recorded-rename-tests-fail"} <= names  # rolled back by tests
+    assert {"recorded-codemod", "recorded-codemod-breaker"} <= names  # ... by the breaker
+    assert {"recorded-model", "recorded-model-breaker"} <= names
+    assert {"recorded-approved", "recorded-rejected"} <= names  # approval update, both ways
+    assert {"recorded-choreography", "recorded-cancelled"} <= names  # hooks, pause; cancel
+    assert {"recorded-review", "recorded-review-rejected"} <= names  # a committee
+    assert {"recorded-agent-loop", "recorded-agent-loop-budget"} <= names
+    assert "recorded-ledger" in names  # a budgeted job: reserve, grant and settle signals
     assert any("__" in n for n in names)  # children too
+    assert {h.stem for h in PATCHED} >= {"recorded-shares"}  # a budgeted job before the ledger
     results = await replay([load(path) for path in HISTORIES])
     expected = [(h.stem.replace("__", "/"), None) for h in HISTORIES]
     assert [(r.workflow_id, r.failure) for r in results] == expected
@@ -43,6 +59,17 @@ def test_every_shipped_workflow_has_a_recorded_history() -> None:
     assert shipped - recorded == set()
 
 
+async def test_a_nondeterministic_refactor_change_fails_replay() -> None:
+    """RefactorWorkflow changed to start a timer first, without ``workflow.patched``, and
+    registered under the shipped name: the recorded rename job does not replay on it, with a
+    non-determinism error, where the shipped workflow replays it (the test above)."""
+    history = load(HERE / "recorded-rename.json")
+    changed = replayer_for(workflows=[TimerFirstRefactorWorkflow])
+    outcome = await changed.replay_workflow(history, raise_on_replay_failure=False)
+    assert isinstance(outcome.replay_failure, workflow.NondeterminismError)
+    assert "Nondeterminism" in str(outcome.replay_failure)
+
+
 def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) -> None:
     """`agentparallels replay FILE`: exit 0 when the history replays; exit 1, naming the
     mismatch, for a history whose recorded step no longer matches the code."""
@@ -51,7 +78,7 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
     assert ok.returncode == 0, ok.stderr
     assert f"{good.stem}: " in ok.stdout and "replayed without non-determinism" in ok.stdout
 
-    history = json.loads((good.parent / "recorded-rename.json").read_text())
+    history = json.loads((HERE / "recorded-rename.json").read_text())
     for event in history["events"]:
         scheduled = event.get("activityTaskScheduledEventAttributes")
         if scheduled and scheduled["activityType"]["name"] == "refactor.plan":
@@ -84,9 +111,7 @@ async def test_replay_loads_the_token_encoding_outside_the_workflow(
     tokens.encoding.cache_clear()
     monkeypatch.setattr(tiktoken, "get_encoding", slow)
     try:
-        [result] = await replay(
-            [load(Path(__file__).parent / "histories/recorded-agent-loop.json")]
-        )
+        [result] = await replay([load(HERE / "recorded-agent-loop.json")])
     finally:
         tokens.encoding.cache_clear()
     assert result.failure is None

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
@@ -20,12 +21,12 @@ from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
 # The workflow below is defined here, so the workflow sandbox re-imports this module: the HTTP
 # servers these modules import are used by the test code only, never by the workflow.
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.codec import data_converter, payload_codec
+    from agentparallels.codec import payload_codec
     from agentparallels.codec_server import CodecServer
     from agentparallels.core.models import (
         Limits,
@@ -36,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from agentparallels.encryption import ENCODING as ENCRYPTED
     from agentparallels.encryption import Keyring
+    from agentparallels.plugin import AgentParallelsPlugin
+    from agentparallels.replay import replayer_for
     from agentparallels.testing.fake_llm import FakeLLM
     from tests.repos import git, make_repo, start_job
     from tests.s3 import ACCESS_KEY, SECRET_KEY, S3Store, moto_server, new_store
@@ -75,9 +78,10 @@ class BigEchoWorkflow:
         )
 
 
-def client_with(env: WorkflowEnvironment, **converter: object) -> Client:
+def client_with(env: WorkflowEnvironment, **converter: Any) -> Client:
+    """A client of the session's server whose plugin stores payloads as ``converter`` says."""
     service, namespace = env.client.service_client, env.client.namespace
-    return Client(service, namespace=namespace, data_converter=data_converter(**converter))
+    return Client(service, namespace=namespace, plugins=[AgentParallelsPlugin(**converter)])
 
 
 def decode_over_http(url: str, payload: Payload) -> Payload:
@@ -133,7 +137,7 @@ async def test_large_payloads_round_trip_through_s3_and_only_ciphertext_is_store
     # The replay command's converter comes from the environment.
     monkeypatch.setenv("AGENTPARALLELS_BLOB_URL", s3.url("elsewhere/"))  # reads use the claim
     monkeypatch.setenv("AGENTPARALLELS_CODEC_KEYS", f"s3-test:{KEY}")
-    replayer = Replayer(workflows=[BigEchoWorkflow], data_converter=data_converter())
+    replayer = replayer_for(workflows=[BigEchoWorkflow])
     await replayer.replay_workflow(history)
 
 

@@ -21,8 +21,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import devserver
-from agentparallels.codec import data_converter
 from agentparallels.core.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
+from agentparallels.plugin import AgentParallelsPlugin
 from tests.repos import commits_touching, git, make_repo, start_job
 from tests.workers import WorkerProcess
 
@@ -175,7 +175,8 @@ async def test_job_completes_across_a_server_restart(
     )
     repo = small_repo(tmp_path / "repo", 7)
     async with own_server(opts) as first:
-        client = await Client.connect(opts.address, data_converter=data_converter(blob_dir))
+        plugin = AgentParallelsPlugin(store_dir=blob_dir)
+        client = await Client.connect(opts.address, plugins=[plugin])
         w = await WorkerProcess.at(opts.address, task_queue, tmp_path / "worker.log").polling()
         try:
             handle = await start_job(client, task_queue, job_for(repo, pause_s=0.5))

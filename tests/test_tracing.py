@@ -21,11 +21,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Replayer
 
-from agentparallels import tracing, worker, workflows
+from agentparallels import tracing, worker
 from agentparallels.core.errors import BREAKER_OPEN, MODEL_RETRYABLE
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput
+from agentparallels.plugin import plugin_of
+from agentparallels.replay import replayer_for
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.repos import make_repo, start_job
 from tests.test_model_refactor import DIFF_B, FILES, GOOD_A
@@ -44,13 +45,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
         tracing.install(provider)
     _exporter.clear()
     yield _exporter
-
-
-def traced(client: Client) -> Client:
-    """The test server's client, with the tracing interceptor the CLI's clients carry."""
-    config = client.config()
-    config["interceptors"] = tracing.interceptors()
-    return Client(**config)
 
 
 def chain(span: ReadableSpan, finished: tuple[ReadableSpan, ...]) -> list[str]:
@@ -79,7 +73,7 @@ async def test_tool_commands_are_spans_under_the_job_trace(
         check_cmd="grep -q edited {file}",
         test_cmd="test -f pkg/a.py",
     )
-    tc = traced(client)
+    tc = client  # carries the plugin, so the tracing interceptor the CLI's clients carry
     async with worker.build_worker(tc, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(tc, task_queue, job)
         await asyncio.wait_for(handle.result(), 60)
@@ -126,7 +120,7 @@ async def test_failed_tool_command_is_an_error_span(
         check_cmd="exit 3",
         limits=Limits(breaker_threshold=1),
     )
-    tc = traced(client)
+    tc = client
     async with worker.build_worker(tc, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(tc, task_queue, job)
         with pytest.raises(WorkflowFailureError) as failure:
@@ -158,7 +152,7 @@ async def test_model_calls_are_genai_spans_and_replay_makes_none(
         {"content": GOOD_A, "usage": {"input": 120, "output": 30}},
         {"content": DIFF_B, "usage": {"input": 110, "output": 40}},
     ]
-    tc = traced(client)
+    tc = client
     with FakeLLM(script) as fake:
         async with worker.build_worker(tc, worker.WorkerOptions(task_queue=task_queue)):
             handle = await start_job(tc, task_queue, model_job(repo, fake))
@@ -195,11 +189,7 @@ async def test_model_calls_are_genai_spans_and_replay_makes_none(
         ]
 
     spans.clear()
-    replayer = Replayer(
-        workflows=workflows.ALL,
-        data_converter=client.data_converter,
-        interceptors=tracing.interceptors(),
-    )
+    replayer = replayer_for(plugin_of(client))  # the worker's interceptor and sandbox
     await replayer.replay_workflow(await handle.fetch_history())
     await replayer.replay_workflow(
         await client.get_workflow_handle(f"{handle.id}/00-pkg").fetch_history()
@@ -334,7 +324,7 @@ async def test_spans_carry_no_credential_and_no_file_content(
         check_cmd="echo checked https://bot:S3CRET-PW@127.0.0.1:9/r.git; cat {file}; exit 3",
         limits=Limits(breaker_threshold=1),
     )
-    tc = traced(client)
+    tc = client
     async with worker.build_worker(tc, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(tc, task_queue, job)
         with pytest.raises(WorkflowFailureError) as failure:

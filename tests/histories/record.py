@@ -1,8 +1,11 @@
-"""Record the histories that tests/test_replay.py replays: run from the project root with
-``.venv/bin/python -m tests.histories.record [GROUP ...]`` after an intended change to workflow
-code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor,
+"""Record the histories that tests/test_replay.py replays, from the current workflows run
+through the project's plugin (as every worker runs them): ``make histories``, or
+``.venv/bin/python -m tests.histories.record [GROUP ...]``, after an intended change to workflow
+code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor
+(rename, codemod, model edit, approval, hooks, cancellation; each also failing and rolled back),
 ledger, agent-loop, review, orchestrator, pipeline (default: all). Recording a group overwrites
-its files; keep older recordings that exercise a ``workflow.patched`` branch by leaving it out."""
+its files in tests/histories/. Recordings made before a ``workflow.patched`` change, which
+exercise its old branch, live in tests/histories/patched/ and are never overwritten."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +40,7 @@ from agentparallels import (
     attributes,
     worker,
 )
-from agentparallels.codec import data_converter
+from agentparallels.plugin import AgentParallelsPlugin
 from agentparallels.replay import histories_of
 from agentparallels.workflows.pipeline import (
     Gate,
@@ -52,40 +56,55 @@ from tests.repos import git, make_repo, src_layout_repo
 HERE = Path(__file__).resolve().parent
 
 
-async def approve_when_waiting(handle: Any) -> None:
-    phase = "awaiting-approval"  # workflow state, seen by query
+async def wait_for_phase(handle: Any, phase: str) -> None:
+    """Until the job's progress query shows ``phase``."""
     while (await handle.query("progress", result_type=Progress)).phase != phase:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
+
+
+async def approve(handle: Any) -> None:
+    await wait_for_phase(handle, "awaiting-approval")
     await handle.execute_update("approve", Decision(reason="recorded", by="record.py"))
+
+
+async def reject(handle: Any) -> None:
+    """Reject the job: it rolls back what it merged."""
+    await wait_for_phase(handle, "awaiting-approval")
+    await handle.execute_update("reject", Decision(reason="recorded", by="record.py"))
 
 
 async def pause_then_unpause(handle: Any) -> None:
     """Pause the job as soon as it runs, and let it go once it shows it is paused."""
     await handle.signal("pause")
-    while (await handle.query("progress", result_type=Progress)).phase != "paused":  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
+    await wait_for_phase(handle, "paused")
     await handle.signal("unpause")
 
 
+async def cancel_while_editing(handle: Any) -> None:
+    """Cancel the job once a file is edited: it rolls back what it did."""
+    while (await handle.query("progress", result_type=Progress)).files_done < 1:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await handle.cancel()
+
+
 async def record_review(client: Any, work: Path) -> None:
-    """A committee of two reviews a branch."""
+    """A committee of two reviews a branch: approved; then rejected below its quorum."""
     repo = make_repo(work / "e", {"m.py": "X = 1\n"})
     git(repo, "switch", "--quiet", "-c", "feature")
     (repo / "m.py").write_text("X = 2\n")
     git(repo, "commit", "--quiet", "-am", "two")
-    vote = '{"approve": true, "reasons": "fine"}'
-    with FakeLLM([{"content": vote}] * 2) as fake:
-        inp = ReviewInput(repository=str(repo), ref="feature", base="main",
-                          models=("openai:fake",), base_url=fake.openai_base_url,
-                          reviewers=2, quorum=2)  # fmt: skip
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
-            handle = await client.start_workflow(
-                "ReviewWorkflow", inp, id="recorded-review", task_queue="record"
-            )
-            await handle.result()
-    history = await handle.fetch_history()
-    (HERE / "recorded-review.json").write_text(history.to_json())
-    print(f"wrote recorded-review.json ({len(history.events)} events)")
+    yes, no = '{"approve": true, "reasons": "fine"}', '{"approve": false, "reasons": "wrong"}'
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
+        for name, votes in (("review", [yes, yes]), ("review-rejected", [no, yes])):
+            with FakeLLM([{"content": v} for v in votes]) as fake:
+                inp = ReviewInput(repository=str(repo), ref="feature", base="main",
+                                  models=("openai:fake",), base_url=fake.openai_base_url,
+                                  reviewers=2, quorum=2)  # fmt: skip
+                handle = await client.start_workflow(
+                    "ReviewWorkflow", inp, id=f"recorded-{name}", task_queue="record"
+                )
+                await handle.result()
+            await save(client, handle.id)
 
 
 async def save(client: Any, workflow_id: str) -> None:
@@ -96,80 +115,112 @@ async def save(client: Any, workflow_id: str) -> None:
         print(f"wrote {target.name} ({len(history.events)} events)")
 
 
+GOOD_MODEL = {"content": "```python\nX = 2\n```"}
+BAD_MODEL = {"content": "```python\ndef broken(:\n```"}
+Job = tuple[RefactorInput, Callable[[Any], Awaitable[None]] | None]
+
+
+def refactor_jobs(work: Path, base_url: str) -> dict[str, Job]:
+    """Each kind of edit, succeeding and failing (rolled back), and the ways a person steers a
+    job: approve, reject, pause, cancel. ``base_url`` serves good model answers; the model
+    job named ``model-breaker`` gets its own server that answers only bad ones."""
+    rename = RenameEdit(old="pkg.money.to_cents", new="as_cents")
+    one = {"m.py": "X = 1\n"}
+    two = {"a.py": "A = 1\n", "pkg/b.py": ""}
+    model = ModelEdit(instruct="make X 2", model="openai:fake", base_url=base_url)
+    gate = ApprovalOptions(timeout_s=600)
+    hooks = (
+        Hook(point="pre-edit", command="true"),
+        Hook(point="post-edit", command='test -n "$AGENTPARALLELS_FILES"'),
+        Hook(point="pre-merge", command="true"),
+    )
+    src = lambda name: str(src_layout_repo(work / name))  # noqa: E731
+    plain = lambda name, files: str(make_repo(work / name, files))  # noqa: E731
+    return {
+        "rename": (RefactorInput(repository=src("rename"), edit=rename, test_cmd="true",
+                                 limits=Limits(max_files_per_shard=2)), None),
+        "rename-tests-fail": (RefactorInput(repository=src("rename-fail"), edit=rename,
+                                            test_cmd="false"), None),
+        "codemod": (RefactorInput(repository=plain("codemod", two),
+                                  edit=CommandEdit(command="echo '# edited' >> {file}")), None),
+        "codemod-breaker": (RefactorInput(repository=src("breaker"),
+                                          edit=CommandEdit(command="exit 1; {file}")), None),
+        "model": (RefactorInput(repository=plain("model", one), edit=model), None),
+        "approved": (RefactorInput(repository=src("approved"), edit=rename, test_cmd="true",
+                                   approval=gate), approve),
+        "rejected": (RefactorInput(repository=src("rejected"), edit=rename, approval=gate),
+                     reject),
+        "choreography": (RefactorInput(repository=plain("hooks", two),
+                                       edit=CommandEdit(command="echo '# edited' >> {file}"),
+                                       hooks=hooks, subscribers=("recorded-nobody-listens",)),
+                         pause_then_unpause),
+        "cancelled": (RefactorInput(repository=plain("cancelled", two),
+                                    edit=CommandEdit(command="echo '# e' >> {file}; sleep 3")),
+                      cancel_while_editing),
+    }  # fmt: skip
+
+
+async def run_job(client: Any, name: str, job: Job, queue: str = "record") -> None:
+    """Run one job to its end (steered by its driver), then save its histories."""
+    inp, drive = job
+    handle = await client.start_workflow(
+        "RefactorWorkflow", inp, id=f"recorded-{name}", task_queue=queue
+    )
+    if drive is not None:
+        await drive(handle)
+    try:
+        await handle.result()
+    except Exception as e:  # the failing jobs fail on purpose, and roll back
+        print(f"{name}: {type(e).__name__}")
+    await save(client, handle.id)
+
+
 async def record_refactor(client: Any, work: Path) -> None:
-    """Refactor jobs: rename, a codemod stopped by the breaker, an approved job, hooks and a
-    pause, a model editor."""
-    with FakeLLM(
-        [{"content": "```python\ndef broken(:\n```"}, {"content": "```python\nX = 2\n```"}]
-    ) as fake:
-        jobs = {
-            "rename": RefactorInput(
-                repository=str(src_layout_repo(work / "a")),
-                edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
-                test_cmd="true",
-                limits=Limits(max_files_per_shard=2),
-            ),
-            "codemod-breaker": RefactorInput(
-                repository=str(src_layout_repo(work / "b")),
-                edit=CommandEdit(command="exit 1; {file}"),
-            ),
-            "approved": RefactorInput(
-                repository=str(src_layout_repo(work / "d")),
-                edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
-                test_cmd="true",
-                approval=ApprovalOptions(timeout_s=600),
-            ),
-            "choreography": RefactorInput(
-                repository=str(make_repo(work / "f", {"a.py": "A = 1\n", "pkg/b.py": ""})),
-                edit=CommandEdit(command="echo '# edited' >> {file}"),
-                hooks=(
-                    Hook(point="pre-edit", command="true"),
-                    Hook(point="post-edit", command='test -n "$AGENTPARALLELS_FILES"'),
-                    Hook(point="pre-merge", command="true"),
-                ),
-                subscribers=("recorded-nobody-listens",),
-            ),
-            "model": RefactorInput(
-                repository=str(make_repo(work / "c", {"m.py": "X = 1\n"})),
-                edit=ModelEdit(
-                    instruct="make X 2", model="openai:fake", base_url=fake.openai_base_url
-                ),
-            ),
-        }
+    """Refactor jobs of every edit kind, each also failing and rolling back (see
+    :func:`refactor_jobs`); a model editor whose first answer is broken and is fed back."""
+    with FakeLLM([BAD_MODEL], default=GOOD_MODEL) as fake:
+        jobs = refactor_jobs(work, fake.openai_base_url)
         async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
             for name, job in jobs.items():
-                handle = await client.start_workflow(
-                    "RefactorWorkflow", job, id=f"recorded-{name}", task_queue="record"
-                )
-                if job.approval is not None:
-                    await approve_when_waiting(handle)
-                if job.hooks:
-                    await pause_then_unpause(handle)
-                try:
-                    await handle.result()
-                except Exception as e:  # the breaker job fails on purpose
-                    print(f"{name}: {type(e).__name__}")
-                await save(client, handle.id)
+                await run_job(client, name, job)
+    with FakeLLM([], default=BAD_MODEL) as bad:
+        model = ModelEdit(instruct="make X 2", model="openai:fake", base_url=bad.openai_base_url)
+        inp = RefactorInput(repository=str(make_repo(work / "model-bad", {"m.py": "X = 1\n"})),
+                            edit=model)  # fmt: skip
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
+            await run_job(client, "model-breaker", (inp, None))
 
 
 async def record_agent_loop(client: Any, work: Path) -> None:
-    """An agent loop long enough to compact its conversation (summary calls)."""
+    """An agent loop long enough to compact its conversation (summary calls); and one whose
+    token budget runs out, which fails it (an agent loop changes no repository: nothing to roll
+    back)."""
     with FakeLLM([], default={"content": "ok " * 20}) as fake:
+        compacting = AgentLoopInput(
+            task="say ok",
+            model="openai:fake",
+            base_url=fake.openai_base_url,
+            turns=10,
+            compaction=Compaction(window_tokens=300, keep_turns=2, summary_tokens=16),
+        )
+        broke = AgentLoopInput(
+            task="say ok",
+            model="openai:fake",
+            base_url=fake.openai_base_url,
+            turns=50,
+            max_tokens=5,
+            budget=BudgetLimits(total=300, shares={}),
+        )
         async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
-            # An agent loop long enough to compact its conversation (summary calls).
-            loop = AgentLoopInput(
-                task="say ok",
-                model="openai:fake",
-                base_url=fake.openai_base_url,
-                turns=10,
-                compaction=Compaction(window_tokens=300, keep_turns=2, summary_tokens=16),
-            )
-            handle = await client.start_workflow(
-                "AgentLoopWorkflow", loop, id="recorded-agent-loop", task_queue="record"
-            )
-            await handle.result()
-            (HERE / "recorded-agent-loop.json").write_text((await handle.fetch_history()).to_json())
-            print("wrote recorded-agent-loop.json")
+            for name, inp in (("agent-loop", compacting), ("agent-loop-budget", broke)):
+                handle = await client.start_workflow(
+                    "AgentLoopWorkflow", inp, id=f"recorded-{name}", task_queue="record"
+                )
+                try:
+                    await handle.result()
+                except Exception as e:  # the budget runs out on purpose
+                    print(f"{name}: {type(e).__name__}")
+                await save(client, handle.id)
 
 
 async def record_orchestrator(client: Any, work: Path) -> None:
@@ -270,7 +321,7 @@ async def main(groups: list[str]) -> None:
     os.environ["OPENAI_API_KEY"] = "sk-recording"
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
-        data_converter=data_converter(work / "blobs"),
+        plugins=[AgentParallelsPlugin(store_dir=work / "blobs")],
         search_attributes=attributes.ALL,
     )
     async with env:
