@@ -19,8 +19,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import attributes
 from agentparallels.codec import data_converter
+from tests.support.fake_model import fake  # noqa: F401 - the shared fixture, used by name
 
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fake_llm(script, default=..., match=...): how the `fake` fixture answers"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from agentparallels.errors import BUDGET_EXCEEDED
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.llm import BudgetLimits, Compaction
 from agentparallels.workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
-from tests.history_text import history_text
+from tests.support.history_text import history_text
 
 SUMMARY = "SUMMARY-7f3a: the agent answered ok every turn."
 RUN_EVENTS = 200

@@ -25,7 +25,7 @@ from agentparallels import worker
 from agentparallels.activities._defn import HEARTBEAT
 from agentparallels.checklist import ApprovalOptions, Decision
 from agentparallels.models import CommandEdit, Progress, RefactorInput
-from tests.repos import start_job
+from tests.support.repos import start_job
 
 ROOT = Path(__file__).resolve().parents[1]
 WAITING = "awaiting-approval"

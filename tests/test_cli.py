@@ -17,7 +17,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from tests.repos import snapshot, src_layout_repo, write
+from tests.support.repos import snapshot, src_layout_repo, write
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 

@@ -13,8 +13,8 @@ from agentparallels import worker
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
 from agentparallels.replay import histories_of
-from tests.history_text import history_text
-from tests.repos import make_repo, start_job
+from tests.support.history_text import history_text
+from tests.support.repos import make_repo, start_job
 
 MARKER = "LAZY-MARKER-5d0c"
 """In every file of the repositories below, and nowhere else."""

@@ -22,7 +22,7 @@ from agentparallels.encryption import CodecKeyError, Keyring
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import CommandEdit, Limits, ModelEdit, RefactorInput, RefactorResult
 from agentparallels.replay import histories_of
-from tests.repos import git, make_repo, start_job
+from tests.support.repos import git, make_repo, start_job
 
 KEY = base64.b64encode(b"k" * 32).decode()
 KEYRING = Keyring.parse([f"2026-q4:{KEY}"], source="test")

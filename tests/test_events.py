@@ -49,8 +49,8 @@ with workflow.unsafe.imports_passed_through():
         RefactorResult,
     )
     from agentparallels.workflows.events import JobEvents
-    from tests.repos import git, make_repo, snapshot, start_job
-    from tests.rollback_audit import Audit
+    from tests.support.repos import git, make_repo, snapshot, start_job
+    from tests.support.rollback_audit import Audit
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 APPEND = CommandEdit(command="echo '# edited' >> {file}")

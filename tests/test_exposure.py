@@ -25,7 +25,7 @@ from agentparallels.activities import discovery, exposure, sandbox
 from agentparallels.activities._proc import run_command
 from agentparallels.errors import SANDBOX_DENIED
 from agentparallels.models import CommandEdit, Limits, RefactorInput, Sandbox
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.repos import git, make_repo, snapshot, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 SECRET = "s3cret-7f1c"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.repos import git
+from tests.support.repos import git
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from agentparallels import activities, leftovers, worker
 from agentparallels.errors import CHECK_FAILED
 from agentparallels.models import JobRef, RefactorInput, RefUpdate, RenameEdit
-from tests.repos import git, snapshot, src_layout_repo, start_job
+from tests.support.repos import git, snapshot, src_layout_repo, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 

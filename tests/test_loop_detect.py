@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.models import Limits, ModelEdit, RefactorInput
     from agentparallels.workflows.circuit_breaker import CircuitBreaker
     from agentparallels.workflows.loop_detect import LoopDetector, LoopLimits, fingerprint
-    from tests.repos import make_repo, snapshot, start_job
+    from tests.support.repos import make_repo, snapshot, start_job
 
 FILES = {"pkg/__init__.py": "", "pkg/a.py": "def old_name() -> int:\n    return 1\n"}
 BAD = "```python\ndef broken(:\n```"

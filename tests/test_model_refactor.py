@@ -16,8 +16,8 @@ from agentparallels.errors import BREAKER_OPEN
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.llm import BudgetLimits, Price
 from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
-from tests.history_text import history_text
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.history_text import history_text
+from tests.support.repos import git, make_repo, snapshot, start_job
 
 FILES = {
     "pkg/__init__.py": "",

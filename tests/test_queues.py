@@ -28,7 +28,7 @@ from agentparallels import queues, worker
 from agentparallels.cli import DEFAULT_TASK_QUEUE, job_queue
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import ModelEdit, Progress, RefactorInput
-from tests.repos import make_repo, snapshot, src_layout_repo, start_job
+from tests.support.repos import make_repo, snapshot, src_layout_repo, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 TIMEOUT = 300.0

@@ -21,7 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from agentparallels import logs, redact, worker
 from agentparallels.events import EVENTS_QUERY, EventPage
 from agentparallels.models import RefactorInput, RenameEdit
-from tests.repos import git, make_repo, start_job
+from tests.support.repos import git, make_repo, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 SECRET = "S3CRET-7f2a9c"

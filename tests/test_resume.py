@@ -30,7 +30,7 @@ from agentparallels.models import (
     RenameEdit,
 )
 from agentparallels.replay import histories_of, replay
-from tests.repos import commits_touching, git, snapshot, src_layout_repo, start_job
+from tests.support.repos import commits_touching, git, snapshot, src_layout_repo, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 PYTEST = "python -m pytest -q -p no:cacheprovider"

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
 from agentparallels.fake_llm import FakeLLM
-from tests.repos import git, make_repo, write
+from tests.support.repos import git, make_repo, write
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 SECRET_LINE = "RATE = 0.21  # the changed line"

@@ -23,7 +23,7 @@ from agentparallels.activities import sandbox
 from agentparallels.activities._proc import run_command
 from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE, UsageError
 from agentparallels.models import CommandEdit, RefactorInput
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.repos import git, make_repo, snapshot, start_job
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 BWRAP = sandbox.Policy()

@@ -23,8 +23,8 @@ from temporalio.testing import WorkflowEnvironment
 from agentparallels import devserver
 from agentparallels.codec import data_converter
 from agentparallels.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
-from tests.repos import commits_touching, git, make_repo, start_job
-from tests.workers import WorkerProcess
+from tests.support.repos import commits_touching, git, make_repo, start_job
+from tests.support.workers import WorkerProcess
 
 MODULES, FILES_PER_MODULE = 2, 3
 

@@ -27,7 +27,7 @@ from agentparallels import tracing, worker, workflows
 from agentparallels.errors import BREAKER_OPEN, MODEL_RETRYABLE
 from agentparallels.fake_llm import FakeLLM
 from agentparallels.models import CommandEdit, Limits, RefactorInput
-from tests.repos import make_repo, start_job
+from tests.support.repos import make_repo, start_job
 from tests.test_model_refactor import DIFF_B, FILES, GOOD_A
 from tests.test_model_refactor import job as model_job
 

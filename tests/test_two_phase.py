@@ -34,8 +34,8 @@ from agentparallels.models import (
     RenameEdit,
 )
 from agentparallels.workflows.two_phase import ApprovalGate
-from tests.repos import git, snapshot, src_layout_repo, start_job, write
-from tests.rollback_audit import Audit
+from tests.support.repos import git, snapshot, src_layout_repo, start_job, write
+from tests.support.rollback_audit import Audit
 
 CLI = str(Path(sys.executable).parent / "agentparallels")
 RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")

@@ -47,7 +47,7 @@ from agentparallels.workflows.pipeline import (
     Verdict,
 )
 from agentparallels.workflows.routing import ModelPlanner, OrchestratorInput
-from tests.repos import git, make_repo, src_layout_repo
+from tests.support.repos import git, make_repo, src_layout_repo
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,0 +1,36 @@
+"""The ``fake`` fixture: one scripted ``FakeLLM`` on loopback for a test, and model keys.
+
+A test scripts it with ``fake.push(...)``, or up front with a marker that takes what
+``FakeLLM`` takes::
+
+    @pytest.mark.fake_llm([{"content": DIFF}], default={"content": "ok"}, match={...})
+
+Without ``default`` in the marker, a script that runs dry answers a non-retryable 500, so a
+call the test did not expect fails it rather than passing on a made-up answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agentparallels.fake_llm import FakeLLM
+
+__all__ = ["KEYS", "fake"]
+
+KEYS = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-ant-test"}
+"""Provider keys the in-process worker reads (the fake takes any key)."""
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
+    """A started fake model server, scripted by the test's ``fake_llm`` marker if it has one,
+    with ``KEYS`` in the environment; stopped after the test."""
+    marker = request.node.get_closest_marker("fake_llm")
+    args, kwargs = (marker.args, dict(marker.kwargs)) if marker else ((), {})
+    kwargs.setdefault("default", None)
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    with FakeLLM(*args, **kwargs) as server:
+        yield server
