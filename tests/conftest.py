@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import attributes
 from agentparallels.codec import data_converter
-from tests.support.fake_model import fake  # noqa: F401 - the shared fixture, used by name
+from tests.support.fake_model import fake, model_keys  # noqa: F401 - shared fixtures, by name
 
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
 

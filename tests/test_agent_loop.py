@@ -8,7 +8,6 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,17 +33,11 @@ finish the turn (a summary call and a model call, six events each) and close wit
 continue-as-new command."""
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
-    """Answers "ok" (usage: 10 in, 1 out); any summarising request gets SUMMARY."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-agent-loop")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-agent-loop")
-    summary = {"content": SUMMARY, "usage": {"input": 10, "output": 8}}
-    with FakeLLM(
-        default={"content": "ok", "usage": {"input": 10, "output": 1}},
-        match={SUMMARISE_SYSTEM[:40]: summary},
-    ) as server:
-        yield server
+pytestmark = pytest.mark.fake_llm(
+    default={"content": "ok", "usage": {"input": 10, "output": 1}},
+    match={SUMMARISE_SYSTEM[:40]: {"content": SUMMARY, "usage": {"input": 10, "output": 8}}},
+)
+"""The fake answers "ok" (usage: 10 in, 1 out); any summarising request gets SUMMARY."""
 
 
 def loop(fake: FakeLLM, **fields: object) -> AgentLoopInput:

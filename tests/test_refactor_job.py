@@ -9,7 +9,14 @@ from temporalio.worker import Replayer
 
 from agentparallels import worker, workflows
 from agentparallels.models import CommandEdit, Limits, RefactorInput, RenameEdit
-from tests.support.repos import commits_touching, git, make_repo, snapshot, src_layout_repo, start_job
+from tests.support.repos import (
+    commits_touching,
+    git,
+    make_repo,
+    snapshot,
+    src_layout_repo,
+    start_job,
+)
 
 
 def up_repo(path: Path, packages: int, per_package: int) -> Path:

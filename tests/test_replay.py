@@ -4,17 +4,15 @@ that would break running jobs fails here first."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from agentparallels.replay import load, replay
+from tests.support.cli import run_cli
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
-CLI = str(Path(sys.executable).parent / "agentparallels")
 
 
 async def test_every_recorded_history_replays() -> None:
@@ -47,7 +45,7 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
     """`agentparallels replay FILE`: exit 0 when the history replays; exit 1, naming the
     mismatch, for a history whose recorded step no longer matches the code."""
     good = HISTORIES[0]
-    ok = subprocess.run([CLI, "replay", str(good)], capture_output=True, text=True, timeout=120)
+    ok = run_cli("replay", str(good))
     assert ok.returncode == 0, ok.stderr
     assert f"{good.stem}: " in ok.stdout and "replayed without non-determinism" in ok.stdout
 
@@ -58,9 +56,7 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
             scheduled["activityType"]["name"] = "refactor.plan-renamed"
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(history))
-    bad = subprocess.run(
-        [CLI, "replay", str(tampered)], capture_output=True, text=True, timeout=120
-    )
+    bad = run_cli("replay", str(tampered))
     assert bad.returncode == 1
     assert "tampered: does not replay: NondeterminismError" in bad.stdout
     assert "refactor.plan" in bad.stdout

@@ -116,7 +116,7 @@ async def run_cli_async(
     cache: Path | None = None,
     state: Path | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = TIMEOUT,
+    timeout: float = TIMEOUT,  # noqa: ASYNC109 - the same bound run_cli takes
 ) -> Finished:
     """``run_cli`` without blocking the event loop (the test's in-process worker keeps
     running); the process is killed if it outlives ``timeout``."""
@@ -148,9 +148,7 @@ def cli_process(
     """``agentparallels ARGS`` left running while the test talks to it (stdout piped, text;
     ``stderr=subprocess.STDOUT`` merges the two); killed at the end if still running, so a
     failing test leaves no process behind."""
-    proc = subprocess.Popen(
-        [CLI, *args], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
-    )
+    proc = subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         yield proc
     finally:

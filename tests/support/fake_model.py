@@ -17,20 +17,26 @@ import pytest
 
 from agentparallels.fake_llm import FakeLLM
 
-__all__ = ["KEYS", "fake"]
+__all__ = ["KEYS", "fake", "model_keys"]
 
 KEYS = {"OPENAI_API_KEY": "sk-test-openai", "ANTHROPIC_API_KEY": "sk-ant-test"}
 """Provider keys the in-process worker reads (the fake takes any key)."""
 
 
 @pytest.fixture
-def fake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
+def model_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """``KEYS`` in this process's environment for the test (workers in it can call models)."""
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    return KEYS
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest, model_keys: dict[str, str]) -> Iterator[FakeLLM]:
     """A started fake model server, scripted by the test's ``fake_llm`` marker if it has one,
-    with ``KEYS`` in the environment; stopped after the test."""
+    with ``model_keys`` set; stopped after the test."""
     marker = request.node.get_closest_marker("fake_llm")
     args, kwargs = (marker.args, dict(marker.kwargs)) if marker else ((), {})
     kwargs.setdefault("default", None)
-    for name, value in KEYS.items():
-        monkeypatch.setenv(name, value)
     with FakeLLM(*args, **kwargs) as server:
         yield server

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.cli import CLI
+
 ROOT = Path(__file__).resolve().parents[2]
-CLI = str(Path(sys.executable).parent / "agentparallels")
 
 
 class WorkerProcess:
