@@ -63,6 +63,12 @@ def client(env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture
+def address(env: WorkflowEnvironment) -> str:
+    """The test server's host:port, for commands run in processes of their own."""
+    return env.client.service_client.config.target_host
+
+
+@pytest.fixture
 def task_queue() -> str:
     return f"test-{uuid.uuid4()}"
 

@@ -19,12 +19,6 @@ from tests.support.cli import cli_process, run_cli
 from tests.support.ports import free_port
 from tests.support.repos import snapshot, src_layout_repo, write
 
-
-@pytest.fixture
-def address(env: WorkflowEnvironment) -> str:
-    return env.client.service_client.config.target_host
-
-
 BAD_INPUT = {
     "not a repository": (["{plain}", "--rename", "a.b=c"], "is not a git repository"),
     "unknown symbol": (

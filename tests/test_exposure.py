@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -406,9 +407,7 @@ def test_the_flags_of_refactor_and_resume_reach_the_job(
         folder.mkdir()
         (folder / "line.txt").write_text(f"# from {folder.name}\n")
     repo = make_repo(outside / "repo", {"m.py": "x = 1\n"})
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, address=client, cache=tmp_path, timeout=300, cwd=tmp_path)
+    cli = partial(run_cli, address=client, cache=tmp_path, timeout=300, cwd=tmp_path)
 
     edit = f"cat {a}/line.txt {b}/line.txt >> {{file}}"
     job_id = f"exposure-{os.getpid()}-{tmp_path.name}"[:60]

@@ -19,11 +19,6 @@ SECRET_LINE = "RATE = 0.21  # the changed line"
 
 
 @pytest.fixture
-def address(env: WorkflowEnvironment) -> str:
-    return env.client.service_client.config.target_host
-
-
-@pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """main, and a branch `feature` that changes one file."""
     path = make_repo(tmp_path / "repo", {"tax.py": "RATE = 0.2\n", "cart.py": "ITEMS = []\n"})
