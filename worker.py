@@ -29,16 +29,17 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from agentparallels import activities, tokens, tracing, workflows
+from agentparallels import activities, tracing, workflows
 from agentparallels.activities import sandbox
 from agentparallels.activities._workspace import collect_garbage, job_folders
 from agentparallels.activities.llm import call_model
-from agentparallels.errors import UsageError
-from agentparallels.llm import KEY_VARIABLES
+from agentparallels.core import names, tokens
+from agentparallels.core.errors import UsageError
+from agentparallels.core.llm import KEY_VARIABLES
 from agentparallels.workflows.credentials import credential_queue
 from agentparallels.workflows.routing import MODEL_CAPABILITY, REGISTRY, capability_queue
 
-DEFAULT_TASK_QUEUE = "agentparallels"
+DEFAULT_TASK_QUEUE = names.TASK_QUEUE
 GARBAGE_EVERY_S = 300.0
 """How often a running worker removes its worktrees of ended jobs (also when it starts and
 when it stops)."""

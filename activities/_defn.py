@@ -1,6 +1,6 @@
 """One place that names an activity and sets how it is run.
 
-``@defn("git.merge", start_to_close=...)`` registers the activity under a stable name (a Python
+``@implements(steps.MERGE)`` registers the activity under a stable name (a Python
 rename cannot break a running workflow) and attaches its timeouts and retry policy, so workflow
 code calls ``workflows._call.call(merge, arg)`` without repeating them at each call site.
 """
@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-from agentparallels.errors import NON_RETRYABLE_TYPES
+from agentparallels.core.errors import NON_RETRYABLE_TYPES
 
 F = TypeVar("F", bound=Callable[..., Any])
 

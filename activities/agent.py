@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import shlex
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 from agentparallels.activities import sandbox
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities._proc import run_command
-from agentparallels.agent import ToolInput, ToolResult
+from agentparallels.core import steps
+from agentparallels.core.agent import ToolInput, ToolResult
 
 
-@defn("agent.run_tool", start_to_close=timedelta(minutes=30))
+@implements(steps.RUN_TOOL)
 def run_tool(inp: ToolInput) -> ToolResult:
     """Run ``inp.command`` with ``{answer}`` replaced by the path of a file holding the answer.
     Reads and writes nothing else of its own, so running it again is harmless. The answer's

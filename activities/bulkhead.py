@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git
-from agentparallels.errors import SCOPE_VIOLATION
+from agentparallels.core.errors import SCOPE_VIOLATION
 
 
 def violation(message: str) -> ApplicationError:

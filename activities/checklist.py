@@ -4,16 +4,16 @@ command votes through ``check.run``). Each reads the job's merged result and cha
 from __future__ import annotations
 
 import shlex
-from datetime import timedelta
 
 import git
 
 from agentparallels.activities import _git, sandbox
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities._workspace import scratch_worktree
 from agentparallels.activities.checks import _ruff_findings
 from agentparallels.activities.refactor import resolve_base
-from agentparallels.checklist import CheckVote, VoteInput
+from agentparallels.core import steps
+from agentparallels.core.checklist import CheckVote, VoteInput
 
 
 def _changed(cache: str, base: str, commit: str) -> list[str]:
@@ -98,7 +98,7 @@ def _conflicts(inp: VoteInput) -> CheckVote:
 _VOTERS = {"lint": _lint, "diff-size": _diff_size, "conflicts": _conflicts}
 
 
-@defn("check.vote", start_to_close=timedelta(minutes=30))
+@implements(steps.VOTE)
 def vote(inp: VoteInput) -> CheckVote:
     """One check's yes or no on the job's merged result."""
     try:

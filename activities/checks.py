@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from agentparallels.activities import sandbox
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities._proc import Finished, ruff_bin, run_command
 from agentparallels.activities._workspace import scratch_worktree
-from agentparallels.models import CheckInput, CheckRun
+from agentparallels.core import steps
+from agentparallels.core.models import CheckInput, CheckRun
 
 
 def uses_ruff(wt: Path) -> bool:
@@ -89,7 +89,7 @@ def verify(
     return None
 
 
-@defn("check.run", start_to_close=timedelta(minutes=30))
+@implements(steps.RUN_CHECK)
 def run_check(inp: CheckInput) -> CheckRun:
     """Run the pre-completion test command on ``inp.commit`` in a fresh worktree."""
     sandbox.require(inp.sandbox.mode)

@@ -20,7 +20,7 @@ import git
 
 from agentparallels.activities import _git, bulkhead, rename_engine, sandbox
 from agentparallels.activities._proc import run_command
-from agentparallels.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
+from agentparallels.core.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
 
 
 class EditFailed(Exception):

@@ -11,10 +11,11 @@ import git
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities._workspace import remove_worktree as _remove_worktree
-from agentparallels.errors import GIT_CONFLICT
-from agentparallels.models import (
+from agentparallels.core import steps
+from agentparallels.core.errors import GIT_CONFLICT
+from agentparallels.core.models import (
     SCRATCH_NAMESPACE,
     JobRef,
     MergeInput,
@@ -27,12 +28,12 @@ from agentparallels.models import (
 SHORT = timedelta(minutes=2)
 
 
-@defn("git.remove_worktree", start_to_close=SHORT)
+@implements(steps.REMOVE_WORKTREE)
 def remove_worktree(inp: ShardRef) -> None:
     _remove_worktree(inp.job.repository, inp.job.job_id, inp.name)
 
 
-@defn("git.set_ref", start_to_close=SHORT)
+@implements(steps.SET_REF)
 def set_ref(inp: RefUpdate) -> None:
     """Move (or delete, when ``target`` is None) one of the job's scratch refs."""
     if not inp.ref.startswith(f"{inp.job.scratch}/"):
@@ -48,7 +49,7 @@ def set_ref(inp: RefUpdate) -> None:
     _git.push(cache, inp.job.repository, [(inp.ref, inp.target, current)])
 
 
-@defn("git.merge", start_to_close=timedelta(minutes=10))
+@implements(steps.MERGE)
 def merge(inp: MergeInput) -> str:
     """Merge every shard's branch into one commit on the base, kept at the job's ``merged`` ref.
 
@@ -84,7 +85,7 @@ def merge(inp: MergeInput) -> str:
     return merged
 
 
-@defn("git.publish", start_to_close=SHORT)
+@implements(steps.PUBLISH)
 def publish(inp: PublishInput) -> Published:
     """Create the job's branch at the result; with ``apply``, fast-forward the checked-out branch
     of a local repository whose working tree is clean (otherwise say why it was not applied)."""
@@ -130,7 +131,7 @@ def _fast_forward(job: JobRef, commit: str) -> tuple[bool, str]:
     return True, f"fast-forwarded {current}"
 
 
-@defn("git.cleanup", start_to_close=SHORT)
+@implements(steps.CLEANUP)
 def cleanup(inp: JobRef) -> None:
     """Delete the job's scratch refs and this worker's worktrees of the job."""
     refs = _git.remote_refs(inp.repository, f"{SCRATCH_NAMESPACE}/{inp.job_id}/*")

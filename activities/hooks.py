@@ -14,14 +14,14 @@ Its exit code is its vote; anything it changes in the worktree is discarded, so 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 from agentparallels.activities import _git, sandbox
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities._proc import run_command
 from agentparallels.activities._workspace import editing, scratch_worktree
-from agentparallels.events import HookInput, HookRun
+from agentparallels.core import steps
+from agentparallels.core.events import HookInput, HookRun
 
 
 def hook_env(inp: HookInput) -> dict[str, str]:
@@ -49,7 +49,7 @@ def _run_in(wt: Path, inp: HookInput) -> HookRun:
     return HookRun(exit_code=done.exit_code, output=done.output, passed=done.ok)
 
 
-@defn("hooks.run", start_to_close=timedelta(minutes=30))
+@implements(steps.RUN_HOOK)
 def run_hook(inp: HookInput) -> HookRun:
     """Run the hook command in the job's worktree ``inp.worktree`` at ``inp.commit`` (a scratch
     worktree, removed afterwards, when it is not a shard's)."""

@@ -16,16 +16,16 @@ this worker's cache when missing): workers do not share a disk.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from agentparallels._value import Value
 from agentparallels.activities import _git
-from agentparallels.activities._defn import defn
-from agentparallels.errors import RESULT_MISMATCH
-from agentparallels.models import JobRef
+from agentparallels.activities._defn import implements
+from agentparallels.core import steps
+from agentparallels.core._value import Value
+from agentparallels.core.errors import RESULT_MISMATCH
+from agentparallels.core.models import JobRef
 
 ABSENT = "(absent)"
 """How a path missing from a tree is named in a mismatch."""
@@ -101,7 +101,7 @@ def mismatches(
     return problems
 
 
-@defn("git.check_result", start_to_close=timedelta(minutes=5))
+@implements(steps.CHECK_RESULT)
 def check_result(inp: ResultCheckInput) -> None:
     """Check the publish invariant on ``inp.commit``; raise ``ResultMismatch`` if it fails."""
     job = inp.job

@@ -42,10 +42,11 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import errors, tracing
+from agentparallels import tracing
 from agentparallels.activities import _git
-from agentparallels.activities._defn import defn
-from agentparallels.llm import (
+from agentparallels.activities._defn import implements
+from agentparallels.core import errors, steps
+from agentparallels.core.llm import (
     KEY_VARIABLES,
     FileContext,
     Message,
@@ -300,9 +301,7 @@ def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
     return answer.model_copy(update={"parsed": parsed.model_dump(mode="json")})
 
 
-@defn(
-    "llm.call", start_to_close=timedelta(minutes=10), heartbeat=timedelta(seconds=30), retry=RETRY
-)
+@implements(steps.CALL_MODEL)
 @tracing.traced_model_call
 async def call_model(req: ModelRequest) -> ModelAnswer:
     """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""

@@ -1,6 +1,6 @@
 """The job's write-ahead progress log in git, and taking over shards an earlier run finished.
 
-The log (:class:`agentparallels.progress_log.JobLog`) lives on a chain of commits of its own at
+The log (:class:`agentparallels.core.progress_log.JobLog`) lives on a chain of commits of its own at
 ``refs/agentparallels/<job>/progress``: commits with no parent in the project's history, so the
 log can never reach a published branch, under the job's scratch namespace, so the cleanup of a
 job that succeeded, failed or was cancelled removes it with the job's other refs. What it
@@ -17,15 +17,15 @@ a worker's garbage collection after :data:`activities._git.KEEP_FOR_S`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import git
 
 from agentparallels.activities import _git
-from agentparallels.activities._defn import defn
-from agentparallels.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardRef, ShardResult
-from agentparallels.progress_log import (
+from agentparallels.activities._defn import implements
+from agentparallels.core import steps
+from agentparallels.core.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardRef, ShardResult
+from agentparallels.core.progress_log import (
     LOG_FILE,
     JobLog,
     LoggedJob,
@@ -103,7 +103,7 @@ def _adopt(cache: Path, job: JobRef, shard: Shard, result: ShardResult) -> bool:
     return True
 
 
-@defn("progress.open", start_to_close=timedelta(minutes=10))
+@implements(steps.OPEN_LOG)
 def open_log(inp: OpenLogInput) -> dict[str, ShardResult]:
     """Start the run's progress log: take over every shard that an earlier run of the job
     finished (recorded in this job's log, or offered from a failed run's history) and that
@@ -141,7 +141,7 @@ def open_log(inp: OpenLogInput) -> dict[str, ShardResult]:
     return dict(adopted)
 
 
-@defn("progress.shard_done", start_to_close=timedelta(minutes=2))
+@implements(steps.RECORD_SHARD)
 def record_shard(inp: ShardDoneInput) -> None:
     """Record a finished shard in the log, and keep its result commit in this worker's cache."""
     job, result = inp.job, inp.result

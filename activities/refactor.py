@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 
 import git
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import tokens
 from agentparallels.activities import _git, bulkhead, sandbox
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities._workspace import editing, scratch_worktree
 from agentparallels.activities.checks import format_files, uses_ruff, verify
 from agentparallels.activities.editors import EditFailed, PlanRejected, editor_for
-from agentparallels.errors import BAD_INPUT, GIT_CONFLICT
-from agentparallels.models import (
+from agentparallels.core import steps, tokens
+from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT
+from agentparallels.core.models import (
     SCRATCH_NAMESPACE,
     CommandEdit,
     EditBatchInput,
@@ -62,7 +61,7 @@ def resolve_base(repository: str, base_ref: str) -> str:
     raise bad_input(hint)
 
 
-@defn("refactor.plan", start_to_close=timedelta(minutes=30))
+@implements(steps.PLAN)
 def plan(inp: PlanInput) -> Plan:
     """List the files the edit changes. A rename is computed here, once, for the whole project,
     and kept as a commit under the job's scratch refs for the shards to copy from."""
@@ -144,7 +143,7 @@ def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_for
     )
 
 
-@defn("refactor.edit_files", start_to_close=timedelta(minutes=30))
+@implements(steps.EDIT_FILES)
 def edit_files(inp: EditBatchInput) -> EditBatchResult:
     """Edit files on the shard's branch, in order: apply the edit, format, verify, and commit
     each file that passes as its own checkpoint commit, stopping at the first file that fails.

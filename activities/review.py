@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 from agentparallels.activities import _git
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
 from agentparallels.activities.refactor import resolve_base
-from agentparallels.consensus import DiffRequest, ReviewDiff
+from agentparallels.core import steps
+from agentparallels.core.consensus import DiffRequest, ReviewDiff
 
 
-@defn("review.diff", start_to_close=timedelta(minutes=5))
+@implements(steps.READ_DIFF)
 def read_diff(inp: DiffRequest) -> ReviewDiff:
     """The diff from the merge base of ``base`` and ``ref`` to ``ref`` (what merging ``ref``
     would bring in), cut at ``max_chars``. Reads only; safe to repeat."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import activity
 from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.common import RetryPolicy
 
-from agentparallels._value import Value
-from agentparallels.activities._defn import defn
+from agentparallels.activities._defn import implements
+from agentparallels.core import steps
+from agentparallels.core._value import Value
 from agentparallels.queues import pollers_of
 
 POLL_EVERY_S = 0.2
@@ -33,12 +32,7 @@ class QueuePollers(Value):
     """The same for its activity tasks (looked at when asked)."""
 
 
-@defn(
-    "route.pollers",
-    start_to_close=timedelta(seconds=90),
-    heartbeat=None,
-    retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
-)
+@implements(steps.POLLERS)
 async def pollers(inp: PollersInput) -> tuple[QueuePollers, ...]:
     """Pollers of each queue, looking again for up to ``grace_s`` while some queue has none."""
     loop = asyncio.get_running_loop()

@@ -33,9 +33,9 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from agentparallels._value import Sandbox, SandboxMode
 from agentparallels.activities import discovery, exposure
-from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE
+from agentparallels.core._value import Sandbox, SandboxMode
+from agentparallels.core.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE
 
 INSTALL_HINT = (
     "install bubblewrap (`apt-get install bubblewrap`, `dnf install bubblewrap` or "

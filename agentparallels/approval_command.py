@@ -14,14 +14,14 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from agentparallels.checklist import (
+from agentparallels.core.checklist import (
     APPROVE_UPDATE,
     REJECT_UPDATE,
     ApprovalOptions,
     Checklist,
     Decision,
 )
-from agentparallels.errors import APPROVAL_DENIED, UsageError
+from agentparallels.core.errors import APPROVAL_DENIED, UsageError
 
 
 def add_refactor_arguments(ref: Any) -> None:

@@ -8,8 +8,8 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 from temporalio.service import RPCError
 
-from agentparallels import redact
-from agentparallels.errors import UsageError
+from agentparallels.core import redact
+from agentparallels.core.errors import UsageError
 
 JOB_KIND = SearchAttributeKey.for_keyword("AgentJobKind")
 REPOSITORY = SearchAttributeKey.for_keyword("AgentRepository")

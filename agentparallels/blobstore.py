@@ -41,7 +41,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
-from agentparallels.errors import AgentParallelsError, UsageError
+from agentparallels.core.errors import AgentParallelsError, UsageError
 
 BLOB_DIR_VAR = "AGENTPARALLELS_BLOB_DIR"
 BLOB_URL_VAR = "AGENTPARALLELS_BLOB_URL"

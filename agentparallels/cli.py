@@ -59,23 +59,22 @@ from agentparallels import (
     events_cli,
     logs,
     ops,
-    progress,
     queues,
-    redact,
     review_command,
     tracing,
     validate,
 )
 from agentparallels.client import connect
-from agentparallels.errors import (
+from agentparallels.core import names, progress, redact
+from agentparallels.core.errors import (
     BAD_INPUT,
     GIT_CONFLICT,
     AgentParallelsError,
     ServerError,
     UsageError,
 )
-from agentparallels.events import parse_hooks
-from agentparallels.models import (
+from agentparallels.core.events import parse_hooks
+from agentparallels.core.models import (
     WORKFLOW_TASK_TIMEOUT,
     Limits,
     ModelEdit,
@@ -85,10 +84,10 @@ from agentparallels.models import (
     RenameEdit,
 )
 
-WORKFLOW = "RefactorWorkflow"
+WORKFLOW = names.REFACTOR
 LEFT_BEHIND = 3
 """Exit code: the job failed or was cancelled, and its rollback left something behind."""
-DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", "agentparallels")
+DEFAULT_TASK_QUEUE = os.environ.get("AGENTPARALLELS_TASK_QUEUE", names.TASK_QUEUE)
 
 
 def err(message: str) -> None:
@@ -279,7 +278,7 @@ def build_parser() -> Parser:
         "--script",
         type=Path,
         required=True,
-        help="JSON file of answers and faults (see agentparallels/fake_llm.py)",
+        help="JSON file of answers and faults (see agentparallels/testing/fake_llm.py)",
     )
 
     codec = sub.add_parser(
@@ -523,7 +522,7 @@ def _check_key(edit: Any, *, private: bool) -> None:
     a usage error now rather than a failed job (keys never travel with jobs)."""
     if not isinstance(edit, ModelEdit) or edit.base_url or not private:
         return
-    from agentparallels.llm import KEY_VARIABLES, split_model
+    from agentparallels.core.llm import KEY_VARIABLES, split_model
 
     variable = KEY_VARIABLES[split_model(edit.model)[0]]
     if not os.environ.get(variable):
@@ -616,7 +615,7 @@ def _report_failure(job_id: str, e: WorkflowFailureError) -> int:
 async def _progress(handle: WorkflowHandle[Any, Any]) -> Progress | None:
     try:
         return await handle.query(
-            "progress", result_type=Progress, rpc_timeout=timedelta(seconds=2)
+            names.PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=2)
         )
     except Exception:  # no worker has picked the job up yet, or it just ended
         return None
@@ -839,7 +838,7 @@ def run(args: argparse.Namespace) -> int:
 
         return codec_server.command(args.ip, args.port, args.cors_origin)
     if args.command == "fake-llm":
-        from agentparallels import fake_llm
+        from agentparallels.testing import fake_llm
 
         try:
             return fake_llm.serve(args.port, args.script)

@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 
 from agentparallels import devserver, tracing
 from agentparallels.codec import data_converter
-from agentparallels.errors import UsageError
+from agentparallels.core.errors import UsageError
 
 CONNECT_TIMEOUT_S = 10.0
 

@@ -36,8 +36,8 @@ from temporalio.converter import (
 )
 
 from agentparallels.blobstore import BlobMissing, default_store_dir, driver_for, drivers
+from agentparallels.core.errors import UsageError
 from agentparallels.encryption import EncryptionCodec, Keyring
-from agentparallels.errors import UsageError
 
 __all__ = ["BlobMissing", "data_converter", "default_store_dir", "external_storage"]
 

@@ -33,8 +33,8 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
+from agentparallels.core.errors import AgentParallelsError, UsageError
 from agentparallels.encryption import Keyring
-from agentparallels.errors import AgentParallelsError, UsageError
 
 DEFAULT_PORT = 8081
 DEFAULT_ORIGIN = "http://localhost:8233"

@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from agentparallels import attributes
-from agentparallels.errors import ServerError
+from agentparallels.core.errors import ServerError
 
 DEFAULT_PORT = 7233
 DEFAULT_UI_PORT = 8233

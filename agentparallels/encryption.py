@@ -33,7 +33,7 @@ from pathlib import Path
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from agentparallels.errors import AgentParallelsError, UsageError
+from agentparallels.core.errors import AgentParallelsError, UsageError
 
 ENCODING = b"binary/encrypted"
 KEY_ID_FIELD = "encryption-key-id"

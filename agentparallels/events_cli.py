@@ -15,8 +15,8 @@ from typing import Any
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from agentparallels import queues
-from agentparallels.errors import UsageError
-from agentparallels.events import (
+from agentparallels.core.errors import UsageError
+from agentparallels.core.events import (
     ENDINGS,
     EVENTS_QUERY,
     PAUSE_SIGNAL,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agentparallels.activities import _git
 from agentparallels.activities._workspace import remove_worktree, worktrees_dir
-from agentparallels.models import BRANCH_PREFIX, SCRATCH_NAMESPACE
+from agentparallels.core.models import BRANCH_PREFIX, SCRATCH_NAMESPACE
 
 
 @dataclass(frozen=True, slots=True)

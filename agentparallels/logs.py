@@ -11,8 +11,8 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import redact
-from agentparallels.errors import NON_RETRYABLE_TYPES
+from agentparallels.core import redact
+from agentparallels.core.errors import NON_RETRYABLE_TYPES
 
 
 class ExpectedFailures(logging.Filter):

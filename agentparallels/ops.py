@@ -24,8 +24,9 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, callgraph, redact, validate
-from agentparallels.errors import UsageError
+from agentparallels import attributes, callgraph, validate
+from agentparallels.core import redact
+from agentparallels.core.errors import UsageError
 
 STATUSES = {
     "running": "Running",

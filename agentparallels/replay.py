@@ -44,10 +44,8 @@ async def histories_of(client: Client, job_id: str) -> list[WorkflowHistory]:
 
 async def replay(histories: list[WorkflowHistory]) -> list[Replayed]:
     """Replay each history with the project's workflows and data converter."""
-    from agentparallels import (
-        tokens,
-        workflows,  # the workflow code under test; core does not import it at module level
-    )
+    from agentparallels import workflows
+    from agentparallels.core import tokens
 
     # Loaded here, as a worker does: loading it inside a workflow activation can take longer
     # than the SDK's 2 s deadlock timeout on a busy machine, and the replay would fail.

@@ -16,10 +16,11 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 
-from agentparallels.errors import UsageError
-from agentparallels.models import RefactorInput, ShardResult
+from agentparallels.core import names
+from agentparallels.core.errors import UsageError
+from agentparallels.core.models import RefactorInput, ShardResult
 
-WORKFLOW = "RefactorWorkflow"
+WORKFLOW = names.REFACTOR
 RESUMABLE = {
     WorkflowExecutionStatus.FAILED,
     WorkflowExecutionStatus.CANCELED,
@@ -76,7 +77,7 @@ async def prepare(client: Client, job_id: str, overrides: Overrides) -> Resumpti
     for event in history.events:
         if event.HasField("child_workflow_execution_completed_event_attributes"):
             done = event.child_workflow_execution_completed_event_attributes
-            if done.workflow_type.name == "ShardWorkflow":
+            if done.workflow_type.name == names.SHARD:
                 [shard] = await decode(done.result.payloads, [ShardResult])
                 reuse[shard.name] = shard
     limits = inp.limits

@@ -11,12 +11,13 @@ from typing import Any
 from temporalio.client import WorkflowFailureError
 
 from agentparallels import attributes, validate
-from agentparallels.consensus import ReviewInput, ReviewResult
-from agentparallels.errors import UsageError
-from agentparallels.llm import split_model
-from agentparallels.models import WORKFLOW_TASK_TIMEOUT
+from agentparallels.core import names
+from agentparallels.core.consensus import ReviewInput, ReviewResult
+from agentparallels.core.errors import UsageError
+from agentparallels.core.llm import split_model
+from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT
 
-WORKFLOW = "ReviewWorkflow"
+WORKFLOW = names.REVIEW
 
 
 def add_parser(sub: Any) -> None:

@@ -43,8 +43,8 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.exceptions import ApplicationError
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agentparallels import redact
-from agentparallels.errors import UsageError
+from agentparallels.core import redact
+from agentparallels.core.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

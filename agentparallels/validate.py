@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agentparallels import redact
-from agentparallels._value import Sandbox, SandboxMode
-from agentparallels.errors import UsageError
-from agentparallels.llm import BudgetLimits, Price, split_model
-from agentparallels.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
+from agentparallels.core import redact
+from agentparallels.core._value import Sandbox, SandboxMode
+from agentparallels.core.errors import UsageError
+from agentparallels.core.llm import BudgetLimits, Price, split_model
+from agentparallels.core.models import CommandEdit, EditSpec, ModelEdit, RenameEdit
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -59,6 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentparallels.core import names
 from bench._machine import project_revision, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -478,7 +479,7 @@ class Chaos:
         from temporalio.client import Client
 
         from agentparallels.codec import data_converter
-        from agentparallels.models import WORKFLOW_TASK_TIMEOUT
+        from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT
 
         args = self.args
         started = time.monotonic()
@@ -497,7 +498,7 @@ class Chaos:
             job_ids = [f"chaos-{self.report.number}-{i}-{os.getpid()}" for i in range(args.jobs)]
             for repo, job_id in zip(repos, job_ids, strict=True):
                 await client.start_workflow(
-                    "RefactorWorkflow",
+                    names.REFACTOR,
                     self.job(repo),
                     id=job_id,
                     task_queue=self.task_queue,
@@ -519,7 +520,7 @@ class Chaos:
         return self.report
 
     def job(self, repo: Path) -> Any:
-        from agentparallels.models import CommandEdit, Limits, RefactorInput
+        from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 
         a = self.args
         return RefactorInput(
@@ -615,7 +616,7 @@ class Chaos:
         from temporalio.client import WorkflowFailureError
         from temporalio.service import RPCError
 
-        from agentparallels.models import RefactorResult
+        from agentparallels.core.models import RefactorResult
 
         async def outcome(job_id: str) -> str:
             handle = client.get_workflow_handle(job_id, result_type=RefactorResult)
@@ -711,7 +712,7 @@ def details(r: Round) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from agentparallels.activities._defn import HEARTBEAT
+    from agentparallels.core.steps import HEARTBEAT
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=1, help="rounds to run (default: %(default)s)")

@@ -1,7 +1,7 @@
 """Benchmark: model calls as durable workflow steps vs the same calls made directly.
 
 Two measurements, in one run against one dev server and one scripted model server
-(``agentparallels.fake_llm.FakeLLM``, a real HTTP server on 127.0.0.1 that the official SDK
+(``agentparallels.testing.fake_llm.FakeLLM``, a real HTTP server on 127.0.0.1 that the official SDK
 talks to over TCP; it answers ``ok`` at once, so what is left is the cost of each path):
 
 * **Overhead.** ``--calls`` sequential model calls (a) as a workflow that calls
@@ -51,7 +51,7 @@ from bench._machine import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.llm import Message, ModelRequest
     from agentparallels.workflows.model_step import ModelSteps
 
 # No resolve(): the workflow sandbox re-imports this module and forbids file-system access.
@@ -354,7 +354,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     from temporalio.testing import WorkflowEnvironment
 
     from agentparallels.codec import DEFAULT_THRESHOLD, data_converter
-    from agentparallels.fake_llm import FakeLLM
+    from agentparallels.testing.fake_llm import FakeLLM
 
     os.environ["OPENAI_API_KEY"] = "sk-bench-not-a-real-key"  # for call_model in this process
     blobs = work / "blobs"

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentparallels.core import names
 from bench._machine import (
     dev_server_pid,
     machine_busy,
@@ -319,7 +320,7 @@ def _uses_ruff(root: Path) -> bool:
 def ruff_after_edit(repo: Path, changed: list[str], check_all: bool) -> None:
     """What the job runs on each changed file, batched: sort imports and format (when the
     repository configures ruff), then the verify rules (on every file for the codemod)."""
-    from agentparallels.models import Limits
+    from agentparallels.core.models import Limits
 
     ruff = _ruff()
     py = [p for p in changed if p.endswith(".py") and (repo / p).exists()]
@@ -578,7 +579,7 @@ async def read_histories(client: Any, job_id: str, profile: Profile) -> None:
 
 
 def job_limits(args: argparse.Namespace) -> Any:
-    from agentparallels.models import Limits
+    from agentparallels.core.models import Limits
 
     return Limits(
         parallel=args.parallel,
@@ -597,7 +598,7 @@ async def durable_job(
     server_pid: int | None,
 ) -> dict:
     from agentparallels import worker
-    from agentparallels.models import RefactorInput, RefactorResult
+    from agentparallels.core.models import RefactorInput, RefactorResult
 
     job_id = f"bench-{uuid.uuid4().hex[:10]}"
     queue = f"bench-{uuid.uuid4().hex[:10]}"
@@ -608,7 +609,7 @@ async def durable_job(
         with traced_subprocesses(profile), CpuMeter(server_pid) as cpu:
             start = time.perf_counter()
             result = await client.execute_workflow(
-                "RefactorWorkflow", inp, id=job_id, task_queue=queue, result_type=RefactorResult
+                names.REFACTOR, inp, id=job_id, task_queue=queue, result_type=RefactorResult
             )
             wall = time.perf_counter() - start
     if result.outcome != "succeeded" or not all(c.passed for c in result.checks):
@@ -701,7 +702,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     from temporalio.testing import WorkflowEnvironment
 
     from agentparallels import attributes
-    from agentparallels.models import CommandEdit, RenameEdit
+    from agentparallels.core.models import CommandEdit, RenameEdit
 
     os.environ["AGENTPARALLELS_CACHE_DIR"] = str(work / "cache")
     edits = {
@@ -818,7 +819,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
 
 def main() -> None:
     from agentparallels import worker
-    from agentparallels.models import Limits
+    from agentparallels.core.models import Limits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200], metavar="N")

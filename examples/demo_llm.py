@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from agentparallels.fake_llm import FakeLLM
+from agentparallels.testing.fake_llm import FakeLLM
 from examples.example_repo import CLI, TESTS, fresh_copy, show_branch
 
 FILES = "src/shopkart/pricing/[!_]*.py"

@@ -17,10 +17,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from agentparallels import worker, workflows
-from agentparallels.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
-from agentparallels.errors import BUDGET_EXCEEDED
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import BudgetLimits, Compaction
+from agentparallels.core.agent import AgentLoopInput, AgentLoopProgress, AgentLoopResult
+from agentparallels.core.errors import BUDGET_EXCEEDED
+from agentparallels.core.llm import BudgetLimits, Compaction
+from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
 from tests.support.history_text import history_text
 

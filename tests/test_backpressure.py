@@ -13,9 +13,9 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import ApplicationError
 
     from agentparallels import worker
-    from agentparallels.errors import ITERATION_CAP
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.errors import ITERATION_CAP
+    from agentparallels.core.llm import Message, ModelRequest
+    from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.circuit_breaker import IterationCap
     from agentparallels.workflows.model_step import ModelSteps
     from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue

@@ -12,8 +12,8 @@ from temporalio.testing import ActivityEnvironment
 
 from agentparallels import worker
 from agentparallels.activities.refactor import edit_files
-from agentparallels.errors import SCOPE_VIOLATION
-from agentparallels.models import (
+from agentparallels.core.errors import SCOPE_VIOLATION
+from agentparallels.core.models import (
     CommandEdit,
     EditBatchInput,
     JobRef,

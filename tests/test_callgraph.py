@@ -11,8 +11,8 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from agentparallels import callgraph, worker
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
+from agentparallels.core.models import Limits, ModelEdit, RefactorInput, RenameEdit
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.looping_workflow import LoopingWorkflow, step
 from tests.support.cli import run_cli_async
 from tests.support.repos import make_repo, src_layout_repo, start_job

@@ -22,9 +22,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from agentparallels.activities._defn import HEARTBEAT
-from agentparallels.checklist import ApprovalOptions, Decision
-from agentparallels.models import CommandEdit, Progress, RefactorInput
+from agentparallels.core.checklist import ApprovalOptions, Decision
+from agentparallels.core.models import CommandEdit, Progress, RefactorInput
+from agentparallels.core.steps import HEARTBEAT
 from tests.support.repos import start_job
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from temporalio.worker import Worker
 
 from agentparallels.blobstore import BlobMissing, LocalDirectoryDriver, S3BlobDriver, driver_for
 from agentparallels.codec import payload_codec
+from agentparallels.core.errors import UsageError
 from agentparallels.encryption import Keyring
-from agentparallels.errors import UsageError
 from tests.support.cli import cli_env, run_cli
 
 

@@ -16,16 +16,16 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from agentparallels.activities.llm import call_model
-    from agentparallels.consensus import (
+    from agentparallels.core.consensus import (
         CommitteeVerdict,
         EvaluatorOptions,
         EvaluatorResult,
         MajorityResult,
         VotingOptions,
     )
-    from agentparallels.errors import BAD_INPUT
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.errors import BAD_INPUT
+    from agentparallels.core.llm import Message, ModelRequest
+    from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.consensus import committee, evaluator_optimizer, majority_vote
     from agentparallels.workflows.model_step import ModelSteps
 

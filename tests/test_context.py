@@ -10,9 +10,9 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 
 from agentparallels import worker
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import Limits, ModelEdit, RefactorInput, RenameEdit
+from agentparallels.core.models import Limits, ModelEdit, RefactorInput, RenameEdit
 from agentparallels.replay import histories_of
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.history_text import history_text
 from tests.support.repos import make_repo, start_job
 

@@ -15,7 +15,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from agentparallels.models import CommandEdit, Limits, Progress, RefactorInput
+from agentparallels.core.models import CommandEdit, Limits, Progress, RefactorInput
 from tests.support.repos import commits_touching, git, make_repo, start_job
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
 from agentparallels import attributes, devserver
 from agentparallels.client import connect
-from agentparallels.errors import ServerError
+from agentparallels.core.errors import ServerError
 from tests.support.cli import cli_process
 from tests.support.ports import free_port
 

@@ -14,8 +14,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from agentparallels.errors import BREAKER_OPEN
-from agentparallels.models import CommandEdit, Limits, RefactorInput
+from agentparallels.core.errors import BREAKER_OPEN
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 from tests.support.repos import git, make_repo, snapshot, start_job
 
 ROOT = Path(__file__).resolve().parents[1]

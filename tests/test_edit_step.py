@@ -9,8 +9,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from agentparallels.activities.refactor import edit_files
-from agentparallels.errors import GIT_CONFLICT
-from agentparallels.models import CommandEdit, EditBatchInput, JobRef, ShardRef
+from agentparallels.core.errors import GIT_CONFLICT
+from agentparallels.core.models import CommandEdit, EditBatchInput, JobRef, ShardRef
 from tests.support.repos import git, make_repo
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")

@@ -18,10 +18,10 @@ from temporalio.testing import WorkflowEnvironment
 from agentparallels import worker
 from agentparallels.codec import data_converter, payload_codec
 from agentparallels.codec_server import CodecServer
+from agentparallels.core.models import CommandEdit, Limits, ModelEdit, RefactorInput, RefactorResult
 from agentparallels.encryption import CodecKeyError, Keyring
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import CommandEdit, Limits, ModelEdit, RefactorInput, RefactorResult
 from agentparallels.replay import histories_of
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.repos import git, make_repo, start_job
 
 KEY = base64.b64encode(b"k" * 32).decode()

@@ -12,6 +12,7 @@ from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.codec import data_converter, payload_codec
+from agentparallels.core.errors import UsageError
 from agentparallels.encryption import (
     ENCODING,
     KEY_ID_FIELD,
@@ -20,7 +21,6 @@ from agentparallels.encryption import (
     Keyring,
     fingerprint,
 )
-from agentparallels.errors import UsageError
 
 OLD = bytes(range(32))
 NEW = bytes(range(100, 132))

@@ -25,10 +25,10 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels import activities, worker
     from agentparallels.activities._defn import defn
     from agentparallels.activities.refactor import edit_files
-    from agentparallels.attributes import PHASE
     from agentparallels.cli import main
-    from agentparallels.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
-    from agentparallels.events import (
+    from agentparallels.core.attributes import PHASE
+    from agentparallels.core.errors import HOOK_VETOED, SANDBOX_DENIED, UsageError
+    from agentparallels.core.events import (
         ENDINGS,
         EVENTS_QUERY,
         EVENTS_SIGNAL,
@@ -36,8 +36,7 @@ with workflow.unsafe.imports_passed_through():
         Hook,
         JobEvent,
     )
-    from agentparallels.events_cli import events_command, pause_command, unpause_command
-    from agentparallels.models import (
+    from agentparallels.core.models import (
         CommandEdit,
         EditBatchInput,
         EditBatchResult,
@@ -46,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         RefactorInput,
         RefactorResult,
     )
+    from agentparallels.events_cli import events_command, pause_command, unpause_command
     from agentparallels.workflows.events import JobEvents
     from tests.support.cli import CLI, cli_env, run_cli_async
     from tests.support.repos import git, make_repo, snapshot, start_job

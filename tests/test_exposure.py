@@ -24,8 +24,8 @@ from temporalio.exceptions import ApplicationError
 from agentparallels import worker
 from agentparallels.activities import discovery, exposure, sandbox
 from agentparallels.activities._proc import run_command
-from agentparallels.errors import SANDBOX_DENIED
-from agentparallels.models import CommandEdit, Limits, RefactorInput, Sandbox
+from agentparallels.core.errors import SANDBOX_DENIED
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput, Sandbox
 from tests.support.cli import run_cli
 from tests.support.repos import git, make_repo, snapshot, start_job
 
@@ -295,7 +295,7 @@ def test_a_models_answer_never_widens_the_sandbox(outside: Path) -> None:
     script cannot even start) and no secret comes back; a plain read of it comes back as
     output naming the hidden path."""
     from agentparallels.activities.agent import run_tool
-    from agentparallels.agent import ToolInput
+    from agentparallels.core.agent import ToolInput
 
     venv = venv_outside(outside)
     (venv / "secret.txt").write_text(SECRET)
@@ -327,7 +327,7 @@ def test_a_workdir_holding_the_workers_own_files_is_refused(
     (other jobs' worktrees) or $HOME is refused before anything runs, as no shard's worktree
     could."""
     from agentparallels.activities.agent import run_tool
-    from agentparallels.agent import ToolInput
+    from agentparallels.core.agent import ToolInput
 
     run = ToolInput(command="cat cache/worktrees/*/*/app.py", workdir=str(outside), answer="",
                     timeout_s=60)  # fmt: skip
@@ -388,7 +388,7 @@ async def test_git_works_in_a_jobs_worktree_and_sees_only_its_own(
 def test_a_worker_without_an_exposed_path_refuses_the_step(outside: Path) -> None:
     """A job's --sandbox-ro path that this worker lacks (a worker on another machine) fails
     the step with SandboxUnavailable naming it, instead of running without it."""
-    from agentparallels.errors import SANDBOX_UNAVAILABLE
+    from agentparallels.core.errors import SANDBOX_UNAVAILABLE
 
     gone = outside / "gone"
     with pytest.raises(ApplicationError) as refused:

@@ -17,7 +17,7 @@ import httpx2
 import openai
 import pytest
 
-from agentparallels.fake_llm import FakeLLM, load_script
+from agentparallels.testing.fake_llm import FakeLLM, load_script
 
 MESSAGES = [{"role": "user", "content": "one two three"}]
 ROOT = Path(__file__).resolve().parent.parent
@@ -505,7 +505,7 @@ def test_serve_prints_its_urls_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"responses": [{"content": "from the CLI"}]}))
     code = (
-        "import sys, pathlib, agentparallels.fake_llm as f; "
+        "import sys, pathlib, agentparallels.testing.fake_llm as f; "
         f"sys.exit(f.serve(0, pathlib.Path({str(script)!r})))"
     )
     command = [sys.executable, "-c", code]

@@ -16,9 +16,10 @@ from temporalio.testing import ActivityEnvironment
 
 from agentparallels import activities, worker
 from agentparallels.activities.git_ops import merge
-from agentparallels.activities.invariant import ResultCheckInput, ShardClaim, check_result
-from agentparallels.errors import RESULT_MISMATCH
-from agentparallels.models import JobRef, MergeInput, RefactorInput, RenameEdit
+from agentparallels.activities.invariant import check_result
+from agentparallels.core.errors import RESULT_MISMATCH
+from agentparallels.core.messages import ResultCheckInput, ShardClaim
+from agentparallels.core.models import JobRef, MergeInput, RefactorInput, RenameEdit
 from tests.support.repos import git, make_repo, snapshot, src_layout_repo, start_job, write
 
 FILES = {"a.py": "A = 1\n", "b.py": "B = 1\n", "c.py": "C = 1\n"}

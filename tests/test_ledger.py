@@ -12,12 +12,13 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import tokens, worker
-from agentparallels.attributes import TOKENS
-from agentparallels.errors import BUDGET_EXCEEDED
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import BudgetLimits, Grant, Reservation, Settlement
-from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels import worker
+from agentparallels.core import tokens
+from agentparallels.core.attributes import TOKENS
+from agentparallels.core.errors import BUDGET_EXCEEDED
+from agentparallels.core.llm import BudgetLimits, Grant, Reservation, Settlement
+from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.ledger import Ledger
 from tests.support.repos import make_repo, snapshot, start_job
 

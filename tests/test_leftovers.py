@@ -13,8 +13,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import activities, leftovers, worker
-from agentparallels.errors import CHECK_FAILED
-from agentparallels.models import JobRef, RefactorInput, RefUpdate, RenameEdit
+from agentparallels.core.errors import CHECK_FAILED
+from agentparallels.core.models import JobRef, RefactorInput, RefUpdate, RenameEdit
 from tests.support.cli import run_cli_async
 from tests.support.repos import git, snapshot, src_layout_repo, start_job
 

@@ -14,9 +14,9 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from agentparallels import worker
-    from agentparallels.errors import LOOP_DETECTED
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.models import Limits, ModelEdit, RefactorInput
+    from agentparallels.core.errors import LOOP_DETECTED
+    from agentparallels.core.models import Limits, ModelEdit, RefactorInput
+    from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.circuit_breaker import CircuitBreaker
     from agentparallels.workflows.loop_detect import LoopDetector, LoopLimits, fingerprint
     from tests.support.repos import make_repo, snapshot, start_job

@@ -18,8 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.exceptions import ApplicationError
     from temporalio.worker import Worker
 
-    from agentparallels._value import Value
-    from agentparallels.errors import SUMMARY_TOO_LARGE
+    from agentparallels.core._value import Value
+    from agentparallels.core.errors import SUMMARY_TOO_LARGE
     from agentparallels.workflows.mapreduce import MapReduceOptions, map_reduce
 
 

@@ -13,10 +13,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
 
-    from agentparallels import progress
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.llm import BudgetLimits, Price, Usage, output_model
-    from agentparallels.models import PhaseBudget, Progress
+    from agentparallels.core import progress
+    from agentparallels.core.llm import BudgetLimits, Price, Usage, output_model
+    from agentparallels.core.models import PhaseBudget, Progress
+    from agentparallels.testing.fake_llm import FakeLLM
     from tests.test_model_calls import (  # noqa: F401 - fixtures are used by name
         CONVERSATION,
         PROVIDERS,

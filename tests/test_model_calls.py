@@ -24,8 +24,15 @@ with workflow.unsafe.imports_passed_through():
 
     from agentparallels.activities.llm import RETRY, call_model
     from agentparallels.activities.routing import pollers
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.llm import BudgetLimits, Message, ModelAnswer, ModelRequest, Price, Usage
+    from agentparallels.core.llm import (
+        BudgetLimits,
+        Message,
+        ModelAnswer,
+        ModelRequest,
+        Price,
+        Usage,
+    )
+    from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.model_step import ModelSteps
 
 PROVIDERS = ["openai", "anthropic"]

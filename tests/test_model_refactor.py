@@ -12,10 +12,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
 from agentparallels import worker, workflows
-from agentparallels.errors import BREAKER_OPEN
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import BudgetLimits, Price
-from agentparallels.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels.core.errors import BREAKER_OPEN
+from agentparallels.core.llm import BudgetLimits, Price
+from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.history_text import history_text
 from tests.support.repos import git, make_repo, snapshot, start_job
 

@@ -17,8 +17,8 @@ from temporalio.testing import ActivityEnvironment
 
 from agentparallels.activities import _git, refactor
 from agentparallels.activities.refactor import edit_files
-from agentparallels.errors import GIT_CONFLICT
-from agentparallels.models import (
+from agentparallels.core.errors import GIT_CONFLICT
+from agentparallels.core.models import (
     CommandEdit,
     EditBatchInput,
     EditBatchResult,

@@ -13,7 +13,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels.activities import _git
-from agentparallels.models import CommandEdit, Limits, RefactorInput
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 from tests.support.repos import commits_touching, git, make_repo, start_job
 from tests.support.workers import WorkerProcess
 from tests.test_overlapping_attempts import waits_for_a_lock

@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client, WorkflowFailureError
     from temporalio.worker import Worker
 
-    from agentparallels.errors import STAGE_FAILED
+    from agentparallels.core.errors import STAGE_FAILED
     from agentparallels.workflows.pipeline import (
         Gate,
         GateInput,

@@ -12,7 +12,7 @@ from agentparallels.activities._workspace import collect_garbage
 from agentparallels.activities.git_ops import publish
 from agentparallels.activities.progress_log import open_log, read, record_shard
 from agentparallels.activities.refactor import edit_files
-from agentparallels.models import (
+from agentparallels.core.models import (
     CommandEdit,
     EditBatchInput,
     JobRef,
@@ -21,7 +21,7 @@ from agentparallels.models import (
     ShardRef,
     ShardResult,
 )
-from agentparallels.progress_log import JobLog, OpenLogInput, ShardDoneInput, log_ref
+from agentparallels.core.progress_log import JobLog, OpenLogInput, ShardDoneInput, log_ref
 from tests.support.repos import git, make_repo
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")

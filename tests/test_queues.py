@@ -22,8 +22,8 @@ from temporalio.exceptions import CancelledError
 
 from agentparallels import queues, worker
 from agentparallels.cli import DEFAULT_TASK_QUEUE, job_queue
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import ModelEdit, Progress, RefactorInput
+from agentparallels.core.models import ModelEdit, Progress, RefactorInput
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.cli import cli_env, cli_process, run_cli_async
 from tests.support.repos import make_repo, snapshot, src_layout_repo, start_job
 

@@ -1,4 +1,4 @@
-"""No credential in sight: URLs shown redacted (agentparallels/redact.py), URLs with a credential
+"""No credential in sight: URLs shown redacted (agentparallels/core/redact.py), URLs with a credential
 refused by the CLI before any history is written, job events and log lines redacted."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import logs, redact, worker
-from agentparallels.events import EVENTS_QUERY, EventPage
-from agentparallels.models import RefactorInput, RenameEdit
+from agentparallels import logs, worker
+from agentparallels.core import redact
+from agentparallels.core.events import EVENTS_QUERY, EventPage
+from agentparallels.core.models import RefactorInput, RenameEdit
 from tests.support.cli import run_cli
 from tests.support.repos import git, make_repo, start_job
 

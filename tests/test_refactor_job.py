@@ -8,7 +8,7 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from agentparallels import worker, workflows
-from agentparallels.models import CommandEdit, Limits, RefactorInput, RenameEdit
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput, RenameEdit
 from tests.support.repos import (
     commits_touching,
     git,

@@ -9,8 +9,8 @@ from pathlib import Path
 from temporalio.client import Client
 
 from agentparallels import worker
-from agentparallels.models import RefactorInput, RenameEdit
-from agentparallels.progress import summary
+from agentparallels.core.models import RefactorInput, RenameEdit
+from agentparallels.core.progress import summary
 from tests.support.repos import git, make_repo, start_job
 
 LIGATURE = "\ufb01"  # 'ﬁ': Python reads `ﬁnd` as `find`

@@ -69,7 +69,7 @@ async def test_replay_loads_the_token_encoding_outside_the_workflow(
     machine) does not fail the replay of a workflow that counts tokens: it is loaded first."""
     import tiktoken
 
-    from agentparallels import tokens
+    from agentparallels.core import tokens
 
     load_encoding = tiktoken.get_encoding
 

@@ -17,8 +17,8 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from agentparallels import activities, resume, worker
 from agentparallels.activities.refactor import edit_files
 from agentparallels.cli import status_command
-from agentparallels.errors import CHECK_FAILED, UsageError
-from agentparallels.models import (
+from agentparallels.core.errors import CHECK_FAILED, UsageError
+from agentparallels.core.models import (
     EditBatchInput,
     EditBatchResult,
     Limits,

@@ -11,7 +11,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from agentparallels.fake_llm import FakeLLM
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.cli import cli_env, run_cli
 from tests.support.repos import git, make_repo, write
 
@@ -115,7 +115,7 @@ async def test_review_history_carries_refs_not_the_diff(
 ) -> None:  # fmt: skip
     """The workflow's input names refs only; the diff enters the history where the model call
     needs it, after the activity read it from git."""
-    from agentparallels.consensus import ReviewInput, ReviewResult
+    from agentparallels.core.consensus import ReviewInput, ReviewResult
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-review")
     fake.push(vote(True, "ok"))

@@ -15,8 +15,8 @@ from temporalio.worker import Worker
 
 from agentparallels import activities, worker
 from agentparallels.activities.refactor import edit_files
-from agentparallels.errors import BREAKER_OPEN, CHECK_FAILED
-from agentparallels.models import (
+from agentparallels.core.errors import BREAKER_OPEN, CHECK_FAILED
+from agentparallels.core.models import (
     CommandEdit,
     EditBatchInput,
     EditBatchResult,

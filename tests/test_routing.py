@@ -24,9 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.activities.llm import call_model
     from agentparallels.activities.routing import pollers
     from agentparallels.cli import build_parser, main
-    from agentparallels.errors import NO_CAPABILITY
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.models import RenameEdit
+    from agentparallels.core.errors import NO_CAPABILITY
+    from agentparallels.core.models import RenameEdit
+    from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.routing import (
         ActivityPlanner,
         ModelPlanner,

@@ -27,10 +27,16 @@ from temporalio.worker import Replayer, Worker
 with workflow.unsafe.imports_passed_through():
     from agentparallels.codec import data_converter, payload_codec
     from agentparallels.codec_server import CodecServer
+    from agentparallels.core.models import (
+        Limits,
+        ModelEdit,
+        Progress,
+        RefactorInput,
+        RefactorResult,
+    )
     from agentparallels.encryption import ENCODING as ENCRYPTED
     from agentparallels.encryption import Keyring
-    from agentparallels.fake_llm import FakeLLM
-    from agentparallels.models import Limits, ModelEdit, Progress, RefactorInput, RefactorResult
+    from agentparallels.testing.fake_llm import FakeLLM
     from tests.support.repos import git, make_repo, start_job
     from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Store, moto_server, new_store
     from tests.support.workers import WorkerProcess

@@ -21,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 from agentparallels import validate, worker
 from agentparallels.activities import sandbox
 from agentparallels.activities._proc import run_command
-from agentparallels.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE, UsageError
-from agentparallels.models import CommandEdit, RefactorInput
+from agentparallels.core.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE, UsageError
+from agentparallels.core.models import CommandEdit, RefactorInput
 from tests.support.cli import cli_env, run_cli
 from tests.support.repos import git, make_repo, snapshot, start_job
 

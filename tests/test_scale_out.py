@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import devserver
 from agentparallels.codec import data_converter
-from agentparallels.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
+from agentparallels.core.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
 from tests.support.ports import free_port
 from tests.support.repos import commits_touching, git, make_repo, start_job
 from tests.support.workers import WorkerProcess

@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 from agentparallels.activities.git_ops import cleanup, merge, publish
 from agentparallels.activities.progress_log import open_log, record_shard
 from agentparallels.activities.refactor import edit_files
-from agentparallels.models import (
+from agentparallels.core.models import (
     CommandEdit,
     EditBatchInput,
     JobRef,
@@ -22,7 +22,7 @@ from agentparallels.models import (
     ShardRef,
     ShardResult,
 )
-from agentparallels.progress_log import OpenLogInput, ShardDoneInput
+from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
 from tests.support.repos import git, make_repo
 
 SED = CommandEdit(command="sed -i 's/VALUE/CONST/' {file}")

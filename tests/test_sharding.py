@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from agentparallels.models import Shard
+from agentparallels.core.models import Shard
 from agentparallels.workflows.sharding import FileTooLarge, module_of, shard_files
 
 ODD_DIRS = [

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agentparallels import tokens
+from agentparallels.core import tokens
 
 PROBE = """
 import tiktoken
-from agentparallels import tokens
+from agentparallels.core import tokens
 print(tokens.count("def hello():\\n    return 'world'\\n"))
 try:
     tiktoken.get_encoding("o200k_base")  # not bundled: needs the network

@@ -24,9 +24,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Replayer
 
 from agentparallels import tracing, worker, workflows
-from agentparallels.errors import BREAKER_OPEN, MODEL_RETRYABLE
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.models import CommandEdit, Limits, RefactorInput
+from agentparallels.core.errors import BREAKER_OPEN, MODEL_RETRYABLE
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput
+from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.cli import cli_env, run_cli
 from tests.support.repos import make_repo, start_job
 from tests.test_model_refactor import DIFF_B, FILES, GOOD_A

@@ -20,9 +20,9 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import activities, worker
-from agentparallels.checklist import ApprovalOptions, Checklist, Decision
-from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
-from agentparallels.models import (
+from agentparallels.core.checklist import ApprovalOptions, Checklist, Decision
+from agentparallels.core.errors import APPROVAL_DENIED, CHECK_FAILED
+from agentparallels.core.models import (
     CommandEdit,
     Limits,
     Progress,

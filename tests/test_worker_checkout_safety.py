@@ -14,7 +14,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels.activities import _git
-from agentparallels.models import CommandEdit, Limits, RefactorInput
+from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 from tests.support.repos import git, make_repo, snapshot, start_job
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from agentparallels import worker
 from agentparallels.activities._workspace import worktrees_dir
-from agentparallels.models import CommandEdit, RefactorInput
+from agentparallels.core.models import CommandEdit, RefactorInput
 from tests.support.repos import make_repo, start_job
 
 

@@ -16,23 +16,24 @@ from datetime import timedelta
 
 from temporalio import workflow
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.compaction import compact, context_tokens
 from agentparallels.workflows.model_step import ModelSteps
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.agent import run_tool
-    from agentparallels.agent import (
+    from agentparallels.core import steps
+    from agentparallels.core.agent import (
         AgentLoopInput,
         AgentLoopProgress,
         AgentLoopResult,
         AgentLoopState,
         ToolInput,
     )
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.llm import Message, ModelRequest
 
-FEEDBACK_SIGNAL = "feedback"
+FEEDBACK_SIGNAL = names.FEEDBACK_SIGNAL
 """Signal carrying text for the agent's next user message."""
 
 
@@ -41,7 +42,7 @@ def first_conversation(inp: AgentLoopInput) -> tuple[Message, ...]:
     return (*system, Message(role="user", content=inp.task))
 
 
-@workflow.defn(name="AgentLoopWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.AGENT_LOOP, failure_exception_types=BUG_TYPES)
 class AgentLoopWorkflow:
     def __init__(self) -> None:
         self._state = AgentLoopState(conversation=())
@@ -53,7 +54,7 @@ class AgentLoopWorkflow:
     def feedback(self, text: str) -> None:
         self._feedback.append(text)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> AgentLoopProgress:
         return AgentLoopProgress(
             turn=self._state.turn,
@@ -69,7 +70,7 @@ class AgentLoopWorkflow:
         self._turns = inp.turns
         self._state = inp.state or AgentLoopState(conversation=first_conversation(inp))
         self._feedback = [*self._state.feedback, *self._feedback]
-        self._steps = steps = ModelSteps(inp.budget, inp.prices, self._state.steps)
+        self._steps = model_steps = ModelSteps(inp.budget, inp.prices, self._state.steps)
         conversation = self._state.conversation
         turn = self._state.turn
         answer = self._state.last_answer
@@ -80,10 +81,14 @@ class AgentLoopWorkflow:
                     inp.model_copy(update={"state": self._carry(conversation, turn, answer)})
                 )
             conversation = await compact(
-                steps, conversation, model=inp.model, base_url=inp.base_url, policy=inp.compaction
+                model_steps,
+                conversation,
+                model=inp.model,
+                base_url=inp.base_url,
+                policy=inp.compaction,
             )
             self._update(conversation, turn, answer)
-            reply = await steps.ask(
+            reply = await model_steps.ask(
                 ModelRequest(
                     model=inp.model,
                     base_url=inp.base_url,
@@ -106,16 +111,16 @@ class AgentLoopWorkflow:
         return AgentLoopResult(
             turns=turn,
             runs=self._state.runs,
-            compactions=steps.compactions,
-            usage=steps.total,
-            cost_usd=steps.cost_usd,
+            compactions=model_steps.compactions,
+            usage=model_steps.total,
+            cost_usd=model_steps.cost_usd,
             last_answer=answer,
         )
 
     async def _next_message(self, inp: AgentLoopInput, answer: str) -> str:
         if inp.tool_cmd:
             done = await call(
-                run_tool,
+                steps.RUN_TOOL,
                 ToolInput(
                     command=inp.tool_cmd,
                     workdir=inp.workdir,

@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.errors import ITERATION_CAP
+    from agentparallels.core.errors import ITERATION_CAP
 
 State = Literal["closed", "open", "half-open"]
 

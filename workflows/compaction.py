@@ -1,6 +1,6 @@
 """Garbage collection for conversations: the oldest turns replaced by a model-written summary.
 
-Before a model call the conversation is measured in tokens (``agentparallels.tokens``, a
+Before a model call the conversation is measured in tokens (``agentparallels.core.tokens``, a
 deterministic count, so workflow code may do it). Past ``Compaction.threshold`` of the model's
 window, the oldest turns (everything between the task, which stays, and the newest
 ``keep_turns``) go to a summarising model call, and one message holding the summary takes their
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels import tokens
-    from agentparallels.llm import Compaction, Message, ModelRequest
+    from agentparallels.core import tokens
+    from agentparallels.core.llm import Compaction, Message, ModelRequest
 
 if TYPE_CHECKING:
     from agentparallels.workflows.model_step import ModelSteps

@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.model_step import ModelSteps
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.review import read_diff
-    from agentparallels.consensus import (
+    from agentparallels.core import steps
+    from agentparallels.core.consensus import (
         Ballot,
         CommitteeVerdict,
         Critique,
@@ -45,8 +46,8 @@ with workflow.unsafe.imports_passed_through():
         Vote,
         VotingOptions,
     )
-    from agentparallels.errors import BAD_INPUT, OUTPUT_INVALID
-    from agentparallels.llm import Message, ModelRequest
+    from agentparallels.core.errors import BAD_INPUT, OUTPUT_INVALID
+    from agentparallels.core.llm import Message, ModelRequest
 
 
 def _with_turns(req: ModelRequest, *turns: Message, **update: object) -> ModelRequest:
@@ -54,7 +55,7 @@ def _with_turns(req: ModelRequest, *turns: Message, **update: object) -> ModelRe
 
 
 async def evaluator_optimizer(
-    steps: ModelSteps,
+    model_steps: ModelSteps,
     generator: ModelRequest,
     critic: ModelRequest,
     options: EvaluatorOptions = EvaluatorOptions(),
@@ -64,8 +65,8 @@ async def evaluator_optimizer(
     request = generator
     draft, critique = "", Critique(accept=False)
     for round_ in range(1, options.max_rounds + 1):
-        draft = (await steps.ask(_with_turns(request, step=f"draft {round_}"))).text
-        judged = await steps.ask(
+        draft = (await model_steps.ask(_with_turns(request, step=f"draft {round_}"))).text
+        judged = await model_steps.ask(
             _with_turns(
                 critic,
                 Message(role="user", content=f"The draft to judge:\n\n{draft}"),
@@ -94,7 +95,7 @@ async def evaluator_optimizer(
 
 
 async def committee(
-    steps: ModelSteps, reviewers: Sequence[ModelRequest], quorum: int
+    model_steps: ModelSteps, reviewers: Sequence[ModelRequest], quorum: int
 ) -> CommitteeVerdict:
     """Ask every reviewer at once; approved when at least ``quorum`` approve."""
     if not 1 <= quorum <= len(reviewers):
@@ -106,7 +107,7 @@ async def committee(
         )
     answers = await asyncio.gather(
         *(
-            steps.ask(r.model_copy(update={"output": ReviewVote.__name__}), phase="verify")
+            model_steps.ask(r.model_copy(update={"output": ReviewVote.__name__}), phase="verify")
             for r in reviewers
         )
     )
@@ -133,7 +134,7 @@ async def committee(
 
 
 async def majority_vote(
-    steps: ModelSteps, question: ModelRequest, options: VotingOptions
+    model_steps: ModelSteps, question: ModelRequest, options: VotingOptions
 ) -> MajorityResult:
     """Draw ``options.samples`` answers to ``question`` and count them (see the tie rule)."""
     offer = Message(
@@ -150,7 +151,7 @@ async def majority_vote(
         )
         for i in range(options.samples)
     ]
-    answers = await asyncio.gather(*(steps.ask(s) for s in samples))
+    answers = await asyncio.gather(*(model_steps.ask(s) for s in samples))
     counts = dict.fromkeys(options.choices, 0)
     spoiled = 0
     for answer in answers:
@@ -176,14 +177,14 @@ REVIEW_SYSTEM = (
 )
 
 
-@workflow.defn(name="ReviewWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.REVIEW, failure_exception_types=BUG_TYPES)
 class ReviewWorkflow:
     """A committee of models reviews the diff of a branch against its base."""
 
     @workflow.run
     async def run(self, inp: ReviewInput) -> ReviewResult:
         diff = await call(
-            read_diff,
+            steps.READ_DIFF,
             DiffRequest(
                 repository=inp.repository, ref=inp.ref, base=inp.base, max_chars=inp.max_diff_chars
             ),

@@ -18,14 +18,16 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.routing import PollersInput, QueuePollers, pollers
-    from agentparallels.errors import NO_CAPABILITY
-    from agentparallels.llm import KEY_VARIABLES, ModelRequest
+    from agentparallels.core import steps
+    from agentparallels.core.errors import NO_CAPABILITY
+    from agentparallels.core.llm import KEY_VARIABLES, ModelRequest
+    from agentparallels.core.messages import PollersInput, QueuePollers
 
-MODEL_CAPABILITY = "model"
+MODEL_CAPABILITY = names.MODEL_CAPABILITY
 """Model calls run on ``<queue>.model`` of the workflow's queue, where a worker can rate-limit
 them (``agentparallels worker --model-calls-per-second``)."""
 PATCH = "model-call-queue-per-credential"
@@ -60,7 +62,7 @@ async def route(model_queue: str | None, req: ModelRequest, checked: set[str]) -
     queue = credential_queue(model_queue, provider)
     if queue not in checked:
         found: tuple[QueuePollers, ...] = await call(
-            pollers,
+            steps.POLLERS,
             PollersInput(task_queues=(queue,), grace_s=GRACE_S, activity=True),
             summary=f"check a worker holds {KEY_VARIABLES[provider]}",
         )

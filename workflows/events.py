@@ -2,7 +2,7 @@
 
 :class:`JobEvents` is the building block a job workflow holds. It
 
-- records :class:`~agentparallels.events.JobEvent` values in workflow state (the newest
+- records :class:`~agentparallels.core.events.JobEvent` values in workflow state (the newest
   ``keep`` of them, plus a count of every kind), time-stamped with ``workflow.now()``;
 - answers the ``events_since(cursor)`` query, which ``agentparallels events`` polls;
 - delivers every event to subscriber workflows (named in the job's input or by the
@@ -28,8 +28,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels import redact
-    from agentparallels.events import (
+    from agentparallels.core import redact
+    from agentparallels.core.events import (
         EVENTS_QUERY,
         EVENTS_SIGNAL,
         PAUSE_SIGNAL,

@@ -18,10 +18,10 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.hooks import run_hook
-    from agentparallels.errors import HOOK_VETOED
-    from agentparallels.events import Hook, HookInput, HookPoint
-    from agentparallels.models import JobRef, Sandbox
+    from agentparallels.core import steps
+    from agentparallels.core.errors import HOOK_VETOED
+    from agentparallels.core.events import Hook, HookInput, HookPoint
+    from agentparallels.core.models import JobRef, Sandbox
 
 
 async def run_hooks(
@@ -41,7 +41,7 @@ async def run_hooks(
         if hook.point != point:
             continue
         run = await call(
-            run_hook,
+            steps.RUN_HOOK,
             HookInput(
                 job_id=job.job_id,
                 repository=job.repository,

@@ -29,9 +29,11 @@ import asyncio
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
+
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.errors import BUDGET_EXCEEDED
-    from agentparallels.llm import (
+    from agentparallels.core.errors import BUDGET_EXCEEDED
+    from agentparallels.core.llm import (
         PHASES,
         BudgetLimits,
         Grant,
@@ -39,13 +41,13 @@ with workflow.unsafe.imports_passed_through():
         Settlement,
         budget_message,
     )
-    from agentparallels.models import PhaseBudget
+    from agentparallels.core.models import PhaseBudget
 
-RESERVE_SIGNAL = "budget_reserve"
+RESERVE_SIGNAL = names.RESERVE_SIGNAL
 """Shard to parent: a :class:`Reservation`."""
-SETTLE_SIGNAL = "budget_settle"
+SETTLE_SIGNAL = names.SETTLE_SIGNAL
 """Shard to parent: a :class:`Settlement`."""
-GRANT_SIGNAL = "budget_grant"
+GRANT_SIGNAL = names.GRANT_SIGNAL
 """Parent to shard: a :class:`Grant`."""
 JOB_LEDGER = "job-token-ledger"
 """Patch id: jobs started before the ledger replay with fixed per-shard shares."""

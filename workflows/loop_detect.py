@@ -21,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels._value import Value
-    from agentparallels.errors import LOOP_DETECTED
+    from agentparallels.core._value import Value
+    from agentparallels.core.errors import LOOP_DETECTED
 
 
 class LoopLimits(Value):

@@ -25,8 +25,8 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.workflows.fanout import gather_bounded
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels._value import Value
-    from agentparallels.errors import SUMMARY_TOO_LARGE
+    from agentparallels.core._value import Value
+    from agentparallels.core.errors import SUMMARY_TOO_LARGE
 
 R = TypeVar("R")
 T = TypeVar("T")

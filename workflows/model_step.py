@@ -27,9 +27,9 @@ from agentparallels.workflows._call import call
 from agentparallels.workflows.ledger import LedgerClient
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.llm import call_model
-    from agentparallels.errors import BUDGET_EXCEEDED, CONTEXT_LENGTH, OUTPUT_INVALID
-    from agentparallels.llm import (
+    from agentparallels.core import steps
+    from agentparallels.core.errors import BUDGET_EXCEEDED, CONTEXT_LENGTH, OUTPUT_INVALID
+    from agentparallels.core.llm import (
         BudgetLimits,
         Message,
         ModelAnswer,
@@ -156,7 +156,7 @@ class ModelSteps:
                 queue = await credentials.route(queue, req, self._key_holders)
             try:
                 answer = await call(
-                    call_model,
+                    steps.CALL_MODEL,
                     req,
                     summary=f"{req.step} · {req.model}",
                     heartbeat_timeout=timedelta(seconds=req.stream_timeout_s),

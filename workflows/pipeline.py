@@ -22,10 +22,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, FailureError
 
+from agentparallels.core import names
+
 with workflow.unsafe.imports_passed_through():
-    from agentparallels._value import Value
-    from agentparallels.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
-    from agentparallels.errors import STAGE_FAILED
+    from agentparallels.core._value import Value
+    from agentparallels.core.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
+    from agentparallels.core.errors import STAGE_FAILED
 
 
 class Verdict(Value):
@@ -126,7 +128,7 @@ async def chain(steps: Sequence[Step], value: Any) -> PipelineResult:
     return PipelineResult(completed=tuple(completed), output=value)
 
 
-@workflow.defn(name="PipelineWorkflow")
+@workflow.defn(name=names.PIPELINE)
 class PipelineWorkflow:
     @workflow.run
     async def run(self, inp: PipelineInput) -> PipelineResult:

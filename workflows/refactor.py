@@ -16,6 +16,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, ending
 from agentparallels.workflows.fanout import gather_bounded
@@ -41,16 +42,13 @@ PUBLISH_INVARIANT = "publish-invariant"
 """Patch id of the result check before publishing: jobs started before it replay without it."""
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.checks import run_check
-    from agentparallels.activities.git_ops import cleanup, merge, publish, set_ref
-    from agentparallels.activities.invariant import ResultCheckInput, ShardClaim, check_result
-    from agentparallels.activities.progress_log import open_log, record_shard
-    from agentparallels.activities.refactor import plan
-    from agentparallels.attributes import FILES_DONE, PHASE, TOKENS
-    from agentparallels.checklist import AWAITING_APPROVAL, Decision
-    from agentparallels.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH
-    from agentparallels.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
-    from agentparallels.models import (
+    from agentparallels.core import steps
+    from agentparallels.core.attributes import FILES_DONE, PHASE, TOKENS
+    from agentparallels.core.checklist import AWAITING_APPROVAL, Decision
+    from agentparallels.core.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH
+    from agentparallels.core.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
+    from agentparallels.core.messages import ResultCheckInput, ShardClaim
+    from agentparallels.core.models import (
         WORKFLOW_TASK_TIMEOUT,
         CheckInput,
         CheckRun,
@@ -70,11 +68,11 @@ with workflow.unsafe.imports_passed_through():
         ShardProgress,
         ShardResult,
     )
-    from agentparallels.progress import budget as budget_line
-    from agentparallels.progress_log import OpenLogInput, ShardDoneInput
+    from agentparallels.core.progress import budget as budget_line
+    from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
 
 
-@workflow.defn(name="RefactorWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.REFACTOR, failure_exception_types=BUG_TYPES)
 class RefactorWorkflow:
     def __init__(self) -> None:
         self._budget = BudgetLimits()
@@ -91,7 +89,7 @@ class RefactorWorkflow:
         self._before_pause = "queued"
         self._gate = ApprovalGate()
 
-    @workflow.update(name="approve")
+    @workflow.update(name=names.APPROVE_UPDATE)
     def approve(self, decision: Decision) -> str:
         return self._gate.decide(True, decision)
 
@@ -99,7 +97,7 @@ class RefactorWorkflow:
     def _may_approve(self, decision: Decision) -> None:
         self._gate.validate(True, decision, self._progress.phase)
 
-    @workflow.update(name="reject")
+    @workflow.update(name=names.REJECT_UPDATE)
     def reject(self, decision: Decision) -> str:
         return self._gate.decide(False, decision)
 
@@ -107,7 +105,7 @@ class RefactorWorkflow:
     def _may_reject(self, decision: Decision) -> None:
         self._gate.validate(False, decision, self._progress.phase)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
         return self._progress.model_copy(update={"shards": tuple(self._shards.values())})
 
@@ -158,7 +156,7 @@ class RefactorWorkflow:
         try:
             self._phase("plan")
             the_plan = await call(
-                plan,
+                steps.PLAN,
                 PlanInput(
                     job_id=job_id,
                     repository=inp.repository,
@@ -186,7 +184,7 @@ class RefactorWorkflow:
             self._progress = self._progress.model_copy(update={"files_total": len(the_plan.files)})
             if self._logged and shards:
                 self._reused = await call(
-                    open_log,
+                    steps.OPEN_LOG,
                     OpenLogInput(
                         job=job,
                         files_total=len(the_plan.files),
@@ -233,7 +231,7 @@ class RefactorWorkflow:
             try:
                 failed = await saga.compensate()
             finally:
-                if note := await shielded(_failure_of(call(cleanup, job, summary=CLEANUP))):
+                if note := await shielded(_failure_of(call(steps.CLEANUP, job, summary=CLEANUP))):
                     failed.append(f"{CLEANUP}: {note}")
             self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
             await shielded(self._events.finish(*ending(err)), raise_cancel=False)
@@ -242,7 +240,7 @@ class RefactorWorkflow:
             if isinstance(err, FailureError):
                 raise _root_cause(err) from err
             raise
-        await shielded(call(cleanup, job, summary=CLEANUP), raise_cancel=False)
+        await shielded(call(steps.CLEANUP, job, summary=CLEANUP), raise_cancel=False)
         await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
         return result
 
@@ -254,13 +252,15 @@ class RefactorWorkflow:
         await self._events.gate.wait()
         self._phase("merge")
         merged = await call(
-            merge,
+            steps.MERGE,
             MergeInput(job=job, shard_heads=tuple(r.head for r in results)),
             summary=f"merge {len(results)} shards",
         )
         saga.add(
             "merge",
-            lambda: call(set_ref, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)),
+            lambda: call(
+                steps.SET_REF, RefUpdate(job=job, ref=f"{job.scratch}/merged", target=None)
+            ),
         )
         files = sorted(p for r in results for p in r.files_changed)
         await run_hooks(inp.hooks, "pre-merge", job=job, worktree="pre-merge", commit=merged,
@@ -272,7 +272,7 @@ class RefactorWorkflow:
         if inp.test_cmd and not two_phase:
             self._phase("test")
             check = await call(
-                run_check,
+                steps.RUN_CHECK,
                 CheckInput(
                     job=job,
                     commit=merged,
@@ -314,14 +314,14 @@ class RefactorWorkflow:
                 ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
             )
             await call(
-                check_result,
+                steps.CHECK_RESULT,
                 ResultCheckInput(job=job, commit=merged, shards=claims),
                 summary="check the result against every shard's verified head",
             )
         # The point of no return: once publishing starts, a cancel request is too late.
         published = await shielded(
             call(
-                publish,
+                steps.PUBLISH,
                 PublishInput(job=job, commit=merged, apply=inp.apply),
                 summary=f"publish {job.branch}",
             ),
@@ -388,7 +388,7 @@ class RefactorWorkflow:
         self._finished(job, shard, result, saga)
         if self._logged:
             await call(
-                record_shard,
+                steps.RECORD_SHARD,
                 ShardDoneInput(job=job, result=result),
                 summary=f"progress log: {shard.name} done",
             )
@@ -397,7 +397,8 @@ class RefactorWorkflow:
     def _finished(self, job: JobRef, shard: Shard, result: ShardResult, saga: Saga) -> ShardResult:
         ref = f"{job.scratch}/shards/{shard.name}"
         saga.add(
-            f"shard {shard.name}", lambda: call(set_ref, RefUpdate(job=job, ref=ref, target=None))
+            f"shard {shard.name}",
+            lambda: call(steps.SET_REF, RefUpdate(job=job, ref=ref, target=None)),
         )
         self._shards[shard.name] = self._shards[shard.name].model_copy(
             update={

@@ -24,17 +24,19 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.credentials import MODEL_CAPABILITY
 from agentparallels.workflows.fanout import gather_bounded
 from agentparallels.workflows.model_step import ModelSteps
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels._value import Value
-    from agentparallels.activities.routing import PollersInput, QueuePollers, pollers
-    from agentparallels.errors import NO_CAPABILITY
-    from agentparallels.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
-    from agentparallels.llm import Message, ModelRequest, output_model
+    from agentparallels.core import steps
+    from agentparallels.core._value import Value
+    from agentparallels.core.errors import NO_CAPABILITY
+    from agentparallels.core.errors import NON_RETRYABLE_TYPES as NON_RETRYABLE
+    from agentparallels.core.llm import Message, ModelRequest, output_model
+    from agentparallels.core.messages import PollersInput, QueuePollers
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -103,13 +105,13 @@ REGISTRY = Registry(
     routes=(
         Route(
             kind="refactor",
-            workflow="RefactorWorkflow",
+            workflow=names.REFACTOR,
             capability="python",
             description="a multi-file refactor of a git repository (input: RefactorInput)",
         ),
         Route(
             kind="docs",
-            workflow="RefactorWorkflow",
+            workflow=names.REFACTOR,
             capability="docs",
             description="an edit of a repository's documentation files, e.g. a model rewriting "
             "every **/*.md (input: RefactorInput with its files globs)",
@@ -196,7 +198,7 @@ class OrchestratorResult(Value):
     tasks: tuple[Dispatched, ...]
 
 
-@workflow.defn(name="OrchestratorWorkflow")
+@workflow.defn(name=names.ORCHESTRATOR)
 class OrchestratorWorkflow:
     @workflow.run
     async def run(self, inp: OrchestratorInput) -> OrchestratorResult:
@@ -272,7 +274,7 @@ async def require_pollers(queues: tuple[str, ...], grace_s: float) -> None:
     if not queues:
         return
     found: tuple[QueuePollers, ...] = await call(
-        pollers,
+        steps.POLLERS,
         PollersInput(task_queues=queues, grace_s=grace_s),
         summary=f"check workers on {', '.join(queues)}",
     )

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.errors import ROLLBACK_INCOMPLETE
+    from agentparallels.core.errors import ROLLBACK_INCOMPLETE
 
 Compensation = Callable[[], Awaitable[Any]]
 T = TypeVar("T")

@@ -15,6 +15,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
 from agentparallels.workflows.events import PauseGate, child_event
@@ -26,12 +27,11 @@ from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.saga import Saga, incomplete
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.git_ops import remove_worktree, set_ref
-    from agentparallels.activities.refactor import edit_files
-    from agentparallels.errors import BREAKER_OPEN
-    from agentparallels.events import JobEvent
-    from agentparallels.llm import FileContext, Grant, Message, ModelRequest
-    from agentparallels.models import (
+    from agentparallels.core import steps
+    from agentparallels.core.errors import BREAKER_OPEN
+    from agentparallels.core.events import JobEvent
+    from agentparallels.core.llm import FileContext, Grant, Message, ModelRequest
+    from agentparallels.core.models import (
         EditBatchInput,
         EditOutcome,
         ModelEdit,
@@ -42,14 +42,14 @@ with workflow.unsafe.imports_passed_through():
         ShardResult,
     )
 
-PROGRESS_SIGNAL = "shard_progress"
+PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
 """The signal a shard sends its parent after each file."""
 
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
 """Programming errors fail the workflow (after its rollback) instead of retrying its task."""
 
 
-@workflow.defn(name="ShardWorkflow", failure_exception_types=BUG_TYPES)
+@workflow.defn(name=names.SHARD, failure_exception_types=BUG_TYPES)
 class ShardWorkflow:
     def __init__(self) -> None:
         self._progress: ShardProgress | None = None
@@ -63,7 +63,7 @@ class ShardWorkflow:
         """The job's ledger answers a reservation (see workflows.ledger)."""
         self._ledger.granted(grant)
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> ShardProgress | None:
         return self._progress
 
@@ -82,14 +82,17 @@ class ShardWorkflow:
         # The first edit step creates the branch and the worktree; their compensations are
         # registered before it, as undoing them is a no-op when they were never made.
         saga.add(
-            "branch", lambda: call(set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=None))
+            "branch",
+            lambda: call(steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=None)),
         )
-        saga.add("worktree", lambda: call(remove_worktree, shard))
+        saga.add("worktree", lambda: call(steps.REMOVE_WORKTREE, shard))
         tip = inp.job.base_commit
         model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         if inp.ledger:  # the parent's ledger decides every call; this shard has no share
             self._ledger.parent_id = inp.parent_id
-        steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=self._ledger)
+        model_steps = ModelSteps(
+            inp.budget, inp.prices, task_queue=model_queue, ledger=self._ledger
+        )
         loops = LoopDetector(breaker=breaker)
         hook_at = {"job": inp.job, "worktree": shard.name, "shard": shard.name,
                    "timeout_s": limits.command_timeout_s, "sandbox": limits.sandbox}  # fmt: skip
@@ -109,7 +112,7 @@ class ShardWorkflow:
                     # A first attempt is execution; a retry after a failed check is paid for
                     # from the verify budget, which execution cannot use up.
                     phase = "execute" if len(conversation) <= 2 else "verify"
-                    reply = await steps.ask(
+                    reply = await model_steps.ask(
                         _edit_request(model, inp, pending[0], conversation), phase=phase
                     )
                     answer = reply.text
@@ -117,7 +120,7 @@ class ShardWorkflow:
                     batch = tuple(pending[: limits.batch_files])
                 await run_hooks(inp.hooks, "pre-edit", commit=tip, files=batch, **hook_at)
                 step = await call(
-                    edit_files,
+                    steps.EDIT_FILES,
                     EditBatchInput(
                         shard=shard,
                         paths=batch,
@@ -145,7 +148,7 @@ class ShardWorkflow:
                     saga.add(
                         f"edits up to {step.outcomes[-1].path}",
                         lambda c=tip: call(
-                            set_ref, RefUpdate(job=inp.job, ref=shard.ref, target=c)
+                            steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=c)
                         ),
                     )
                     tip = step.tip
@@ -159,7 +162,7 @@ class ShardWorkflow:
                         if not breaker.allows():
                             opened = f"after {breaker.failures} consecutive failures"
                             self._note("breaker_opened", shard.name, outcome.path, opened)
-                        await self._report(inp, pending, breaker, steps)
+                        await self._report(inp, pending, breaker, model_steps)
                         if not breaker.allows():
                             raise ApplicationError(
                                 f"circuit breaker opened after {breaker.failures} consecutive "
@@ -182,7 +185,7 @@ class ShardWorkflow:
                         if outcome.status == "committed":
                             changed.append(outcome.path)
                             self._note("file_edited", shard.name, outcome.path)
-                await self._report(inp, pending, breaker, steps)
+                await self._report(inp, pending, breaker, model_steps)
             await self._flush()
             self._progress = self._progress.model_copy(update={"state": "done"})
             return ShardResult(
@@ -190,9 +193,9 @@ class ShardWorkflow:
                 head=tip,
                 files_changed=tuple(changed),
                 attempts=attempts,
-                usage=steps.total,
-                phase_tokens=steps.spent(),
-                cost_usd=steps.cost_usd,
+                usage=model_steps.total,
+                phase_tokens=model_steps.spent(),
+                cost_usd=model_steps.cost_usd,
             )
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
             failed = await saga.compensate()
@@ -201,7 +204,7 @@ class ShardWorkflow:
             raise
 
     async def _report(
-        self, inp: ShardInput, pending: list[str], breaker: CircuitBreaker, steps: ModelSteps
+        self, inp: ShardInput, pending: list[str], breaker: CircuitBreaker, model_steps: ModelSteps
     ) -> None:
         assert self._progress is not None
         self._progress = self._progress.model_copy(
@@ -209,8 +212,8 @@ class ShardWorkflow:
                 "files_done": len(inp.shard.files) - len(pending),
                 "breaker": breaker.state,
                 "failures": breaker.failures,
-                "tokens": steps.total.total,
-                "phase_tokens": steps.spent(),
+                "tokens": model_steps.total.total,
+                "phase_tokens": model_steps.spent(),
             }
         )
         # Sent without waiting for it, so the next edit step is not held up; awaited in order

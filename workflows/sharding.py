@@ -22,7 +22,7 @@ from posixpath import dirname
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.models import Shard
+    from agentparallels.core.models import Shard
 
 
 def module_of(path: str) -> str:

@@ -24,17 +24,16 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.workflows._call import call
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.activities.checklist import vote
-    from agentparallels.activities.checks import run_check
-    from agentparallels.checklist import (
+    from agentparallels.core import steps
+    from agentparallels.core.checklist import (
         AWAITING_APPROVAL,
         Checklist,
         CheckVote,
         Decision,
         VoteInput,
     )
-    from agentparallels.errors import APPROVAL_DENIED, CHECK_FAILED
-    from agentparallels.models import CheckInput, CheckRun, JobRef, Sandbox
+    from agentparallels.core.errors import APPROVAL_DENIED, CHECK_FAILED
+    from agentparallels.core.models import CheckInput, CheckRun, JobRef, Sandbox
 
 NOT_AWAITING = "NotAwaitingApproval"
 """The type of a validator's refusal: the job is not waiting for a decision."""
@@ -57,7 +56,7 @@ async def prepare(
     async def tests() -> CheckVote:
         assert test_cmd is not None
         run = await call(
-            run_check,
+            steps.RUN_CHECK,
             CheckInput(
                 job=job, commit=commit, command=test_cmd, timeout_s=timeout_s, sandbox=sandbox
             ),
@@ -75,7 +74,7 @@ async def prepare(
     def ballot(check: Literal["lint", "diff-size", "conflicts"]) -> asyncio.Future[CheckVote]:
         return asyncio.ensure_future(
             call(
-                vote,
+                steps.VOTE,
                 VoteInput(
                     check=check,
                     repository=job.repository,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentparallels.fake_llm import FakeLLM
+from agentparallels.testing.fake_llm import FakeLLM
 
 __all__ = ["KEYS", "fake", "model_keys"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from agentparallels.models import RefactorInput, RefactorResult
+from agentparallels.core.models import RefactorInput, RefactorResult
 
 
 def git(repo: Path, *args: str) -> str:

@@ -18,7 +18,7 @@ from agentparallels import activities
 from agentparallels.activities import _git
 from agentparallels.activities._workspace import worktrees_dir
 from agentparallels.activities.git_ops import cleanup, set_ref
-from agentparallels.models import JobRef, RefUpdate
+from agentparallels.core.models import JobRef, RefUpdate
 
 SAGA_REFS = ("shards/", "merged")
 """Scratch refs (below ``refs/agentparallels/<job>/``) that compensations undo; the others

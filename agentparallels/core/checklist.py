@@ -12,10 +12,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from agentparallels._value import Sandbox, Value
+from agentparallels.core import names
+from agentparallels.core._value import Sandbox, Value
 
-APPROVE_UPDATE = "approve"
-REJECT_UPDATE = "reject"
+APPROVE_UPDATE = names.APPROVE_UPDATE
+REJECT_UPDATE = names.REJECT_UPDATE
 AWAITING_APPROVAL = "awaiting-approval"
 """The job's phase (``AgentPhase`` search attribute) while it waits for a decision."""
 
@@ -81,3 +82,16 @@ class Decision(Value):
     """Why; required to reject."""
     by: str = ""
     """Who decided (free text, e.g. a user name)."""
+
+
+__all__ = [
+    "APPROVE_UPDATE",
+    "AWAITING_APPROVAL",
+    "ApprovalOptions",
+    "CheckName",
+    "CheckVote",
+    "Checklist",
+    "Decision",
+    "REJECT_UPDATE",
+    "VoteInput",
+]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from agentparallels._value import Sandbox, Value
-from agentparallels.llm import BudgetLimits, Compaction, Message, Price, StepsState, Usage
+from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.llm import BudgetLimits, Compaction, Message, Price, StepsState, Usage
 
 
 class AgentLoopState(Value):
@@ -101,3 +101,13 @@ class ToolInput(Value):
 class ToolResult(Value):
     exit_code: int
     output: str
+
+
+__all__ = [
+    "AgentLoopInput",
+    "AgentLoopProgress",
+    "AgentLoopResult",
+    "AgentLoopState",
+    "ToolInput",
+    "ToolResult",
+]

@@ -9,8 +9,8 @@ shards, and by ``agentparallels status`` when Temporal has no history of the job
 
 from __future__ import annotations
 
-from agentparallels._value import Value
-from agentparallels.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardResult
+from agentparallels.core._value import Value
+from agentparallels.core.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardResult
 
 LOG_FILE = "progress.json"
 """The one file of each commit of the log."""
@@ -92,3 +92,15 @@ class LoggedJob(Value):
     shards: tuple[LoggedShard, ...]
     published: str | None = None
     """The commit of the job's branch, when it was published."""
+
+
+__all__ = [
+    "JobLog",
+    "LOG_FILE",
+    "LoggedJob",
+    "LoggedShard",
+    "OpenLogInput",
+    "ShardDoneInput",
+    "ShardEntry",
+    "log_ref",
+]

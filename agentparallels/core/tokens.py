@@ -59,3 +59,13 @@ def window_of(model: str, table: dict[str, int] | None = None) -> int:
         return windows[model]
     family = [name for name in windows if model.startswith(name + "-")]
     return windows[max(family, key=len)] if family else DEFAULT_WINDOW
+
+
+__all__ = [
+    "DEFAULT_WINDOW",
+    "ENCODING",
+    "WINDOWS",
+    "count",
+    "encoding",
+    "window_of",
+]

@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agentparallels._value import Sandbox, Value
-from agentparallels.checklist import ApprovalOptions, Checklist
-from agentparallels.events import Hook, JobEvent
-from agentparallels.llm import BudgetLimits, Price, Usage
+from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.checklist import ApprovalOptions, Checklist
+from agentparallels.core.events import Hook, JobEvent
+from agentparallels.core.llm import BudgetLimits, Price, Usage
 
 SCRATCH_NAMESPACE = "refs/agentparallels"
 """Scratch refs of running jobs live below this in the job's repository, removed at its end."""
@@ -378,3 +378,37 @@ class RefactorResult(Value):
     """Files renamed by the token-level fallback (see :attr:`Plan.respelled`)."""
     unparsed: tuple[str, ...] = ()
     """Files that mention the renamed name but do not parse: not renamed (fix and rerun)."""
+
+
+__all__ = [
+    "BRANCH_PREFIX",
+    "CheckInput",
+    "CheckRun",
+    "CommandEdit",
+    "EditBatchInput",
+    "EditBatchResult",
+    "EditOutcome",
+    "EditSpec",
+    "JobRef",
+    "Limits",
+    "MergeInput",
+    "ModelEdit",
+    "ModuleSummary",
+    "PhaseBudget",
+    "Plan",
+    "PlanInput",
+    "Progress",
+    "PublishInput",
+    "Published",
+    "RefUpdate",
+    "RefactorInput",
+    "RefactorResult",
+    "RenameEdit",
+    "SCRATCH_NAMESPACE",
+    "Shard",
+    "ShardInput",
+    "ShardProgress",
+    "ShardRef",
+    "ShardResult",
+    "WORKFLOW_TASK_TIMEOUT",
+]

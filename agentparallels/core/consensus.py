@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from agentparallels._value import Value
-from agentparallels.llm import output_model
+from agentparallels.core._value import Value
+from agentparallels.core.llm import output_model
 
 
 @output_model
@@ -163,3 +163,20 @@ class ReviewResult(Value):
     head_commit: str
     files: tuple[str, ...]
     committee: CommitteeVerdict
+
+
+__all__ = [
+    "Ballot",
+    "CommitteeVerdict",
+    "Critique",
+    "DiffRequest",
+    "EvaluatorOptions",
+    "EvaluatorResult",
+    "MajorityResult",
+    "ReviewDiff",
+    "ReviewInput",
+    "ReviewResult",
+    "ReviewVote",
+    "Vote",
+    "VotingOptions",
+]

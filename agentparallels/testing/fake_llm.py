@@ -482,3 +482,12 @@ def serve(port: int, script_path: Path) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+__all__ = [
+    "FakeLLM",
+    "Recorded",
+    "STALL_SECONDS",
+    "load_script",
+    "serve",
+]

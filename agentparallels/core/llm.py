@@ -13,7 +13,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, field_validator
 
-from agentparallels._value import Value
+from agentparallels.core._value import Value
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -250,7 +250,7 @@ class Compaction(Value):
     threshold: float = Field(0.6, gt=0, le=1)
     """Compact when the conversation takes more than this fraction of the model's window."""
     window_tokens: int | None = Field(None, ge=1)
-    """The model's window, in tokens; None: looked up in ``agentparallels.tokens.WINDOWS``."""
+    """The model's window, in tokens; None: looked up in ``agentparallels.core.tokens.WINDOWS``."""
     keep_turns: int = Field(4, ge=0)
     """The newest turns, never summarised (the first turn, the task, is never either)."""
     summary_tokens: int = Field(1024, ge=16)
@@ -282,3 +282,28 @@ def lookup_output(name: str) -> type[BaseModel]:
         raise ValueError(
             f"no output model named {name!r} is registered (known: {', '.join(sorted(_OUTPUTS))})"
         ) from None
+
+
+__all__ = [
+    "BudgetLimits",
+    "Compaction",
+    "DEFAULT_SHARES",
+    "FileContext",
+    "Grant",
+    "KEY_VARIABLES",
+    "M",
+    "Message",
+    "ModelAnswer",
+    "ModelRequest",
+    "PHASES",
+    "PROVIDERS",
+    "Price",
+    "Reservation",
+    "Settlement",
+    "StepsState",
+    "Usage",
+    "budget_message",
+    "lookup_output",
+    "output_model",
+    "split_model",
+]

@@ -15,9 +15,9 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from agentparallels import redact
-from agentparallels._value import Sandbox, Value
-from agentparallels.errors import UsageError
+from agentparallels.core import names, redact
+from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.errors import UsageError
 
 EventKind = Literal[
     "started",
@@ -34,15 +34,15 @@ EventKind = Literal[
 ENDINGS: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 """The kinds that end a job: nothing comes after one of them."""
 
-EVENTS_SIGNAL = "job_events"
+EVENTS_SIGNAL = names.EVENTS_SIGNAL
 """The signal a subscriber workflow receives: a list of :class:`JobEvent`, oldest first."""
-EVENTS_QUERY = "events_since"
+EVENTS_QUERY = names.EVENTS_QUERY
 """The query ``events_since(cursor) -> EventPage`` on a job."""
-SUBSCRIBE_SIGNAL = "subscribe"
+SUBSCRIBE_SIGNAL = names.SUBSCRIBE_SIGNAL
 """Signal a job with a workflow id to make that workflow a subscriber."""
-PAUSE_SIGNAL = "pause"
-UNPAUSE_SIGNAL = "unpause"
-PAUSED_QUERY = "paused"
+PAUSE_SIGNAL = names.PAUSE_SIGNAL
+UNPAUSE_SIGNAL = names.UNPAUSE_SIGNAL
+PAUSED_QUERY = names.PAUSED_QUERY
 
 
 class JobEvent(Value):
@@ -132,3 +132,23 @@ def parse_hooks(specs: Iterable[str]) -> tuple[Hook, ...]:
             )
         hooks.append(Hook(point=point, command=command.strip()))  # type: ignore[arg-type]
     return tuple(hooks)
+
+
+__all__ = [
+    "ENDINGS",
+    "EVENTS_QUERY",
+    "EVENTS_SIGNAL",
+    "EventKind",
+    "EventPage",
+    "HOOK_POINTS",
+    "Hook",
+    "HookInput",
+    "HookPoint",
+    "HookRun",
+    "JobEvent",
+    "PAUSED_QUERY",
+    "PAUSE_SIGNAL",
+    "SUBSCRIBE_SIGNAL",
+    "UNPAUSE_SIGNAL",
+    "parse_hooks",
+]

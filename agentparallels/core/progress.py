@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentparallels.models import Progress, RefactorResult
-from agentparallels.progress_log import LoggedJob
+from agentparallels.core.models import Progress, RefactorResult
+from agentparallels.core.progress_log import LoggedJob
 
 BAR_WIDTH = 30
 
@@ -129,3 +129,13 @@ def logged(job: LoggedJob, repository: str) -> str:
             f"{log.job_id}: finished shards and committed files are kept"
         )
     return "\n".join(rows)
+
+
+__all__ = [
+    "BAR_WIDTH",
+    "budget",
+    "line",
+    "logged",
+    "summary",
+    "table",
+]
