@@ -20,8 +20,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import attributes
 from agentparallels.plugin import AgentParallelsPlugin
+from tests.support.fake_model import fake, model_keys  # noqa: F401 - shared fixtures, by name
 
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fake_llm(script, default=..., match=...): how the `fake` fixture answers"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +61,12 @@ async def env(blob_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def client(env: WorkflowEnvironment) -> Client:
     return env.client
+
+
+@pytest.fixture
+def address(env: WorkflowEnvironment) -> str:
+    """The test server's host:port, for commands run in processes of their own."""
+    return env.client.service_client.config.target_host
 
 
 @pytest.fixture

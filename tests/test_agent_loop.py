@@ -8,7 +8,6 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
 from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.compaction import SUMMARISE_SYSTEM, SUMMARY_PREFIX
-from tests.history_text import history_text
+from tests.support.history_text import history_text
 
 SUMMARY = "SUMMARY-7f3a: the agent answered ok every turn."
 RUN_EVENTS = 200
@@ -35,17 +34,11 @@ finish the turn (a summary call and a model call, six events each) and close wit
 continue-as-new command."""
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
-    """Answers "ok" (usage: 10 in, 1 out); any summarising request gets SUMMARY."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-agent-loop")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-agent-loop")
-    summary = {"content": SUMMARY, "usage": {"input": 10, "output": 8}}
-    with FakeLLM(
-        default={"content": "ok", "usage": {"input": 10, "output": 1}},
-        match={SUMMARISE_SYSTEM[:40]: summary},
-    ) as server:
-        yield server
+pytestmark = pytest.mark.fake_llm(
+    default={"content": "ok", "usage": {"input": 10, "output": 1}},
+    match={SUMMARISE_SYSTEM[:40]: {"content": SUMMARY, "usage": {"input": 10, "output": 8}}},
+)
+"""The fake answers "ok" (usage: 10 in, 1 out); any summarising request gets SUMMARY."""
 
 
 def loop(fake: FakeLLM, **fields: object) -> AgentLoopInput:

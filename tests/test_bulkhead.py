@@ -21,7 +21,7 @@ from agentparallels.core.models import (
     RefactorInput,
     ShardRef,
 )
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.repos import git, make_repo, snapshot, start_job
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")
 

@@ -4,9 +4,6 @@ it called, repeated calls counted, retries and failures marked."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +14,9 @@ from agentparallels import callgraph, worker
 from agentparallels.core.models import Limits, ModelEdit, RefactorInput, RenameEdit
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.looping_workflow import LoopingWorkflow, step
-from tests.repos import make_repo, src_layout_repo, start_job
+from tests.support.cli import run_cli_async
+from tests.support.repos import make_repo, src_layout_repo, start_job
 from tests.test_model_refactor import FILES
-
-CLI = str(Path(sys.executable).parent / "agentparallels")
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": os.environ["TEST_TEMPORAL_ADDRESS"]}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path: Path) -> None:
@@ -79,10 +70,10 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert '"refactor.plan<br/>plan: list the files to change"' in text
     assert "class" in text and "failed" not in text.split("classDef retried")[1]
 
-    printed = await asyncio.to_thread(cli, "graph", handle.id)
+    printed = await run_cli_async("graph", handle.id, address=client, timeout=60)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == text
-    report = await asyncio.to_thread(cli, "status", handle.id, "--graph")
+    report = await run_cli_async("status", handle.id, "--graph", address=client, timeout=60)
     assert report.returncode == 0, report.stderr
     assert f"job {handle.id} succeeded" in report.stdout
     assert (
@@ -91,32 +82,31 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     )
     assert "```mermaid\nflowchart TD\n" in report.stdout
 
-    missing = await asyncio.to_thread(cli, "graph", "no-such-job")
+    missing = await run_cli_async("graph", "no-such-job", address=client, timeout=60)
     assert missing.returncode == 2 and "no job no-such-job" in missing.stderr
 
 
+@pytest.mark.fake_llm([{"status": 500, "retry_after_ms": 10}, {"error": "unauthorized"}])
 async def test_failed_and_retried_calls_are_marked(
-    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """A model call retried after a 500 and then refused (401): the call is drawn failed, with
     its error and the retry; the shard and the job are marked failed; the rollback is shown."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-callgraph")
     repo = make_repo(tmp_path / "repo", FILES)
-    with FakeLLM([{"status": 500, "retry_after_ms": 10}, {"error": "unauthorized"}]) as fake:
-        job = RefactorInput(
-            repository=str(repo),
-            edit=ModelEdit(
-                instruct="rename",
-                files=("pkg/a.py",),
-                model="openai:fake-coder",
-                base_url=fake.openai_base_url,
-            ),
-            limits=Limits(parallel=1),
-        )
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(client, task_queue, job)
-            with pytest.raises(WorkflowFailureError):
-                await asyncio.wait_for(handle.result(), 60)
+    job = RefactorInput(
+        repository=str(repo),
+        edit=ModelEdit(
+            instruct="rename",
+            files=("pkg/a.py",),
+            model="openai:fake-coder",
+            base_url=fake.openai_base_url,
+        ),
+        limits=Limits(parallel=1),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
 
     flow = await callgraph.load(client, handle.id)
     assert flow.status == "failed" and "401" in flow.error

@@ -25,7 +25,7 @@ from agentparallels import worker
 from agentparallels.core.checklist import ApprovalOptions, Decision
 from agentparallels.core.models import CommandEdit, Progress, RefactorInput
 from agentparallels.core.steps import HEARTBEAT
-from tests.repos import start_job
+from tests.support.repos import start_job
 
 ROOT = Path(__file__).resolve().parents[1]
 WAITING = "awaiting-approval"

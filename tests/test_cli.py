@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,26 +15,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
-from tests.repos import snapshot, src_layout_repo, write
-
-CLI = str(Path(sys.executable).parent / "agentparallels")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(*args: str, address: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AGENTPARALLELS_CACHE_DIR": str(cache)}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-@pytest.fixture
-def address(env: WorkflowEnvironment) -> str:
-    return env.client.service_client.config.target_host
-
+from tests.support.cli import cli_process, run_cli
+from tests.support.ports import free_port
+from tests.support.repos import snapshot, src_layout_repo, write
 
 BAD_INPUT = {
     "not a repository": (["{plain}", "--rename", "a.b=c"], "is not a git repository"),
@@ -157,7 +138,9 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
     args = [a.format(**paths) if a.startswith("{") and a != "{file}" else a for a in args]
     before = {name: snapshot(p) for name, p in paths.items() if name != "plain"}
 
-    done = cli("refactor", *args, "--task-queue", task_queue, address=address, cache=tmp_path / "c")
+    done = run_cli(
+        "refactor", *args, "--task-queue", task_queue, address=address, cache=tmp_path / "c"
+    )
 
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr
@@ -172,8 +155,8 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
 def test_unreachable_explicit_address_is_a_usage_error(tmp_path: Path) -> None:
     """An explicit TEMPORAL_ADDRESS that nothing answers on: exit 2, saying what to do."""
     repo = src_layout_repo(tmp_path / "repo")
-    done = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-               address=f"127.0.0.1:{free_port()}", cache=tmp_path / "c")  # fmt: skip
+    done = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
+                   address=f"127.0.0.1:{free_port()}", cache=tmp_path / "c")  # fmt: skip
     assert done.returncode == 2
     assert "cannot reach Temporal at 127.0.0.1:" in done.stderr
     assert "unset TEMPORAL_ADDRESS" in done.stderr
@@ -187,22 +170,22 @@ def test_refactor_status_and_cancel_from_the_command_line(
     the finished job; `cancel` of a finished job is refused with exit 2."""
     repo = src_layout_repo(tmp_path / "repo")
     job_id = f"cli-{task_queue[-8:]}"
-    done = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
-               "--test-cmd", "python -m pytest -q -p no:cacheprovider", "--job-id", job_id,
-               "--task-queue", task_queue, address=address, cache=tmp_path / "c")  # fmt: skip
+    done = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
+                   "--test-cmd", "python -m pytest -q -p no:cacheprovider", "--job-id", job_id,
+                   "--task-queue", task_queue, address=address, cache=tmp_path / "c")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"job {job_id} succeeded: 4 files changed in 3 modules" in done.stdout
     assert "check `python -m pytest -q -p no:cacheprovider`: passed" in done.stdout
 
-    status = cli("status", job_id, address=address, cache=tmp_path / "c")
+    status = run_cli("status", job_id, address=address, cache=tmp_path / "c")
     assert status.returncode == 0, status.stderr
     assert f"on branch agentparallels/{job_id}" in status.stdout
 
-    cancel = cli("cancel", job_id, address=address, cache=tmp_path / "c")
+    cancel = run_cli("cancel", job_id, address=address, cache=tmp_path / "c")
     assert cancel.returncode == 2
     assert f"job {job_id} is not running (it is completed)" in cancel.stderr
 
-    missing = cli("status", "no-such-job", address=address, cache=tmp_path / "c")
+    missing = run_cli("status", "no-such-job", address=address, cache=tmp_path / "c")
     assert missing.returncode == 2
     assert "no job no-such-job" in missing.stderr
 
@@ -215,8 +198,9 @@ async def test_job_whose_starter_left_is_finished_by_a_later_worker(
     UI by its summary and search attributes."""
     address = env.client.service_client.config.target_host
     repo = src_layout_repo(tmp_path / "repo")
-    started = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--detach",
-                  "--task-queue", task_queue, address=address, cache=tmp_path / "c")  # fmt: skip
+    started = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--detach",
+                      "--task-queue", task_queue,
+                      address=address, cache=tmp_path / "c")  # fmt: skip
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.strip()
     handle = env.client.get_workflow_handle(job_id)
@@ -227,7 +211,7 @@ async def test_job_whose_starter_left_is_finished_by_a_later_worker(
 
     async with worker.build_worker(env.client, worker.WorkerOptions(task_queue=task_queue)):
         followed = await asyncio.to_thread(
-            cli, "status", job_id, "--follow", address=address, cache=tmp_path / "c"
+            run_cli, "status", job_id, "--follow", address=address, cache=tmp_path / "c"
         )
     assert followed.returncode == 0, followed.stderr
     assert f"job {job_id} succeeded: 4 files changed" in followed.stdout
@@ -255,9 +239,7 @@ def test_fake_llm_command_serves_a_script(tmp_path: Path) -> None:
 
     script = tmp_path / "script.json"
     script.write_text('[{"content": "scripted hello"}]')
-    with subprocess.Popen(
-        [CLI, "fake-llm", "--script", str(script)], stdout=subprocess.PIPE, text=True
-    ) as proc:
+    with cli_process("fake-llm", "--script", str(script), stderr=None) as proc:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         base = line.split("OpenAI: ")[1].split(",")[0].rstrip(")")

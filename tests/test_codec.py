@@ -4,9 +4,6 @@ directory driver), and come back byte for byte."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -21,8 +18,7 @@ from agentparallels.blobstore import BlobMissing, LocalDirectoryDriver, S3BlobDr
 from agentparallels.codec import payload_codec
 from agentparallels.core.errors import UsageError
 from agentparallels.encryption import Keyring
-
-CLI = str(Path(sys.executable).parent / "agentparallels")
+from tests.support.cli import cli_env, run_cli
 
 
 async def test_large_payloads_round_trip_byte_for_byte(tmp_path: Path) -> None:
@@ -78,11 +74,8 @@ def test_blob_url_picks_the_driver_and_a_bad_one_says_what_to_write(
 def test_a_worker_with_a_bad_blob_url_exits_2_with_one_line() -> None:
     """`agentparallels worker` refuses a blob store URL it cannot use before connecting: one
     line naming the variable and the forms it takes, exit code 2, no traceback."""
-    env = {**os.environ, "AGENTPARALLELS_BLOB_URL": "https://payloads.example/x"}
-    done = subprocess.run(
-        [CLI, "worker", "--task-queue", "nowhere"], env=env, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
+    env = cli_env(AGENTPARALLELS_BLOB_URL="https://payloads.example/x")
+    done = run_cli("worker", "--task-queue", "nowhere", env=env)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "agentparallels: error: AGENTPARALLELS_BLOB_URL=https://payloads.example/x is not a "

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,11 +22,12 @@ from agentparallels.cli.server import server_options
 from agentparallels.codec import payload_codec
 from agentparallels.codec_server import CodecServer
 from agentparallels.encryption import Keyring
+from tests.support.cli import cli_env, cli_process, run_cli
+from tests.support.ports import free_port
 
 KEY = base64.b64encode(b"s" * 32).decode()
 KEYRING = Keyring.parse([f"ui-key:{KEY}"], source="test")
 UI = "http://localhost:8233"
-CLI = str(Path(sys.executable).parent / "agentparallels")
 PLAIN = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()}}
 PLAIN["data"] = base64.b64encode(b'"the wombat prompt"').decode()
 
@@ -117,13 +115,9 @@ def test_token_is_required_when_configured(tmp_path: Path, monkeypatch: pytest.M
 def test_codec_server_command_serves_with_the_environment_keys(tmp_path: Path) -> None:
     """`agentparallels codec-server --port 0` prints its URL, decrypts with the keyring from
     the environment, and stops on SIGTERM."""
-    env = {**os.environ, "AGENTPARALLELS_CODEC_KEYS": f"ui-key:{KEY}"}
-    env["AGENTPARALLELS_BLOB_DIR"] = str(tmp_path)
-    with subprocess.Popen(
-        [CLI, "codec-server", "--port", "0",
-         "--cors-origin", "http://ui.example:8080"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    ) as proc:  # fmt: skip
+    env = cli_env(AGENTPARALLELS_CODEC_KEYS=f"ui-key:{KEY}", AGENTPARALLELS_BLOB_DIR=str(tmp_path))
+    with cli_process("codec-server", "--port", "0", "--cors-origin", "http://ui.example:8080",
+                     env=env, stderr=subprocess.STDOUT) as proc:  # fmt: skip
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert "keys ui-key" in first and "CORS for http://ui.example:8080" in first, first
@@ -139,22 +133,13 @@ def test_codec_server_command_serves_with_the_environment_keys(tmp_path: Path) -
 
 def test_codec_server_command_refuses_a_bad_key() -> None:
     """A malformed key is a one-line usage error, exit 2, before anything listens."""
-    env = {**os.environ, "AGENTPARALLELS_CODEC_KEY": "not-a-key"}
-    done = subprocess.run(
-        [CLI, "codec-server", "--port", "0"],
-        env=env, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    env = cli_env(AGENTPARALLELS_CODEC_KEY="not-a-key")
+    done = run_cli("codec-server", "--port", "0", env=env, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "agentparallels: error: AGENTPARALLELS_CODEC_KEY, entry 1: the key is not 32 random "
         "bytes in base64 or hex (generate one with `openssl rand -base64 32`)"
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ui_settings(port: int) -> dict:

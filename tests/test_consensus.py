@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel
@@ -58,14 +57,6 @@ class ConsensusProbe:
             return ProbeResult(committee=await committee(steps, p.requests, p.quorum))
         assert p.voting is not None
         return ProbeResult(majority=await majority_vote(steps, p.requests[0], p.voting))
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLM]:
-    """A script that runs dry answers a non-retryable 500: an extra call fails the test."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-consensus")
-    with FakeLLM(default=None) as server:
-        yield server
 
 
 def ask(fake: FakeLLM, text: str, model: str = "openai:fake") -> ModelRequest:

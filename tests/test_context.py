@@ -13,8 +13,8 @@ from agentparallels import worker
 from agentparallels.core.models import Limits, ModelEdit, RefactorInput, RenameEdit
 from agentparallels.replay import histories_of
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.history_text import history_text
-from tests.repos import make_repo, start_job
+from tests.support.history_text import history_text
+from tests.support.repos import make_repo, start_job
 
 MARKER = "LAZY-MARKER-5d0c"
 """In every file of the repositories below, and nowhere else."""
@@ -85,28 +85,27 @@ DIFF = """```diff
 ```"""
 
 
+@pytest.mark.fake_llm([{"content": DIFF}])
 async def test_a_model_job_reads_files_in_its_steps_not_from_its_history(
-    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """A model edit: the model is sent the file and its siblings (read from git by the call
     step), but the histories hold only the instruction, paths, commits and the model's
     answer."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-context")
     repo = make_repo(tmp_path / "repo", FILES)
-    with FakeLLM([{"content": DIFF}]) as fake:
-        job = RefactorInput(
-            repository=str(repo),
-            edit=ModelEdit(
-                instruct="INSTRUCTION-9e2b: rename to_cents to as_cents",
-                files=("pkg/money.py",),
-                model="openai:fake",
-                base_url=fake.openai_base_url,
-            ),
-        )
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(client, task_queue, job)
-            result = await asyncio.wait_for(handle.result(), 90)
-        sent = fake.requests[0].body["messages"][-1]["content"]
+    job = RefactorInput(
+        repository=str(repo),
+        edit=ModelEdit(
+            instruct="INSTRUCTION-9e2b: rename to_cents to as_cents",
+            files=("pkg/money.py",),
+            model="openai:fake",
+            base_url=fake.openai_base_url,
+        ),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        result = await asyncio.wait_for(handle.result(), 90)
+    sent = fake.requests[0].body["messages"][-1]["content"]
     assert result.files_changed == ("pkg/money.py",)
     assert sent.count(MARKER) == 6 + 1  # the file's notes and its sibling __init__.py
     histories = await asyncio.wait_for(job_histories(client, handle.id, 1), 30)

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
 from agentparallels.core.models import CommandEdit, Limits, Progress, RefactorInput
-from tests.repos import commits_touching, git, make_repo, start_job
+from tests.support.repos import commits_touching, git, make_repo, start_job
 
 ROOT = Path(__file__).resolve().parents[1]
 

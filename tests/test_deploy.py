@@ -9,7 +9,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import yaml
 from temporalio.envconfig import ClientConfig
 
 from agentparallels.cli import build_parser
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-CLI = str(Path(sys.executable).parent / "agentparallels")
 OURS = "agentparallels-worker"  # the image deploy/Dockerfile builds
 
 
@@ -180,7 +179,7 @@ def test_image_runs_a_real_cli_command_as_a_non_root_user_with_bubblewrap() -> N
     an unprivileged user and installs bubblewrap and git; what it COPYs exists."""
     command = image_command()
     assert command == ["agentparallels", "worker"]
-    done = subprocess.run([CLI, *command[1:], "--help"], capture_output=True, timeout=60)
+    done = run_cli(*command[1:], "--help", timeout=60)
     assert done.returncode == 0, done.stderr
     steps = dockerfile()
     [user] = [args for instruction, args in steps if instruction == "USER"]

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +15,8 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from agentparallels import attributes, devserver
 from agentparallels.client import connect
 from agentparallels.core.errors import ServerError
-
-CLI = str(Path(sys.executable).parent / "agentparallels")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.cli import cli_process
+from tests.support.ports import free_port
 
 
 @pytest.fixture
@@ -83,15 +76,12 @@ def test_server_command_runs_in_the_foreground_until_interrupted(
     opts: devserver.ServerOptions,
 ) -> None:
     """`agentparallels server` serves until SIGINT and then exits cleanly."""
-    proc = subprocess.Popen(
-        [CLI, "server", "--db", str(opts.db), "--port", str(opts.port),
-         "--ui-port", str(opts.ui_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("Temporal dev server on"):
-            break
-    assert f"UI at http://localhost:{opts.ui_port}" in line
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
+    with cli_process("server", "--db", str(opts.db), "--port", str(opts.port),
+                     "--ui-port", str(opts.ui_port), stderr=subprocess.STDOUT) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("Temporal dev server on"):
+                break
+        assert f"UI at http://localhost:{opts.ui_port}" in line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0

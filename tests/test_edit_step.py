@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 from agentparallels.activities.refactor import edit_files
 from agentparallels.core.errors import GIT_CONFLICT
 from agentparallels.core.models import CommandEdit, EditBatchInput, JobRef, ShardRef
-from tests.repos import git, make_repo
+from tests.support.repos import git, make_repo
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")
 

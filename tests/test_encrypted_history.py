@@ -23,7 +23,7 @@ from agentparallels.encryption import CodecKeyError, Keyring
 from agentparallels.plugin import AgentParallelsPlugin
 from agentparallels.replay import histories_of
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.repos import git, make_repo, start_job
+from tests.support.repos import git, make_repo, start_job
 
 KEY = base64.b64encode(b"k" * 32).decode()
 KEYRING = Keyring.parse([f"2026-q4:{KEY}"], source="test")
@@ -78,32 +78,27 @@ def show(address: str, job_id: str, *codec: str) -> str:
     return "\n".join(found)
 
 
+@pytest.mark.fake_llm([{"content": ANSWER}])
 async def test_model_job_history_holds_no_plaintext_and_decodes_with_the_key(
-    env: WorkflowEnvironment,
-    blob_dir: Path,
-    task_queue: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    env: WorkflowEnvironment, blob_dir: Path, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """Every payload is encrypted: the raw histories and the blob store hold neither the
     prompt, nor the file's content or name, nor the key; with the key the input decodes, the
     Temporal CLI shows the prompt through the codec server, and a client without the key is
     told which key id it lacks."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-encrypted")
     secure = client_with(env, blob_dir, KEYRING)
     repo = make_repo(tmp_path / "repo", FILES)
-    with FakeLLM([{"content": ANSWER}]) as fake:
-        edit = ModelEdit(
-            instruct=PROMPT,
-            files=("treasury/zanzibar_ledger.py",),
-            model="openai:fake",
-            base_url=fake.openai_base_url,
-        )
-        job = RefactorInput(repository=str(repo), edit=edit)
-        async with worker.build_worker(secure, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(secure, task_queue, job)
-            result = await asyncio.wait_for(handle.result(), 60)
-        sent = json.dumps(fake.requests[0].body)
+    edit = ModelEdit(
+        instruct=PROMPT,
+        files=("treasury/zanzibar_ledger.py",),
+        model="openai:fake",
+        base_url=fake.openai_base_url,
+    )
+    job = RefactorInput(repository=str(repo), edit=edit)
+    async with worker.build_worker(secure, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(secure, task_queue, job)
+        result = await asyncio.wait_for(handle.result(), 60)
+    sent = json.dumps(fake.requests[0].body)
     assert result.files_changed == ("treasury/zanzibar_ledger.py",)
     assert git(repo, "show", f"{result.head_commit}:treasury/zanzibar_ledger.py") == (
         "QUOKKA_TALLY = 42"

@@ -4,9 +4,7 @@ a step, and pause / unpause."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -50,10 +48,10 @@ with workflow.unsafe.imports_passed_through():
         RefactorResult,
     )
     from agentparallels.workflows.events import JobEvents
-    from tests.repos import git, make_repo, snapshot, start_job
-    from tests.rollback_audit import Audit
+    from tests.support.cli import CLI, cli_env, run_cli_async
+    from tests.support.repos import git, make_repo, snapshot, start_job
+    from tests.support.rollback_audit import Audit
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 APPEND = CommandEdit(command="echo '# edited' >> {file}")
 TIMEOUT = 90
 
@@ -162,19 +160,6 @@ def address(env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch) -> str:
     target = env.client.service_client.config.target_host
     monkeypatch.setenv("TEMPORAL_ADDRESS", target)
     return target
-
-
-def cli_env(env: WorkflowEnvironment) -> dict[str, str]:
-    return {**os.environ, "TEMPORAL_ADDRESS": env.client.service_client.config.target_host}
-
-
-async def cli(env: WorkflowEnvironment, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        CLI, *args, env=cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, errs = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), errs.decode()
 
 
 async def failed_job(
@@ -428,9 +413,9 @@ async def test_pause_holds_the_job_and_unpause_lets_it_finish(
     async with build(client, task_queue, hold=True):
         handle = await start_job(client, task_queue, job)
         await asyncio.wait_for(asyncio.to_thread(HELD.wait, TIMEOUT), TIMEOUT)
-        code, out, errs = await cli(env, "pause", handle.id)
-        assert code == 0, errs
-        assert "pauses after the steps it is running" in out
+        paused = await run_cli_async("pause", handle.id, address=env, timeout=TIMEOUT)
+        assert paused.returncode == 0, paused.stderr
+        assert "pauses after the steps it is running" in paused.stdout
         name = (await progress(handle)).shards[0].name
         shard = client.get_workflow_handle(f"{handle.id}/{name}")
         await until(lambda: shard.query("paused"), "the shard to be paused")

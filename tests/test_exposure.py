@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,9 @@ from agentparallels.activities import discovery, exposure, sandbox
 from agentparallels.activities._proc import run_command
 from agentparallels.core.errors import SANDBOX_DENIED
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput, Sandbox
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.cli import run_cli
+from tests.support.repos import git, make_repo, snapshot, start_job
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 SECRET = "s3cret-7f1c"
 TIMEOUT = 120
 
@@ -269,11 +270,8 @@ def test_bad_sandbox_flags_are_a_usage_error(
 ) -> None:
     """Each bad flag: exit 2, one line saying what is wrong, nothing started."""
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
-    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1"}
-    done = subprocess.run(
-        [CLI, "refactor", str(repo), "--edit-cmd", "true {file}", *flags],
-        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+    done = run_cli("refactor", str(repo), "--edit-cmd", "true {file}", *flags,
+                   address="127.0.0.1:1", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("agentparallels: error:") == 1 and "Traceback" not in done.stderr
     assert message in done.stderr
@@ -404,17 +402,12 @@ def test_the_flags_of_refactor_and_resume_reach_the_job(
 ) -> None:
     """`refactor --sandbox-ro A` whose edit command also reads B fails, exit 1, the reason
     naming B and `--sandbox-ro B`; `resume --sandbox-ro B` keeps A, adds B, and succeeds."""
-    address = client.service_client.config.target_host
     a, b = outside / "a", outside / "b"
     for folder in (a, b):
         folder.mkdir()
         (folder / "line.txt").write_text(f"# from {folder.name}\n")
     repo = make_repo(outside / "repo", {"m.py": "x = 1\n"})
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AGENTPARALLELS_CACHE_DIR": str(tmp_path)}
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CLI, *args], capture_output=True, text=True, env=env,
-                              timeout=300, cwd=tmp_path)  # fmt: skip
+    cli = partial(run_cli, address=client, cache=tmp_path, timeout=300, cwd=tmp_path)
 
     edit = f"cat {a}/line.txt {b}/line.txt >> {{file}}"
     job_id = f"exposure-{os.getpid()}-{tmp_path.name}"[:60]

@@ -23,10 +23,8 @@ MESSAGES = [{"role": "user", "content": "one two three"}]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM() as server:
-        yield server
+pytestmark = pytest.mark.fake_llm(default={"content": "ok"})
+"""The server as it starts by default: a script that runs dry answers "ok"."""
 
 
 @pytest.fixture

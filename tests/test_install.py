@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.repos import git
+from tests.support.repos import git, make_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,14 +134,14 @@ def test_installed_beside_a_users_own_workflows_and_activities(
     assert version.stdout.startswith("agentparallels ")
 
     # A small job, run by the installed CLI and its in-process worker.
-    repo = tmp_path / "repo"
-    (repo / "pkg").mkdir(parents=True)
-    (repo / "pkg" / "__init__.py").write_text("")
-    (repo / "pkg" / "money.py").write_text("def to_cents(x):\n    return x * 100\n")
-    (repo / "pkg" / "shop.py").write_text("from pkg.money import to_cents\n\nTOTAL = to_cents(3)\n")
-    git(repo, "init", "--quiet", "--initial-branch=main")
-    git(repo, "add", ".")
-    git(repo, "commit", "--quiet", "-m", "init")
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "pkg/__init__.py": "",
+            "pkg/money.py": "def to_cents(x):\n    return x * 100\n",
+            "pkg/shop.py": "from pkg.money import to_cents\n\nTOTAL = to_cents(3)\n",
+        },
+    )
     done = subprocess.run(
         [cli, "refactor", str(repo), "--rename", "pkg.money.to_cents=cents", "--job-id",
          f"install-{os.getpid()}"],

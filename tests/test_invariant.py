@@ -20,7 +20,7 @@ from agentparallels.activities.invariant import check_result
 from agentparallels.core.errors import RESULT_MISMATCH
 from agentparallels.core.messages import ResultCheckInput, ShardClaim
 from agentparallels.core.models import JobRef, MergeInput, RefactorInput, RenameEdit
-from tests.repos import git, make_repo, snapshot, src_layout_repo, start_job, write
+from tests.support.repos import git, make_repo, snapshot, src_layout_repo, start_job, write
 
 FILES = {"a.py": "A = 1\n", "b.py": "B = 1\n", "c.py": "C = 1\n"}
 

@@ -20,7 +20,7 @@ from agentparallels.core.llm import BudgetLimits, Grant, Reservation, Settlement
 from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
 from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.ledger import Ledger
-from tests.repos import make_repo, snapshot, start_job
+from tests.support.repos import make_repo, snapshot, start_job
 
 BIG = "".join(f"CONSTANT_NUMBER_{i} = {i * 7919}\n" for i in range(120))
 """A file of about 1,300 tokens."""

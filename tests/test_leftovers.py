@@ -4,10 +4,6 @@ that removes it, and `agentparallels cleanup` removes it all."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +15,8 @@ from temporalio.testing import WorkflowEnvironment
 from agentparallels import activities, leftovers, worker
 from agentparallels.core.errors import CHECK_FAILED
 from agentparallels.core.models import JobRef, RefactorInput, RefUpdate, RenameEdit
-from tests.repos import git, snapshot, src_layout_repo, start_job
-
-CLI = str(Path(sys.executable).parent / "agentparallels")
+from tests.support.cli import run_cli_async
+from tests.support.repos import git, snapshot, src_layout_repo, start_job
 
 
 @activity.defn(name="git.set_ref")
@@ -113,11 +108,6 @@ def test_a_worktree_on_the_jobs_branch_and_the_branch_are_found_and_removed(
     assert snapshot(repo) == before
 
 
-def cli(*args: str, address: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AGENTPARALLELS_CACHE_DIR": str(cache)}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=180)
-
-
 async def test_cli_names_what_a_failed_rollback_left_and_cleanup_removes_it(
     env: WorkflowEnvironment, task_queue: str, tmp_path: Path
 ) -> None:
@@ -128,7 +118,7 @@ async def test_cli_names_what_a_failed_rollback_left_and_cleanup_removes_it(
     address = env.client.service_client.config.target_host
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
-    run = lambda *args: asyncio.to_thread(cli, *args, address=address, cache=tmp_path / "c")  # noqa: E731
+    run = lambda *args: run_cli_async(*args, address=address, cache=tmp_path / "c", timeout=180)  # noqa: E731
     started = await run("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
                         "--test-cmd", "exit 3", "--detach", "--task-queue", task_queue)  # fmt: skip
     assert started.returncode == 0, started.stderr

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.circuit_breaker import CircuitBreaker
     from agentparallels.workflows.loop_detect import LoopDetector, LoopLimits, fingerprint
-    from tests.repos import make_repo, snapshot, start_job
+    from tests.support.repos import make_repo, snapshot, start_job
 
 FILES = {"pkg/__init__.py": "", "pkg/a.py": "def old_name() -> int:\n    return 1\n"}
 BAD = "```python\ndef broken(:\n```"
@@ -89,30 +89,29 @@ async def test_a_loop_opens_the_breaker_it_guards(client: Client, task_queue: st
     assert result == ["closed", "open", "refused"]
 
 
+@pytest.mark.fake_llm([{"content": BAD}] * 8, default={"content": GOOD})
 async def test_model_repeating_a_bad_edit_is_stopped_and_rolled_back(
-    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """With the breaker set to 10, a model that answers the same bad edit to the same feedback
     is stopped by loop detection after its third answer, naming the file; nothing is changed."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-loop")
     repo = make_repo(tmp_path / "repo", FILES)
     before = snapshot(repo)
-    with FakeLLM([{"content": BAD}] * 8, default={"content": GOOD}) as fake:
-        job = RefactorInput(
-            repository=str(repo),
-            edit=ModelEdit(
-                instruct="rename old_name to new_name",
-                files=("pkg/a.py",),
-                model="openai:fake-coder",
-                base_url=fake.openai_base_url,
-            ),
-            limits=Limits(parallel=1, breaker_threshold=10),
-        )
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(client, task_queue, job)
-            with pytest.raises(WorkflowFailureError) as failure:
-                await asyncio.wait_for(handle.result(), 60)
-        calls = len(fake.requests)
+    job = RefactorInput(
+        repository=str(repo),
+        edit=ModelEdit(
+            instruct="rename old_name to new_name",
+            files=("pkg/a.py",),
+            model="openai:fake-coder",
+            base_url=fake.openai_base_url,
+        ),
+        limits=Limits(parallel=1, breaker_threshold=10),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    calls = len(fake.requests)
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == LOOP_DETECTED
     assert "loop detected at pkg/a.py: edit ended the same way 3 times" in cause.message

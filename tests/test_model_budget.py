@@ -24,8 +24,6 @@ with workflow.unsafe.imports_passed_through():
         AskResult,
         activity_error,
         answers,
-        fake,
-        keys,
         replays,
         request,
         run,
@@ -49,6 +47,9 @@ def sent(body: dict) -> list[dict]:
     """A recorded request's messages, with Anthropic's ``system`` field as the first one."""
     system = [{"role": "system", "content": body["system"]}] if "system" in body else []
     return system + body["messages"]
+
+
+pytestmark = pytest.mark.usefixtures("model_keys")
 
 
 # --- context length ------------------------------------------------------------------------

@@ -74,18 +74,9 @@ class AskWorkflow:
         )
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeLLM]:
-    """Once its script is used up the fake answers a non-retryable 500, so extra calls fail."""
-    with FakeLLM(default=None) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys on the (in-process) worker's environment."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai")
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+pytestmark = pytest.mark.usefixtures("model_keys")
+"""Keys on the (in-process) worker's environment; ``fake`` answers a non-retryable 500 once its
+script is used up, so extra calls fail."""
 
 
 def request(fake: FakeLLM, provider: str, *turns: str | Message, **fields: object) -> ModelRequest:
@@ -208,12 +199,12 @@ async def test_retry_reason_survives_in_the_history(
     assert failure.application_failure_info.type == "ModelUnavailable", failure.message
 
 
+@pytest.mark.fake_llm(default={"status": 500, "retry_after_ms": 50})
 async def test_every_attempt_failing_stops_after_maximum_attempts(
-    client: Client, task_queue: str
+    client: Client, task_queue: str, fake: FakeLLM
 ) -> None:
     """Endless 500s: ModelUnavailable after exactly RETRY.maximum_attempts requests."""
-    with FakeLLM(default={"status": 500, "retry_after_ms": 50}) as fake:
-        _, outcome = await run(client, task_queue, request(fake, "openai"))
+    _, outcome = await run(client, task_queue, request(fake, "openai"))
     error, cause = activity_error(outcome)
     assert len(fake.requests) == RETRY.maximum_attempts == 6
     assert error.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED

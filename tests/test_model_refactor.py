@@ -17,8 +17,8 @@ from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress,
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.history_text import history_text
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.history_text import history_text
+from tests.support.repos import git, make_repo, snapshot, start_job
 
 FILES = {
     "pkg/__init__.py": "",
@@ -55,19 +55,18 @@ def job(repo: Path, fake: FakeLLM) -> RefactorInput:
     )
 
 
+@pytest.mark.fake_llm([{"content": BAD}, {"content": GOOD_A}, {"content": DIFF_B}])
 async def test_model_edits_each_file_and_a_lint_failure_goes_back_as_feedback(
-    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """A syntax error in the model's first answer is sent back with ruff's output; the second
     answer (whole file) and a diff for the other file are committed, one commit per file; the
     files' original text never enters the history, and the job replays."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-model-refactor")
     repo = make_repo(tmp_path / "repo", FILES)
-    with FakeLLM([{"content": BAD}, {"content": GOOD_A}, {"content": DIFF_B}]) as fake:
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(client, task_queue, job(repo, fake))
-            result = await asyncio.wait_for(handle.result(), 60)
-        requests = [r.body for r in fake.requests]
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job(repo, fake))
+        result = await asyncio.wait_for(handle.result(), 60)
+    requests = [r.body for r in fake.requests]
     assert result.files_changed == ("pkg/a.py", "pkg/b.py")
     assert result.usage.total > 0
     usage = result.usage
@@ -90,20 +89,19 @@ async def test_model_edits_each_file_and_a_lint_failure_goes_back_as_feedback(
     await replayer.replay_workflow(await handle.fetch_history())
 
 
+@pytest.mark.fake_llm([{"content": BAD}] * 3, default={"content": GOOD_A})
 async def test_three_bad_answers_open_the_breaker_and_roll_back(
-    client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """Three answers in a row that fail verification: no fourth call; the job fails naming the
     file and ruff's complaint, and the repository is as it was."""
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-model-refactor")
     repo = make_repo(tmp_path / "repo", FILES)
     before = snapshot(repo)
-    with FakeLLM([{"content": BAD}] * 3, default={"content": GOOD_A}) as fake:
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-            handle = await start_job(client, task_queue, job(repo, fake))
-            with pytest.raises(WorkflowFailureError) as failure:
-                await asyncio.wait_for(handle.result(), 60)
-        calls = len(fake.requests)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job(repo, fake))
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    calls = len(fake.requests)
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == BREAKER_OPEN
     assert "3 consecutive failed attempts at pkg/a.py" in cause.message

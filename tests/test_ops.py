@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels import cli, ops
 from tests.conftest import TEMPORAL
-from tests.repos import make_repo
+from tests.support.repos import make_repo
 
 EDIT = "echo '# edited' >> {file}"
 Run = Callable[..., Awaitable[tuple[int, str, str]]]

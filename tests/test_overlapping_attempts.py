@@ -25,7 +25,7 @@ from agentparallels.core.models import (
     JobRef,
     ShardRef,
 )
-from tests.repos import git, make_repo
+from tests.support.repos import git, make_repo
 
 SED = CommandEdit(command="sed -i 's/VALUE/CONST/' {file}")
 WAIT_S = 60

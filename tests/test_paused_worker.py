@@ -14,9 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels.activities import _git
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput
-from tests.repos import commits_touching, git, make_repo, start_job
+from tests.support.repos import commits_touching, git, make_repo, start_job
+from tests.support.workers import WorkerProcess
 from tests.test_overlapping_attempts import waits_for_a_lock
-from tests.workers import WorkerProcess
 
 FILES = ("f0.py", "f1.py", "f2.py")
 WAIT_S = 120.0

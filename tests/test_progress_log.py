@@ -22,7 +22,7 @@ from agentparallels.core.models import (
     ShardResult,
 )
 from agentparallels.core.progress_log import JobLog, OpenLogInput, ShardDoneInput, log_ref
-from tests.repos import git, make_repo
+from tests.support.repos import git, make_repo
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")
 SHARDS = (

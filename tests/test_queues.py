@@ -6,16 +6,12 @@ jobs' histories (the identity of the worker that started each task)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from argparse import Namespace
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,9 +24,9 @@ from agentparallels import queues, worker
 from agentparallels.cli.common import DEFAULT_TASK_QUEUE, job_queue
 from agentparallels.core.models import ModelEdit, Progress, RefactorInput
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.repos import make_repo, snapshot, src_layout_repo, start_job
+from tests.support.cli import cli_env, cli_process, run_cli_async
+from tests.support.repos import make_repo, snapshot, src_layout_repo, start_job
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 TIMEOUT = 300.0
 """Generous: the machine is shared and loaded."""
 STEER_S = 150.0
@@ -42,52 +38,14 @@ ANSWER = {"content": "```python\nVALUE = 1\n```"}
 T = TypeVar("T")
 
 
-def cli_env(client: Client, tmp_path: Path, name: str, queue: str, **extra: str) -> dict[str, str]:
+def machine_env(
+    client: Client, tmp_path: Path, name: str, queue: str, **extra: str
+) -> dict[str, str]:
     """A command's environment: no model key unless given, the test's queue as the default,
     its own cache and state (as on a machine of its own)."""
-    env = {k: v for k, v in os.environ.items() if k not in KEYS}
-    return env | {
-        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-        "AGENTPARALLELS_TASK_QUEUE": queue,
-        "AGENTPARALLELS_CACHE_DIR": str(tmp_path / "machines" / name / "cache"),
-        "AGENTPARALLELS_STATE_DIR": str(tmp_path / "machines" / name / "state"),
-        **extra,
-    }
-
-
-@contextmanager
-def process(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """A CLI process, killed at the end if still running."""
-    proc = subprocess.Popen(
-        [CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=60)
-
-
-@dataclass(frozen=True)
-class Done:
-    code: int
-    out: str
-    err: str
-    took: float
-    """Seconds from start to exit."""
-    pid: int
-
-
-async def run_cli(*args: str, env: dict[str, str]) -> Done:
-    """Run a command to its end."""
-    start = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        CLI, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, errs = await asyncio.wait_for(proc.communicate(), TIMEOUT)
-    assert proc.returncode is not None
-    return Done(proc.returncode, out.decode(), errs.decode(), time.monotonic() - start, proc.pid)
+    machine = tmp_path / "machines" / name
+    return cli_env(client, cache=machine / "cache", state=machine / "state", drop=KEYS,
+                   AGENTPARALLELS_TASK_QUEUE=queue, **extra)  # fmt: skip
 
 
 async def until(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
@@ -184,25 +142,27 @@ async def test_two_cli_jobs_never_run_each_others_steps(
     returns promptly and no worker polled the default queue."""
     repo_a, repo_b = make_repo(tmp_path / "a", FILES), src_layout_repo(tmp_path / "b")
     id_a, id_b = f"a-{task_queue[-8:]}", f"b-{task_queue[-8:]}"
-    env_b = cli_env(client, tmp_path, "b", task_queue)
-    with FakeLLM(default=ANSWER) as fake, process(
+    env_b = machine_env(client, tmp_path, "b", task_queue)
+    with FakeLLM(default=ANSWER) as fake, cli_process(
         "refactor", str(repo_b), "--rename", "pkg.money.to_cents=as_cents",
         "--require-approval", "--job-id", id_b, env=env_b,
     ) as cli_b:  # fmt: skip
         queue_b = await awaiting_approval(client, id_b)
-        env_a = cli_env(client, tmp_path, "a", task_queue, OPENAI_API_KEY="sk-test-queues",
+        env_a = machine_env(client, tmp_path, "a", task_queue, OPENAI_API_KEY="sk-test-queues",
                         OPENAI_BASE_URL=fake.openai_base_url)  # fmt: skip
-        cli_a = await run_cli(
+        cli_a = await run_cli_async(
             "refactor", str(repo_a), "--instruct", "set VALUE to 1", "--model",
             "openai:fake-coder", "--parallel", "2", "--max-files-per-shard", "2",
-            "--job-id", id_a, env=env_a,
+            "--job-id", id_a, env=env_a, timeout=TIMEOUT,
         )  # fmt: skip
-        assert cli_a.code == 0, cli_a.err
-        assert f"job {id_a} succeeded: 5 files changed" in cli_a.out
+        assert cli_a.returncode == 0, cli_a.stderr
+        assert f"job {id_a} succeeded: 5 files changed" in cli_a.stdout
         assert cli_b.poll() is None  # B's worker was there all along
-        rejected = await run_cli("reject", id_b, "--reason", "done", env=env_b)
-        assert rejected.code == 0, rejected.err
-        assert f"job {id_b} was rejected and rolled back" in rejected.out
+        rejected = await run_cli_async(
+            "reject", id_b, "--reason", "done", env=env_b, timeout=TIMEOUT
+        )
+        assert rejected.returncode == 0, rejected.stderr
+        assert f"job {id_b} was rejected and rolled back" in rejected.stdout
         assert rejected.took < STEER_S
         await asyncio.to_thread(cli_b.wait, TIMEOUT)
     ran_a, ran_b = await steps(client, id_a), await steps(client, id_b)
@@ -223,8 +183,8 @@ def worker_process(
     client: Client, tmp_path: Path, name: str, queue: str, **keys: str
 ) -> Iterator[int]:
     """An `agentparallels worker` on ``queue`` with only ``keys`` in its environment; its pid."""
-    env = cli_env(client, tmp_path, name, queue, **keys)
-    with process("worker", "--task-queue", queue, env=env) as proc:
+    env = machine_env(client, tmp_path, name, queue, **keys)
+    with cli_process("worker", "--task-queue", queue, env=env) as proc:
         yield proc.pid
         proc.send_signal(signal.SIGTERM)
 
@@ -272,28 +232,29 @@ async def test_steering_commands_start_no_worker_and_return_promptly(
     repo_x, repo_y = src_layout_repo(tmp_path / "x"), src_layout_repo(tmp_path / "y")
     before_y = snapshot(repo_y)
     id_x, id_y = f"x-{task_queue[-8:]}", f"y-{task_queue[-8:]}"
-    env = cli_env(client, tmp_path, "steer", task_queue)
+    env = machine_env(client, tmp_path, "steer", task_queue)
     rename = ("--rename", "pkg.money.to_cents=as_cents", "--require-approval")
     with (
-        process("refactor", str(repo_x), *rename, "--job-id", id_x,
-                env=cli_env(client, tmp_path, "x", task_queue)) as cli_x,
-        process("refactor", str(repo_y), *rename, "--job-id", id_y,
-                env=cli_env(client, tmp_path, "y", task_queue)) as cli_y,
+        cli_process("refactor", str(repo_x), *rename, "--job-id", id_x,
+                    env=machine_env(client, tmp_path, "x", task_queue)) as cli_x,
+        cli_process("refactor", str(repo_y), *rename, "--job-id", id_y,
+                    env=machine_env(client, tmp_path, "y", task_queue)) as cli_y,
     ):  # fmt: skip
         await awaiting_approval(client, id_x)
         await awaiting_approval(client, id_y)
-        paused = await run_cli("pause", id_x, env=env)
-        unpaused = await run_cli("unpause", id_x, env=env)
-        approved = await run_cli("approve", id_x, "--reason", "fine", env=env)
-        cancelled = await run_cli("cancel", id_y, env=env)
+        paused = await run_cli_async("pause", id_x, env=env, timeout=TIMEOUT)
+        unpaused = await run_cli_async("unpause", id_x, env=env, timeout=TIMEOUT)
+        approved = await run_cli_async(
+            "approve", id_x, "--reason", "fine", env=env, timeout=TIMEOUT
+        )
+        cancelled = await run_cli_async("cancel", id_y, env=env, timeout=TIMEOUT)
         codes = await asyncio.to_thread(lambda: (cli_x.wait(TIMEOUT), cli_y.wait(TIMEOUT)))
-    assert (paused.code, unpaused.code, approved.code, cancelled.code) == (0, 0, 0, 1), (
-        paused.err + unpaused.err + approved.err + cancelled.err
-    )
-    assert f"job {id_x} pauses after the steps it is running" in paused.out
-    assert f"job {id_x} succeeded: 4 files changed" in approved.out
-    assert f"job {id_y} was cancelled" in cancelled.err
-    assert max(d.took for d in (paused, unpaused, approved, cancelled)) < STEER_S
+    steered = (paused, unpaused, approved, cancelled)
+    assert [d.returncode for d in steered] == [0, 0, 0, 1], "".join(d.stderr for d in steered)
+    assert f"job {id_x} pauses after the steps it is running" in paused.stdout
+    assert f"job {id_x} succeeded: 4 files changed" in approved.stdout
+    assert f"job {id_y} was cancelled" in cancelled.stderr
+    assert max(d.took for d in steered) < STEER_S
     assert codes == (0, 1)  # the jobs' own commands saw the same outcomes
     assert snapshot(repo_y) == before_y
     assert await no_pollers(client, task_queue)
@@ -309,18 +270,19 @@ async def test_steering_a_job_whose_worker_is_gone_says_how_to_go_on(
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
     job_id = f"gone-{task_queue[-8:]}"
-    env = cli_env(client, tmp_path, "steer", task_queue)
-    with process("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
-                 "--require-approval", "--job-id", job_id,
-                 env=cli_env(client, tmp_path, "gone", task_queue)) as gone:  # fmt: skip
+    env = machine_env(client, tmp_path, "steer", task_queue)
+    with cli_process("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
+                     "--require-approval", "--job-id", job_id,
+                     env=machine_env(client, tmp_path, "gone", task_queue)) as gone:  # fmt: skip
         queue = await awaiting_approval(client, job_id)
         gone.kill()
-    cancelled = await run_cli("cancel", job_id, "--wait", "3", env=env)
-    assert cancelled.code == 1, cancelled.err
+    cancelled = await run_cli_async("cancel", job_id, "--wait", "3", env=env, timeout=TIMEOUT)
+    assert cancelled.returncode == 1, cancelled.stderr
     assert f"job {job_id} is asked to cancel, but no worker serves job {job_id}'s task queue " \
-        f"'{queue}'" in cancelled.err  # fmt: skip
+        f"'{queue}'" in cancelled.stderr  # fmt: skip
     assert (
-        f"start `agentparallels worker --task-queue {queue}`, then it rolls back" in cancelled.err
+        f"start `agentparallels worker --task-queue {queue}`, then it rolls back"
+        in cancelled.stderr
     )
     assert cancelled.took < STEER_S
     handle = client.get_workflow_handle(job_id)
@@ -331,17 +293,17 @@ async def test_steering_a_job_whose_worker_is_gone_says_how_to_go_on(
     assert snapshot(repo) == before
 
     nobody = f"{task_queue}-nobody"
-    started = await run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-                            "--require-approval", "--detach", "--task-queue", nobody,
-                            env=env)  # fmt: skip
-    assert started.code == 0, started.err
-    detached = started.out.strip()
+    started = await run_cli_async("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
+                                  "--require-approval", "--detach", "--task-queue", nobody,
+                                  env=env, timeout=TIMEOUT)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    detached = started.stdout.strip()
     for args in (["approve"], ["reject", "--reason", "no"], ["pause"]):
-        refused = await run_cli(*args, detached, "--wait", "3", env=env)
-        assert refused.code == 1, refused.err
-        assert f"no worker serves job {detached}'s task queue '{nobody}'" in refused.err
+        refused = await run_cli_async(*args, detached, "--wait", "3", env=env, timeout=TIMEOUT)
+        assert refused.returncode == 1, refused.stderr
+        assert f"no worker serves job {detached}'s task queue '{nobody}'" in refused.stderr
         assert refused.took < STEER_S
-    assert "nothing was decided" in refused.err or "asked to be paused" in refused.err
+    assert "nothing was decided" in refused.stderr or "asked to be paused" in refused.stderr
     assert await no_pollers(client, task_queue) and await no_pollers(client, nobody)
 
 

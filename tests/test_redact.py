@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,9 +19,9 @@ from agentparallels import logs, worker
 from agentparallels.core import redact
 from agentparallels.core.events import EVENTS_QUERY, EventPage
 from agentparallels.core.models import RefactorInput, RenameEdit
-from tests.repos import git, make_repo, start_job
+from tests.support.cli import run_cli
+from tests.support.repos import git, make_repo, start_job
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 SECRET = "S3CRET-7f2a9c"
 
 REDACTED = {
@@ -89,12 +86,6 @@ def served_repo(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         server.server_close()
 
 
-def cli(*args: str, client: Client, cache: Path) -> subprocess.CompletedProcess[str]:
-    address = client.service_client.config.target_host
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AGENTPARALLELS_CACHE_DIR": str(cache)}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
 async def stored(client: Client, job_id: str) -> bytes:
     """The job's history in protobuf wire form, as the server stores it; b'' if there is none."""
     try:
@@ -122,17 +113,17 @@ async def test_cli_refuses_credentials_and_no_history_holds_them(
     }  # fmt: skip
     for remedy, args in runs.items():
         job_id = f"redact-{uuid.uuid4().hex[:8]}"
-        done = cli("refactor", *args, "--job-id", job_id, "--task-queue", task_queue,
-                   "--no-worker", "--detach", client=client, cache=tmp_path / "c")  # fmt: skip
+        done = run_cli("refactor", *args, "--job-id", job_id, "--task-queue", task_queue,
+                       "--no-worker", "--detach", address=client, cache=tmp_path / "c")  # fmt: skip
         assert SECRET.encode() not in await stored(client, job_id)
         assert done.returncode == 2, done.stderr
         assert "agentparallels: error:" in done.stderr and remedy in done.stderr
         assert "would be stored in the job's history" in done.stderr
         assert SECRET not in done.stderr + done.stdout
 
-    review = cli("review", str(repo), "--ref", "HEAD", "--model", "openai:gpt-4.1",
-                 "--base-url", f"https://proxy.example/v1?api_key={SECRET}",
-                 client=client, cache=tmp_path / "c")  # fmt: skip
+    review = run_cli("review", str(repo), "--ref", "HEAD", "--model", "openai:gpt-4.1",
+                     "--base-url", f"https://proxy.example/v1?api_key={SECRET}",
+                     address=client, cache=tmp_path / "c")  # fmt: skip
     assert review.returncode == 2 and "OPENAI_API_KEY" in review.stderr
     assert SECRET not in review.stderr
 

@@ -10,7 +10,14 @@ from agentparallels import worker
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput, RenameEdit
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
-from tests.repos import commits_touching, git, make_repo, snapshot, src_layout_repo, start_job
+from tests.support.repos import (
+    commits_touching,
+    git,
+    make_repo,
+    snapshot,
+    src_layout_repo,
+    start_job,
+)
 
 
 def up_repo(path: Path, packages: int, per_package: int) -> Path:

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,26 +13,11 @@ from agentparallels.activities.rename_engine import (
     rename_report,
     source_folders,
 )
-
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-
-
-def make_repo(root: Path, files: dict[str, str]) -> Path:
-    """Write `files` (dedented) under root, then git init and commit them."""
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-    subprocess.run([*GIT, "init", "-q"], cwd=root, check=True)
-    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*GIT, "commit", "-q", "-m", "init"], cwd=root, check=True)
-    return root
+from tests.support.repos import git, make_repo
 
 
 def status(root: Path) -> str:
-    return subprocess.run(
-        ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout
+    return git(root, "status", "--porcelain")
 
 
 def read(root: Path, rel: str) -> str:

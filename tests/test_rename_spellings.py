@@ -11,7 +11,7 @@ from temporalio.client import Client
 from agentparallels import worker
 from agentparallels.core.models import RefactorInput, RenameEdit
 from agentparallels.core.progress import summary
-from tests.repos import git, make_repo, start_job
+from tests.support.repos import git, make_repo, start_job
 
 LIGATURE = "\ufb01"  # 'ﬁ': Python reads `ﬁnd` as `find`
 

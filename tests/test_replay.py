@@ -9,8 +9,6 @@ replay its old branch."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,12 +17,12 @@ from temporalio import workflow
 
 from agentparallels.replay import load, replay, replayer_for
 from tests.nondeterministic import TimerFirstRefactorWorkflow
+from tests.support.cli import run_cli
 
 HERE = Path(__file__).parent / "histories"
 CURRENT = sorted(HERE.glob("*.json"))
 PATCHED = sorted((HERE / "patched").glob("*.json"))
 HISTORIES = CURRENT + PATCHED
-CLI = str(Path(sys.executable).parent / "agentparallels")
 
 
 async def test_every_recorded_history_replays() -> None:
@@ -74,7 +72,7 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
     """`agentparallels replay FILE`: exit 0 when the history replays; exit 1, naming the
     mismatch, for a history whose recorded step no longer matches the code."""
     good = HISTORIES[0]
-    ok = subprocess.run([CLI, "replay", str(good)], capture_output=True, text=True, timeout=120)
+    ok = run_cli("replay", str(good))
     assert ok.returncode == 0, ok.stderr
     assert f"{good.stem}: " in ok.stdout and "replayed without non-determinism" in ok.stdout
 
@@ -85,9 +83,7 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
             scheduled["activityType"]["name"] = "refactor.plan-renamed"
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(history))
-    bad = subprocess.run(
-        [CLI, "replay", str(tampered)], capture_output=True, text=True, timeout=120
-    )
+    bad = run_cli("replay", str(tampered))
     assert bad.returncode == 1
     assert "tampered: does not replay: NondeterminismError" in bad.stdout
     assert "refactor.plan" in bad.stdout

@@ -4,10 +4,7 @@ result is still right, and a job Temporal has forgotten is still known from its 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from argparse import Namespace
 from pathlib import Path
@@ -30,9 +27,9 @@ from agentparallels.core.models import (
     RenameEdit,
 )
 from agentparallels.replay import histories_of, replay
-from tests.repos import commits_touching, git, snapshot, src_layout_repo, start_job
+from tests.support.cli import run_cli
+from tests.support.repos import commits_touching, git, snapshot, src_layout_repo, start_job
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 PYTEST = "python -m pytest -q -p no:cacheprovider"
 SHARDS = ["00-src-pkg", "01-src-pkg-shop", "02-tests"]
 
@@ -56,11 +53,6 @@ async def shards_started(handle: WorkflowHandle[Any, Any]) -> list[str]:
         for e in history.events
         if e.HasField("start_child_workflow_execution_initiated_event_attributes")
     ]
-
-
-def cli(*args: str, client: Client) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=180)
 
 
 def assert_renamed(repo: Path, branch: str) -> None:
@@ -101,7 +93,7 @@ async def test_resume_with_a_corrected_test_command_runs_no_shard_again(
     assert snapshot(repo) == before  # rolled back: the progress log's ref is gone too
     failed_run = (await failed.describe()).run_id
 
-    done = cli("resume", failed.id, "--test-cmd", PYTEST, client=client)
+    done = run_cli("resume", failed.id, "--test-cmd", PYTEST, address=client, timeout=180)
 
     assert done.returncode == 0, done.stderr
     assert f"job {failed.id} resumed" in done.stderr
@@ -158,7 +150,7 @@ async def test_resume_refuses_unknown_running_and_completed_jobs(
 ) -> None:
     """Resuming a job that does not exist, is still running, or has completed: a usage error
     (exit code 2 from the command line) that says why, and no new run."""
-    missing = cli("resume", "no-such-job", client=client)
+    missing = run_cli("resume", "no-such-job", address=client, timeout=180)
     assert missing.returncode == 2
     assert "agentparallels: error: no job no-such-job" in missing.stderr
 
@@ -259,7 +251,7 @@ async def test_status_reads_the_progress_log_when_temporal_has_no_history(
     monkeypatch.setenv("TEMPORAL_ADDRESS", client.service_client.config.target_host)
     monkeypatch.setenv("TEMPORAL_NAMESPACE", "never-ran-this-job")
 
-    shown = cli("status", stopped.id, "--repo", str(repo), client=client)
+    shown = run_cli("status", stopped.id, "--repo", str(repo), address=client, timeout=180)
 
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()

@@ -4,10 +4,7 @@ exit code. Real git, the real CLI in a subprocess, the loopback fake model serve
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +12,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels import worker
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.repos import git, make_repo, write
+from tests.support.cli import cli_env, run_cli
+from tests.support.repos import git, make_repo, write
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 SECRET_LINE = "RATE = 0.21  # the changed line"
-
-
-@pytest.fixture
-def address(env: WorkflowEnvironment) -> str:
-    return env.client.service_client.config.target_host
 
 
 @pytest.fixture
@@ -37,12 +29,6 @@ def repo(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeLLM]:
-    with FakeLLM(default=None) as server:
-        yield server
-
-
 def vote(approve: bool, reasons: str) -> dict:
     return {"content": json.dumps({"approve": approve, "reasons": reasons})}
 
@@ -50,16 +36,9 @@ def vote(approve: bool, reasons: str) -> dict:
 def review(
     *args: str, address: str, tmp_path: Path, task_queue: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": address,
-        "AGENTPARALLELS_CACHE_DIR": str(tmp_path / "cli-cache"),
-        "OPENAI_API_KEY": "sk-test-review",
-    }
-    return subprocess.run(
-        [CLI, "review", *args, "--task-queue", task_queue],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    """`agentparallels review ARGS` on the test's queue, with a model key of its own."""
+    env = cli_env(address, cache=tmp_path / "cli-cache", OPENAI_API_KEY="sk-test-review")
+    return run_cli("review", *args, "--task-queue", task_queue, env=env)
 
 
 def test_review_approves_by_quorum_and_reports_the_dissent(

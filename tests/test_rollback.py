@@ -25,8 +25,8 @@ from agentparallels.core.models import (
     RefactorInput,
     RenameEdit,
 )
-from tests.repos import git, snapshot, src_layout_repo, start_job, wait_for
-from tests.rollback_audit import Audit
+from tests.support.repos import git, snapshot, src_layout_repo, start_job, wait_for
+from tests.support.rollback_audit import Audit
 
 # For checks that count their runs in a file outside the worktree, which the sandbox refuses.
 UNCONFINED = Limits(sandbox="none")

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RoutePlan,
         SubTask,
     )
-    from tests.repos import git, make_repo
+    from tests.support.repos import git, make_repo
 
 REGISTRY = Registry(
     routes=(

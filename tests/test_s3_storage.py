@@ -40,9 +40,9 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.plugin import AgentParallelsPlugin
     from agentparallels.replay import replayer_for
     from agentparallels.testing.fake_llm import FakeLLM
-    from tests.repos import git, make_repo, start_job
-    from tests.s3 import ACCESS_KEY, SECRET_KEY, S3Store, moto_server, new_store
-    from tests.workers import WorkerProcess
+    from tests.support.repos import git, make_repo, start_job
+    from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Store, moto_server, new_store
+    from tests.support.workers import WorkerProcess
 
 KEY = base64.b64encode(b"q" * 32).decode()
 KEYRING = Keyring.parse([f"s3-test:{KEY}"], source="test")

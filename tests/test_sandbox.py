@@ -23,9 +23,9 @@ from agentparallels.activities import sandbox
 from agentparallels.activities._proc import run_command
 from agentparallels.core.errors import SANDBOX_DENIED, SANDBOX_UNAVAILABLE, UsageError
 from agentparallels.core.models import CommandEdit, RefactorInput
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.cli import cli_env, run_cli
+from tests.support.repos import git, make_repo, snapshot, start_job
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 BWRAP = sandbox.Policy()
 # The unconfined baseline each test compares the sandbox with (what --sandbox none does).
 NONE = sandbox.Policy(mode="none")
@@ -243,11 +243,8 @@ def test_the_cli_refuses_a_sandboxed_job_without_bwrap(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "git").symlink_to(shutil.which("git") or "git")
-    env = {**os.environ, "PATH": str(bin_dir), "TEMPORAL_ADDRESS": "127.0.0.1:1"}
-    done = subprocess.run(
-        [CLI, "refactor", str(repo), "--edit-cmd", "true {file}"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    env = cli_env("127.0.0.1:1", PATH=str(bin_dir))
+    done = run_cli("refactor", str(repo), "--edit-cmd", "true {file}", env=env)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("agentparallels: error:") == 1 and "Traceback" not in done.stderr
     assert "bubblewrap (bwrap), not on PATH" in done.stderr

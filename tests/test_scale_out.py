@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 from agentparallels import devserver
 from agentparallels.core.models import CommandEdit, Limits, Progress, RefactorInput, RefactorResult
 from agentparallels.plugin import AgentParallelsPlugin
-from tests.repos import commits_touching, git, make_repo, start_job
-from tests.workers import WorkerProcess
+from tests.support.ports import free_port
+from tests.support.repos import commits_touching, git, make_repo, start_job
+from tests.support.workers import WorkerProcess
 
 MODULES, FILES_PER_MODULE = 2, 3
 
@@ -131,12 +131,6 @@ async def test_twenty_jobs_on_three_workers_survive_repeated_kills(
         check_job(repo, i, result, cache_dir, handle.id)
     for clone in (cache_dir / "repos").glob("*.git"):
         assert len(git(clone, "worktree", "list").splitlines()) == 1  # the bare clone only
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager

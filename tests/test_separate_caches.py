@@ -23,7 +23,7 @@ from agentparallels.core.models import (
     ShardResult,
 )
 from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
-from tests.repos import git, make_repo
+from tests.support.repos import git, make_repo
 
 SED = CommandEdit(command="sed -i 's/VALUE/CONST/' {file}")
 

@@ -28,11 +28,11 @@ from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.repos import make_repo, start_job
+from tests.support.cli import cli_env, run_cli
+from tests.support.repos import make_repo, start_job
 from tests.test_model_refactor import DIFF_B, FILES, GOOD_A
 from tests.test_model_refactor import job as model_job
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 _exporter = InMemorySpanExporter()
 
 
@@ -230,17 +230,13 @@ def test_otlp_export_sends_the_jobs_spans(
     the receiver over OTLP/HTTP before it exits, named by OTEL_SERVICE_NAME."""
     endpoint, posts = receiver
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": os.environ["TEST_TEMPORAL_ADDRESS"],
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_SERVICE_NAME": "refactor-under-test",
-    }
-    done = subprocess.run(
-        [CLI, "refactor", str(repo), "--edit-cmd", "echo '# edited' >> {file}",
-         "--task-queue", task_queue],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    env = cli_env(
+        os.environ["TEST_TEMPORAL_ADDRESS"],
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_SERVICE_NAME="refactor-under-test",
+    )
+    done = run_cli("refactor", str(repo), "--edit-cmd", "echo '# edited' >> {file}",
+                   "--task-queue", task_queue, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert posts and {path for path, _ in posts} == {"/v1/traces"}
     names, services = set(), set()

@@ -4,9 +4,6 @@ votes, and the approval gate's approve, reject, timeout and refused decisions.""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,10 +31,10 @@ from agentparallels.core.models import (
     RenameEdit,
 )
 from agentparallels.workflows.two_phase import ApprovalGate
-from tests.repos import git, snapshot, src_layout_repo, start_job, write
-from tests.rollback_audit import Audit
+from tests.support.cli import run_cli
+from tests.support.repos import git, snapshot, src_layout_repo, start_job, write
+from tests.support.rollback_audit import Audit
 
-CLI = str(Path(sys.executable).parent / "agentparallels")
 RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")
 
 
@@ -251,24 +248,18 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
     assert snapshot(repo) == before
 
 
-def cli(*args: str, address: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEMPORAL_ADDRESS": address,
-           "AGENTPARALLELS_CACHE_DIR": str(tmp_path / "cli-cache")}  # fmt: skip
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
 async def test_cli_approve_and_reject_and_their_errors(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
     """`approve JOB` publishes and prints the summary; `reject JOB --reason` rolls back; a
     decision on a finished job, or a reject without a reason, is refused with exit 2."""
-    address = client.service_client.config.target_host
+    address, cache = client.service_client.config.target_host, tmp_path / "cli-cache"
     approved_repo = src_layout_repo(tmp_path / "a")
     rejected_repo = src_layout_repo(tmp_path / "r")
     before = snapshot(rejected_repo)
 
     def run(*args: str) -> Any:
-        return asyncio.to_thread(cli, *args, "--no-worker", address=address, tmp_path=tmp_path)
+        return asyncio.to_thread(run_cli, *args, "--no-worker", address=address, cache=cache)
 
     async with running(client, task_queue):
         first = await start_job(client, task_queue, gated(approved_repo))
@@ -297,7 +288,7 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
 ) -> None:
     """`approve` on a running job that is not awaiting approval: exit 2 with the validator's
     reason; `--approval-timeout` without `--require-approval`: exit 2 before anything runs."""
-    address = client.service_client.config.target_host
+    address, cache = client.service_client.config.target_host, tmp_path / "cli-cache"
     repo = src_layout_repo(tmp_path / "repo")
     go = tmp_path / "go"
     edit = CommandEdit(command=f"while [ ! -e {go} ]; do sleep 0.05; done; true {{file}}",
@@ -308,15 +299,15 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
         early = await asyncio.to_thread(
-            cli, "approve", handle.id, "--no-worker", address=address, tmp_path=tmp_path
+            run_cli, "approve", handle.id, "--no-worker", address=address, cache=cache
         )
         go.touch()
         await asyncio.wait_for(handle.result(), 60)
     assert early.returncode == 2, early.stderr
     assert "cannot approve: the job is not awaiting approval (it is at: edit)" in early.stderr
 
-    flags = cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-                "--approval-timeout", "5", address=address, tmp_path=tmp_path)  # fmt: skip
+    flags = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
+                    "--approval-timeout", "5", address=address, cache=cache)  # fmt: skip
     assert flags.returncode == 2
     assert "--approval-timeout goes with --require-approval" in flags.stderr
 
@@ -326,13 +317,13 @@ async def test_cli_refactor_with_require_approval_waits(
 ) -> None:
     """`refactor --require-approval --approval-timeout 1 --detach`: the job waits, and with
     nobody deciding, is denied and rolled back."""
-    address = client.service_client.config.target_host
+    address, cache = client.service_client.config.target_host, tmp_path / "cli-cache"
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
     started = await asyncio.to_thread(
-        cli, "refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--require-approval",
+        run_cli, "refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--require-approval",
         "--approval-timeout", "1", "--detach", "--task-queue", task_queue,
-        address=address, tmp_path=tmp_path,
+        address=address, cache=cache,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     handle = client.get_workflow_handle(started.stdout.strip(), result_type=RefactorResult)

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agentparallels.activities import _git
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput
-from tests.repos import git, make_repo, snapshot, start_job
+from tests.support.repos import git, make_repo, snapshot, start_job
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from temporalio.client import Client
 from agentparallels import worker
 from agentparallels.activities._workspace import worktrees_dir
 from agentparallels.core.models import CommandEdit, RefactorInput
-from tests.repos import make_repo, start_job
+from tests.support.repos import make_repo, start_job
 
 
 async def test_worktrees_of_ended_jobs_go_those_of_running_and_unknown_jobs_stay(

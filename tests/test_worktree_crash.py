@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from agentparallels.activities import _workspace
-from tests.repos import git, make_repo
+from tests.support.repos import git, make_repo
 
 FILES = {"pkg/a.py": "A = 1\n", "pkg/b.py": "B = 2\n"}
 

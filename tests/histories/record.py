@@ -18,20 +18,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agentparallels.agent import AgentLoopInput
-from agentparallels.checklist import ApprovalOptions, Decision
-from agentparallels.consensus import ReviewInput
-from agentparallels.events import Hook
-from agentparallels.fake_llm import FakeLLM
-from agentparallels.llm import BudgetLimits, Compaction
-from agentparallels.models import (
-    CommandEdit,
-    Limits,
-    ModelEdit,
-    Progress,
-    RefactorInput,
-    RenameEdit,
-)
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -40,8 +26,22 @@ from agentparallels import (
     attributes,
     worker,
 )
+from agentparallels.core.agent import AgentLoopInput
+from agentparallels.core.checklist import ApprovalOptions, Decision
+from agentparallels.core.consensus import ReviewInput
+from agentparallels.core.events import Hook
+from agentparallels.core.llm import BudgetLimits, Compaction
+from agentparallels.core.models import (
+    CommandEdit,
+    Limits,
+    ModelEdit,
+    Progress,
+    RefactorInput,
+    RenameEdit,
+)
 from agentparallels.plugin import AgentParallelsPlugin
 from agentparallels.replay import histories_of
+from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows.pipeline import (
     Gate,
     GateInput,
@@ -51,7 +51,7 @@ from agentparallels.workflows.pipeline import (
     Verdict,
 )
 from agentparallels.workflows.routing import ModelPlanner, OrchestratorInput
-from tests.repos import git, make_repo, src_layout_repo
+from tests.support.repos import git, make_repo, src_layout_repo
 
 HERE = Path(__file__).resolve().parent
 

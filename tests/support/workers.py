@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "agentparallels")
+from tests.support.cli import CLI
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
