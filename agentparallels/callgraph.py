@@ -61,6 +61,17 @@ _WORKFLOW_END = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued as new",
 }
 _BAD = {"failed", "timed out", "cancelled", "terminated"}
+_ACTIVITY_EVENTS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
+    *_ACTIVITY_END,
+}
+_CHILD_EVENTS = {
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED,
+    *_CHILD_END,
+}
 
 
 @dataclass
@@ -136,74 +147,100 @@ async def _runs(client: Client, workflow_id: str, run_id: str | None) -> list[li
 
 async def _flow(client: Client, workflow_id: str, runs: list[list[HistoryEvent]]) -> Flow:
     flow = Flow(workflow_id=workflow_id, workflow_type="", runs=len(runs))
-    by_key: dict[tuple[str, str], Call] = {}
-    scheduled: dict[tuple[int, int], Call] = {}
-    started_children: dict[tuple[int, int], tuple[str, str, str, int]] = {}
-    child_runs: dict[tuple[int, int], str] = {}
-    child_status: dict[tuple[int, int], str] = {}
-    order = 0
+    reader = _Reader(client, flow)
     for run, e in ((i, e) for i, events in enumerate(runs) for e in events):
-        t = e.event_type
-        if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and run == 0:
-            flow.workflow_type = e.workflow_execution_started_event_attributes.workflow_type.name
-            flow.summary = await _text(client, e.user_metadata.summary)
-        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            name = e.activity_task_scheduled_event_attributes.activity_type.name
-            summary = await _text(client, e.user_metadata.summary)
-            call = by_key.get((name, summary))
-            if call is None:
-                order += 1
-                call = by_key[(name, summary)] = Call(name, summary, order)
-                flow.calls.append(call)
-            call.count += 1
-            scheduled[run, e.event_id] = call
-        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            a = e.activity_task_started_event_attributes
-            call = scheduled[run, a.scheduled_event_id]
-            call.retries += max(a.attempt - 1, 0)
-            if a.HasField("last_failure"):
-                call.error = a.last_failure.message
-        elif t in _ACTIVITY_END:
-            status, attr = _ACTIVITY_END[t]
-            a = getattr(e, f"{attr}_event_attributes")
-            call = scheduled[run, a.scheduled_event_id]
-            if status != "completed":
-                call.failed += 1
-                call.error = a.failure.message if a.HasField("failure") else status
-        elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            a = e.start_child_workflow_execution_initiated_event_attributes
-            order += 1
-            summary = await _text(client, e.user_metadata.summary)
-            started_children[run, e.event_id] = (
-                a.workflow_id,
-                a.workflow_type.name,
-                summary,
-                order,
-            )
-        elif t == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
-            a = e.child_workflow_execution_started_event_attributes
-            child_runs[run, a.initiated_event_id] = a.workflow_execution.run_id
-        elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
-            a = e.start_child_workflow_execution_failed_event_attributes
-            child_status[run, a.initiated_event_id] = "failed"
-        elif t in _CHILD_END:
-            status, attr = _CHILD_END[t]
-            child_status[run, getattr(e, f"{attr}_event_attributes").initiated_event_id] = status
-        elif t in _WORKFLOW_END:
-            flow.status = _WORKFLOW_END[t]
-            if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-                flow.error = e.workflow_execution_failed_event_attributes.failure.message
-    for initiated, (child_id, child_type, summary, child_order) in started_children.items():
-        run_id = child_runs.get(initiated)
+        await reader.read(run, e)
+    for initiated, (child_id, child_type, summary, child_order) in reader.started_children.items():
+        run_id = reader.child_runs.get(initiated)
         if run_id:
             child = await load(client, child_id, run_id)
         else:  # never started
             child = Flow(workflow_id=child_id, workflow_type=child_type)
         child.summary = child.summary or summary
-        if initiated in child_status and child.status == "running":
-            child.status = child_status[initiated]
+        if initiated in reader.child_status and child.status == "running":
+            child.status = reader.child_status[initiated]
         flow.children.append((child_order, child))
     return flow
+
+
+@dataclass
+class _Reader:
+    """What reading one workflow's events (of all its runs) carries from event to event: the
+    calls by activity and summary, and the children started, keyed by ``(run, event id)``
+    because event ids restart in each run of a continue-as-new chain."""
+
+    client: Client
+    flow: Flow
+    by_key: dict[tuple[str, str], Call] = field(default_factory=dict)
+    scheduled: dict[tuple[int, int], Call] = field(default_factory=dict)
+    started_children: dict[tuple[int, int], tuple[str, str, str, int]] = field(default_factory=dict)
+    child_runs: dict[tuple[int, int], str] = field(default_factory=dict)
+    child_status: dict[tuple[int, int], str] = field(default_factory=dict)
+    order: int = 0
+
+    async def read(self, run: int, e: HistoryEvent) -> None:
+        """Adds event ``e`` of run ``run`` (0 for the first of the chain) to the flow."""
+        flow, t = self.flow, e.event_type
+        if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED and run == 0:
+            flow.workflow_type = e.workflow_execution_started_event_attributes.workflow_type.name
+            flow.summary = await _text(self.client, e.user_metadata.summary)
+        elif t in _ACTIVITY_EVENTS:
+            await self._activity(run, e)
+        elif t in _CHILD_EVENTS:
+            await self._child(run, e)
+        elif t in _WORKFLOW_END:
+            flow.status = _WORKFLOW_END[t]
+            if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+                flow.error = e.workflow_execution_failed_event_attributes.failure.message
+
+    async def _activity(self, run: int, e: HistoryEvent) -> None:
+        t = e.event_type
+        if t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = e.activity_task_scheduled_event_attributes.activity_type.name
+            summary = await _text(self.client, e.user_metadata.summary)
+            call = self.by_key.get((name, summary))
+            if call is None:
+                self.order += 1
+                call = self.by_key[(name, summary)] = Call(name, summary, self.order)
+                self.flow.calls.append(call)
+            call.count += 1
+            self.scheduled[run, e.event_id] = call
+        elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            a = e.activity_task_started_event_attributes
+            call = self.scheduled[run, a.scheduled_event_id]
+            call.retries += max(a.attempt - 1, 0)
+            if a.HasField("last_failure"):
+                call.error = a.last_failure.message
+        else:
+            status, attr = _ACTIVITY_END[t]
+            a = getattr(e, f"{attr}_event_attributes")
+            call = self.scheduled[run, a.scheduled_event_id]
+            if status != "completed":
+                call.failed += 1
+                call.error = a.failure.message if a.HasField("failure") else status
+
+    async def _child(self, run: int, e: HistoryEvent) -> None:
+        t = e.event_type
+        if t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            a = e.start_child_workflow_execution_initiated_event_attributes
+            self.order += 1
+            summary = await _text(self.client, e.user_metadata.summary)
+            self.started_children[run, e.event_id] = (
+                a.workflow_id,
+                a.workflow_type.name,
+                summary,
+                self.order,
+            )
+        elif t == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            a = e.child_workflow_execution_started_event_attributes
+            self.child_runs[run, a.initiated_event_id] = a.workflow_execution.run_id
+        elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
+            a = e.start_child_workflow_execution_failed_event_attributes
+            self.child_status[run, a.initiated_event_id] = "failed"
+        else:
+            status, attr = _CHILD_END[t]
+            initiated = getattr(e, f"{attr}_event_attributes").initiated_event_id
+            self.child_status[run, initiated] = status
 
 
 async def _text(client: Client, payload: Payload) -> str:
