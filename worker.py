@@ -295,6 +295,22 @@ def options_from(args: argparse.Namespace) -> WorkerOptions:
     )
 
 
+__all__ = [
+    "DEFAULT_TASK_QUEUE",
+    "GARBAGE_EVERY_S",
+    "HEARTBEAT_EVERY",
+    "MODEL_CALL",
+    "WorkerGroup",
+    "WorkerOptions",
+    "add_arguments",
+    "build_worker",
+    "collect_garbage_of_ended_jobs",
+    "held_credentials",
+    "options_from",
+    "run",
+]
+
+
 if __name__ == "__main__":
     # Run as a script, this file is `agentparallels worker` (same flags, same errors, same exit
     # codes): the command line is run by name here, so that the worker library, which the

@@ -30,3 +30,6 @@ def run_tool(inp: ToolInput) -> ToolResult:
             command, workdir or Path(scratch), inp.timeout_s, policy, denial_is_output=True
         )
     return ToolResult(exit_code=done.exit_code, output=done.output)
+
+
+__all__ = ["run_tool"]

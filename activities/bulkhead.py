@@ -59,3 +59,6 @@ def contain(wt: Path, paths: Sequence[str], scope: Collection[str], what: str) -
             f"{what} changed {', '.join(outside)}, outside this shard's files; "
             "its changes were reverted"
         )
+
+
+__all__ = ["allowed", "check_paths", "contain", "violation"]

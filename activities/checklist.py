@@ -108,3 +108,6 @@ def vote(inp: VoteInput) -> CheckVote:
         return _VOTERS[inp.check](inp)
     except git.GitCommandError as e:
         raise RuntimeError(f"git failed: {e.stderr or e}") from None  # retried, finitely
+
+
+__all__ = ["vote"]

@@ -98,3 +98,6 @@ def run_check(inp: CheckInput) -> CheckRun:
     return CheckRun(
         command=inp.command, exit_code=done.exit_code, passed=done.ok, output=done.output
     )
+
+
+__all__ = ["format_files", "run_check", "uses_ruff", "verify"]

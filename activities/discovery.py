@@ -193,3 +193,18 @@ def tools(command: str, cwd: str, path_env: str, home: str) -> list[str]:
         if script_runner := interpreter(os.path.realpath(executable), path_env):
             queue.append(script_runner)
     return found
+
+
+__all__ = [
+    "OPERATORS",
+    "WRAPPERS",
+    "depth",
+    "first_words",
+    "hops",
+    "interpreter",
+    "private",
+    "resolve",
+    "tools",
+    "under",
+    "venv_root",
+]

@@ -184,3 +184,17 @@ EDITORS: dict[str, Callable[[Any], Editor]] = {
 
 def editor_for(spec: EditSpec) -> Editor:
     return EDITORS[spec.kind](spec)
+
+
+__all__ = [
+    "CommandEditor",
+    "EDITORS",
+    "EditFailed",
+    "Editor",
+    "FENCE",
+    "ModelEditor",
+    "PlanRejected",
+    "RenameEditor",
+    "editor_for",
+    "tracked",
+]

@@ -274,3 +274,22 @@ def exposing(path: str) -> str:
             return folder
         folder = os.path.dirname(folder)
     return path
+
+
+__all__ = [
+    "ENV",
+    "ETC",
+    "FALLBACK_HOME",
+    "GIT_PARTS",
+    "Kind",
+    "Mount",
+    "NOT_THERE",
+    "PATH_IN_OUTPUT",
+    "SYSTEM",
+    "View",
+    "denied",
+    "environment",
+    "exposing",
+    "home_of",
+    "view",
+]

@@ -139,3 +139,6 @@ def cleanup(inp: JobRef) -> None:
         cache = _git.cached_repo(inp.repository)
         _git.push(cache, inp.repository, [(ref, None, sha) for ref, sha in sorted(refs.items())])
     _remove_worktree(inp.repository, inp.job_id)
+
+
+__all__ = ["SHORT", "cleanup", "merge", "publish", "remove_worktree", "set_ref"]

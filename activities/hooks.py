@@ -58,3 +58,6 @@ def run_hook(inp: HookInput) -> HookRun:
             return _run_in(wt, inp)
     with scratch_worktree(inp.repository, inp.job_id, inp.worktree, inp.commit) as wt:
         return _run_in(wt, inp)
+
+
+__all__ = ["hook_env", "run_hook"]

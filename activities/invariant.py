@@ -106,3 +106,6 @@ def check_result(inp: ResultCheckInput) -> None:
         type=RESULT_MISMATCH,
         non_retryable=True,
     )
+
+
+__all__ = ["ABSENT", "SHOWN", "check_result", "mismatches", "tree"]

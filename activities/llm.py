@@ -312,3 +312,6 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
         # Without the SDK's exception chain: the failure recorded in history must stay small.
         raise classify(e, activity.info().attempt) from None
     return _validated(req, answer)
+
+
+__all__ = ["BACKOFF_CAP_S", "CONTEXT_PATTERN", "READ_TIMEOUT_S", "RETRY", "call_model", "classify"]

@@ -191,3 +191,6 @@ def _job(log: JobLog) -> JobRef:
     return JobRef(
         job_id=log.job_id, repository=log.repository, base_commit=log.base_commit, timestamp=0
     )
+
+
+__all__ = ["WRITE_ATTEMPTS", "open_log", "read", "record_shard"]

@@ -492,3 +492,13 @@ def _respell_back(
         if rel in changed or now in changed:
             renamed.append(now)
     return renamed
+
+
+__all__ = [
+    "RenameError",
+    "Renamed",
+    "check_identifier",
+    "rename",
+    "rename_report",
+    "source_folders",
+]

@@ -28,3 +28,6 @@ def read_diff(inp: DiffRequest) -> ReviewDiff:
         text=text[: inp.max_chars],
         truncated=len(text) > inp.max_chars,
     )
+
+
+__all__ = ["read_diff"]

@@ -60,3 +60,6 @@ async def pollers(inp: PollersInput) -> tuple[QueuePollers, ...]:
         QueuePollers.model_validate({"task_queue": q, field: n})
         for q, n in zip(inp.task_queues, counts, strict=True)
     )
+
+
+__all__ = ["FRESH_S", "POLL_EVERY_S", "pollers", "pollers_of"]

@@ -308,3 +308,6 @@ def require(mode: SandboxMode) -> None:
     why = problem(mode)
     if why:
         raise ApplicationError(f"{why}; {OPT_OUT}", type=SANDBOX_UNAVAILABLE, non_retryable=True)
+
+
+__all__ = ["DEFAULT", "INSTALL_HINT", "Jail", "OPT_OUT", "Policy", "jail", "problem", "require"]

@@ -56,7 +56,7 @@ def default_store_dir() -> Path:
     explicit = os.environ.get(BLOB_DIR_VAR)
     if explicit:
         return Path(explicit)
-    from agentparallels.devserver import state_dir
+    from agentparallels.core.places import state_dir
 
     return state_dir() / "blobs"
 
@@ -216,3 +216,15 @@ def drivers(primary: StorageDriver) -> list[StorageDriver]:
         else S3BlobDriver(bucket="")
     )
     return [primary, other]
+
+
+__all__ = [
+    "BLOB_DIR_VAR",
+    "BLOB_URL_VAR",
+    "BlobMissing",
+    "LocalDirectoryDriver",
+    "S3BlobDriver",
+    "default_store_dir",
+    "driver_for",
+    "drivers",
+]

@@ -332,3 +332,15 @@ def markdown(flow: Flow) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+__all__ = [
+    "Call",
+    "ERROR_CHARS",
+    "Flow",
+    "MAX_RUNS",
+    "SUMMARY_CHARS",
+    "load",
+    "markdown",
+    "mermaid",
+]

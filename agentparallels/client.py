@@ -86,3 +86,6 @@ async def connect(
             "stop it, or set TEMPORAL_ADDRESS to your server"
         ) from None
     return client
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "connect", "connect_config"]

@@ -39,7 +39,16 @@ from agentparallels.blobstore import BlobMissing, default_store_dir, driver_for,
 from agentparallels.core.errors import UsageError
 from agentparallels.encryption import EncryptionCodec, Keyring
 
-__all__ = ["BlobMissing", "data_converter", "default_store_dir", "external_storage"]
+__all__ = [
+    "BlobMissing",
+    "ConverterCodec",
+    "DEFAULT_THRESHOLD",
+    "THRESHOLD_VAR",
+    "data_converter",
+    "default_store_dir",
+    "external_storage",
+    "payload_codec",
+]
 
 DEFAULT_THRESHOLD = 128 * 1024
 """Payloads of at least this many bytes (after encryption) go to the blob store; set

@@ -183,3 +183,6 @@ def command(host: str, port: int, origins: Sequence[str] | None) -> int:
         sys.stdout.flush()
         stop.wait()
     return 0
+
+
+__all__ = ["CodecServer", "DEFAULT_ORIGIN", "DEFAULT_PORT", "MAX_BODY", "TOKEN_VAR", "command"]

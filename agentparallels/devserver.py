@@ -178,3 +178,15 @@ def serve(opts: ServerOptions) -> int:
             proc.terminate()
             proc.wait()
         os.close(fd)
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_UI_PORT",
+    "ServerOptions",
+    "port_in_use",
+    "serve",
+    "spawn",
+    "temporal_binary",
+    "wait_healthy",
+]

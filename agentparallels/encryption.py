@@ -208,3 +208,21 @@ class EncryptionCodec(PayloadCodec):
                 "the one that encrypted it, or the payload was altered"
             ) from None
         return Payload.FromString(plain)
+
+
+__all__ = [
+    "CodecKeyError",
+    "ENCODING",
+    "EncryptionCodec",
+    "KEYS_VAR",
+    "KEY_BYTES",
+    "KEY_FILE_VAR",
+    "KEY_ID_FIELD",
+    "KEY_ID_VAR",
+    "KEY_VAR",
+    "Keyring",
+    "NONCE_BYTES",
+    "SOURCES",
+    "fingerprint",
+    "parse_key",
+]

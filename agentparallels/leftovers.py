@@ -87,3 +87,6 @@ def report(repository: str, job_id: str, leftovers: list[Leftover]) -> str:
     everything = shlex.join(["agentparallels", "cleanup", job_id, "--repo", repository])
     lines.append(f"or remove them all: {everything}")
     return "\n".join(lines)
+
+
+__all__ = ["Leftover", "find", "remove", "report"]

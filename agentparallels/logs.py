@@ -48,3 +48,6 @@ def configure(log_file: Path | None = None, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+__all__ = ["ExpectedFailures", "Redacting", "configure"]

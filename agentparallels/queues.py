@@ -102,3 +102,17 @@ def unserved(job_id: str, queue: str, what: str, then: str = "it carries on") ->
         f"{what}, but no worker serves job {job_id}'s task queue {queue!r} (the command that "
         f"ran it may have ended): start {how_to_serve(queue)}, then {then}"
     )
+
+
+__all__ = [
+    "WAIT_S",
+    "base_of",
+    "history_length",
+    "how_to_serve",
+    "is_cancel_request",
+    "is_signal",
+    "private",
+    "served",
+    "taken_up",
+    "unserved",
+]

@@ -75,3 +75,6 @@ async def replay(
             )
         )
     return results
+
+
+__all__ = ["Replayed", "histories_of", "load", "replay", "replayer_for"]

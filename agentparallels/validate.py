@@ -253,3 +253,21 @@ def budget(total: int | None, shares: str | None) -> BudgetLimits:
 
 
 _SHARES_EXAMPLE = "plan=0.1,execute=0.7,verify=0.2"
+
+
+__all__ = [
+    "ENV_NAME",
+    "FLAGS",
+    "base_ref",
+    "budget",
+    "clean_for_apply",
+    "edit",
+    "endpoint",
+    "is_url",
+    "no_credentials",
+    "prices",
+    "repository",
+    "sandbox",
+    "sandbox_spec",
+    "spec",
+]

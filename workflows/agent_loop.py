@@ -164,3 +164,6 @@ class AgentLoopWorkflow:
             f"**turn {turn}/{self._turns}** (run {self._state.runs}): "
             f"{self._steps.total.total} tokens, {self._steps.compactions} compactions"
         )
+
+
+__all__ = ["AgentLoopWorkflow", "FEEDBACK_SIGNAL", "first_conversation"]

@@ -98,3 +98,6 @@ class IterationCap:
             )
         self.count += 1
         return self.count
+
+
+__all__ = ["CircuitBreaker", "IterationCap", "State"]

@@ -114,3 +114,17 @@ async def compact(
         role="user", content=f"{SUMMARY_PREFIX} ({len(chosen)} messages):\n{answer.text.strip()}"
     )
     return (*head, summary, *rest, *newest)
+
+
+__all__ = [
+    "MESSAGE_OVERHEAD",
+    "SUMMARISE_SYSTEM",
+    "SUMMARY_PREFIX",
+    "compact",
+    "context_tokens",
+    "count",
+    "over_threshold",
+    "split",
+    "transcript",
+    "window",
+]

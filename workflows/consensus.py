@@ -219,3 +219,6 @@ class ReviewWorkflow:
             files=diff.files,
             committee=verdict,
         )
+
+
+__all__ = ["REVIEW_SYSTEM", "ReviewWorkflow", "committee", "evaluator_optimizer", "majority_vote"]

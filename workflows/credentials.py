@@ -83,3 +83,14 @@ def missing_key(model_queue: str, provider: str, req: ModelRequest) -> Applicati
         type=NO_CAPABILITY,
         non_retryable=True,
     )
+
+
+__all__ = [
+    "GRACE_S",
+    "MODEL_CAPABILITY",
+    "PATCH",
+    "credential_queue",
+    "missing_key",
+    "needs_key",
+    "route",
+]

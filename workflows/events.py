@@ -215,3 +215,15 @@ class JobEvents:
                 )
                 sub.gone = True
                 sub.queue.clear()
+
+
+__all__ = [
+    "BATCH",
+    "HOLDS_THROUGH_PAUSE",
+    "JobEvents",
+    "KEEP",
+    "PAGE",
+    "PauseGate",
+    "child_event",
+    "ending",
+]

@@ -61,3 +61,6 @@ async def _cancel_and_wait(tasks: list[asyncio.Future[T]]) -> None:
             await workflow.wait([t for t in tasks if not t.done()])
         except asyncio.CancelledError:
             continue  # cancelled again while waiting: the work must still finish cancelling
+
+
+__all__ = ["gather_bounded"]

@@ -66,3 +66,6 @@ async def run_hooks(
                 type=HOOK_VETOED,
                 non_retryable=True,
             )
+
+
+__all__ = ["run_hooks"]

@@ -178,3 +178,13 @@ class LedgerClient:
         for sent in self._sent:
             await sent
         self._sent.clear()
+
+
+__all__ = [
+    "GRANT_SIGNAL",
+    "JOB_LEDGER",
+    "Ledger",
+    "LedgerClient",
+    "RESERVE_SIGNAL",
+    "SETTLE_SIGNAL",
+]

@@ -78,3 +78,6 @@ class LoopDetector:
         if self.breaker is not None:
             self.breaker.trip()
         raise ApplicationError(message, type=LOOP_DETECTED, non_retryable=True)
+
+
+__all__ = ["LoopDetector", "LoopLimits", "fingerprint"]

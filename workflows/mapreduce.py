@@ -93,3 +93,6 @@ async def map_reduce(
     async function (e.g. one that calls a synthesising activity or model)."""
     reduced = reduce(await map_children(child, inputs, options, **kwargs))
     return await reduced if inspect.isawaitable(reduced) else reduced  # type: ignore[return-value]
+
+
+__all__ = ["MapReduceOptions", "map_children", "map_reduce"]

@@ -198,3 +198,6 @@ class ModelSteps:
 def _type_of(e: ActivityError) -> str | None:
     cause = e.cause
     return cause.type if isinstance(cause, ApplicationError) else None
+
+
+__all__ = ["CHARS_PER_TOKEN", "FLOW_ONCE", "ModelSteps", "compact", "estimate_tokens"]

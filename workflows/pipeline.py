@@ -174,3 +174,16 @@ def _message(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
     return e.message if isinstance(e, FailureError) else str(e)
+
+
+__all__ = [
+    "Gate",
+    "GateInput",
+    "PipelineInput",
+    "PipelineResult",
+    "PipelineWorkflow",
+    "Stage",
+    "Step",
+    "Verdict",
+    "chain",
+]

@@ -604,3 +604,6 @@ async def _failure_of(step: Awaitable[object]) -> str | None:
         cause = root_cause(e)
         return cause.message if cause is not None else str(e)
     return None
+
+
+__all__ = ["CHECKLIST", "CLEANUP", "PROGRESS_LOG", "PUBLISH_INVARIANT", "RefactorWorkflow"]

@@ -291,3 +291,25 @@ async def require_pollers(queues: tuple[str, ...], grace_s: float) -> None:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:40] or "task"
+
+
+__all__ = [
+    "ActivityPlanner",
+    "Dispatched",
+    "MODEL_CAPABILITY",
+    "ModelPlanner",
+    "OrchestratorInput",
+    "OrchestratorResult",
+    "OrchestratorWorkflow",
+    "PLAN_SYSTEM",
+    "PlanRequest",
+    "Planner",
+    "REGISTRY",
+    "Registry",
+    "Route",
+    "RoutePlan",
+    "SubTask",
+    "capability_queue",
+    "plan",
+    "require_pollers",
+]

@@ -107,3 +107,6 @@ async def shielded(work: Awaitable[T], *, raise_cancel: bool = True) -> T:
     if cancelled:
         workflow.logger.info("cancel request arrived past the point of no return: ignored")
     return result
+
+
+__all__ = ["Compensation", "Saga", "incomplete", "root_cause", "shielded"]

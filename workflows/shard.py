@@ -317,3 +317,6 @@ def _feedback(outcome: EditOutcome) -> str:
         f"That edit failed: `{outcome.command}` said:\n{outcome.output.strip()}\n"
         "Answer again with the corrected file."
     )
+
+
+__all__ = ["BUG_TYPES", "EDIT_SYSTEM", "PROGRESS_SIGNAL", "ShardWorkflow"]

@@ -97,3 +97,6 @@ def shard_files(
             modules.append(module)
     close()
     return shards
+
+
+__all__ = ["FileTooLarge", "module_of", "shard_files"]

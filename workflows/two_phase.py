@@ -177,3 +177,6 @@ def awaiting_details(job_id: str, timeout: timedelta, since: str) -> str:
         f"Every check voted yes. Decide with `agentparallels approve {job_id}` or "
         f"`agentparallels reject {job_id} --reason ...`."
     )
+
+
+__all__ = ["ApprovalGate", "NOT_AWAITING", "State", "awaiting_details", "prepare"]

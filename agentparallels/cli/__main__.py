@@ -2,4 +2,6 @@
 
 from agentparallels.cli import entry
 
+__all__: list[str] = []  # a program to run, not a module to import from
+
 entry()
