@@ -9,9 +9,9 @@ from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git, bulkhead, sandbox
 from agentparallels.activities._defn import implements
+from agentparallels.activities._editors import EditFailed, PlanRejected, editor_for
 from agentparallels.activities._workspace import BranchMoved, ShardWorkspace, scratch_worktree
 from agentparallels.activities.checks import format_files, uses_ruff, verify
-from agentparallels.activities.editors import EditFailed, PlanRejected, editor_for
 from agentparallels.core import steps, tokens
 from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT
 from agentparallels.core.models import (
@@ -203,3 +203,13 @@ def _reported(earlier: list[tuple[str, str]]) -> EditBatchResult:
     last of its commits (the files after them are left for the next steps)."""
     outcomes = tuple(EditOutcome(path=p, status="committed", commit=sha) for p, sha in earlier)
     return EditBatchResult(outcomes=outcomes, tip=earlier[-1][1])
+
+
+__all__ = [
+    "RESPELLED_TRAILER",
+    "UNPARSED_TRAILER",
+    "bad_input",
+    "edit_files",
+    "plan",
+    "resolve_base",
+]
