@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 from temporalio.activity import _Definition
@@ -192,3 +193,34 @@ def test_modules_only_their_package_uses_are_private() -> None:
         if not (used_outside or named or _defines_steps(ast.parse(path.read_text()))):
             unexplained.append(f"{dotted}: only {sorted(importers[dotted])} import it")
     assert unexplained == []
+
+
+def _floors() -> list[set[str]]:
+    """The module names of each floor of the layers contract in pyproject.toml, top first."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c for c in config["contracts"] if c["type"] == "layers"]
+    return [set(re.findall(r"\w+", floor)) for floor in layers["layers"]]
+
+
+def _drawing() -> list[set[str]]:
+    """The module names of each floor of the README's architecture drawing, top first: floors
+    are separated by a line that holds only the arrow ``|``."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("```", 2)[1]
+    floors = [""]
+    for line in section.splitlines()[1:]:
+        if line.strip() == "|":
+            floors.append("") if floors[-1] else None
+        else:
+            floors[-1] += " " + line
+    words = [re.findall(r"agentparallels\.(\w+)|\b(\w+)\b", floor) for floor in floors]
+    return [{a or b for a, b in floor} for floor in words if floor]
+
+
+def test_the_readme_draws_the_floors_the_contracts_enforce() -> None:
+    """Each floor of the contract is drawn, in the same order, naming each of its modules."""
+    drawn = _drawing()
+    floors = _floors()
+    assert len(drawn) == len(floors), (drawn, floors)
+    for modules, picture in zip(floors, drawn, strict=True):
+        assert modules <= picture, f"the README's floor lacks {sorted(modules - picture)}"
