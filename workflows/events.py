@@ -27,6 +27,8 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from agentparallels.workflows._call import cancel_requested
+
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import redact
     from agentparallels.core.events import (
@@ -95,9 +97,19 @@ class PauseGate:
 
     async def wait(self) -> None:
         """Return at once when not paused (no yield, nothing in the history); otherwise when
-        the workflow is unpaused."""
+        the workflow is unpaused. Raise ``CancelledError`` when the workflow was asked to
+        cancel, paused or not: pausing holds new steps, never the rollback, and a cancel
+        request that the step before outlived must not let the next one start (see
+        :mod:`agentparallels.workflows._call`)."""
         if self.paused:
-            await workflow.wait_condition(lambda: not self.paused)
+            await workflow.wait_condition(
+                lambda: not self.paused or workflow.cancellation_reason() is not None
+            )
+        if workflow.cancellation_reason() is not None:
+            if cancel_requested():
+                raise asyncio.CancelledError()
+            if self.paused:  # a job started before the patch: only an unpause ends the wait
+                await workflow.wait_condition(lambda: not self.paused)
 
 
 class _Subscriber:

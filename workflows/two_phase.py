@@ -21,7 +21,7 @@ from typing import Literal
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from agentparallels.workflows._call import call
+from agentparallels.workflows._call import call, cancel_requested
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
@@ -150,7 +150,10 @@ class ApprovalGate:
         return self.state
 
     async def wait(self, limit: timedelta) -> Decision:
-        """Wait for a decision; return an approval, raise ``ApprovalDenied`` otherwise."""
+        """Wait for a decision; return an approval, raise ``ApprovalDenied`` otherwise. A job
+        already asked to cancel (a step before outlived the request) does not wait for one."""
+        if cancel_requested():
+            raise asyncio.CancelledError()
         self.state = "waiting"
         try:
             await workflow.wait_condition(lambda: self.state != "waiting", timeout=limit)
