@@ -71,10 +71,11 @@ class WorkerOptions:
     """Workflow tasks processed at once."""
     graceful_shutdown_s: float = 10.0
     """How long running activities may take to finish on shutdown."""
-    sticky_timeout_s: float = 2.0
+    sticky_timeout_s: float = 1.0
     """How long a job's next workflow task waits for the worker that ran its last one before
-    any worker may take it. A killed worker's jobs wait this long (the SDK's 10 s made the
-    recovery after a kill 10 s longer); a live one only loses its cached copy of the job."""
+    any worker may take it. A killed or stopped worker's jobs wait this long (the SDK's 10 s
+    made the recovery after a kill 10 s longer; at 2 s it was still the last 2 s of the slowest
+    recoveries in `make chaos`); a live one that misses it only replays the job from history."""
     capabilities: tuple[str, ...] = ()
     """Capabilities this worker advertises: it also polls ``<task_queue>.<capability>`` for
     each (see ``workflows.routing``)."""

@@ -40,6 +40,7 @@ from agentparallels.codec import data_converter as build_converter
 from agentparallels.core import tokens
 from agentparallels.core.errors import UsageError
 from agentparallels.encryption import Keyring
+from agentparallels.timeouts import TaskTimeouts
 
 __all__ = ["NAME", "PASSTHROUGH_MODULES", "AgentParallelsPlugin", "plugin_of", "sandboxed_runner"]
 
@@ -124,7 +125,7 @@ class AgentParallelsPlugin(SimplePlugin):
         super().__init__(
             NAME,
             data_converter=data_converter,
-            interceptors=tracing.interceptors(),
+            interceptors=[*tracing.interceptors(), TaskTimeouts()],
             workflows=_merged(self.workflow_classes, _workflow_name),
             activities=_merged(self.activity_fns, _activity_name),
             workflow_runner=_runner,

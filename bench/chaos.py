@@ -478,7 +478,6 @@ class Chaos:
     async def run(self) -> Round:
         from temporalio.client import Client
 
-        from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT
         from agentparallels.plugin import AgentParallelsPlugin
 
         args = self.args
@@ -501,7 +500,6 @@ class Chaos:
                     self.job(repo),
                     id=job_id,
                     task_queue=self.task_queue,
-                    task_timeout=WORKFLOW_TASK_TIMEOUT,
                 )
             await self.faults(client, job_ids)
             outcomes = await self.outcomes(client, job_ids)

@@ -74,7 +74,7 @@ async def test_a_killed_workers_job_is_taken_over_within_seconds(
     """A job waits for approval, its workflow cached on worker A; A is killed (SIGKILL) and B
     replaces it (on the same HOME). The approval is processed by B within seconds: the
     workflow task that went to A's sticky queue moves to the shared queue after the worker's
-    sticky timeout (2 s), not the SDK's default 10 s."""
+    sticky timeout (1 s), not the SDK's default 10 s."""
     from bench.chaos import EDIT, Machine, WorkerProcess, make_repo
 
     address = env.client.service_client.config.target_host

@@ -7,7 +7,13 @@ from pathlib import Path
 from temporalio.client import Client
 
 from agentparallels import worker
-from agentparallels.core.models import CommandEdit, Limits, RefactorInput, RenameEdit
+from agentparallels.core.models import (
+    WORKFLOW_TASK_TIMEOUT,
+    CommandEdit,
+    Limits,
+    RefactorInput,
+    RenameEdit,
+)
 from agentparallels.plugin import plugin_of
 from agentparallels.replay import replayer_for
 from tests.support.repos import (
@@ -245,3 +251,27 @@ async def test_repository_given_as_git_url(client: Client, task_queue: str, tmp_
     attributes = {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}
     assert attributes["AgentPhase"] == "done"
     assert attributes["AgentFilesDone"] == 4
+
+
+async def test_jobs_and_their_shards_get_the_short_workflow_task_timeout(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A worker killed while it holds a workflow task stalls the job for that task's timeout:
+    every run the plugin's clients and workers start has the project's 5 s, not the SDK's
+    10 s (the job itself, started here with no timeout given, and each shard it starts)."""
+    repo = up_repo(tmp_path / "repo", packages=2, per_package=1)
+    job = RefactorInput(repository=str(repo), edit=CommandEdit(command="true {file}"))
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        await handle.result()
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    children = [
+        e.start_child_workflow_execution_initiated_event_attributes
+        for e in history.events
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert children
+    timeouts = [started.workflow_task_timeout.ToTimedelta()]
+    timeouts += [c.workflow_task_timeout.ToTimedelta() for c in children]
+    assert timeouts == [WORKFLOW_TASK_TIMEOUT] * (1 + len(children))

@@ -50,7 +50,6 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
     from agentparallels.core.messages import ResultCheckInput, ShardClaim
     from agentparallels.core.models import (
-        WORKFLOW_TASK_TIMEOUT,
         CheckInput,
         CheckRun,
         JobRef,
@@ -395,7 +394,6 @@ class RefactorWorkflow:
                 ShardWorkflow.run,
                 self._shard_input(inp, job, shard, change_commit, ruff_format),
                 id=child_id,
-                task_timeout=WORKFLOW_TASK_TIMEOUT,
                 static_summary=f"{shard.label}: {len(shard.files)} files",
             )
             self._events.attach(child)  # it pauses with the job

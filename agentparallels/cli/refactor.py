@@ -31,7 +31,6 @@ from agentparallels.core.checklist import ApprovalOptions, Checklist
 from agentparallels.core.errors import UsageError
 from agentparallels.core.events import parse_hooks
 from agentparallels.core.models import (
-    WORKFLOW_TASK_TIMEOUT,
     EditSpec,
     Limits,
     RefactorInput,
@@ -318,7 +317,6 @@ async def _start(
             job,
             id=job_id,
             task_queue=task_queue,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
             result_type=RefactorResult,
             static_summary=f"Refactor {Path(shown).name}: {what}",
             static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",

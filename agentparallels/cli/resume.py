@@ -24,7 +24,7 @@ from agentparallels.cli.common import (
 )
 from agentparallels.client import connect
 from agentparallels.core.errors import UsageError
-from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT, RefactorResult
+from agentparallels.core.models import RefactorResult
 
 __all__ = ["add_parser", "resume_command"]
 
@@ -80,7 +80,6 @@ async def _start(
             again.input,
             id=args.job,
             task_queue=task_queue,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
             result_type=RefactorResult,
             static_summary=summary.removesuffix(" (resumed)") + " (resumed)",
             static_details=await again.old.static_details(),

@@ -24,7 +24,6 @@ from agentparallels.core import names
 from agentparallels.core.consensus import ReviewInput, ReviewResult
 from agentparallels.core.errors import UsageError
 from agentparallels.core.llm import split_model
-from agentparallels.core.models import WORKFLOW_TASK_TIMEOUT
 
 __all__ = ["WORKFLOW", "add_parser", "check", "report", "review_command"]
 
@@ -127,7 +126,6 @@ async def review_command(args: argparse.Namespace) -> int:
         inp,
         id=f"review-{name}-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
-        task_timeout=WORKFLOW_TASK_TIMEOUT,
         result_type=ReviewResult,
         static_summary=f"Review {inp.ref} of {name}: {inp.reviewers} reviewers, "
         f"quorum {inp.quorum}",
