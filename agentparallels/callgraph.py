@@ -171,21 +171,21 @@ async def _flow(client: Client, workflow_id: str, runs: list[list[HistoryEvent]]
                 call.failed += 1
                 call.error = a.failure.message if a.HasField("failure") else status
         elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            a = e.start_child_workflow_execution_initiated_event_attributes
+            start = e.start_child_workflow_execution_initiated_event_attributes
             order += 1
             summary = await _text(client, e.user_metadata.summary)
             started_children[run, e.event_id] = (
-                a.workflow_id,
-                a.workflow_type.name,
+                start.workflow_id,
+                start.workflow_type.name,
                 summary,
                 order,
             )
         elif t == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
-            a = e.child_workflow_execution_started_event_attributes
-            child_runs[run, a.initiated_event_id] = a.workflow_execution.run_id
+            started = e.child_workflow_execution_started_event_attributes
+            child_runs[run, started.initiated_event_id] = started.workflow_execution.run_id
         elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
-            a = e.start_child_workflow_execution_failed_event_attributes
-            child_status[run, a.initiated_event_id] = "failed"
+            refused = e.start_child_workflow_execution_failed_event_attributes
+            child_status[run, refused.initiated_event_id] = "failed"
         elif t in _CHILD_END:
             status, attr = _CHILD_END[t]
             child_status[run, getattr(e, f"{attr}_event_attributes").initiated_event_id] = status
