@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy -p agentparallels
 
 bench: $(STAMP) sandbox
 	$(BIN)/python -m bench.refactor_bench

@@ -150,7 +150,9 @@ def build_worker(
 def _without_registrations(client: Client) -> Client:
     """The same connection, converter and interceptors, without the plugin's workflows and
     activities: a model-call queue runs the model-call activity only, and polls no workflows."""
-    return Client(**{**client.config(active_config=True), "plugins": []})
+    config = client.config(active_config=True)  # a shallow copy
+    config["plugins"] = []
+    return Client(**config)
 
 
 def _job_worker(

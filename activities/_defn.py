@@ -15,7 +15,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from temporalio import activity
 from temporalio.activity import _Definition
@@ -24,13 +24,14 @@ from agentparallels.core.steps import Settings, Step
 
 __all__ = ["defn", "implements"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def implements(step: Step[Any, Any]) -> Callable[[F], F]:
+def implements(step: Step[Any, Any]) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register ``fn`` as the activity of ``step``, after checking its types match the spec."""
 
-    def wrap(fn: F) -> F:
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         body = _register(fn, step.name, step.settings)
         defined = _Definition.must_from_callable(body)
         if defined.arg_types != [step.input] or defined.ret_type != step.output:
@@ -43,12 +44,12 @@ def implements(step: Step[Any, Any]) -> Callable[[F], F]:
     return wrap
 
 
-def defn(name: str, **settings: Any) -> Callable[[F], F]:
+def defn(name: str, **settings: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Register ``fn`` as the activity ``name`` with the given :class:`Settings` fields."""
     return lambda fn: _register(fn, name, Settings(**settings))
 
 
-def _register(fn: F, name: str, config: Settings) -> F:
+def _register(fn: Callable[P, R], name: str, config: Settings) -> Callable[P, R]:
     """With a ``heartbeat`` timeout, a background thread heartbeats while the (blocking)
     activity runs, so that a worker that dies mid-step is noticed within that timeout."""
     blocking = not inspect.iscoroutinefunction(fn)  # async steps heartbeat themselves
@@ -56,9 +57,9 @@ def _register(fn: F, name: str, config: Settings) -> F:
     return activity.defn(name=name)(body)
 
 
-def _heartbeating(fn: F, every: timedelta) -> F:
+def _heartbeating(fn: Callable[P, R], every: timedelta) -> Callable[P, R]:
     @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         done = threading.Event()
         ctx = contextvars.copy_context()
 
@@ -77,4 +78,4 @@ def _heartbeating(fn: F, every: timedelta) -> F:
             done.set()
             thread.join()
 
-    return run  # type: ignore[return-value]
+    return run

@@ -7,10 +7,10 @@ from __future__ import annotations
 import functools
 import re
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import PurePath
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -18,10 +18,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.core import redact
+from agentparallels.core.llm import ModelAnswer
 
 __all__ = ["note_prompt", "tool_name", "traced_command", "traced_model_call"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SCOPE = "agentparallels"
 COMMAND_CHARS = 300
@@ -58,14 +60,15 @@ def tool_name(command: str) -> str:
     return name
 
 
-def traced_command(fn: F) -> F:
+def traced_command(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap ``run_command(command, cwd, timeout_s, ...) -> Finished`` in an ``execute_tool``
     span: the command line (shortened), exit code, whether it timed out, output size."""
 
     @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         command = str(kwargs.get("command", args[0] if args else ""))
-        timeout_s = kwargs.get("timeout_s", args[2] if len(args) > 2 else None)
+        # read by name or position, as the caller passed it: any number float() takes
+        timeout_s: Any = kwargs.get("timeout_s", args[2] if len(args) > 2 else None)
         name = tool_name(command)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
@@ -101,7 +104,7 @@ def traced_command(fn: F) -> F:
                 _outcome(span, "error", error_type="timeout" if timed_out else "exit", why=why)
             return done
 
-    return run  # type: ignore[return-value]
+    return run
 
 
 # --- model calls -----------------------------------------------------------------------------
@@ -133,12 +136,14 @@ def _request_attributes(req: Any) -> tuple[str, dict[str, Any]]:
     return name or provider, attributes
 
 
-def traced_model_call(fn: F) -> F:
+def traced_model_call(
+    fn: Callable[Concatenate[Any, P], Awaitable[ModelAnswer]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, ModelAnswer]]:
     """Wrap the model-call activity ``async (ModelRequest) -> ModelAnswer`` in a ``chat <model>``
     span with the GenAI semantic-convention attributes, sizes and outcome."""
 
     @functools.wraps(fn)
-    async def call(req: Any, *args: Any, **kwargs: Any) -> Any:
+    async def call(req: Any, *args: P.args, **kwargs: P.kwargs) -> ModelAnswer:
         name, attributes = _request_attributes(req)
         with _span(f"chat {name}", SpanKind.CLIENT, attributes) as span:
             try:
@@ -160,7 +165,7 @@ def traced_model_call(fn: F) -> F:
             _outcome(span, "ok")
             return answer
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 def note_prompt(messages: Any) -> None:

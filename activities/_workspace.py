@@ -143,7 +143,8 @@ class ShardWorkspace:
             e.split("\x00", 1) for e in filter(None, (e.strip("\n") for e in log.split("\x01")))
         ]
         changes = _git.changed_by(cache, [head.split()[0] for head, _ in entries])
-        parent, found, expected = self.checkpoint, [], list(paths)
+        found: list[tuple[str, str]] = []
+        parent, expected = self.checkpoint, list(paths)
         for head, message in entries:
             sha, *parents = head.split()
             path = _git.trailer(message, _git.EDIT_TRAILER)

@@ -232,7 +232,7 @@ async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> Mode
     text, finish, usage = [], "", Usage()
     stream = await client.chat.completions.create(
         model=name,
-        messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+        messages=[{"role": m.role, "content": m.content} for m in messages],
         temperature=req.temperature,
         max_tokens=req.max_tokens,
         stream=True,
@@ -262,7 +262,7 @@ async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> M
     text = []
     async with client.messages.stream(
         model=name,
-        messages=turns,  # type: ignore[arg-type]
+        messages=turns,
         max_tokens=req.max_tokens,
         # This SDK takes temperature only as part of the request body.
         extra_body={"temperature": req.temperature},

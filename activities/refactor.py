@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import git
 from temporalio.exceptions import ApplicationError
@@ -86,8 +87,8 @@ def plan(inp: PlanInput) -> Plan:
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
         # Kept in the change commit, so a retry that finds it reports them too.
-        notes = _read_notes(_git.run(cache, "log", "-1", "--format=%B", change))
-    return _plan(cache, base, change, files, ruff_format).model_copy(update=notes)
+        trailers = _read_notes(_git.run(cache, "log", "-1", "--format=%B", change))
+    return _plan(cache, base, change, files, ruff_format).model_copy(update=trailers)
 
 
 RESPELLED_TRAILER = "Agentparallels-Respelled"
@@ -101,7 +102,14 @@ def _notes(respelled: list[str], unparsed: list[str]) -> str:
     return "".join(f"\n{line}" for line in lines)
 
 
-def _read_notes(message: str) -> dict[str, tuple[str, ...]]:
+class _Notes(TypedDict):
+    """The Plan fields a change commit's trailers carry."""
+
+    respelled: tuple[str, ...]
+    unparsed: tuple[str, ...]
+
+
+def _read_notes(message: str) -> _Notes:
     """The Plan fields the trailers of a change commit's ``message`` name."""
     found: dict[str, list[str]] = {"respelled": [], "unparsed": []}
     for line in message.splitlines():
@@ -110,7 +118,7 @@ def _read_notes(message: str) -> dict[str, tuple[str, ...]]:
             found["respelled"].append(value)
         elif sep and key == UNPARSED_TRAILER:
             found["unparsed"].append(value)
-    return {k: tuple(v) for k, v in found.items()}
+    return _Notes(respelled=tuple(found["respelled"]), unparsed=tuple(found["unparsed"]))
 
 
 def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_format: bool) -> Plan:

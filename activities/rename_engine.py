@@ -32,6 +32,7 @@ import subprocess
 import tokenize
 import unicodedata
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,8 @@ _IGNORED = ["*.pyc", "*~", ".*", "*.egg-info", *sorted(_SKIP_DIRS)]  # rope reso
 _TEST_DIRS = ("tests", "test", "testing")
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_Binder = ast.stmt | ast.expr | ast.arg
+"""A node that binds a name (a def, a class, an assigned name, a parameter): it has a position."""
 _SUPER_CALL = re.compile(r"\bsuper\s*\([^()]*\)\s*\.\s*$")
 
 
@@ -134,12 +137,12 @@ def _names(node: ast.AST | None) -> list[ast.Name]:
     return _names(node.value) if isinstance(node, ast.Starred) else []
 
 
-def _bindings(body: list[ast.stmt]) -> tuple[dict[str, ast.AST], set[str]]:
+def _bindings(body: list[ast.stmt]) -> tuple[dict[str, _Binder], set[str]]:
     """Definitions in a module/class body (name -> node), and every bound name incl. imports."""
-    defs: dict[str, ast.AST] = {}
+    defs: dict[str, _Binder] = {}
     bound: set[str] = set()
     for stmt in _flat(body):
-        targets: list[ast.AST | None] = []
+        targets: Sequence[ast.AST | None] = []
         if isinstance(stmt, _DEFS):
             defs.setdefault(stmt.name, stmt)
         elif isinstance(stmt, ast.Assign):
@@ -168,7 +171,7 @@ def _locals(func: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
     return set(_params(func)) | _bindings(func.body)[1] | stores
 
 
-def _offset(text: str, node: ast.AST) -> int:
+def _offset(text: str, node: _Binder) -> int:
     """Character offset (as rope counts) of the name a def/class/assignment/parameter binds."""
     line_start = 0
     for _ in range(node.lineno - 1):
@@ -176,7 +179,9 @@ def _offset(text: str, node: ast.AST) -> int:
     line = text[line_start:].partition("\n")[0]
     pos = line_start + len(line.encode()[: node.col_offset].decode())
     if isinstance(node, _DEFS):
-        return re.compile(rf"\b(?:def|class)\s+({node.name})\b").search(text, pos).start(1)
+        found = re.compile(rf"\b(?:def|class)\s+({node.name})\b").search(text, pos)
+        assert found is not None, "a def or class statement spells its own name"
+        return found.start(1)
     return pos
 
 
@@ -217,6 +222,7 @@ def _resolve(root: Path, folders: list[str], old: str) -> _Target:
     except SyntaxError as e:
         raise RenameError(f"cannot parse {rel}: {e.msg} at line {e.lineno}; fix it first") from e
     label = rel
+    scope: Mapping[str, _Binder]
     for i, name in enumerate(rest):
         if isinstance(node, _FUNCS):
             scope, taken = _params(node), _locals(node)

@@ -222,21 +222,21 @@ class _Reader:
     async def _child(self, run: int, e: HistoryEvent) -> None:
         t = e.event_type
         if t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
-            a = e.start_child_workflow_execution_initiated_event_attributes
+            start = e.start_child_workflow_execution_initiated_event_attributes
             self.order += 1
             summary = await _text(self.client, e.user_metadata.summary)
             self.started_children[run, e.event_id] = (
-                a.workflow_id,
-                a.workflow_type.name,
+                start.workflow_id,
+                start.workflow_type.name,
                 summary,
                 self.order,
             )
         elif t == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
-            a = e.child_workflow_execution_started_event_attributes
-            self.child_runs[run, a.initiated_event_id] = a.workflow_execution.run_id
+            started = e.child_workflow_execution_started_event_attributes
+            self.child_runs[run, started.initiated_event_id] = started.workflow_execution.run_id
         elif t == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
-            a = e.start_child_workflow_execution_failed_event_attributes
-            self.child_status[run, a.initiated_event_id] = "failed"
+            refused = e.start_child_workflow_execution_failed_event_attributes
+            self.child_status[run, refused.initiated_event_id] = "failed"
         else:
             status, attr = _CHILD_END[t]
             initiated = getattr(e, f"{attr}_event_attributes").initiated_event_id

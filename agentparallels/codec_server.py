@@ -141,7 +141,7 @@ class CodecServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes | bytearray) else host}:{port}"
 
     def start(self) -> CodecServer:
         self._thread = threading.Thread(

@@ -133,8 +133,8 @@ async def jobs(client: Client, query: str, limit: int) -> list[WorkflowExecution
 # --- setup -----------------------------------------------------------------------------------
 
 
-def _type_name(value: int) -> str:
-    return IndexedValueType.Name(value).removeprefix("INDEXED_VALUE_TYPE_").title()  # type: ignore[arg-type]
+def _type_name(value: IndexedValueType.ValueType) -> str:
+    return IndexedValueType.Name(value).removeprefix("INDEXED_VALUE_TYPE_").title()
 
 
 async def setup(client: Client) -> list[str]:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Status
 from temporalio.client import OutboundInterceptor, QueryWorkflowInput
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -113,7 +114,7 @@ def _first_line(text: str) -> str:
     return redact.text(lines[0][:MESSAGE_CHARS]) if lines else ""
 
 
-class Scrubbed:
+class Scrubbed(SpanProcessor):
     """A span processor that hands ``inner`` each ended span scrubbed (module docstring):
     spans made by Temporal's interceptor carry failure messages this project does not
     write itself."""

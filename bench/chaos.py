@@ -297,7 +297,9 @@ class Fault:
     """Per step: its events and the workflow's task events after the fault, with times."""
 
 
-async def running_steps(client: Any, job_ids: list[str], identity: str) -> list[tuple[str, ...]]:
+async def running_steps(
+    client: Any, job_ids: list[str], identity: str
+) -> list[tuple[str, str, str]]:
     """Activities of the jobs (and their child workflows) started on worker ``identity``."""
     from temporalio.api.enums.v1 import PendingActivityState
 
@@ -307,7 +309,7 @@ async def running_steps(client: Any, job_ids: list[str], identity: str) -> list[
         except Exception:  # closed, or the server is restarting
             return None
 
-    out: list[tuple[str, ...]] = []
+    out: list[tuple[str, str, str]] = []
     todo = list(job_ids)
     while todo:
         raws = await asyncio.gather(*(describe(w) for w in todo))
@@ -509,7 +511,8 @@ class Chaos:
             for h in hogs:
                 h.kill()
                 h.wait()
-        self.report.load_avg = tuple(round(x, 2) for x in os.getloadavg())  # type: ignore[assignment]
+        one, five, fifteen = os.getloadavg()
+        self.report.load_avg = (round(one, 2), round(five, 2), round(fifteen, 2))
         await measure(client, self.report.faults)
         self.server.stop()
         self.check(repos, job_ids, expected, outcomes)
@@ -568,7 +571,7 @@ class Chaos:
         candidates = [w for w in self.workers if w not in paused]
         victim = self.rng.choice(candidates)
         steps = await running_steps(client, job_ids, victim.identity)
-        fault = Fault(kind=what, at=time.time(), worker=victim.name, steps=steps)  # type: ignore[arg-type]
+        fault = Fault(kind=what, at=time.time(), worker=victim.name, steps=steps)
         self.report.faults.append(fault)
         if what == "pause":
             victim.signal(signal.SIGSTOP)

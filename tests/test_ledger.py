@@ -123,10 +123,11 @@ async def test_progress_and_ui_show_the_remaining_the_ledger_enforces(
             )
         calls = len(fake.requests)
     assert calls == 1
-    message = failure.value.cause.message  # type: ignore[union-attr]
+    assert isinstance(failure.value.cause, ApplicationError)
+    message = failure.value.cause.message
     assert "500 are spent of the job's budget of 600 tokens (execute: 500)" in message
     refused = int(message.split("could take up to ")[1].split()[0])
-    assert refused > progress.remaining  # type: ignore[operator]
+    assert progress.remaining is not None and refused > progress.remaining
     assert (progress.tokens, progress.reserved, progress.remaining) == (500, 0, 100)
     # default shares of 600: plan 60; execute 420 + plan's 60; verify 120 (execute overspent)
     assert progress.budget == (

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from agentparallels import tracing, worker
 from agentparallels.core.errors import BREAKER_OPEN, MODEL_RETRYABLE
@@ -125,7 +126,8 @@ async def test_failed_tool_command_is_an_error_span(
         handle = await start_job(tc, task_queue, job)
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), 60)
-    assert BREAKER_OPEN in str(failure.value.cause.type)  # type: ignore[union-attr]
+    assert isinstance(failure.value.cause, ApplicationError)
+    assert BREAKER_OPEN in str(failure.value.cause.type)
     (failed,) = named(spans.get_finished_spans(), "execute_tool exit")
     assert failed.attributes is not None
     assert failed.attributes["process.exit.code"] == 3

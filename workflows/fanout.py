@@ -9,7 +9,7 @@ the caller cancels all the work the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TypeVar
 
 from temporalio import workflow
@@ -39,21 +39,20 @@ async def gather_bounded(work: Sequence[Callable[[], Awaitable[T]]], limit: int)
     if not tasks:
         return []
     try:
-        pending = set(tasks)
+        pending: Collection[asyncio.Task[T]] = set(tasks)
         while pending:
             _, pending = await workflow.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-            failed = next(
-                (t for t in tasks if t.done() and not t.cancelled() and t.exception()), None
-            )
-            if failed is not None:
-                raise failed.exception()  # type: ignore[misc]
+            errors = (t.exception() for t in tasks if t.done() and not t.cancelled())
+            error = next((e for e in errors if e is not None), None)
+            if error is not None:
+                raise error
         return [t.result() for t in tasks]
     except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
         await _cancel_and_wait(tasks)
         raise
 
 
-async def _cancel_and_wait(tasks: list[asyncio.Future[T]]) -> None:
+async def _cancel_and_wait(tasks: Sequence[asyncio.Future[T]]) -> None:
     for task in tasks:
         task.cancel()
     while not all(t.done() for t in tasks):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import Field
@@ -56,15 +57,13 @@ async def map_children(
     results in the inputs' order. Child ids are ``<id_prefix>/<index>`` (default prefix: the
     parent's id), so a replayed or retried parent finds the same children."""
     prefix = id_prefix or workflow.info().workflow_id
-    queue = {"task_queue": options.task_queue} if options.task_queue else {}
-    typed = {"result_type": result_type} if result_type else {}
     converter = workflow.payload_converter()
 
     async def one(i: int, arg: Any) -> R:
         child_id = f"{prefix}/{i}"
         result = await workflow.execute_child_workflow(
             child, arg, id=child_id, static_summary=summary(i, arg) if summary else None,
-            **queue, **typed,
+            task_queue=options.task_queue or None, result_type=result_type,
         )  # fmt: skip
         size = converter.to_payloads([result])[0].ByteSize()
         if size > options.max_summary_bytes:
@@ -78,7 +77,7 @@ async def map_children(
         return result
 
     return await gather_bounded(
-        [lambda i=i, arg=arg: one(i, arg) for i, arg in enumerate(inputs)], options.parallel
+        [partial(one, i, arg) for i, arg in enumerate(inputs)], options.parallel
     )
 
 
@@ -92,7 +91,7 @@ async def map_reduce(
     """:func:`map_children`, then ``reduce`` over the summaries: plain workflow code, or an
     async function (e.g. one that calls a synthesising activity or model)."""
     reduced = reduce(await map_children(child, inputs, options, **kwargs))
-    return await reduced if inspect.isawaitable(reduced) else reduced  # type: ignore[return-value]
+    return await reduced if inspect.isawaitable(reduced) else reduced
 
 
 __all__ = ["MapReduceOptions", "map_children", "map_reduce"]

@@ -139,19 +139,18 @@ class PipelineWorkflow:
 
 
 def _step(parent: str, index: int, stage: Stage) -> Step:
-    queue = {"task_queue": stage.task_queue} if stage.task_queue else {}
     retry = RetryPolicy(maximum_attempts=stage.attempts, non_retryable_error_types=NON_RETRYABLE)
 
     async def run(value: Any) -> Any:
         if stage.kind == "activity":
             return await workflow.execute_activity(
                 stage.target, value, start_to_close_timeout=timedelta(seconds=stage.timeout_s),
-                retry_policy=retry, summary=stage.name, **queue,
+                retry_policy=retry, summary=stage.name, task_queue=stage.task_queue or None,
             )  # fmt: skip
         return await workflow.execute_child_workflow(
             stage.target, value, id=f"{parent}/{index:02d}-{stage.name}",
             execution_timeout=timedelta(seconds=stage.timeout_s),
-            static_summary=stage.name, **queue,
+            static_summary=stage.name, task_queue=stage.task_queue or None,
         )  # fmt: skip
 
     gate = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
+from functools import partial
 from typing import NoReturn
 
 from temporalio import workflow
@@ -222,8 +223,8 @@ class RefactorWorkflow:
         self._phase("edit")
         results = await gather_bounded(
             [
-                lambda s=s: self._run_shard(
-                    inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
+                partial(
+                    self._run_shard, inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
                 )
                 for s in shards
             ],
@@ -522,11 +523,9 @@ class RefactorWorkflow:
         table = (
             f"\n\n| shard | state | files | breaker |\n|---|---|---|---|\n{rows}" if rows else ""
         )
-        tokens = ""
-        if p.tokens or self._budget.limited:
-            tokens = f"\n\ntokens: {budget_line(p)}"
+        budget_text = f"\n\ntokens: {budget_line(p)}" if p.tokens or self._budget.limited else ""
         workflow.set_current_details(
-            f"**{p.phase}**: {p.files_done}/{p.files_total} files{tokens}{table}"
+            f"**{p.phase}**: {p.files_done}/{p.files_total} files{budget_text}{table}"
         )
 
     def _result(

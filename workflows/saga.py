@@ -74,6 +74,7 @@ def incomplete(err: BaseException, failures: list[str]) -> ApplicationError:
     went wrong first (and its type; a cancellation becomes ``RollbackIncomplete``), then which
     undo steps failed. Raise it ``from None``: it carries the whole story in its message."""
     found = root_cause(err)
+    kind: str | None  # an application error may carry no type
     if isinstance(err, asyncio.CancelledError):
         first, kind = "cancelled", ROLLBACK_INCOMPLETE
     elif found is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TypedDict
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -29,14 +30,16 @@ from agentparallels.workflows.saga import Saga, incomplete
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
     from agentparallels.core.errors import BREAKER_OPEN
-    from agentparallels.core.events import JobEvent
+    from agentparallels.core.events import EventKind, JobEvent
     from agentparallels.core.llm import FileContext, Grant, Message, ModelRequest
     from agentparallels.core.models import (
         EditBatchInput,
         EditBatchResult,
         EditOutcome,
+        JobRef,
         ModelEdit,
         RefUpdate,
+        Sandbox,
         ShardInput,
         ShardProgress,
         ShardRef,
@@ -48,6 +51,17 @@ PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
 
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
 """Programming errors fail the workflow (after its rollback) instead of retrying its task."""
+
+
+class _HookPlace(TypedDict):
+    """Where and how a shard runs its hooks: the arguments of ``run_hooks`` that stay the same
+    from step to step."""
+
+    job: JobRef
+    worktree: str
+    shard: str | None
+    timeout_s: float
+    sandbox: Sandbox
 
 
 class _Run:
@@ -64,13 +78,13 @@ class _Run:
         self.model_steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=ledger)
         self.loops = LoopDetector(breaker=self.breaker)
         name = self.shard.name
-        self.hook_at = {
-            "job": inp.job,
-            "worktree": name,
-            "shard": name,
-            "timeout_s": limits.command_timeout_s,
-            "sandbox": limits.sandbox,
-        }
+        self.hook_at = _HookPlace(
+            job=inp.job,
+            worktree=name,
+            shard=name,
+            timeout_s=limits.command_timeout_s,
+            sandbox=limits.sandbox,
+        )
         self.model = inp.edit.as_model()
         """The edit, when a model makes it: one file per step, after its recorded answer."""
         self.pending = list(inp.shard.files)
@@ -138,11 +152,8 @@ class ShardWorkflow:
         if not step.outcomes:
             raise ApplicationError(f"edit step on {batch[0]} reported nothing")
         if step.tip != run.tip:
-            tip, shard = run.tip, run.shard
-            run.saga.add(
-                f"edits up to {step.outcomes[-1].path}",
-                lambda c=tip: call(steps.SET_REF, RefUpdate(job=inp.job, ref=shard.ref, target=c)),
-            )
+            undo = RefUpdate(job=inp.job, ref=run.shard.ref, target=run.tip)
+            run.saga.add(f"edits up to {step.outcomes[-1].path}", lambda: call(steps.SET_REF, undo))
             run.tip = step.tip
             edited = [o.path for o in step.outcomes if o.status == "committed"]
             await run_hooks(inp.hooks, "post-edit", commit=run.tip, files=edited, **run.hook_at)
@@ -261,9 +272,9 @@ class ShardWorkflow:
         parent = workflow.get_external_workflow_handle(inp.parent_id)
         self._signals.append(asyncio.ensure_future(parent.signal(PROGRESS_SIGNAL, report)))
 
-    def _note(self, kind: str, shard: str, path: str, detail: str = "") -> None:
+    def _note(self, kind: EventKind, shard: str, path: str, detail: str = "") -> None:
         """An event for the parent to publish, sent with the next progress report."""
-        self._events.append(child_event(kind, shard=shard, file=path, detail=detail))  # type: ignore[arg-type]
+        self._events.append(child_event(kind, shard=shard, file=path, detail=detail))
 
     async def _flush(self) -> None:
         """Wait until the parent has received every progress report and settlement."""

@@ -75,7 +75,8 @@ async def prepare(
         )
 
     tests = _tests(job, commit, test_cmd, timeout_s, sandbox) if test_cmd else None
-    voters = [asyncio.ensure_future(tests)] if tests is not None else []
+    voters: list[asyncio.Future[CheckVote]] = []
+    voters += [asyncio.ensure_future(tests)] if tests is not None else []
     voters += [ballot("lint")] if checklist.lint else []
     voters += [ballot("diff-size")]
     voters += [ballot("conflicts")] if checklist.conflicts else []

@@ -27,7 +27,8 @@ async def cancel_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     handle, desc = await existing(client, args.job)
     if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise UsageError(f"job {args.job} is not running (it is {desc.status.name.lower()})")
+        state = desc.status.name.lower() if desc.status else "unknown"
+        raise UsageError(f"job {args.job} is not running (it is {state})")
     await handle.cancel()
     queue = desc.task_queue
     if not await queues.served(client, queue) or not await queues.taken_up(

@@ -38,10 +38,8 @@ async def _signal(args: argparse.Namespace, signal: str, verb: str) -> bool:
     client = await connect(autostart=False, announce=err)
     handle, desc = await existing(client, args.job)
     if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise UsageError(
-            f"job {args.job} has ended ({desc.status.name.lower()}); only a running job can be "
-            f"{verb}"
-        )
+        state = desc.status.name.lower() if desc.status else "unknown"
+        raise UsageError(f"job {args.job} has ended ({state}); only a running job can be {verb}")
     await handle.signal(signal)
     queue = desc.task_queue
     wait = getattr(args, "wait", queues.WAIT_S)

@@ -48,8 +48,11 @@ __all__ = [
     "ui_link",
 ]
 
-MODEL_ONLY_FLAGS = (("price", "--price"), ("budget_tokens", "--budget-tokens"))
-MODEL_ONLY_FLAGS += (("phase_shares", "--phase-shares"),)
+MODEL_ONLY_FLAGS: tuple[tuple[str, str], ...] = (
+    ("price", "--price"),
+    ("budget_tokens", "--budget-tokens"),
+    ("phase_shares", "--phase-shares"),
+)
 """Options that only mean something when a model makes calls (their dest, their flag)."""
 
 

@@ -5,6 +5,8 @@ The keys and how they are shown; registering them on a namespace is
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
 
@@ -28,7 +30,7 @@ PHASE = SearchAttributeKey.for_keyword("AgentPhase")
 FILES_DONE = SearchAttributeKey.for_int("AgentFilesDone")
 TOKENS = SearchAttributeKey.for_int("AgentTokens")
 
-ALL = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE, TOKENS]
+ALL: list[SearchAttributeKey[Any]] = [JOB_KIND, REPOSITORY, PHASE, FILES_DONE, TOKENS]
 
 
 def shown(repository: str) -> str:

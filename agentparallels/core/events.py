@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Literal, get_args
+from typing import Literal, TypeGuard, get_args
 
 from pydantic import Field
 
@@ -126,12 +126,17 @@ def parse_hooks(specs: Iterable[str]) -> tuple[Hook, ...]:
         point = point.strip()
         if not sep or not command.strip():
             raise UsageError(f"--hook takes POINT=CMD (e.g. pre-edit='make lint'), got '{spec}'")
-        if point not in HOOK_POINTS:
+        if not _is_point(point):
             raise UsageError(
                 f"unknown hook point '{point}' in --hook; use one of {', '.join(HOOK_POINTS)}"
             )
-        hooks.append(Hook(point=point, command=command.strip()))  # type: ignore[arg-type]
+        hooks.append(Hook(point=point, command=command.strip()))
     return tuple(hooks)
+
+
+def _is_point(text: str) -> TypeGuard[HookPoint]:
+    """Whether ``text`` names a hook point (so the type checker knows it is one)."""
+    return text in HOOK_POINTS
 
 
 __all__ = [

@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 In = TypeVar("In")
-Out = TypeVar("Out")
+Out = TypeVar("Out", covariant=True)
 
 HEARTBEAT = timedelta(seconds=5)
 """Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
@@ -113,7 +113,7 @@ class Step(Generic[In, Out]):
     name: str
     """The activity's name on the wire (from :mod:`agentparallels.core.names`)."""
     input: type[In]
-    output: Any
+    output: type[Out]
     """The result type the workflow decodes (``type(None)`` for a step without one)."""
     settings: Settings
 

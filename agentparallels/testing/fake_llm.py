@@ -245,6 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(
         self, status: int, error: dict[str, Any], headers: dict[str, str] | None = None
     ) -> None:
+        body: dict[str, Any]
         if self.proto == "openai":
             kind = "server_error" if status >= 500 else _INVALID
             body = {"error": {"type": kind, "param": None, "code": None, **error}}
@@ -307,9 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
             events.append({"type": "content_block_delta", "index": 0, "delta": delta})
         if stop is not None:
             events += [{"type": "content_block_stop", "index": 0}] if pieces else []
-            delta = {"stop_reason": stop, "stop_sequence": None}
+            ending = {"stop_reason": stop, "stop_sequence": None}
             usage = {"output_tokens": n_out}
-            events += [{"type": "message_delta", "delta": delta, "usage": usage}]
+            events += [{"type": "message_delta", "delta": ending, "usage": usage}]
             events += [{"type": "message_stop"}]
         return events
 
@@ -422,7 +423,7 @@ class FakeLLM:
         if self._server is None:
             raise RuntimeError("FakeLLM is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes | bytearray) else host}:{port}"
 
     @property
     def openai_base_url(self) -> str:

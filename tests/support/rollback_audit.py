@@ -75,4 +75,4 @@ class Audit:
 
 
 def _name(fn: Callable[..., Any]) -> str:
-    return fn.__temporal_activity_definition.name  # type: ignore[attr-defined]
+    return fn.__temporal_activity_definition.name  # type: ignore[attr-defined]  # set by @activity.defn; the SDK declares no such attribute
