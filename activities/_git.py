@@ -167,8 +167,9 @@ def read_blobs(repo: Path, objects: Sequence[str]) -> list[bytes | None]:
     if not objects:
         return []
     names = "".join(f"{name}\n" for name in objects).encode()
-    out: bytes = run_with_input(repo, names, "cat-file", "--batch",
-                                stdout_as_string=False, strip_newline_in_stdout=False)  # fmt: skip
+    out: bytes = run_with_input(
+        repo, names, "cat-file", "--batch", stdout_as_string=False, strip_newline_in_stdout=False
+    )
     blobs: list[bytes | None] = []
     at = 0
     for _ in objects:
@@ -322,8 +323,9 @@ def commit_files(
         stream += f"M {mode} inline {_quoted(path)}\ndata {len(data)}\n".encode() + data + b"\n\n"
     marks = wt.parent / f".{wt.name}.marks"
     try:
-        run_with_input(wt, bytes(stream), "fast-import", "--quiet", "--force",
-                       f"--export-marks={marks}")  # fmt: skip
+        run_with_input(
+            wt, bytes(stream), "fast-import", "--quiet", "--force", f"--export-marks={marks}"
+        )
         ids = dict(line.split() for line in marks.read_text().splitlines())
     finally:
         marks.unlink(missing_ok=True)
@@ -349,8 +351,16 @@ class EmptyEdit(RuntimeError):
 
 def changed_by(repo: Path, commits: Sequence[str]) -> dict[str, list[str]]:
     """The paths each of ``commits`` changes against its first parent, sorted; one git run."""
-    out = run_with_input(repo, "".join(f"{c}\n" for c in commits).encode(), "diff-tree",
-                         "--stdin", "--no-renames", "-r", "--name-only", "-z")  # fmt: skip
+    out = run_with_input(
+        repo,
+        "".join(f"{c}\n" for c in commits).encode(),
+        "diff-tree",
+        "--stdin",
+        "--no-renames",
+        "-r",
+        "--name-only",
+        "-z",
+    )
     changes: dict[str, list[str]] = {c: [] for c in commits}
     current: list[str] = []
     for token in out.split("\0"):  # each commit's id, then its paths; none for an empty one

@@ -92,11 +92,13 @@ def traced_command(fn: Callable[P, R]) -> Callable[P, R]:
             timed_out = bool(getattr(done, "timed_out", False))
             if getattr(done, "limited", False):  # stopped by the sandbox's process cap
                 exit_code = exit_code or 1
-            span.set_attributes({
-                "process.exit.code": exit_code,
-                "agentparallels.tool.timed_out": timed_out,
-                "agentparallels.tool.output_bytes": len(output.encode()),
-            })  # fmt: skip
+            span.set_attributes(
+                {
+                    "process.exit.code": exit_code,
+                    "agentparallels.tool.timed_out": timed_out,
+                    "agentparallels.tool.output_bytes": len(output.encode()),
+                }
+            )
             if exit_code == 0 and not timed_out:
                 _outcome(span, "ok")
             else:
@@ -154,14 +156,16 @@ def traced_model_call(
             except Exception as e:
                 _outcome(span, "error", error_type=type(e).__name__, why=str(e))
                 raise
-            span.set_attributes({
-                "gen_ai.response.model": answer.model.partition(":")[2] or answer.model,
-                "gen_ai.usage.input_tokens": answer.usage.input_tokens,
-                "gen_ai.usage.output_tokens": answer.usage.output_tokens,
-                "gen_ai.response.finish_reasons": [answer.finish_reason or "unknown"],
-                "agentparallels.response.bytes": len(answer.text.encode()),
-                "agentparallels.response.valid": answer.invalid is None,
-            })  # fmt: skip
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": answer.model.partition(":")[2] or answer.model,
+                    "gen_ai.usage.input_tokens": answer.usage.input_tokens,
+                    "gen_ai.usage.output_tokens": answer.usage.output_tokens,
+                    "gen_ai.response.finish_reasons": [answer.finish_reason or "unknown"],
+                    "agentparallels.response.bytes": len(answer.text.encode()),
+                    "agentparallels.response.valid": answer.invalid is None,
+                }
+            )
             _outcome(span, "ok")
             return answer
 

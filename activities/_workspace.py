@@ -137,8 +137,9 @@ class ShardWorkspace:
         commits are left for the next steps."""
         cache = _git.cached_repo(self.job.repository)
         _git.ensure_commit(cache, self.job.repository, remote)
-        log = _git.run(cache, "log", "--reverse", "--format=%H %P%x00%B%x01",
-                       f"{self.checkpoint}..{remote}")  # fmt: skip
+        log = _git.run(
+            cache, "log", "--reverse", "--format=%H %P%x00%B%x01", f"{self.checkpoint}..{remote}"
+        )
         entries = [
             e.split("\x00", 1) for e in filter(None, (e.strip("\n") for e in log.split("\x01")))
         ]
@@ -173,10 +174,12 @@ class ShardWorkspace:
         return _git.commit_files(
             self.path,
             self.checkpoint,
-            [(p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job}\n{_git.EDIT_TRAILER}: {p}")
-             for p in paths],
+            [
+                (p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job}\n{_git.EDIT_TRAILER}: {p}")
+                for p in paths
+            ],
             self.job.timestamp,
-        )  # fmt: skip
+        )
 
     def finish(self, tip: str, *, partial: bool) -> None:
         """Leave the worktree clean at ``tip`` (after a ``partial`` batch, without untracked

@@ -24,8 +24,11 @@ def _changed(cache: str, base: str, commit: str) -> list[str]:
 def _lint(inp: VoteInput) -> CheckVote:
     with scratch_worktree(inp.repository, inp.job_id, "lint", inp.commit) as wt:
         cache = str(_git.cached_repo(inp.repository))
-        py = [p for p in _changed(cache, inp.base_commit, inp.commit)
-              if p.endswith(".py") and (wt / p).exists()]  # fmt: skip
+        py = [
+            p
+            for p in _changed(cache, inp.base_commit, inp.commit)
+            if p.endswith(".py") and (wt / p).exists()
+        ]
         policy = sandbox.Policy.of(inp.sandbox)
         findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s, policy)
     command = f"ruff check --isolated --select {inp.rules}"
@@ -47,12 +50,16 @@ def _diff_size(inp: VoteInput) -> CheckVote:
     limit = inp.max_diff_lines
     command = f"git diff --numstat {inp.base_commit[:12]} {inp.commit[:12]}"
     if limit is None:
-        return CheckVote(check="diff-size", yes=True, reason=f"{lines} lines changed, no limit",
-                         command=command)  # fmt: skip
+        return CheckVote(
+            check="diff-size", yes=True, reason=f"{lines} lines changed, no limit", command=command
+        )
     if lines <= limit:
-        return CheckVote(check="diff-size", yes=True,
-                         reason=f"{lines} lines changed, within the limit of {limit}",
-                         command=command)  # fmt: skip
+        return CheckVote(
+            check="diff-size",
+            yes=True,
+            reason=f"{lines} lines changed, within the limit of {limit}",
+            command=command,
+        )
     return CheckVote(
         check="diff-size",
         yes=False,
@@ -66,8 +73,9 @@ def _conflicts(inp: VoteInput) -> CheckVote:
     current = resolve_base(inp.repository, inp.base_ref)
     command = f"git merge-tree --write-tree {inp.base_ref} <result>"
     if current == inp.base_commit:
-        return CheckVote(check="conflicts", yes=True, reason=f"{inp.base_ref} has not moved",
-                         command=command)  # fmt: skip
+        return CheckVote(
+            check="conflicts", yes=True, reason=f"{inp.base_ref} has not moved", command=command
+        )
     cache = _git.cached_repo(inp.repository)
     _git.ensure_commit(cache, inp.repository, current)
     status, out, err = _git.execute(

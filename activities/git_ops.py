@@ -75,12 +75,14 @@ def merge(inp: MergeInput) -> str:
         so_far = heads[0]
         for head in heads[1:]:
             tree = _git.run(cache, "merge-tree", "--write-tree", so_far, head)
-            so_far = _git.run(cache, "commit-tree", tree, "-p", so_far, "-p", head,
-                              "-m", "partial merge", env=env)  # fmt: skip
+            so_far = _git.run(
+                cache, "commit-tree", tree, "-p", so_far, "-p", head, "-m", "partial merge", env=env
+            )
         message = f"Merge {len(heads)} shards of {job.job_id}\n\n{_git.JOB_TRAILER}: {job.job_id}"
         parents = [arg for head in [job.base_commit, *heads] for arg in ("-p", head)]
-        merged = _git.run(cache, "commit-tree", f"{so_far}^{{tree}}", *parents, "-m", message,
-                          env=env)  # fmt: skip
+        merged = _git.run(
+            cache, "commit-tree", f"{so_far}^{{tree}}", *parents, "-m", message, env=env
+        )
     _git.push(cache, job.repository, [(ref, merged, None)])
     return merged
 

@@ -49,9 +49,11 @@ def _blob(entry: str | None) -> str:
 
 
 def mismatches(
-    base: dict[str, str], result: dict[str, str], heads: dict[str, dict[str, str]],
+    base: dict[str, str],
+    result: dict[str, str],
+    heads: dict[str, dict[str, str]],
     claims: tuple[ShardClaim, ...],
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """What breaks the invariant, one line per file; empty when the result is right.
 
     ``base`` and ``result`` are trees as :func:`tree` gives them; ``heads`` maps each shard's

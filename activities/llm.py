@@ -192,10 +192,16 @@ def _messages(req: ModelRequest) -> list[Message]:
     messages = list(req.messages)
     if req.output:
         schema = json.dumps(lookup_output(req.output).model_json_schema())
-        messages.insert(0, Message(role="system", content=(
-            f"Answer with one JSON object, and nothing else, that validates against this "
-            f"JSON schema:\n{schema}"
-        )))  # fmt: skip
+        messages.insert(
+            0,
+            Message(
+                role="system",
+                content=(
+                    f"Answer with one JSON object, and nothing else, that validates against this "
+                    f"JSON schema:\n{schema}"
+                ),
+            ),
+        )
     if req.context is not None:
         last = messages[-1]
         messages[-1] = Message(
@@ -217,9 +223,11 @@ def _client(provider: str, base_url: str | None) -> Any:
         sdk = openai if provider == "openai" else anthropic
         cls = openai.AsyncOpenAI if provider == "openai" else anthropic.AsyncAnthropic
         found = cls(
-            api_key=key, base_url=base_url, max_retries=0,
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,
             timeout=sdk.Timeout(READ_TIMEOUT_S, connect=10.0),
-        )  # fmt: skip
+        )
         _clients[(provider, base_url, key)] = found
     return found
 

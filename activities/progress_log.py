@@ -46,13 +46,15 @@ def _read(repo: Path, sha: str) -> JobLog:
 
 def _commit(cache: Path, job: JobRef, log: JobLog, parent: str | None) -> str:
     """A commit holding ``log`` as its only file, on top of ``parent``. Same input, same id."""
-    blob = _git.run_with_input(cache, log.model_dump_json(indent=1).encode(),
-                               "hash-object", "-w", "--stdin")  # fmt: skip
+    blob = _git.run_with_input(
+        cache, log.model_dump_json(indent=1).encode(), "hash-object", "-w", "--stdin"
+    )
     tree = _git.run_with_input(cache, f"100644 blob {blob}\t{LOG_FILE}\n".encode(), "mktree")
     message = f"progress of {job.job_id}\n\n{_git.JOB_TRAILER}: {job.job_id}"
     parents = ["-p", parent] if parent else []
-    return _git.run(cache, "commit-tree", tree, *parents, "-m", message,
-                    env=_git.commit_env(job.timestamp))  # fmt: skip
+    return _git.run(
+        cache, "commit-tree", tree, *parents, "-m", message, env=_git.commit_env(job.timestamp)
+    )
 
 
 def _update(job: JobRef, change: Callable[[JobLog | None], JobLog]) -> None:
@@ -90,8 +92,9 @@ def _adopt(cache: Path, job: JobRef, shard: Shard, result: ShardResult) -> bool:
     try:
         _git.ensure_commit(cache, job.repository, result.head)
         _git.run(cache, "merge-base", "--is-ancestor", job.base_commit, result.head)
-        changed = _git.run(cache, "diff", "--name-only", "--no-renames", "-z",
-                           job.base_commit, result.head)  # fmt: skip
+        changed = _git.run(
+            cache, "diff", "--name-only", "--no-renames", "-z", job.base_commit, result.head
+        )
     except git.GitCommandError:
         return False
     if {p for p in changed.split("\0") if p} != files:

@@ -37,9 +37,9 @@ async def pollers_of(
         )
     )
     now = time.time()
-    return len({
-        p.identity for p in response.pollers if now - p.last_access_time.ToSeconds() < FRESH_S
-    })  # fmt: skip
+    return len(
+        {p.identity for p in response.pollers if now - p.last_access_time.ToSeconds() < FRESH_S}
+    )
 
 
 @implements(steps.POLLERS)

@@ -281,8 +281,10 @@ def _probe(bwrap: str | None, prlimit: str | None, root: bool) -> str | None:
         try:
             done = subprocess.run(
                 _bwrap_argv(bwrap, exposure.view(Path(tmp), "touch", {}), Path(tmp), "touch probe"),
-                capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"bubblewrap cannot be run on {host}: {e}"
         if done.returncode != 0 or not (Path(tmp) / "probe").exists():

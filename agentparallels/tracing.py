@@ -150,12 +150,20 @@ class Scrubbed(SpanProcessor):
             status = Status(status.status_code, _first_line(status.description))
         self._inner.on_end(
             ReadableSpan(
-                name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-                attributes=clean(span.attributes), events=events, links=span.links,
-                kind=span.kind, status=status, start_time=span.start_time,
-                end_time=span.end_time, instrumentation_scope=span.instrumentation_scope,
+                name=span.name,
+                context=span.context,
+                parent=span.parent,
+                resource=span.resource,
+                attributes=clean(span.attributes),
+                events=events,
+                links=span.links,
+                kind=span.kind,
+                status=status,
+                start_time=span.start_time,
+                end_time=span.end_time,
+                instrumentation_scope=span.instrumentation_scope,
             )
-        )  # fmt: skip
+        )
 
     def shutdown(self) -> None:
         self._inner.shutdown()

@@ -123,8 +123,15 @@ def edit(
     )
 
 
-FLAGS = {"old": "--rename", "new": "--rename", "command": "--edit-cmd", "files": "--files",
-         "instruct": "--instruct", "model": "--model", "base_url": "--base-url"}  # fmt: skip
+FLAGS = {
+    "old": "--rename",
+    "new": "--rename",
+    "command": "--edit-cmd",
+    "files": "--files",
+    "instruct": "--instruct",
+    "model": "--model",
+    "base_url": "--base-url",
+}
 """The command-line option that gives each field of an edit spec."""
 
 

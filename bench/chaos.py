@@ -123,10 +123,13 @@ def edit_commit_problems(repo: Path, job_id: str) -> list[str]:
 
     try:
         log = git(
-            repo, "log", "--no-merges", "--name-only",
+            repo,
+            "log",
+            "--no-merges",
+            "--name-only",
             f"--format=%x01%H%x02%(trailers:key={EDIT_TRAILER},valueonly,separator=%x2C)%x02",
             f"main..agentparallels/{job_id}",
-        )  # fmt: skip
+        )
     except subprocess.CalledProcessError:
         return []
     seen: dict[str, str] = {}
@@ -191,11 +194,19 @@ class WorkerProcess:
         self.log = machine.home / f"{name}.log"
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "agentparallels"), "worker",
-                 "--task-queue", task_queue],
-                env=machine.env(address), cwd=machine.home, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [
+                    str(Path(sys.executable).parent / "agentparallels"),
+                    "worker",
+                    "--task-queue",
+                    task_queue,
+                ],
+                env=machine.env(address),
+                cwd=machine.home,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def identity(self) -> str:

@@ -112,14 +112,21 @@ def main() -> None:
                 run_on(side, command, Path(tmp))
             times = measure(command, Path(tmp), args.runs)
             med = {side: statistics.median(times[side]) for side in SIDES}
-            rows.append({
-                "command": name, "bwrap_ms": med["bwrap"], "host_ro_ms": med["host-ro"],
-                "none_ms": med["none"], "ratio": med["bwrap"] / med["none"],
-                "extra_ms": med["bwrap"] - med["none"],
-                "deny_vs_host_ro_ms": med["bwrap"] - med["host-ro"],
-                "bwrap_best_ms": min(times["bwrap"]), "host_ro_best_ms": min(times["host-ro"]),
-                "none_best_ms": min(times["none"]), "samples": times,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "command": name,
+                    "bwrap_ms": med["bwrap"],
+                    "host_ro_ms": med["host-ro"],
+                    "none_ms": med["none"],
+                    "ratio": med["bwrap"] / med["none"],
+                    "extra_ms": med["bwrap"] - med["none"],
+                    "deny_vs_host_ro_ms": med["bwrap"] - med["host-ro"],
+                    "bwrap_best_ms": min(times["bwrap"]),
+                    "host_ro_best_ms": min(times["host-ro"]),
+                    "none_best_ms": min(times["none"]),
+                    "samples": times,
+                }
+            )
     load = {"before": load_before, "after": os.getloadavg()}
     print(
         f"{'command':<22}{'bwrap ms':>10}{'host-ro ms':>12}{'none ms':>10}{'ratio':>8}"

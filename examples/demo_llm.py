@@ -29,8 +29,19 @@ def scripted_answer(text: str) -> str:
 def main() -> int:
     repo, job_id = fresh_copy("demo-llm")
     targets = sorted(p for p in (repo / "src/shopkart/pricing").glob("*.py") if p.name[0] != "_")
-    args = [CLI, "refactor", str(repo), "--instruct", INSTRUCT, "--files", FILES,
-            "--job-id", job_id, "--test-cmd", TESTS]  # fmt: skip
+    args = [
+        CLI,
+        "refactor",
+        str(repo),
+        "--instruct",
+        INSTRUCT,
+        "--files",
+        FILES,
+        "--job-id",
+        job_id,
+        "--test-cmd",
+        TESTS,
+    ]
     if os.environ.get("OPENAI_API_KEY"):
         print("OPENAI_API_KEY is set: a real model edits the files.", flush=True)
         done = subprocess.run(

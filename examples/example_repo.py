@@ -16,8 +16,11 @@ TESTS = "python -m pytest -q -p no:cacheprovider"
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-c", "user.name=Demo", "-c", "user.email=demo@example.com", *args],
-        cwd=repo, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def fresh_copy(prefix: str) -> tuple[Path, str]:

@@ -96,8 +96,10 @@ async def test_a_thousand_turns_continue_as_new_with_every_run_bounded(
     assert result.turns == 1000
     histories = await chain(client, handle.id, handle.result_run_id)
     sizes = [len(h.events) for h in histories]
-    print(f"1000 turns: {elapsed:.1f}s, {len(histories)} runs, {result.compactions} compactions,"
-          f" largest run {max(sizes)} events")  # fmt: skip
+    print(
+        f"1000 turns: {elapsed:.1f}s, {len(histories)} runs, {result.compactions} compactions,"
+        f" largest run {max(sizes)} events"
+    )
     assert len(histories) == result.runs >= 1000 * 6 // (RUN_EVENTS + SLACK)
     assert max(sizes) <= RUN_EVENTS + SLACK
     assert max(len(history_text(h)) for h in histories) < 200_000
@@ -133,8 +135,10 @@ async def test_compaction_summarises_the_oldest_turns_once_past_the_threshold(
     assert after[:2] == ["TASK-0: say ok", f"{SUMMARY_PREFIX} (7 messages):\n{SUMMARY}"]
     assert not any("ANSWER-3" in c for c in after)
     assert [c.split()[0] for c in after[2:] if c.startswith("ANSWER")] == [
-        "ANSWER-4", "ANSWER-5", "ANSWER-6"
-    ]  # fmt: skip
+        "ANSWER-4",
+        "ANSWER-5",
+        "ANSWER-6",
+    ]
     history = await handle.fetch_history()
     assert SUMMARY in history_text(history)
     replayer = replayer_for(plugin_of(client))

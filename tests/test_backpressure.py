@@ -47,9 +47,11 @@ async def burst(client: Client, task_queue: str, rate: float | None) -> tuple[fl
     with FakeLLM(default={"content": "ok"}) as fake:
         async with worker.build_worker(client, options, workflow_classes=[BurstWorkflow]):
             handle = await client.start_workflow(
-                BurstWorkflow.run, fake.openai_base_url, id=f"{task_queue}-burst",
+                BurstWorkflow.run,
+                fake.openai_base_url,
+                id=f"{task_queue}-burst",
                 task_queue=task_queue,
-            )  # fmt: skip
+            )
             assert await asyncio.wait_for(handle.result(), 60) == CALLS
     events = (await handle.fetch_history()).events
     started = [

@@ -47,8 +47,11 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert steps[0][0] == "git.merge"
     assert [c[0] for c in steps[-3:]] == ["git.check_result", "git.publish", "git.cleanup"]
     assert sorted(c[1] for c in steps[1:-3]) == [
-        "vote: conflicts", "vote: diff-size", "vote: lint", "vote: tests `test -f pyproject.toml`",
-    ]  # fmt: skip
+        "vote: conflicts",
+        "vote: diff-size",
+        "vote: lint",
+        "vote: tests `test -f pyproject.toml`",
+    ]
     shards = [child for _, child in flow.children]
     assert len(shards) == 3
     assert {s.workflow_id.split("/", 1)[1] for s in shards} == {

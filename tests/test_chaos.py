@@ -50,10 +50,24 @@ def test_a_round_with_a_kill_and_a_pause_is_clean() -> None:
     every job succeeds with the plain edit's tree, no edit committed twice, no worktree or
     scratch ref left, and the killed worker's steps are finished elsewhere."""
     doc = chaos(
-        "--jobs", "4", "--rounds", "1", "--kills", "1", "--pauses", "1", "--hogs", "0",
-        "--no-server-restart", "--kill-every", "3", "--seed", "11",
-        "--recovery-goal", "120",  # a loaded test machine: the figure belongs to `make chaos`
-    )  # fmt: skip
+        "--jobs",
+        "4",
+        "--rounds",
+        "1",
+        "--kills",
+        "1",
+        "--pauses",
+        "1",
+        "--hogs",
+        "0",
+        "--no-server-restart",
+        "--kill-every",
+        "3",
+        "--seed",
+        "11",
+        "--recovery-goal",
+        "120",  # a loaded test machine: the figure belongs to `make chaos`
+    )
     (r,) = doc["rounds"]
     assert (r["kills"], r["pauses"]) == (1, 1), "the jobs ended before the faults"
     problems = {

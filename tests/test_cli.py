@@ -93,7 +93,7 @@ BAD_INPUT = {
             "plan=0.5,execute=0.7",
         ],
         "--phase-shares plan=0.5,execute=0.7: the shares add up to 1.2, more than 1",
-    ),  # fmt: skip
+    ),
     "a budget on a rename": (
         ["{repo}", "--rename", "pkg.money.to_cents=c", "--budget-tokens", "1000"],
         "--budget-tokens applies to model calls, and a --rename job makes none",
@@ -119,7 +119,7 @@ BAD_INPUT = {
             "plan:0.5",
         ],
         "--phase-shares takes PHASE=SHARE,...",
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -155,8 +155,14 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
 def test_unreachable_explicit_address_is_a_usage_error(tmp_path: Path) -> None:
     """An explicit TEMPORAL_ADDRESS that nothing answers on: exit 2, saying what to do."""
     repo = src_layout_repo(tmp_path / "repo")
-    done = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-                   address=f"127.0.0.1:{free_port()}", cache=tmp_path / "c")  # fmt: skip
+    done = run_cli(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=c",
+        address=f"127.0.0.1:{free_port()}",
+        cache=tmp_path / "c",
+    )
     assert done.returncode == 2
     assert "cannot reach Temporal at 127.0.0.1:" in done.stderr
     assert "unset TEMPORAL_ADDRESS" in done.stderr
@@ -170,9 +176,20 @@ def test_refactor_status_and_cancel_from_the_command_line(
     the finished job; `cancel` of a finished job is refused with exit 2."""
     repo = src_layout_repo(tmp_path / "repo")
     job_id = f"cli-{task_queue[-8:]}"
-    done = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
-                   "--test-cmd", "python -m pytest -q -p no:cacheprovider", "--job-id", job_id,
-                   "--task-queue", task_queue, address=address, cache=tmp_path / "c")  # fmt: skip
+    done = run_cli(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=as_cents",
+        "--test-cmd",
+        "python -m pytest -q -p no:cacheprovider",
+        "--job-id",
+        job_id,
+        "--task-queue",
+        task_queue,
+        address=address,
+        cache=tmp_path / "c",
+    )
     assert done.returncode == 0, done.stderr
     assert f"job {job_id} succeeded: 4 files changed in 3 modules" in done.stdout
     assert "check `python -m pytest -q -p no:cacheprovider`: passed" in done.stdout
@@ -198,9 +215,17 @@ async def test_job_whose_starter_left_is_finished_by_a_later_worker(
     UI by its summary and search attributes."""
     address = env.client.service_client.config.target_host
     repo = src_layout_repo(tmp_path / "repo")
-    started = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--detach",
-                      "--task-queue", task_queue,
-                      address=address, cache=tmp_path / "c")  # fmt: skip
+    started = run_cli(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=c",
+        "--detach",
+        "--task-queue",
+        task_queue,
+        address=address,
+        cache=tmp_path / "c",
+    )
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.strip()
     handle = env.client.get_workflow_handle(job_id)
@@ -219,10 +244,21 @@ async def test_job_whose_starter_left_is_finished_by_a_later_worker(
     # What the UI shows, read through a client that is not ours: the Temporal CLI.
     shown = await asyncio.to_thread(
         subprocess.run,
-        [str(Path(sys.executable).parent / "temporal"), "workflow", "describe", "-w", job_id,
-         "--address", address, "-o", "json"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "temporal"),
+            "workflow",
+            "describe",
+            "-w",
+            job_id,
+            "--address",
+            address,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     described = json.loads(shown.stdout)
     assert described["executionConfig"]["userMetadata"]["summary"] == (
         "Refactor repo: rename pkg.money.to_cents -> c"

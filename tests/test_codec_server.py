@@ -35,9 +35,11 @@ PLAIN["data"] = base64.b64encode(b'"the wombat prompt"').decode()
 def post(url: str, body: object, **headers: str) -> tuple[int, dict[str, str], dict]:
     """POST JSON; the status, headers (lower-cased names) and parsed JSON body."""
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "X-Namespace": "default", **headers},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             status, got, raw = response.status, response.headers, response.read()
@@ -73,9 +75,10 @@ def test_preflight_allows_the_ui_origin_only(server: CodecServer) -> None:
     gets no CORS grant."""
     for origin, allowed in ((UI, True), ("http://evil.example", False)):
         request = urllib.request.Request(
-            f"{server.url}/decode", method="OPTIONS",
+            f"{server.url}/decode",
+            method="OPTIONS",
             headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             headers = {k.lower(): v for k, v in response.headers.items()}
         if allowed:
@@ -116,8 +119,15 @@ def test_codec_server_command_serves_with_the_environment_keys(tmp_path: Path) -
     """`agentparallels codec-server --port 0` prints its URL, decrypts with the keyring from
     the environment, and stops on SIGTERM."""
     env = cli_env(AGENTPARALLELS_CODEC_KEYS=f"ui-key:{KEY}", AGENTPARALLELS_BLOB_DIR=str(tmp_path))
-    with cli_process("codec-server", "--port", "0", "--cors-origin", "http://ui.example:8080",
-                     env=env, stderr=subprocess.STDOUT) as proc:  # fmt: skip
+    with cli_process(
+        "codec-server",
+        "--port",
+        "0",
+        "--cors-origin",
+        "http://ui.example:8080",
+        env=env,
+        stderr=subprocess.STDOUT,
+    ) as proc:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert "keys ui-key" in first and "CORS for http://ui.example:8080" in first, first
@@ -160,9 +170,18 @@ async def test_server_command_gives_the_ui_its_codec_endpoint(tmp_path: Path) ->
     payloads through URL, as the UI's own settings API reports."""
     endpoint = "http://localhost:8081"
     args = build_parser().parse_args(
-        ["server", "--db", str(tmp_path / "t.db"), "--port", str(free_port()),
-         "--ui-port", str(free_port()), "--ui-codec-endpoint", endpoint]
-    )  # fmt: skip
+        [
+            "server",
+            "--db",
+            str(tmp_path / "t.db"),
+            "--port",
+            str(free_port()),
+            "--ui-port",
+            str(free_port()),
+            "--ui-codec-endpoint",
+            endpoint,
+        ]
+    )
     opts = server_options(args)
     proc = devserver.spawn(opts)
     try:

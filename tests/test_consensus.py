@@ -77,9 +77,12 @@ async def probe(client: Client, task_queue: str, p: Probe) -> ProbeResult:
         client, task_queue=task_queue, workflows=[ConsensusProbe], activities=[call_model]
     ):
         handle = await client.start_workflow(
-            ConsensusProbe.run, p, id=f"probe-{task_queue}", task_queue=task_queue,
+            ConsensusProbe.run,
+            p,
+            id=f"probe-{task_queue}",
+            task_queue=task_queue,
             result_type=ProbeResult,
-        )  # fmt: skip
+        )
         return await asyncio.wait_for(handle.result(), 60)
 
 
@@ -140,8 +143,11 @@ async def test_committee_approves_by_quorum_and_records_the_dissent(
     assert verdict is not None
     assert (verdict.approved, verdict.approvals, verdict.rejections) == (True, 2, 1)
     assert [(v.approve, v.reasons) for v in verdict.dissent] == [(False, "breaks the API")]
-    assert {v.reviewer for v in verdict.votes} == {"1:openai:fake@0", "2:openai:fake@0",
-                                                    "3:openai:fake@0"}  # fmt: skip
+    assert {v.reviewer for v in verdict.votes} == {
+        "1:openai:fake@0",
+        "2:openai:fake@0",
+        "3:openai:fake@0",
+    }
 
 
 async def test_committee_rejects_below_quorum(

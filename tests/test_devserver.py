@@ -22,8 +22,9 @@ from tests.support.ports import free_port
 @pytest.fixture
 def opts(tmp_path: Path) -> Iterator[devserver.ServerOptions]:
     """Options for a server on free ports; whatever it started is stopped afterwards."""
-    options = devserver.ServerOptions(db=tmp_path / "state" / "t.db", port=free_port(),
-                                      ui_port=free_port())  # fmt: skip
+    options = devserver.ServerOptions(
+        db=tmp_path / "state" / "t.db", port=free_port(), ui_port=free_port()
+    )
     yield options
     if options.pid_file.exists():
         try:
@@ -76,8 +77,16 @@ def test_server_command_runs_in_the_foreground_until_interrupted(
     opts: devserver.ServerOptions,
 ) -> None:
     """`agentparallels server` serves until SIGINT and then exits cleanly."""
-    with cli_process("server", "--db", str(opts.db), "--port", str(opts.port),
-                     "--ui-port", str(opts.ui_port), stderr=subprocess.STDOUT) as proc:  # fmt: skip
+    with cli_process(
+        "server",
+        "--db",
+        str(opts.db),
+        "--port",
+        str(opts.port),
+        "--ui-port",
+        str(opts.ui_port),
+        stderr=subprocess.STDOUT,
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("Temporal dev server on"):

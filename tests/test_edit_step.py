@@ -33,8 +33,10 @@ def test_each_file_gets_its_own_commit_on_the_checkpoint(tmp_path: Path) -> None
     base = shard.job.base_commit
     result = ActivityEnvironment().run(edit_files, step(shard, ("m0.py", "m1.py", "m2.py"), base))
     assert [(o.path, o.status) for o in result.outcomes] == [
-        ("m0.py", "committed"), ("m1.py", "committed"), ("m2.py", "committed"),
-    ]  # fmt: skip
+        ("m0.py", "committed"),
+        ("m1.py", "committed"),
+        ("m2.py", "committed"),
+    ]
     assert git(repo, "rev-parse", shard.ref) == result.tip == result.outcomes[-1].commit
     for outcome in result.outcomes:
         assert (
@@ -54,8 +56,9 @@ def test_a_failing_file_stops_the_step_after_committing_those_before(tmp_path: P
         edit_files, step(shard, ("m0.py", "m1.py", "m2.py"), base, check_cmd=check)
     )
     assert [(o.path, o.status) for o in result.outcomes] == [
-        ("m0.py", "committed"), ("m1.py", "failed"),
-    ]  # fmt: skip
+        ("m0.py", "committed"),
+        ("m1.py", "failed"),
+    ]
     assert result.outcomes[1].command == "case m1.py in m1.py) echo 'm1 is wrong'; exit 1;; esac"
     assert result.outcomes[1].output.strip() == "m1 is wrong"
     assert git(repo, "rev-parse", shard.ref) == result.tip == result.outcomes[0].commit
@@ -134,6 +137,7 @@ def test_an_edit_that_formatting_turns_back_is_unchanged_not_a_failure(tmp_path:
         ),
     )
     assert [(o.path, o.status) for o in result.outcomes] == [
-        ("m0.py", "unchanged"), ("m1.py", "committed"),
-    ]  # fmt: skip
+        ("m0.py", "unchanged"),
+        ("m1.py", "committed"),
+    ]
     assert git(repo, "show", f"{result.tip}:m0.py") == "x0 = 0"

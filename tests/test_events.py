@@ -287,8 +287,14 @@ async def test_events_of_a_failed_job_name_the_failures(
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if not line.startswith(" ")]
     kinds = [kind_of(line) for line in lines]
-    assert kinds == ["started", "check_failed", "check_failed", "check_failed",
-                     "breaker_opened", "failed"]  # fmt: skip
+    assert kinds == [
+        "started",
+        "check_failed",
+        "check_failed",
+        "check_failed",
+        "breaker_opened",
+        "failed",
+    ]
     assert "a.py: `ruff check --isolated" in lines[1]
     assert "circuit breaker opened after 3 consecutive failed attempts at a.py" in lines[-1]
 

@@ -160,8 +160,9 @@ def venv_outside(root: Path) -> Path:
     venv = root / "venvs" / "tools"
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-        check=True, timeout=120,
-    )  # fmt: skip
+        check=True,
+        timeout=120,
+    )
     [site] = venv.glob("lib/python3*/site-packages")
     here = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
     (site / "project.pth").write_text(here + "\n")
@@ -201,9 +202,10 @@ async def test_a_command_that_needs_a_hidden_path_gets_the_flag_not_tests_failed
     before = snapshot(repo)
     test_cmd = f"sh -c '{venv}/bin/python -V'"
     job = RefactorInput(
-        repository=str(repo), edit=CommandEdit(command="echo '# edited' >> {file}"),
+        repository=str(repo),
+        edit=CommandEdit(command="echo '# edited' >> {file}"),
         test_cmd=test_cmd,
-    )  # fmt: skip
+    )
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(client, task_queue, job)
         with pytest.raises(WorkflowFailureError) as failure:
@@ -244,9 +246,10 @@ async def test_sandbox_flags_reach_every_command_of_the_job(
     (data / "header.txt").write_text("# header\n")
     repo = make_repo(outside / "repo", {"a.py": "x = 1\n"})
     job = RefactorInput(
-        repository=str(repo), edit=CommandEdit(command=f"cat {data}/header.txt >> {{file}}"),
+        repository=str(repo),
+        edit=CommandEdit(command=f"cat {data}/header.txt >> {{file}}"),
         limits=Limits(sandbox=Sandbox(ro=(str(data),))),
-    )  # fmt: skip
+    )
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         result = await asyncio.wait_for(
             (await start_job(client, task_queue, job)).result(), TIMEOUT
@@ -270,8 +273,15 @@ def test_bad_sandbox_flags_are_a_usage_error(
 ) -> None:
     """Each bad flag: exit 2, one line saying what is wrong, nothing started."""
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
-    done = run_cli("refactor", str(repo), "--edit-cmd", "true {file}", *flags,
-                   address="127.0.0.1:1", cwd=tmp_path)  # fmt: skip
+    done = run_cli(
+        "refactor",
+        str(repo),
+        "--edit-cmd",
+        "true {file}",
+        *flags,
+        address="127.0.0.1:1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("agentparallels: error:") == 1 and "Traceback" not in done.stderr
     assert message in done.stderr
@@ -303,9 +313,11 @@ def test_a_models_answer_never_widens_the_sandbox(outside: Path) -> None:
     workdir.mkdir()
     script = f"#!{venv}/bin/python\nprint(open('{venv}/secret.txt').read())\n"
     run = ToolInput(
-        command="chmod +x {answer} && {answer}", workdir=str(workdir), answer=script,
+        command="chmod +x {answer} && {answer}",
+        workdir=str(workdir),
+        answer=script,
         timeout_s=60,
-    )  # fmt: skip
+    )
     with pytest.raises(ApplicationError) as denied:
         run_tool(run)
     assert (
@@ -329,8 +341,9 @@ def test_a_workdir_holding_the_workers_own_files_is_refused(
     from agentparallels.activities.agent import run_tool
     from agentparallels.core.agent import ToolInput
 
-    run = ToolInput(command="cat cache/worktrees/*/*/app.py", workdir=str(outside), answer="",
-                    timeout_s=60)  # fmt: skip
+    run = ToolInput(
+        command="cat cache/worktrees/*/*/app.py", workdir=str(outside), answer="", timeout_s=60
+    )
     with pytest.raises(ApplicationError) as refused:
         run_tool(run)
     assert refused.value.type == SANDBOX_DENIED
@@ -342,8 +355,10 @@ def test_the_tools_a_command_names_are_found(outside: Path) -> None:
     """First words after env and VAR=value, on PATH, through symlinks, and a script's
     interpreter through `#!/usr/bin/env`: each venv is found with its base interpreter."""
     assert discovery.first_words("A=1 env -u X B=2 pytest -q | tee log && ./x 2>/dev/null") == [
-        "pytest", "tee", "./x",
-    ]  # fmt: skip
+        "pytest",
+        "tee",
+        "./x",
+    ]
     venv = venv_outside(outside)
     bindir = outside / "bin"
     bindir.mkdir()
@@ -411,8 +426,18 @@ def test_the_flags_of_refactor_and_resume_reach_the_job(
 
     edit = f"cat {a}/line.txt {b}/line.txt >> {{file}}"
     job_id = f"exposure-{os.getpid()}-{tmp_path.name}"[:60]
-    first = cli("refactor", str(repo), "--edit-cmd", edit, "--sandbox-ro", str(a),
-                "--job-id", job_id, "--task-queue", f"q-{job_id}")  # fmt: skip
+    first = cli(
+        "refactor",
+        str(repo),
+        "--edit-cmd",
+        edit,
+        "--sandbox-ro",
+        str(a),
+        "--job-id",
+        job_id,
+        "--task-queue",
+        f"q-{job_id}",
+    )
     assert first.returncode == 1, first.stderr
     assert f"the sandbox hides {b}/line.txt from" in first.stderr
     assert f"--sandbox-ro {b}/line.txt" in first.stderr

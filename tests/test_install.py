@@ -38,10 +38,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     skip = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*cache")
     shutil.copytree(ROOT, source, symlinks=True, ignore=skip)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-         "--wheel-dir", str(out), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (found,) = out.glob("agentparallels-*.whl")
     return found
 
@@ -83,9 +95,10 @@ def test_sys_path_is_never_edited() -> None:
         str(p.relative_to(ROOT))
         for folder in ("agentparallels", "bench", "examples", "tests", "workflows", "activities")
         for p in (ROOT / folder).rglob("*.py")
-        if not p.parent.is_symlink() and p.name != "test_install.py"
+        if not p.parent.is_symlink()
+        and p.name != "test_install.py"
         and re.search(r"sys\.path\.(insert|append|extend)\(", p.read_text())
-    ]  # fmt: skip
+    ]
     assert edits == []
 
 
@@ -101,14 +114,29 @@ def test_installed_beside_a_users_own_workflows_and_activities(
     python = venv / "bin" / "python"
     site = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(site, "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-         "--no-deps", "--no-index", str(wheel)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not Path(site, "workflows").exists() and not Path(site, "worker.py").exists()
 
     # The user's project: modules named like ours, which must stay theirs.
@@ -125,18 +153,26 @@ def test_installed_beside_a_users_own_workflows_and_activities(
         "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
     }
     both = subprocess.run(
-        [python, "-c",
-         "import workflows, activities, agentparallels.workflows.refactor as r, "
-         "agentparallels.activities.refactor as a, agentparallels.worker as w; "
-         "print(workflows.OWNER, activities.OWNER, r.__file__, a.__file__, w.__file__)"],
-        cwd=project, env=run_env, check=True, capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
+        [
+            python,
+            "-c",
+            "import workflows, activities, agentparallels.workflows.refactor as r, "
+            "agentparallels.activities.refactor as a, agentparallels.worker as w; "
+            "print(workflows.OWNER, activities.OWNER, r.__file__, a.__file__, w.__file__)",
+        ],
+        cwd=project,
+        env=run_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert both[:2] == ["user", "user"]
     assert all(p.startswith(site) for p in both[2:]), both
 
     cli = str(venv / "bin" / "agentparallels")
-    version = subprocess.run([cli, "--version"], cwd=project, env=run_env, text=True,
-                             capture_output=True, check=True)  # fmt: skip
+    version = subprocess.run(
+        [cli, "--version"], cwd=project, env=run_env, text=True, capture_output=True, check=True
+    )
     assert version.stdout.startswith("agentparallels ")
 
     # A small job, run by the installed CLI and its in-process worker.
@@ -149,10 +185,21 @@ def test_installed_beside_a_users_own_workflows_and_activities(
         },
     )
     done = subprocess.run(
-        [cli, "refactor", str(repo), "--rename", "pkg.money.to_cents=cents", "--job-id",
-         f"install-{os.getpid()}"],
-        cwd=project, env=run_env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            cli,
+            "refactor",
+            str(repo),
+            "--rename",
+            "pkg.money.to_cents=cents",
+            "--job-id",
+            f"install-{os.getpid()}",
+        ],
+        cwd=project,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     shop = git(repo, "show", f"agentparallels/install-{os.getpid()}:pkg/shop.py")
     assert "from pkg.money import cents" in shop

@@ -170,8 +170,9 @@ async def test_a_job_whose_merged_result_was_tampered_with_fails_and_rolls_back(
         env = {**os.environ, "GIT_INDEX_FILE": str(tmp_path / "index")}
 
         def run(*args: str) -> str:
-            out = subprocess.run(["git", *args], cwd=repo, env=env, check=True,
-                                 capture_output=True, text=True)  # fmt: skip
+            out = subprocess.run(
+                ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+            )
             return out.stdout.strip()
 
         run("read-tree", honest)

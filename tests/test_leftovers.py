@@ -119,8 +119,17 @@ async def test_cli_names_what_a_failed_rollback_left_and_cleanup_removes_it(
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
     run = lambda *args: run_cli_async(*args, address=address, cache=tmp_path / "c", timeout=180)  # noqa: E731
-    started = await run("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-                        "--test-cmd", "exit 3", "--detach", "--task-queue", task_queue)  # fmt: skip
+    started = await run(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=c",
+        "--test-cmd",
+        "exit 3",
+        "--detach",
+        "--task-queue",
+        task_queue,
+    )
     assert started.returncode == 0, started.stderr
     job_id = started.stdout.strip()
     busy = await run("cleanup", job_id, "--repo", str(repo))  # no worker yet: still running

@@ -66,8 +66,11 @@ async def test_context_length_compacts_once_and_calls_again(
     assert await answers(client, task_queue, req) == ["short answer"]
     first, second = (sent(r.body) for r in fake.requests)
     assert [m["content"] for m in first] == [
-        "Be brief.", "first question", "first answer", "second question"
-    ]  # fmt: skip
+        "Be brief.",
+        "first question",
+        "first answer",
+        "second question",
+    ]
     assert second == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "first question"},

@@ -254,16 +254,22 @@ NOT_RETRYABLE = {  # failure: type, HTTP status (per provider if they differ), e
     "422": ({"error": "unprocessable"}, "ModelRequestRejected", 422, ""),
     "402": ({"status": 402}, "QuotaExhausted", 402, CREDIT),
     "insufficient quota": (
-        {"error": "insufficient_quota"}, "QuotaExhausted", {"openai": 429, "anthropic": 402}, CREDIT
+        {"error": "insufficient_quota"},
+        "QuotaExhausted",
+        {"openai": 429, "anthropic": 402},
+        CREDIT,
     ),
     # one message and no context: compaction cannot help
     "context length": ({"error": "context_length"}, "ContextLengthExceeded", 400, ""),
     # x-should-retry only decides whether to retry; the type is then that of "other 4xx".
     "503 x-should-retry false": (
-        {"status": 503, "should_retry": False}, "ModelUnavailable", 503, ""
+        {"status": 503, "should_retry": False},
+        "ModelUnavailable",
+        503,
+        "",
     ),
     "content filter": ({"error": "content_filter"}, "ContentFiltered", None, ""),
-}  # fmt: skip
+}
 FILTERED = {"openai": "content filter", "anthropic": "refusal"}
 
 
@@ -316,8 +322,11 @@ async def test_missing_key_fails_before_any_call(
         f"model call 'model call' ({provider}:some-model): set {variable}"
     )
     scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    steps = [e.activity_task_scheduled_event_attributes.activity_type.name
-             async for e in handle.fetch_history_events() if e.event_type == scheduled]  # fmt: skip
+    steps = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        async for e in handle.fetch_history_events()
+        if e.event_type == scheduled
+    ]
     assert steps == ["route.pollers"]  # a look at the queue's pollers, and no model call
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(call_model, req)
@@ -362,9 +371,18 @@ async def test_api_key_never_reaches_the_history(
     assert [r.headers["authorization"] for r in fake.requests] == [f"Bearer {secret}"] * 2
     address = client.service_client.config.target_host
     proc = await asyncio.create_subprocess_exec(
-        TEMPORAL, "workflow", "show", "--workflow-id", handle.id, "--output", "json",
-        "--address", address, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        TEMPORAL,
+        "workflow",
+        "show",
+        "--workflow-id",
+        handle.id,
+        "--output",
+        "json",
+        "--address",
+        address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     raw = out.decode()

@@ -66,15 +66,28 @@ async def test_list_filters_jobs_by_repository_phase_and_status(
     repo_b = make_repo(tmp_path / "b", {"b.py": "y = 1\n"})
     idle = f"{task_queue}-idle"  # no worker polls it: those jobs stay queued
     rc, _, err = await run(
-        "refactor", str(repo_a), "--edit-cmd", EDIT, "--job-id", f"{prefix}-done",
-        "--task-queue", task_queue,
-    )  # fmt: skip
+        "refactor",
+        str(repo_a),
+        "--edit-cmd",
+        EDIT,
+        "--job-id",
+        f"{prefix}-done",
+        "--task-queue",
+        task_queue,
+    )
     assert rc == 0, err
     for repo, name in ((repo_a, "a"), (repo_b, "b")):
         rc, _, err = await run(
-            "refactor", str(repo), "--edit-cmd", EDIT, "--job-id", f"{prefix}-queued-{name}",
-            "--task-queue", idle, "--detach",
-        )  # fmt: skip
+            "refactor",
+            str(repo),
+            "--edit-cmd",
+            EDIT,
+            "--job-id",
+            f"{prefix}-queued-{name}",
+            "--task-queue",
+            idle,
+            "--detach",
+        )
         assert rc == 0, err
     try:
 
@@ -111,10 +124,21 @@ async def test_list_filters_jobs_by_repository_phase_and_status(
         query = ops.query_of(repo=str(repo_a), raw=f"WorkflowId STARTS_WITH '{prefix}'")
         shown = await asyncio.to_thread(
             subprocess.run,
-            [TEMPORAL, "workflow", "list", "--query", query, "-o", "json",
-             "--address", client.service_client.config.target_host],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            [
+                TEMPORAL,
+                "workflow",
+                "list",
+                "--query",
+                query,
+                "-o",
+                "json",
+                "--address",
+                client.service_client.config.target_host,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         found = {w["execution"]["workflowId"] for w in json.loads(shown.stdout)}
         assert found == {f"{prefix}-done", f"{prefix}-queued-a"}
 
@@ -130,10 +154,20 @@ async def create_namespace(client: Client) -> str:
     namespace = f"ns-{uuid.uuid4().hex[:8]}"
     await asyncio.to_thread(
         subprocess.run,
-        [TEMPORAL, "operator", "namespace", "create", "--namespace", namespace,
-         "--address", client.service_client.config.target_host],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            TEMPORAL,
+            "operator",
+            "namespace",
+            "create",
+            "--namespace",
+            namespace,
+            "--address",
+            client.service_client.config.target_host,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return namespace
 
 
@@ -175,11 +209,24 @@ async def test_setup_errors_are_one_line(
     namespace = await create_namespace(client)
     await asyncio.to_thread(
         subprocess.run,
-        [TEMPORAL, "operator", "search-attribute", "create", "--namespace", namespace,
-         "--name", "AgentTokens", "--type", "Keyword",
-         "--address", client.service_client.config.target_host],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            TEMPORAL,
+            "operator",
+            "search-attribute",
+            "create",
+            "--namespace",
+            namespace,
+            "--name",
+            "AgentTokens",
+            "--type",
+            "Keyword",
+            "--address",
+            client.service_client.config.target_host,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     monkeypatch.setenv("TEMPORAL_NAMESPACE", namespace)
     rc, _, err = await run("setup")
     assert rc == 2
@@ -189,10 +236,22 @@ async def test_setup_errors_are_one_line(
     )
     listed = await asyncio.to_thread(
         subprocess.run,
-        [TEMPORAL, "operator", "search-attribute", "list", "--namespace", namespace,
-         "-o", "json", "--address", client.service_client.config.target_host],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            TEMPORAL,
+            "operator",
+            "search-attribute",
+            "list",
+            "--namespace",
+            namespace,
+            "-o",
+            "json",
+            "--address",
+            client.service_client.config.target_host,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "AgentPhase" not in listed.stdout  # nothing was added
 
 

@@ -141,8 +141,9 @@ def test_an_earlier_commit_is_taken_only_if_it_changes_the_file_it_names(
     as edited."""
     repo, step = setup(tmp_path)
     message = f"run sed: m0.py\n\n{_git.JOB_TRAILER}: job-1\n{_git.EDIT_TRAILER}: m0.py"
-    empty = git(repo, "commit-tree", f"{step.checkpoint}^{{tree}}", "-p", step.checkpoint,
-                "-m", message)  # fmt: skip
+    empty = git(
+        repo, "commit-tree", f"{step.checkpoint}^{{tree}}", "-p", step.checkpoint, "-m", message
+    )
     git(repo, "update-ref", step.shard.ref, empty)
     with pytest.raises(ApplicationError) as refused:
         ActivityEnvironment().run(edit_files, step)

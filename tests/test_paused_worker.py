@@ -78,9 +78,12 @@ async def test_a_paused_worker_and_its_retry_lose_no_edit(
         first.proc.send_signal(signal.SIGCONT)
         shard_ref = f"refs/agentparallels/{handle.id}/shards/00-root"
         # The first attempt pushed f1.py, or gave up (cancelled) and the retry edits it.
-        await until(lambda: (gate / "edit-2").exists() or bool(
-            git(repo, "for-each-ref", "--format=%(objectname)", shard_ref)
-        ))  # fmt: skip
+        await until(
+            lambda: (
+                (gate / "edit-2").exists()
+                or bool(git(repo, "for-each-ref", "--format=%(objectname)", shard_ref))
+            )
+        )
         (gate / "go-2").touch()
         result = await asyncio.wait_for(handle.result(), WAIT_S)
     finally:

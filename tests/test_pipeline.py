@@ -58,11 +58,15 @@ class PolishWorkflow:
 
 def stages() -> tuple[Stage, ...]:
     return (
-        Stage(name="draft", kind="activity", target="test.pipe.draft",
-              gate=Gate(activity="test.pipe.no_todo")),
+        Stage(
+            name="draft",
+            kind="activity",
+            target="test.pipe.draft",
+            gate=Gate(activity="test.pipe.no_todo"),
+        ),
         Stage(name="polish", kind="workflow", target="test.pipe.Polish"),
         Stage(name="sign", kind="activity", target="test.pipe.sign"),
-    )  # fmt: skip
+    )
 
 
 async def run(client: Client, task_queue: str, topic: str) -> PipelineResult:

@@ -44,8 +44,14 @@ def machine_env(
     """A command's environment: no model key unless given, the test's queue as the default,
     its own cache and state (as on a machine of its own)."""
     machine = tmp_path / "machines" / name
-    return cli_env(client, cache=machine / "cache", state=machine / "state", drop=KEYS,
-                   AGENTPARALLELS_TASK_QUEUE=queue, **extra)  # fmt: skip
+    return cli_env(
+        client,
+        cache=machine / "cache",
+        state=machine / "state",
+        drop=KEYS,
+        AGENTPARALLELS_TASK_QUEUE=queue,
+        **extra,
+    )
 
 
 async def until(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
@@ -143,18 +149,44 @@ async def test_two_cli_jobs_never_run_each_others_steps(
     repo_a, repo_b = make_repo(tmp_path / "a", FILES), src_layout_repo(tmp_path / "b")
     id_a, id_b = f"a-{task_queue[-8:]}", f"b-{task_queue[-8:]}"
     env_b = machine_env(client, tmp_path, "b", task_queue)
-    with FakeLLM(default=ANSWER) as fake, cli_process(
-        "refactor", str(repo_b), "--rename", "pkg.money.to_cents=as_cents",
-        "--require-approval", "--job-id", id_b, env=env_b,
-    ) as cli_b:  # fmt: skip
+    with (
+        FakeLLM(default=ANSWER) as fake,
+        cli_process(
+            "refactor",
+            str(repo_b),
+            "--rename",
+            "pkg.money.to_cents=as_cents",
+            "--require-approval",
+            "--job-id",
+            id_b,
+            env=env_b,
+        ) as cli_b,
+    ):
         queue_b = await awaiting_approval(client, id_b)
-        env_a = machine_env(client, tmp_path, "a", task_queue, OPENAI_API_KEY="sk-test-queues",
-                        OPENAI_BASE_URL=fake.openai_base_url)  # fmt: skip
+        env_a = machine_env(
+            client,
+            tmp_path,
+            "a",
+            task_queue,
+            OPENAI_API_KEY="sk-test-queues",
+            OPENAI_BASE_URL=fake.openai_base_url,
+        )
         cli_a = await run_cli_async(
-            "refactor", str(repo_a), "--instruct", "set VALUE to 1", "--model",
-            "openai:fake-coder", "--parallel", "2", "--max-files-per-shard", "2",
-            "--job-id", id_a, env=env_a, timeout=TIMEOUT,
-        )  # fmt: skip
+            "refactor",
+            str(repo_a),
+            "--instruct",
+            "set VALUE to 1",
+            "--model",
+            "openai:fake-coder",
+            "--parallel",
+            "2",
+            "--max-files-per-shard",
+            "2",
+            "--job-id",
+            id_a,
+            env=env_a,
+            timeout=TIMEOUT,
+        )
         assert cli_a.returncode == 0, cli_a.stderr
         assert f"job {id_a} succeeded: 5 files changed" in cli_a.stdout
         assert cli_b.poll() is None  # B's worker was there all along
@@ -216,8 +248,11 @@ async def test_a_worker_without_the_key_never_takes_a_model_step(
             handle = await start_job(client, task_queue, model_job(second))
             result = await asyncio.wait_for(handle.result(), TIMEOUT)
     assert len(result.files_changed) == 5
-    model_calls = [(queue, identity) for kind, queue, identity in await steps(client, handle.id)
-                   if kind == "llm.call"]  # fmt: skip
+    model_calls = [
+        (queue, identity)
+        for kind, queue, identity in await steps(client, handle.id)
+        if kind == "llm.call"
+    ]
     assert len(model_calls) == 5
     assert {queue for queue, _ in model_calls} == {f"{task_queue}.model.openai"}
     assert pids([("", "", identity) for _, identity in model_calls]) == {str(keyed)}
@@ -235,11 +270,23 @@ async def test_steering_commands_start_no_worker_and_return_promptly(
     env = machine_env(client, tmp_path, "steer", task_queue)
     rename = ("--rename", "pkg.money.to_cents=as_cents", "--require-approval")
     with (
-        cli_process("refactor", str(repo_x), *rename, "--job-id", id_x,
-                    env=machine_env(client, tmp_path, "x", task_queue)) as cli_x,
-        cli_process("refactor", str(repo_y), *rename, "--job-id", id_y,
-                    env=machine_env(client, tmp_path, "y", task_queue)) as cli_y,
-    ):  # fmt: skip
+        cli_process(
+            "refactor",
+            str(repo_x),
+            *rename,
+            "--job-id",
+            id_x,
+            env=machine_env(client, tmp_path, "x", task_queue),
+        ) as cli_x,
+        cli_process(
+            "refactor",
+            str(repo_y),
+            *rename,
+            "--job-id",
+            id_y,
+            env=machine_env(client, tmp_path, "y", task_queue),
+        ) as cli_y,
+    ):
         await awaiting_approval(client, id_x)
         await awaiting_approval(client, id_y)
         paused = await run_cli_async("pause", id_x, env=env, timeout=TIMEOUT)
@@ -271,15 +318,24 @@ async def test_steering_a_job_whose_worker_is_gone_says_how_to_go_on(
     before = snapshot(repo)
     job_id = f"gone-{task_queue[-8:]}"
     env = machine_env(client, tmp_path, "steer", task_queue)
-    with cli_process("refactor", str(repo), "--rename", "pkg.money.to_cents=as_cents",
-                     "--require-approval", "--job-id", job_id,
-                     env=machine_env(client, tmp_path, "gone", task_queue)) as gone:  # fmt: skip
+    with cli_process(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=as_cents",
+        "--require-approval",
+        "--job-id",
+        job_id,
+        env=machine_env(client, tmp_path, "gone", task_queue),
+    ) as gone:
         queue = await awaiting_approval(client, job_id)
         gone.kill()
     cancelled = await run_cli_async("cancel", job_id, "--wait", "3", env=env, timeout=TIMEOUT)
     assert cancelled.returncode == 1, cancelled.stderr
-    assert f"job {job_id} is asked to cancel, but no worker serves job {job_id}'s task queue " \
-        f"'{queue}'" in cancelled.stderr  # fmt: skip
+    assert (
+        f"job {job_id} is asked to cancel, but no worker serves job {job_id}'s task queue "
+        f"'{queue}'" in cancelled.stderr
+    )
     assert (
         f"start `agentparallels worker --task-queue {queue}`, then it rolls back"
         in cancelled.stderr
@@ -293,9 +349,18 @@ async def test_steering_a_job_whose_worker_is_gone_says_how_to_go_on(
     assert snapshot(repo) == before
 
     nobody = f"{task_queue}-nobody"
-    started = await run_cli_async("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-                                  "--require-approval", "--detach", "--task-queue", nobody,
-                                  env=env, timeout=TIMEOUT)  # fmt: skip
+    started = await run_cli_async(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=c",
+        "--require-approval",
+        "--detach",
+        "--task-queue",
+        nobody,
+        env=env,
+        timeout=TIMEOUT,
+    )
     assert started.returncode == 0, started.stderr
     detached = started.stdout.strip()
     for args in (["approve"], ["reject", "--reason", "no"], ["pause"]):

@@ -107,23 +107,47 @@ async def test_cli_refuses_credentials_and_no_history_holds_them(
     runs = {
         "credential helper": [url, "--rename", "pkg.a.f=g"],
         "OPENAI_API_KEY": [
-            str(repo), "--instruct", "tidy", "--model", "openai:gpt-4.1",
-            "--base-url", f"http://127.0.0.1:9/v1?key={SECRET}",
+            str(repo),
+            "--instruct",
+            "tidy",
+            "--model",
+            "openai:gpt-4.1",
+            "--base-url",
+            f"http://127.0.0.1:9/v1?key={SECRET}",
         ],
-    }  # fmt: skip
+    }
     for remedy, args in runs.items():
         job_id = f"redact-{uuid.uuid4().hex[:8]}"
-        done = run_cli("refactor", *args, "--job-id", job_id, "--task-queue", task_queue,
-                       "--no-worker", "--detach", address=client, cache=tmp_path / "c")  # fmt: skip
+        done = run_cli(
+            "refactor",
+            *args,
+            "--job-id",
+            job_id,
+            "--task-queue",
+            task_queue,
+            "--no-worker",
+            "--detach",
+            address=client,
+            cache=tmp_path / "c",
+        )
         assert SECRET.encode() not in await stored(client, job_id)
         assert done.returncode == 2, done.stderr
         assert "agentparallels: error:" in done.stderr and remedy in done.stderr
         assert "would be stored in the job's history" in done.stderr
         assert SECRET not in done.stderr + done.stdout
 
-    review = run_cli("review", str(repo), "--ref", "HEAD", "--model", "openai:gpt-4.1",
-                     "--base-url", f"https://proxy.example/v1?api_key={SECRET}",
-                     address=client, cache=tmp_path / "c")  # fmt: skip
+    review = run_cli(
+        "review",
+        str(repo),
+        "--ref",
+        "HEAD",
+        "--model",
+        "openai:gpt-4.1",
+        "--base-url",
+        f"https://proxy.example/v1?api_key={SECRET}",
+        address=client,
+        cache=tmp_path / "c",
+    )
     assert review.returncode == 2 and "OPENAI_API_KEY" in review.stderr
     assert SECRET not in review.stderr
 

@@ -46,11 +46,29 @@ def test_review_approves_by_quorum_and_reports_the_dissent(
 ) -> None:
     """Two of three reviewers approve (quorum 2): exit 0, APPROVED, every vote and the
     dissenting reviewer listed. Each reviewer saw the diff, read from git by the worker."""
-    fake.push(vote(True, "looks right"), vote(False, "rate change needs a test"),
-              vote(True, "looks right"))  # fmt: skip
-    done = review(str(repo), "--ref", "feature", "--base", "main", "--reviewers", "3",
-                  "--quorum", "2", "--model", "openai:fake", "--base-url", fake.openai_base_url,
-                  address=address, tmp_path=tmp_path, task_queue=task_queue)  # fmt: skip
+    fake.push(
+        vote(True, "looks right"),
+        vote(False, "rate change needs a test"),
+        vote(True, "looks right"),
+    )
+    done = review(
+        str(repo),
+        "--ref",
+        "feature",
+        "--base",
+        "main",
+        "--reviewers",
+        "3",
+        "--quorum",
+        "2",
+        "--model",
+        "openai:fake",
+        "--base-url",
+        fake.openai_base_url,
+        address=address,
+        tmp_path=tmp_path,
+        task_queue=task_queue,
+    )
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
     assert first.startswith("review of feature (1 files, ")
@@ -70,9 +88,20 @@ def test_review_rejects_below_quorum_with_exit_1(
 ) -> None:
     """One approval of three with quorum 2: exit 1, REJECTED, the approval is the dissent."""
     fake.push(vote(False, "wrong rate"), vote(True, "fine"), vote(False, "wrong rate"))
-    done = review(str(repo), "--ref", "feature", "--base", "main", "--model", "openai:fake",
-                  "--base-url", fake.openai_base_url,
-                  address=address, tmp_path=tmp_path, task_queue=task_queue)  # fmt: skip
+    done = review(
+        str(repo),
+        "--ref",
+        "feature",
+        "--base",
+        "main",
+        "--model",
+        "openai:fake",
+        "--base-url",
+        fake.openai_base_url,
+        address=address,
+        tmp_path=tmp_path,
+        task_queue=task_queue,
+    )
     assert done.returncode == 1, done.stderr
     assert "REJECTED, 1 of 3 approve (quorum 2)" in done.stdout
     dissent = done.stdout.splitlines()[-1]
@@ -110,22 +139,35 @@ def test_review_bad_input_exits_2_before_anything_runs(
 
 
 async def test_review_history_carries_refs_not_the_diff(
-    env: WorkflowEnvironment, repo: Path, fake: FakeLLM, task_queue: str,
+    env: WorkflowEnvironment,
+    repo: Path,
+    fake: FakeLLM,
+    task_queue: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     """The workflow's input names refs only; the diff enters the history where the model call
     needs it, after the activity read it from git."""
     from agentparallels.core.consensus import ReviewInput, ReviewResult
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-review")
     fake.push(vote(True, "ok"))
-    inp = ReviewInput(repository=str(repo), ref="feature", base="main", models=("openai:fake",),
-                      base_url=fake.openai_base_url, reviewers=1, quorum=1)  # fmt: skip
+    inp = ReviewInput(
+        repository=str(repo),
+        ref="feature",
+        base="main",
+        models=("openai:fake",),
+        base_url=fake.openai_base_url,
+        reviewers=1,
+        quorum=1,
+    )
     async with worker.build_worker(env.client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await env.client.start_workflow(
-            "ReviewWorkflow", inp, id=f"review-{task_queue}", task_queue=task_queue,
+            "ReviewWorkflow",
+            inp,
+            id=f"review-{task_queue}",
+            task_queue=task_queue,
             result_type=ReviewResult,
-        )  # fmt: skip
+        )
         result = await handle.result()
     assert result.verdict == "approve" and result.files == ("tax.py",)
     assert result.head_commit == git(repo, "rev-parse", "feature")

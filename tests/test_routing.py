@@ -249,8 +249,14 @@ async def test_worker_options_from_the_command_line(
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-routing")
     keyed = dataclasses.replace(options, task_queue="k")
     queues = worker.build_worker(client, keyed).task_queues
-    assert queues == ("k", "k.model", "k.model.anthropic", "k.python", "k.python.model",
-                      "k.python.model.anthropic")  # fmt: skip
+    assert queues == (
+        "k",
+        "k.model",
+        "k.model.anthropic",
+        "k.python",
+        "k.python.model",
+        "k.python.model.anthropic",
+    )
 
 
 def test_worker_script_refuses_an_unknown_capability() -> None:
@@ -258,8 +264,10 @@ def test_worker_script_refuses_an_unknown_capability() -> None:
     done = subprocess.run(
         [sys.executable, "worker.py", "--capability", "nope"],
         cwd=Path(__file__).parents[1],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr == (
         "agentparallels: error: unknown capability 'nope': --capability takes one of docs, python\n"

@@ -211,10 +211,13 @@ async def test_three_workers_without_a_shared_disk_finish_jobs_with_large_model_
         for j in range(JOBS)
     ]
     answers = {
-        f"Edit `{p}`": {"content": f"```python\n{edited(j, int(p[4]), int(p[-4]))}```",
-                        "delay_ms": 1000}
-        for j in range(JOBS) for p in paths(j)
-    }  # fmt: skip
+        f"Edit `{p}`": {
+            "content": f"```python\n{edited(j, int(p[4]), int(p[-4]))}```",
+            "delay_ms": 1000,
+        }
+        for j in range(JOBS)
+        for p in paths(j)
+    }
     spawned = 0
 
     async def new_worker() -> WorkerProcess:

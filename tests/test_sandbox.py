@@ -274,10 +274,19 @@ def test_a_non_root_worker_caps_processes_with_rlimit_nproc() -> None:
         # An interpreter ``nobody`` may run inside the sandbox (this one may live under /root).
         inner = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
         run = subprocess.run(
-            [*(user if os.geteuid() == 0 else []), sys.executable, "-c", FORK_AS_USER,
-             str(folder), inner],
-            capture_output=True, text=True, timeout=120, cwd=folder,
-        )  # fmt: skip
+            [
+                *(user if os.geteuid() == 0 else []),
+                sys.executable,
+                "-c",
+                FORK_AS_USER,
+                str(folder),
+                inner,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=folder,
+        )
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)
         assert report["problem"] is None

@@ -237,8 +237,15 @@ def test_otlp_export_sends_the_jobs_spans(
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_SERVICE_NAME="refactor-under-test",
     )
-    done = run_cli("refactor", str(repo), "--edit-cmd", "echo '# edited' >> {file}",
-                   "--task-queue", task_queue, env=env)  # fmt: skip
+    done = run_cli(
+        "refactor",
+        str(repo),
+        "--edit-cmd",
+        "echo '# edited' >> {file}",
+        "--task-queue",
+        task_queue,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert posts and {path for path, _ in posts} == {"/v1/traces"}
     names, services = set(), set()

@@ -78,8 +78,9 @@ async def failure(handle: WorkflowHandle[Any, Any]) -> ApplicationError:
 
 
 def gated(repo: Path, timeout_s: float = 120, **fields: Any) -> RefactorInput:
-    return RefactorInput(repository=str(repo), edit=RENAME,
-                         approval=ApprovalOptions(timeout_s=timeout_s), **fields)  # fmt: skip
+    return RefactorInput(
+        repository=str(repo), edit=RENAME, approval=ApprovalOptions(timeout_s=timeout_s), **fields
+    )
 
 
 async def test_approve_publishes_and_the_wait_shows_in_the_ui(
@@ -105,8 +106,11 @@ async def test_approve_publishes_and_the_wait_shows_in_the_ui(
     assert result.branch == f"agentparallels/{handle.id}"
     assert git(repo, "rev-parse", result.branch) == result.head_commit
     assert [c.command.split(":")[0] for c in result.checks] == [
-        "true", "lint", "diff-size", "conflicts"
-    ]  # fmt: skip
+        "true",
+        "lint",
+        "diff-size",
+        "conflicts",
+    ]
     assert all(c.passed for c in result.checks)
 
 
@@ -197,8 +201,9 @@ async def test_checklist_names_every_no_vote_and_rolls_back(
     gate with one message naming both checks and why; nothing is published."""
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
-    job = gated(repo, test_cmd="echo 'suite says no'; exit 3",
-                checklist=Checklist(max_diff_lines=3))  # fmt: skip
+    job = gated(
+        repo, test_cmd="echo 'suite says no'; exit 3", checklist=Checklist(max_diff_lines=3)
+    )
     audit = Audit()
     async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, job)
@@ -231,8 +236,9 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
     async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
-        write(repo, {"src/pkg/report.py": "def describe(n: int) -> str:\n    return 'moved'\n"
-                     "Y = 2\n"})  # fmt: skip
+        write(
+            repo, {"src/pkg/report.py": "def describe(n: int) -> str:\n    return 'moved'\nY = 2\n"}
+        )
         git(repo, "commit", "--quiet", "-am", "meanwhile on main")
         before = snapshot(repo)
         # The job's progress log already exists; the rollback removes it with the job's refs.
@@ -291,8 +297,10 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
     address, cache = client.service_client.config.target_host, tmp_path / "cli-cache"
     repo = src_layout_repo(tmp_path / "repo")
     go = tmp_path / "go"
-    edit = CommandEdit(command=f"while [ ! -e {go} ]; do sleep 0.05; done; true {{file}}",
-                       files=("src/pkg/report.py",))  # fmt: skip
+    edit = CommandEdit(
+        command=f"while [ ! -e {go} ]; do sleep 0.05; done; true {{file}}",
+        files=("src/pkg/report.py",),
+    )
     async with running(client, task_queue):
         # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
         job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(sandbox="none"))
@@ -306,8 +314,16 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
     assert early.returncode == 2, early.stderr
     assert "cannot approve: the job is not awaiting approval (it is at: edit)" in early.stderr
 
-    flags = run_cli("refactor", str(repo), "--rename", "pkg.money.to_cents=c",
-                    "--approval-timeout", "5", address=address, cache=cache)  # fmt: skip
+    flags = run_cli(
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=c",
+        "--approval-timeout",
+        "5",
+        address=address,
+        cache=cache,
+    )
     assert flags.returncode == 2
     assert "--approval-timeout goes with --require-approval" in flags.stderr
 
@@ -321,10 +337,20 @@ async def test_cli_refactor_with_require_approval_waits(
     repo = src_layout_repo(tmp_path / "repo")
     before = snapshot(repo)
     started = await asyncio.to_thread(
-        run_cli, "refactor", str(repo), "--rename", "pkg.money.to_cents=c", "--require-approval",
-        "--approval-timeout", "1", "--detach", "--task-queue", task_queue,
-        address=address, cache=cache,
-    )  # fmt: skip
+        run_cli,
+        "refactor",
+        str(repo),
+        "--rename",
+        "pkg.money.to_cents=c",
+        "--require-approval",
+        "--approval-timeout",
+        "1",
+        "--detach",
+        "--task-queue",
+        task_queue,
+        address=address,
+        cache=cache,
+    )
     assert started.returncode == 0, started.stderr
     handle = client.get_workflow_handle(started.stdout.strip(), result_type=RefactorResult)
     async with running(client, task_queue):

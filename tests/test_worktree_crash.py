@@ -24,8 +24,12 @@ def crash(script: str, cache: Path) -> None:
     env = {**os.environ, "AGENTPARALLELS_CACHE_DIR": str(cache)}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
-        env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.returncode == 9, done.stderr
 
 

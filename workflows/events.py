@@ -135,17 +135,26 @@ class JobEvents:
         workflow.set_signal_handler(SUBSCRIBE_SIGNAL, self.subscribe)
 
     def record(
-        self, kind: EventKind, *, shard: str | None = None, file: str | None = None,
-        detail: str = "", time: datetime | None = None,
-    ) -> JobEvent:  # fmt: skip
+        self,
+        kind: EventKind,
+        *,
+        shard: str | None = None,
+        file: str | None = None,
+        detail: str = "",
+        time: datetime | None = None,
+    ) -> JobEvent:
         """Record an event (at ``time``, default now) and send it to every subscriber. Its
         detail is shown with credentials in URLs replaced by ``***``: events reach subscribers,
         the CLI and the UI (a job's repository URL, a git error quoting it)."""
         self._last += 1
         event = JobEvent(
-            seq=self._last, kind=kind, time=time or workflow.now(), shard=shard, file=file,
+            seq=self._last,
+            kind=kind,
+            time=time or workflow.now(),
+            shard=shard,
+            file=file,
             detail=redact.text(detail),
-        )  # fmt: skip
+        )
         self._kept.append(event)
         self._counts[kind] += 1
         for sub in self._subscribers.values():

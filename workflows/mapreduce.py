@@ -62,9 +62,13 @@ async def map_children(
     async def one(i: int, arg: Any) -> R:
         child_id = f"{prefix}/{i}"
         result = await workflow.execute_child_workflow(
-            child, arg, id=child_id, static_summary=summary(i, arg) if summary else None,
-            task_queue=options.task_queue or None, result_type=result_type,
-        )  # fmt: skip
+            child,
+            arg,
+            id=child_id,
+            static_summary=summary(i, arg) if summary else None,
+            task_queue=options.task_queue or None,
+            result_type=result_type,
+        )
         size = converter.to_payloads([result])[0].ByteSize()
         if size > options.max_summary_bytes:
             raise ApplicationError(

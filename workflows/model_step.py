@@ -188,11 +188,15 @@ class ModelSteps:
                 "Your answer did not validate:\n"
                 f"{answer.invalid}\nAnswer again with corrected JSON only."
             )
-            req = req.model_copy(update={"messages": (
-                *req.messages,
-                Message(role="assistant", content=answer.text),
-                Message(role="user", content=feedback),
-            )})  # fmt: skip
+            req = req.model_copy(
+                update={
+                    "messages": (
+                        *req.messages,
+                        Message(role="assistant", content=answer.text),
+                        Message(role="user", content=feedback),
+                    )
+                }
+            )
 
 
 def _type_of(e: ActivityError) -> str | None:

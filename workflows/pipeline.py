@@ -122,9 +122,12 @@ async def chain(steps: Sequence[Step], value: Any) -> PipelineResult:
             verdict = await step.gate(value)
             if not verdict.passed:
                 return PipelineResult(
-                    completed=tuple(completed), output=value, stopped_after=step.name,
-                    gate=step.gate_name, reason=verdict.reason,
-                )  # fmt: skip
+                    completed=tuple(completed),
+                    output=value,
+                    stopped_after=step.name,
+                    gate=step.gate_name,
+                    reason=verdict.reason,
+                )
     return PipelineResult(completed=tuple(completed), output=value)
 
 
@@ -144,14 +147,21 @@ def _step(parent: str, index: int, stage: Stage) -> Step:
     async def run(value: Any) -> Any:
         if stage.kind == "activity":
             return await workflow.execute_activity(
-                stage.target, value, start_to_close_timeout=timedelta(seconds=stage.timeout_s),
-                retry_policy=retry, summary=stage.name, task_queue=stage.task_queue or None,
-            )  # fmt: skip
+                stage.target,
+                value,
+                start_to_close_timeout=timedelta(seconds=stage.timeout_s),
+                retry_policy=retry,
+                summary=stage.name,
+                task_queue=stage.task_queue or None,
+            )
         return await workflow.execute_child_workflow(
-            stage.target, value, id=f"{parent}/{index:02d}-{stage.name}",
+            stage.target,
+            value,
+            id=f"{parent}/{index:02d}-{stage.name}",
             execution_timeout=timedelta(seconds=stage.timeout_s),
-            static_summary=stage.name, task_queue=stage.task_queue or None,
-        )  # fmt: skip
+            static_summary=stage.name,
+            task_queue=stage.task_queue or None,
+        )
 
     gate = None
     if stage.gate is not None:
@@ -159,10 +169,13 @@ def _step(parent: str, index: int, stage: Stage) -> Step:
 
         async def gate(value: Any) -> Verdict:
             return await workflow.execute_activity(
-                spec.activity, GateInput(stage=stage.name, output=value), result_type=Verdict,
+                spec.activity,
+                GateInput(stage=stage.name, output=value),
+                result_type=Verdict,
                 start_to_close_timeout=timedelta(seconds=spec.timeout_s),
-                retry_policy=retry, summary=f"gate after {stage.name}",
-            )  # fmt: skip
+                retry_policy=retry,
+                summary=f"gate after {stage.name}",
+            )
 
     name = stage.gate.activity if stage.gate else "gate"
     return Step(name=stage.name, run=run, gate=gate, gate_name=name)

@@ -319,9 +319,16 @@ class RefactorWorkflow:
             ),
         )
         files = sorted(p for r in results for p in r.files_changed)
-        await run_hooks(inp.hooks, "pre-merge", job=job, worktree="pre-merge", commit=merged,
-                        files=files, timeout_s=inp.limits.command_timeout_s,
-                        sandbox=inp.limits.sandbox)  # fmt: skip
+        await run_hooks(
+            inp.hooks,
+            "pre-merge",
+            job=job,
+            worktree="pre-merge",
+            commit=merged,
+            files=files,
+            timeout_s=inp.limits.command_timeout_s,
+            sandbox=inp.limits.sandbox,
+        )
         return merged
 
     async def _vote(self, inp: RefactorInput, job: JobRef, merged: str) -> list[CheckRun]:
@@ -335,11 +342,18 @@ class RefactorWorkflow:
         if two_phase:  # prepare: every check votes; then, if asked, a person decides
             await self._events.gate.wait()
             self._phase("checklist")
-            checks = list(await prepare(
-                job, merged, inp.checklist, base_ref=inp.base_ref, test_cmd=inp.test_cmd,
-                rules=inp.limits.verify_rules, timeout_s=inp.limits.command_timeout_s,
-                sandbox=inp.limits.sandbox,
-            ))  # fmt: skip
+            checks = list(
+                await prepare(
+                    job,
+                    merged,
+                    inp.checklist,
+                    base_ref=inp.base_ref,
+                    test_cmd=inp.test_cmd,
+                    rules=inp.limits.verify_rules,
+                    timeout_s=inp.limits.command_timeout_s,
+                    sandbox=inp.limits.sandbox,
+                )
+            )
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
             self._phase(AWAITING_APPROVAL)

@@ -220,9 +220,12 @@ class OrchestratorWorkflow:
                 static_summary=f"{task.kind}: {task.title}",
             )
             return Dispatched(
-                kind=task.kind, title=task.title, workflow_id=child_id, task_queue=queue,
+                kind=task.kind,
+                title=task.title,
+                workflow_id=child_id,
+                task_queue=queue,
                 result=result,
-            )  # fmt: skip
+            )
 
         work = [
             lambda i=i, t=t, r=r: dispatch(i, t, r)

@@ -34,8 +34,7 @@ async def cancel_command(args: argparse.Namespace) -> int:
     if not await queues.served(client, queue) or not await queues.taken_up(
         handle, queues.history_length(desc), queues.is_cancel_request, args.wait
     ):
-        err(queues.unserved(args.job, queue, f"job {args.job} is asked to cancel",
-                            "it rolls back"))  # fmt: skip
+        err(queues.unserved(args.job, queue, f"job {args.job} is asked to cancel", "it rolls back"))
         return 1
     err(f"cancelling job {args.job}: rolling back ...")
     return await finish(handle, show=False)

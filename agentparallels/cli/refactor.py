@@ -274,9 +274,13 @@ def job_input(args: argparse.Namespace) -> RefactorInput:
     repository = validate.repository(args.repository)
     validate.base_ref(repository, args.base)
     edit = validate.edit(
-        args.rename, args.edit_cmd, args.files, instruct=args.instruct, model=args.model,
+        args.rename,
+        args.edit_cmd,
+        args.files,
+        instruct=args.instruct,
+        model=args.model,
         base_url=args.base_url,
-    )  # fmt: skip
+    )
     model_flags_only_with_a_model(args, edit)
     if args.apply:
         validate.clean_for_apply(repository)
@@ -323,13 +327,15 @@ async def _start(
             result_type=RefactorResult,
             static_summary=f"Refactor {Path(shown).name}: {what}",
             static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                SearchAttributePair(attributes.REPOSITORY, shown),
-                SearchAttributePair(attributes.PHASE, "queued"),
-                SearchAttributePair(attributes.FILES_DONE, 0),
-            ]),
-        )  # fmt: skip
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(attributes.JOB_KIND, "refactor"),
+                    SearchAttributePair(attributes.REPOSITORY, shown),
+                    SearchAttributePair(attributes.PHASE, "queued"),
+                    SearchAttributePair(attributes.FILES_DONE, 0),
+                ]
+            ),
+        )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
 

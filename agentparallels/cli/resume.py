@@ -59,9 +59,12 @@ async def _prepare(client: Client, args: argparse.Namespace) -> resume.Resumptio
     if args.sandbox_ro or args.sandbox_rw or args.sandbox_env:
         limits = again.input.limits
         spec = validate.sandbox_spec(
-            limits.sandbox.mode, args.sandbox_ro, args.sandbox_rw, args.sandbox_env,
+            limits.sandbox.mode,
+            args.sandbox_ro,
+            args.sandbox_rw,
+            args.sandbox_env,
             base=limits.sandbox,
-        )  # fmt: skip
+        )
         limits = limits.model_copy(update={"sandbox": spec})
         again = dataclasses.replace(again, input=again.input.model_copy(update={"limits": limits}))
     if validate.is_url(again.input.repository):  # a job started before URLs were checked
@@ -83,13 +86,15 @@ async def _start(
             result_type=RefactorResult,
             static_summary=summary.removesuffix(" (resumed)") + " (resumed)",
             static_details=await again.old.static_details(),
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                SearchAttributePair(attributes.REPOSITORY, shown),
-                SearchAttributePair(attributes.PHASE, "queued"),
-                SearchAttributePair(attributes.FILES_DONE, 0),
-            ]),
-        )  # fmt: skip
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(attributes.JOB_KIND, "refactor"),
+                    SearchAttributePair(attributes.REPOSITORY, shown),
+                    SearchAttributePair(attributes.PHASE, "queued"),
+                    SearchAttributePair(attributes.FILES_DONE, 0),
+                ]
+            ),
+        )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"job {args.job} was started again meanwhile; see its status") from None
 

@@ -69,8 +69,9 @@ def _logged(job_id: str, repo: str | None) -> str | None:
     from agentparallels.activities import progress_log
 
     if repo is None:
-        found = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
-                               text=True)  # fmt: skip
+        found = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True
+        )
         if found.returncode != 0:
             return None
         repository = found.stdout.strip()

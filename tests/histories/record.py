@@ -97,9 +97,15 @@ async def record_review(client: Any, work: Path) -> None:
     async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
         for name, votes in (("review", [yes, yes]), ("review-rejected", [no, yes])):
             with FakeLLM([{"content": v} for v in votes]) as fake:
-                inp = ReviewInput(repository=str(repo), ref="feature", base="main",
-                                  models=("openai:fake",), base_url=fake.openai_base_url,
-                                  reviewers=2, quorum=2)  # fmt: skip
+                inp = ReviewInput(
+                    repository=str(repo),
+                    ref="feature",
+                    base="main",
+                    models=("openai:fake",),
+                    base_url=fake.openai_base_url,
+                    reviewers=2,
+                    quorum=2,
+                )
                 handle = await client.start_workflow(
                     "ReviewWorkflow", inp, id=f"recorded-{name}", task_queue="record"
                 )
@@ -137,27 +143,53 @@ def refactor_jobs(work: Path, base_url: str) -> dict[str, Job]:
     src = lambda name: str(src_layout_repo(work / name))  # noqa: E731
     plain = lambda name, files: str(make_repo(work / name, files))  # noqa: E731
     return {
-        "rename": (RefactorInput(repository=src("rename"), edit=rename, test_cmd="true",
-                                 limits=Limits(max_files_per_shard=2)), None),
-        "rename-tests-fail": (RefactorInput(repository=src("rename-fail"), edit=rename,
-                                            test_cmd="false"), None),
-        "codemod": (RefactorInput(repository=plain("codemod", two),
-                                  edit=CommandEdit(command="echo '# edited' >> {file}")), None),
-        "codemod-breaker": (RefactorInput(repository=src("breaker"),
-                                          edit=CommandEdit(command="exit 1; {file}")), None),
+        "rename": (
+            RefactorInput(
+                repository=src("rename"),
+                edit=rename,
+                test_cmd="true",
+                limits=Limits(max_files_per_shard=2),
+            ),
+            None,
+        ),
+        "rename-tests-fail": (
+            RefactorInput(repository=src("rename-fail"), edit=rename, test_cmd="false"),
+            None,
+        ),
+        "codemod": (
+            RefactorInput(
+                repository=plain("codemod", two),
+                edit=CommandEdit(command="echo '# edited' >> {file}"),
+            ),
+            None,
+        ),
+        "codemod-breaker": (
+            RefactorInput(repository=src("breaker"), edit=CommandEdit(command="exit 1; {file}")),
+            None,
+        ),
         "model": (RefactorInput(repository=plain("model", one), edit=model), None),
-        "approved": (RefactorInput(repository=src("approved"), edit=rename, test_cmd="true",
-                                   approval=gate), approve),
-        "rejected": (RefactorInput(repository=src("rejected"), edit=rename, approval=gate),
-                     reject),
-        "choreography": (RefactorInput(repository=plain("hooks", two),
-                                       edit=CommandEdit(command="echo '# edited' >> {file}"),
-                                       hooks=hooks, subscribers=("recorded-nobody-listens",)),
-                         pause_then_unpause),
-        "cancelled": (RefactorInput(repository=plain("cancelled", two),
-                                    edit=CommandEdit(command="echo '# e' >> {file}; sleep 3")),
-                      cancel_while_editing),
-    }  # fmt: skip
+        "approved": (
+            RefactorInput(repository=src("approved"), edit=rename, test_cmd="true", approval=gate),
+            approve,
+        ),
+        "rejected": (RefactorInput(repository=src("rejected"), edit=rename, approval=gate), reject),
+        "choreography": (
+            RefactorInput(
+                repository=plain("hooks", two),
+                edit=CommandEdit(command="echo '# edited' >> {file}"),
+                hooks=hooks,
+                subscribers=("recorded-nobody-listens",),
+            ),
+            pause_then_unpause,
+        ),
+        "cancelled": (
+            RefactorInput(
+                repository=plain("cancelled", two),
+                edit=CommandEdit(command="echo '# e' >> {file}; sleep 3"),
+            ),
+            cancel_while_editing,
+        ),
+    }
 
 
 async def run_job(client: Any, name: str, job: Job, queue: str = "record") -> None:
@@ -185,8 +217,9 @@ async def record_refactor(client: Any, work: Path) -> None:
                 await run_job(client, name, job)
     with FakeLLM([], default=BAD_MODEL) as bad:
         model = ModelEdit(instruct="make X 2", model="openai:fake", base_url=bad.openai_base_url)
-        inp = RefactorInput(repository=str(make_repo(work / "model-bad", {"m.py": "X = 1\n"})),
-                            edit=model)  # fmt: skip
+        inp = RefactorInput(
+            repository=str(make_repo(work / "model-bad", {"m.py": "X = 1\n"})), edit=model
+        )
         async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
             await run_job(client, "model-breaker", (inp, None))
 
@@ -226,14 +259,34 @@ async def record_agent_loop(client: Any, work: Path) -> None:
 async def record_orchestrator(client: Any, work: Path) -> None:
     """A model plans two sub-tasks; each runs on the worker advertising its capability."""
     repo = make_repo(work / "g", {"a.py": "A = 1\n", "docs/guide.md": "# Guide\n"})
-    plan = {"tasks": [
-        {"kind": "refactor", "title": "constants", "input": {
-            "repository": str(repo), "edit": {"kind": "command", "command": "sed -i s/A/B/ {file}",
-                                               "files": ["a.py"]}}},
-        {"kind": "docs", "title": "guide", "input": {
-            "repository": str(repo), "edit": {"kind": "command", "command": "echo ok >> {file}",
-                                               "files": ["docs/*.md"]}}},
-    ]}  # fmt: skip
+    plan = {
+        "tasks": [
+            {
+                "kind": "refactor",
+                "title": "constants",
+                "input": {
+                    "repository": str(repo),
+                    "edit": {
+                        "kind": "command",
+                        "command": "sed -i s/A/B/ {file}",
+                        "files": ["a.py"],
+                    },
+                },
+            },
+            {
+                "kind": "docs",
+                "title": "guide",
+                "input": {
+                    "repository": str(repo),
+                    "edit": {
+                        "kind": "command",
+                        "command": "echo ok >> {file}",
+                        "files": ["docs/*.md"],
+                    },
+                },
+            },
+        ]
+    }
     with FakeLLM([{"content": json.dumps(plan)}]) as fake:
         options = worker.WorkerOptions(task_queue="record", capabilities=("python", "docs"))
         async with worker.build_worker(client, options):
@@ -261,11 +314,19 @@ async def not_empty(inp: GateInput) -> Verdict:
 async def record_pipeline(client: Any, work: Path) -> None:
     """Two activity stages, each judged by a gate."""
     stages = (
-        Stage(name="shout", kind="activity", target="record.shout",
-              gate=Gate(activity="record.not_empty")),
-        Stage(name="again", kind="activity", target="record.shout",
-              gate=Gate(activity="record.not_empty")),
-    )  # fmt: skip
+        Stage(
+            name="shout",
+            kind="activity",
+            target="record.shout",
+            gate=Gate(activity="record.not_empty"),
+        ),
+        Stage(
+            name="again",
+            kind="activity",
+            target="record.shout",
+            gate=Gate(activity="record.not_empty"),
+        ),
+    )
     async with Worker(
         client,
         task_queue="record-pipeline",
@@ -289,11 +350,16 @@ async def record_ledger(client: Any, work: Path) -> None:
     with FakeLLM(default={"content": "```python\nZ = 2\n```"}) as fake:
         job = RefactorInput(
             repository=str(make_repo(work / "ledger", files)),
-            edit=ModelEdit(instruct="make it 2", model="openai:fake", base_url=fake.openai_base_url,
-                           max_tokens=100, related_tokens=0),
+            edit=ModelEdit(
+                instruct="make it 2",
+                model="openai:fake",
+                base_url=fake.openai_base_url,
+                max_tokens=100,
+                related_tokens=0,
+            ),
             limits=Limits(max_files_per_shard=1),
             budget=BudgetLimits(total=10_000),
-        )  # fmt: skip
+        )
         async with worker.build_worker(client, worker.WorkerOptions(task_queue="record-ledger")):
             handle = await client.start_workflow(
                 "RefactorWorkflow", job, id="recorded-ledger", task_queue="record-ledger"
