@@ -243,8 +243,12 @@ class WorkerProcess:
         self.signal(signal.SIGKILL)  # whatever it left running
 
 
+HOG = "import os, sys\nwhile os.getppid() == int(sys.argv[1]):\n    pass"
+"""A busy loop that ends when the bench does, however the bench ends (even SIGKILL)."""
+
+
 def hog() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    return subprocess.Popen([sys.executable, "-c", HOG, str(os.getpid())])
 
 
 class Server:
@@ -779,6 +783,8 @@ async def chaos(args: argparse.Namespace) -> list[Round]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Stopped with SIGTERM (or ^C), a round still stops its workers, hogs and server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.json:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  the progress lines
     rounds = asyncio.run(chaos(args))
