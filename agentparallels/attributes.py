@@ -16,6 +16,7 @@ from agentparallels.core.attributes import (
     TOKENS,
     as_indexed,
     cli_flags,
+    queued,
     shown,
 )
 from agentparallels.core.errors import UsageError
@@ -29,6 +30,7 @@ __all__ = [
     "TOKENS",
     "as_indexed",
     "cli_flags",
+    "queued",
     "register",
     "shown",
 ]

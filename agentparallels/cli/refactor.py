@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from agentparallels import attributes, devserver, validate
@@ -327,14 +326,7 @@ async def _start(
             result_type=RefactorResult,
             static_summary=f"Refactor {Path(shown).name}: {what}",
             static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                    SearchAttributePair(attributes.REPOSITORY, shown),
-                    SearchAttributePair(attributes.PHASE, "queued"),
-                    SearchAttributePair(attributes.FILES_DONE, 0),
-                ]
-            ),
+            search_attributes=attributes.queued("refactor", shown),
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None

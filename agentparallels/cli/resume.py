@@ -9,7 +9,6 @@ import dataclasses
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from agentparallels import attributes, resume, validate
@@ -86,14 +85,7 @@ async def _start(
             result_type=RefactorResult,
             static_summary=summary.removesuffix(" (resumed)") + " (resumed)",
             static_details=await again.old.static_details(),
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(attributes.JOB_KIND, "refactor"),
-                    SearchAttributePair(attributes.REPOSITORY, shown),
-                    SearchAttributePair(attributes.PHASE, "queued"),
-                    SearchAttributePair(attributes.FILES_DONE, 0),
-                ]
-            ),
+            search_attributes=attributes.queued("refactor", shown),
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"job {args.job} was started again meanwhile; see its status") from None

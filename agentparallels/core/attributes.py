@@ -8,7 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
+from temporalio.common import (
+    SearchAttributeIndexedValueType,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 
 from agentparallels.core import redact
 
@@ -21,6 +26,7 @@ __all__ = [
     "TOKENS",
     "as_indexed",
     "cli_flags",
+    "queued",
     "shown",
 ]
 
@@ -43,6 +49,19 @@ _CLI_TYPE = {
     SearchAttributeIndexedValueType.KEYWORD: "Keyword",
     SearchAttributeIndexedValueType.INT: "Int",
 }
+
+
+def queued(kind: str, repository_shown: str) -> TypedSearchAttributes:
+    """A job's search attributes as it starts (or starts again): its kind and repository, in
+    phase ``queued`` with nothing done."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(JOB_KIND, kind),
+            SearchAttributePair(REPOSITORY, repository_shown),
+            SearchAttributePair(PHASE, "queued"),
+            SearchAttributePair(FILES_DONE, 0),
+        ]
+    )
 
 
 def cli_flags() -> list[str]:
