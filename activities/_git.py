@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +22,18 @@ from typing import Any, Literal
 
 import git
 
+from agentparallels.core.models import BRANCH_PREFIX, SCRATCH_NAMESPACE
+
 AUTHOR_NAME = "Agent Parallels"
 AUTHOR_EMAIL = "agentparallels@localhost"
 JOB_TRAILER = "Agentparallels-Job"
 EDIT_TRAILER = "Agentparallels-Edit"
 ZERO = "0" * 40
+STALE_LOCK_S = 10.0
+"""A ref lock this old in a job's repository was left by a push that was killed mid-update (a
+worker killed with its process group takes the receiving git with it): git holds one for
+milliseconds. Only locks of the project's own refs are ever removed."""
+_LOCK_EXISTS = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 
 class NotARepository(RuntimeError):
@@ -219,7 +227,35 @@ def push(cwd: Path, repository: str, updates: Sequence[tuple[str, str | None, st
             ensure_commit(Path(common), repository, new)
         args.append(f"--force-with-lease={ref}:{expect or ''}")
         specs.append(f"{new}:{ref}" if new else f":{ref}")
-    run(cwd, *args, repository, *specs)
+    try:
+        run(cwd, *args, repository, *specs)
+    except git.GitCommandError as e:
+        if not _cleared_stale_locks(repository, str(e.stderr)):
+            raise
+        run(cwd, *args, repository, *specs)
+
+
+def _cleared_stale_locks(repository: str, stderr: str) -> bool:
+    """Remove the locks of the project's own refs in a local ``repository`` that a push was
+    refused for and that a killed push left behind (older than :data:`STALE_LOCK_S`); whether
+    any was. A fresh lock (a push in flight) or a lock of another ref is left alone: the push
+    fails as before and its step is retried."""
+    if not is_local(repository):
+        return False
+    git_dir = Path(run(repository, "rev-parse", "--path-format=absolute", "--git-dir"))
+    ours = (f"{SCRATCH_NAMESPACE}/", f"refs/heads/{BRANCH_PREFIX}/")
+    cleared = False
+    for found in _LOCK_EXISTS.findall(stderr):
+        lock = Path(os.path.normpath(found))
+        try:
+            ref = lock.relative_to(git_dir).as_posix().removesuffix(".lock")
+            age = time.time() - lock.stat().st_mtime
+        except (ValueError, OSError):
+            continue
+        if ref.startswith(ours) and age > STALE_LOCK_S:
+            lock.unlink(missing_ok=True)
+            cleared = True
+    return cleared
 
 
 def worktree(cache: Path, path: Path, sha: str) -> Path:
