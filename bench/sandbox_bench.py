@@ -76,6 +76,7 @@ def host_read_only() -> Iterator[None]:
 
 
 def run_on(side: str, command: str, cwd: Path) -> float:
+    # The "none" side is the unconfined baseline the sandbox's cost is measured against.
     policy = sandbox.Policy(mode="none" if side == "none" else "bwrap")
     started = time.perf_counter()
     if side == "host-ro":

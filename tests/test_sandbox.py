@@ -64,6 +64,7 @@ def test_writes_outside_the_worktree_reach_nothing(wt: Path) -> None:
     assert denied.value.type == SANDBOX_DENIED and f"hides {project} " in denied.value.message
     assert not (project / "escape.txt").exists()
     try:
+        # Unconfined baseline: the same command does write there without the sandbox.
         assert run_command(f"echo pwned > {victim}", wt, 30, NONE).ok
         assert victim.exists()
     finally:
@@ -106,6 +107,7 @@ def test_no_network_not_even_loopback(wt: Path) -> None:
         assert "ConnectionRefusedError" in done.output or "Network is unreachable" in done.output
         with pytest.raises(BlockingIOError):
             server.accept()
+        # Unconfined baseline: the server is reachable, so the sandbox is what refused above.
         assert run_command(connect, wt, 30, NONE).output.strip() == "connected"
         server.accept()[0].close()
 
@@ -134,6 +136,7 @@ def test_secrets_are_kept_from_the_command(wt: Path, monkeypatch: pytest.MonkeyP
         and seen["HOME"]
         and sys.executable.rsplit("/", 1)[0] in (seen["PATH"])
     )
+    # Unconfined baseline: the key is in the worker's environment; the sandbox dropped it.
     assert "sk-openai-test" in run_command("env", wt, 30, NONE).output
 
 

@@ -163,8 +163,9 @@ async def test_validator_refuses_a_decision_when_the_job_is_not_waiting(
         files=("src/pkg/report.py",),
     )
     # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
+    unsandboxed = Limits(sandbox="none")
     job = RefactorInput(
-        repository=str(repo), edit=edit, approval=ApprovalOptions(), limits=Limits(sandbox="none")
+        repository=str(repo), edit=edit, approval=ApprovalOptions(), limits=unsandboxed
     )
     async with running(client, task_queue):
         handle = await start_job(client, task_queue, job)
