@@ -1,4 +1,5 @@
-"""Search attributes on a namespace: the keys (from the core) and their registration."""
+"""Registering the search attributes (their keys are :mod:`agentparallels.core.attributes`) on
+a namespace: this talks to the server, so it is not part of the core."""
 
 from __future__ import annotations
 
@@ -6,34 +7,10 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agentparallels.core.attributes import (
-    _CLI_TYPE,
-    ALL,
-    FILES_DONE,
-    JOB_KIND,
-    PHASE,
-    REPOSITORY,
-    TOKENS,
-    as_indexed,
-    cli_flags,
-    queued,
-    shown,
-)
+from agentparallels.core.attributes import _CLI_TYPE, ALL, as_indexed
 from agentparallels.core.errors import UsageError
 
-__all__ = [
-    "ALL",
-    "FILES_DONE",
-    "JOB_KIND",
-    "PHASE",
-    "REPOSITORY",
-    "TOKENS",
-    "as_indexed",
-    "cli_flags",
-    "queued",
-    "register",
-    "shown",
-]
+__all__ = ["register"]
 
 
 async def register(client: Client) -> None:

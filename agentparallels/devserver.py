@@ -23,7 +23,8 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agentparallels import attributes
+from agentparallels.attributes import register as register_attributes
+from agentparallels.core import attributes
 from agentparallels.core.errors import ServerError
 from agentparallels.core.places import state_dir
 
@@ -130,7 +131,7 @@ async def wait_healthy(opts: ServerOptions, proc: subprocess.Popen, timeout_s: f
             )
         try:
             client = await Client.connect(opts.address)
-            await attributes.register(client)
+            await register_attributes(client)
             return
         except (RuntimeError, RPCError):
             if time.monotonic() > deadline:

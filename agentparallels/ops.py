@@ -24,7 +24,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import attributes, callgraph, validate
+from agentparallels import callgraph, validate
+from agentparallels.core import attributes
 from agentparallels.core.errors import UsageError
 from agentparallels.core.models import RefactorResult
 

@@ -701,7 +701,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from agentparallels import attributes
+    from agentparallels.core import attributes
     from agentparallels.core.models import CommandEdit, RenameEdit
     from agentparallels.plugin import AgentParallelsPlugin
 

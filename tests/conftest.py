@@ -18,7 +18,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from agentparallels import attributes
+from agentparallels.core import attributes
 from agentparallels.plugin import AgentParallelsPlugin
 from tests.support.fake_model import fake, model_keys  # noqa: F401 - shared fixtures, by name
 

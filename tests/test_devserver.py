@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
-from agentparallels import attributes, devserver
+from agentparallels import devserver
 from agentparallels.client import connect
+from agentparallels.core import attributes
 from agentparallels.core.errors import ServerError
 from tests.support.cli import cli_process
 from tests.support.ports import free_port

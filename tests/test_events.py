@@ -48,9 +48,11 @@ with workflow.unsafe.imports_passed_through():
         RefactorResult,
     )
     from agentparallels.workflows.events import JobEvents
+    from tests.support import waits
     from tests.support.cli import CLI, cli_env, run_cli_async
     from tests.support.repos import git, make_repo, snapshot, start_job
     from tests.support.rollback_audit import Audit
+    from tests.support.waits import progress
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")
 TIMEOUT = 90
@@ -128,25 +130,7 @@ def build(
 
 
 async def until(check: Callable[[], Any], what: str) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after TIMEOUT."""
-
-    async def poll() -> Any:
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(0.05)
-
-    try:
-        return await asyncio.wait_for(poll(), TIMEOUT)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
-async def progress(handle: WorkflowHandle[Any, Any]) -> Progress:
-    return await handle.query("progress", result_type=Progress)
+    return await waits.until(check, what, TIMEOUT)
 
 
 def kind_of(line: str) -> str:

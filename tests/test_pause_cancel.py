@@ -38,8 +38,10 @@ from agentparallels.core.models import (
     RefactorInput,
     RefactorResult,
 )
+from tests.support import waits
 from tests.support.repos import make_repo, snapshot, start_job
 from tests.support.rollback_audit import Audit
+from tests.support.waits import progress
 
 APPEND = CommandEdit(command="echo '# edited' >> {file}")
 TIMEOUT = 60
@@ -100,25 +102,7 @@ def build(client: Client, task_queue: str, audit: Audit, *, hold: Any = None) ->
 
 
 async def until(check: Callable[[], Any], what: str) -> Any:
-    """Poll ``check`` (sync or async) until it returns something truthy; fail after TIMEOUT."""
-
-    async def poll() -> Any:
-        while True:
-            value = check()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(0.05)
-
-    try:
-        return await asyncio.wait_for(poll(), TIMEOUT)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
-async def progress(handle: WorkflowHandle[Any, Any]) -> Progress:
-    return await handle.query("progress", result_type=Progress)
+    return await waits.until(check, what, TIMEOUT)
 
 
 async def idle(handle: WorkflowHandle[Any, Any]) -> bool:

@@ -19,8 +19,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from agentparallels import attributes, queues, tracing
-from agentparallels.core import names, progress, redact
+from agentparallels import queues, tracing
+from agentparallels.core import attributes, names, progress, redact
 from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT, UsageError
 from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.ops import existing

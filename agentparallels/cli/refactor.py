@@ -14,7 +14,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agentparallels import attributes, devserver, validate
+from agentparallels import devserver, validate
+from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW,
@@ -26,6 +27,7 @@ from agentparallels.cli.common import (
     positive,
 )
 from agentparallels.client import connect
+from agentparallels.core import attributes
 from agentparallels.core.checklist import ApprovalOptions, Checklist
 from agentparallels.core.errors import UsageError
 from agentparallels.core.events import parse_hooks
@@ -338,7 +340,7 @@ async def refactor(args: argparse.Namespace) -> int:
     if not args.no_worker and not args.detach:
         _check_key(job.edit, private=not args.task_queue)
     client = await connect(announce=err)
-    await attributes.register(client)
+    await register_attributes(client)
     job_id = args.job_id or new_job_id(job.repository)
     handle = await _start(client, args, job, job_id, task_queue)
     err(f"job {job_id} started")

@@ -11,7 +11,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agentparallels import attributes, resume, validate
+from agentparallels import resume, validate
+from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
     WORKFLOW,
     add_sandbox_arguments,
@@ -22,6 +23,7 @@ from agentparallels.cli.common import (
     positive,
 )
 from agentparallels.client import connect
+from agentparallels.core import attributes
 from agentparallels.core.errors import UsageError
 from agentparallels.core.models import RefactorResult
 
@@ -94,7 +96,7 @@ async def _start(
 async def resume_command(args: argparse.Namespace) -> int:
     client = await connect(autostart=False, announce=err)
     again = await _prepare(client, args)
-    await attributes.register(client)
+    await register_attributes(client)
     # Not the old run's queue itself: a queue of the command that ran it has no worker now.
     task_queue = job_queue(args, again.old.task_queue)
     handle = await _start(client, args, again, task_queue)

@@ -10,7 +10,8 @@ from typing import Any
 
 from temporalio.client import WorkflowFailureError
 
-from agentparallels import attributes, validate
+from agentparallels import validate
+from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
     DEFAULT_TASK_QUEUE,
     err,
@@ -20,7 +21,7 @@ from agentparallels.cli.common import (
     report_failure,
 )
 from agentparallels.client import connect
-from agentparallels.core import names
+from agentparallels.core import attributes, names
 from agentparallels.core.consensus import ReviewInput, ReviewResult
 from agentparallels.core.errors import UsageError
 from agentparallels.core.llm import split_model
@@ -119,7 +120,7 @@ async def review_command(args: argparse.Namespace) -> int:
     inp = check(args)
     task_queue = job_queue(args)
     client = await connect(announce=err)
-    await attributes.register(client)
+    await register_attributes(client)
     name = Path(attributes.shown(inp.repository)).name or "repo"
     handle = await client.start_workflow(
         WORKFLOW,

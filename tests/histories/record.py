@@ -23,9 +23,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from agentparallels import (
-    attributes,
     worker,
 )
+from agentparallels.core import attributes
 from agentparallels.core.agent import AgentLoopInput
 from agentparallels.core.checklist import ApprovalOptions, Decision
 from agentparallels.core.consensus import ReviewInput
