@@ -31,6 +31,9 @@ ended jobs as it stops), and the round reports:
 * **recovery**: for each kill (and pause), each step that was running on that worker, the time
   from the fault to that step's completion (``ActivityTaskCompleted``) and to the job taking the
   result in (the next ``WorkflowTaskCompleted`` of that workflow), from the jobs' histories.
+  A step whose retry was itself caught running on the victim of a later fault, before the job
+  moved on, counts the time to that later fault (its retry had started elsewhere by then);
+  the later fault's recovery is measured on its own, and the report says which were caught.
 
 A round is clean when it has no wrong tree, failed job, duplicate commit or leftover, and every
 recovery is within ``--recovery-goal`` seconds. ``--rounds N`` runs up to N rounds and stops at
@@ -310,6 +313,20 @@ class Fault:
     the step completed: the job has taken the result and moved on."""
     trails: list[str] = field(default_factory=list)
     """Per step: its events and the workflow's task events after the fault, with times."""
+    hit_again_s: list[float | None] = field(default_factory=list)
+    """Per step: seconds from this fault to a later fault that caught the same step running
+    again (its retry had started on another worker, which was then killed or paused) before
+    the job moved on; None if no later fault did. That later fault's recovery is measured
+    on its own."""
+
+    def counted(self) -> list[float | None]:
+        """Per step, the recovery that the goal applies to: the time to the job moving on, or,
+        for a step caught again by a later fault, the time to that fault (its retry had been
+        started elsewhere by then)."""
+        return [
+            again if again is not None else rec
+            for rec, again in zip(self.recovery_s, self.hit_again_s, strict=True)
+        ]
 
 
 async def running_steps(
@@ -389,6 +406,25 @@ async def measure(client: Any, faults: list[Fault]) -> None:
         fault.step_done_s = [fault.step_done_s[i] for i in hit]
         fault.recovery_s = [fault.recovery_s[i] for i in hit]
         fault.trails = [fault.trails[i] for i in hit]
+    mark_hit_again(faults)
+
+
+def mark_hit_again(faults: list[Fault]) -> None:
+    """Fill each fault's ``hit_again_s``: a step running on a worker at one fault, and running
+    again on the victim of a later fault before the job had moved on, was retried elsewhere in
+    between; the later fault's recovery is its own."""
+    for i, fault in enumerate(faults):
+        fault.hit_again_s = []
+        for step, rec in zip(fault.steps, fault.recovery_s, strict=True):
+            again = next(
+                (
+                    round(later.at - fault.at, 2)
+                    for later in faults[i + 1 :]
+                    if step in later.steps and (rec is None or later.at - fault.at < rec)
+                ),
+                None,
+            )
+            fault.hit_again_s.append(again)
 
 
 def _trail(events: list[Any], scheduled: int | None, since: float, end: int) -> str:
@@ -443,7 +479,9 @@ class Round:
     directory: str | None = None
 
     def recoveries(self, kind: str = "kill") -> list[float | None]:
-        return [r for f in self.faults if f.kind == kind for r in f.recovery_s]
+        """Per step hit by a fault of ``kind``: the recovery the goal applies to
+        (``Fault.counted``)."""
+        return [r for f in self.faults if f.kind == kind for r in f.counted()]
 
     @property
     def slow_recoveries(self) -> list[float | None]:
@@ -468,6 +506,7 @@ class Round:
             "recovery_median_s": round(statistics.median(kills), 2) if kills else None,
             "recovery_max_s": max(kills) if kills else None,
             "unrecovered_steps": sum(r is None for r in self.recoveries()),
+            "hit_again": sum(a is not None for f in self.faults for a in f.hit_again_s),
         }
 
 
@@ -714,13 +753,15 @@ def details(r: Round) -> list[str]:
     ):
         out += [f"  {title}: {item}" for item in items]
     for f in r.faults:
-        rows = zip(f.steps, f.step_done_s, f.recovery_s, f.trails, strict=True)
-        for (wid, _aid, kind), done, rec, trail in rows:
-            slow = rec is None or rec > r.recovery_goal_s
-            if slow or f.kind == "pause":
+        rows = zip(f.steps, f.step_done_s, f.recovery_s, f.hit_again_s, f.trails, strict=True)
+        for (wid, _aid, kind), done, rec, again, trail in rows:
+            counted = again if again is not None else rec
+            slow = counted is None or counted > r.recovery_goal_s
+            if slow or f.kind == "pause" or again is not None:
+                caught = f", caught again by a later fault after {again} s" if again else ""
                 out.append(
                     f"  {f.kind} of {f.worker}: {kind} of {wid}: step done after {done} s, "
-                    f"job moved on after {rec} s"
+                    f"job moved on after {rec} s{caught}"
                 )
                 out.append(f"    {trail}")
     return out

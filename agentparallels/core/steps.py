@@ -66,12 +66,13 @@ __all__ = [
 In = TypeVar("In")
 Out = TypeVar("Out", covariant=True)
 
-HEARTBEAT = timedelta(seconds=5)
+HEARTBEAT = timedelta(seconds=4)
 """Heartbeat timeout of long steps: how soon a worker that died mid-step is noticed. Steps
-heartbeat when they start and every fifth of it, and workers send each at once
-(``worker.HEARTBEAT_EVERY``), so a live but starved worker has 4 s of slack before its step is
-retried elsewhere (3 s was too little at a load average of 55 on 2 cores: one step timed out
-eight times in a row and its job failed)."""
+heartbeat when they start and every fifth of it (0.8 s), and workers send each at once
+(``worker.HEARTBEAT_EVERY``), so a live but starved worker has over 3 s of slack before its
+step is retried elsewhere, and a killed worker's step is retried 3-4 s after the kill (3 s
+was too little at a load average of 55 on 2 cores: one step timed out eight times in a row
+and its job failed; 5 s left most recoveries after a kill near 9 s)."""
 
 
 @dataclass(frozen=True, slots=True)
