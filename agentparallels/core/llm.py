@@ -14,6 +14,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, Field, field_validator
 
 from agentparallels.core._value import Value
+from agentparallels.core.tools import ToolCall, ToolFormat, ToolSpec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,8 +34,12 @@ def split_model(model: str) -> tuple[str, str]:
 
 
 class Message(Value):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    """On an assistant message: the tool calls the model made in that answer."""
+    tool_call_id: str | None = None
+    """On a ``tool`` message: the call whose result ``content`` is."""
 
 
 class FileContext(Value):
@@ -68,6 +73,11 @@ class ModelRequest(Value):
     """What the call is for, shown in the UI (e.g. ``edit src/pkg/a.py``)."""
     stream_timeout_s: float = 30.0
     """Longest silence allowed between two pieces of a streamed answer."""
+    tools: tuple[ToolSpec, ...] = ()
+    """Tools the model may call (``agentparallels.core.tools``)."""
+    tool_format: ToolFormat = "native"
+    """``native``: the provider's tool calling; ``json``: tools described in the system
+    message, one JSON action read from the answer's text."""
 
 
 class Usage(Value):
@@ -94,6 +104,9 @@ class ModelAnswer(Value):
     """The validated structured answer, when the request named an ``output`` model."""
     invalid: str | None = None
     """Why the answer did not validate against the ``output`` model (the step re-prompts)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The tools the model called, in order; a call it made but that could not be read has
+    ``error`` set (sent back to the model, counted against the unit's turns)."""
 
 
 class Price(Value):

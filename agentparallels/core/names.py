@@ -9,7 +9,10 @@ spelled here once and used by its definition and by every caller.
 from __future__ import annotations
 
 __all__ = [
+    "AGENT",
     "AGENT_LOOP",
+    "AGENT_TOOL",
+    "AGENT_UNIT",
     "APPROVE_UPDATE",
     "CALL_MODEL",
     "CHECK_RESULT",
@@ -32,6 +35,7 @@ __all__ = [
     "PUBLISH",
     "READ_DIFF",
     "RECORD_SHARD",
+    "REPO_MAP",
     "REFACTOR",
     "REJECT_UPDATE",
     "REMOVE_WORKTREE",
@@ -59,6 +63,8 @@ REVIEW = "ReviewWorkflow"
 ORCHESTRATOR = "OrchestratorWorkflow"
 PIPELINE = "PipelineWorkflow"
 AGENT_LOOP = "AgentLoopWorkflow"
+AGENT = "AgentWorkflow"
+AGENT_UNIT = "AgentUnitWorkflow"
 
 # Activities
 PLAN = "refactor.plan"
@@ -78,6 +84,8 @@ READ_DIFF = "review.diff"
 POLLERS = "route.pollers"
 RUN_TOOL = "agent.run_tool"
 RUN_HOOK = "hooks.run"
+AGENT_TOOL = "agent.tool"
+REPO_MAP = "agent.repo_map"
 
 # Task queues
 TASK_QUEUE = "agentparallels"

@@ -16,6 +16,7 @@ from temporalio.workflow import ActivityCancellationType
 
 from agentparallels.core import names
 from agentparallels.core.agent import ToolInput, ToolResult
+from agentparallels.core.agentjob import RepoMap, RepoMapInput, ToolOutcome, ToolRequest
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.consensus import DiffRequest, ReviewDiff
 from agentparallels.core.errors import NON_RETRYABLE_TYPES
@@ -40,6 +41,7 @@ from agentparallels.core.models import (
 from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
 
 __all__ = [
+    "AGENT_TOOL",
     "ALL",
     "CALL_MODEL",
     "CHECK_RESULT",
@@ -54,6 +56,7 @@ __all__ = [
     "READ_DIFF",
     "RECORD_SHARD",
     "REMOVE_WORKTREE",
+    "REPO_MAP",
     "RUN_CHECK",
     "RUN_HOOK",
     "RUN_TOOL",
@@ -164,6 +167,9 @@ POLLERS = Step(
 )
 RUN_TOOL = Step(names.RUN_TOOL, ToolInput, ToolResult, Settings(LONG))
 RUN_HOOK = Step(names.RUN_HOOK, HookInput, HookRun, Settings(LONG))
+AGENT_TOOL = Step(names.AGENT_TOOL, ToolRequest, ToolOutcome, Settings(LONG))
+"""One tool call of an agent unit; the workflow sets a start-to-close fitting the command."""
+REPO_MAP = Step(names.REPO_MAP, RepoMapInput, RepoMap, Settings(timedelta(minutes=5)))
 
 ALL: tuple[Step[Any, Any], ...] = (
     PLAN,
