@@ -23,6 +23,10 @@ from agentparallels.core.models import CheckRun, JobRef, Published, ShardRef
 from agentparallels.core.tools import ToolCall, ToolFormat, ToolSpec
 
 UNIT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+PLANNER_MARKER = "You plan a coding job"
+"""The planner's system message starts with this (a scripted model server answers by it)."""
+REPAIR_UNIT = "repair"
+"""The name of the unit that fixes the merged result when verification fails."""
 CAPABILITIES = ("python", "tests", "docs")
 """What a unit may need; workers advertise each by a task queue (``worker --capability``)."""
 
@@ -248,6 +252,11 @@ TOOLS: tuple[ToolSpec, ...] = (
 """The unit's tools; each but ``finish`` is one ``agent tool`` step."""
 
 
+def unit_marker(name: str) -> str:
+    """Text in the first message of unit ``name`` (every attempt of it), and nowhere else."""
+    return f"You are unit `{name}` of a coding job"
+
+
 def in_files(path: str, globs: Collection[str]) -> bool:
     """``path`` matches one of ``globs`` (``**/`` also matches no directory at all)."""
     return any(
@@ -358,6 +367,8 @@ def topological(plan: AgentPlan) -> list[UnitPlan]:
 
 __all__ = [
     "CAPABILITIES",
+    "PLANNER_MARKER",
+    "REPAIR_UNIT",
     "TOOLS",
     "AgentInput",
     "AgentLimits",
@@ -375,4 +386,5 @@ __all__ = [
     "path_error",
     "plan_errors",
     "topological",
+    "unit_marker",
 ]
