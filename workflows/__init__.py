@@ -4,7 +4,9 @@ Nothing here performs I/O, reads clocks or draws random numbers except through
 ``temporalio.workflow``; every side effect is an activity from ``activities``.
 """
 
+from agentparallels.workflows.agent import AgentWorkflow
 from agentparallels.workflows.agent_loop import AgentLoopWorkflow
+from agentparallels.workflows.agent_unit import AgentUnitWorkflow
 from agentparallels.workflows.consensus import ReviewWorkflow
 from agentparallels.workflows.pipeline import PipelineWorkflow
 from agentparallels.workflows.refactor import RefactorWorkflow
@@ -18,11 +20,15 @@ ALL = [
     OrchestratorWorkflow,
     PipelineWorkflow,
     AgentLoopWorkflow,
+    AgentWorkflow,
+    AgentUnitWorkflow,
 ]
 
 __all__ = [
     "ALL",
     "AgentLoopWorkflow",
+    "AgentUnitWorkflow",
+    "AgentWorkflow",
     "OrchestratorWorkflow",
     "PipelineWorkflow",
     "RefactorWorkflow",

@@ -80,4 +80,62 @@ class LoopDetector:
         raise ApplicationError(message, type=LOOP_DETECTED, non_retryable=True)
 
 
-__all__ = ["LoopDetector", "LoopLimits", "fingerprint"]
+class ToolLoops:
+    """Loop detection for a tool-using agent, that sees progress.
+
+    It fingerprints each tool call (the tool and its normalised arguments) and knows the
+    worktree's state after it (a tree id): the same call made ``repeat_limit`` times with no
+    change to the worktree in between is a loop, and so is one file edited more than
+    ``edits_without_check`` times with no passing check in between. The first time either
+    happens, :meth:`after` returns one corrective message for the model; the next time, it
+    raises ``LoopDetected`` naming the call or the file.
+    """
+
+    def __init__(self, repeat_limit: int = 3, edits_without_check: int = 8) -> None:
+        self.repeat_limit = repeat_limit
+        self.edits_without_check = edits_without_check
+        self.state = ""
+        """The worktree's state after the last call."""
+        self.repeats: Counter[str] = Counter()
+        """Calls since the worktree last changed, by fingerprint."""
+        self.edits: Counter[str] = Counter()
+        """Edits per file since the last passing check."""
+        self.warned = False
+
+    def after(self, call: str, state: str, *, edited: str | None, checked: bool | None) -> str:
+        """Count one tool call (``call``: its fingerprint) that left the worktree at ``state``,
+        edited ``edited`` (a path) and, for a check, passed or not. Returns a corrective
+        message for the model ("" if none); raises ``LoopDetected`` once warned."""
+        if state != self.state:
+            self.repeats.clear()
+            self.state = state
+        self.repeats[call] += 1
+        if checked:
+            self.edits.clear()
+        if edited:
+            self.edits[edited] += 1
+        if self.repeats[call] >= self.repeat_limit:
+            return self._loop(
+                f"the same call {call[:200]} {self.repeats[call]} times with no change to the "
+                "files in between",
+                "It gives the same result each time: do something different.",
+            )
+        if edited and self.edits[edited] > self.edits_without_check:
+            return self._loop(
+                f"{edited} edited {self.edits[edited]} times with no passing check in between",
+                f"Stop editing {edited} blindly: run run_check, read the errors, then fix them.",
+            )
+        return ""
+
+    def _loop(self, what: str, advice: str) -> str:
+        if self.warned:
+            raise ApplicationError(
+                f"loop detected: {what}; stopped instead of repeating it",
+                type=LOOP_DETECTED,
+                non_retryable=True,
+            )
+        self.warned = True
+        return f"Loop warning: {what}. {advice} Next time the unit is stopped."
+
+
+__all__ = ["LoopDetector", "LoopLimits", "ToolLoops", "fingerprint"]

@@ -10,7 +10,6 @@ cancellation, so the user's repository is never left half refactored.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import timedelta
 from functools import partial
 from typing import NoReturn
@@ -30,7 +29,7 @@ from agentparallels.workflows.ledger import (
     SETTLE_SIGNAL,
     Ledger,
 )
-from agentparallels.workflows.saga import Saga, incomplete, root_cause, shielded
+from agentparallels.workflows.saga import Saga, failure_of, incomplete, rolled_back, shielded
 from agentparallels.workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from agentparallels.workflows.sharding import FileTooLarge, module_of, shard_files
 from agentparallels.workflows.two_phase import ApprovalGate, awaiting_details, prepare
@@ -259,14 +258,14 @@ class RefactorWorkflow:
         try:
             failed = await saga.compensate()
         finally:
-            if note := await shielded(_failure_of(call(steps.CLEANUP, job, summary=CLEANUP))):
+            if note := await shielded(failure_of(call(steps.CLEANUP, job, summary=CLEANUP))):
                 failed.append(f"{CLEANUP}: {note}")
         self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
         await shielded(self._events.finish(*ending(err)), raise_cancel=False)
         if failed:  # reported, never swallowed: the user is told what may be left
             raise incomplete(err, failed) from None
         if isinstance(err, FailureError):
-            raise _root_cause(err) from err
+            raise rolled_back(err) from err
         raise err
 
     async def _finish(
@@ -594,27 +593,6 @@ def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
         phases={phase: part(tokens) for phase, tokens in budget.phases.items()},
         shares=budget.shares,
     )
-
-
-def _root_cause(err: BaseException) -> ApplicationError:
-    """The innermost application error under ``err`` (through child and activity errors), so the
-    job fails with the message that says what went wrong, and its type. Whether the repository
-    is as it was is for the client to check (``agentparallels`` does), not to assume."""
-    found = root_cause(err)
-    if found is None:
-        return ApplicationError(str(err), type=type(err).__name__, non_retryable=True)
-    message = f"{found.message}\nThe job was rolled back."
-    return ApplicationError(message, type=found.type, non_retryable=True)
-
-
-async def _failure_of(step: Awaitable[object]) -> str | None:
-    """Await ``step``; what it failed with, or None when it succeeded."""
-    try:
-        await step
-    except Exception as e:  # a failed cleanup is reported with the job's failure
-        cause = root_cause(e)
-        return cause.message if cause is not None else str(e)
-    return None
 
 
 __all__ = ["CHECKLIST", "CLEANUP", "PROGRESS_LOG", "PUBLISH_INVARIANT", "RefactorWorkflow"]

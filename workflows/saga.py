@@ -69,6 +69,28 @@ def root_cause(err: BaseException) -> ApplicationError | None:
     return found
 
 
+def rolled_back(err: BaseException) -> ApplicationError:
+    """The innermost application error under ``err`` (through child and activity errors), so a
+    job fails with the message that says what went wrong, and its type, after its rollback.
+    Whether the repository is as it was is for the client to check (``agentparallels`` does),
+    not to assume."""
+    found = root_cause(err)
+    if found is None:
+        return ApplicationError(str(err), type=type(err).__name__, non_retryable=True)
+    message = f"{found.message}\nThe job was rolled back."
+    return ApplicationError(message, type=found.type, non_retryable=True)
+
+
+async def failure_of(step: Awaitable[object]) -> str | None:
+    """Await ``step``; what it failed with, or None when it succeeded."""
+    try:
+        await step
+    except Exception as e:  # a failed cleanup is reported with the job's failure
+        cause = root_cause(e)
+        return cause.message if cause is not None else str(e)
+    return None
+
+
 def incomplete(err: BaseException, failures: list[str]) -> ApplicationError:
     """The error to end with when the compensations in ``failures`` failed after ``err``: what
     went wrong first (and its type; a cancellation becomes ``RollbackIncomplete``), then which
@@ -110,4 +132,12 @@ async def shielded(work: Awaitable[T], *, raise_cancel: bool = True) -> T:
     return result
 
 
-__all__ = ["Compensation", "Saga", "incomplete", "root_cause", "shielded"]
+__all__ = [
+    "Compensation",
+    "Saga",
+    "failure_of",
+    "incomplete",
+    "rolled_back",
+    "root_cause",
+    "shielded",
+]

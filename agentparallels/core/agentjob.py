@@ -106,6 +106,8 @@ class AgentInput(Value):
 
 class RepoMapInput(Value):
     job: JobRef
+    """The job (its base commit still unknown: the step resolves ``base_ref``)."""
+    base_ref: str = "HEAD"
     task: str
     files: tuple[str, ...]
     tokens: int
@@ -114,6 +116,8 @@ class RepoMapInput(Value):
 class RepoMap(Value):
     """Paths and top-level symbols, ranked by relevance to the task, within a token budget."""
 
+    base_commit: str
+    """``base_ref`` resolved: the commit every unit starts from."""
     text: str
     files: tuple[str, ...]
     """Every file of the repository matching the job's globs (what a plan may name)."""
@@ -202,6 +206,27 @@ class UnitResult(Value):
     cost_usd: float | None = 0.0
     checks_passed: bool = False
     """A check or test run passed after the unit's last edit."""
+
+
+class UnitMergeInput(Value):
+    """Merge the units' heads, in this order, onto ``base``; the result kept at
+    ``<scratch>/<ref>``."""
+
+    job: JobRef
+    base: str
+    heads: tuple[str, ...]
+    names: tuple[str, ...]
+    """The unit of each head, to name the one that conflicts."""
+    ref: str
+
+
+class UnitMerge(Value):
+    commit: str
+    """The heads merged so far: all of them, or those before the one that conflicts."""
+    conflict: str | None = None
+    """The unit whose head does not merge on ``commit``."""
+    files: tuple[str, ...] = ()
+    """The files in conflict."""
 
 
 class AgentResult(Value):
@@ -379,6 +404,8 @@ __all__ = [
     "ToolOutcome",
     "ToolRequest",
     "UnitInput",
+    "UnitMerge",
+    "UnitMergeInput",
     "UnitPlan",
     "UnitResult",
     "ancestors",

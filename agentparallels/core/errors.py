@@ -81,6 +81,8 @@ ITERATION_CAP = "IterationCapReached"
 STAGE_FAILED = "StageFailed"
 """A pipeline stage failed; the message names it."""
 SUMMARY_TOO_LARGE = "SummaryTooLarge"
+PLAN_INVALID = "PlanInvalid"
+"""The planner's plan stayed invalid after it was sent back with its errors."""
 """A map step returned more than a summary: large artefacts belong in git or the blob store."""
 
 NON_RETRYABLE_TYPES = [
@@ -88,7 +90,7 @@ NON_RETRYABLE_TYPES = [
     SANDBOX_DENIED, MODEL_REJECTED, MODEL_AUTH,
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
-    SUMMARY_TOO_LARGE, HOOK_VETOED, RESULT_MISMATCH, ROLLBACK_INCOMPLETE,
+    SUMMARY_TOO_LARGE, HOOK_VETOED, RESULT_MISMATCH, ROLLBACK_INCOMPLETE, PLAN_INVALID,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""
 
@@ -108,6 +110,7 @@ __all__ = [
     "MODEL_AUTH",
     "MODEL_CONFIG",
     "MODEL_REJECTED",
+    "PLAN_INVALID",
     "MODEL_RETRYABLE",
     "NON_RETRYABLE_TYPES",
     "NO_CAPABILITY",

@@ -21,6 +21,8 @@ from agentparallels.core.errors import UsageError
 
 EventKind = Literal[
     "started",
+    "planned",
+    "unit_done",
     "file_edited",
     "check_failed",
     "breaker_opened",

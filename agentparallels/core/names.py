@@ -50,6 +50,7 @@ __all__ = [
     "SHARD_PROGRESS_SIGNAL",
     "SUBSCRIBE_SIGNAL",
     "TASK_QUEUE",
+    "UNIT_MERGE",
     "UNPAUSE_SIGNAL",
     "VOTE",
     "capability_queue",
@@ -86,6 +87,7 @@ RUN_TOOL = "agent.run_tool"
 RUN_HOOK = "hooks.run"
 AGENT_TOOL = "agent.tool"
 REPO_MAP = "agent.repo_map"
+UNIT_MERGE = "agent.merge_units"
 
 # Task queues
 TASK_QUEUE = "agentparallels"

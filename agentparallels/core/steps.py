@@ -16,7 +16,14 @@ from temporalio.workflow import ActivityCancellationType
 
 from agentparallels.core import names
 from agentparallels.core.agent import ToolInput, ToolResult
-from agentparallels.core.agentjob import RepoMap, RepoMapInput, ToolOutcome, ToolRequest
+from agentparallels.core.agentjob import (
+    RepoMap,
+    RepoMapInput,
+    ToolOutcome,
+    ToolRequest,
+    UnitMerge,
+    UnitMergeInput,
+)
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.consensus import DiffRequest, ReviewDiff
 from agentparallels.core.errors import NON_RETRYABLE_TYPES
@@ -62,6 +69,7 @@ __all__ = [
     "RUN_TOOL",
     "SET_REF",
     "Settings",
+    "UNIT_MERGE",
     "Step",
     "VOTE",
 ]
@@ -170,6 +178,7 @@ RUN_HOOK = Step(names.RUN_HOOK, HookInput, HookRun, Settings(LONG))
 AGENT_TOOL = Step(names.AGENT_TOOL, ToolRequest, ToolOutcome, Settings(LONG))
 """One tool call of an agent unit; the workflow sets a start-to-close fitting the command."""
 REPO_MAP = Step(names.REPO_MAP, RepoMapInput, RepoMap, Settings(timedelta(minutes=5)))
+UNIT_MERGE = Step(names.UNIT_MERGE, UnitMergeInput, UnitMerge, Settings(timedelta(minutes=10)))
 
 ALL: tuple[Step[Any, Any], ...] = (
     PLAN,
@@ -189,5 +198,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     POLLERS,
     RUN_TOOL,
     RUN_HOOK,
+    UNIT_MERGE,
 )
 """Every step; the worker registers one implementation of each."""

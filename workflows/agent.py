@@ -1,0 +1,521 @@
+"""The coding agent's job: plan, execute, merge, verify, publish (see docs/agent.md).
+
+A pipeline of phases, each built from the catalogue's patterns: the planner model decomposes
+the task over a lazily built repository map (orchestrator, lazy loading); one child workflow
+per unit runs a tool-using loop in its own worktree and scope, routed by capability, bounded
+by ``parallel``, dependencies first (fan-out, service mesh, bulkhead); their summaries and
+heads come back (MapReduce) and merge in dependency order; every check votes on the merge,
+one repair unit may fix a failure (two-phase commit, circuit breaker); the publish invariant
+checks the result against the units' heads; a saga undoes everything on failure or cancel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import NoReturn
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, FailureError
+
+from agentparallels.core import names
+from agentparallels.workflows._call import call
+from agentparallels.workflows.agent_unit import AgentUnitWorkflow
+from agentparallels.workflows.events import JobEvents, ending
+from agentparallels.workflows.fanout import gather_bounded
+from agentparallels.workflows.ledger import (
+    GRANT_SIGNAL,
+    RESERVE_SIGNAL,
+    SETTLE_SIGNAL,
+    Ledger,
+)
+from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
+from agentparallels.workflows.saga import Saga, failure_of, incomplete, rolled_back, shielded
+from agentparallels.workflows.shard import BUG_TYPES
+from agentparallels.workflows.two_phase import prepare
+
+CLEANUP = "cleanup: remove scratch refs and worktrees"
+
+with workflow.unsafe.imports_passed_through():
+    from agentparallels.core import steps
+    from agentparallels.core.agentjob import (
+        PLANNER_MARKER,
+        REPAIR_UNIT,
+        AgentInput,
+        AgentPlan,
+        AgentResult,
+        RepoMap,
+        RepoMapInput,
+        UnitInput,
+        UnitMerge,
+        UnitMergeInput,
+        UnitPlan,
+        UnitResult,
+        plan_errors,
+        topological,
+    )
+    from agentparallels.core.attributes import PHASE, TOKENS
+    from agentparallels.core.checklist import Checklist
+    from agentparallels.core.errors import CHECK_FAILED, GIT_CONFLICT, PLAN_INVALID
+    from agentparallels.core.llm import Grant, Message, ModelRequest, Reservation, Settlement
+    from agentparallels.core.messages import ResultCheckInput, ShardClaim
+    from agentparallels.core.models import (
+        CheckRun,
+        JobRef,
+        Progress,
+        Published,
+        PublishInput,
+        RefUpdate,
+        ShardProgress,
+    )
+    from agentparallels.core.tools import ToolFormat
+
+
+def planner_messages(inp: AgentInput, the_map: RepoMap) -> tuple[Message, ...]:
+    limits = inp.limits
+    system = (
+        f"{PLANNER_MARKER}: split the task into units of work, each done by a separate agent "
+        "in its own copy of the repository, writing only the files in its scope (it may read "
+        "any file). A unit that needs another's result lists it in depends_on and starts from "
+        "it; two units may share a file only if one depends on the other. Capabilities: "
+        f"python, tests, docs. At most {limits.max_units} units. Answer with JSON only: "
+        '{"summary": "...", "units": [{"name": "lower-case-name", "goal": "...", "scope": '
+        '["path", ...], "capability": "python", "depends_on": []}]}'
+    )
+    user = (
+        f"Task: {inp.task}\n\nThe repository ({the_map.tokens} tokens of map; file contents "
+        f"come later, through tools):\n{the_map.text}"
+    )
+    return Message(role="system", content=system), Message(role="user", content=user)
+
+
+@workflow.defn(name=names.AGENT, failure_exception_types=BUG_TYPES)
+class AgentWorkflow:
+    def __init__(self) -> None:
+        self._progress = Progress(job_id="", phase="queued")
+        self._units: dict[str, ShardProgress] = {}
+        self._ledger: Ledger | None = None
+        self._events = JobEvents()
+        self._planner = ModelSteps()
+
+    @workflow.query(name=names.PROGRESS_QUERY)
+    def progress(self) -> Progress:
+        return self._progress.model_copy(update={"shards": tuple(self._units.values())})
+
+    @workflow.signal(name=RESERVE_SIGNAL)
+    async def budget_reserve(self, request: Reservation) -> None:
+        if self._ledger is not None:
+            await self._answer(self._ledger.reserve(request))
+
+    @workflow.signal(name=SETTLE_SIGNAL)
+    async def budget_settle(self, settled: Settlement) -> None:
+        if self._ledger is not None:
+            await self._answer(self._ledger.settle(settled))
+
+    async def _answer(self, grants: list[tuple[str, Grant]]) -> None:
+        assert self._ledger is not None
+        workflow.upsert_search_attributes([TOKENS.value_set(self._ledger.total_spent)])
+        self._refresh()
+        for holder, grant in grants:
+            try:
+                await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
+            except FailureError:  # the unit has ended meanwhile; nothing waits for it
+                pass
+
+    @workflow.run
+    async def run(self, inp: AgentInput) -> AgentResult:
+        job = self._begin(inp)
+        saga = Saga()
+        try:
+            the_map = await self._map(inp, job)
+            job = job.model_copy(update={"base_commit": the_map.base_commit})
+            the_plan = await self._plan(inp, the_map)
+            results = await self._execute(inp, job, the_plan, saga)
+            result = await self._finish(inp, job, the_plan, results)
+        except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
+            await self._roll_back(err, job, saga)
+        await shielded(call(steps.CLEANUP, job, summary=CLEANUP), raise_cancel=False)
+        await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
+        return result
+
+    def _begin(self, inp: AgentInput) -> JobRef:
+        info = workflow.info()
+        self._progress = Progress(job_id=info.workflow_id, phase="plan")
+        if inp.budget.limited:
+            self._ledger = Ledger(inp.budget)
+        queue = capability_queue(info.task_queue, MODEL_CAPABILITY)
+        self._planner = ModelSteps(inp.budget, inp.prices, task_queue=queue)
+        self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
+        return JobRef(
+            job_id=info.workflow_id,
+            repository=inp.repository,
+            base_commit="",
+            timestamp=int(info.start_time.timestamp()),
+        )
+
+    async def _map(self, inp: AgentInput, job: JobRef) -> RepoMap:
+        self._phase("plan")
+        return await call(
+            steps.REPO_MAP,
+            RepoMapInput(
+                job=job,
+                base_ref=inp.base_ref,
+                task=inp.task,
+                files=inp.files,
+                tokens=inp.limits.map_tokens,
+            ),
+            summary="map the repository: paths and top-level symbols",
+        )
+
+    async def _plan(self, inp: AgentInput, the_map: RepoMap) -> AgentPlan:
+        """Ask the planner; send an invalid plan back with its errors, at most
+        ``plan_retries`` times; then refuse."""
+        messages = planner_messages(inp, the_map)
+        for attempt in range(inp.limits.plan_retries + 1):
+            answer = await self._planner.ask(
+                ModelRequest(
+                    model=inp.model,
+                    base_url=inp.base_url,
+                    messages=messages,
+                    max_tokens=inp.limits.max_tokens,
+                    output="AgentPlan",
+                    step=f"plan (attempt {attempt + 1})",
+                ),
+                phase="plan",
+            )
+            the_plan = AgentPlan.model_validate(answer.parsed)
+            errors = plan_errors(the_plan, the_map.files, inp.files, inp.limits.max_units)
+            if not errors:
+                self._planned(the_plan)
+                return the_plan
+            feedback = "The plan is invalid:\n" + "\n".join(f"- {e}" for e in errors)
+            messages = (
+                *messages,
+                Message(role="assistant", content=answer.text),
+                Message(role="user", content=f"{feedback}\nAnswer again with a corrected plan."),
+            )
+        raise ApplicationError(
+            f"the planner's plan was still invalid after {inp.limits.plan_retries + 1} "
+            "attempts:\n" + "\n".join(f"- {e}" for e in errors),
+            type=PLAN_INVALID,
+            non_retryable=True,
+        )
+
+    def _planned(self, the_plan: AgentPlan) -> None:
+        if self._ledger is not None:  # the plan's tokens count against the job's budget
+            self._ledger.count(self._planner.spent())
+        self._units = {
+            u.name: ShardProgress(name=u.name, label=u.goal[:80], files_total=len(u.scope))
+            for u in the_plan.units
+        }
+        self._events.record(
+            "planned", detail=f"{len(the_plan.units)} units: {', '.join(self._units)}"
+        )
+
+    async def _execute(
+        self, inp: AgentInput, job: JobRef, the_plan: AgentPlan, saga: Saga
+    ) -> list[UnitResult]:
+        """Fan out: each unit once its dependencies have finished, at most ``parallel`` at
+        once, in dependency order (so a unit waiting for others never holds a slot they
+        need)."""
+        self._phase("execute")
+        order = topological(the_plan)
+        done: dict[str, asyncio.Future[UnitResult]] = {
+            u.name: asyncio.get_running_loop().create_future() for u in order
+        }
+
+        async def run(unit: UnitPlan) -> UnitResult:
+            deps = [await done[d] for d in unit.depends_on]
+            start = await self._start_of(job, unit, deps)
+            result = await self._unit(inp, job, unit, start, saga)
+            done[unit.name].set_result(result)
+            return result
+
+        work: list[Callable[[], Awaitable[UnitResult]]] = [partial(run, u) for u in order]
+        return await gather_bounded(work, inp.limits.parallel)
+
+    async def _start_of(self, job: JobRef, unit: UnitPlan, deps: list[UnitResult]) -> str:
+        """Where a unit starts: the base, its one dependency's head, or its dependencies'
+        heads merged."""
+        if not deps:
+            return job.base_commit
+        if len(deps) == 1:
+            return deps[0].head
+        merged = await self._merge(job, deps, f"start-{unit.name}")
+        if merged.conflict:
+            raise ApplicationError(
+                f"unit {unit.name} cannot start: its dependencies conflict in "
+                f"{', '.join(merged.files)}",
+                type=GIT_CONFLICT,
+                non_retryable=True,
+            )
+        return merged.commit
+
+    async def _unit(
+        self,
+        inp: AgentInput,
+        job: JobRef,
+        unit: UnitPlan,
+        start: str,
+        saga: Saga,
+        *,
+        note: str = "",
+        attempt: int = 1,
+    ) -> UnitResult:
+        """One unit as a child workflow on its capability's queue; its branch is undone by
+        the saga."""
+        unit_inp = UnitInput(
+            job=job,
+            parent_id=workflow.info().workflow_id,
+            unit=unit,
+            task=inp.task,
+            start=start,
+            model=inp.model,
+            base_url=inp.base_url,
+            tool_format=_tool_format(inp),
+            files=inp.files,
+            test_cmd=inp.test_cmd,
+            check_cmd=inp.check_cmd,
+            limits=inp.limits,
+            budget=inp.budget,
+            prices=inp.prices,
+            ledger=self._ledger is not None,
+            note=note,
+            attempt=attempt,
+        )
+        ref = unit_inp.ref
+        self._set_unit(unit.name, state="running")
+        saga.add(f"unit {ref.name}", partial(_drop_branch, job, ref.name))
+        result = await workflow.execute_child_workflow(
+            AgentUnitWorkflow.run,
+            unit_inp,
+            id=f"{job.job_id}/{ref.name}",
+            task_queue=inp.capabilities.get(unit.capability, workflow.info().task_queue),
+            static_summary=f"unit {unit.name}: {unit.goal[:120]}",
+        )
+        if self._ledger is not None:
+            await self._answer(self._ledger.release(f"{job.job_id}/{ref.name}"))
+        self._set_unit(unit.name, state="done", files_done=len(result.files_changed),
+                       tokens=result.usage.total)  # fmt: skip
+        self._events.record("unit_done", shard=unit.name, detail=result.summary[:300])
+        return result
+
+    async def _merge(self, job: JobRef, results: list[UnitResult], ref: str) -> UnitMerge:
+        return await call(
+            steps.UNIT_MERGE,
+            UnitMergeInput(
+                job=job,
+                base=job.base_commit,
+                heads=tuple(r.head for r in results),
+                names=tuple(r.name for r in results),
+                ref=ref,
+            ),
+            summary=f"merge {len(results)} units",
+        )
+
+    async def _finish(
+        self, inp: AgentInput, job: JobRef, the_plan: AgentPlan, results: list[UnitResult]
+    ) -> AgentResult:
+        """Fan in: merge, verify (one repair), check the result, publish."""
+        self._phase("merge")
+        results, merged = await self._merge_all(inp, job, the_plan, results)
+        if merged == job.base_commit:
+            self._phase("done")
+            return self._result(inp, job, the_plan, results, merged, (), None)
+        results, merged, checks = await self._verify(inp, job, the_plan, results, merged)
+        self._phase("publish")
+        await call(
+            steps.CHECK_RESULT,
+            ResultCheckInput(job=job, commit=merged, shards=_claims(results)),
+            summary="check the result against every unit's verified head",
+        )
+        published = await shielded(
+            call(
+                steps.PUBLISH,
+                PublishInput(job=job, commit=merged, apply=inp.apply),
+                summary=f"publish {job.branch}",
+            ),
+            raise_cancel=False,
+        )
+        self._phase("done")
+        return self._result(inp, job, the_plan, results, merged, checks, published)
+
+    async def _merge_all(
+        self, inp: AgentInput, job: JobRef, the_plan: AgentPlan, results: list[UnitResult]
+    ) -> tuple[list[UnitResult], str]:
+        """Merge every unit's head in dependency order; a unit that conflicts runs once more
+        on top of what merged before it, then the job refuses naming the files."""
+        merged = await self._merge(job, results, "merged")
+        if merged.conflict is None:
+            return results, merged.commit
+        units = {u.name: u for u in the_plan.units}
+        name = merged.conflict
+        redo = await self._unit(
+            inp,
+            job,
+            units[name],
+            merged.commit,
+            Saga(),  # the job's cleanup removes its branch with every other scratch ref
+            note=f"An earlier attempt of this unit conflicted with the other units' work in "
+            f"{', '.join(merged.files)}. Their work is now in your copy: do your goal again "
+            "on top of it.",
+            attempt=2,
+        )
+        results = [redo if r.name == name else r for r in results]
+        again = await self._merge(job, results, "merged-2")
+        if again.conflict is not None:
+            raise ApplicationError(
+                f"units conflict: {again.conflict} could not be merged even when run again on "
+                f"top of the others; the files: {', '.join(again.files)}",
+                type=GIT_CONFLICT,
+                non_retryable=True,
+            )
+        return results, again.commit
+
+    async def _verify(
+        self,
+        inp: AgentInput,
+        job: JobRef,
+        the_plan: AgentPlan,
+        results: list[UnitResult],
+        merged: str,
+    ) -> tuple[list[UnitResult], str, tuple[CheckRun, ...]]:
+        """Every check votes on the merge; on a failure one repair unit gets the failing
+        output and the files the units changed, under the breaker; then they vote again."""
+        self._phase("verify")
+        try:
+            return results, merged, await self._checks(inp, job, merged)
+        except ApplicationError as e:
+            if e.type != CHECK_FAILED:
+                raise
+            failure = e.message
+        scope = tuple(sorted({p for u in the_plan.units for p in u.scope}))
+        repair = UnitPlan(
+            name=REPAIR_UNIT,
+            goal="Make the failing checks on the merged work pass, changing as little as possible.",
+            scope=scope,
+            depends_on=tuple(u.name for u in the_plan.units),
+        )
+        self._units[REPAIR_UNIT] = ShardProgress(name=REPAIR_UNIT, label="repair",
+                                                 files_total=len(scope))  # fmt: skip
+        fixed = await self._unit(
+            inp, job, repair, merged, Saga(), note=f"The checks failed:\n{failure[-3000:]}"
+        )
+        self._phase("verify")
+        return [*results, fixed], fixed.head, await self._checks(inp, job, fixed.head)
+
+    async def _checks(self, inp: AgentInput, job: JobRef, commit: str) -> tuple[CheckRun, ...]:
+        return await prepare(
+            job,
+            commit,
+            Checklist(),
+            base_ref=inp.base_ref,
+            test_cmd=inp.test_cmd,
+            rules=inp.limits.verify_rules,
+            timeout_s=inp.limits.command_timeout_s,
+            sandbox=inp.limits.sandbox,
+        )
+
+    async def _roll_back(self, err: BaseException, job: JobRef, saga: Saga) -> NoReturn:
+        """Undo every step, newest first, and clean up; then fail with what went wrong (and
+        what the rollback could not undo, if anything)."""
+        self._phase("rolling back")
+        failed: list[str] = []
+        try:
+            failed = await saga.compensate()
+        finally:
+            if note := await shielded(failure_of(call(steps.CLEANUP, job, summary=CLEANUP))):
+                failed.append(f"{CLEANUP}: {note}")
+        self._phase("cancelled" if isinstance(err, asyncio.CancelledError) else "failed")
+        await shielded(self._events.finish(*ending(err)), raise_cancel=False)
+        if failed:
+            raise incomplete(err, failed) from None
+        if isinstance(err, FailureError):
+            raise rolled_back(err) from err
+        raise err
+
+    def _result(
+        self,
+        inp: AgentInput,
+        job: JobRef,
+        the_plan: AgentPlan,
+        results: list[UnitResult],
+        head: str,
+        checks: tuple[CheckRun, ...],
+        published: Published | None,
+    ) -> AgentResult:
+        changed = tuple(sorted({p for r in results for p in r.files_changed}))
+        usage = self._planner.total
+        for r in results:
+            usage = usage + r.usage
+        costs = [self._planner.cost_usd, *(r.cost_usd for r in results)]
+        return AgentResult(
+            job_id=job.job_id,
+            outcome="succeeded" if published else "no_changes",
+            branch=job.branch if published else None,
+            base_commit=job.base_commit,
+            head=head,
+            files_changed=changed,
+            plan=the_plan,
+            units=tuple(results),
+            checks=checks,
+            usage=usage,
+            cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
+            published=published,
+        )
+
+    def _set_unit(self, name: str, **update: object) -> None:
+        if name in self._units:
+            self._units[name] = self._units[name].model_copy(update=update)
+        self._refresh()
+
+    def _phase(self, phase: str) -> None:
+        self._progress = self._progress.model_copy(update={"phase": phase})
+        workflow.upsert_search_attributes([PHASE.value_set(phase)])
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """What the Temporal UI shows as the job's current details."""
+        units = list(self._units.values())
+        done = sum(u.state == "done" for u in units)
+        tokens = self._planner.total.total + sum(u.tokens for u in units)
+        if self._ledger is not None:
+            tokens = max(tokens, self._ledger.total_spent)
+        self._progress = self._progress.model_copy(
+            update={"tokens": tokens, "files_done": sum(u.files_done for u in units)}
+        )
+        workflow.set_current_details(
+            f"**{self._progress.phase}**: {done}/{len(units)} units done, {tokens} tokens"
+            + "".join(f"\n- {u.name}: {u.state}, {u.files_done} files" for u in units)
+        )
+
+
+def _tool_format(inp: AgentInput) -> ToolFormat:
+    return "native" if inp.tool_format == "auto" else inp.tool_format
+
+
+def _claims(results: list[UnitResult]) -> tuple[ShardClaim, ...]:
+    """Each changed file claimed by the last unit (in merge order) that changed it: that
+    unit's head holds the file as the result must."""
+    owner: dict[str, str] = {}
+    for r in results:
+        for path in r.files_changed:
+            owner[path] = r.name
+    last = {r.name: r for r in results}
+    return tuple(
+        ShardClaim(
+            name=r.name,
+            head=r.head,
+            files_changed=tuple(p for p in r.files_changed if owner[p] == r.name),
+        )
+        for r in last.values()
+    )
+
+
+async def _drop_branch(job: JobRef, name: str) -> None:
+    await call(steps.SET_REF, RefUpdate(job=job, ref=f"{job.scratch}/shards/{name}", target=None))
+
+
+__all__ = ["AgentWorkflow", "planner_messages"]

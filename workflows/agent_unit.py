@@ -1,0 +1,267 @@
+"""One unit of the coding agent: a model that reads, edits, checks and tests with tools.
+
+Each turn is one recorded model call (``ModelSteps.ask``) offered the tools of
+``agentjob.TOOLS``; each tool call it makes is one ``agent.tool`` step, keyed by where it stands
+in the unit (``<unit>/<call number>``), so a retried step finds the commit it already pushed
+and a replay sees the same decisions. The unit's head (its branch in the job's repository)
+moves with every successful edit: a checkpoint commit, the write-ahead log a unit on another
+worker resumes from.
+
+Guards, all in workflow state: the circuit breaker stops the unit after ``breaker_threshold``
+consecutive failed checks; loop detection (:class:`workflows.loop_detect.ToolLoops`) sends one
+corrective message, then stops it; malformed calls are answered with their error and count
+against the unit's turns and tokens; ``turns`` bounds the model calls.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from agentparallels.core import names
+from agentparallels.workflows._call import call
+from agentparallels.workflows.circuit_breaker import CircuitBreaker
+from agentparallels.workflows.ledger import GRANT_SIGNAL, LedgerClient
+from agentparallels.workflows.loop_detect import ToolLoops
+from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
+from agentparallels.workflows.shard import BUG_TYPES
+
+with workflow.unsafe.imports_passed_through():
+    from agentparallels.core import steps
+    from agentparallels.core.agentjob import (
+        TOOLS,
+        ToolOutcome,
+        ToolRequest,
+        UnitInput,
+        UnitResult,
+        unit_marker,
+    )
+    from agentparallels.core.errors import BREAKER_OPEN, ITERATION_CAP
+    from agentparallels.core.llm import Grant, Message, ModelRequest
+    from agentparallels.core.models import ShardProgress
+    from agentparallels.core.tools import ToolCall
+
+FINISH = "finish"
+SUMMARY_CHARS = 1000
+"""Longest summary a unit hands back (MapReduce: summaries, never contents)."""
+NO_TOOL = "Call a tool. When your goal is met and checked, call finish with a short summary."
+
+
+def system_prompt(inp: UnitInput) -> str:
+    tests = ", then run_tests" if inp.test_cmd else ""
+    return (
+        f"{unit_marker(inp.unit.name)}, working in its own copy of a git repository.\n"
+        f"The job's task: {inp.task}\n"
+        f"Your goal: {inp.unit.goal}\n"
+        f"You may write only these files: {', '.join(inp.unit.scope)}. You may read any file.\n"
+        "Work with the tools: read a file before you edit it; edit_file replaces one exact, "
+        f"unique snippet; after your edits run run_check{tests}; fix what fails. When your "
+        "goal is met, call finish with a short summary of what you changed."
+    )
+
+
+def first_message(inp: UnitInput) -> str:
+    note = f"\n\n{inp.note}" if inp.note else ""
+    return f"Begin with your goal: {inp.unit.goal}{note}"
+
+
+def tool_summary(tc: ToolCall) -> str:
+    """What the UI shows for a tool step before it runs (``read src/a.py:1-80``)."""
+    a = tc.arguments
+    if tc.name == "read_file":
+        return f"read {a.get('path')}:{a.get('start', 1)}-{a.get('end', '')}".rstrip("-")
+    if tc.name in ("edit_file", "write_file"):
+        return f"{tc.name.split('_')[0]} {a.get('path')}"
+    if tc.name == "search":
+        return f"search {str(a.get('pattern'))[:60]!r}"
+    if tc.name == "list_files":
+        return f"list {a.get('directory') or 'files'}"
+    return {"run_check": "check", "run_tests": "tests"}.get(tc.name, tc.name)
+
+
+class _Unit:
+    """What one run of a unit keeps from turn to turn."""
+
+    def __init__(self, inp: UnitInput, ledger: LedgerClient) -> None:
+        self.inp = inp
+        self.head = inp.start
+        self.changed: list[str] = []
+        self.calls = 0
+        self.turns = 0
+        self.checked = False
+        """A check or the tests passed after the last edit."""
+        self.nudged_finish = False
+        self.breaker = CircuitBreaker(threshold=inp.limits.breaker_threshold)
+        self.loops = ToolLoops(inp.limits.repeat_limit, inp.limits.edits_without_check)
+        self.last_failure = ""
+        queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
+        self.model = ModelSteps(inp.budget, inp.prices, task_queue=queue, ledger=ledger)
+        self.conversation: tuple[Message, ...] = (
+            Message(role="system", content=system_prompt(inp)),
+            Message(role="user", content=first_message(inp)),
+        )
+
+    def say(self, *messages: Message) -> None:
+        self.conversation = (*self.conversation, *messages)
+
+
+@workflow.defn(name=names.AGENT_UNIT, failure_exception_types=BUG_TYPES)
+class AgentUnitWorkflow:
+    def __init__(self) -> None:
+        self._ledger = LedgerClient()
+        self._progress: ShardProgress | None = None
+        self._unit: _Unit | None = None
+
+    @workflow.signal(name=GRANT_SIGNAL)
+    def budget_grant(self, grant: Grant) -> None:
+        """The job's ledger answers a reservation (see workflows.ledger)."""
+        self._ledger.granted(grant)
+
+    @workflow.query(name=names.PROGRESS_QUERY)
+    def progress(self) -> ShardProgress | None:
+        return self._progress
+
+    @workflow.run
+    async def run(self, inp: UnitInput) -> UnitResult:
+        if inp.ledger:
+            self._ledger.parent_id = inp.parent_id
+        u = self._unit = _Unit(inp, self._ledger)
+        self._show("running")
+        summary = None
+        while summary is None:
+            if u.turns >= inp.limits.turns:
+                raise ApplicationError(
+                    f"unit {inp.unit.name} used all its {inp.limits.turns} turns without "
+                    f"finishing{'; last failure: ' + u.last_failure if u.last_failure else ''}",
+                    type=ITERATION_CAP,
+                    non_retryable=True,
+                )
+            summary = await self._turn(u)
+        if self._ledger.parent_id:
+            await self._ledger.flush()
+        self._show("done")
+        return UnitResult(
+            name=inp.unit.name,
+            head=u.head,
+            start=inp.start,
+            files_changed=tuple(sorted(set(u.changed))),
+            summary=summary[:SUMMARY_CHARS],
+            turns=u.turns,
+            tool_calls=u.calls,
+            usage=u.model.total,
+            cost_usd=u.model.cost_usd,
+            checks_passed=u.checked,
+        )
+
+    async def _turn(self, u: _Unit) -> str | None:
+        """One model call and the tool calls it made; the finish summary when it finished."""
+        inp = u.inp
+        u.turns += 1
+        answer = await u.model.ask(
+            ModelRequest(
+                model=inp.model,
+                base_url=inp.base_url,
+                messages=u.conversation,
+                max_tokens=inp.limits.max_tokens,
+                tools=TOOLS,
+                tool_format=inp.tool_format,
+                step=f"{inp.unit.name}: turn {u.turns}",
+            )
+        )
+        u.say(Message(role="assistant", content=answer.text, tool_calls=answer.tool_calls))
+        if not answer.tool_calls:
+            u.say(Message(role="user", content=NO_TOOL))
+            return None
+        finished = None
+        for tc in answer.tool_calls:
+            if tc.error is not None:
+                reply = f"Error: {tc.error}"
+            elif tc.name == FINISH:
+                finished, reply = self._finish(u, tc)
+            else:
+                reply = await self._tool(u, tc)
+            u.say(Message(role="tool", content=reply, tool_call_id=tc.id))
+        self._show("running")
+        return finished
+
+    def _finish(self, u: _Unit, tc: ToolCall) -> tuple[str | None, str]:
+        """Accept ``finish``; once, if edits have not passed a check since, ask for one."""
+        if u.changed and not u.checked and not u.nudged_finish:
+            u.nudged_finish = True
+            return None, "Your last edits have not passed run_check yet: run it before finishing."
+        return str(tc.arguments.get("summary", "")), "Finished."
+
+    async def _tool(self, u: _Unit, tc: ToolCall) -> str:
+        inp = u.inp
+        u.calls += 1
+        outcome: ToolOutcome = await call(
+            steps.AGENT_TOOL,
+            ToolRequest(
+                unit=inp.ref,
+                checkpoint=u.head,
+                call=tc,
+                key=f"{inp.job.job_id}/{inp.ref.name}/{u.calls}",
+                scope=inp.unit.scope,
+                files=inp.files,
+                test_cmd=inp.test_cmd,
+                check_cmd=inp.check_cmd,
+                verify_rules=inp.limits.verify_rules,
+                timeout_s=inp.limits.command_timeout_s,
+                sandbox=inp.limits.sandbox,
+                output_chars=inp.limits.output_chars,
+                read_lines=inp.limits.read_lines,
+            ),
+            summary=f"{inp.unit.name}: {tool_summary(tc)}",
+            start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+        )
+        u.head = outcome.head
+        edited = outcome.changed[0] if outcome.changed else None
+        u.changed += outcome.changed
+        if edited:
+            u.checked = False
+        self._check(u, tc, outcome)
+        warning = u.loops.after(
+            tc.fingerprint(), outcome.state, edited=edited, checked=outcome.check == "passed"
+        )
+        return f"{outcome.output}\n\n{warning}" if warning else outcome.output
+
+    def _check(self, u: _Unit, tc: ToolCall, outcome: ToolOutcome) -> None:
+        """The circuit breaker: consecutive failed checks stop the unit."""
+        if outcome.check == "passed":
+            u.breaker.record_success()
+            u.checked = True
+        elif outcome.check == "failed":
+            u.last_failure = f"{tc.name} on {', '.join(sorted(set(u.changed))) or 'no files'}"
+            if u.breaker.record_failure() == "open":
+                tail = outcome.output.strip()[-1500:]
+                raise ApplicationError(
+                    f"unit {u.inp.unit.name}: {u.breaker.threshold} consecutive failed checks, "
+                    f"the last {u.last_failure}:\n{tail}",
+                    type=BREAKER_OPEN,
+                    non_retryable=True,
+                )
+
+    def _show(self, state: str) -> None:
+        u = self._unit
+        assert u is not None
+        tokens = u.model.total.total
+        self._progress = ShardProgress(
+            name=u.inp.unit.name,
+            label=u.inp.unit.goal[:80],
+            state=state,  # type: ignore[arg-type]
+            files_total=len(u.inp.unit.scope),
+            files_done=len(set(u.changed)),
+            breaker=u.breaker.state,
+            failures=u.breaker.failures,
+            tokens=tokens,
+        )
+        workflow.set_current_details(
+            f"**{u.inp.unit.name}**: turn {u.turns}/{u.inp.limits.turns}, {u.calls} tool calls, "
+            f"{len(set(u.changed))} files changed, {tokens} tokens, breaker {u.breaker.state}"
+        )
+
+
+__all__ = ["AgentUnitWorkflow", "first_message", "system_prompt", "tool_summary"]
