@@ -1,0 +1,295 @@
+"""The coding agent's job against a scripted model server on loopback: planning, units with
+tools, the breaker, loop detection, scope, the JSON fallback, cancel and rollback.
+
+The model server speaks the providers' real tool-calling wire formats; every tool is a real
+step on a real worker (git, ruff, the sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from agentparallels import worker
+from agentparallels.core import names
+from agentparallels.core.agentjob import (
+    PLANNER_MARKER,
+    AgentInput,
+    AgentLimits,
+    AgentResult,
+    unit_marker,
+)
+from agentparallels.core.errors import BREAKER_OPEN, LOOP_DETECTED, PLAN_INVALID
+from agentparallels.testing.fake_llm import FakeLLM
+from tests.support.repos import git, make_repo, snapshot
+
+MODEL = "openai:fake-coder"
+FILES = {
+    "pkg/__init__.py": "",
+    "pkg/a.py": "def old_name() -> int:\n    return 1\n",
+    "pkg/b.py": "from pkg.a import old_name\n\n\ndef use() -> int:\n    return old_name() + 1\n",
+    "tests/__init__.py": "",
+    "tests/test_a.py": "from pkg.a import old_name\n\n\ndef test_a() -> None:\n"
+    "    assert old_name() == 1\n",
+}
+TESTS = f"{sys.executable} -m pytest -q -p no:cacheprovider tests"
+
+
+def tools(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """One model answer that calls ``calls`` (name, arguments)."""
+    return {"tool_calls": [{"name": n, "arguments": a} for n, a in calls]}
+
+
+def plan(*units: dict[str, Any]) -> dict[str, Any]:
+    return {"content": json.dumps({"summary": "the plan", "units": list(units)})}
+
+
+def unit(name: str, scope: list[str], *deps: str, goal: str = "") -> dict[str, Any]:
+    return {"name": name, "goal": goal or f"do {name}", "scope": scope,
+            "capability": "python", "depends_on": list(deps)}  # fmt: skip
+
+
+def edit(path: str, old: str, new: str) -> tuple[str, dict[str, Any]]:
+    return "edit_file", {"path": path, "old": old, "new": new}
+
+
+FINISH = ("finish", {"summary": "done"})
+CHECK = ("run_check", {})
+
+
+def job(repo: Path, fake: FakeLLM, **overrides: Any) -> AgentInput:
+    values: dict[str, Any] = {
+        "repository": str(repo),
+        "task": "rename old_name to new_name everywhere and add a test of use()",
+        "model": MODEL,
+        "base_url": fake.openai_base_url,
+        "files": ("pkg/*.py", "tests/*.py"),
+        "test_cmd": TESTS,
+        "limits": AgentLimits(parallel=2, turns=12),
+    }
+    return AgentInput(**{**values, **overrides})
+
+
+async def start(client: Client, task_queue: str, inp: AgentInput) -> WorkflowHandle:
+    return await client.start_workflow(
+        names.AGENT,
+        inp,
+        id=f"agent-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+        result_type=AgentResult,
+    )
+
+
+def rename_script(fake: FakeLLM) -> None:
+    """Three units: rename the function, then (depending on it) update its caller and its
+    test, and add a test of the caller."""
+    fake.push_thread(
+        PLANNER_MARKER,
+        plan(
+            unit("rename", ["pkg/a.py"]),
+            unit("callers", ["pkg/b.py", "tests/test_a.py"], "rename"),
+            unit("new-test", ["tests/test_b.py"], "callers"),
+        ),
+    )
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(("read_file", {"path": "pkg/a.py"})),
+        tools(edit("pkg/a.py", "def old_name()", "def new_name()")),
+        tools(CHECK),
+        tools(FINISH),
+    )
+    fake.push_thread(
+        unit_marker("callers"),
+        tools(("search", {"pattern": "old_name"})),
+        tools(
+            edit("pkg/b.py", "from pkg.a import old_name", "from pkg.a import new_name"),
+            edit("pkg/b.py", "return old_name() + 1", "return new_name() + 1"),
+        ),
+        tools(edit("tests/test_a.py", "import old_name", "import new_name")),
+        tools(edit("tests/test_a.py", "assert old_name()", "assert new_name()")),
+        tools(CHECK, ("run_tests", {})),
+        tools(FINISH),
+    )
+    test_b = "from pkg.b import use\n\n\ndef test_use() -> None:\n    assert use() == 2\n"
+    fake.push_thread(
+        unit_marker("new-test"),
+        tools(("write_file", {"path": "tests/test_b.py", "content": test_b})),
+        tools(("run_tests", {})),
+        tools(FINISH),
+    )
+
+
+async def test_a_three_unit_task_ends_with_a_tested_branch(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """Plan, three units in dependency order with real tools, merge, checks, publish: the
+    branch holds every edit and its tests pass; the user's checkout is untouched; no scratch
+    ref is left; each edit is one checkpoint commit."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    rename_script(fake)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake))
+        result = await asyncio.wait_for(handle.result(), 240)
+    assert result.outcome == "succeeded"
+    assert result.files_changed == ("pkg/a.py", "pkg/b.py", "tests/test_a.py", "tests/test_b.py")
+    branch = result.branch
+    assert branch and "def new_name()" in git(repo, "show", f"{branch}:pkg/a.py")
+    assert "return new_name() + 1" in git(repo, "show", f"{branch}:pkg/b.py")
+    assert [u.name for u in result.units] == ["rename", "callers", "new-test"]
+    assert all(len(u.summary) <= 1000 for u in result.units)
+    edits = git(repo, "log", "--format=%s", f"{result.base_commit}..{branch}", "--no-merges")
+    assert len(edits.splitlines()) == 6, edits  # one checkpoint commit per edit, none twice
+    assert git(repo, "for-each-ref", "refs/agentparallels") == ""
+    after = snapshot(repo)
+    new_refs = set(after["refs"].splitlines()) - set(before["refs"].splitlines())
+    assert new_refs == {f"refs/heads/{branch} {result.head}"}
+    assert {k: v for k, v in after.items() if k != "refs"} == {
+        k: v for k, v in before.items() if k != "refs"
+    }
+    assert any(c.passed and "pytest" in c.command for c in result.checks)
+
+
+async def failure_of(handle: WorkflowHandle) -> ApplicationError:
+    with pytest.raises(WorkflowFailureError) as caught:
+        await asyncio.wait_for(handle.result(), 240)
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    return cause
+
+
+async def test_an_invalid_plan_is_sent_back_with_its_errors_then_refused(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    outside = plan(unit("a", ["setup.py"]))
+    fake.push_thread(PLANNER_MARKER, outside, outside, outside)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        error = await failure_of(await start(client, task_queue, job(repo, fake)))
+    assert error.type == PLAN_INVALID
+    assert "setup.py is outside the files the job may change" in error.message
+    planner = [r for r in fake.requests if PLANNER_MARKER in json.dumps(r.body)]
+    assert len(planner) == 3
+    assert "The plan is invalid" in json.dumps(planner[1].body["messages"][-1])
+    assert snapshot(repo) == before
+
+
+async def test_a_unit_that_keeps_failing_its_check_trips_the_breaker_and_rolls_back(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(edit("pkg/a.py", "return 1", "return (1")),
+        tools(CHECK),
+        tools(edit("pkg/a.py", "return (1", "return ((1")),
+        tools(CHECK),
+        tools(edit("pkg/a.py", "return ((1", "return (((1")),
+        tools(CHECK),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        error = await failure_of(await start(client, task_queue, job(repo, fake)))
+    assert error.type == BREAKER_OPEN
+    assert "unit rename: 3 consecutive failed checks" in error.message
+    assert "pkg/a.py" in error.message
+    assert snapshot(repo) == before
+
+
+async def test_repeating_one_call_with_no_change_warns_once_then_stops_the_unit(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    same = tools(("read_file", {"path": "pkg/a.py", "start": 1, "end": 2}))
+    fake.push_thread(unit_marker("rename"), *[same] * 4)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        error = await failure_of(await start(client, task_queue, job(repo, fake)))
+    assert error.type == LOOP_DETECTED
+    assert "read_file" in error.message
+    unit_calls = [r for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
+    assert "Loop warning" in json.dumps(unit_calls[3].body["messages"][-1])
+    assert snapshot(repo) == before
+
+
+async def test_an_edit_outside_the_units_scope_is_refused_to_the_model(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(edit("pkg/b.py", "old_name() + 1", "old_name() + 2")),
+        tools(edit("pkg/a.py", "return 1", "return 1  # same")),
+        tools(CHECK),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake, test_cmd=None))
+        result = await asyncio.wait_for(handle.result(), 240)
+    assert result.files_changed == ("pkg/a.py",)
+    assert git(repo, "show", f"{result.branch}:pkg/b.py") == FILES["pkg/b.py"].rstrip("\n")
+    replies = [r for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
+    refusal = json.dumps(replies[1].body["messages"][-1])
+    assert "scope" in refusal and "pkg/b.py" in refusal
+
+
+async def test_a_model_without_tool_calling_works_through_json_actions(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """``tool_format=json``: no tools are sent; the model answers with a JSON action in its
+    text, a malformed one gets its error back, and the job still succeeds."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+
+    def action(name: str, **arguments: Any) -> dict[str, Any]:
+        return {"content": "```json\n" + json.dumps({"tool": name, "arguments": arguments})
+                + "\n```"}  # fmt: skip
+
+    fake.push_thread(
+        unit_marker("rename"),
+        {"content": "I will now edit the file."},
+        action("edit_file", path="pkg/a.py", old="return 1", new="return 1  # renamed"),
+        action("run_check"),
+        action("finish", summary="edited"),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, test_cmd=None, tool_format="json")
+        result = await asyncio.wait_for((await start(client, task_queue, inp)).result(), 240)
+    assert result.files_changed == ("pkg/a.py",)
+    unit_calls = [r.body for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
+    assert all("tools" not in body for body in unit_calls)
+    assert '"tool"' in json.dumps(unit_calls[0]["messages"][0])  # the instructions
+    assert "JSON object" in json.dumps(unit_calls[1]["messages"][-1])  # the prose's error
+
+
+async def test_cancel_mid_run_leaves_the_repository_as_it_was(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(edit("pkg/a.py", "def old_name()", "def new_name()")),
+        {"content": "thinking", "delay_ms": 60_000},
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake))
+        async with asyncio.timeout(120):
+            while "refs/agentparallels" not in git(repo, "for-each-ref"):  # noqa: ASYNC110 - the checkpoint commit, seen in the repository
+                await asyncio.sleep(0.1)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 120)
+    assert snapshot(repo) == before
