@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -28,7 +29,8 @@ from agentparallels.core.agentjob import (
 )
 from agentparallels.core.errors import BREAKER_OPEN, LOOP_DETECTED, PLAN_INVALID
 from agentparallels.testing.fake_llm import FakeLLM
-from tests.support.repos import git, make_repo, snapshot
+from tests.support.repos import commits_touching, git, make_repo, snapshot
+from tests.support.workers import WorkerProcess
 
 MODEL = "openai:fake-coder"
 FILES = {
@@ -293,3 +295,45 @@ async def test_cancel_mid_run_leaves_the_repository_as_it_was(
         with pytest.raises(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), 120)
     assert snapshot(repo) == before
+
+
+@pytest.mark.slow
+async def test_a_unit_whose_worker_is_killed_finishes_on_a_worker_with_another_disk(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """SIGKILL the worker while its unit waits for the model, after its first edit was
+    committed; a worker with its own empty HOME and caches resumes the unit from that
+    checkpoint (read from the job's repository) and the job succeeds with each edit committed
+    once."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py", "pkg/b.py"])))
+    second_edit = edit("pkg/b.py", "return old_name() + 1", "return old_name() + 2")
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(edit("pkg/a.py", "return 1", "return 1  # checked")),
+        {**tools(second_edit), "delay_ms": 20_000},  # the killed worker's call
+        tools(second_edit),  # its retry on the other worker
+        tools(CHECK),
+        tools(FINISH),
+    )
+    env = dict(os.environ)
+    first = await WorkerProcess.own_machine(tmp_path / "w1", task_queue, env).polling()
+    second = None
+    try:
+        handle = await start(client, task_queue, job(repo, fake, test_cmd=None))
+        marker = unit_marker("rename")
+        async with asyncio.timeout(120):
+            while sum(marker in json.dumps(r.body) for r in fake.requests) < 2:  # noqa: ASYNC110 - the delayed call has reached the server
+                await asyncio.sleep(0.05)
+        first.kill()
+        second = await WorkerProcess.own_machine(tmp_path / "w2", task_queue, env).polling()
+        result = await asyncio.wait_for(handle.result(), 180)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+    assert result.files_changed == ("pkg/a.py", "pkg/b.py")
+    assert "old_name() + 2" in git(repo, "show", f"{result.branch}:pkg/b.py")
+    for path in result.files_changed:
+        assert commits_touching(repo, result.branch or "", path) == 1, path
+    assert git(repo, "for-each-ref", "refs/agentparallels") == ""

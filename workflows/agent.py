@@ -60,7 +60,12 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.checklist import Checklist
     from agentparallels.core.errors import CHECK_FAILED, GIT_CONFLICT, PLAN_INVALID
     from agentparallels.core.llm import Grant, Message, ModelRequest, Reservation, Settlement
-    from agentparallels.core.messages import ResultCheckInput, ShardClaim
+    from agentparallels.core.messages import (
+        PollersInput,
+        QueuePollers,
+        ResultCheckInput,
+        ShardClaim,
+    )
     from agentparallels.core.models import (
         CheckRun,
         JobRef,
@@ -99,6 +104,8 @@ class AgentWorkflow:
         self._ledger: Ledger | None = None
         self._events = JobEvents()
         self._planner = ModelSteps()
+        self._routes: dict[str, str] = {}
+        """Capability -> the task queue its units run on."""
 
     @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -221,6 +228,7 @@ class AgentWorkflow:
         once, in dependency order (so a unit waiting for others never holds a slot they
         need)."""
         self._phase("execute")
+        self._routes = await self._route(inp, the_plan)
         order = topological(the_plan)
         done: dict[str, asyncio.Future[UnitResult]] = {
             u.name: asyncio.get_running_loop().create_future() for u in order
@@ -235,6 +243,25 @@ class AgentWorkflow:
 
         work: list[Callable[[], Awaitable[UnitResult]]] = [partial(run, u) for u in order]
         return await gather_bounded(work, inp.limits.parallel)
+
+    async def _route(self, inp: AgentInput, the_plan: AgentPlan) -> dict[str, str]:
+        """Where each capability's units run (the service mesh): the queue ``capabilities``
+        names; else ``<job queue>.<capability>`` if a worker advertises it by polling there
+        (``agentparallels worker --capability python``); else the job's own queue."""
+        own = workflow.info().task_queue
+        wanted = sorted({u.capability for u in the_plan.units} - set(inp.capabilities))
+        routes = {c: q for c, q in inp.capabilities.items()}
+        if wanted:
+            found: tuple[QueuePollers, ...] = await call(
+                steps.POLLERS,
+                PollersInput(
+                    task_queues=tuple(capability_queue(own, c) for c in wanted), grace_s=0
+                ),
+                summary=f"find workers for {', '.join(wanted)}",
+            )
+            for c, q in zip(wanted, found, strict=True):
+                routes[c] = q.task_queue if q.workflow_pollers else own
+        return routes
 
     async def _start_of(self, job: JobRef, unit: UnitPlan, deps: list[UnitResult]) -> str:
         """Where a unit starts: the base, its one dependency's head, or its dependencies'
@@ -292,7 +319,7 @@ class AgentWorkflow:
             AgentUnitWorkflow.run,
             unit_inp,
             id=f"{job.job_id}/{ref.name}",
-            task_queue=inp.capabilities.get(unit.capability, workflow.info().task_queue),
+            task_queue=self._routes.get(unit.capability, workflow.info().task_queue),
             static_summary=f"unit {unit.name}: {unit.goal[:120]}",
         )
         if self._ledger is not None:
