@@ -38,18 +38,32 @@ def merge_units(inp: UnitMergeInput) -> UnitMerge:
             so_far = head
             continue
         status, out, err = _git.execute(
-            cache, "merge-tree", "--write-tree", "--name-only", so_far, head,
-            with_extended_output=True, with_exceptions=False,
-        )  # fmt: skip
+            cache,
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            so_far,
+            head,
+            with_extended_output=True,
+            with_exceptions=False,
+        )
         if status == 1:
             return UnitMerge(commit=so_far, conflict=name, files=_conflicted(out))
         if status != 0:
             raise git.GitCommandError(["git", "merge-tree"], status, err)
         message = f"Merge unit {name} of {job.job_id}\n\n{_git.JOB_TRAILER}: {job.job_id}"
         so_far = _git.run(
-            cache, "commit-tree", out.splitlines()[0], "-p", so_far, "-p", head, "-m", message,
+            cache,
+            "commit-tree",
+            out.splitlines()[0],
+            "-p",
+            so_far,
+            "-p",
+            head,
+            "-m",
+            message,
             env=env,
-        )  # fmt: skip
+        )
     _git.push(cache, job.repository, [(ref, so_far, None)])
     return UnitMerge(commit=so_far)
 

@@ -324,8 +324,9 @@ class AgentWorkflow:
         )
         if self._ledger is not None:
             await self._answer(self._ledger.release(f"{job.job_id}/{ref.name}"))
-        self._set_unit(unit.name, state="done", files_done=len(result.files_changed),
-                       tokens=result.usage.total)  # fmt: skip
+        self._set_unit(
+            unit.name, state="done", files_done=len(result.files_changed), tokens=result.usage.total
+        )
         self._events.record("unit_done", shard=unit.name, detail=result.summary[:300])
         return result
 
@@ -425,8 +426,9 @@ class AgentWorkflow:
             scope=scope,
             depends_on=tuple(u.name for u in the_plan.units),
         )
-        self._units[REPAIR_UNIT] = ShardProgress(name=REPAIR_UNIT, label="repair",
-                                                 files_total=len(scope))  # fmt: skip
+        self._units[REPAIR_UNIT] = ShardProgress(
+            name=REPAIR_UNIT, label="repair", files_total=len(scope)
+        )
         fixed = await self._unit(
             inp, job, repair, merged, Saga(), note=f"The checks failed:\n{failure[-3000:]}"
         )

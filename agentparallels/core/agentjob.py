@@ -329,16 +329,19 @@ def _unit_errors(
     if not UNIT_NAME.match(u.name):
         errors.append(f"unit name {u.name!r}: use lower-case letters, digits and dashes")
     if u.capability not in CAPABILITIES:
-        errors.append(f"unit {u.name}: capability {u.capability!r} is not one of "
-                      f"{', '.join(CAPABILITIES)}")  # fmt: skip
+        errors.append(
+            f"unit {u.name}: capability {u.capability!r} is not one of {', '.join(CAPABILITIES)}"
+        )
     if not u.scope:
         errors.append(f"unit {u.name}: its scope is empty; name the files it may write")
     for path in u.scope:
         if problem := path_error(path):
             errors.append(f"unit {u.name}: {problem}")
         elif path not in files and not in_files(path, globs):
-            errors.append(f"unit {u.name}: {path} is outside the files the job may change "
-                          f"({', '.join(globs)})")  # fmt: skip
+            errors.append(
+                f"unit {u.name}: {path} is outside the files the job may change "
+                f"({', '.join(globs)})"
+            )
     for dep in u.depends_on:
         if dep not in units or dep == u.name:
             errors.append(f"unit {u.name} depends on {dep!r}, which is not another unit")
@@ -372,8 +375,10 @@ def _overlap_errors(plan: Sequence[UnitPlan], units: dict[str, UnitPlan]) -> lis
             shared = sorted(set(a.scope) & set(b.scope))
             ordered = a.name in ancestors(b.name, units) or b.name in ancestors(a.name, units)
             if shared and not ordered:
-                errors.append(f"units {a.name} and {b.name} may both write {', '.join(shared)}; "
-                              "make one depend on the other or split the files")  # fmt: skip
+                errors.append(
+                    f"units {a.name} and {b.name} may both write {', '.join(shared)}; "
+                    "make one depend on the other or split the files"
+                )
     return errors
 
 

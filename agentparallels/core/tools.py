@@ -77,8 +77,10 @@ def json_instructions(tools: tuple[ToolSpec, ...]) -> str:
         "The tools:",
     ]
     for t in tools:
-        lines.append(f"- {t.name}: {t.description} Arguments (JSON schema): "
-                     f"{json.dumps(t.parameters, sort_keys=True)}")  # fmt: skip
+        lines.append(
+            f"- {t.name}: {t.description} Arguments (JSON schema): "
+            f"{json.dumps(t.parameters, sort_keys=True)}"
+        )
     return "\n".join(lines)
 
 
