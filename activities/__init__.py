@@ -6,6 +6,7 @@ worker registers.
 """
 
 from agentparallels.activities.agent import run_tool
+from agentparallels.activities.agent_tools import agent_tool
 from agentparallels.activities.checklist import vote
 from agentparallels.activities.checks import run_check
 from agentparallels.activities.git_ops import (
@@ -41,6 +42,7 @@ ALL = [
     pollers,
     run_tool,
     run_hook,
+    agent_tool,
 ]
 
 __all__ = ["ALL"]

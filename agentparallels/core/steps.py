@@ -189,5 +189,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     POLLERS,
     RUN_TOOL,
     RUN_HOOK,
+    AGENT_TOOL,
 )
 """Every step; the worker registers one implementation of each."""
