@@ -21,6 +21,7 @@ from agentparallels.activities.invariant import check_result
 from agentparallels.activities.llm import call_model
 from agentparallels.activities.progress_log import open_log, record_shard
 from agentparallels.activities.refactor import edit_files, plan
+from agentparallels.activities.repo_map import repo_map
 from agentparallels.activities.review import read_diff
 from agentparallels.activities.routing import pollers
 
@@ -43,6 +44,7 @@ ALL = [
     run_tool,
     run_hook,
     agent_tool,
+    repo_map,
 ]
 
 __all__ = ["ALL"]

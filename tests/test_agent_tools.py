@@ -15,7 +15,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from agentparallels.activities.agent_tools import CALL_TRAILER, agent_tool
-from agentparallels.core.agentjob import ToolOutcome, ToolRequest
+from agentparallels.activities.repo_map import repo_map
+from agentparallels.core import tokens
+from agentparallels.core.agentjob import RepoMapInput, ToolOutcome, ToolRequest
 from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT, SANDBOX_DENIED
 from agentparallels.core.models import JobRef, ShardRef
 from agentparallels.core.tools import ToolCall
@@ -329,3 +331,32 @@ def test_finish_and_unknown_tools_are_the_workflows_bug(unit: ShardRef) -> None:
         with pytest.raises(ApplicationError) as bug:
             call(unit, name, summary="done")
         assert bug.value.type == BAD_INPUT and bug.value.non_retryable
+
+
+# --- The planner's map ------------------------------------------------------------------------
+
+
+def test_repo_map_ranks_the_files_the_task_names_first(unit: ShardRef) -> None:
+    inp = RepoMapInput(job=unit.job, task="Make total() skip negative prices", files=("src/**",),
+                       tokens=2000)  # fmt: skip
+    out = ActivityEnvironment().run(repo_map, inp)
+    assert out.files == ("src/shop/__init__.py", "src/shop/cart.py", "src/shop/money.py")
+    lines = out.text.splitlines()
+    assert lines[:3] == ["src/shop/cart.py", "  def total(prices)", "  def count(prices)"]
+    assert "  def to_cents(amount)" in lines and out.tokens == tokens.count(out.text)
+
+
+def test_repo_map_keeps_to_its_budget_and_says_what_it_left_out(tmp_path: Path) -> None:
+    many = {f"pkg/mod{i:02}.py": f"def helper_{i}(value):\n    return value\n" for i in range(40)}
+    many["pkg/broken.py"] = "def oops(:\n"
+    many["pkg/ledger.py"] = "class Ledger:\n    def post(self): ...\n    def close(self): ...\n"
+    repo = make_repo(tmp_path / "big", many)
+    job = JobRef(job_id="j", repository=str(repo), base_commit=git(repo, "rev-parse", "HEAD"),
+                 timestamp=1_700_000_000)  # fmt: skip
+    inp = RepoMapInput(job=job, task="close the ledger", files=("**/*.py",), tokens=120)
+    out = ActivityEnvironment().run(repo_map, inp)
+    assert out.tokens <= 120 and len(out.files) == 42
+    assert out.text.startswith("pkg/ledger.py\n  class Ledger: post, close")
+    assert out.text.splitlines()[-1].endswith("more files not shown)")
+    whole = ActivityEnvironment().run(repo_map, inp.model_copy(update={"tokens": 5000}))
+    assert "pkg/broken.py\n  (could not parse)" in whole.text and "not shown" not in whole.text

@@ -190,5 +190,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     RUN_TOOL,
     RUN_HOOK,
     AGENT_TOOL,
+    REPO_MAP,
 )
 """Every step; the worker registers one implementation of each."""
