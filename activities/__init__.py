@@ -7,6 +7,7 @@ worker registers.
 
 from agentparallels.activities.agent import run_tool
 from agentparallels.activities.agent_merge import merge_units
+from agentparallels.activities.agent_tools import agent_tool
 from agentparallels.activities.checklist import vote
 from agentparallels.activities.checks import run_check
 from agentparallels.activities.git_ops import (
@@ -21,6 +22,7 @@ from agentparallels.activities.invariant import check_result
 from agentparallels.activities.llm import call_model
 from agentparallels.activities.progress_log import open_log, record_shard
 from agentparallels.activities.refactor import edit_files, plan
+from agentparallels.activities.repo_map import repo_map
 from agentparallels.activities.review import read_diff
 from agentparallels.activities.routing import pollers
 
@@ -43,6 +45,8 @@ ALL = [
     run_tool,
     run_hook,
     merge_units,
+    agent_tool,
+    repo_map,
 ]
 
 __all__ = ["ALL"]

@@ -160,6 +160,10 @@ class ToolRequest(Value):
     unit: ShardRef
     checkpoint: str
     """The unit's head before the call (the workflow's record of it)."""
+    start: str | None = None
+    """The commit the unit started from (``UnitInput.start``; None: the job's base): before
+    the unit's first edit its branch does not exist, and ``run_check`` checks the files
+    changed since."""
     call: ToolCall
     key: str
     """Unique per call in the job (unit, attempt, call number): in the trailer of the commit

@@ -199,5 +199,7 @@ ALL: tuple[Step[Any, Any], ...] = (
     RUN_TOOL,
     RUN_HOOK,
     UNIT_MERGE,
+    AGENT_TOOL,
+    REPO_MAP,
 )
 """Every step; the worker registers one implementation of each."""
