@@ -14,6 +14,7 @@ from collections.abc import Collection
 
 from agentparallels.activities import _git
 from agentparallels.activities._defn import implements
+from agentparallels.activities.refactor import resolve_base
 from agentparallels.core import steps, tokens
 from agentparallels.core.agentjob import RepoMap, RepoMapInput, in_files
 
@@ -33,21 +34,35 @@ STOPWORDS = frozenset(
 
 @implements(steps.REPO_MAP)
 def repo_map(inp: RepoMapInput) -> RepoMap:
-    """The map of the job's base commit (fetched into this worker's cache if missing)."""
+    """The map of the job's base commit: ``base_ref`` resolved, and kept at the job's
+    ``base`` scratch ref so that every worker can fetch it whatever the user's branches do
+    meanwhile (fetched into this worker's cache if missing)."""
     job = inp.job
+    base = job.base_commit or _kept_base(job.repository, job.scratch, inp.base_ref)
     cache = _git.cached_repo(job.repository)
-    _git.ensure_commit(cache, job.repository, job.base_commit)
-    listed = _git.run(cache, "ls-tree", "-r", "-z", "--name-only", job.base_commit)
+    _git.ensure_commit(cache, job.repository, base)
+    listed = _git.run(cache, "ls-tree", "-r", "-z", "--name-only", base)
     files = sorted(p for p in listed.split("\0") if p and in_files(p, inp.files))
     py = [p for p in files if p.endswith(".py")]
-    blobs = dict(
-        zip(py, _git.read_blobs(cache, [f"{job.base_commit}:{p}" for p in py]), strict=True)
-    )
+    blobs = dict(zip(py, _git.read_blobs(cache, [f"{base}:{p}" for p in py]), strict=True))
     symbols = {p: _symbols(blobs.get(p)) if p in blobs else [] for p in files}
     wanted = words(inp.task)
     ranked = sorted(files, key=lambda p: (-_score(p, symbols[p], wanted), p))
     text = render([(p, symbols[p]) for p in ranked], inp.tokens)
-    return RepoMap(text=text, files=tuple(files), tokens=tokens.count(text))
+    return RepoMap(base_commit=base, text=text, files=tuple(files), tokens=tokens.count(text))
+
+
+def _kept_base(repository: str, scratch: str, base_ref: str) -> str:
+    """``base_ref``'s commit, at ``<scratch>/base``: a retry of the step finds it there."""
+    ref = f"{scratch}/base"
+    kept = _git.remote_ref(repository, ref)
+    if kept is not None:
+        return kept
+    base = resolve_base(repository, base_ref)
+    cache = _git.cached_repo(repository)
+    _git.ensure_commit(cache, repository, base)
+    _git.push(cache, repository, [(ref, base, None)])
+    return base
 
 
 def words(text: str) -> set[str]:

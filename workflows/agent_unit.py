@@ -202,6 +202,7 @@ class AgentUnitWorkflow:
             ToolRequest(
                 unit=inp.ref,
                 checkpoint=u.head,
+                start=inp.start,
                 call=tc,
                 key=f"{inp.job.job_id}/{inp.ref.name}/{u.calls}",
                 scope=inp.unit.scope,
