@@ -104,8 +104,7 @@ class OpenAICalls:
 
 def anthropic_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
     return [
-        {"name": t.name, "description": t.description, "input_schema": t.parameters}
-        for t in tools
+        {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in tools
     ]
 
 
