@@ -527,8 +527,6 @@ class FakeLLM:
         self._match = {k: _validate(e, f"match {k!r}") for k, e in (match or {}).items()}
         self._script: deque[dict[str, Any]] = deque(entries)
         self._threads: dict[str, deque[dict[str, Any]]] = {}
-        for marker, thread in (threads or {}).items():
-            self.push_thread(marker, *thread)
         self._call_ids = itertools.count(1)
         self._default = None if default is None else _validate(default, "default")
         self.requests: list[Recorded] = []
@@ -538,6 +536,8 @@ class FakeLLM:
         self._ids = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        for marker, thread in (threads or {}).items():
+            self.push_thread(marker, *thread)
 
     def start(self) -> FakeLLM:
         if self._server is None:
