@@ -4,6 +4,11 @@ Clients are the official SDKs with their own retries off (``max_retries=0``): Te
 policy below is the only one. While the answer streams in, the step heartbeats, so a stalled
 stream is caught by the heartbeat timeout rather than by a long start-to-close timeout.
 
+With ``req.tools`` the step sends the tools in the provider's own tool-calling format, or, with
+``tool_format="json"``, describes them in the system message and reads one JSON action from the
+text; either way the answer's ``tool_calls`` are checked against the tools, and a call that
+cannot be read carries its ``error`` rather than failing the step (``activities/_tool_wire.py``).
+
 Error classification (also in docs/model-calls.md):
 
 =============================================  ==========  ====================================
@@ -41,7 +46,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agentparallels.activities import _git, _spans
+from agentparallels.activities import _git, _spans, _tool_wire
 from agentparallels.activities._defn import implements
 from agentparallels.core import errors, steps
 from agentparallels.core.llm import (
@@ -232,15 +237,23 @@ def _client(provider: str, base_url: str | None) -> Any:
     return found
 
 
+def _native(req: ModelRequest) -> bool:
+    """Whether the request's tools go to the provider as tools (else: none, or the JSON
+    fallback, which is all text)."""
+    return bool(req.tools) and req.tool_format == "native"
+
+
 async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
     client = _client("openai", req.base_url)
     extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if req.output else {}
     if req.seed is not None:
         extra["seed"] = req.seed
-    text, finish, usage = [], "", Usage()
+    if _native(req):
+        extra["tools"] = _tool_wire.openai_tools(req.tools)
+    text, finish, usage, calls = [], "", Usage(), _tool_wire.OpenAICalls()
     stream = await client.chat.completions.create(
         model=name,
-        messages=[{"role": m.role, "content": m.content} for m in messages],
+        messages=_tool_wire.openai_messages(messages),
         temperature=req.temperature,
         max_tokens=req.max_tokens,
         stream=True,
@@ -256,36 +269,48 @@ async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> Mode
             )
         for choice in chunk.choices:
             text.append(choice.delta.content or "")
+            calls.add(choice.delta.tool_calls)
             finish = choice.finish_reason or finish
     if finish == "content_filter":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (content filter)")
-    return ModelAnswer(text="".join(text), model=req.model, usage=usage, finish_reason=finish)
+    return ModelAnswer(
+        text="".join(text),
+        model=req.model,
+        usage=usage,
+        finish_reason=finish,
+        tool_calls=calls.calls(req.tools),
+    )
 
 
 async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
     client = _client("anthropic", req.base_url)
     system = "\n\n".join(m.content for m in messages if m.role == "system")
-    turns = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
     extra: dict[str, Any] = {"system": system} if system else {}
-    text = []
-    async with client.messages.stream(
+    if _native(req):
+        extra["tools"] = _tool_wire.anthropic_tools(req.tools)
+    read = _tool_wire.AnthropicStream()
+    stream = await client.messages.create(
         model=name,
-        messages=turns,
+        messages=_tool_wire.anthropic_turns(messages),
         max_tokens=req.max_tokens,
+        stream=True,
         # This SDK takes temperature only as part of the request body.
         extra_body={"temperature": req.temperature},
         **extra,
-    ) as stream:
+    )
+    async with stream:
         async for event in stream:  # every event, pings included, proves the stream alive
             activity.heartbeat()
-            if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                text.append(event.delta.text)
-        final = await stream.get_final_message()
-    finish = str(final.stop_reason or "")
-    if finish == "refusal":
+            read.feed(event)
+    if read.stop == "refusal":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (refusal)")
-    usage = Usage(input_tokens=final.usage.input_tokens, output_tokens=final.usage.output_tokens)
-    return ModelAnswer(text="".join(text), model=req.model, usage=usage, finish_reason=finish)
+    return ModelAnswer(
+        text="".join(read.text),
+        model=req.model,
+        usage=Usage(input_tokens=read.input_tokens, output_tokens=read.output_tokens),
+        finish_reason=read.stop,
+        tool_calls=read.calls(req.tools),
+    )
 
 
 def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
@@ -310,6 +335,8 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     except ValueError as e:
         raise _error(errors.MODEL_CONFIG, str(e)) from None
     messages = _messages(req)
+    if req.tools and req.tool_format == "json":
+        messages = _tool_wire.json_messages(messages, req.tools)
     _spans.note_prompt(messages)
     call = _openai if provider == "openai" else _anthropic
     try:
@@ -319,6 +346,9 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     except Exception as e:
         # Without the SDK's exception chain: the failure recorded in history must stay small.
         raise classify(e, activity.info().attempt) from None
+    if req.tools and req.tool_format == "json":
+        action = _tool_wire.json_action(answer.text, req.messages, req.tools)
+        answer = answer.model_copy(update={"tool_calls": (action,)})
     return _validated(req, answer)
 
 

@@ -8,6 +8,8 @@ SDKs' own. It speaks OpenAI chat completions (`POST /v1/chat/completions`) and A
 (one FIFO for both protocols). Each entry is exactly one of:
 
     {"content": "text", "usage": {"input": 12, "output": 5}}  # usage defaults to word counts
+    {"tool_calls": [{"name": "read_file", "arguments": {"path": "a.py"}}],
+     "content": "optional text", "usage": {...}}  # tool calls, in either provider's format
     {"status": 429, "retry_after": 2}  # an HTTP error with a provider-shaped body
     {"error": "rate_limit"}  # or insufficient_quota, context_length, unauthorized,
                              # content_filter, bad_request, not_found, unprocessable
@@ -20,6 +22,23 @@ before any byte. When the script runs out the `default` entry answers, or a 500 
 `x-should-retry: false`) if it is None. Entries in `match` (text -> entry) answer every request
 whose messages contain that text, ahead of the script and without using it up: a way to answer
 one kind of request (a summary, say) the same way wherever it falls in a long run.
+
+A `tool_calls` entry answers as the provider would: OpenAI `message.tool_calls` (streamed as
+`delta.tool_calls` fragments with an index, the id and name first, the arguments in pieces) with
+finish reason `tool_calls`; Anthropic `tool_use` content blocks (streamed as
+`content_block_start` plus `input_json_delta` pieces) with stop reason `tool_use`. Ids are
+`call_<n>` / `toolu_<n>` unless a call gives its own `id`. `arguments` may be a string, sent as
+is: a way to script malformed JSON.
+
+Threads (`threads=`, `push_thread(marker, *entries)`) give parallel conversations their own
+scripts: a request whose messages (any role, any message, system included) contain a thread's
+marker takes that thread's next entry, ahead of `match` and the script; the first marker, in
+the order the threads were made, that matches and still has entries wins. A script file is a
+JSON list of entries, or `{"script": [...], "threads": {marker: [...]}, "default": {...}}`
+(`"responses"` is the older name of `"script"`).
+
+Every request is kept in `requests` (`Recorded`: its path, headers and parsed body; `messages`,
+`system` and `tools` as sent), for tests to check what the client sent.
 """
 
 from __future__ import annotations
@@ -34,7 +53,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,11 +67,13 @@ _KINDS: dict[str, set[str]] = {
     "status": {"status", "delay_ms", *_HEADERS},
     "error": {"error", "delay_ms", *_HEADERS},
     "fault": {"fault", "after_chunks", "delay_ms"},
+    "tool_calls": {"tool_calls", "content", "usage", "delay_ms"},
 }
 _FAULTS = ("stall", "reset", "malformed")
 _ROUTES = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
 _ID_HEADER = {"openai": "x-request-id", "anthropic": "request-id"}
 _STOP = {"openai": ("stop", "content_filter"), "anthropic": ("end_turn", "refusal")}
+_TOOL_STOP = {"openai": "tool_calls", "anthropic": "tool_use"}
 _INVALID = "invalid_request_error"
 _ANTHROPIC_TYPES = {400: _INVALID, 401: "authentication_error", 402: "billing_error"}
 _ANTHROPIC_TYPES |= {403: "permission_error", 404: "not_found_error", 408: "timeout_error"}
@@ -86,6 +107,48 @@ class Recorded:
     body: Any  # parsed JSON, or None
     at: float  # time.monotonic()
 
+    @property
+    def messages(self) -> list[Any]:
+        """The conversation as sent (Anthropic's ``system`` is separate: :attr:`system`)."""
+        return list(self.body.get("messages") or []) if isinstance(self.body, dict) else []
+
+    @property
+    def system(self) -> Any:
+        """Anthropic's ``system`` (a string or blocks), or None."""
+        return self.body.get("system") if isinstance(self.body, dict) else None
+
+    @property
+    def tools(self) -> list[Any]:
+        """The tools as sent, in the request's own wire format; empty if none were."""
+        return list(self.body.get("tools") or []) if isinstance(self.body, dict) else []
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A scripted tool call as sent: ``raw`` is the arguments' JSON text (or any string)."""
+
+    id: str
+    name: str
+    raw: str
+
+    def input(self) -> Any:
+        """Anthropic's ``input`` (an object): the parsed arguments, or the raw string when it
+        is not JSON (only a stream can carry malformed arguments faithfully)."""
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return self.raw
+
+    def openai(self) -> dict[str, Any]:
+        function = {"name": self.name, "arguments": self.raw}
+        return {"id": self.id, "type": "function", "function": function}
+
+
+def _fragments(raw: str) -> list[str]:
+    """``raw`` in three pieces or so, as providers stream arguments."""
+    size = max(1, -(-len(raw) // 3))
+    return [raw[i : i + size] for i in range(0, len(raw), size)]
+
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -103,7 +166,22 @@ def _usage_ok(value: Any) -> bool:
     )
 
 
+def _tool_call_ok(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"name", "arguments", "id"}
+        and isinstance(value.get("name"), str)
+        and isinstance(value.get("arguments", {}), dict | str)
+        and isinstance(value.get("id", ""), str)
+    )
+
+
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "tool_calls": (
+        lambda v: isinstance(v, list) and bool(v) and all(map(_tool_call_ok, v)),
+        'a non-empty list like [{"name": "read_file", "arguments": {"path": "a.py"}}] '
+        "(arguments an object, or a string sent as is; an optional id)",
+    ),
     "content": (lambda v: isinstance(v, str), "a string"),
     "usage": (_usage_ok, 'like {"input": 12, "output": 5}'),
     "status": (lambda v: _count(v) and 400 <= v <= 599, "an integer from 400 to 599"),
@@ -120,7 +198,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 def _validate(entry: Any, where: str) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise ValueError(f"{where}: must be a JSON object, got {entry!r}")
-    kinds = [kind for kind in _KINDS if kind in entry]
+    kinds = ["tool_calls"] if "tool_calls" in entry else [k for k in _KINDS if k in entry]
     if len(kinds) != 1:
         raise ValueError(f"{where}: needs exactly one of {list(_KINDS)}, got keys {sorted(entry)}")
     allowed = _KINDS[kinds[0]]
@@ -141,6 +219,18 @@ def _words(value: Any) -> int:
     if isinstance(value, dict):
         return _words(value.get("content")) + _words(value.get("text"))
     return 0
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a parsed JSON value: the text of a request's messages, whatever their
+    shape (plain content, content blocks, tool calls, tool results)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def _openai_usage(n_in: int, n_out: int) -> dict[str, int]:
@@ -200,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path in _ROUTES:
                 asked = [self.req.get("messages"), self.req.get("system")]
                 prompt = json.dumps(asked, ensure_ascii=False)
-                self._reply(fake._next_entry(prompt))
+                self._reply(fake._next_entry(prompt, "\n".join(_strings(asked))))
             else:
                 self._error(404, {"message": f"unknown path {path}"})
         except OSError:  # the client went away mid-answer
@@ -215,14 +305,18 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {_HEADERS[k]: json.dumps(v) for k, v in entry.items() if k in _HEADERS}
         if self.server.fake._stopping.wait(entry.get("delay_ms", 0) / 1000):
             self.close_connection = True
+        elif "tool_calls" in entry:
+            calls = [self._call(call) for call in entry["tool_calls"]]
+            stop = _TOOL_STOP[self.proto]
+            self._answer(entry.get("content", ""), stop, entry.get("usage", {}), calls)
         elif "content" in entry:
-            self._answer(entry["content"], False, entry.get("usage", {}))
+            self._answer(entry["content"], _STOP[self.proto][0], entry.get("usage", {}))
         elif "status" in entry:
             self._error(entry["status"], {"message": f"fake HTTP {entry['status']}"}, headers)
         elif "fault" in entry:
             self._fault(entry["fault"], entry.get("after_chunks", 0))
         elif entry["error"] == "content_filter":
-            self._answer("", True, {})
+            self._answer("", _STOP[self.proto][1], {})
         else:
             o_status, o_type, code, a_status, a_type, message = _NAMED[entry["error"]]
             if self.proto == "openai":
@@ -258,19 +352,37 @@ class _Handler(BaseHTTPRequestHandler):
             }
         self._send(status, body, headers)
 
-    def _message(self, text: str, stop: str | None, n_in: int, n_out: int) -> dict[str, Any]:
+    def _call(self, call: dict[str, Any]) -> _Call:
+        """A scripted call with its id (``call_<n>`` / ``toolu_<n>`` unless the script gives
+        one) and its arguments as the JSON text the server sends."""
+        prefix = "call" if self.proto == "openai" else "toolu"
+        call_id = call.get("id") or f"{prefix}_{next(self.server.fake._call_ids)}"
+        arguments = call.get("arguments", {})
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        return _Call(call_id, call["name"], raw)
+
+    def _message(
+        self, text: str, stop: str | None, n_in: int, n_out: int, calls: Sequence[_Call] = ()
+    ) -> dict[str, Any]:
         if self.proto == "anthropic":
+            content = [{"type": "text", "text": text}] if text else []
+            content += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": c.input()} for c in calls
+            ]
             return {
                 "id": "msg_" + self.rid,
                 "type": "message",
                 "role": "assistant",
                 "model": self.model,
-                "content": [{"type": "text", "text": text}] if text else [],
+                "content": content,
                 "stop_reason": stop,
                 "stop_sequence": None,
                 "usage": {"input_tokens": n_in, "output_tokens": n_out},
             }
-        message = {"role": "assistant", "content": text, "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if calls:
+            message["content"] = text or None
+            message["tool_calls"] = [c.openai() for c in calls]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": stop}
         body = self._chunk(None) | {"object": "chat.completion", "choices": [choice]}
         return body | {"usage": _openai_usage(n_in, n_out)}
@@ -287,18 +399,48 @@ class _Handler(BaseHTTPRequestHandler):
         }
         return (chunk | {"usage": None}) if self.usage_chunk else chunk
 
-    def _events(self, pieces: list[str], stop: str | None, n_in: int, n_out: int) -> list[Any]:
+    def _events(
+        self,
+        pieces: list[str],
+        stop: str | None,
+        n_in: int,
+        n_out: int,
+        calls: Sequence[_Call] = (),
+    ) -> list[Any]:
         """SSE payloads for a streamed answer; with stop=None only its start and the pieces."""
         if self.proto == "openai":
-            events: list[Any] = [self._chunk({"role": "assistant", "content": ""})]
-            events += [self._chunk({"content": piece}) for piece in pieces]
-            if stop is not None:
-                events.append(self._chunk({}, stop))
-                if self.usage_chunk:
-                    events.append(self._chunk(None) | {"usage": _openai_usage(n_in, n_out)})
-                events.append("[DONE]")
-            return events
-        events = [{"type": "message_start", "message": self._message("", None, n_in, 1)}]
+            return self._openai_events(pieces, stop, n_in, n_out, calls)
+        return self._anthropic_events(pieces, stop, n_out, calls, n_in)
+
+    def _openai_events(
+        self, pieces: list[str], stop: str | None, n_in: int, n_out: int, calls: Sequence[_Call]
+    ) -> list[Any]:
+        """Text deltas, then per call a fragment with its index, id and name and its
+        arguments in pieces (clients put them back together by index), then the finish."""
+        events: list[Any] = [self._chunk({"role": "assistant", "content": ""})]
+        events += [self._chunk({"content": piece}) for piece in pieces]
+        for i, call in enumerate(calls):
+            start = {"index": i, "id": call.id, "type": "function"}
+            start["function"] = {"name": call.name, "arguments": ""}
+            events.append(self._chunk({"tool_calls": [start]}))
+            for part in _fragments(call.raw):
+                piece = {"index": i, "function": {"arguments": part}}
+                events.append(self._chunk({"tool_calls": [piece]}))
+        if stop is not None:
+            events.append(self._chunk({}, stop))
+            if self.usage_chunk:
+                events.append(self._chunk(None) | {"usage": _openai_usage(n_in, n_out)})
+            events.append("[DONE]")
+        return events
+
+    def _anthropic_events(
+        self, pieces: list[str], stop: str | None, n_out: int, calls: Sequence[_Call], n_in: int
+    ) -> list[Any]:
+        """The real event sequence: message_start, a text block, then per call a tool_use
+        block whose input arrives as input_json_delta pieces, then message_delta and stop."""
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": self._message("", None, n_in, 1)}
+        ]
         if pieces or stop is None:
             block = {"type": "text", "text": ""}
             events += [{"type": "content_block_start", "index": 0, "content_block": block}]
@@ -306,13 +448,21 @@ class _Handler(BaseHTTPRequestHandler):
         for piece in pieces:
             delta = {"type": "text_delta", "text": piece}
             events.append({"type": "content_block_delta", "index": 0, "delta": delta})
-        if stop is not None:
-            events += [{"type": "content_block_stop", "index": 0}] if pieces else []
-            ending = {"stop_reason": stop, "stop_sequence": None}
-            usage = {"output_tokens": n_out}
-            events += [{"type": "message_delta", "delta": ending, "usage": usage}]
-            events += [{"type": "message_stop"}]
-        return events
+        if stop is None:
+            return events
+        events += [{"type": "content_block_stop", "index": 0}] if pieces else []
+        for index, call in enumerate(calls, start=1 if pieces else 0):
+            use: dict[str, Any] = {"type": "tool_use", "id": call.id, "name": call.name}
+            use["input"] = {}
+            events.append({"type": "content_block_start", "index": index, "content_block": use})
+            for part in _fragments(call.raw):
+                delta = {"type": "input_json_delta", "partial_json": part}
+                events.append({"type": "content_block_delta", "index": index, "delta": delta})
+            events.append({"type": "content_block_stop", "index": index})
+        ending: dict[str, Any] = {"stop_reason": stop, "stop_sequence": None}
+        usage = {"output_tokens": n_out}
+        events += [{"type": "message_delta", "delta": ending, "usage": usage}]
+        return [*events, {"type": "message_stop"}]
 
     def _stream(self, events: list[Any]) -> None:
         sse = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
@@ -328,14 +478,15 @@ class _Handler(BaseHTTPRequestHandler):
         """Write one HTTP chunk; an empty one ends the body."""
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def _answer(self, text: str, filtered: bool, usage: dict[str, int]) -> None:
+    def _answer(
+        self, text: str, stop: str, usage: dict[str, int], calls: Sequence[_Call] = ()
+    ) -> None:
         n_in = usage.get("input", self.prompt_words)
-        n_out = usage.get("output", len(text.split()))
-        stop = _STOP[self.proto][filtered]
+        n_out = usage.get("output", len(text.split()) + sum(len(c.raw.split()) for c in calls))
         if not self.stream:
-            return self._send(200, self._message(text, stop, n_in, n_out))
+            return self._send(200, self._message(text, stop, n_in, n_out, calls))
         pieces = re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
-        self._stream(self._events(pieces, stop, n_in, n_out))
+        self._stream(self._events(pieces, stop, n_in, n_out, calls))
         self._write(b"")
 
     def _fault(self, fault: str, after_chunks: int) -> None:
@@ -370,10 +521,13 @@ class FakeLLM:
         host: str = "127.0.0.1",
         port: int = 0,
         match: dict[str, dict] | None = None,
+        threads: dict[str, list[dict]] | None = None,
     ) -> None:
         entries = [_validate(e, f"script entry {i}") for i, e in enumerate(script or [])]
         self._match = {k: _validate(e, f"match {k!r}") for k, e in (match or {}).items()}
         self._script: deque[dict[str, Any]] = deque(entries)
+        self._threads: dict[str, deque[dict[str, Any]]] = {}
+        self._call_ids = itertools.count(1)
         self._default = None if default is None else _validate(default, "default")
         self.requests: list[Recorded] = []
         self._address = (host, port)
@@ -382,6 +536,8 @@ class FakeLLM:
         self._ids = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        for marker, thread in (threads or {}).items():
+            self.push_thread(marker, *thread)
 
     def start(self) -> FakeLLM:
         if self._server is None:
@@ -435,9 +591,25 @@ class FakeLLM:
         with self._lock:
             self._script.extend(checked)
 
-    def _next_entry(self, prompt: str = "") -> dict[str, Any] | None:
-        for text, entry in self._match.items():
-            if text in prompt:
+    def push_thread(self, marker: str, *entries: dict) -> None:
+        """Append entries to the thread of ``marker``: requests whose messages contain the
+        marker take them in order, so parallel conversations each get their own answers."""
+        if not marker:
+            raise ValueError("a thread's marker must not be empty")
+        checked = [_validate(e, f"thread {marker!r} entry {i}") for i, e in enumerate(entries)]
+        with self._lock:
+            self._threads.setdefault(marker, deque()).extend(checked)
+
+    def _next_entry(self, prompt: str = "", text: str | None = None) -> dict[str, Any] | None:
+        """A thread's next entry (the first marker, in the order the threads were made, that
+        the request's ``text`` contains and that has entries left), else a ``match`` entry,
+        else the script's next, else the default."""
+        with self._lock:
+            for marker, thread in self._threads.items():
+                if thread and marker in (prompt if text is None else text):
+                    return thread.popleft()
+        for key, entry in self._match.items():
+            if key in prompt:
                 return entry
         with self._lock:
             return self._script.popleft() if self._script else self._default
@@ -447,32 +619,59 @@ class FakeLLM:
             self.requests.append(recorded)
 
 
-def load_script(path: Path) -> tuple[list[dict], dict | None]:
-    """Read a script file: a JSON list of entries, or {"responses": [...], "default": {...}}."""
+@dataclass(frozen=True)
+class ScriptFile:
+    """What a script file holds: the main script, the default, and per-conversation threads."""
+
+    script: list[dict]
+    default: dict | None
+    threads: dict[str, list[dict]]
+
+
+def read_script(path: Path) -> ScriptFile:
+    """Read a script file: a JSON list of entries, or an object with the list under
+    ``"script"`` (or ``"responses"``), ``"default"`` and ``"threads"`` (marker -> entries)."""
     try:
         data = json.loads(Path(path).read_text())
     except ValueError as err:
         raise ValueError(f"{path}: not valid JSON: {err}") from err
     default: Any = {"content": "ok"}
+    threads: Any = {}
     if isinstance(data, dict):
-        if unknown := sorted(set(data) - {"responses", "default"}):
-            raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: ['default', 'responses']")
+        allowed = {"responses", "script", "default", "threads"}
+        if unknown := sorted(set(data) - allowed):
+            raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
         default = data.get("default", default)
-        data = data.get("responses", [])
+        threads = data.get("threads", {})
+        data = data.get("script", data.get("responses", []))
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of entries or an object with 'responses'")
-    entries = [_validate(entry, f"{path}: entry {i}") for i, entry in enumerate(data)]
-    return entries, None if default is None else _validate(default, f"{path}: default")
+        raise ValueError(f"{path}: expected a list of entries or an object with 'script'")
+    if not isinstance(threads, dict) or not all(isinstance(t, list) for t in threads.values()):
+        raise ValueError(f"{path}: 'threads' must map each marker to a list of entries")
+    return ScriptFile(
+        script=[_validate(entry, f"{path}: entry {i}") for i, entry in enumerate(data)],
+        default=None if default is None else _validate(default, f"{path}: default"),
+        threads={
+            marker: [_validate(e, f"{path}: thread {marker!r} entry {i}") for i, e in enumerate(t)]
+            for marker, t in threads.items()
+        },
+    )
+
+
+def load_script(path: Path) -> tuple[list[dict], dict | None]:
+    """The script and default of a script file (:func:`read_script` has its threads too)."""
+    read = read_script(path)
+    return read.script, read.default
 
 
 def serve(port: int, script_path: Path) -> int:
     """Serve `script_path` on 127.0.0.1:`port` in the foreground until SIGINT or SIGTERM."""
-    script, default = load_script(script_path)
+    read = read_script(script_path)
     done = threading.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in signals}
     try:
-        with FakeLLM(script, default=default, port=port) as fake:
+        with FakeLLM(read.script, default=read.default, port=port, threads=read.threads) as fake:
             print(
                 f"fake LLM on {fake.url} (OpenAI: {fake.openai_base_url}, Anthropic: {fake.url})",
                 flush=True,
@@ -489,6 +688,8 @@ __all__ = [
     "FakeLLM",
     "Recorded",
     "STALL_SECONDS",
+    "ScriptFile",
     "load_script",
+    "read_script",
     "serve",
 ]
