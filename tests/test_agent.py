@@ -211,7 +211,7 @@ async def test_a_model_without_tool_calling_works_through_json_actions(
     assert result.files_changed == ("pkg/a.py",)
     unit_calls = [r.body for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
     assert all("tools" not in body for body in unit_calls)
-    assert '"tool"' in json.dumps(unit_calls[0]["messages"][0])  # the instructions
+    assert '{"tool": "<tool name>"' in unit_calls[0]["messages"][0]["content"]  # instructions
     assert "JSON object" in json.dumps(unit_calls[1]["messages"][-1])  # the prose's error
 
 
@@ -239,7 +239,7 @@ async def test_cancel_mid_run_leaves_the_repository_as_it_was(
 
 @pytest.mark.slow
 async def test_a_unit_whose_worker_is_killed_finishes_on_a_worker_with_another_disk(
-    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+    client: Client, address: str, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """SIGKILL the worker while its unit waits for the model, after its first edit was
     committed; a worker with its own empty HOME and caches resumes the unit from that
@@ -256,7 +256,7 @@ async def test_a_unit_whose_worker_is_killed_finishes_on_a_worker_with_another_d
         tools(CHECK),
         tools(FINISH),
     )
-    env = dict(os.environ)
+    env = {**os.environ, "TEMPORAL_ADDRESS": address}
     first = await WorkerProcess.own_machine(tmp_path / "w1", task_queue, env).polling()
     second = None
     try:

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from agentparallels.core._value import Sandbox, Value
-from agentparallels.core.llm import BudgetLimits, Price, Usage
+from agentparallels.core.llm import BudgetLimits, Price, Usage, output_model
 from agentparallels.core.models import CheckRun, JobRef, Published, ShardRef
 from agentparallels.core.tools import ToolCall, ToolFormat, ToolSpec
 
@@ -44,6 +44,7 @@ class UnitPlan(Value):
     """Units whose result this one builds on: it starts from their merged heads."""
 
 
+@output_model
 class AgentPlan(Value):
     units: tuple[UnitPlan, ...]
     summary: str = ""
