@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agentparallels.core.agentjob import AgentResult
 from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.core.progress_log import LoggedJob
 
@@ -84,6 +85,30 @@ def summary(r: RefactorResult) -> str:
     return "\n".join([*lines, *_notes(r)])
 
 
+def agent_summary(r: AgentResult) -> str:
+    """An agent job's outcome: the branch, the files, each unit in one line, the checks and
+    the tokens; what a user reads to decide whether to merge."""
+    if r.outcome == "no_changes":
+        return f"job {r.job_id}: the units changed nothing; the repository is untouched"
+    lines = [
+        f"job {r.job_id} succeeded: {len(r.files_changed)} files changed by "
+        f"{len(r.units)} units, on branch {r.branch} ({r.head[:12]})",
+    ]
+    for u in r.units:
+        said = u.summary.strip().splitlines()[0] if u.summary.strip() else "(no summary)"
+        lines.append(f"  unit {u.name}: {', '.join(u.files_changed) or 'no files'}")
+        lines.append(f"    {said[:160]}")
+    for c in r.checks:
+        lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
+    cost = f", about ${r.cost_usd:.4f}" if r.cost_usd else ""
+    lines.append(
+        f"  model calls: {r.usage.input_tokens} input + {r.usage.output_tokens} output tokens{cost}"
+    )
+    if r.published is not None and r.published.apply_note:
+        lines.append(f"  {r.published.apply_note}")
+    return "\n".join(lines)
+
+
 def _notes(r: RefactorResult) -> list[str]:
     """What a rename did not do the usual way: say so, naming the files."""
     lines = []
@@ -133,6 +158,7 @@ def logged(job: LoggedJob, repository: str) -> str:
 
 __all__ = [
     "BAR_WIDTH",
+    "agent_summary",
     "budget",
     "line",
     "logged",
