@@ -157,3 +157,43 @@ async def test_detach_starts_an_agent_job_that_status_and_list_find(
     finally:
         await handle.terminate("test over")
     assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+
+
+def test_a_finished_agent_job_is_summed_up_unit_by_unit() -> None:
+    """What `agent`, `status` and `cancel` print for a finished agent job: branch, files,
+    each unit's files and one-line summary, the checks and the tokens."""
+    from agentparallels.cli.common import outcome_summary
+    from agentparallels.core.agentjob import AgentPlan, AgentResult, UnitPlan, UnitResult
+    from agentparallels.core.llm import Usage
+    from agentparallels.core.models import CheckRun
+
+    unit = UnitPlan(name="rename", goal="g", scope=("src/a.py",))
+    result = AgentResult(
+        job_id="j",
+        outcome="succeeded",
+        branch="agentparallels/j",
+        base_commit="b" * 40,
+        head="c" * 40,
+        files_changed=("src/a.py", "src/b.py"),
+        plan=AgentPlan(units=(unit,)),
+        units=(
+            UnitResult(
+                name="rename",
+                head="c" * 40,
+                start="b" * 40,
+                files_changed=("src/a.py",),
+                summary="Renamed f to g.\nMore detail.",
+                turns=4,
+                tool_calls=5,
+            ),
+        ),  # fmt: skip
+        checks=(CheckRun(command="pytest -q", exit_code=0, passed=True),),
+        usage=Usage(input_tokens=1200, output_tokens=300),
+    )
+    text = outcome_summary(result)
+    assert "job j succeeded: 2 files changed by 1 unit, on branch agentparallels/j" in text
+    assert "unit rename: src/a.py\n    Renamed f to g." in text and "More detail" not in text
+    assert "check `pytest -q`: passed" in text
+    assert "model calls: 1200 input + 300 output tokens" in text
+    unchanged = result.model_copy(update={"outcome": "no_changes", "branch": None})
+    assert "the units changed nothing; the repository is untouched" in outcome_summary(unchanged)

@@ -85,14 +85,18 @@ def summary(r: RefactorResult) -> str:
     return "\n".join([*lines, *_notes(r)])
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def agent_summary(r: AgentResult) -> str:
     """An agent job's outcome: the branch, the files, each unit in one line, the checks and
     the tokens; what a user reads to decide whether to merge."""
     if r.outcome == "no_changes":
         return f"job {r.job_id}: the units changed nothing; the repository is untouched"
     lines = [
-        f"job {r.job_id} succeeded: {len(r.files_changed)} files changed by "
-        f"{len(r.units)} units, on branch {r.branch} ({r.head[:12]})",
+        f"job {r.job_id} succeeded: {_count(len(r.files_changed), 'file')} changed by "
+        f"{_count(len(r.units), 'unit')}, on branch {r.branch} ({r.head[:12]})",
     ]
     for u in r.units:
         said = u.summary.strip().splitlines()[0] if u.summary.strip() else "(no summary)"
