@@ -207,9 +207,12 @@ async def finish(handle: WorkflowHandle[Any, Any], *, show: bool) -> int:
     outcome = asyncio.ensure_future(handle.result())
     live = sys.stderr.isatty()
     last = ""
+    parts = "shards"
+    if show and (await handle.describe()).workflow_type == names.AGENT:
+        parts = "units"
     while not outcome.done():
         p = await progress_of(handle)
-        if show and p is not None and (text := progress.line(p)) != last:
+        if show and p is not None and (text := progress.line(p, parts)) != last:
             if live:  # redraw one line in place
                 print("\r\033[K" + text, end="", file=sys.stderr, flush=True)
             else:

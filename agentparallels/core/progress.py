@@ -9,15 +9,16 @@ from agentparallels.core.progress_log import LoggedJob
 BAR_WIDTH = 30
 
 
-def line(p: Progress) -> str:
-    """One line: a bar of files done, the phase, shards done and any breaker not closed."""
+def line(p: Progress, parts: str = "shards") -> str:
+    """One line: a bar of files done, the phase, shards (an agent job's ``units``) done and
+    any breaker not closed."""
     total = max(p.files_total, 1)
     filled = round(BAR_WIDTH * p.files_done / total) if p.files_total else 0
     bar = "#" * filled + "." * (BAR_WIDTH - filled)
     shards_done = sum(1 for s in p.shards if s.state == "done")
     text = f"[{bar}] {p.files_done}/{p.files_total} files | {p.phase}"
     if p.shards:
-        text += f" | shards {shards_done}/{len(p.shards)} done"
+        text += f" | {parts} {shards_done}/{len(p.shards)} done"
     if p.tokens or p.remaining is not None:
         text += f" | {p.tokens} tokens"
         if p.remaining is not None:
