@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # subprocesses, so more processes than cores still shortens the run (4 on 2 cores: ~2x).
 TEST_PROCESSES ?= 4
 
-.PHONY: demo demo-llm test test-fast worker server lint bench chaos clean sandbox histories
+.PHONY: demo demo-llm demo-agent test test-fast worker server lint bench chaos clean sandbox histories
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is needed; set PYTHON=python3.11 (or newer)")'
@@ -31,6 +31,10 @@ demo: $(STAMP) sandbox
 
 demo-llm: $(STAMP) sandbox
 	$(BIN)/python -m examples.demo_llm
+
+# The coding agent on the example with a scripted model server (DEMO_MODEL=openai:gpt-4.1: a real one)
+demo-agent: $(STAMP) sandbox
+	$(BIN)/python -m examples.demo_agent
 
 test: $(STAMP) sandbox lint
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)

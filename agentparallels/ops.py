@@ -25,11 +25,23 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels import callgraph, validate
-from agentparallels.core import attributes
+from agentparallels.core import attributes, names
+from agentparallels.core._value import Value
+from agentparallels.core.agentjob import AgentResult
 from agentparallels.core.errors import UsageError
 from agentparallels.core.models import RefactorResult
 
-__all__ = ["STATUSES", "existing", "graph_of", "jobs", "query_of", "row", "setup", "table"]
+__all__ = [
+    "RESULT_TYPES",
+    "STATUSES",
+    "existing",
+    "graph_of",
+    "jobs",
+    "query_of",
+    "row",
+    "setup",
+    "table",
+]
 
 STATUSES = {
     "running": "Running",
@@ -44,17 +56,23 @@ STATUSES = {
 """``--status`` words and the visibility store's ``ExecutionStatus`` values."""
 
 
+RESULT_TYPES: dict[str, type[Value]] = {names.REFACTOR: RefactorResult, names.AGENT: AgentResult}
+"""The result each kind of job returns, by workflow type (what ``describe()`` says it is)."""
+
+
 async def existing(
     client: Client, job_id: str
-) -> tuple[WorkflowHandle[Any, RefactorResult], WorkflowExecutionDescription]:
-    """The job's handle and its latest run's description; a usage error for an unknown id."""
-    handle = client.get_workflow_handle(job_id, result_type=RefactorResult)
+) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+    """The job's handle and its latest run's description; a usage error for an unknown id.
+    The handle decodes the result the job's kind returns (a refactor's, an agent's ...)."""
     try:
-        return handle, await handle.describe()
+        desc = await client.get_workflow_handle(job_id).describe()
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise UsageError(f"no job {job_id}: see the Temporal UI for job ids") from None
         raise
+    kind = RESULT_TYPES.get(desc.workflow_type or "")
+    return client.get_workflow_handle(job_id, result_type=kind), desc
 
 
 # --- list ------------------------------------------------------------------------------------

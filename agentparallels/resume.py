@@ -54,6 +54,11 @@ class Resumption:
 async def describe(client: Client, job_id: str) -> WorkflowExecutionDescription:
     """The job's latest run; a usage error unless it is a refactor job that can be resumed."""
     _, desc = await existing(client, job_id)
+    if desc.workflow_type == names.AGENT:
+        raise UsageError(
+            f"job {job_id} is an agent job, and agent jobs are not resumed: run "
+            "`agentparallels agent` again"
+        )
     if desc.workflow_type != WORKFLOW:
         owner = desc.parent_id or "the job it belongs to"
         raise UsageError(f"{job_id} is a {desc.workflow_type}, not a job: resume {owner}")

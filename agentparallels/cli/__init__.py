@@ -6,6 +6,7 @@ package imports it: it is the top floor.
     agentparallels worker                       run a worker
     agentparallels refactor PATH --rename ...   run the multi-file refactor job
     agentparallels refactor PATH --instruct ... --model openai:...   a model edits each file
+    agentparallels agent PATH --task TEXT --model openai:...   a model plans and edits with tools
     agentparallels status JOB [--follow|--graph]   show a job's progress or outcome
     agentparallels list [--repo P] [--phase P] [--status S] [--query Q]   find jobs
     agentparallels graph JOB [-o FILE]          the call graph a job took, as Mermaid
@@ -38,6 +39,7 @@ from temporalio.service import RPCError
 
 from agentparallels import __version__, devserver, logs, tracing
 from agentparallels.cli import (
+    agent,
     approve,
     cancel,
     cleanup,
@@ -63,6 +65,7 @@ BUILDERS: tuple[Callable[[Any], None], ...] = (
     server.add_parser,
     worker.add_parser,
     refactor.add_parser,
+    agent.add_parser,
     approve.add_parsers,  # approve, reject
     review.add_parser,
     replay.add_parser,

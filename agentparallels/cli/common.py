@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,9 +21,11 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from agentparallels import queues, tracing
+from agentparallels import devserver, queues, tracing
 from agentparallels.core import attributes, names, progress, redact
+from agentparallels.core.agentjob import AgentResult
 from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT, UsageError
+from agentparallels.core.llm import KEY_VARIABLES, split_model
 from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.ops import existing
 
@@ -34,6 +38,7 @@ __all__ = [
     "Parser",
     "add_sandbox_arguments",
     "add_wait_argument",
+    "check_key",
     "check_rollback",
     "err",
     "existing",
@@ -42,9 +47,12 @@ __all__ = [
     "finish_here",
     "in_process_worker",
     "job_queue",
+    "new_job_id",
+    "outcome_summary",
     "positive",
     "progress_of",
     "report_failure",
+    "ui_link",
 ]
 
 WORKFLOW = names.REFACTOR
@@ -141,7 +149,47 @@ def in_process_worker(client: Client, task_queue: str, enabled: bool) -> Any:
     return worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue))
 
 
-async def finish_here(handle: WorkflowHandle[Any, RefactorResult], task_queue: str) -> int:
+def new_job_id(repository: str, kind: str = "refactor") -> str:
+    """``<kind>-<repository's name>-<random>``: readable in lists, unique in practice."""
+    name = repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:30] or "repo"
+    return f"{kind}-{slug}-{uuid.uuid4().hex[:8]}"
+
+
+def ui_link(client: Client, job_id: str) -> str | None:
+    """The job's page in the local dev server's UI; None on any other cluster."""
+    target = client.service_client.config.target_host
+    if target in (f"localhost:{devserver.DEFAULT_PORT}", f"127.0.0.1:{devserver.DEFAULT_PORT}"):
+        return (
+            f"http://localhost:{devserver.DEFAULT_UI_PORT}/namespaces/{client.namespace}"
+            f"/workflows/{job_id}"
+        )
+    return None
+
+
+def check_key(model: str, base_url: str | None, *, private: bool) -> None:
+    """A job whose model calls only this process's worker makes (``private``: the job's queue
+    is this command's own) needs the provider's key here: a usage error now rather than a
+    failed job, since keys never travel with jobs. An endpoint of one's own (``--base-url``)
+    may need no provider key, so it is not asked for."""
+    variable = None if base_url else KEY_VARIABLES[split_model(model)[0]]
+    if private and variable and not os.environ.get(variable):
+        raise UsageError(
+            f"{variable} is not set: this command's worker makes the model calls of --model "
+            f"{model}; set it, or run the job with --no-worker on workers that have it"
+        )
+
+
+def outcome_summary(result: Any) -> str:
+    """What a finished job made, in the words of its kind (refactor or agent)."""
+    if isinstance(result, AgentResult):
+        return progress.agent_summary(result)
+    if isinstance(result, RefactorResult):
+        return progress.summary(result)
+    return f"the job finished: {result!r}"
+
+
+async def finish_here(handle: WorkflowHandle[Any, Any], task_queue: str) -> int:
     """``finish`` for a command whose own worker runs the job; if the command is interrupted,
     say how the job can go on."""
     try:
@@ -154,14 +202,17 @@ async def finish_here(handle: WorkflowHandle[Any, RefactorResult], task_queue: s
         raise
 
 
-async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> int:
+async def finish(handle: WorkflowHandle[Any, Any], *, show: bool) -> int:
     """Follow the job to its end, showing progress; report the outcome; return the exit code."""
     outcome = asyncio.ensure_future(handle.result())
     live = sys.stderr.isatty()
     last = ""
+    parts = "shards"
+    if show and (await handle.describe()).workflow_type == names.AGENT:
+        parts = "units"
     while not outcome.done():
         p = await progress_of(handle)
-        if show and p is not None and (text := progress.line(p)) != last:
+        if show and p is not None and (text := progress.line(p, parts)) != last:
             if live:  # redraw one line in place
                 print("\r\033[K" + text, end="", file=sys.stderr, flush=True)
             else:
@@ -174,7 +225,7 @@ async def finish(handle: WorkflowHandle[Any, RefactorResult], *, show: bool) -> 
         result = outcome.result()
     except WorkflowFailureError as e:
         return await check_rollback(handle, e, report_failure(handle.id, e))
-    print(progress.summary(result))
+    print(outcome_summary(result))
     return 0
 
 

@@ -28,7 +28,7 @@ def add_parsers(sub: Any) -> None:
     listing.add_argument("--repo", metavar="PATH", help="jobs on this repository (path or URL)")
     listing.add_argument("--phase", help="jobs in this phase: plan, edit, merge, test, done ...")
     listing.add_argument("--status", choices=sorted(set(ops.STATUSES)), help="workflow status")
-    listing.add_argument("--kind", help="jobs of this kind (refactor, ...)")
+    listing.add_argument("--kind", help="jobs of this kind (refactor, agent, ...)")
     listing.add_argument(
         "--query", metavar="QUERY", help="a raw visibility query, ANDed with the filters"
     )

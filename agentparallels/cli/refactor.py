@@ -5,26 +5,26 @@ refactor a git repository as a durable job, with this process's own worker unles
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agentparallels import devserver, validate
+from agentparallels import validate
 from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
     DEFAULT_TASK_QUEUE,
     WORKFLOW,
     add_sandbox_arguments,
+    check_key,
     err,
     finish_here,
     in_process_worker,
     job_queue,
+    new_job_id,
     positive,
+    ui_link,
 )
 from agentparallels.client import connect
 from agentparallels.core import attributes
@@ -240,23 +240,6 @@ def approval_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"checklist": Checklist(max_diff_lines=args.max_diff_lines), "approval": approval}
 
 
-def new_job_id(repository: str) -> str:
-    name = repository.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:30] or "repo"
-    return f"refactor-{slug}-{uuid.uuid4().hex[:8]}"
-
-
-def ui_link(client: Client, job_id: str) -> str | None:
-    """The job's page in the local dev server's UI; None on any other cluster."""
-    target = client.service_client.config.target_host
-    if target in (f"localhost:{devserver.DEFAULT_PORT}", f"127.0.0.1:{devserver.DEFAULT_PORT}"):
-        return (
-            f"http://localhost:{devserver.DEFAULT_UI_PORT}/namespaces/{client.namespace}"
-            f"/workflows/{job_id}"
-        )
-    return None
-
-
 def model_flags_only_with_a_model(args: argparse.Namespace, edit: EditSpec) -> None:
     """``--price``, ``--budget-tokens`` and ``--phase-shares`` on a job that calls no model
     would be silently ignored: a usage error instead."""
@@ -338,7 +321,8 @@ async def refactor(args: argparse.Namespace) -> int:
     job = job_input(args)
     task_queue = job_queue(args)
     if not args.no_worker and not args.detach:
-        _check_key(job.edit, private=not args.task_queue)
+        if model := job.edit.as_model():
+            check_key(model.model, model.base_url, private=not args.task_queue)
     client = await connect(announce=err)
     await register_attributes(client)
     job_id = args.job_id or new_job_id(job.repository)
@@ -353,14 +337,3 @@ async def refactor(args: argparse.Namespace) -> int:
         return 0
     async with in_process_worker(client, task_queue, not args.no_worker):
         return await finish_here(handle, task_queue)
-
-
-def _check_key(edit: EditSpec, *, private: bool) -> None:
-    """A model edit that needs a key this process lacks, run by this process's worker alone:
-    a usage error now rather than a failed job (keys never travel with jobs)."""
-    variable = edit.key_variable()
-    if private and (model := edit.as_model()) and variable and not os.environ.get(variable):
-        raise UsageError(
-            f"{variable} is not set: this command's worker makes the model calls of --model "
-            f"{model.model}; set it, or run the job with --no-worker on workers that have it"
-        )

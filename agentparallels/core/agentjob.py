@@ -288,9 +288,10 @@ def unit_marker(name: str) -> str:
 
 
 def in_files(path: str, globs: Collection[str]) -> bool:
-    """``path`` matches one of ``globs`` (``**/`` also matches no directory at all)."""
+    """``path`` matches one of ``globs``; ``**/`` also matches no directory at all, wherever it
+    stands, as in git (``tests/**/*.py`` matches ``tests/test_a.py``)."""
     return any(
-        fnmatch.fnmatch(path, g) or (g.startswith("**/") and fnmatch.fnmatch(path, g[3:]))
+        fnmatch.fnmatch(path, g) or ("**/" in g and fnmatch.fnmatch(path, g.replace("**/", "")))
         for g in globs
     )
 

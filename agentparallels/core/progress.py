@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from agentparallels.core.agentjob import AgentResult
 from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.core.progress_log import LoggedJob
 
 BAR_WIDTH = 30
 
 
-def line(p: Progress) -> str:
-    """One line: a bar of files done, the phase, shards done and any breaker not closed."""
+def line(p: Progress, parts: str = "shards") -> str:
+    """One line: a bar of files done, the phase, shards (an agent job's ``units``) done and
+    any breaker not closed."""
     total = max(p.files_total, 1)
     filled = round(BAR_WIDTH * p.files_done / total) if p.files_total else 0
     bar = "#" * filled + "." * (BAR_WIDTH - filled)
     shards_done = sum(1 for s in p.shards if s.state == "done")
     text = f"[{bar}] {p.files_done}/{p.files_total} files | {p.phase}"
     if p.shards:
-        text += f" | shards {shards_done}/{len(p.shards)} done"
+        text += f" | {parts} {shards_done}/{len(p.shards)} done"
     if p.tokens or p.remaining is not None:
         text += f" | {p.tokens} tokens"
         if p.remaining is not None:
@@ -84,6 +86,34 @@ def summary(r: RefactorResult) -> str:
     return "\n".join([*lines, *_notes(r)])
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def agent_summary(r: AgentResult) -> str:
+    """An agent job's outcome: the branch, the files, each unit in one line, the checks and
+    the tokens; what a user reads to decide whether to merge."""
+    if r.outcome == "no_changes":
+        return f"job {r.job_id}: the units changed nothing; the repository is untouched"
+    lines = [
+        f"job {r.job_id} succeeded: {_count(len(r.files_changed), 'file')} changed by "
+        f"{_count(len(r.units), 'unit')}, on branch {r.branch} ({r.head[:12]})",
+    ]
+    for u in r.units:
+        said = u.summary.strip().splitlines()[0] if u.summary.strip() else "(no summary)"
+        lines.append(f"  unit {u.name}: {', '.join(u.files_changed) or 'no files'}")
+        lines.append(f"    {said[:160]}")
+    for c in r.checks:
+        lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
+    cost = f", about ${r.cost_usd:.4f}" if r.cost_usd else ""
+    lines.append(
+        f"  model calls: {r.usage.input_tokens} input + {r.usage.output_tokens} output tokens{cost}"
+    )
+    if r.published is not None and r.published.apply_note:
+        lines.append(f"  {r.published.apply_note}")
+    return "\n".join(lines)
+
+
 def _notes(r: RefactorResult) -> list[str]:
     """What a rename did not do the usual way: say so, naming the files."""
     lines = []
@@ -133,6 +163,7 @@ def logged(job: LoggedJob, repository: str) -> str:
 
 __all__ = [
     "BAR_WIDTH",
+    "agent_summary",
     "budget",
     "line",
     "logged",
