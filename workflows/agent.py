@@ -217,6 +217,8 @@ class AgentWorkflow:
             u.name: ShardProgress(name=u.name, label=u.goal[:80], files_total=len(u.scope))
             for u in the_plan.units
         }
+        scope = {p for u in the_plan.units for p in u.scope}
+        self._progress = self._progress.model_copy(update={"files_total": len(scope)})
         self._events.record(
             "planned", detail=f"{len(the_plan.units)} units: {', '.join(self._units)}"
         )

@@ -17,6 +17,7 @@ in the workflow, not by what the model said. Around that activity, :class:`Model
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from temporalio import workflow
@@ -50,6 +51,13 @@ def estimate_tokens(req: ModelRequest) -> int:
     """A conservative guess of what ``req`` can cost: its text, the attached file (as the plan
     counted it), its context budget, its longest answer."""
     text = sum(len(m.content) for m in req.messages) // CHARS_PER_TOKEN
+    # Tools and tool calls travel with the request too (none in requests without tools).
+    text += sum(len(json.dumps(t.parameters)) + len(t.description) for t in req.tools) // (
+        CHARS_PER_TOKEN
+    )
+    text += sum(len(json.dumps(c.arguments)) for m in req.messages for c in m.tool_calls) // (
+        CHARS_PER_TOKEN
+    )
     context = req.context.related_tokens + req.context.file_tokens if req.context else 0
     return text + context + req.max_tokens
 
