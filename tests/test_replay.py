@@ -38,6 +38,7 @@ async def test_every_recorded_history_replays() -> None:
     assert {"recorded-review", "recorded-review-rejected"} <= names  # a committee
     assert {"recorded-agent-loop", "recorded-agent-loop-budget"} <= names
     assert "recorded-ledger" in names  # a budgeted job: reserve, grant and settle signals
+    assert {"recorded-agent", "recorded-agent-breaker"} <= names  # the coding agent, both ways
     assert any("__" in n for n in names)  # children too
     assert {h.stem for h in PATCHED} >= {"recorded-shares"}  # a budgeted job before the ledger
     results = await replay([load(path) for path in HISTORIES])

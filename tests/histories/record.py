@@ -3,9 +3,9 @@ through the project's plugin (as every worker runs them): ``make histories``, or
 ``.venv/bin/python -m tests.histories.record [GROUP ...]``, after an intended change to workflow
 code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor
 (rename, codemod, model edit, approval, hooks, cancellation; each also failing and rolled back),
-ledger, agent-loop, review, orchestrator, pipeline (default: all). Recording a group overwrites
-its files in tests/histories/. Recordings made before a ``workflow.patched`` change, which
-exercise its old branch, live in tests/histories/patched/ and are never overwritten."""
+ledger, agent-loop, review, orchestrator, pipeline, agent (default: all). Recording a group
+overwrites its files in tests/histories/. Recordings made before a ``workflow.patched``
+change, which exercise its old branch, live in tests/histories/patched/ and are never overwritten."""
 
 from __future__ import annotations
 
@@ -368,7 +368,55 @@ async def record_ledger(client: Any, work: Path) -> None:
             await save(client, handle.id)
 
 
+async def record_agent(client: Any, work: Path) -> None:
+    """The coding agent: a three-unit task (plan, units with tools, merge, checks, publish);
+    and a unit whose checks keep failing, which trips its breaker and rolls the job back."""
+    from agentparallels.core.agentjob import PLANNER_MARKER, AgentInput, AgentLimits, unit_marker
+    from tests.support.agent_script import (
+        CHECK,
+        FILES,
+        TESTS,
+        edit,
+        plan,
+        rename_script,
+        tools,
+        unit,
+    )
+
+    with FakeLLM(default=None) as fake:
+        rename_script(fake)
+        fake.push_thread(PLANNER_MARKER, plan(unit("broken", ["pkg/a.py"])))
+        fake.push_thread(
+            unit_marker("broken"),
+            *[tools(edit("pkg/a.py", f"return {'(' * n}1", f"return {'(' * (n + 1)}1"), CHECK)
+              for n in range(3)],
+        )  # fmt: skip
+        jobs = {
+            name: AgentInput(
+                repository=str(make_repo(work / name, FILES)),
+                task="rename old_name to new_name everywhere and add a test of use()",
+                model="openai:fake",
+                base_url=fake.openai_base_url,
+                files=("pkg/*.py", "tests/*.py"),
+                test_cmd=TESTS if name == "agent" else None,
+                limits=AgentLimits(parallel=1),
+            )
+            for name in ("agent", "agent-breaker")
+        }
+        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record-agent")):
+            for name, inp in jobs.items():
+                handle = await client.start_workflow(
+                    "AgentWorkflow", inp, id=f"recorded-{name}", task_queue="record-agent"
+                )
+                try:
+                    await handle.result()
+                except Exception as e:  # the breaker trips on purpose
+                    print(f"{name}: {type(e).__name__}")
+                await save(client, handle.id)
+
+
 GROUPS = {
+    "agent": record_agent,
     "refactor": record_refactor,
     "ledger": record_ledger,
     "agent-loop": record_agent_loop,
