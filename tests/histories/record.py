@@ -5,7 +5,8 @@ code (and add ``workflow.patched`` where running jobs must keep replaying). Grou
 (rename, codemod, model edit, approval, hooks, cancellation; each also failing and rolled back),
 ledger, agent-loop, review, orchestrator, pipeline, agent (default: all). Recording a group
 overwrites its files in tests/histories/. Recordings made before a ``workflow.patched``
-change, which exercise its old branch, live in tests/histories/patched/ and are never overwritten."""
+change, which exercise its old branch, live in tests/histories/patched/ and are never
+overwritten."""
 
 from __future__ import annotations
 
