@@ -33,6 +33,7 @@ from agentparallels.activities import sandbox
 from agentparallels.activities._workspace import collect_garbage, job_folders
 from agentparallels.activities.llm import call_model
 from agentparallels.core import names
+from agentparallels.core.agentjob import CAPABILITIES
 from agentparallels.core.errors import UsageError
 from agentparallels.core.llm import KEY_VARIABLES
 from agentparallels.plugin import plugin_of
@@ -267,7 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME",
         help="also serve sub-tasks needing NAME, from the queue <task-queue>.NAME; repeatable "
-        f"(known: {', '.join(REGISTRY.capabilities)})",
+        f"(known: {', '.join(known_capabilities())})",
     )
     parser.add_argument(
         "--model-calls-per-second",
@@ -278,9 +279,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def known_capabilities() -> tuple[str, ...]:
+    """What a worker may advertise: what the orchestrator's routes and the agent's units
+    need."""
+    return tuple(sorted({*REGISTRY.capabilities, *CAPABILITIES}))
+
+
 def options_from(args: argparse.Namespace) -> WorkerOptions:
     """The options the command line asked for; unknown capabilities are a usage error."""
-    known = REGISTRY.capabilities
+    known = known_capabilities()
     for name in args.capability:
         if name not in known:
             raise UsageError(
@@ -309,6 +316,7 @@ __all__ = [
     "build_worker",
     "collect_garbage_of_ended_jobs",
     "held_credentials",
+    "known_capabilities",
     "options_from",
     "run",
 ]

@@ -277,3 +277,86 @@ async def test_a_unit_whose_worker_is_killed_finishes_on_a_worker_with_another_d
     for path in result.files_changed:
         assert commits_touching(repo, result.branch or "", path) == 1, path
     assert git(repo, "for-each-ref", "refs/agentparallels") == ""
+
+
+async def test_failing_tests_on_the_merge_get_one_repair_unit(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """The units pass their own checks but forget a caller: the tests fail on the merged
+    result, and a repair unit, given their output, fixes it before anything is published."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(
+        PLANNER_MARKER,
+        plan(unit("rename", ["pkg/a.py", "pkg/b.py"]), unit("tests", ["tests/test_a.py"])),
+    )
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(
+            edit("pkg/a.py", "def old_name()", "def new_name()"),
+            edit("pkg/b.py", "import old_name", "import new_name"),
+            edit("pkg/b.py", "return old_name()", "return new_name()"),
+        ),
+        tools(CHECK),
+        tools(FINISH),
+    )
+    fake.push_thread(unit_marker("tests"), tools(FINISH))  # forgets its one job
+    fake.push_thread(
+        unit_marker("repair"),
+        tools(edit("tests/test_a.py", "import old_name", "import new_name")),
+        tools(edit("tests/test_a.py", "assert old_name()", "assert new_name()")),
+        tools(("run_tests", {})),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake))
+        result = await asyncio.wait_for(handle.result(), 240)
+    assert [u.name for u in result.units] == ["rename", "tests", "repair"]
+    assert "tests/test_a.py" in result.files_changed
+    repair = [r for r in fake.requests if unit_marker("repair") in json.dumps(r.body)]
+    assert "failed" in json.dumps(repair[0].body["messages"][1]).lower()
+    assert "assert new_name()" in git(repo, "show", f"{result.branch}:tests/test_a.py")
+
+
+async def test_units_run_on_the_queue_of_a_worker_advertising_their_capability(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """A docs unit goes to ``<queue>.docs``, which the worker polls as it advertises docs; a
+    python unit, with no worker advertising python, runs on the job's own queue."""
+    repo = make_repo(tmp_path / "repo", {**FILES, "README.md": "# pkg\n"})
+    fake.push_thread(
+        PLANNER_MARKER,
+        plan(unit("code", ["pkg/a.py"]), {**unit("docs", ["README.md"]), "capability": "docs"}),
+    )
+    fake.push_thread(unit_marker("code"), tools(FINISH))
+    fake.push_thread(unit_marker("docs"), tools(FINISH))
+    docs = worker.WorkerOptions(task_queue=task_queue, capabilities=("docs",))
+    async with worker.build_worker(client, docs):
+        inp = job(repo, fake, test_cmd=None, files=("pkg/*.py", "README.md"))
+        handle = await start(client, task_queue, inp)
+        result = await asyncio.wait_for(handle.result(), 240)
+    assert result.outcome == "no_changes"
+    queues = {}
+    for name in ("code", "docs"):
+        child = client.get_workflow_handle(f"{handle.id}/unit-{name}-1")
+        queues[name] = (await child.describe()).task_queue
+    assert queues == {"code": task_queue, "docs": f"{task_queue}.docs"}
+
+
+async def test_anthropic_tool_use_drives_a_unit(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(edit("pkg/a.py", "return 1", "return 1  # via tool_use")),
+        tools(CHECK),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, test_cmd=None, model="anthropic:fake-claude", base_url=fake.url)
+        result = await asyncio.wait_for((await start(client, task_queue, inp)).result(), 240)
+    assert result.files_changed == ("pkg/a.py",)
+    unit_calls = [r.body for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
+    assert unit_calls[0]["tools"][0]["input_schema"]["type"] == "object"
+    assert any(b.get("type") == "tool_result" for b in unit_calls[1]["messages"][-1]["content"])

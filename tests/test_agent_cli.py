@@ -4,6 +4,7 @@ an `AgentWorkflow` that `status`, `list` and the UI can find."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,12 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from agentparallels.core import names
-from agentparallels.core.agentjob import AgentInput
-from tests.support.cli import cli_env, run_cli
+from agentparallels.core.agentjob import PLANNER_MARKER, AgentInput
+from agentparallels.testing.fake_llm import FakeLLM
+from tests.support.agent_script import FILES, MODEL, TESTS, plan, rename_script, unit
+from tests.support.cli import cli_env, run_cli, run_cli_async
 from tests.support.ports import free_port
-from tests.support.repos import git, snapshot, src_layout_repo
+from tests.support.repos import git, make_repo, snapshot, src_layout_repo
 from tests.support.waits import until
 
 GOOD = ["--task", "rename to_cents to as_cents", "--model", "openai:gpt-4.1"]
@@ -197,3 +200,50 @@ def test_a_finished_agent_job_is_summed_up_unit_by_unit() -> None:
     assert "model calls: 1200 input + 300 output tokens" in text
     unchanged = result.model_copy(update={"outcome": "no_changes", "branch": None})
     assert "the units changed nothing; the repository is untouched" in outcome_summary(unchanged)
+
+
+async def test_agent_runs_a_scripted_task_to_a_branch_and_events_and_graph_show_it(
+    env: WorkflowEnvironment, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """The whole command with its own worker: exit 0, the branch and each unit printed; then
+    `events` and `graph` read the finished agent job."""
+    address = env.client.service_client.config.target_host
+    repo = make_repo(tmp_path / "repo", FILES)
+    rename_script(fake)
+    job_id = f"agent-e2e-{uuid.uuid4().hex[:6]}"
+    where = {"address": address, "cache": tmp_path / "c"}
+    done = await run_cli_async(
+        "agent", str(repo), "--task", "rename old_name to new_name and test use()",
+        "--model", MODEL, "--base-url", fake.openai_base_url, "--files", "pkg/*.py",
+        "--files", "tests/*.py", "--test-cmd", TESTS, "--job-id", job_id, **where,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"agentparallels/{job_id}" in done.stdout
+    for name in ("rename", "callers", "new-test"):
+        assert f"unit {name}:" in done.stdout
+    assert "def new_name()" in git(repo, "show", f"agentparallels/{job_id}:pkg/a.py")
+    events = run_cli("events", job_id, **where)
+    assert events.returncode == 0, events.stderr
+    assert "planned" in events.stdout and "unit_done" in events.stdout
+    graph = run_cli("graph", job_id, **where)
+    assert graph.returncode == 0, graph.stderr
+    assert "agent.tool" in graph.stdout or "edit" in graph.stdout
+
+
+async def test_a_failed_agent_job_exits_non_zero_with_the_repository_as_it_was(
+    env: WorkflowEnvironment, tmp_path: Path, fake: FakeLLM
+) -> None:
+    address = env.client.service_client.config.target_host
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    outside = plan(unit("a", ["setup.py"]))
+    fake.push_thread(PLANNER_MARKER, outside, outside, outside)
+    done = await run_cli_async(
+        "agent", str(repo), "--task", "rename", "--model", MODEL,
+        "--base-url", fake.openai_base_url, "--files", "pkg/*.py",
+        address=address, cache=tmp_path / "c",
+    )  # fmt: skip
+    assert done.returncode not in (0, 2), done.stdout
+    assert "setup.py is outside the files the job may change" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert snapshot(repo) == before

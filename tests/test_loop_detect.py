@@ -18,7 +18,12 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.models import Limits, ModelEdit, RefactorInput
     from agentparallels.testing.fake_llm import FakeLLM
     from agentparallels.workflows.circuit_breaker import CircuitBreaker
-    from agentparallels.workflows.loop_detect import LoopDetector, LoopLimits, fingerprint
+    from agentparallels.workflows.loop_detect import (
+        LoopDetector,
+        LoopLimits,
+        ToolLoops,
+        fingerprint,
+    )
     from tests.support.repos import make_repo, snapshot, start_job
 
 FILES = {"pkg/__init__.py": "", "pkg/a.py": "def old_name() -> int:\n    return 1\n"}
@@ -118,3 +123,29 @@ async def test_model_repeating_a_bad_edit_is_stopped_and_rolled_back(
     assert "The job was rolled back" in cause.message
     assert calls == 3
     assert snapshot(repo) == before
+
+
+def test_tool_loops_see_progress_warn_once_then_stop() -> None:
+    """The same call with no change to the worktree: warned at the third, stopped at the
+    fourth. A change in between resets the count."""
+    loops = ToolLoops(repeat_limit=3)
+    call = 'read_file({"path":"a.py"})'
+    assert loops.after(call, "tree-1", edited=None, checked=None) == ""
+    assert loops.after(call, "tree-2", edited=None, checked=None) == ""  # progress: reset
+    assert loops.after(call, "tree-2", edited=None, checked=None) == ""
+    assert "Loop warning" in loops.after(call, "tree-2", edited=None, checked=None)
+    with pytest.raises(ApplicationError) as stopped:
+        loops.after(call, "tree-2", edited=None, checked=None)
+    assert stopped.value.type == LOOP_DETECTED and "read_file" in stopped.value.message
+
+
+def test_tool_loops_stop_blind_edits_of_one_file_until_a_check_passes() -> None:
+    loops = ToolLoops(edits_without_check=2)
+    for n in range(2):
+        assert loops.after(f"edit {n}", f"t{n}", edited="a.py", checked=None) == ""
+    assert loops.after("check", "t1", edited=None, checked=True) == ""  # a pass resets it
+    for n in range(2, 4):
+        assert loops.after(f"edit {n}", f"t{n}", edited="a.py", checked=None) == ""
+    assert "a.py edited 3 times" in loops.after("edit 4", "t4", edited="a.py", checked=None)
+    with pytest.raises(ApplicationError, match="a.py edited 4 times"):
+        loops.after("edit 5", "t5", edited="a.py", checked=False)
