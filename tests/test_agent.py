@@ -26,7 +26,7 @@ from agentparallels.core.agentjob import (
     AgentResult,
     unit_marker,
 )
-from agentparallels.core.errors import BREAKER_OPEN, LOOP_DETECTED, PLAN_INVALID
+from agentparallels.core.errors import BREAKER_OPEN, ITERATION_CAP, LOOP_DETECTED, PLAN_INVALID
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.agent_script import (
     CHECK,
@@ -360,3 +360,24 @@ async def test_anthropic_tool_use_drives_a_unit(
     unit_calls = [r.body for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
     assert unit_calls[0]["tools"][0]["input_schema"]["type"] == "object"
     assert any(b.get("type") == "tool_result" for b in unit_calls[1]["messages"][-1]["content"])
+
+
+async def test_a_model_that_only_answers_malformed_calls_is_stopped_by_its_turn_limit(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """Each malformed call gets its error back and costs a turn: the unit ends at its limit
+    with a clear refusal, and the repository is as it was."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    garbled = {"tool_calls": [{"name": "edit_file", "arguments": '{"path": "pkg/a.py", '}]}
+    fake.push_thread(unit_marker("rename"), *[garbled] * 3)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, limits=AgentLimits(turns=3))
+        error = await failure_of(await start(client, task_queue, inp))
+    assert error.type == ITERATION_CAP
+    assert "unit rename used all its 3 turns" in error.message
+    unit_calls = [r for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
+    assert len(unit_calls) == 3
+    assert "not valid JSON" in json.dumps(unit_calls[1].body["messages"][-1])
+    assert snapshot(repo) == before

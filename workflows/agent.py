@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NoReturn
 
@@ -30,13 +31,17 @@ from agentparallels.workflows.ledger import (
     SETTLE_SIGNAL,
     Ledger,
 )
+from agentparallels.workflows.mapreduce import check_summary
 from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.pipeline import Step, Verdict, chain
 from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.saga import Saga, failure_of, incomplete, rolled_back, shielded
 from agentparallels.workflows.shard import BUG_TYPES
 from agentparallels.workflows.two_phase import prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
+SUMMARY_BYTES = 8 * 1024
+"""Largest result a unit may hand back (MapReduce: a summary and a commit, never contents)."""
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
@@ -133,19 +138,66 @@ class AgentWorkflow:
 
     @workflow.run
     async def run(self, inp: AgentInput) -> AgentResult:
-        job = self._begin(inp)
-        saga = Saga()
+        run = _Run(inp=inp, job=self._begin(inp))
+        stages = [
+            Step("plan", self._plan_stage),
+            Step("execute", self._execute_stage),
+            Step("merge", self._merge_stage, gate=_changed, gate_name="changes"),
+            Step("verify", self._verify_stage),
+            Step("publish", self._publish_stage),
+        ]
         try:
-            the_map = await self._map(inp, job)
-            job = job.model_copy(update={"base_commit": the_map.base_commit})
-            the_plan = await self._plan(inp, the_map)
-            results = await self._execute(inp, job, the_plan, saga)
-            result = await self._finish(inp, job, the_plan, results)
+            done: _Run = (await chain(stages, run)).output
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
-            await self._roll_back(err, job, saga)
-        await shielded(call(steps.CLEANUP, job, summary=CLEANUP), raise_cancel=False)
+            await self._roll_back(err, run.job, run.saga)
+        self._phase("done")
+        result = self._result(done)
+        await shielded(call(steps.CLEANUP, done.job, summary=CLEANUP), raise_cancel=False)
         await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
         return result
+
+    async def _plan_stage(self, run: _Run) -> _Run:
+        the_map = await self._map(run.inp, run.job)
+        run.job = run.job.model_copy(update={"base_commit": the_map.base_commit})
+        run.plan = await self._plan(run.inp, the_map)
+        return run
+
+    async def _execute_stage(self, run: _Run) -> _Run:
+        assert run.plan is not None
+        run.results = await self._execute(run.inp, run.job, run.plan, run.saga)
+        return run
+
+    async def _merge_stage(self, run: _Run) -> _Run:
+        assert run.plan is not None
+        self._phase("merge")
+        run.results, run.merged = await self._merge_all(run.inp, run.job, run.plan, run.results)
+        return run
+
+    async def _verify_stage(self, run: _Run) -> _Run:
+        assert run.plan is not None
+        run.results, run.merged, run.checks = await self._verify(
+            run.inp, run.job, run.plan, run.results, run.merged
+        )
+        return run
+
+    async def _publish_stage(self, run: _Run) -> _Run:
+        """The publish invariant, then the point of no return."""
+        self._phase("publish")
+        job = run.job
+        await call(
+            steps.CHECK_RESULT,
+            ResultCheckInput(job=job, commit=run.merged, shards=_claims(run.results)),
+            summary="check the result against every unit's verified head",
+        )
+        run.published = await shielded(
+            call(
+                steps.PUBLISH,
+                PublishInput(job=job, commit=run.merged, apply=run.inp.apply),
+                summary=f"publish {job.branch}",
+            ),
+            raise_cancel=False,
+        )
+        return run
 
     def _begin(self, inp: AgentInput) -> JobRef:
         info = workflow.info()
@@ -324,6 +376,7 @@ class AgentWorkflow:
             task_queue=self._routes.get(unit.capability, workflow.info().task_queue),
             static_summary=f"unit {unit.name}: {unit.goal[:120]}",
         )
+        check_summary(f"{job.job_id}/{ref.name}", result, SUMMARY_BYTES)
         if self._ledger is not None:
             await self._answer(self._ledger.release(f"{job.job_id}/{ref.name}"))
         self._set_unit(
@@ -344,33 +397,6 @@ class AgentWorkflow:
             ),
             summary=f"merge {len(results)} units",
         )
-
-    async def _finish(
-        self, inp: AgentInput, job: JobRef, the_plan: AgentPlan, results: list[UnitResult]
-    ) -> AgentResult:
-        """Fan in: merge, verify (one repair), check the result, publish."""
-        self._phase("merge")
-        results, merged = await self._merge_all(inp, job, the_plan, results)
-        if merged == job.base_commit:
-            self._phase("done")
-            return self._result(inp, job, the_plan, results, merged, (), None)
-        results, merged, checks = await self._verify(inp, job, the_plan, results, merged)
-        self._phase("publish")
-        await call(
-            steps.CHECK_RESULT,
-            ResultCheckInput(job=job, commit=merged, shards=_claims(results)),
-            summary="check the result against every unit's verified head",
-        )
-        published = await shielded(
-            call(
-                steps.PUBLISH,
-                PublishInput(job=job, commit=merged, apply=inp.apply),
-                summary=f"publish {job.branch}",
-            ),
-            raise_cancel=False,
-        )
-        self._phase("done")
-        return self._result(inp, job, the_plan, results, merged, checks, published)
 
     async def _merge_all(
         self, inp: AgentInput, job: JobRef, the_plan: AgentPlan, results: list[UnitResult]
@@ -467,31 +493,24 @@ class AgentWorkflow:
             raise rolled_back(err) from err
         raise err
 
-    def _result(
-        self,
-        inp: AgentInput,
-        job: JobRef,
-        the_plan: AgentPlan,
-        results: list[UnitResult],
-        head: str,
-        checks: tuple[CheckRun, ...],
-        published: Published | None,
-    ) -> AgentResult:
-        changed = tuple(sorted({p for r in results for p in r.files_changed}))
+    def _result(self, run: _Run) -> AgentResult:
+        assert run.plan is not None
+        changed = tuple(sorted({p for r in run.results for p in r.files_changed}))
         usage = self._planner.total
-        for r in results:
+        for r in run.results:
             usage = usage + r.usage
-        costs = [self._planner.cost_usd, *(r.cost_usd for r in results)]
+        costs = [self._planner.cost_usd, *(r.cost_usd for r in run.results)]
+        published = run.published
         return AgentResult(
-            job_id=job.job_id,
+            job_id=run.job.job_id,
             outcome="succeeded" if published else "no_changes",
-            branch=job.branch if published else None,
-            base_commit=job.base_commit,
-            head=head,
-            files_changed=changed,
-            plan=the_plan,
-            units=tuple(results),
-            checks=checks,
+            branch=run.job.branch if published else None,
+            base_commit=run.job.base_commit,
+            head=run.merged or run.job.base_commit,
+            files_changed=changed if published else (),
+            plan=run.plan,
+            units=tuple(run.results),
+            checks=run.checks,
             usage=usage,
             cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
             published=published,
@@ -521,6 +540,27 @@ class AgentWorkflow:
             f"**{self._progress.phase}**: {done}/{len(units)} units done, {tokens} tokens"
             + "".join(f"\n- {u.name}: {u.state}, {u.files_done} files" for u in units)
         )
+
+
+@dataclass
+class _Run:
+    """What the job's stages hand each other (``workflows.pipeline.chain``)."""
+
+    inp: AgentInput
+    job: JobRef
+    saga: Saga = field(default_factory=Saga)
+    plan: AgentPlan | None = None
+    results: list[UnitResult] = field(default_factory=list)
+    merged: str = ""
+    checks: tuple[CheckRun, ...] = ()
+    published: Published | None = None
+
+
+async def _changed(run: _Run) -> Verdict:
+    """The gate after the merge: with nothing changed there is nothing to verify or publish."""
+    if run.merged == run.job.base_commit:
+        return Verdict(passed=False, reason="the units changed no file")
+    return Verdict(passed=True)
 
 
 def _tool_format(inp: AgentInput) -> ToolFormat:

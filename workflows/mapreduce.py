@@ -57,7 +57,6 @@ async def map_children(
     results in the inputs' order. Child ids are ``<id_prefix>/<index>`` (default prefix: the
     parent's id), so a replayed or retried parent finds the same children."""
     prefix = id_prefix or workflow.info().workflow_id
-    converter = workflow.payload_converter()
 
     async def one(i: int, arg: Any) -> R:
         child_id = f"{prefix}/{i}"
@@ -69,20 +68,26 @@ async def map_children(
             task_queue=options.task_queue or None,
             result_type=result_type,
         )
-        size = converter.to_payloads([result])[0].ByteSize()
-        if size > options.max_summary_bytes:
-            raise ApplicationError(
-                f"map step {child_id} returned {size} bytes, over the {options.max_summary_bytes}"
-                "-byte limit for a summary: return a condensed result and leave large "
-                "artefacts in git or the blob store, passed by reference",
-                type=SUMMARY_TOO_LARGE,
-                non_retryable=True,
-            )
+        check_summary(child_id, result, options.max_summary_bytes)
         return result
 
     return await gather_bounded(
         [partial(one, i, arg) for i, arg in enumerate(inputs)], options.parallel
     )
+
+
+def check_summary(child_id: str, result: Any, max_bytes: int) -> None:
+    """Fail, naming the child, if its result serializes to more than ``max_bytes``: a child
+    returns a condensed summary, and large artefacts stay in git or the blob store."""
+    size = workflow.payload_converter().to_payloads([result])[0].ByteSize()
+    if size > max_bytes:
+        raise ApplicationError(
+            f"map step {child_id} returned {size} bytes, over the {max_bytes}-byte limit for a "
+            "summary: return a condensed result and leave large artefacts in git or the blob "
+            "store, passed by reference",
+            type=SUMMARY_TOO_LARGE,
+            non_retryable=True,
+        )
 
 
 async def map_reduce(
@@ -98,4 +103,4 @@ async def map_reduce(
     return await reduced if inspect.isawaitable(reduced) else reduced
 
 
-__all__ = ["MapReduceOptions", "map_children", "map_reduce"]
+__all__ = ["MapReduceOptions", "check_summary", "map_children", "map_reduce"]
