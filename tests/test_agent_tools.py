@@ -45,10 +45,11 @@ FILES = {
         def count(prices):
             return len(prices)
     """,
+    "pyproject.toml": """
+        [tool.pytest.ini_options]
+        pythonpath = ["src"]
+    """,
     "tests/test_money.py": """
-        import sys
-
-        sys.path.insert(0, "src")
         from shop.money import to_cents
 
 
@@ -141,8 +142,8 @@ def test_list_files_and_search_stay_in_the_jobs_files(unit: ShardRef) -> None:
     assert found.output.splitlines() == [
         "src/shop/cart.py:5:     return sum(to_cents(p) for p in prices)",
         "src/shop/money.py:1: def to_cents(amount):",
-        "tests/test_money.py:7: def test_to_cents():",
-        "tests/test_money.py:8:     assert to_cents(1.5) == 150",
+        "tests/test_money.py:4: def test_to_cents():",
+        "tests/test_money.py:5:     assert to_cents(1.5) == 150",
     ]
     in_tests = call(unit, "search", pattern="to_cents", path="tests")
     assert in_tests.summary == "search 'to_cents' in tests"

@@ -216,7 +216,7 @@ async def test_a_capability_worker_runs_the_shipped_refactor_specialist(
     [
         (
             ["--capability", "nope"],
-            "unknown capability 'nope': --capability takes one of docs, python",
+            "unknown capability 'nope': --capability takes one of docs, python, tests",
         ),
         (["--model-calls-per-second", "0"], "--model-calls-per-second must be above 0, got 0"),
     ],
@@ -270,5 +270,6 @@ def test_worker_script_refuses_an_unknown_capability() -> None:
     )
     assert done.returncode == 2
     assert done.stderr == (
-        "agentparallels: error: unknown capability 'nope': --capability takes one of docs, python\n"
+        "agentparallels: error: unknown capability 'nope': --capability takes one of "
+        "docs, python, tests\n"
     )
