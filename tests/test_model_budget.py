@@ -350,3 +350,33 @@ def test_status_shows_each_phase_against_its_allowance() -> None:
         update={"budget": (PhaseBudget(phase="execute", spent=45, allowance=None),)}
     )
     assert progress.budget(unlimited) == "execute 45"
+
+
+def test_compaction_keeps_tool_results_with_the_call_they_answer() -> None:
+    """Dropping turns never leaves a tool result without its assistant call (providers refuse
+    that): the last call and every result of it stay."""
+    from agentparallels.core.llm import Message, ModelRequest
+    from agentparallels.core.tools import ToolCall
+    from agentparallels.workflows.model_step import compact
+
+    calls = (ToolCall(id="c1", name="read_file"), ToolCall(id="c2", name="search"))
+    messages = (
+        Message(role="system", content="s"),
+        Message(role="user", content="task"),
+        Message(role="assistant", content="", tool_calls=(ToolCall(id="c0", name="x"),)),
+        Message(role="tool", content="old", tool_call_id="c0"),
+        Message(role="assistant", content="", tool_calls=calls),
+        Message(role="tool", content="r1", tool_call_id="c1"),
+        Message(role="tool", content="r2", tool_call_id="c2"),
+    )
+    smaller = compact(ModelRequest(model="openai:m", messages=messages))
+    roles = [(m.role, m.tool_call_id) for m in smaller.messages]
+    assert roles == [
+        ("system", None),
+        ("user", None),
+        ("user", None),
+        ("assistant", None),
+        ("tool", "c1"),
+        ("tool", "c2"),
+    ]
+    assert "2 earlier messages were dropped" in smaller.messages[2].content

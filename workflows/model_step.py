@@ -64,19 +64,25 @@ def estimate_tokens(req: ModelRequest) -> int:
 
 def compact(req: ModelRequest) -> ModelRequest:
     """A smaller request: related files dropped first; then every turn between the first
-    (the task) and the last, replaced by a note that they were dropped."""
+    (the task) and the last, replaced by a note that they were dropped. When the last turn is
+    a tool result, the assistant message that made the call and all its results are kept:
+    providers refuse a result without its call."""
     if req.context and req.context.related_tokens:
         return req.model_copy(
             update={"context": req.context.model_copy(update={"related_tokens": 0})}
         )
     system = [m for m in req.messages if m.role == "system"]
     turns = [m for m in req.messages if m.role != "system"]
-    if len(turns) <= 2:
+    keep = 1
+    if turns[-1].role == "tool":  # tool results stay with the call they answer
+        calls = max(i for i, m in enumerate(turns) if m.role == "assistant" and m.tool_calls)
+        keep = len(turns) - calls
+    if len(turns) <= keep + 1:
         return req
-    dropped = len(turns) - 2
+    dropped = len(turns) - keep - 1
     plural = "s were" if dropped != 1 else " was"
     note = Message(role="user", content=f"({dropped} earlier message{plural} dropped to fit.)")
-    return req.model_copy(update={"messages": (*system, turns[0], note, turns[-1])})
+    return req.model_copy(update={"messages": (*system, turns[0], note, *turns[-keep:])})
 
 
 class ModelSteps:
