@@ -381,3 +381,28 @@ async def test_a_model_that_only_answers_malformed_calls_is_stopped_by_its_turn_
     assert len(unit_calls) == 3
     assert "not valid JSON" in json.dumps(unit_calls[1].body["messages"][-1])
     assert snapshot(repo) == before
+
+
+async def test_budget_tokens_is_a_hard_cap_and_the_job_rolls_back(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """The whole job's tokens, planner and units together, stop at the budget: the unit's
+    next call is refused before it is made, and nothing is left behind."""
+    from agentparallels.core.errors import BUDGET_EXCEEDED
+    from agentparallels.core.llm import BudgetLimits
+
+    repo = make_repo(tmp_path / "repo", FILES)
+    before = snapshot(repo)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("rename"),
+        *[tools(("read_file", {"path": "pkg/a.py", "start": n, "end": n})) for n in (1, 2)],
+    )
+    limits = AgentLimits(max_tokens=1000)
+    budget = BudgetLimits(total=1500, shares={})
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, limits=limits, budget=budget)
+        error = await failure_of(await start(client, task_queue, inp))
+    assert error.type == BUDGET_EXCEEDED
+    assert snapshot(repo) == before
+    assert sum(unit_marker("rename") in json.dumps(r.body) for r in fake.requests) < 2
