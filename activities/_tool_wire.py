@@ -57,6 +57,12 @@ def openai_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
     ]
 
 
+UNNAMED = "unreadable_call"
+"""The name sent back for a call the model made without a readable name."""
+EMPTY = "(no text)"
+"""Sent for a turn that had no text: Anthropic refuses empty turns."""
+
+
 def openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
     """The conversation as chat-completions messages; plain messages stay ``role``/``content``."""
     wire: list[dict[str, Any]] = []
@@ -68,7 +74,8 @@ def openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
                 {
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                    # A call that could not be read may have no name; the API wants one.
+                    "function": {"name": c.name or UNNAMED, "arguments": json.dumps(c.arguments)},
                 }
                 for c in m.tool_calls
             ]
@@ -83,10 +90,21 @@ class OpenAICalls:
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, Any]] = {}
+        self._ids: dict[str, int] = {}
+
+    def _key(self, f: Any) -> int:
+        """The call a fragment belongs to: its ``index``; from servers that send none, its
+        ``id`` (a new id is a new call), else the call before."""
+        if f.index is not None:
+            return int(f.index)
+        if f.id and f.id not in self._ids:
+            self._ids[f.id] = len(self._calls)
+        return self._ids.get(f.id or "", max(self._calls, default=0))
 
     def add(self, fragments: Any) -> None:
         for f in fragments or ():
-            call = self._calls.setdefault(f.index, {"id": "", "name": "", "arguments": []})
+            key = self._key(f)
+            call = self._calls.setdefault(key, {"id": "", "name": "", "arguments": []})
             call["id"] = f.id or call["id"]
             if f.function is not None:
                 call["name"] = f.function.name or call["name"]
@@ -116,20 +134,27 @@ def anthropic_turns(messages: list[Message]) -> list[dict[str, Any]]:
     previous = ""
     for m in messages:
         if m.role == "tool":
-            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id,
+                "content": m.content,
+            }
+            if m.content.startswith("Error:"):
+                block["is_error"] = True
             if previous == "tool":
                 turns[-1]["content"].append(block)
             else:
                 turns.append({"role": "user", "content": [block]})
         elif m.role == "assistant" and m.tool_calls:
-            text = [{"type": "text", "text": m.content}] if m.content else []
+            text = [{"type": "text", "text": m.content}] if m.content.strip() else []
             uses = [
                 {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
                 for c in m.tool_calls
             ]
             turns.append({"role": "assistant", "content": text + uses})
         elif m.role != "system":
-            turns.append({"role": m.role, "content": m.content})
+            # Every turn but a final assistant one must have content.
+            turns.append({"role": m.role, "content": m.content if m.content.strip() else EMPTY})
         previous = m.role
     return turns
 
@@ -210,6 +235,8 @@ def json_action(text: str, messages: tuple[Message, ...], tools: tuple[ToolSpec,
 
 
 __all__ = [
+    "EMPTY",
+    "UNNAMED",
     "AnthropicStream",
     "OpenAICalls",
     "anthropic_tools",

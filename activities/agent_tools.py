@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import git
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git, bulkhead, sandbox
@@ -47,6 +46,10 @@ LINE_CHARS = 2000
 """Longest line ``read_file`` shows (a minified file would fill the output otherwise)."""
 MATCH_CHARS = 300
 """Longest matching line ``search`` shows."""
+MAX_MATCHES = 20
+"""Matches shown per file by ``search``."""
+SEARCH_TIMEOUT_S = 20.0
+"""Longest a search may run: a pathological pattern is refused, not left to run."""
 
 
 class _BadArgument(Exception):
@@ -187,16 +190,28 @@ def _search(req: ToolRequest) -> ToolOutcome:
     if problem:
         return _outcome(cache, req, False, problem, summary)
     spec = [where] if where else []
-    try:
-        out = _git.run(
-            cache, "grep", "-z", "-n", "-I", "-E", "-e", pattern, req.checkpoint, "--", *spec,
-            env={"GIT_LITERAL_PATHSPECS": "1"},
-        )  # fmt: skip
-    except git.GitCommandError as e:
-        if e.status != 1:  # 1: nothing matched; else a bad pattern
-            why = str(e.stderr).strip().removeprefix("stderr: ").strip("'\n ")
-            return _outcome(cache, req, False, f"the search failed: {why}", summary)
-        out = ""
+    status, out, err = _git.execute(
+        cache,
+        "grep",
+        "-z",
+        "-n",
+        "-I",
+        "-E",
+        f"--max-count={MAX_MATCHES}",
+        "-e",
+        pattern,
+        req.checkpoint,
+        "--",
+        *spec,
+        env={"GIT_LITERAL_PATHSPECS": "1"},
+        with_extended_output=True,
+        with_exceptions=False,
+        kill_after_timeout=SEARCH_TIMEOUT_S,
+    )
+    if status not in (0, 1):  # 1: nothing matched; else a bad pattern, or killed
+        why = str(err).strip() or f"it took over {SEARCH_TIMEOUT_S:g} s"
+        return _outcome(cache, req, False, f"the search failed: {why}", summary)
+    out = out if status == 0 else ""
     hits = []
     for line in out.splitlines():
         name, number, text = (line.split("\0", 2) + ["", ""])[:3]
@@ -255,7 +270,11 @@ def _write(
             result = change(target.read_bytes() if target.exists() else None)
             if isinstance(result, Refusal):
                 return _outcome(cache, req, False, result.message, summary)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                problem = f"{path} cannot be written: a file stands where its folder would be"
+                return _outcome(cache, req, False, problem, summary)
             target.write_bytes(result)
             earlier = _commit(wt, req, path, verb, expected)
     done = "edited" if verb == "edit" else "created"
@@ -362,7 +381,8 @@ def _problems(wt: Path, files: list[str], req: ToolRequest) -> list[str]:
     if not req.check_cmd or not files:
         return found
     if "{file}" in req.check_cmd:
-        commands = [req.check_cmd.replace("{file}", shlex.quote(p)) for p in files]
+        # ./ first: a file the model named `--x.py` must not be read as an option.
+        commands = [req.check_cmd.replace("{file}", shlex.quote(f"./{p}")) for p in files]
     else:
         commands = [req.check_cmd]
     for command in commands:

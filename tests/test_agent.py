@@ -406,3 +406,26 @@ async def test_budget_tokens_is_a_hard_cap_and_the_job_rolls_back(
     assert error.type == BUDGET_EXCEEDED
     assert snapshot(repo) == before
     assert sum(unit_marker("rename") in json.dumps(r.body) for r in fake.requests) < 2
+
+
+async def test_finish_after_a_failed_call_in_the_same_answer_is_not_taken(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """[malformed edit, finish]: the finish is refused (the edit was lost), and the unit goes
+    on until its edit is made and a finish comes alone."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    garbled = {"name": "edit_file", "arguments": '{"path": "pkg/a.py"'}
+    fake.push_thread(
+        unit_marker("rename"),
+        {"tool_calls": [garbled, {"name": "finish", "arguments": {"summary": "too soon"}}]},
+        tools(edit("pkg/a.py", "return 1", "return 1  # done"), CHECK),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, test_cmd=None)
+        result = await asyncio.wait_for((await start(client, task_queue, inp)).result(), 240)
+    assert result.files_changed == ("pkg/a.py",)
+    assert result.units[0].summary == "done"
+    unit_calls = [r for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
+    assert "Not finished" in json.dumps(unit_calls[1].body["messages"][-1])

@@ -1,5 +1,6 @@
 """The agent's fan-in: units' heads merge in dependency order; a conflict names the unit and
-the files instead of failing, and the result is kept so a retry does not merge again."""
+the files instead of failing; the result is in the job's repository before the step returns,
+and a retry computes the same commit."""
 
 from __future__ import annotations
 
@@ -44,8 +45,17 @@ def test_disjoint_and_dependent_units_merge_into_one_commit(tmp_path: Path) -> N
     assert git(repo, "show", f"{done.commit}:a.py") == "A = 3"
     assert git(repo, "show", f"{done.commit}:b.py") == "B = 2"
     assert git(repo, "rev-parse", "refs/agentparallels/job-1/merged") == done.commit
-    # A retry finds the kept result instead of merging again.
-    assert merge(repo, {"first": first}).commit == done.commit
+    assert done.changed == ("a.py", "b.py")
+    # A retry (the worker died after the push) computes the same commit.
+    assert merge(repo, {"first": first, "then": after_first, "other": other}) == done
+
+
+def test_what_the_job_changed_is_net_of_edits_undone(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    base = git(repo, "rev-parse", "main")
+    edited = commit(repo, base, {"a.py": "A = 2\n", "b.py": "B = 2\n"})
+    undone = commit(repo, edited, {"a.py": "A = 1\n"})
+    assert merge(repo, {"one": edited, "two": undone}).changed == ("b.py",)
 
 
 def test_a_conflict_names_the_unit_and_the_files_and_keeps_what_merged_before(
@@ -56,5 +66,7 @@ def test_a_conflict_names_the_unit_and_the_files_and_keeps_what_merged_before(
     one = commit(repo, base, {"a.py": "A = 2\n", "b.py": "B = 2\n"})
     two = commit(repo, base, {"a.py": "A = 5\n"})
     done = merge(repo, {"one": one, "two": two})
-    assert done == UnitMerge(commit=one, conflict="two", files=("a.py",))
-    assert git(repo, "for-each-ref", "refs/agentparallels") == ""  # nothing kept
+    assert done == UnitMerge(commit=one, conflict="two", files=("a.py",), changed=("a.py", "b.py"))
+    # What merged before the conflict is in the job's repository, for the unit run again on
+    # top of it (perhaps on a worker that does not have this one's disk).
+    assert git(repo, "rev-parse", "refs/agentparallels/job-1/merged") == one

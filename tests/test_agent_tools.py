@@ -214,6 +214,14 @@ def test_write_file_creates_new_files_only(unit: ShardRef) -> None:
     assert git(repo_of(unit), "rev-list", "--count", f"{unit.job.base_commit}..{unit.ref}") == "1"
 
 
+def test_writing_below_a_file_is_refused_to_the_model(unit: ShardRef) -> None:
+    """A scope path that puts a folder where a file is gets a reply, not a failed step."""
+    req = request(unit, "write_file", None, "k1", path="src/shop/money.py/x.py", content="")
+    req = req.model_copy(update={"scope": ("src/shop/money.py/x.py",)})
+    done = ActivityEnvironment().run(agent_tool, req)
+    assert not done.ok and "a file stands where its folder would be" in done.output
+
+
 def test_a_retried_edit_returns_the_pushed_commit_without_a_second(unit: ShardRef) -> None:
     """The first attempt pushed and died before reporting: the retry (same key, same
     checkpoint) finds its commit and reports it; a different call from that checkpoint is a

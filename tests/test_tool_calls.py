@@ -314,3 +314,46 @@ def test_script_file_with_threads(tmp_path: Path) -> None:
     path.write_text(json.dumps({"threads": {"m": [{"colour": 1}]}}))
     with pytest.raises(ValueError, match=r"thread 'm' entry 0: needs exactly one of"):
         read_script(path)
+
+
+def test_wire_shapes_the_providers_insist_on() -> None:
+    """Anthropic refuses empty turns and wants errors flagged; OpenAI wants a name on every
+    call; fragments from servers that send no index still make separate calls."""
+    from types import SimpleNamespace
+
+    from agentparallels.activities._tool_wire import (
+        EMPTY,
+        UNNAMED,
+        OpenAICalls,
+        anthropic_turns,
+        openai_messages,
+    )
+    from agentparallels.core.agentjob import TOOLS
+
+    bad = ToolCall(id="c1", name="", error="not JSON")
+    messages = [
+        Message(role="user", content="go"),
+        Message(role="assistant", content=" ", tool_calls=(bad,)),
+        Message(role="tool", content="Error: not JSON", tool_call_id="c1"),
+        Message(role="assistant", content=""),
+        Message(role="user", content="Call a tool."),
+    ]
+    turns = anthropic_turns(messages)
+    assert turns[1]["content"][0]["type"] == "tool_use"  # no blank text block
+    assert turns[2]["content"][0]["is_error"] is True
+    assert turns[3] == {"role": "assistant", "content": EMPTY}
+    assert openai_messages(messages)[1]["tool_calls"][0]["function"]["name"] == UNNAMED
+
+    def fragment(id: str | None, name: str | None, args: str) -> SimpleNamespace:
+        function = SimpleNamespace(name=name, arguments=args)
+        return SimpleNamespace(index=None, id=id, function=function)
+
+    calls = OpenAICalls()
+    calls.add([fragment("a", "read_file", '{"path": ')])
+    calls.add([fragment(None, None, '"x.py"}')])
+    calls.add([fragment("b", "run_check", "{}")])
+    got = calls.calls(TOOLS)
+    assert [(c.id, c.name, c.arguments) for c in got] == [
+        ("a", "read_file", {"path": "x.py"}),
+        ("b", "run_check", {}),
+    ]

@@ -12,8 +12,10 @@ checks the result against the units' heads; a saga undoes everything on failure 
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import NoReturn
 
@@ -40,6 +42,8 @@ from agentparallels.workflows.shard import BUG_TYPES
 from agentparallels.workflows.two_phase import prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
+REPAIRABLE = {"tests", "lint", "check"}
+"""Failed votes a repair unit may fix; a moved base ref or an oversized diff it cannot."""
 SUMMARY_BYTES = 8 * 1024
 """Largest result a unit may hand back (MapReduce: a summary and a commit, never contents)."""
 
@@ -72,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         ShardClaim,
     )
     from agentparallels.core.models import (
+        CheckInput,
         CheckRun,
         JobRef,
         Progress,
@@ -88,9 +93,10 @@ def planner_messages(inp: AgentInput, the_map: RepoMap) -> tuple[Message, ...]:
     system = (
         f"{PLANNER_MARKER}: split the task into units of work, each done by a separate agent "
         "in its own copy of the repository, writing only the files in its scope (it may read "
-        "any file). A unit that needs another's result lists it in depends_on and starts from "
-        "it; two units may share a file only if one depends on the other. Capabilities: "
-        f"python, tests, docs. At most {limits.max_units} units. Answer with JSON only: "
+        "every file of the job). A unit that needs another's result lists it in depends_on "
+        "and starts from it; two units may share a file only if one depends on the other. "
+        "Capabilities: python, tests, docs. The unit name 'repair' is reserved. "
+        f"At most {limits.max_units} units. Answer with JSON only: "
         '{"summary": "...", "units": [{"name": "lower-case-name", "goal": "...", "scope": '
         '["path", ...], "capability": "python", "depends_on": []}]}'
     )
@@ -170,14 +176,28 @@ class AgentWorkflow:
     async def _merge_stage(self, run: _Run) -> _Run:
         assert run.plan is not None
         self._phase("merge")
-        run.results, run.merged = await self._merge_all(run.inp, run.job, run.plan, run.results)
+        run.results, merged = await self._merge_all(run.inp, run.job, run.plan, run.results)
+        run.merged, run.changed = merged.commit, merged.changed
         return run
 
     async def _verify_stage(self, run: _Run) -> _Run:
+        """Every check votes on the merge; when lint, the tests or the check command fail,
+        one repair unit gets their output, under the breaker, and they vote again."""
         assert run.plan is not None
-        run.results, run.merged, run.checks = await self._verify(
-            run.inp, run.job, run.plan, run.results, run.merged
-        )
+        self._phase("verify")
+        try:
+            run.checks = await self._checks(run)
+            return run
+        except ApplicationError as e:
+            if e.type != CHECK_FAILED or not set(e.details) <= REPAIRABLE:
+                raise
+            failure = e.message
+        fixed = await self._repair(run, failure)
+        repaired = await self._merge(run.job, [*run.results, fixed], "repaired")
+        run.results = [*run.results, fixed]
+        run.merged, run.changed = repaired.commit, repaired.changed
+        self._phase("verify")
+        run.checks = await self._checks(run)
         return run
 
     async def _publish_stage(self, run: _Run) -> _Run:
@@ -186,7 +206,7 @@ class AgentWorkflow:
         job = run.job
         await call(
             steps.CHECK_RESULT,
-            ResultCheckInput(job=job, commit=run.merged, shards=_claims(run.results)),
+            ResultCheckInput(job=job, commit=run.merged, shards=_claims(run.results, run.changed)),
             summary="check the result against every unit's verified head",
         )
         run.published = await shielded(
@@ -400,12 +420,13 @@ class AgentWorkflow:
 
     async def _merge_all(
         self, inp: AgentInput, job: JobRef, the_plan: AgentPlan, results: list[UnitResult]
-    ) -> tuple[list[UnitResult], str]:
+    ) -> tuple[list[UnitResult], UnitMerge]:
         """Merge every unit's head in dependency order; a unit that conflicts runs once more
-        on top of what merged before it, then the job refuses naming the files."""
+        on top of what merged before it, then the job refuses naming the files. (Validated
+        plans give units disjoint files unless one builds on the other, so this is a guard.)"""
         merged = await self._merge(job, results, "merged")
         if merged.conflict is None:
-            return results, merged.commit
+            return results, merged
         units = {u.name: u for u in the_plan.units}
         name = merged.conflict
         redo = await self._unit(
@@ -428,45 +449,32 @@ class AgentWorkflow:
                 type=GIT_CONFLICT,
                 non_retryable=True,
             )
-        return results, again.commit
+        return results, again
 
-    async def _verify(
-        self,
-        inp: AgentInput,
-        job: JobRef,
-        the_plan: AgentPlan,
-        results: list[UnitResult],
-        merged: str,
-    ) -> tuple[list[UnitResult], str, tuple[CheckRun, ...]]:
-        """Every check votes on the merge; on a failure one repair unit gets the failing
-        output and the files the units changed, under the breaker; then they vote again."""
-        self._phase("verify")
-        try:
-            return results, merged, await self._checks(inp, job, merged)
-        except ApplicationError as e:
-            if e.type != CHECK_FAILED:
-                raise
-            failure = e.message
-        scope = tuple(sorted({p for u in the_plan.units for p in u.scope}))
+    async def _repair(self, run: _Run, failure: str) -> UnitResult:
+        """The repair unit: the failing output, every file the units could write, on top of
+        the merged work."""
+        assert run.plan is not None
+        scope = tuple(sorted({p for u in run.plan.units for p in u.scope}))
         repair = UnitPlan(
             name=REPAIR_UNIT,
             goal="Make the failing checks on the merged work pass, changing as little as possible.",
             scope=scope,
-            depends_on=tuple(u.name for u in the_plan.units),
+            depends_on=tuple(u.name for u in run.plan.units),
         )
         self._units[REPAIR_UNIT] = ShardProgress(
             name=REPAIR_UNIT, label="repair", files_total=len(scope)
         )
-        fixed = await self._unit(
-            inp, job, repair, merged, Saga(), note=f"The checks failed:\n{failure[-3000:]}"
-        )
-        self._phase("verify")
-        return [*results, fixed], fixed.head, await self._checks(inp, job, fixed.head)
+        note = f"The checks failed:\n{failure[-3000:]}"
+        return await self._unit(run.inp, run.job, repair, run.merged, run.saga, note=note)
 
-    async def _checks(self, inp: AgentInput, job: JobRef, commit: str) -> tuple[CheckRun, ...]:
-        return await prepare(
+    async def _checks(self, run: _Run) -> tuple[CheckRun, ...]:
+        """The checklist's votes (tests, lint, diff size, conflicts with the base ref) and the
+        check command on the files the job changed; ``CheckFailed`` naming every no."""
+        inp, job = run.inp, run.job
+        checklist = prepare(
             job,
-            commit,
+            run.merged,
             Checklist(),
             base_ref=inp.base_ref,
             test_cmd=inp.test_cmd,
@@ -474,6 +482,55 @@ class AgentWorkflow:
             timeout_s=inp.limits.command_timeout_s,
             sandbox=inp.limits.sandbox,
         )
+        if not inp.check_cmd:
+            return await checklist
+        runs = await asyncio.gather(checklist, self._check_command(run), return_exceptions=True)
+        failures = [r for r in runs if isinstance(r, BaseException)]
+        if any(not isinstance(f, ApplicationError) for f in failures):
+            raise next(f for f in failures if not isinstance(f, ApplicationError))
+        if failures:
+            errors = [f for f in failures if isinstance(f, ApplicationError)]
+            details = [d for e in errors for d in e.details]
+            raise ApplicationError(
+                "\n".join(e.message for e in errors),
+                *details,
+                type=CHECK_FAILED,
+                non_retryable=True,
+            )
+        votes, own = runs
+        assert isinstance(votes, tuple) and isinstance(own, CheckRun)
+        return (*votes, own)
+
+    async def _check_command(self, run: _Run) -> CheckRun:
+        """``--check-cmd`` on the merged result: once, or once per changed file when it
+        names ``{file}``."""
+        inp = run.inp
+        assert inp.check_cmd is not None
+        command = inp.check_cmd
+        if "{file}" in command:
+            files = " ".join(shlex.quote(f"./{p}") for p in run.changed)
+            command = command.replace("{file}", files)
+        done = await call(
+            steps.RUN_CHECK,
+            CheckInput(
+                job=run.job,
+                commit=run.merged,
+                command=command,
+                timeout_s=inp.limits.command_timeout_s,
+                sandbox=inp.limits.sandbox,
+            ),
+            summary=f"vote: check `{inp.check_cmd}`",
+            start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+        )
+        if not done.passed:
+            raise ApplicationError(
+                f"the check command `{command}` failed (exit {done.exit_code}) on the merged "
+                f"result:\n{done.output.strip()}",
+                "check",
+                type=CHECK_FAILED,
+                non_retryable=True,
+            )
+        return done
 
     async def _roll_back(self, err: BaseException, job: JobRef, saga: Saga) -> NoReturn:
         """Undo every step, newest first, and clean up; then fail with what went wrong (and
@@ -495,7 +552,6 @@ class AgentWorkflow:
 
     def _result(self, run: _Run) -> AgentResult:
         assert run.plan is not None
-        changed = tuple(sorted({p for r in run.results for p in r.files_changed}))
         usage = self._planner.total
         for r in run.results:
             usage = usage + r.usage
@@ -507,7 +563,7 @@ class AgentWorkflow:
             branch=run.job.branch if published else None,
             base_commit=run.job.base_commit,
             head=run.merged or run.job.base_commit,
-            files_changed=changed if published else (),
+            files_changed=run.changed if published else (),
             plan=run.plan,
             units=tuple(run.results),
             checks=run.checks,
@@ -552,13 +608,15 @@ class _Run:
     plan: AgentPlan | None = None
     results: list[UnitResult] = field(default_factory=list)
     merged: str = ""
+    changed: tuple[str, ...] = ()
+    """The files the merged result changes from the base, net."""
     checks: tuple[CheckRun, ...] = ()
     published: Published | None = None
 
 
 async def _changed(run: _Run) -> Verdict:
     """The gate after the merge: with nothing changed there is nothing to verify or publish."""
-    if run.merged == run.job.base_commit:
+    if not run.changed:
         return Verdict(passed=False, reason="the units changed no file")
     return Verdict(passed=True)
 
@@ -567,19 +625,21 @@ def _tool_format(inp: AgentInput) -> ToolFormat:
     return "native" if inp.tool_format == "auto" else inp.tool_format
 
 
-def _claims(results: list[UnitResult]) -> tuple[ShardClaim, ...]:
-    """Each changed file claimed by the last unit (in merge order) that changed it: that
-    unit's head holds the file as the result must."""
+def _claims(results: list[UnitResult], changed: tuple[str, ...]) -> tuple[ShardClaim, ...]:
+    """Each file the job changed, net, claimed by the last unit (in merge order) that edited
+    it: that unit's head holds the file as the result must. A file edited and then put back
+    as the base had it is claimed by nobody: the result has it as the base."""
     owner: dict[str, str] = {}
     for r in results:
         for path in r.files_changed:
-            owner[path] = r.name
+            if path in changed:
+                owner[path] = r.name
     last = {r.name: r for r in results}
     return tuple(
         ShardClaim(
             name=r.name,
             head=r.head,
-            files_changed=tuple(p for p in r.files_changed if owner[p] == r.name),
+            files_changed=tuple(p for p in r.files_changed if owner.get(p) == r.name),
         )
         for r in last.values()
     )

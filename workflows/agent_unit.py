@@ -56,7 +56,8 @@ def system_prompt(inp: UnitInput) -> str:
         f"{unit_marker(inp.unit.name)}, working in its own copy of a git repository.\n"
         f"The job's task: {inp.task}\n"
         f"Your goal: {inp.unit.goal}\n"
-        f"You may write only these files: {', '.join(inp.unit.scope)}. You may read any file.\n"
+        f"You may write only these files: {', '.join(inp.unit.scope)}. You may read the job's "
+        f"files ({', '.join(inp.files)}).\n"
         "Work with the tools: read a file before you edit it; edit_file replaces one exact, "
         f"unique snippet; after your edits run run_check{tests}; fix what fails. When your "
         "goal is met, call finish with a short summary of what you changed."
@@ -175,14 +176,19 @@ class AgentUnitWorkflow:
         if not answer.tool_calls:
             u.say(Message(role="user", content=NO_TOOL))
             return None
-        finished = None
-        for tc in answer.tool_calls:
-            if tc.error is not None:
-                reply = f"Error: {tc.error}"
-            elif tc.name == FINISH:
-                finished, reply = self._finish(u, tc)
+        finished, failed = None, False
+        for i, tc in enumerate(answer.tool_calls):
+            if finished is not None:  # every call gets its result; none runs after finish
+                reply = "Not run: it came after finish."
+            elif tc.error is not None:
+                reply, failed = f"Error: {tc.error}", True
+            elif tc.name != FINISH:
+                reply, ok = await self._tool(u, tc)
+                failed = failed or not ok
+            elif failed or i < len(answer.tool_calls) - 1:
+                reply = "Not finished: call finish alone, once your other calls have succeeded."
             else:
-                reply = await self._tool(u, tc)
+                finished, reply = self._finish(u, tc)
             u.say(Message(role="tool", content=reply, tool_call_id=tc.id))
         self._show("running")
         return finished
@@ -194,7 +200,8 @@ class AgentUnitWorkflow:
             return None, "Your last edits have not passed run_check yet: run it before finishing."
         return str(tc.arguments.get("summary", "")), "Finished."
 
-    async def _tool(self, u: _Unit, tc: ToolCall) -> str:
+    async def _tool(self, u: _Unit, tc: ToolCall) -> tuple[str, bool]:
+        """Run one tool call as a step; what the model is told, and whether it succeeded."""
         inp = u.inp
         u.calls += 1
         outcome: ToolOutcome = await call(
@@ -227,7 +234,8 @@ class AgentUnitWorkflow:
         warning = u.loops.after(
             tc.fingerprint(), outcome.state, edited=edited, checked=outcome.check == "passed"
         )
-        return f"{outcome.output}\n\n{warning}" if warning else outcome.output
+        reply = f"{outcome.output}\n\n{warning}" if warning else outcome.output
+        return reply, outcome.ok
 
     def _check(self, u: _Unit, tc: ToolCall, outcome: ToolOutcome) -> None:
         """The circuit breaker: consecutive failed checks stop the unit."""

@@ -86,6 +86,7 @@ async def prepare(
         raise ApplicationError(
             f"the pre-completion checklist voted no ({', '.join(v.check for v in no)}):\n"
             + "\n".join(f"- {v.check}: {v.reason}" for v in no),
+            *(v.check for v in no),  # the details: which checks voted no
             type=CHECK_FAILED,
             non_retryable=True,
         )

@@ -226,6 +226,9 @@ async def finish(handle: WorkflowHandle[Any, Any], *, show: bool) -> int:
     except WorkflowFailureError as e:
         return await check_rollback(handle, e, report_failure(handle.id, e))
     print(outcome_summary(result))
+    if isinstance(result, AgentResult) and result.published is None:
+        err(f"job {handle.id} published nothing: its units changed no file")
+        return FAILED  # the agent's promise is a published, tested branch
     return 0
 
 

@@ -227,11 +227,15 @@ class UnitMergeInput(Value):
 
 class UnitMerge(Value):
     commit: str
-    """The heads merged so far: all of them, or those before the one that conflicts."""
+    """The heads merged so far: all of them, or those before the one that conflicts; in the
+    job's repository either way (a unit run again on top of it may be on another worker)."""
     conflict: str | None = None
     """The unit whose head does not merge on ``commit``."""
     files: tuple[str, ...] = ()
     """The files in conflict."""
+    changed: tuple[str, ...] = ()
+    """The files ``commit`` changes from the base: what the job changed, net (an edit undone
+    later is not among them)."""
 
 
 class AgentResult(Value):
@@ -300,8 +304,10 @@ def path_error(path: str) -> str | None:
     """Why ``path`` is not a clean repository-relative path, or None."""
     if not path or path.startswith("/") or "\\" in path:
         return f"{path!r} is not a relative path"
-    if posixpath.normpath(path) != path or path.split("/")[0] in ("..", ".git"):
+    if posixpath.normpath(path) != path or path.split("/")[0] == "..":
         return f"{path!r} must be a normalised path inside the repository"
+    if any(part.lower() in (".git", "git~1") for part in path.split("/")):
+        return f"{path!r} is inside a .git folder, which no unit may touch"
     return None
 
 
@@ -334,6 +340,8 @@ def _unit_errors(
     errors = []
     if not UNIT_NAME.match(u.name):
         errors.append(f"unit name {u.name!r}: use lower-case letters, digits and dashes")
+    elif u.name == REPAIR_UNIT:
+        errors.append(f"unit name {u.name!r} is reserved for the job's own repair unit")
     if u.capability not in CAPABILITIES:
         errors.append(
             f"unit {u.name}: capability {u.capability!r} is not one of {', '.join(CAPABILITIES)}"

@@ -81,9 +81,9 @@ ITERATION_CAP = "IterationCapReached"
 STAGE_FAILED = "StageFailed"
 """A pipeline stage failed; the message names it."""
 SUMMARY_TOO_LARGE = "SummaryTooLarge"
+"""A map step returned more than a summary: large artefacts belong in git or the blob store."""
 PLAN_INVALID = "PlanInvalid"
 """The planner's plan stayed invalid after it was sent back with its errors."""
-"""A map step returned more than a summary: large artefacts belong in git or the blob store."""
 
 NON_RETRYABLE_TYPES = [
     BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, SANDBOX_UNAVAILABLE, SCOPE_VIOLATION,
