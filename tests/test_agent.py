@@ -429,3 +429,37 @@ async def test_finish_after_a_failed_call_in_the_same_answer_is_not_taken(
     assert result.units[0].summary == "done"
     unit_calls = [r for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
     assert "Not finished" in json.dumps(unit_calls[1].body["messages"][-1])
+
+
+async def test_a_unit_whose_head_conflicts_runs_again_on_top_of_the_merged_work(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """Two independent units with different files can still conflict: one makes a file
+    where the other makes a folder. The later one runs again, once, from what merged before
+    it, told why; here it then changes nothing, and the job publishes the first's work."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("a", ["pkg/util"]), unit("b", ["pkg/util/x.py"])))
+    fake.push_thread(
+        unit_marker("a"),
+        tools(("write_file", {"path": "pkg/util", "content": "a file\n"})),
+        tools(FINISH),
+        tools(FINISH),  # after the nudge to run a check
+    )
+    fake.push_thread(
+        unit_marker("b"),
+        tools(("write_file", {"path": "pkg/util/x.py", "content": "X = 1\n"}), CHECK),
+        tools(FINISH),
+        # Its second attempt, on top of a's file:
+        tools(("write_file", {"path": "pkg/util/x.py", "content": "X = 1\n"})),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, test_cmd=None, files=("pkg/**",))
+        handle = await start(client, task_queue, inp)
+        result = await asyncio.wait_for(handle.result(), 240)
+    assert result.files_changed == ("pkg/util",)
+    b_calls = [r for r in fake.requests if unit_marker("b") in json.dumps(r.body)]
+    assert "conflicted with the other units' work" in json.dumps(b_calls[2].body["messages"])
+    assert "a file stands where its folder would be" in json.dumps(b_calls[3].body["messages"])
+    second = await client.get_workflow_handle(f"{handle.id}/unit-b-2").describe()
+    assert second.status is not None
