@@ -110,18 +110,41 @@ def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[N
                 return
 
 
+_CHECKED: set[Path] = set()
+"""Caches this process has found usable (or made)."""
+
+
 def cached_repo(repository: str) -> Path:
-    """This worker's bare clone of ``repository``, created empty on first use."""
+    """This worker's bare clone of ``repository``, created empty on first use. A cache is
+    made whole or not at all (initialised beside it, then renamed into place), and one found
+    unusable (a worker killed while making it, under an older version) is made again: a
+    worker's cache is disposable, everything it holds is in the job's repository."""
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", repository.rstrip("/").rsplit("/", 1)[-1])[:40]
     digest = hashlib.sha256(repository.encode()).hexdigest()[:12]
     path = cache_root() / "repos" / f"{slug}-{digest}.git"
-    if not (path / "HEAD").exists():
-        with locked(path.with_suffix(".lock")):
-            if not (path / "HEAD").exists():
-                path.mkdir(parents=True, exist_ok=True)
-                run(path, "init", "--quiet", "--bare")
-                run(path, "config", "gc.auto", "0")
+    if path in _CHECKED and (path / "HEAD").exists():
+        return path
+    with locked(path.with_suffix(".lock")):
+        if not usable(path):
+            shutil.rmtree(path, ignore_errors=True)
+            fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+            shutil.rmtree(fresh, ignore_errors=True)
+            fresh.mkdir(parents=True)
+            run(fresh, "init", "--quiet", "--bare")
+            run(fresh, "config", "gc.auto", "0")
+            fresh.rename(path)
+    _CHECKED.add(path)
     return path
+
+
+def usable(cache: Path) -> bool:
+    """``cache`` is a whole bare repository (git itself says so)."""
+    if not (cache / "HEAD").exists() or not (cache / "objects").is_dir():
+        return False
+    try:
+        return run(cache, "rev-parse", "--is-bare-repository") == "true"
+    except git.GitCommandError:
+        return False
 
 
 KEEP_NAMESPACE = "refs/agentparallels-keep"

@@ -247,7 +247,7 @@ def collect_garbage(max_age_s: float = 24 * 3600, ended: Iterable[Path] = ()) ->
         stale.append(job)
     repos = _git.cache_root() / "repos"
     for cache in repos.glob("*.git") if repos.is_dir() else []:
-        if not (cache / "HEAD").exists():
+        if not _git.usable(cache):  # made again on its next use
             continue
         if stale:
             with _git.locked(cache.with_suffix(".lock")):

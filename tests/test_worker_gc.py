@@ -3,6 +3,7 @@ shard's worktree stays on the worker that made it when another finishes or clean
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from temporalio.client import Client
@@ -36,3 +37,26 @@ async def test_worktrees_of_ended_jobs_go_those_of_running_and_unknown_jobs_stay
     assert not folders[ended.id].exists()
     assert (folders[running.id] / "00-shard" / "a.py").exists()
     assert (folders["not-a-job-here"] / "00-shard" / "a.py").exists()
+
+
+def test_a_cache_left_half_made_by_a_killed_worker_is_made_again(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A worker killed during ``git init`` of its cache leaves HEAD and a config lock but no
+    repository. The next worker on that disk must start (its garbage collection skips the
+    broken cache) and the cache is made again on first use."""
+    from agentparallels.activities import _git
+    from agentparallels.activities._workspace import collect_garbage
+
+    repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n"})
+    cache = _git.cached_repo(str(repo))
+    for part in ("objects", "refs"):
+        shutil.rmtree(cache / part)
+    (cache / "config.lock").touch()
+    _git._CHECKED.clear()  # a new worker process
+    assert collect_garbage() == []
+    again = _git.cached_repo(str(repo))
+    assert again == cache and _git.usable(cache)
+    head = _git.run(repo, "rev-parse", "HEAD")
+    _git.ensure_commit(cache, str(repo), head)
+    assert _git.has_commit(cache, head)
