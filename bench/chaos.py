@@ -532,9 +532,6 @@ class Chaos:
         return await w.polling()
 
     async def run(self) -> Round:
-        from temporalio.client import Client
-
-        from agentparallels.plugin import AgentParallelsPlugin
 
         args = self.args
         started = time.monotonic()
@@ -544,6 +541,22 @@ class Chaos:
         ]
         expected = [plain_tree(r, self.root / "plain" / r.name) for r in repos]
         await self.server.start()
+        try:  # the server is stopped however the round ends
+            job_ids, outcomes = await self._jobs_under_faults(repos)
+        finally:
+            self.server.stop()
+        self.check(repos, job_ids, expected, outcomes)
+        self.report.wall_s = round(time.monotonic() - started, 1)
+        return self.report
+
+    async def _jobs_under_faults(self, repos: list[Path]) -> tuple[list[str], dict[str, str]]:
+        """Start the round's jobs on three workers, inject the faults until every job has
+        ended, and measure the recoveries; the workers and hogs are stopped however it ends."""
+        from temporalio.client import Client
+
+        from agentparallels.plugin import AgentParallelsPlugin
+
+        args = self.args
         plugin = AgentParallelsPlugin(store_dir=self.root / "client-blobs")
         client = await Client.connect(self.server.opts.address, plugins=[plugin])
         hogs = [hog() for _ in range(args.hogs)]
@@ -552,10 +565,7 @@ class Chaos:
             job_ids = [f"chaos-{self.report.number}-{i}-{os.getpid()}" for i in range(args.jobs)]
             for repo, job_id in zip(repos, job_ids, strict=True):
                 await client.start_workflow(
-                    names.REFACTOR,
-                    self.job(repo),
-                    id=job_id,
-                    task_queue=self.task_queue,
+                    names.REFACTOR, self.job(repo), id=job_id, task_queue=self.task_queue
                 )
             await self.faults(client, job_ids)
             outcomes = await self.outcomes(client, job_ids)
@@ -568,10 +578,7 @@ class Chaos:
         one, five, fifteen = os.getloadavg()
         self.report.load_avg = (round(one, 2), round(five, 2), round(fifteen, 2))
         await measure(client, self.report.faults)
-        self.server.stop()
-        self.check(repos, job_ids, expected, outcomes)
-        self.report.wall_s = round(time.monotonic() - started, 1)
-        return self.report
+        return job_ids, outcomes
 
     def job(self, repo: Path) -> Any:
         from agentparallels.core.models import CommandEdit, Limits, RefactorInput
