@@ -28,10 +28,10 @@ from agentparallels.workflows.agent_unit import AgentUnitWorkflow
 from agentparallels.workflows.events import JobEvents, ending
 from agentparallels.workflows.fanout import gather_bounded
 from agentparallels.workflows.ledger import (
-    GRANT_SIGNAL,
     RESERVE_SIGNAL,
     SETTLE_SIGNAL,
     Ledger,
+    deliver,
 )
 from agentparallels.workflows.mapreduce import check_summary
 from agentparallels.workflows.model_step import ModelSteps
@@ -136,11 +136,7 @@ class AgentWorkflow:
         assert self._ledger is not None
         workflow.upsert_search_attributes([TOKENS.value_set(self._ledger.total_spent)])
         self._refresh()
-        for holder, grant in grants:
-            try:
-                await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
-            except FailureError:  # the unit has ended meanwhile; nothing waits for it
-                pass
+        await deliver(grants)
 
     @workflow.run
     async def run(self, inp: AgentInput) -> AgentResult:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 
 from agentparallels.core import names
 
@@ -136,6 +136,16 @@ class Ledger:
         return max(0, self.budget.total - sum(self.used().values()))
 
 
+async def deliver(grants: list[tuple[str, Grant]]) -> None:
+    """The parent's side: signal each decision to the child that asked (a child that has
+    ended meanwhile waits for nothing)."""
+    for holder, grant in grants:
+        try:
+            await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
+        except FailureError:
+            pass
+
+
 class LedgerClient:
     """The shard's side: reserve before a call, settle after."""
 
@@ -185,6 +195,7 @@ __all__ = [
     "JOB_LEDGER",
     "Ledger",
     "LedgerClient",
+    "deliver",
     "RESERVE_SIGNAL",
     "SETTLE_SIGNAL",
 ]

@@ -23,11 +23,11 @@ from agentparallels.workflows.events import HOLDS_THROUGH_PAUSE, JobEvents, endi
 from agentparallels.workflows.fanout import gather_bounded
 from agentparallels.workflows.hooks import run_hooks
 from agentparallels.workflows.ledger import (
-    GRANT_SIGNAL,
     JOB_LEDGER,
     RESERVE_SIGNAL,
     SETTLE_SIGNAL,
     Ledger,
+    deliver,
 )
 from agentparallels.workflows.saga import Saga, failure_of, incomplete, rolled_back, shielded
 from agentparallels.workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
@@ -133,11 +133,7 @@ class RefactorWorkflow:
         assert self._ledger is not None
         workflow.upsert_search_attributes([TOKENS.value_set(self._ledger.total_spent)])
         self._refresh()
-        for holder, grant in grants:
-            try:
-                await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
-            except FailureError:  # the shard has ended meanwhile; nothing waits for it
-                pass
+        await deliver(grants)
 
     @workflow.run
     async def run(self, inp: RefactorInput) -> RefactorResult:
