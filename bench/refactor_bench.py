@@ -395,6 +395,11 @@ class Profile:
     the progress signal), seconds."""
     phases: dict[str, float] = field(default_factory=dict)
     """The job's phases (plan, shards, merge, test, publish, cleanup) in seconds."""
+    files: int = 0
+    """The repository's module count, the unit of the per-100-files counts."""
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Over the job and its shard workflows: ``workflows``, ``workflow tasks``, ``signals``,
+    ``history events``, and ``activity <type>`` per activity scheduled (retries included)."""
 
     def summary(self, wall: float) -> dict[str, Any]:
         acts = {
@@ -417,6 +422,10 @@ class Profile:
             "queue_wait_mean_ms": round(1000 * _mean(self.queue_wait), 1),
             "activities": acts,
             "subprocesses": cmds,
+            "counts": dict(sorted(self.counts.items())),
+            "counts_per_100_files": {
+                k: round(100 * v / max(self.files, 1), 1) for k, v in sorted(self.counts.items())
+            },
         }
 
 
@@ -455,12 +464,16 @@ class CpuMeter:
         }
 
 
+DURING_SHARDS = "progress.shard_done (during shards)"
+"""The parent's step per finished shard: it runs while other shards edit, so its time lies
+inside the shards phase and is left out of the sum that gives the rest."""
 PHASES = {
     "refactor.plan": "plan",
     "git.merge": "merge",
     "check.run": "test",
     "git.publish": "publish",
     "git.cleanup": "cleanup",
+    "progress.shard_done": DURING_SHARDS,
 }
 
 
@@ -493,8 +506,15 @@ def traced_subprocesses(profile: Profile | None):
         return wrapper
 
     def git_kind(_self: Any, command: Any, *_: Any, **__: Any) -> str:
-        words = command if isinstance(command, list | tuple) else str(command).split()
-        return f"git {words[1]}" if len(words) > 1 else "git"
+        # The subcommand, past global options: ``git -C <dir> worktree add`` is "git worktree".
+        words = list(command) if isinstance(command, list | tuple) else str(command).split()
+        rest = iter(words[1:])
+        for word in rest:
+            if word in ("-C", "-c"):
+                next(rest, None)
+            elif not word.startswith("-"):
+                return f"git {word}"
+        return "git"
 
     def tool_kind(command: str, *_: Any, **__: Any) -> str:
         words = command.split()
@@ -542,6 +562,7 @@ async def read_histories(client: Any, job_id: str, profile: Profile) -> None:
         busy: list[tuple[float, float]] = []
         times = [ev.event_time.ToDatetime().timestamp() for ev in history.events]
         first = times[0]
+        count_events(history.events, profile.counts)
         for ev, t in zip(history.events, times, strict=True):
             if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 name = ev.activity_task_scheduled_event_attributes.activity_type.name
@@ -574,8 +595,28 @@ async def read_histories(client: Any, job_id: str, profile: Profile) -> None:
     span = profile.phases.pop("_shards_to", 0.0) - profile.phases.pop("_shards_from", 0.0)
     profile.phases["shards (all edits)"] = span
     profile.phases["other (workflow tasks, scheduling)"] = profile.phases["total"] - sum(
-        v for k, v in profile.phases.items() if k != "total"
+        v for k, v in profile.phases.items() if k not in ("total", DURING_SHARDS)
     )
+
+
+def count_events(events: Any, counts: dict[str, int]) -> None:
+    """Add one workflow history's round trips to ``counts``: the workflow tasks the worker
+    ran, the activities scheduled (by type) and the signals received. Each is a trip through
+    the server, so these numbers per 100 files show what a job's orchestration costs as it
+    grows, apart from the edits themselves."""
+    from temporalio.api.enums.v1 import EventType as E
+
+    counts["workflows"] += 1
+    counts["history events"] += len(events)
+    for ev in events:
+        if ev.event_type == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            counts["workflow tasks"] += 1
+        elif ev.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            counts["signals"] += 1
+        elif ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = ev.activity_task_scheduled_event_attributes.activity_type.name
+            counts["activities"] += 1
+            counts[f"activity {name}"] += 1
 
 
 def job_limits(args: argparse.Namespace) -> Any:
@@ -663,8 +704,11 @@ def fmt_profile(p: dict) -> str:
         f"{cpu['subprocesses']:.2f}s + dev server {cpu['server']:.2f}s",
         "subprocesses (count x mean = total):",
     ]
-    for k, v in list(p["subprocesses"].items())[:10]:
+    for k, v in list(p["subprocesses"].items())[:14]:
         lines.append(f"  {k:<36} {v['count']:>4} x {v['mean_ms']:6.1f} ms = {v['total_s']:6.2f}s")
+    lines.append("workflow round trips (job and shards: count, per 100 files):")
+    for k, v in p["counts"].items():
+        lines.append(f"  {k:<36} {v:>6} {p['counts_per_100_files'][k]:>8.1f}")
     return "\n".join(lines)
 
 
@@ -756,7 +800,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
                             trees.add(tree)
                         else:
                             last = rep == args.repeat - 1
-                            profile = Profile() if args.profile and last else None
+                            profile = Profile(files=size) if args.profile and last else None
                             res = await durable_job(
                                 env.client, repo, edit, args, profile, server_pid
                             )
