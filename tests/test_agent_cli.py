@@ -57,11 +57,12 @@ BAD_INPUT = {
         "--base-url https://u:***@proxy/v1 carries a password",
     ),
     "sandbox paths with no sandbox": (
+        # Off on purpose: the mistake under test is widening a sandbox that is turned off.
         ["{repo}", *GOOD, "--sandbox", "none", "--sandbox-ro", "/usr"],
         "--sandbox-ro, --sandbox-rw and --sandbox-env widen the bwrap sandbox",
     ),
     "no key for this command's worker": (
-        ["{repo}", *GOOD, "--sandbox", "none"],
+        ["{repo}", *GOOD],
         "OPENAI_API_KEY is not set",
     ),
 }
@@ -96,8 +97,7 @@ def test_an_own_endpoint_needs_no_provider_key(tmp_path: Path) -> None:
     repo = src_layout_repo(tmp_path / "repo")
     env = cli_env(f"127.0.0.1:{free_port()}", cache=tmp_path / "c", drop=["OPENAI_API_KEY"])
     done = run_cli(
-        "agent", str(repo), *GOOD, "--base-url", "http://127.0.0.1:9/v1", "--sandbox", "none",
-        env=env,
+        "agent", str(repo), *GOOD, "--base-url", "http://127.0.0.1:9/v1", env=env,
     )  # fmt: skip
     assert done.returncode == 2
     assert "cannot reach Temporal" in done.stderr and "OPENAI_API_KEY" not in done.stderr
