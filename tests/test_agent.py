@@ -463,3 +463,29 @@ async def test_a_unit_whose_head_conflicts_runs_again_on_top_of_the_merged_work(
     assert "a file stands where its folder would be" in json.dumps(b_calls[3].body["messages"])
     second = await client.get_workflow_handle(f"{handle.id}/unit-b-2").describe()
     assert second.status is not None
+
+
+async def test_the_check_command_votes_on_the_merge_and_its_failure_gets_the_repair_unit(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("rename"),
+        tools(edit("pkg/a.py", "return 1", "return 1  # done")),
+        tools(FINISH),
+        tools(FINISH),  # after the nudge to run a check
+    )
+    fake.push_thread(
+        unit_marker("repair"),
+        tools(edit("pkg/a.py", "# done", "# done, checked")),
+        tools(CHECK),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, test_cmd=None, check_cmd="grep -q checked {file}")
+        result = await asyncio.wait_for((await start(client, task_queue, inp)).result(), 240)
+    assert [u.name for u in result.units] == ["rename", "repair"]
+    repair = [r for r in fake.requests if unit_marker("repair") in json.dumps(r.body)]
+    assert "check command `grep -q checked ./pkg/a.py` failed" in json.dumps(repair[0].body)
+    assert any(c.command == "check: grep -q checked ./pkg/a.py" for c in result.checks)

@@ -15,7 +15,6 @@ import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from functools import partial
 from typing import NoReturn
 
@@ -76,7 +75,6 @@ with workflow.unsafe.imports_passed_through():
         ShardClaim,
     )
     from agentparallels.core.models import (
-        CheckInput,
         CheckRun,
         JobRef,
         Progress,
@@ -465,11 +463,16 @@ class AgentWorkflow:
         return await self._unit(run.inp, run.job, repair, run.merged, run.saga, note=note)
 
     async def _checks(self, run: _Run) -> tuple[CheckRun, ...]:
-        """The checklist's votes (tests, lint, diff size, conflicts with the base ref) and the
-        check command on the files the job changed; ``CheckFailed`` naming every no."""
-        inp, job = run.inp, run.job
-        checklist = prepare(
-            job,
+        """The checklist's votes on the merged result: the tests, lint, the diff size,
+        conflicts with the base ref, and the check command (once, or on the files the job
+        changed when it names ``{file}``); ``CheckFailed`` naming every no."""
+        inp = run.inp
+        check_cmd = inp.check_cmd
+        if check_cmd and "{file}" in check_cmd:
+            files = " ".join(shlex.quote(f"./{p}") for p in run.changed)
+            check_cmd = check_cmd.replace("{file}", files)
+        return await prepare(
+            run.job,
             run.merged,
             Checklist(),
             base_ref=inp.base_ref,
@@ -477,56 +480,8 @@ class AgentWorkflow:
             rules=inp.limits.verify_rules,
             timeout_s=inp.limits.command_timeout_s,
             sandbox=inp.limits.sandbox,
+            check_cmd=check_cmd,
         )
-        if not inp.check_cmd:
-            return await checklist
-        runs = await asyncio.gather(checklist, self._check_command(run), return_exceptions=True)
-        failures = [r for r in runs if isinstance(r, BaseException)]
-        if any(not isinstance(f, ApplicationError) for f in failures):
-            raise next(f for f in failures if not isinstance(f, ApplicationError))
-        if failures:
-            errors = [f for f in failures if isinstance(f, ApplicationError)]
-            details = [d for e in errors for d in e.details]
-            raise ApplicationError(
-                "\n".join(e.message for e in errors),
-                *details,
-                type=CHECK_FAILED,
-                non_retryable=True,
-            )
-        votes, own = runs
-        assert isinstance(votes, tuple) and isinstance(own, CheckRun)
-        return (*votes, own)
-
-    async def _check_command(self, run: _Run) -> CheckRun:
-        """``--check-cmd`` on the merged result: once, or once per changed file when it
-        names ``{file}``."""
-        inp = run.inp
-        assert inp.check_cmd is not None
-        command = inp.check_cmd
-        if "{file}" in command:
-            files = " ".join(shlex.quote(f"./{p}") for p in run.changed)
-            command = command.replace("{file}", files)
-        done = await call(
-            steps.RUN_CHECK,
-            CheckInput(
-                job=run.job,
-                commit=run.merged,
-                command=command,
-                timeout_s=inp.limits.command_timeout_s,
-                sandbox=inp.limits.sandbox,
-            ),
-            summary=f"vote: check `{inp.check_cmd}`",
-            start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
-        )
-        if not done.passed:
-            raise ApplicationError(
-                f"the check command `{command}` failed (exit {done.exit_code}) on the merged "
-                f"result:\n{done.output.strip()}",
-                "check",
-                type=CHECK_FAILED,
-                non_retryable=True,
-            )
-        return done
 
     async def _roll_back(self, err: BaseException, job: JobRef, saga: Saga) -> NoReturn:
         """Undo every step, newest first, and clean up; then fail with what went wrong (and

@@ -49,9 +49,11 @@ async def prepare(
     rules: str,
     timeout_s: float,
     sandbox: Sandbox = Sandbox(),
+    check_cmd: str | None = None,
 ) -> tuple[CheckRun, ...]:
     """Phase one: let every check vote on ``commit``; returns the votes as check runs (the test
-    command's first), or raises ``CheckFailed`` naming each no vote."""
+    command's first), or raises ``CheckFailed`` naming each no vote (the error's details are
+    their names). ``check_cmd``, if given, votes as ``check``, after the others."""
 
     def ballot(check: Literal["lint", "diff-size", "conflicts"]) -> asyncio.Future[CheckVote]:
         return asyncio.ensure_future(
@@ -74,12 +76,15 @@ async def prepare(
             )
         )
 
-    tests = _tests(job, commit, test_cmd, timeout_s, sandbox) if test_cmd else None
+    def command(check: str, cmd: str) -> asyncio.Future[CheckVote]:
+        return asyncio.ensure_future(_command_vote(job, commit, check, cmd, timeout_s, sandbox))
+
     voters: list[asyncio.Future[CheckVote]] = []
-    voters += [asyncio.ensure_future(tests)] if tests is not None else []
+    voters += [command("tests", test_cmd)] if test_cmd else []
     voters += [ballot("lint")] if checklist.lint else []
     voters += [ballot("diff-size")]
     voters += [ballot("conflicts")] if checklist.conflicts else []
+    voters += [command("check", check_cmd)] if check_cmd else []
     votes: list[CheckVote] = list(await asyncio.gather(*voters))
     no = [v for v in votes if not v.yes]
     if no:
@@ -101,23 +106,24 @@ async def prepare(
     )
 
 
-async def _tests(
-    job: JobRef, commit: str, test_cmd: str, timeout_s: float, sandbox: Sandbox
+async def _command_vote(
+    job: JobRef, commit: str, check: str, command: str, timeout_s: float, sandbox: Sandbox
 ) -> CheckVote:
-    """The test command's vote: yes when it passes on ``commit``."""
+    """A command's vote (the tests, or a check command): yes when it passes on ``commit``."""
     run = await call(
         steps.RUN_CHECK,
-        CheckInput(job=job, commit=commit, command=test_cmd, timeout_s=timeout_s, sandbox=sandbox),
-        summary=f"vote: tests `{test_cmd}`",
+        CheckInput(job=job, commit=commit, command=command, timeout_s=timeout_s, sandbox=sandbox),
+        summary=f"vote: {check} `{command}`",
         start_to_close_timeout=timedelta(seconds=timeout_s + 120),
     )
+    what = "test command" if check == "tests" else "check command"
     reason = (
-        f"`{test_cmd}` passed"
+        f"`{command}` passed"
         if run.passed
-        else f"test command `{test_cmd}` failed (exit {run.exit_code}) on the merged "
+        else f"{what} `{command}` failed (exit {run.exit_code}) on the merged "
         f"result:\n{run.output.strip()}"
     )
-    return CheckVote(check="tests", yes=run.passed, reason=reason, command=test_cmd)
+    return CheckVote(check=check, yes=run.passed, reason=reason, command=command)
 
 
 State = Literal["not requested", "waiting", "approved", "rejected", "timed out"]
