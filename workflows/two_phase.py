@@ -85,7 +85,12 @@ async def prepare(
     voters += [ballot("diff-size")]
     voters += [ballot("conflicts")] if checklist.conflicts else []
     voters += [command("check", check_cmd)] if check_cmd else []
-    votes: list[CheckVote] = list(await asyncio.gather(*voters))
+    return _counted(list(await asyncio.gather(*voters)))
+
+
+def _counted(votes: list[CheckVote]) -> tuple[CheckRun, ...]:
+    """All yes: the votes as check runs. Else ``CheckFailed`` naming each no vote and why,
+    its details the names of those checks."""
     no = [v for v in votes if not v.yes]
     if no:
         raise ApplicationError(
