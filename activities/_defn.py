@@ -9,6 +9,7 @@ floor. ``defn(name, **settings)`` does the same for an activity without a spec (
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -50,11 +51,34 @@ def defn(name: str, **settings: Any) -> Callable[[Callable[P, R]], Callable[P, R
 
 
 def _register(fn: Callable[P, R], name: str, config: Settings) -> Callable[P, R]:
-    """With a ``heartbeat`` timeout, a background thread heartbeats while the (blocking)
-    activity runs, so that a worker that dies mid-step is noticed within that timeout."""
-    blocking = not inspect.iscoroutinefunction(fn)  # async steps heartbeat themselves
-    body = _heartbeating(fn, config.heartbeat) if config.heartbeat and blocking else fn
+    """With a ``heartbeat`` timeout, a background thread (a task, for an async step)
+    heartbeats while the activity runs, so that a worker that dies mid-step is noticed within
+    that timeout. The heartbeat says only that the worker lives: a step that can stall in
+    another way (a silent model stream) watches for that itself."""
+    body: Any = fn
+    if config.heartbeat and inspect.iscoroutinefunction(fn):
+        body = _heartbeating_async(fn, config.heartbeat)
+    elif config.heartbeat:
+        body = _heartbeating(fn, config.heartbeat)
     return activity.defn(name=name)(body)
+
+
+def _heartbeating_async(fn: Callable[P, Any], every: timedelta) -> Callable[P, Any]:
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> Any:
+        async def beat() -> None:  # at once, then every 1/5 of the timeout
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(every.total_seconds() / 5)
+
+        beating = asyncio.create_task(beat()) if activity.in_activity() else None
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            if beating is not None:
+                beating.cancel()
+
+    return run
 
 
 def _heartbeating(fn: Callable[P, R], every: timedelta) -> Callable[P, R]:

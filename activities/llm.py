@@ -1,8 +1,10 @@
 """The model-call step: one request to a language model, streamed, classified, recorded.
 
 Clients are the official SDKs with their own retries off (``max_retries=0``): Temporal's retry
-policy below is the only one. While the answer streams in, the step heartbeats, so a stalled
-stream is caught by the heartbeat timeout rather than by a long start-to-close timeout.
+policy below is the only one. The step heartbeats on a timer, so a worker that dies mid-call is
+noticed within the short heartbeat timeout of every step; a stream silent for longer than the
+request's ``stream_timeout_s`` (before its first piece or between two) fails the attempt as
+``ModelUnavailable``, and the retry asks again.
 
 With ``req.tools`` the step sends the tools in the provider's own tool-calling format, or, with
 ``tool_format="json"``, describes them in the system message and reads one JSON action from the
@@ -31,6 +33,7 @@ no API key on the worker, bad model name       no          ModelConfigError
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import json
@@ -38,6 +41,7 @@ import os
 import random
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -64,7 +68,7 @@ RETRY = steps.MODEL_RETRY
 """Finite and bounded: a model that keeps failing stops the step after six attempts."""
 BACKOFF_CAP_S = 60.0
 READ_TIMEOUT_S = 600.0
-"""The SDK's own read timeout, kept long: stalls are the heartbeat timeout's job."""
+"""The SDK's own read timeout, kept long: stalls are :func:`_paced`'s job."""
 
 CONTEXT_PATTERN = re.compile(r"context.length|too long|maximum context|context window", re.I)
 
@@ -149,6 +153,8 @@ def classify(e: BaseException, attempt: int) -> ApplicationError:
         ConnectionError,
         json.JSONDecodeError,
     )
+    if isinstance(e, _Stalled):
+        return _error(errors.MODEL_RETRYABLE, str(e), retry_after=_retry_delay(None, attempt))
     if isinstance(e, transient):
         return _error(
             errors.MODEL_RETRYABLE,
@@ -243,6 +249,35 @@ def _native(req: ModelRequest) -> bool:
     return bool(req.tools) and req.tool_format == "native"
 
 
+class _Stalled(Exception):
+    pass
+
+
+async def _paced(opened: Awaitable[Any], stall_s: float) -> AsyncIterator[Any]:
+    """The pieces of a streamed answer, each within ``stall_s`` of the one before (the first
+    within ``stall_s`` of the request): a silent provider fails the attempt, retried. The
+    stream (its HTTP response) is closed however the reading ends."""
+    stream = None
+    try:
+        async with asyncio.timeout(stall_s):
+            stream = await opened
+        pieces = aiter(stream)
+        while True:
+            async with asyncio.timeout(stall_s):
+                piece = await anext(pieces, _END)
+            if piece is _END:
+                return
+            yield piece
+    except TimeoutError:
+        raise _Stalled(f"the model's stream was silent for {stall_s:g} s") from None
+    finally:
+        if stream is not None:
+            await stream.close()
+
+
+_END = object()
+
+
 async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
     client = _client("openai", req.base_url)
     extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if req.output else {}
@@ -251,7 +286,7 @@ async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> Mode
     if _native(req):
         extra["tools"] = _tool_wire.openai_tools(req.tools)
     text, finish, usage, calls = [], "", Usage(), _tool_wire.OpenAICalls()
-    stream = await client.chat.completions.create(
+    opened = client.chat.completions.create(
         model=name,
         messages=_tool_wire.openai_messages(messages),
         temperature=req.temperature,
@@ -260,8 +295,7 @@ async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> Mode
         stream_options={"include_usage": True},
         **extra,
     )
-    async for chunk in stream:
-        activity.heartbeat()
+    async for chunk in _paced(opened, req.stream_timeout_s):
         if chunk.usage:
             usage = Usage(
                 input_tokens=chunk.usage.prompt_tokens,
@@ -289,7 +323,7 @@ async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> M
     if _native(req):
         extra["tools"] = _tool_wire.anthropic_tools(req.tools)
     read = _tool_wire.AnthropicStream()
-    stream = await client.messages.create(
+    opened = client.messages.create(
         model=name,
         messages=_tool_wire.anthropic_turns(messages),
         max_tokens=req.max_tokens,
@@ -298,10 +332,8 @@ async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> M
         extra_body={"temperature": req.temperature},
         **extra,
     )
-    async with stream:
-        async for event in stream:  # every event, pings included, proves the stream alive
-            activity.heartbeat()
-            read.feed(event)
+    async for event in _paced(opened, req.stream_timeout_s):  # pings count as pieces
+        read.feed(event)
     if read.stop == "refusal":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (refusal)")
     return ModelAnswer(

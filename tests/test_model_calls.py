@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
-    from temporalio.api.enums.v1 import EventType, TimeoutType
+    from temporalio.api.enums.v1 import EventType
     from temporalio.api.failure.v1 import Failure
     from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
     from temporalio.testing import ActivityEnvironment
@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
     from agentparallels.activities.llm import RETRY, call_model
     from agentparallels.activities.routing import pollers
+    from agentparallels.core import steps
     from agentparallels.core.llm import (
         BudgetLimits,
         Message,
@@ -227,19 +228,46 @@ async def test_retry_after_is_honoured(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_stalled_stream_fails_the_attempt_by_heartbeat_timeout(
-    client: Client, task_queue: str, fake: FakeLLM, provider: str
+@pytest.mark.parametrize("where", ["between pieces", "before the first"])
+async def test_a_silent_stream_fails_the_attempt_and_the_retry_answers(
+    client: Client, task_queue: str, fake: FakeLLM, provider: str, where: str
 ) -> None:
-    """A stream that stalls after one chunk times out on heartbeats; the retry answers."""
-    fake.push({"fault": "stall", "after_chunks": 1}, {"content": "after the stall"})
+    """A stream silent for longer than the request's stream timeout, after one piece or
+    before any, fails the attempt as ModelUnavailable (the step's heartbeats go on: they
+    say only that the worker lives); the retry answers."""
+    silent = (
+        {"fault": "stall", "after_chunks": 1}
+        if where == "between pieces"
+        else {"content": "too late", "delay_ms": 30_000}
+    )
+    fake.push(silent, {"content": "after the silence"})
     req = request(fake, provider, stream_timeout_s=1)
     handle, result = await run(client, task_queue, req)
     assert isinstance(result, AskResult), result.cause
-    assert [a.text for a in result.answers] == ["after the stall"]
+    assert [a.text for a in result.answers] == ["after the silence"]
     [(attempt, failure)] = await last_failures(handle)
     assert attempt == 2
-    assert failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
+    assert failure_type(failure) == "ModelUnavailable"
+    assert "silent for 1 s" in failure.message
     assert len(fake.requests) == 2
+
+
+async def test_a_model_call_heartbeats_on_the_short_timeout_of_every_step(
+    client: Client, task_queue: str, fake: FakeLLM
+) -> None:
+    """The model step's heartbeat timeout is every step's (a killed worker's call is asked
+    again after seconds), not the stream's silence limit, which the step checks itself."""
+    fake.push({"content": "hello"})
+    handle, result = await run(client, task_queue, request(fake, "openai", stream_timeout_s=90))
+    assert isinstance(result, AskResult), result.cause
+    kind = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    [scheduled] = [
+        e.activity_task_scheduled_event_attributes
+        async for e in handle.fetch_history_events()
+        if e.event_type == kind
+        and e.activity_task_scheduled_event_attributes.activity_type.name == steps.CALL_MODEL.name
+    ]
+    assert scheduled.heartbeat_timeout.ToTimedelta() == steps.HEARTBEAT
 
 
 # --- not retried ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ in the workflow, not by what the model said. Around that activity, :class:`Model
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -173,7 +172,6 @@ class ModelSteps:
                     steps.CALL_MODEL,
                     req,
                     summary=f"{req.step} · {req.model}",
-                    heartbeat_timeout=timedelta(seconds=req.stream_timeout_s),
                     **({"task_queue": queue} if queue else {}),
                 )
             except ActivityError as e:

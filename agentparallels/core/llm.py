@@ -71,8 +71,9 @@ class ModelRequest(Value):
     """Name of a registered pydantic model the answer must validate against (JSON)."""
     step: str = "model call"
     """What the call is for, shown in the UI (e.g. ``edit src/pkg/a.py``)."""
-    stream_timeout_s: float = 30.0
-    """Longest silence allowed between two pieces of a streamed answer."""
+    stream_timeout_s: float = Field(30.0, gt=0)
+    """Longest silence allowed before the first piece of a streamed answer or between two;
+    longer fails the attempt (retried)."""
     tools: tuple[ToolSpec, ...] = ()
     """Tools the model may call (``agentparallels.core.tools``)."""
     tool_format: ToolFormat = "native"

@@ -156,8 +156,10 @@ CALL_MODEL = Step(
     names.CALL_MODEL,
     ModelRequest,
     ModelAnswer,
-    Settings(timedelta(minutes=10), heartbeat=timedelta(seconds=30), retry=MODEL_RETRY),
+    Settings(timedelta(minutes=10), retry=MODEL_RETRY),
 )
+"""Heartbeats on a timer like every step (a dead worker's call is asked again after
+``HEARTBEAT``); a silent stream is the step's own ``ModelRequest.stream_timeout_s``."""
 OPEN_LOG = Step(
     names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10))
 )
