@@ -37,10 +37,10 @@ demo-agent: $(STAMP) sandbox
 	$(BIN)/python -m examples.demo_agent
 
 test: $(STAMP) sandbox lint
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --maxschedchunk 1 $(PYTEST_ARGS)
 
 test-fast: $(STAMP) sandbox
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) -m 'not slow' $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --maxschedchunk 1 -m 'not slow' $(PYTEST_ARGS)
 
 worker: $(STAMP) sandbox
 	$(BIN)/agentparallels worker
