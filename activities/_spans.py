@@ -1,6 +1,8 @@
-"""Spans of the steps' own work: each tool command an ``execute_tool`` span, each model call a
-``chat <model>`` span (OpenTelemetry GenAI conventions). They live beside the activities that
-open them; exporting and scrubbing spans is the worker's (``agentparallels.tracing``)."""
+"""Spans of the steps' own work: each agent tool call and each tool command an ``execute_tool``
+span, each model call a ``chat <model>`` span (OpenTelemetry GenAI conventions). They live beside
+the activities that open them; exporting and scrubbing spans is the worker's
+(``agentparallels.tracing``). A tool call's span names the tool and the call, never its
+arguments (an edit's are file contents) nor its output."""
 
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.core import redact
 from agentparallels.core.llm import ModelAnswer
 
-__all__ = ["note_prompt", "tool_name", "traced_command", "traced_model_call"]
+__all__ = ["note_prompt", "tool_name", "traced_command", "traced_model_call", "traced_tool_call"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,6 +112,62 @@ def traced_command(fn: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
+# --- agent tool calls ------------------------------------------------------------------------
+
+
+def _conversation() -> dict[str, Any]:
+    """``gen_ai.conversation.id``: the workflow whose conversation made the call (a unit)."""
+    try:
+        return {"gen_ai.conversation.id": activity.info().workflow_id}
+    except RuntimeError:  # not in an activity (a test calling the function)
+        return {}
+
+
+def traced_tool_call(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap the agent's tool step ``(ToolRequest) -> ToolOutcome`` in an ``execute_tool <tool>``
+    span (GenAI conventions: ``gen_ai.tool.name``, ``gen_ai.tool.call.id``,
+    ``gen_ai.tool.type``), with the outcome, the output's size and how long it took."""
+
+    @functools.wraps(fn)
+    def run(req: Any) -> Any:
+        tool = str(req.call.name)
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "gen_ai.tool.call.id": str(req.call.id),
+            "gen_ai.tool.type": "function",
+            "agentparallels.tool.key": str(req.key),
+            "agentparallels.unit": str(req.unit.name),
+            **_conversation(),
+        }
+        with _span(f"execute_tool {tool}", SpanKind.INTERNAL, attributes) as span:
+            try:
+                outcome = fn(req)
+            except ApplicationError as e:
+                _outcome(span, "error", error_type=e.type or type(e).__name__, why=e.message)
+                raise
+            except BaseException as e:
+                _outcome(span, "error", error_type=type(e).__name__, why=str(e))
+                raise
+            span.set_attributes(
+                {
+                    "agentparallels.tool.ok": bool(outcome.ok),
+                    "agentparallels.tool.output_bytes": len(outcome.output.encode()),
+                    "agentparallels.tool.changed_files": len(outcome.changed),
+                    "agentparallels.tool.elapsed_ms": int(outcome.elapsed_ms),
+                }
+            )
+            if outcome.check:
+                span.set_attribute("agentparallels.tool.check", outcome.check)
+            if outcome.ok:
+                _outcome(span, "ok")
+            else:  # the model is told and goes on: a span error, not a step failure
+                _outcome(span, "error", error_type="tool_error", why=f"{tool} was not ok")
+            return outcome
+
+    return run
+
+
 # --- model calls -----------------------------------------------------------------------------
 
 
@@ -124,7 +183,10 @@ def _request_attributes(req: Any) -> tuple[str, dict[str, Any]]:
         "agentparallels.model.step": req.step,
         "agentparallels.prompt.messages": len(req.messages),
         "agentparallels.prompt.bytes": sum(len(m.content.encode()) for m in req.messages),
+        **_conversation(),
     }
+    if req.tools:
+        attributes["agentparallels.request.tools"] = len(req.tools)
     if req.seed is not None:
         attributes["gen_ai.request.seed"] = req.seed
     if req.output:
@@ -164,6 +226,7 @@ def traced_model_call(
                     "gen_ai.response.finish_reasons": [answer.finish_reason or "unknown"],
                     "agentparallels.response.bytes": len(answer.text.encode()),
                     "agentparallels.response.valid": answer.invalid is None,
+                    "agentparallels.response.tool_calls": len(answer.tool_calls),
                 }
             )
             _outcome(span, "ok")

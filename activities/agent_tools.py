@@ -20,13 +20,14 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from temporalio.exceptions import ApplicationError
 
-from agentparallels.activities import _git, bulkhead, sandbox
+from agentparallels.activities import _git, _spans, bulkhead, sandbox
 from agentparallels.activities._defn import implements
 from agentparallels.activities._edit_text import Refusal, created, replaced
 from agentparallels.activities._proc import run_command
@@ -57,8 +58,17 @@ class _BadArgument(Exception):
 
 
 @implements(steps.AGENT_TOOL)
+@_spans.traced_tool_call
 def agent_tool(req: ToolRequest) -> ToolOutcome:
-    """Run one tool call of a unit (see the module's documentation)."""
+    """Run one tool call of a unit (see the module's documentation), timed: the job's
+    baseline compares the call's duration with the repository's past calls."""
+    started = time.monotonic()
+    outcome = _run_tool(req)
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    return outcome.model_copy(update={"elapsed_ms": elapsed_ms})
+
+
+def _run_tool(req: ToolRequest) -> ToolOutcome:
     tool = _TOOLS.get(req.call.name)
     if tool is None or req.call.error is not None:
         raise ApplicationError(

@@ -4,9 +4,15 @@ Temporal's ``TracingInterceptor`` (on every client, so on the workers built from
 trace from the command that starts a job through its workflows, child workflows and activities;
 the two places where tools and models are called add a span per call, with sizes and outcome:
 
-- ``execute_tool <name>`` around ``activities._proc.run_command`` (codemods, checks, ruff, tests);
+- ``execute_tool <tool>`` around each agent tool call (``read_file``, ``edit_file``,
+  ``run_tests`` ...), with the GenAI attributes ``gen_ai.operation.name=execute_tool``,
+  ``gen_ai.tool.name``, ``gen_ai.tool.call.id``, ``gen_ai.tool.type`` and
+  ``gen_ai.conversation.id`` (the unit's workflow id), the outcome and the duration;
+- ``execute_tool <name>`` around ``activities._proc.run_command`` (codemods, checks, ruff, tests;
+  inside the agent's ``run_check`` / ``run_tests`` span when the agent runs them);
 - ``chat <model>`` around the model-call activity, with the OpenTelemetry GenAI attributes
-  (``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens`` ...).
+  (``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``,
+  ``gen_ai.usage.output_tokens``, ``gen_ai.response.finish_reasons`` ...).
 
 Spans carry sizes, never contents: prompts, answers, file contents and command output stay
 out of telemetry. A tool span keeps the command line the user configured (shortened). Every
@@ -214,6 +220,7 @@ from agentparallels.activities._spans import (  # noqa: E402 - re-exported
     tool_name,
     traced_command,
     traced_model_call,
+    traced_tool_call,
 )
 
 __all__ = [
@@ -226,4 +233,5 @@ __all__ = [
     "tool_name",
     "traced_command",
     "traced_model_call",
+    "traced_tool_call",
 ]

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 from agentparallels.core import names
 from agentparallels.workflows._call import call
 from agentparallels.workflows.agent_unit import AgentUnitWorkflow
+from agentparallels.workflows.agent_watch import JobWatch
 from agentparallels.workflows.events import JobEvents, ending
 from agentparallels.workflows.fanout import gather_bounded
 from agentparallels.workflows.ledger import (
@@ -115,6 +116,7 @@ class AgentWorkflow:
         self._planner = ModelSteps()
         self._routes: dict[str, str] = {}
         """Capability -> the task queue its units run on."""
+        self._watch = JobWatch(self._events.record, self._refresh)
 
     @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -220,6 +222,7 @@ class AgentWorkflow:
             self._ledger = Ledger(inp.budget)
         queue = capability_queue(info.task_queue, MODEL_CAPABILITY)
         self._planner = ModelSteps(inp.budget, inp.prices, task_queue=queue)
+        self._watch.begin(inp)
         self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
         return JobRef(
             job_id=info.workflow_id,
@@ -379,6 +382,7 @@ class AgentWorkflow:
             ledger=self._ledger is not None,
             note=note,
             attempt=attempt,
+            baseline=inp.baseline,
         )
         ref = unit_inp.ref
         self._set_unit(unit.name, state="running")
@@ -391,6 +395,7 @@ class AgentWorkflow:
             static_summary=f"unit {unit.name}: {unit.goal[:120]}",
         )
         check_summary(f"{job.job_id}/{ref.name}", result, SUMMARY_BYTES)
+        self._watch.unit_done(result)
         if self._ledger is not None:
             await self._answer(self._ledger.release(f"{job.job_id}/{ref.name}"))
         self._set_unit(
@@ -521,6 +526,7 @@ class AgentWorkflow:
             usage=usage,
             cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
             published=published,
+            **self._watch.result_fields(),
         )
 
     def _set_unit(self, name: str, **update: object) -> None:
@@ -545,7 +551,9 @@ class AgentWorkflow:
         )
         workflow.set_current_details(
             f"**{self._progress.phase}**: {done}/{len(units)} units done, {tokens} tokens"
+            + self._watch.cost(self._planner.cost_usd)
             + "".join(f"\n- {u.name}: {u.state}, {u.files_done} files" for u in units)
+            + self._watch.details()
         )
 
 

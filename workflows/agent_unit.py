@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from agentparallels.core import names
 from agentparallels.workflows._call import call
+from agentparallels.workflows.agent_watch import ToolWatch
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
 from agentparallels.workflows.ledger import GRANT_SIGNAL, LedgerClient
 from agentparallels.workflows.loop_detect import ToolLoops
@@ -97,6 +98,7 @@ class _Unit:
         self.nudged_finish = False
         self.breaker = CircuitBreaker(threshold=inp.limits.breaker_threshold)
         self.loops = ToolLoops(inp.limits.repeat_limit, inp.limits.edits_without_check)
+        self.watch = ToolWatch(inp)
         self.last_failure = ""
         queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         self.model = ModelSteps(inp.budget, inp.prices, task_queue=queue, ledger=ledger)
@@ -155,6 +157,9 @@ class AgentUnitWorkflow:
             usage=u.model.total,
             cost_usd=u.model.cost_usd,
             checks_passed=u.checked,
+            tools=u.watch.stats(),
+            flags=tuple(u.watch.flags),
+            flagged=u.watch.flagged,
         )
 
     async def _turn(self, u: _Unit) -> str | None:
@@ -225,6 +230,7 @@ class AgentUnitWorkflow:
             summary=f"{inp.unit.name}: {tool_summary(tc)}",
             start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
         )
+        await u.watch.observe(tc, outcome, u.calls)
         u.head = outcome.head
         edited = outcome.changed[0] if outcome.changed else None
         u.changed += outcome.changed

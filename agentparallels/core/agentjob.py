@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.baseline import Baseline, ToolFlag, ToolStats
 from agentparallels.core.llm import BudgetLimits, Price, Usage, output_model
 from agentparallels.core.models import CheckRun, JobRef, Published, ShardRef
 from agentparallels.core.tools import ToolCall, ToolFormat, ToolSpec
@@ -103,6 +104,9 @@ class AgentInput(Value):
     capabilities: dict[str, str] = {}
     """Capability -> task queue; a capability not listed runs on the job's own queue."""
     apply: bool = False
+    baseline: Baseline | None = None
+    """The repository's past agent jobs' tool calls (``core.baseline``), read by the client
+    that starts the job; None: no past job, nothing is flagged."""
 
 
 class RepoMapInput(Value):
@@ -148,6 +152,8 @@ class UnitInput(Value):
     """More for the first message: the failing output a repair unit is to fix, or why a unit
     runs again on top of merged work."""
     attempt: int = 1
+    baseline: Baseline | None = None
+    """The job's baseline: the unit flags calls outside it."""
 
     @property
     def ref(self) -> ShardRef:
@@ -195,6 +201,8 @@ class ToolOutcome(Value):
     """The worktree's tree id after the call: equal states mean no progress."""
     summary: str = ""
     """One line for the UI: ``read src/a.py:1-80``, ``edit src/a.py``, ``tests: 3 failed``."""
+    elapsed_ms: int = 0
+    """How long the tool took in the step (its last attempt), for the baseline."""
 
 
 class UnitResult(Value):
@@ -211,6 +219,12 @@ class UnitResult(Value):
     cost_usd: float | None = 0.0
     checks_passed: bool = False
     """A check or test run passed after the unit's last edit."""
+    tools: tuple[ToolStats, ...] = ()
+    """Its tool calls per (tool, command): counts and durations (``core.baseline``)."""
+    flags: tuple[ToolFlag, ...] = ()
+    """Calls outside the job's baseline, the first ``MAX_FLAGS``."""
+    flagged: int = 0
+    """Every call flagged."""
 
 
 class UnitMergeInput(Value):
@@ -251,6 +265,12 @@ class AgentResult(Value):
     usage: Usage = Usage()
     cost_usd: float | None = 0.0
     published: Published | None = None
+    tool_stats: tuple[ToolStats, ...] = ()
+    """Every unit's tool calls per (tool, command): the next job's baseline reads these."""
+    flags: tuple[ToolFlag, ...] = ()
+    flagged: int = 0
+    baseline_jobs: int = 0
+    """Past jobs the baseline came from (0: none)."""
 
 
 def _tool(name: str, description: str, required: Sequence[str], **props: str) -> ToolSpec:

@@ -26,6 +26,7 @@ EventKind = Literal[
     "file_edited",
     "check_failed",
     "breaker_opened",
+    "tool_flagged",
     "waiting_for_approval",
     "paused",
     "unpaused",

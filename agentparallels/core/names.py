@@ -49,6 +49,7 @@ __all__ = [
     "SHARD",
     "SHARD_PROGRESS_SIGNAL",
     "SUBSCRIBE_SIGNAL",
+    "TOOL_FLAG_SIGNAL",
     "TASK_QUEUE",
     "UNIT_MERGE",
     "UNPAUSE_SIGNAL",
@@ -119,6 +120,8 @@ RESERVE_SIGNAL = "budget_reserve"
 SETTLE_SIGNAL = "budget_settle"
 GRANT_SIGNAL = "budget_grant"
 FEEDBACK_SIGNAL = "feedback"
+TOOL_FLAG_SIGNAL = "tool_flagged"
+"""An agent unit to its job: a tool call outside the repository's baseline."""
 
 # Queries
 PROGRESS_QUERY = "progress"
