@@ -215,7 +215,7 @@ def traced_model_call(
             except ApplicationError as e:
                 _outcome(span, "error", error_type=e.type or type(e).__name__, why=e.message)
                 raise
-            except Exception as e:
+            except BaseException as e:  # a failure, or the attempt cancelled (timed out)
                 _outcome(span, "error", error_type=type(e).__name__, why=str(e))
                 raise
             span.set_attributes(

@@ -12,6 +12,7 @@ job's report. Mermaid renders in GitHub, GitLab and most Markdown viewers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from temporalio.api.common.v1 import Payload
@@ -74,6 +75,15 @@ _CHILD_EVENTS = {
 }
 
 
+Group = Callable[[str, str, str], str]
+"""``(workflow type, activity, summary) -> the summary its calls are counted under``: lets a
+kind of job count, say, every tool call of one tool as one node."""
+
+
+def _ungrouped(workflow_type: str, activity: str, summary: str) -> str:
+    return summary
+
+
 @dataclass
 class Call:
     """Calls of one activity with one summary, from one workflow."""
@@ -88,6 +98,10 @@ class Call:
     """Attempts beyond the first, over all the calls."""
     error: str = ""
     """The last failure's message (of a failed call, or of an attempt that was retried)."""
+    notes: list[str] = field(default_factory=list)
+    """More lines for its node (durations, outcomes, flags), added by a kind of job."""
+    flagged: bool = False
+    """Drawn as a warning (a call outside its baseline)."""
 
 
 @dataclass
@@ -104,6 +118,10 @@ class Flow:
     calls: list[Call] = field(default_factory=list)
     children: list[tuple[int, Flow]] = field(default_factory=list)
     """Child workflows with the order of their start among the workflow's calls."""
+    result: Payload | None = None
+    """What it returned, still encoded (a kind of job decodes its own)."""
+    notes: list[str] = field(default_factory=list)
+    """More lines for its node, added by a kind of job."""
 
     @property
     def failed(self) -> bool:
@@ -113,10 +131,12 @@ class Flow:
         return [self, *(f for _, child in self.children for f in child.walk())]
 
 
-async def load(client: Client, workflow_id: str, run_id: str | None = None) -> Flow:
+async def load(
+    client: Client, workflow_id: str, run_id: str | None = None, group: Group = _ungrouped
+) -> Flow:
     """The job ``workflow_id``'s call graph, its child workflows' included (recursively); a
     workflow that continued as new is drawn once, with the calls of all its runs."""
-    return await _flow(client, workflow_id, await _runs(client, workflow_id, run_id))
+    return await _flow(client, workflow_id, await _runs(client, workflow_id, run_id), group)
 
 
 async def _runs(client: Client, workflow_id: str, run_id: str | None) -> list[list[HistoryEvent]]:
@@ -145,15 +165,17 @@ async def _runs(client: Client, workflow_id: str, run_id: str | None) -> list[li
     return runs
 
 
-async def _flow(client: Client, workflow_id: str, runs: list[list[HistoryEvent]]) -> Flow:
+async def _flow(
+    client: Client, workflow_id: str, runs: list[list[HistoryEvent]], group: Group
+) -> Flow:
     flow = Flow(workflow_id=workflow_id, workflow_type="", runs=len(runs))
-    reader = _Reader(client, flow)
+    reader = _Reader(client, flow, group)
     for run, e in ((i, e) for i, events in enumerate(runs) for e in events):
         await reader.read(run, e)
     for initiated, (child_id, child_type, summary, child_order) in reader.started_children.items():
         run_id = reader.child_runs.get(initiated)
         if run_id:
-            child = await load(client, child_id, run_id)
+            child = await load(client, child_id, run_id, group)
         else:  # never started
             child = Flow(workflow_id=child_id, workflow_type=child_type)
         child.summary = child.summary or summary
@@ -171,6 +193,7 @@ class _Reader:
 
     client: Client
     flow: Flow
+    group: Group
     by_key: dict[tuple[str, str], Call] = field(default_factory=dict)
     scheduled: dict[tuple[int, int], Call] = field(default_factory=dict)
     started_children: dict[tuple[int, int], tuple[str, str, str, int]] = field(default_factory=dict)
@@ -192,12 +215,16 @@ class _Reader:
             flow.status = _WORKFLOW_END[t]
             if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
                 flow.error = e.workflow_execution_failed_event_attributes.failure.message
+            if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                payloads = e.workflow_execution_completed_event_attributes.result.payloads
+                flow.result = payloads[0] if payloads else None
 
     async def _activity(self, run: int, e: HistoryEvent) -> None:
         t = e.event_type
         if t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             name = e.activity_task_scheduled_event_attributes.activity_type.name
             summary = await _text(self.client, e.user_metadata.summary)
+            summary = self.group(self.flow.workflow_type, name, summary)
             call = self.by_key.get((name, summary))
             if call is None:
                 self.order += 1
@@ -273,6 +300,7 @@ def mermaid(flow: Flow) -> str:
         "  classDef workflow fill:#e8f0fe,stroke:#1a73e8",
         "  classDef failed fill:#fde2e2,stroke:#c62828,color:#5f0000",
         "  classDef retried stroke:#ef6c00,stroke-width:2px",
+        "  classDef flagged fill:#fff4e0,stroke:#ef6c00,stroke-width:2px",
     ]
     counter = iter(range(1_000_000))
 
@@ -285,7 +313,8 @@ def mermaid(flow: Flow) -> str:
         if f.runs > 1:
             status = f"{f.runs} runs, {status}"
         summary = _escape(f.summary, SUMMARY_CHARS)
-        label = _label(f.workflow_type, _escape(f.workflow_id, 80), summary, status)
+        notes = (_escape(n, ERROR_CHARS) for n in f.notes)
+        label = _label(f.workflow_type, _escape(f.workflow_id, 80), summary, status, *notes)
         lines.append(f"  {me}[[{label}]]")
         lines.append(f"  class {me} {'failed' if f.failed else 'workflow'}")
         edges: list[tuple[int, str, int]] = []
@@ -299,10 +328,13 @@ def mermaid(flow: Flow) -> str:
                 if not call.failed and call.error:
                     retried += f" after: {_escape(call.error, ERROR_CHARS)}"
                 notes.append(retried)
+            notes += [_escape(n, ERROR_CHARS) for n in call.notes]
             label = _label(call.activity, _escape(call.summary, SUMMARY_CHARS), *notes)
             lines.append(f"  {node}[{label}]")
             if call.failed:
                 lines.append(f"  class {node} failed")
+            elif call.flagged:
+                lines.append(f"  class {node} flagged")
             elif call.retries:
                 lines.append(f"  class {node} retried")
             edges.append((call.order, node, call.count))
@@ -338,6 +370,7 @@ __all__ = [
     "Call",
     "ERROR_CHARS",
     "Flow",
+    "Group",
     "MAX_RUNS",
     "SUMMARY_CHARS",
     "load",

@@ -24,7 +24,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import callgraph, validate
+from agentparallels import agentgraph, callgraph, validate
 from agentparallels.core import attributes, names
 from agentparallels.core._value import Value
 from agentparallels.core.agentjob import AgentResult
@@ -207,8 +207,11 @@ def _setup_error(e: RPCError, namespace: str) -> UsageError:
 
 
 async def graph_of(client: Client, job_id: str) -> callgraph.Flow:
+    """The job's call graph; an agent job's drawn by unit and tool (``agentgraph``)."""
     try:
-        return await callgraph.load(client, job_id)
+        flow = await callgraph.load(client, job_id, group=agentgraph.group)
+        await agentgraph.annotate(client, flow)
+        return flow
     except RPCError as e:
         if e.status == RPCStatusCode.NOT_FOUND:
             raise UsageError(f"no job {job_id}: `agentparallels list` shows job ids") from None

@@ -24,6 +24,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import tracing, worker
+from agentparallels.core.agentjob import PLANNER_MARKER, unit_marker
 from agentparallels.core.errors import BREAKER_OPEN, MODEL_RETRYABLE
 from agentparallels.core.models import CommandEdit, Limits, RefactorInput
 from agentparallels.plugin import plugin_of
@@ -346,3 +347,78 @@ async def test_spans_carry_no_credential_and_no_file_content(
         text = _everything(span)
         assert "S3CRET-PW" not in text, span.name
         assert "CONTENT-OF-THE-FILE" not in text, span.name
+
+
+async def test_agent_model_and_tool_calls_are_genai_spans_and_replay_makes_none(
+    client: Client, spans: InMemorySpanExporter, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """An agent job of one unit: each model call a `chat` span and each tool call an
+    `execute_tool <tool>` span with the GenAI attributes (tool name, the provider's call id,
+    type, the unit's conversation), a refused edit an error span; no span holds the edit's
+    text or the file's; replaying the job's and the unit's histories makes no span."""
+    from tests.support.agent_script import CHECK, FILES, FINISH, MODEL, edit, plan, tools, unit
+    from tests.test_agent import job as agent_job
+    from tests.test_agent import start as start_agent
+
+    repo = make_repo(tmp_path / "repo", {**FILES, "pkg/a.py": "def old_name() -> int:\n"
+                                         "    return 1  # FILE-CONTENT-MARK\n"})  # fmt: skip
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    read = {"name": "read_file", "arguments": {"path": "pkg/a.py"}, "id": "call-read-7"}
+    fake.push_thread(
+        unit_marker("rename"),
+        {"tool_calls": [read], "usage": {"input": 300, "output": 20}},
+        tools(edit("pkg/b.py", "old_name", "EDIT-TEXT-MARK")),  # outside its scope: refused
+        tools(edit("pkg/a.py", "return 1", "return 1  # EDIT-TEXT-MARK")),
+        tools(CHECK),
+        tools(FINISH),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_agent(client, task_queue, agent_job(repo, fake, test_cmd=None))
+        await asyncio.wait_for(handle.result(), 240)
+    finished = spans.get_finished_spans()
+    unit_id = f"{handle.id}/unit-rename-1"
+
+    chats = named(finished, "chat fake-coder")
+    answered = [s for s in chats if s.status.status_code == StatusCode.OK]
+    assert len(answered) == 6  # the plan and five turns (an attempt retried is one more)
+    assert all(s.status.status_code == StatusCode.ERROR for s in chats if s not in answered)
+    turn = next(s for s in chats if (s.attributes or {}).get("gen_ai.usage.input_tokens") == 300)
+    attrs = dict(turn.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.provider.name"] == "openai" == attrs["gen_ai.system"]
+    assert attrs["gen_ai.request.model"] == MODEL.partition(":")[2]
+    assert attrs["gen_ai.usage.output_tokens"] == 20
+    assert attrs["gen_ai.response.finish_reasons"] == ("tool_calls",)
+    assert attrs["gen_ai.conversation.id"] == unit_id
+    assert attrs["agentparallels.response.tool_calls"] == 1
+
+    (reading,) = named(finished, "execute_tool read_file")
+    attrs = dict(reading.attributes or {})
+    assert attrs["gen_ai.operation.name"] == "execute_tool"
+    assert attrs["gen_ai.tool.name"] == "read_file"
+    assert attrs["gen_ai.tool.call.id"] == "call-read-7"
+    assert attrs["gen_ai.tool.type"] == "function"
+    assert attrs["gen_ai.conversation.id"] == unit_id
+    assert attrs["agentparallels.tool.ok"] is True
+    assert attrs["agentparallels.tool.elapsed_ms"] >= 0
+    assert reading.status.status_code == StatusCode.OK
+    assert chain(reading, finished)[:2] == ["RunActivity:agent.tool", "StartActivity:agent.tool"]
+    refused, edited = sorted(
+        named(finished, "execute_tool edit_file"), key=lambda s: s.start_time or 0
+    )
+    assert refused.status.status_code == StatusCode.ERROR
+    assert (refused.attributes or {})["error.type"] == "tool_error"
+    assert edited.status.status_code == StatusCode.OK
+    assert (edited.attributes or {})["agentparallels.tool.changed_files"] == 1
+    (check,) = named(finished, "execute_tool run_check")
+    assert named(finished, "execute_tool ruff")  # the command, inside the tool's span
+    assert (check.attributes or {})["agentparallels.tool.check"] == "passed"
+    for span in finished:
+        text = _everything(span)
+        assert "EDIT-TEXT-MARK" not in text and "FILE-CONTENT-MARK" not in text, span.name
+
+    spans.clear()
+    replayer = replayer_for(plugin_of(client))
+    await replayer.replay_workflow(await handle.fetch_history())
+    await replayer.replay_workflow(await client.get_workflow_handle(unit_id).fetch_history())
+    assert spans.get_finished_spans() == ()

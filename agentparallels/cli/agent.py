@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agentparallels import validate
+from agentparallels import baselines, validate
 from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
     DEFAULT_TASK_QUEUE,
@@ -302,6 +302,9 @@ async def agent_command(args: argparse.Namespace) -> int:
         check_key(job.model, job.base_url, private=not args.task_queue)
     client = await connect(announce=err)
     await register_attributes(client)
+    baseline, said = await baselines.of_repository(client, job.repository, kind=KIND)
+    err(said)
+    job = job.model_copy(update={"baseline": baseline})
     job_id = args.job_id or new_job_id(job.repository, KIND)
     handle = await _start(client, job, job_id, task_queue)
     err(f"job {job_id} started")

@@ -111,7 +111,19 @@ def agent_summary(r: AgentResult) -> str:
     )
     if r.published is not None and r.published.apply_note:
         lines.append(f"  {r.published.apply_note}")
+    lines += _flag_lines(r)
     return "\n".join(lines)
+
+
+def _flag_lines(r: AgentResult) -> list[str]:
+    """The tool calls outside the repository's baseline (``core.baseline``)."""
+    if not r.baseline_jobs:
+        return ["  tool calls: no baseline yet (the first agent job on this repository)"]
+    lines = [f"  tool calls: {r.flagged} outside the baseline of {r.baseline_jobs} past jobs"]
+    lines += [f"    [{f.unit}] {f.line()}" for f in r.flags]
+    if r.flagged > len(r.flags):
+        lines.append(f"    ... and {r.flagged - len(r.flags)} more (see `agentparallels events`)")
+    return lines
 
 
 def _notes(r: RefactorResult) -> list[str]:
