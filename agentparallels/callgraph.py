@@ -313,8 +313,13 @@ def mermaid(flow: Flow) -> str:
         if f.runs > 1:
             status = f"{f.runs} runs, {status}"
         summary = _escape(f.summary, SUMMARY_CHARS)
-        notes = (_escape(n, ERROR_CHARS) for n in f.notes)
-        label = _label(f.workflow_type, _escape(f.workflow_id, 80), summary, status, *notes)
+        label = _label(
+            f.workflow_type,
+            _escape(f.workflow_id, 80),
+            summary,
+            status,
+            *(_escape(n, ERROR_CHARS) for n in f.notes),
+        )
         lines.append(f"  {me}[[{label}]]")
         lines.append(f"  class {me} {'failed' if f.failed else 'workflow'}")
         edges: list[tuple[int, str, int]] = []
