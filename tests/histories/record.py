@@ -370,9 +370,12 @@ async def record_ledger(client: Any, work: Path) -> None:
 
 
 async def record_agent(client: Any, work: Path) -> None:
-    """The coding agent: a three-unit task (plan, units with tools, merge, checks, publish);
-    and a unit whose checks keep failing, which trips its breaker and rolls the job back."""
+    """The coding agent: a three-unit task (plan, units with tools, merge, checks, publish),
+    against a baseline that knows only reads and searches, so its units flag their other tool
+    calls to the job; and a unit whose checks keep failing, which trips its breaker and rolls
+    the job back."""
     from agentparallels.core.agentjob import PLANNER_MARKER, AgentInput, AgentLimits, unit_marker
+    from agentparallels.core.baseline import Baseline, ToolNorm
     from tests.support.agent_script import (
         CHECK,
         FILES,
@@ -392,6 +395,13 @@ async def record_agent(client: Any, work: Path) -> None:
             *[tools(edit("pkg/a.py", f"return {'(' * n}1", f"return {'(' * (n + 1)}1"), CHECK)
               for n in range(3)],
         )  # fmt: skip
+        known = Baseline(
+            jobs=1,
+            tools=tuple(
+                ToolNorm(tool=t, jobs=1, calls=2, p50_ms=5, p95_ms=9, max_ms=9)
+                for t in ("read_file", "search")
+            ),
+        )
         jobs = {
             name: AgentInput(
                 repository=str(make_repo(work / name, FILES)),
@@ -401,6 +411,7 @@ async def record_agent(client: Any, work: Path) -> None:
                 files=("pkg/*.py", "tests/*.py"),
                 test_cmd=TESTS if name == "agent" else None,
                 limits=AgentLimits(parallel=1),
+                baseline=known if name == "agent" else None,
             )
             for name in ("agent", "agent-breaker")
         }
