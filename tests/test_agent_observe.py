@@ -150,3 +150,30 @@ async def test_a_second_job_flags_a_call_with_no_baseline_and_a_slow_one(
 
     assert "baseline: 1 past jobs; 3 calls flagged" in meta.current_details
     assert "run_tests" in meta.current_details
+
+
+def test_far_means_past_three_times_the_p95_and_a_second_more() -> None:
+    """The judge's rule, on its own: no norm is new; a call is slow only past both
+    3 x p95 and p95 + 1 s; thinning keeps the shortest, the longest and the percentiles."""
+    from agentparallels.core.baseline import ToolStats, baseline_of, judge, percentile, thinned
+
+    fast = ToolStats(tool="read_file", calls=100, durations_ms=tuple(range(1, 101)))
+    tests = ToolStats(tool="run_tests", command="pytest", calls=20, durations_ms=(2000,) * 20)
+    base = baseline_of([(fast, tests), (tests,)])
+    assert base is not None and base.jobs == 2
+    norm = base.norm("run_tests", "pytest")
+    assert norm is not None and (norm.jobs, norm.calls, norm.p95_ms) == (2, 40, 2000)
+
+    def kind(tool: str, command: str, ms: int) -> str | None:
+        flag = judge(base, "u", 1, tool, command, ms, True)
+        return flag.kind if flag else None
+
+    assert kind("search", "", 1) == "new"
+    assert kind("run_tests", "pytest -x", 1) == "new"  # another command: another baseline
+    assert kind("read_file", "", 95 + 1000) is None  # 3 x 95 ms, but within p95 + 1 s
+    assert kind("read_file", "", 95 + 1001) == "slow"
+    assert kind("run_tests", "pytest", 6000) is None
+    assert kind("run_tests", "pytest", 6001) == "slow"
+    kept = thinned(range(1000), 16)
+    assert len(kept) == 16 and kept[0] == 0 and kept[-1] == 999
+    assert abs(percentile(kept, 0.95) - 950) < 70

@@ -52,16 +52,17 @@ __all__ = [
     "tool_command",
 ]
 
-SAMPLES = 24
-"""Durations a job's result keeps per (tool, command): enough for a 95th percentile, small
-enough that a result of hundreds of calls stays a summary."""
+SAMPLES = 16
+"""Durations a unit's and a job's result keep per (tool, command): enough for a 95th
+percentile once the past jobs' are merged, small enough that a unit's result stays within
+its 8 KiB however many calls it made."""
 BASELINE_SAMPLES = 240
 """Durations merged per (tool, command) over the past jobs before the norm is taken."""
 FAR = 3
 """A call is slow past ``FAR`` x the 95th percentile of its baseline (module docstring)."""
 SLACK_MS = 1000
 """... and past the 95th percentile plus this many milliseconds."""
-MAX_FLAGS = 8
+MAX_FLAGS = 5
 """Flagged calls a unit's result lists (it counts them all)."""
 COMMAND_CHARS = 120
 
