@@ -366,9 +366,6 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
         provider, name = split_model(req.model)
     except ValueError as e:
         raise _error(errors.MODEL_CONFIG, str(e)) from None
-    # The SDKs' first import takes seconds: off the event loop, or the step's heartbeat
-    # stops meanwhile and a loaded worker's first call is cancelled as if it had died.
-    await asyncio.to_thread(_sdks)
     messages = _messages(req)
     if req.tools and req.tool_format == "json":
         messages = _tool_wire.json_messages(messages, req.tools)
