@@ -55,6 +55,7 @@ __all__ = [
     "CLEANUP",
     "EDIT_FILES",
     "HEARTBEAT",
+    "MODEL_HEARTBEAT",
     "MERGE",
     "OPEN_LOG",
     "PLAN",
@@ -141,6 +142,11 @@ MODEL_RETRY = RetryPolicy(
 )
 """Finite and bounded: a model that keeps failing stops the step after six attempts."""
 NONE = type(None)
+MODEL_HEARTBEAT = timedelta(seconds=10)
+"""Heartbeat timeout of the model step: a dead worker's call is asked again on another worker
+after this. Longer than ``HEARTBEAT`` because a call is paid for and a retry asks the model
+again: a live worker starved for a few seconds (two CPU hogs on 2 cores do that) must not
+lose its call to a duplicate, as an edit step, idempotent, may."""
 
 PLAN = Step(names.PLAN, PlanInput, Plan, Settings(LONG))
 EDIT_FILES = Step(names.EDIT_FILES, EditBatchInput, EditBatchResult, Settings(LONG))
@@ -156,10 +162,10 @@ CALL_MODEL = Step(
     names.CALL_MODEL,
     ModelRequest,
     ModelAnswer,
-    Settings(timedelta(minutes=10), retry=MODEL_RETRY),
+    Settings(timedelta(minutes=10), heartbeat=MODEL_HEARTBEAT, retry=MODEL_RETRY),
 )
-"""Heartbeats on a timer like every step (a dead worker's call is asked again after
-``HEARTBEAT``); a silent stream is the step's own ``ModelRequest.stream_timeout_s``."""
+"""Heartbeats on a timer like every step; a silent stream is the step's own
+``ModelRequest.stream_timeout_s``."""
 OPEN_LOG = Step(
     names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10))
 )
