@@ -24,6 +24,7 @@ from agentparallels.core.agentjob import (
     UnitMerge,
     UnitMergeInput,
 )
+from agentparallels.core.agentresume import Recovered, RecoverInput
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.consensus import DiffRequest, ReviewDiff
 from agentparallels.core.errors import NON_RETRYABLE_TYPES
@@ -63,6 +64,7 @@ __all__ = [
     "READ_DIFF",
     "RECORD_SHARD",
     "REMOVE_WORKTREE",
+    "RECOVER_UNITS",
     "REPO_MAP",
     "RUN_CHECK",
     "RUN_HOOK",
@@ -181,6 +183,8 @@ AGENT_TOOL = Step(names.AGENT_TOOL, ToolRequest, ToolOutcome, Settings(LONG))
 """One tool call of an agent unit; the workflow sets a start-to-close fitting the command."""
 REPO_MAP = Step(names.REPO_MAP, RepoMapInput, RepoMap, Settings(timedelta(minutes=5)))
 UNIT_MERGE = Step(names.UNIT_MERGE, UnitMergeInput, UnitMerge, Settings(timedelta(minutes=10)))
+RECOVER_UNITS = Step(names.RECOVER_UNITS, RecoverInput, Recovered, Settings(timedelta(minutes=10)))
+"""A resumed agent job: find the earlier run's unit commits still in reach, and pin them."""
 
 ALL: tuple[Step[Any, Any], ...] = (
     PLAN,
@@ -203,5 +207,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     UNIT_MERGE,
     AGENT_TOOL,
     REPO_MAP,
+    RECOVER_UNITS,
 )
 """Every step; the worker registers one implementation of each."""
