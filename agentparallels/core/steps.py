@@ -24,6 +24,7 @@ from agentparallels.core.agentjob import (
     UnitMerge,
     UnitMergeInput,
 )
+from agentparallels.core.agentresume import Recovered, RecoverInput
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.consensus import DiffRequest, ReviewDiff
 from agentparallels.core.errors import NON_RETRYABLE_TYPES
@@ -64,6 +65,7 @@ __all__ = [
     "READ_DIFF",
     "RECORD_SHARD",
     "REMOVE_WORKTREE",
+    "RECOVER_UNITS",
     "REPO_MAP",
     "RUN_CHECK",
     "RUN_HOOK",
@@ -187,6 +189,8 @@ AGENT_TOOL = Step(names.AGENT_TOOL, ToolRequest, ToolOutcome, Settings(LONG))
 """One tool call of an agent unit; the workflow sets a start-to-close fitting the command."""
 REPO_MAP = Step(names.REPO_MAP, RepoMapInput, RepoMap, Settings(timedelta(minutes=5)))
 UNIT_MERGE = Step(names.UNIT_MERGE, UnitMergeInput, UnitMerge, Settings(timedelta(minutes=10)))
+RECOVER_UNITS = Step(names.RECOVER_UNITS, RecoverInput, Recovered, Settings(timedelta(minutes=10)))
+"""A resumed agent job: find the earlier run's unit commits still in reach, and pin them."""
 
 ALL: tuple[Step[Any, Any], ...] = (
     PLAN,
@@ -209,5 +213,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     UNIT_MERGE,
     AGENT_TOOL,
     REPO_MAP,
+    RECOVER_UNITS,
 )
 """Every step; the worker registers one implementation of each."""
