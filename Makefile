@@ -58,6 +58,7 @@ bench: $(STAMP) sandbox
 	$(BIN)/python -m bench.refactor_bench
 	$(BIN)/python -m bench.llm_bench
 	$(BIN)/python -m bench.sandbox_bench
+	$(BIN)/python -m bench.agent_bench
 
 # The replay corpus (tests/histories), recorded anew from the current workflows through the
 # project's plugin; HISTORIES=refactor review ... records only those groups.

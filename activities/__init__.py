@@ -7,6 +7,7 @@ worker registers.
 
 from agentparallels.activities.agent import run_tool
 from agentparallels.activities.agent_merge import merge_units
+from agentparallels.activities.agent_resume import recover_units
 from agentparallels.activities.agent_tools import agent_tool
 from agentparallels.activities.checklist import vote
 from agentparallels.activities.checks import run_check
@@ -47,6 +48,7 @@ ALL = [
     merge_units,
     agent_tool,
     repo_map,
+    recover_units,
 ]
 
 __all__ = ["ALL"]

@@ -278,8 +278,9 @@ async def _paced(opened: Awaitable[Any], stall_s: float) -> AsyncIterator[Any]:
 _END = object()
 
 
-async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
-    client = _client("openai", req.base_url)
+async def _openai(
+    req: ModelRequest, name: str, messages: list[Message], client: Any
+) -> ModelAnswer:
     extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if req.output else {}
     if req.seed is not None:
         extra["seed"] = req.seed
@@ -316,8 +317,9 @@ async def _openai(req: ModelRequest, name: str, messages: list[Message]) -> Mode
     )
 
 
-async def _anthropic(req: ModelRequest, name: str, messages: list[Message]) -> ModelAnswer:
-    client = _client("anthropic", req.base_url)
+async def _anthropic(
+    req: ModelRequest, name: str, messages: list[Message], client: Any
+) -> ModelAnswer:
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     extra: dict[str, Any] = {"system": system} if system else {}
     if _native(req):
@@ -358,10 +360,10 @@ def _validated(req: ModelRequest, answer: ModelAnswer) -> ModelAnswer:
     return answer.model_copy(update={"parsed": parsed.model_dump(mode="json")})
 
 
-@implements(steps.CALL_MODEL)
-@_spans.traced_model_call
-async def call_model(req: ModelRequest) -> ModelAnswer:
-    """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""
+def _prepared(req: ModelRequest) -> tuple[str, str, list[Message], Any]:
+    """Everything before the request that may block: importing the SDK and building its
+    client (seconds on a loaded machine, the first time), reading attached files from git. Run
+    off the event loop, which must stay free to send the step's heartbeats."""
     try:
         provider, name = split_model(req.model)
     except ValueError as e:
@@ -370,9 +372,17 @@ async def call_model(req: ModelRequest) -> ModelAnswer:
     if req.tools and req.tool_format == "json":
         messages = _tool_wire.json_messages(messages, req.tools)
     _spans.note_prompt(messages)
+    return provider, name, messages, _client(provider, req.base_url)
+
+
+@implements(steps.CALL_MODEL)
+@_spans.traced_model_call
+async def call_model(req: ModelRequest) -> ModelAnswer:
+    """Ask the model; the answer (and its token usage) is recorded in the workflow's history."""
+    provider, name, messages, client = await asyncio.to_thread(_prepared, req)
     call = _openai if provider == "openai" else _anthropic
     try:
-        answer = await call(req, name, messages)
+        answer = await call(req, name, messages, client)
     except ApplicationError:
         raise
     except Exception as e:

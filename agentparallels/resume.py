@@ -52,14 +52,10 @@ class Resumption:
 
 
 async def describe(client: Client, job_id: str) -> WorkflowExecutionDescription:
-    """The job's latest run; a usage error unless it is a refactor job that can be resumed."""
+    """The job's latest run; a usage error unless it is a refactor or agent job that can be
+    resumed (an agent job: see ``agentparallels.resume_agent``)."""
     _, desc = await existing(client, job_id)
-    if desc.workflow_type == names.AGENT:
-        raise UsageError(
-            f"job {job_id} is an agent job, and agent jobs are not resumed: run "
-            "`agentparallels agent` again"
-        )
-    if desc.workflow_type != WORKFLOW:
+    if desc.workflow_type not in (WORKFLOW, names.AGENT):
         owner = desc.parent_id or "the job it belongs to"
         raise UsageError(f"{job_id} is a {desc.workflow_type}, not a job: resume {owner}")
     if desc.status == WorkflowExecutionStatus.RUNNING:
@@ -69,13 +65,17 @@ async def describe(client: Client, job_id: str) -> WorkflowExecutionDescription:
         )
     if desc.status not in RESUMABLE:
         state = desc.status.name.lower() if desc.status else "unknown"
-        raise UsageError(f"job {job_id} has {state}: there is nothing to resume")
+        raise UsageError(
+            f"job {job_id} has {state}: there is nothing to resume; start a new job instead"
+        )
     return desc
 
 
 async def prepare(client: Client, job_id: str, overrides: Overrides) -> Resumption:
-    """The input of a new run of the failed job ``job_id``."""
+    """The input of a new run of the failed refactor job ``job_id``."""
     old = await describe(client, job_id)
+    if old.workflow_type != WORKFLOW:
+        raise UsageError(f"job {job_id} is an agent job: see agentparallels.resume_agent")
     history = await client.get_workflow_handle(job_id, run_id=old.run_id).fetch_history()
     decode = client.data_converter.decode
     started = history.events[0].workflow_execution_started_event_attributes

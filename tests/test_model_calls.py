@@ -252,11 +252,11 @@ async def test_a_silent_stream_fails_the_attempt_and_the_retry_answers(
     assert len(fake.requests) == 2
 
 
-async def test_a_model_call_heartbeats_on_the_short_timeout_of_every_step(
+async def test_a_model_call_heartbeats_on_a_short_timeout_of_its_own(
     client: Client, task_queue: str, fake: FakeLLM
 ) -> None:
-    """The model step's heartbeat timeout is every step's (a killed worker's call is asked
-    again after seconds), not the stream's silence limit, which the step checks itself."""
+    """The model step's heartbeat timeout is short (a killed worker's call is asked again
+    after seconds), not the stream's silence limit, which the step checks itself."""
     fake.push({"content": "hello"})
     handle, result = await run(client, task_queue, request(fake, "openai", stream_timeout_s=90))
     assert isinstance(result, AskResult), result.cause
@@ -267,7 +267,7 @@ async def test_a_model_call_heartbeats_on_the_short_timeout_of_every_step(
         if e.event_type == kind
         and e.activity_task_scheduled_event_attributes.activity_type.name == steps.CALL_MODEL.name
     ]
-    assert scheduled.heartbeat_timeout.ToTimedelta() == steps.HEARTBEAT
+    assert scheduled.heartbeat_timeout.ToTimedelta() == steps.MODEL_HEARTBEAT
 
 
 # --- not retried ---------------------------------------------------------------------------

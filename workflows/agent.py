@@ -22,6 +22,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 from agentparallels.core import names
+from agentparallels.workflows._agent_resume import Takeover, checkpoint_note, take_over
 from agentparallels.workflows._call import call
 from agentparallels.workflows.agent_unit import AgentUnitWorkflow
 from agentparallels.workflows.agent_watch import JobWatch
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         AgentResult,
         RepoMap,
         RepoMapInput,
+        UnitCheckpoint,
         UnitInput,
         UnitMerge,
         UnitMergeInput,
@@ -116,6 +118,8 @@ class AgentWorkflow:
         self._planner = ModelSteps()
         self._routes: dict[str, str] = {}
         """Capability -> the task queue its units run on."""
+        self._taken = Takeover()
+        """What this run takes over from the run it resumes (``agentparallels resume``)."""
         self._watch = JobWatch(self._events.record, self._refresh)
 
     @workflow.query(name=names.PROGRESS_QUERY)
@@ -159,6 +163,13 @@ class AgentWorkflow:
         return result
 
     async def _plan_stage(self, run: _Run) -> _Run:
+        resumed = run.inp.resumed
+        if resumed is not None and resumed.plan is not None:  # the earlier run's plan
+            run.job = run.job.model_copy(update={"base_commit": resumed.base_commit})
+            run.plan = resumed.plan
+            self._planned(resumed.plan)
+            self._taken = await take_over(run.job, resumed, self._events)
+            return run
         the_map = await self._map(run.inp, run.job)
         run.job = run.job.model_copy(update={"base_commit": the_map.base_commit})
         run.plan = await self._plan(run.inp, the_map)
@@ -223,7 +234,8 @@ class AgentWorkflow:
         queue = capability_queue(info.task_queue, MODEL_CAPABILITY)
         self._planner = ModelSteps(inp.budget, inp.prices, task_queue=queue)
         self._watch.begin(inp)
-        self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}")
+        resumes = f"; resumes job {inp.resumed.previous}" if inp.resumed else ""
+        self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}{resumes}")
         return JobRef(
             job_id=info.workflow_id,
             repository=inp.repository,
@@ -307,13 +319,27 @@ class AgentWorkflow:
 
         async def run(unit: UnitPlan) -> UnitResult:
             deps = [await done[d] for d in unit.depends_on]
-            start = await self._start_of(job, unit, deps)
-            result = await self._unit(inp, job, unit, start, saga)
+            result = await self._unit_of(inp, job, unit, deps, saga)
             done[unit.name].set_result(result)
             return result
 
         work: list[Callable[[], Awaitable[UnitResult]]] = [partial(run, u) for u in order]
         return await gather_bounded(work, inp.limits.parallel)
+
+    async def _unit_of(
+        self, inp: AgentInput, job: JobRef, unit: UnitPlan, deps: list[UnitResult], saga: Saga
+    ) -> UnitResult:
+        """A unit the run it resumes finished (kept: no model call), one that goes on from
+        its last checkpoint there, or one run from its start."""
+        if (kept := self._taken.kept.get(unit.name)) is not None:
+            self._set_unit(unit.name, state="done", files_done=len(kept.files_changed))
+            self._events.record("unit_done", shard=unit.name, detail=f"kept from {kept.kept_from}")
+            return kept
+        if (cp := self._taken.checkpoints.get(unit.name)) is not None:
+            note = checkpoint_note(cp, self._taken.previous)
+            return await self._unit(inp, job, unit, cp.start, saga, note=note, resume_from=cp)
+        start = await self._start_of(job, unit, deps)
+        return await self._unit(inp, job, unit, start, saga)
 
     async def _route(self, inp: AgentInput, the_plan: AgentPlan) -> dict[str, str]:
         """Where each capability's units run (the service mesh): the queue ``capabilities``
@@ -361,6 +387,7 @@ class AgentWorkflow:
         *,
         note: str = "",
         attempt: int = 1,
+        resume_from: UnitCheckpoint | None = None,
     ) -> UnitResult:
         """One unit as a child workflow on its capability's queue; its branch is undone by
         the saga."""
@@ -382,6 +409,7 @@ class AgentWorkflow:
             ledger=self._ledger is not None,
             note=note,
             attempt=attempt,
+            resume_from=resume_from,
             baseline=inp.baseline,
         )
         ref = unit_inp.ref
@@ -508,10 +536,11 @@ class AgentWorkflow:
 
     def _result(self, run: _Run) -> AgentResult:
         assert run.plan is not None
+        ran = [r for r in run.results if r.kept_from is None]  # this run's model calls
         usage = self._planner.total
-        for r in run.results:
+        for r in ran:
             usage = usage + r.usage
-        costs = [self._planner.cost_usd, *(r.cost_usd for r in run.results)]
+        costs = [self._planner.cost_usd, *(r.cost_usd for r in ran)]
         published = run.published
         return AgentResult(
             job_id=run.job.job_id,
@@ -526,6 +555,7 @@ class AgentWorkflow:
             usage=usage,
             cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
             published=published,
+            resumed_from=run.inp.resumed.previous if run.inp.resumed else None,
             **self._watch.result_fields(),
         )
 

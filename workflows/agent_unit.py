@@ -89,8 +89,9 @@ class _Unit:
 
     def __init__(self, inp: UnitInput, ledger: LedgerClient) -> None:
         self.inp = inp
-        self.head = inp.start
-        self.changed: list[str] = []
+        resumed = inp.resume_from  # the checkpoint of the run a resumed job resumes
+        self.head = resumed.head if resumed else inp.start
+        self.changed: list[str] = list(resumed.changed) if resumed else []
         self.calls = 0
         self.turns = 0
         self.checked = False

@@ -104,6 +104,8 @@ class AgentInput(Value):
     capabilities: dict[str, str] = {}
     """Capability -> task queue; a capability not listed runs on the job's own queue."""
     apply: bool = False
+    resumed: Resumed | None = None
+    """Set by ``agentparallels resume``: what this run keeps of the failed run it resumes."""
     baseline: Baseline | None = None
     """The repository's past agent jobs' tool calls (``core.baseline``), read by the client
     that starts the job; None: no past job, nothing is flagged."""
@@ -152,6 +154,9 @@ class UnitInput(Value):
     """More for the first message: the failing output a repair unit is to fix, or why a unit
     runs again on top of merged work."""
     attempt: int = 1
+    resume_from: UnitCheckpoint | None = None
+    """The last checkpoint of this unit in the run a resumed job resumes: the unit goes on
+    from its commit, with its files counted as changed, instead of from ``start``."""
     baseline: Baseline | None = None
     """The job's baseline: the unit flags calls outside it."""
 
@@ -219,12 +224,43 @@ class UnitResult(Value):
     cost_usd: float | None = 0.0
     checks_passed: bool = False
     """A check or test run passed after the unit's last edit."""
+    kept_from: str | None = None
+    """The job whose run made this result, when a resumed job kept it (no model call)."""
     tools: tuple[ToolStats, ...] = ()
     """Its tool calls per (tool, command): counts and durations (``core.baseline``)."""
     flags: tuple[ToolFlag, ...] = ()
     """Calls outside the job's baseline, the first ``MAX_FLAGS``."""
     flagged: int = 0
     """Every call flagged."""
+
+
+class UnitCheckpoint(Value):
+    """How far a unit that did not finish got: its last checkpoint commit (the write-ahead
+    log's head) and the files its edits changed since ``start``."""
+
+    name: str
+    start: str
+    head: str
+    changed: tuple[str, ...]
+    stopped: str = ""
+    """Why it stopped, for its next run's first message."""
+
+
+class Resumed(Value):
+    """What a resumed run takes over from the failed or cancelled run it resumes (read from
+    that run's history by ``agentparallels.resume_agent``)."""
+
+    previous: str
+    """The job id of the run resumed."""
+    base_commit: str = ""
+    plan: AgentPlan | None = None
+    """The earlier run's plan, kept; None: it never made a valid one, so plan again."""
+    kept: tuple[UnitResult, ...] = ()
+    """Finished units: not run again if their heads are still in reach."""
+    checkpoints: tuple[UnitCheckpoint, ...] = ()
+    """Unfinished units that committed edits: they go on from their last checkpoint."""
+    redo: tuple[str, ...] = ()
+    """Units ``--from-unit`` asked to redo (the unit and what depends on it)."""
 
 
 class UnitMergeInput(Value):
@@ -265,6 +301,8 @@ class AgentResult(Value):
     usage: Usage = Usage()
     cost_usd: float | None = 0.0
     published: Published | None = None
+    resumed_from: str | None = None
+    """The job this one resumed (``agentparallels resume``)."""
     tool_stats: tuple[ToolStats, ...] = ()
     """Every unit's tool calls per (tool, command): the next job's baseline reads these."""
     flags: tuple[ToolFlag, ...] = ()
@@ -416,6 +454,12 @@ def _overlap_errors(plan: Sequence[UnitPlan], units: dict[str, UnitPlan]) -> lis
     return errors
 
 
+def dependants(names: Collection[str], plan: AgentPlan) -> set[str]:
+    """``names`` and every unit that depends on one of them, directly or not."""
+    units = {u.name: u for u in plan.units}
+    return {u.name for u in plan.units if u.name in names or ancestors(u.name, units) & set(names)}
+
+
 def topological(plan: AgentPlan) -> list[UnitPlan]:
     """The plan's units, each after the units it depends on (ties in plan order)."""
     done: list[UnitPlan] = []
@@ -429,6 +473,9 @@ def topological(plan: AgentPlan) -> list[UnitPlan]:
     return done
 
 
+AgentInput.model_rebuild()  # their resume fields name models defined after them
+UnitInput.model_rebuild()
+
 __all__ = [
     "CAPABILITIES",
     "PLANNER_MARKER",
@@ -440,14 +487,17 @@ __all__ = [
     "AgentResult",
     "RepoMap",
     "RepoMapInput",
+    "Resumed",
     "ToolOutcome",
     "ToolRequest",
+    "UnitCheckpoint",
     "UnitInput",
     "UnitMerge",
     "UnitMergeInput",
     "UnitPlan",
     "UnitResult",
     "ancestors",
+    "dependants",
     "in_files",
     "path_error",
     "plan_errors",

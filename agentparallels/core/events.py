@@ -21,6 +21,7 @@ from agentparallels.core.errors import UsageError
 
 EventKind = Literal[
     "started",
+    "resumed",
     "planned",
     "unit_done",
     "file_edited",

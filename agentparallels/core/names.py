@@ -35,6 +35,7 @@ __all__ = [
     "PUBLISH",
     "READ_DIFF",
     "RECORD_SHARD",
+    "RECOVER_UNITS",
     "REPO_MAP",
     "REFACTOR",
     "REJECT_UPDATE",
@@ -89,6 +90,7 @@ RUN_HOOK = "hooks.run"
 AGENT_TOOL = "agent.tool"
 REPO_MAP = "agent.repo_map"
 UNIT_MERGE = "agent.merge_units"
+RECOVER_UNITS = "agent.recover_units"
 
 # Task queues
 TASK_QUEUE = "agentparallels"

@@ -99,9 +99,12 @@ def agent_summary(r: AgentResult) -> str:
         f"job {r.job_id} succeeded: {_count(len(r.files_changed), 'file')} changed by "
         f"{_count(len(r.units), 'unit')}, on branch {r.branch} ({r.head[:12]})",
     ]
+    if r.resumed_from:
+        lines.append(f"  resumes job {r.resumed_from}")
     for u in r.units:
         said = u.summary.strip().splitlines()[0] if u.summary.strip() else "(no summary)"
-        lines.append(f"  unit {u.name}: {', '.join(u.files_changed) or 'no files'}")
+        kept = f" (kept from job {u.kept_from}, no model call)" if u.kept_from else ""
+        lines.append(f"  unit {u.name}: {', '.join(u.files_changed) or 'no files'}{kept}")
         lines.append(f"    {said[:160]}")
     for c in r.checks:
         lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")

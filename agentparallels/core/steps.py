@@ -24,6 +24,7 @@ from agentparallels.core.agentjob import (
     UnitMerge,
     UnitMergeInput,
 )
+from agentparallels.core.agentresume import Recovered, RecoverInput
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.consensus import DiffRequest, ReviewDiff
 from agentparallels.core.errors import NON_RETRYABLE_TYPES
@@ -55,6 +56,7 @@ __all__ = [
     "CLEANUP",
     "EDIT_FILES",
     "HEARTBEAT",
+    "MODEL_HEARTBEAT",
     "MERGE",
     "OPEN_LOG",
     "PLAN",
@@ -63,6 +65,7 @@ __all__ = [
     "READ_DIFF",
     "RECORD_SHARD",
     "REMOVE_WORKTREE",
+    "RECOVER_UNITS",
     "REPO_MAP",
     "RUN_CHECK",
     "RUN_HOOK",
@@ -141,6 +144,11 @@ MODEL_RETRY = RetryPolicy(
 )
 """Finite and bounded: a model that keeps failing stops the step after six attempts."""
 NONE = type(None)
+MODEL_HEARTBEAT = timedelta(seconds=10)
+"""Heartbeat timeout of the model step: a dead worker's call is asked again on another worker
+after this. Longer than ``HEARTBEAT`` because a call is paid for and a retry asks the model
+again: a live worker starved for a few seconds (two CPU hogs on 2 cores do that) must not
+lose its call to a duplicate, as an edit step, idempotent, may."""
 
 PLAN = Step(names.PLAN, PlanInput, Plan, Settings(LONG))
 EDIT_FILES = Step(names.EDIT_FILES, EditBatchInput, EditBatchResult, Settings(LONG))
@@ -156,10 +164,10 @@ CALL_MODEL = Step(
     names.CALL_MODEL,
     ModelRequest,
     ModelAnswer,
-    Settings(timedelta(minutes=10), retry=MODEL_RETRY),
+    Settings(timedelta(minutes=10), heartbeat=MODEL_HEARTBEAT, retry=MODEL_RETRY),
 )
-"""Heartbeats on a timer like every step (a dead worker's call is asked again after
-``HEARTBEAT``); a silent stream is the step's own ``ModelRequest.stream_timeout_s``."""
+"""Heartbeats on a timer like every step; a silent stream is the step's own
+``ModelRequest.stream_timeout_s``."""
 OPEN_LOG = Step(
     names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10))
 )
@@ -181,6 +189,8 @@ AGENT_TOOL = Step(names.AGENT_TOOL, ToolRequest, ToolOutcome, Settings(LONG))
 """One tool call of an agent unit; the workflow sets a start-to-close fitting the command."""
 REPO_MAP = Step(names.REPO_MAP, RepoMapInput, RepoMap, Settings(timedelta(minutes=5)))
 UNIT_MERGE = Step(names.UNIT_MERGE, UnitMergeInput, UnitMerge, Settings(timedelta(minutes=10)))
+RECOVER_UNITS = Step(names.RECOVER_UNITS, RecoverInput, Recovered, Settings(timedelta(minutes=10)))
+"""A resumed agent job: find the earlier run's unit commits still in reach, and pin them."""
 
 ALL: tuple[Step[Any, Any], ...] = (
     PLAN,
@@ -203,5 +213,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     UNIT_MERGE,
     AGENT_TOOL,
     REPO_MAP,
+    RECOVER_UNITS,
 )
 """Every step; the worker registers one implementation of each."""
