@@ -227,14 +227,14 @@ def receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
 
 
 def test_otlp_export_sends_the_jobs_spans(
-    receiver: tuple[str, list[tuple[str, bytes]]], tmp_path: Path, task_queue: str
+    receiver: tuple[str, list[tuple[str, bytes]]], tmp_path: Path, task_queue: str, address: str
 ) -> None:
     """With OTEL_EXPORTER_OTLP_ENDPOINT set, `agentparallels refactor` sends its job's spans to
     the receiver over OTLP/HTTP before it exits, named by OTEL_SERVICE_NAME."""
     endpoint, posts = receiver
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
     env = cli_env(
-        os.environ["TEST_TEMPORAL_ADDRESS"],
+        address,  # the fixture starts the server even when this test runs first
         OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
         OTEL_SERVICE_NAME="refactor-under-test",
     )
