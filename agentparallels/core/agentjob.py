@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import Field
 
 from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.agentreview import ApprovalRecord, PlanApproval, ReviewOptions, ReviewRound
+from agentparallels.core.checklist import ApprovalOptions
 from agentparallels.core.llm import BudgetLimits, Price, Usage, output_model
 from agentparallels.core.models import CheckRun, JobRef, Published, ShardRef
 from agentparallels.core.tools import ToolCall, ToolFormat, ToolSpec
@@ -103,6 +105,12 @@ class AgentInput(Value):
     capabilities: dict[str, str] = {}
     """Capability -> task queue; a capability not listed runs on the job's own queue."""
     apply: bool = False
+    review: ReviewOptions | None = None
+    """A committee of reviewers votes on the verified change (``--reviewers``)."""
+    plan_approval: PlanApproval | None = None
+    """A person approves the plan before any edit (``--approve-plan``)."""
+    approval: ApprovalOptions | None = None
+    """A person approves the result before it is published (``--require-approval``)."""
 
 
 class RepoMapInput(Value):
@@ -251,6 +259,10 @@ class AgentResult(Value):
     usage: Usage = Usage()
     cost_usd: float | None = 0.0
     published: Published | None = None
+    reviews: tuple[ReviewRound, ...] = ()
+    """Every round of the review committee's votes, in order."""
+    approvals: tuple[ApprovalRecord, ...] = ()
+    """Every decision a person took at an approval gate, in order."""
 
 
 def _tool(name: str, description: str, required: Sequence[str], **props: str) -> ToolSpec:
