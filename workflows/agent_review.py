@@ -73,13 +73,24 @@ def reviewer_system(inp: AgentInput, n: int, reviewers: int) -> str:
     )
 
 
-def reviewer_messages(inp: AgentInput, n: int, changed: Sequence[str]) -> tuple[Message, ...]:
+def reviewer_messages(
+    inp: AgentInput, n: int, changed: Sequence[str], before: ReviewerVote | None = None
+) -> tuple[Message, ...]:
+    """The reviewer's first messages: the files the change touches (never their diff) and,
+    after a rework, what this reviewer said of the change before (evaluator-optimizer)."""
     assert inp.review is not None
     more = f" and {len(changed) - 50} more" if len(changed) > 50 else ""
-    listed = ", ".join(changed[:50]) + more
+    text = f"The change touches {len(changed)} files: {', '.join(changed[:50])}{more}."
+    if before is not None:
+        said = "approved" if before.approve else "rejected"
+        notes = "".join(f"\n- {c.path}: {c.comment}" for c in before.comments)
+        text += (
+            f"\nYou {said} an earlier version of it: {before.reasons}{notes}\nIt has been "
+            "reworked since: read it again and judge it as it is now."
+        )
     return (
         Message(role="system", content=reviewer_system(inp, n, inp.review.reviewers)),
-        Message(role="user", content=f"The change touches {len(changed)} files: {listed}."),
+        Message(role="user", content=text),
     )
 
 
@@ -114,10 +125,12 @@ class _Reviewer:
     def label(self) -> str:
         return f"{self.name} ({self.model})"
 
-    async def run(self, model_steps: ModelSteps, changed: Sequence[str]) -> ReviewerVote:
+    async def run(
+        self, model_steps: ModelSteps, changed: Sequence[str], before: ReviewerVote | None
+    ) -> ReviewerVote:
         """Turns until the reviewer votes, or its turns run out (a rejection)."""
         assert self.inp.review is not None
-        self.conversation = reviewer_messages(self.inp, self.n, changed)
+        self.conversation = reviewer_messages(self.inp, self.n, changed, before)
         turns = self.inp.review.turns
         for turn in range(1, turns + 1):
             vote = await self._turn(model_steps, turn)
@@ -221,8 +234,11 @@ class Committee:
         model_steps = ModelSteps(budget.model_copy(update={"shares": {}}), inp.prices,
                                  task_queue=queue)  # fmt: skip
         reviewers = [_Reviewer(inp, job, commit, n, number) for n in range(1, opts.reviewers + 1)]
+        before = self.rounds[-1].votes if self.rounds else [None] * len(reviewers)
         try:
-            votes = await asyncio.gather(*(r.run(model_steps, changed) for r in reviewers))
+            votes = await asyncio.gather(
+                *(r.run(model_steps, changed, b) for r, b in zip(reviewers, before, strict=True))
+            )
         finally:
             self._spent(model_steps)
         approvals = sum(v.approve for v in votes)

@@ -20,7 +20,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from agentparallels.core._value import Value
-from agentparallels.core.llm import Usage
 from agentparallels.core.tools import ToolSpec
 
 MAX_REVIEWERS = 9
@@ -70,7 +69,6 @@ class ReviewerVote(Value):
     """False: the reviewer ran out of turns without voting (counted as a rejection)."""
     turns: int = 0
     tool_calls: int = 0
-    usage: Usage = Usage()
 
 
 class ReviewRound(Value):
