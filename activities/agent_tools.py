@@ -234,6 +234,43 @@ def _search(req: ToolRequest) -> ToolOutcome:
     return _outcome(cache, req, True, _tail(output, req.output_chars), summary)
 
 
+def _changed_files(req: ToolRequest) -> ToolOutcome:
+    """What the change (``start`` to the checkpoint) adds, modifies or deletes: a reviewer's
+    first look, one line per file with its status and size of change."""
+    cache = _cache(req)
+    start = req.start or req.unit.job.base_commit
+    _git.ensure_commit(cache, req.unit.job.repository, start)
+    stat = _git.run(cache, "diff", "--numstat", "--no-renames", "-z", start, req.checkpoint)
+    status = _git.run(cache, "diff", "--name-status", "--no-renames", "-z", start, req.checkpoint)
+    kinds = dict(zip(status.split("\0")[1::2], status.split("\0")[0::2], strict=False))
+    lines = []
+    for entry in stat.split("\0"):
+        added, removed, path = (entry.split("\t", 2) + ["", "", ""])[:3]
+        if path:
+            what = {"A": "added", "D": "deleted"}.get(kinds.get(path, ""), "modified")
+            lines.append(f"{path}\t{what}\t+{added} -{removed}")
+    output = "\n".join(lines) or "the change changes no file"
+    return _outcome(cache, req, True, _tail(output, req.output_chars), "changed files")
+
+
+def _file_diff(req: ToolRequest) -> ToolOutcome:
+    """The unified diff of one file from ``start`` to the checkpoint, capped."""
+    cache = _cache(req)
+    path, problem = _readable(req, _arg(req, "path", str) or "")
+    summary = f"diff {path}"
+    if problem:
+        return _outcome(cache, req, False, problem, summary)
+    start = req.start or req.unit.job.base_commit
+    _git.ensure_commit(cache, req.unit.job.repository, start)
+    diff = _git.run(cache, "diff", "--no-color", "--no-ext-diff", start, req.checkpoint, "--", path)
+    if not diff.strip():
+        return _outcome(cache, req, True, f"the change does not touch {path}", summary)
+    if len(diff) > req.output_chars:
+        more = "; read the file with read_file for the rest"
+        diff = diff[: req.output_chars - 80] + f"\n[the diff is cut here{more}]"
+    return _outcome(cache, req, True, diff, summary)
+
+
 # --- Writing ----------------------------------------------------------------------------------
 
 
@@ -446,11 +483,14 @@ _TOOLS: dict[str, Callable[[ToolRequest], ToolOutcome]] = {
     "list_files": _list_files,
     "read_file": _read_file,
     "search": _search,
+    "changed_files": _changed_files,
+    "file_diff": _file_diff,
     "edit_file": _edit_file,
     "write_file": _write_file,
     "run_check": _run_check,
     "run_tests": _run_tests,
 }
-"""Every tool of ``agentjob.TOOLS`` but ``finish``, which the workflow handles."""
+"""Every tool of ``agentjob.TOOLS`` but ``finish``, and the reviewers' read-only tools of
+``agentreview.REVIEW_TOOLS`` but ``vote``: the workflow handles those two itself."""
 
 __all__ = ["CALL_TRAILER", "agent_tool"]

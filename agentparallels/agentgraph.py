@@ -87,22 +87,21 @@ def _job_notes(r: AgentResult) -> list[str]:
         notes.append(f"baseline of {r.baseline_jobs} past jobs: {r.flagged} calls flagged")
     else:
         notes.append("no baseline (first agent job on this repository)")
-    notes += [f"review: {line}" for line in _reviews(r)]
+    notes += [f"review {line}" for line in _reviews(r)]
     return notes
 
 
 def _reviews(r: AgentResult) -> list[str]:
-    """One line per review in the result, if the job had reviewers; their shape is read
-    loosely (reviewer or model, verdict or approve, round) so any version draws."""
+    """One line per review round of the result (none when the job had no reviewers): its
+    verdict, the approvals against the quorum, and who rejected."""
     lines = []
-    for review in getattr(r, "reviews", None) or ():
-        d: dict[str, Any] = review.model_dump() if hasattr(review, "model_dump") else dict(review)
-        who = d.get("reviewer") or d.get("model") or "reviewer"
-        verdict = d.get("verdict") or (
-            ("approve" if d["approve"] else "reject") if "approve" in d else "?"
-        )
-        at = f" (round {d['round']})" if d.get("round") is not None else ""
-        lines.append(f"{who}: {verdict}{at}")
+    for rnd in r.reviews:
+        approvals = sum(v.approve for v in rnd.votes)
+        verdict = "approved" if rnd.approved else "rejected"
+        line = f"round {rnd.round} {verdict}, {approvals}/{len(rnd.votes)} (quorum {rnd.quorum})"
+        if rnd.dissent:
+            line += "; rejected by " + ", ".join(v.reviewer for v in rnd.dissent)
+        lines.append(line)
     return lines
 
 

@@ -15,6 +15,7 @@ import asyncio
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import NoReturn
 
@@ -24,6 +25,14 @@ from temporalio.exceptions import ApplicationError, FailureError
 from agentparallels.core import names
 from agentparallels.workflows._agent_resume import Takeover, checkpoint_note, take_over
 from agentparallels.workflows._call import call
+from agentparallels.workflows.agent_approval import (
+    Approvals,
+    decide_hint,
+    denied,
+    plan_text,
+    replan_messages,
+)
+from agentparallels.workflows.agent_review import Committee, owners, rework_notes
 from agentparallels.workflows.agent_unit import AgentUnitWorkflow
 from agentparallels.workflows.agent_watch import JobWatch
 from agentparallels.workflows.events import JobEvents, ending
@@ -68,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
         topological,
     )
     from agentparallels.core.attributes import PHASE, TOKENS
-    from agentparallels.core.checklist import Checklist
+    from agentparallels.core.checklist import AWAITING_APPROVAL, Checklist, Decision
     from agentparallels.core.errors import CHECK_FAILED, GIT_CONFLICT, PLAN_INVALID
     from agentparallels.core.llm import Grant, Message, ModelRequest, Reservation, Settlement
     from agentparallels.core.messages import (
@@ -120,7 +129,27 @@ class AgentWorkflow:
         """Capability -> the task queue its units run on."""
         self._taken = Takeover()
         """What this run takes over from the run it resumes (``agentparallels resume``)."""
+        self._committee = Committee()
+        self._approvals = Approvals()
+        self._plan_spent: dict[str, int] = {}
+        """The planner's tokens the ledger has counted (re-plans count only what is new)."""
         self._watch = JobWatch(self._events.record, self._refresh)
+
+    @workflow.update(name=names.APPROVE_UPDATE)
+    def approve(self, decision: Decision) -> str:
+        return self._approvals.decide(True, decision)
+
+    @approve.validator
+    def _may_approve(self, decision: Decision) -> None:
+        self._approvals.validate(True, decision, self._progress.phase)
+
+    @workflow.update(name=names.REJECT_UPDATE)
+    def reject(self, decision: Decision) -> str:
+        return self._approvals.decide(False, decision)
+
+    @reject.validator
+    def _may_reject(self, decision: Decision) -> None:
+        self._approvals.validate(False, decision, self._progress.phase)
 
     @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -150,6 +179,7 @@ class AgentWorkflow:
             Step("execute", self._execute_stage),
             Step("merge", self._merge_stage, gate=_changed, gate_name="changes"),
             Step("verify", self._verify_stage),
+            Step("review", self._review_stage),
             Step("publish", self._publish_stage),
         ]
         try:
@@ -173,7 +203,31 @@ class AgentWorkflow:
         the_map = await self._map(run.inp, run.job)
         run.job = run.job.model_copy(update={"base_commit": the_map.base_commit})
         run.plan = await self._plan(run.inp, the_map)
+        run.plan = await self._approved_plan(run, the_map, run.plan)
         return run
+
+    async def _approved_plan(self, run: _Run, the_map: RepoMap, the_plan: AgentPlan) -> AgentPlan:
+        """With ``--approve-plan``: wait for a person's decision on the plan before any edit;
+        a rejection's comment goes back to the planner, at most ``replans`` times."""
+        opts = run.inp.plan_approval
+        if opts is None:
+            return the_plan
+        limit = timedelta(seconds=opts.timeout_s)
+        for rejected in range(opts.replans + 1):
+            self._phase(AWAITING_APPROVAL)
+            shown = f"{plan_text(the_plan)}\n\n{decide_hint(run.job.job_id)}"
+            self._progress = self._progress.model_copy(update={"message": shown})
+            last = rejected == opts.replans
+            record = await self._approvals.ask("plan", limit, shown, self._events, final=last)
+            self._progress = self._progress.model_copy(update={"message": ""})
+            if record.outcome == "approved":
+                return the_plan
+            if record.outcome == "timed out" or last:
+                raise denied(record, limit)
+            self._phase("plan")
+            prior = replan_messages(the_plan, record)
+            the_plan = await self._plan(run.inp, the_map, prior)
+        raise AssertionError("unreachable: the last rejection raised")
 
     async def _execute_stage(self, run: _Run) -> _Run:
         assert run.plan is not None
@@ -207,8 +261,63 @@ class AgentWorkflow:
         run.checks = await self._checks(run)
         return run
 
+    async def _review_stage(self, run: _Run) -> _Run:
+        """With ``--reviewers``: the committee votes on the verified change; a rejection's
+        comments go to the units owning the files, which run again on the merged work (then
+        merge and verify again), at most ``rework_rounds`` times; then the job refuses."""
+        opts = run.inp.review
+        if opts is None:
+            return run
+        assert run.plan is not None
+        for reworked in range(opts.rework_rounds + 1):
+            self._phase("review")
+            remaining = self._ledger.remaining() if self._ledger is not None else None
+            before = self._committee.usage.total
+            verdict = await self._committee.vote(
+                run.inp, run.job, run.merged, run.changed, remaining, self._events
+            )
+            if self._ledger is not None:  # the reviewers' tokens count against the budget
+                self._ledger.count({"review": self._committee.usage.total - before})
+            self._refresh()
+            if verdict.approved:
+                return run
+            notes = rework_notes(verdict, owners(run.results, run.plan, run.changed), run.plan)
+            if reworked == opts.rework_rounds or not notes:
+                raise self._committee.refusal(reworked)
+            await self._rework(run, notes)
+        raise AssertionError("unreachable: the last rejection raised")
+
+    async def _rework(self, run: _Run, notes: dict[str, str]) -> None:
+        """Each unit with comments runs again, one after another, on top of the merged work
+        and of the reworks before it, the comments as its note; then merge and verify."""
+        assert run.plan is not None
+        units = {u.name: u for u in run.plan.units}
+        start, redone = run.merged, []
+        for name, note in notes.items():
+            earlier = [r for r in run.results if r.name == name]
+            result = await self._unit(
+                run.inp, run.job, units[name], start, run.saga, note=note,
+                attempt=2 + len(earlier),  # 2 is the conflict re-run's
+            )  # fmt: skip
+            # Its head holds its earlier files as merged: it claims them too (the invariant).
+            made = {p for r in earlier for p in r.files_changed} | set(result.files_changed)
+            redone.append(result.model_copy(update={"files_changed": tuple(sorted(made))}))
+            start = result.head
+        run.results = [*run.results, *redone]
+        self._phase("merge")
+        merged = await self._merge(run.job, run.results, f"reworked-{len(run.results)}")
+        if merged.conflict is not None:
+            raise ApplicationError(
+                f"the reworked units do not merge: {merged.conflict} in {', '.join(merged.files)}",
+                type=GIT_CONFLICT,
+                non_retryable=True,
+            )
+        run.merged, run.changed = merged.commit, merged.changed
+        await self._verify_stage(run)
+
     async def _publish_stage(self, run: _Run) -> _Run:
-        """The publish invariant, then the point of no return."""
+        """The publish invariant, then (with ``--require-approval``) a person's decision,
+        then the point of no return."""
         self._phase("publish")
         job = run.job
         await call(
@@ -216,6 +325,7 @@ class AgentWorkflow:
             ResultCheckInput(job=job, commit=run.merged, shards=_claims(run.results, run.changed)),
             summary="check the result against every unit's verified head",
         )
+        await self._publish_approval(run)
         run.published = await shielded(
             call(
                 steps.PUBLISH,
@@ -225,6 +335,34 @@ class AgentWorkflow:
             raise_cancel=False,
         )
         return run
+
+    async def _publish_approval(self, run: _Run) -> None:
+        """With ``--require-approval``: every check, the publish invariant and the reviewers
+        have voted; a person approves (publish), rejects or lets it time out (roll back)."""
+        opts = run.inp.approval
+        if opts is None:
+            return
+        limit = timedelta(seconds=opts.timeout_s)
+        self._phase(AWAITING_APPROVAL)
+        shown = f"{self._checklist_text(run)}\n\n{decide_hint(run.job.job_id)}"
+        self._progress = self._progress.model_copy(update={"message": shown})
+        record = await self._approvals.ask("publish", limit, shown, self._events)
+        self._progress = self._progress.model_copy(update={"message": ""})
+        if record.outcome != "approved":
+            raise denied(record, limit)
+        self._phase("publish")
+
+    def _checklist_text(self, run: _Run) -> str:
+        """What a person sees before deciding to publish: every vote so far."""
+        lines = [f"The checklist voted yes on {run.merged[:12]} ({len(run.changed)} files):"]
+        lines += [f"- {c.command}: passed" for c in run.checks]
+        lines.append("- scope: every changed file is what the unit that owns it made")
+        spent = self._progress.tokens
+        total = run.inp.budget.total
+        lines.append(f"- budget: {spent} tokens" + (f" of {total}" if total else ""))
+        if run.inp.review is not None:
+            lines.append(f"- reviewers: {self._committee.verdict_line()}")
+        return "\n".join(lines)
 
     def _begin(self, inp: AgentInput) -> JobRef:
         info = workflow.info()
@@ -257,10 +395,12 @@ class AgentWorkflow:
             summary="map the repository: paths and top-level symbols",
         )
 
-    async def _plan(self, inp: AgentInput, the_map: RepoMap) -> AgentPlan:
-        """Ask the planner; send an invalid plan back with its errors, at most
-        ``plan_retries`` times; then refuse."""
-        messages = planner_messages(inp, the_map)
+    async def _plan(
+        self, inp: AgentInput, the_map: RepoMap, prior: tuple[Message, ...] = ()
+    ) -> AgentPlan:
+        """Ask the planner (after ``prior``: a rejected plan and why); send an invalid plan
+        back with its errors, at most ``plan_retries`` times; then refuse."""
+        messages = (*planner_messages(inp, the_map), *prior)
         for attempt in range(inp.limits.plan_retries + 1):
             answer = await self._planner.ask(
                 ModelRequest(
@@ -293,7 +433,9 @@ class AgentWorkflow:
 
     def _planned(self, the_plan: AgentPlan) -> None:
         if self._ledger is not None:  # the plan's tokens count against the job's budget
-            self._ledger.count(self._planner.spent())
+            spent = self._planner.spent()
+            self._ledger.count({p: n - self._plan_spent.get(p, 0) for p, n in spent.items()})
+            self._plan_spent = spent
         self._units = {
             u.name: ShardProgress(name=u.name, label=u.goal[:80], files_total=len(u.scope))
             for u in the_plan.units
@@ -493,7 +635,10 @@ class AgentWorkflow:
             name=REPAIR_UNIT, label="repair", files_total=len(scope)
         )
         note = f"The checks failed:\n{failure[-3000:]}"
-        return await self._unit(run.inp, run.job, repair, run.merged, run.saga, note=note)
+        attempt = 1 + sum(r.name == REPAIR_UNIT for r in run.results)  # after a rework, again
+        return await self._unit(
+            run.inp, run.job, repair, run.merged, run.saga, note=note, attempt=attempt
+        )
 
     async def _checks(self, run: _Run) -> tuple[CheckRun, ...]:
         """The checklist's votes on the merged result: the tests, lint, the diff size,
@@ -537,10 +682,14 @@ class AgentWorkflow:
     def _result(self, run: _Run) -> AgentResult:
         assert run.plan is not None
         ran = [r for r in run.results if r.kept_from is None]  # this run's model calls
-        usage = self._planner.total
+        usage = self._planner.total + self._committee.usage
         for r in ran:
             usage = usage + r.usage
-        costs = [self._planner.cost_usd, *(r.cost_usd for r in ran)]
+        costs = [
+            self._planner.cost_usd,
+            self._committee.cost_usd,
+            *(r.cost_usd for r in ran),
+        ]
         published = run.published
         return AgentResult(
             job_id=run.job.job_id,
@@ -556,6 +705,8 @@ class AgentWorkflow:
             cost_usd=None if any(c is None for c in costs) else sum(c or 0.0 for c in costs),
             published=published,
             resumed_from=run.inp.resumed.previous if run.inp.resumed else None,
+            reviews=tuple(self._committee.rounds),
+            approvals=tuple(self._approvals.records),
             **self._watch.result_fields(),
         )
 
@@ -573,7 +724,8 @@ class AgentWorkflow:
         """What the Temporal UI shows as the job's current details."""
         units = list(self._units.values())
         done = sum(u.state == "done" for u in units)
-        tokens = self._planner.total.total + sum(u.tokens for u in units)
+        tokens = self._planner.total.total + self._committee.usage.total
+        tokens += sum(u.tokens for u in units)
         if self._ledger is not None:
             tokens = max(tokens, self._ledger.total_spent)
         self._progress = self._progress.model_copy(
@@ -581,7 +733,7 @@ class AgentWorkflow:
         )
         workflow.set_current_details(
             f"**{self._progress.phase}**: {done}/{len(units)} units done, {tokens} tokens"
-            + self._watch.cost(self._planner.cost_usd)
+            + self._watch.cost(self._planner.cost_usd, self._committee.cost_usd)
             + "".join(f"\n- {u.name}: {u.state}, {u.files_done} files" for u in units)
             + self._watch.details()
         )

@@ -129,10 +129,10 @@ class JobWatch:
             "baseline_jobs": self.baseline_jobs,
         }
 
-    def cost(self, planner: float | None) -> str:
-        """``, $0.0123 so far`` (the planner's and finished units' calls), or nothing when
-        a model has no price."""
-        costs = [planner, *self._costs]
+    def cost(self, *others: float | None) -> str:
+        """``, $0.0123 so far``: the finished units' calls and ``others`` (the planner's, the
+        reviewers'), or nothing when a model has no price."""
+        costs = [*others, *self._costs]
         if any(c is None for c in costs):
             return ""
         return f", ${sum(c or 0.0 for c in costs):.4f} so far"

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agentparallels import baselines, validate
+from agentparallels import baselines, queues, validate
 from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
     DEFAULT_TASK_QUEUE,
@@ -34,10 +34,20 @@ from agentparallels.cli.common import (
 from agentparallels.client import connect
 from agentparallels.core import attributes, names, redact
 from agentparallels.core.agentjob import AgentInput, AgentLimits, AgentResult, in_files
+from agentparallels.core.agentreview import MAX_REVIEWERS, PlanApproval, ReviewOptions
+from agentparallels.core.checklist import ApprovalOptions
 from agentparallels.core.errors import UsageError
 from agentparallels.core.llm import split_model
 
-__all__ = ["KIND", "LIMIT_FLAGS", "add_parser", "agent_command", "job_input"]
+__all__ = [
+    "KIND",
+    "LIMIT_FLAGS",
+    "add_parser",
+    "agent_command",
+    "approval_options",
+    "job_input",
+    "review_options",
+]
 
 KIND = "agent"
 """The job kind in search attributes (``agentparallels list --kind agent``)."""
@@ -74,6 +84,7 @@ def add_parser(sub: Any) -> None:
         "(default %(default)s)",
     )
     add_sandbox_arguments(agent)
+    _add_gates(agent)
     _add_placement(agent)
     agent.set_defaults(handler=agent_command)
 
@@ -270,6 +281,8 @@ def job_input(args: argparse.Namespace) -> AgentInput:
         limits=_limits(args),
         budget=validate.budget(args.budget_tokens, None),
         prices=validate.prices(args.price or []),
+        review=review_options(args, model),
+        **approval_options(args),
     )
 
 
@@ -300,14 +313,22 @@ async def agent_command(args: argparse.Namespace) -> int:
     task_queue = job_queue(args)
     if not args.no_worker and not args.detach:
         check_key(job.model, job.base_url, private=not args.task_queue)
+        if job.review is not None and job.review.model:
+            check_key(job.review.model, job.base_url, private=not args.task_queue)
     client = await connect(announce=err)
     await register_attributes(client)
+    if args.no_worker or args.detach:  # the job's steps wait for a worker of that queue
+        await _say_if_unserved(client, task_queue)
     baseline, said = await baselines.of_repository(client, job.repository, kind=KIND)
     err(said)
     job = job.model_copy(update={"baseline": baseline})
     job_id = args.job_id or new_job_id(job.repository, KIND)
     handle = await _start(client, job, job_id, task_queue)
     err(f"job {job_id} started")
+    if job.plan_approval is not None:
+        err(f"once planned it waits for `agentparallels approve {job_id}` (or reject --comment)")
+    if job.approval is not None:
+        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
     if link := ui_link(client, job_id):
         err(f"watch it in the Temporal UI: {link}")
     if args.detach:
@@ -315,3 +336,106 @@ async def agent_command(args: argparse.Namespace) -> int:
         return 0
     async with in_process_worker(client, task_queue, not args.no_worker):
         return await finish_here(handle, task_queue)
+
+
+async def _say_if_unserved(client: Client, task_queue: str) -> None:
+    """A job that only other workers run does nothing until one polls its queue: say so
+    before starting it (it still starts, and waits for one)."""
+    if not await queues.served(client, task_queue):
+        err(
+            f"no worker polls task queue {task_queue!r} now: the job waits until one does; "
+            f"start {queues.how_to_serve(task_queue)}"
+        )
+
+
+def _add_gates(agent: argparse.ArgumentParser) -> None:
+    """The review committee's and the approval gates' flags (docs/agent.md)."""
+    agent.add_argument(
+        "--reviewers",
+        type=positive,
+        metavar="N",
+        help=f"N reviewer models read the verified change file by file and vote (at most "
+        f"{MAX_REVIEWERS}); rejected work goes back to its units, then the job refuses",
+    )
+    agent.add_argument(
+        "--reviewer-model", metavar="PROVIDER:MODEL", help="the reviewers' model (default --model)"
+    )
+    agent.add_argument(
+        "--quorum", type=positive, metavar="N", help="approvals needed (default: a majority)"
+    )
+    agent.add_argument(
+        "--rework-rounds",
+        metavar="N",
+        help="times rejected work goes back to its units before the job refuses (default 1)",
+    )
+    agent.add_argument(
+        "--approve-plan",
+        action="store_true",
+        help="show the plan and wait for `agentparallels approve JOB` before any edit; "
+        "`reject JOB --comment TEXT` plans again with the comment",
+    )
+    agent.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="wait for `agentparallels approve JOB` before publishing, after every check and "
+        "reviewer has voted; reject or time out: roll back",
+    )
+    agent.add_argument(
+        "--approval-timeout",
+        type=positive,
+        metavar="SECONDS",
+        help="deny after this long without a decision, at each gate (default 1 day)",
+    )
+
+
+def review_options(args: argparse.Namespace, model: str) -> ReviewOptions | None:
+    """``--reviewers`` and the flags that go with it, checked."""
+    if args.reviewers is None:
+        for flag, value in (
+            ("--reviewer-model", args.reviewer_model),
+            ("--quorum", args.quorum),
+            ("--rework-rounds", args.rework_rounds),
+        ):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --reviewers N: add it, or drop {flag}")
+        return None
+    n = args.reviewers
+    if n > MAX_REVIEWERS:
+        raise UsageError(f"--reviewers {n}: at most {MAX_REVIEWERS} reviewers")
+    quorum = args.quorum if args.quorum is not None else n // 2 + 1
+    if quorum > n:
+        raise UsageError(f"--quorum {quorum} cannot be met by {n} reviewers: at most {n}")
+    reviewer_model = None
+    if args.reviewer_model is not None:
+        reviewer_model = _said("--reviewer-model", args.reviewer_model, "e.g. openai:gpt-4.1")
+        try:
+            split_model(reviewer_model)
+        except ValueError as e:
+            raise UsageError(f"--reviewer-model: {e}") from None
+    return ReviewOptions(
+        reviewers=n, quorum=quorum, model=reviewer_model, rework_rounds=_rounds(args)
+    )
+
+
+def _rounds(args: argparse.Namespace) -> int:
+    if args.rework_rounds is None:
+        return 1
+    try:
+        rounds = int(args.rework_rounds)
+    except ValueError:
+        rounds = -1
+    if not 0 <= rounds <= 5:
+        raise UsageError(f"--rework-rounds {args.rework_rounds}: give a whole number from 0 to 5")
+    return rounds
+
+
+def approval_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``AgentInput`` fields ``--approve-plan``, ``--require-approval`` and
+    ``--approval-timeout`` set."""
+    if args.approval_timeout is not None and not (args.approve_plan or args.require_approval):
+        raise UsageError("--approval-timeout goes with --approve-plan or --require-approval")
+    timeout = {"timeout_s": args.approval_timeout} if args.approval_timeout else {}
+    return {
+        "plan_approval": PlanApproval(**timeout) if args.approve_plan else None,
+        "approval": ApprovalOptions(**timeout) if args.require_approval else None,
+    }

@@ -37,8 +37,13 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument("job")
         parser.add_argument("--by", default=_user(), help="who decides (default: your user)")
         add_wait_argument(parser)
-    approve.add_argument("--reason", default="", help="why (optional)")
-    reject.add_argument("--reason", required=True, help="why (required)")
+    approve.add_argument("--reason", "--comment", default="", help="why (optional)")
+    reject.add_argument(
+        "--reason",
+        "--comment",
+        required=True,
+        help="why (required); at an agent job's plan gate, the planner gets it and plans again",
+    )
     approve.set_defaults(handler=approve_command)
     reject.set_defaults(handler=reject_command)
 
@@ -74,7 +79,7 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
         return 1
     decision = Decision(reason=args.reason, by=args.by)
     try:
-        await asyncio.wait_for(
+        said = await asyncio.wait_for(
             handle.execute_update(
                 APPROVE_UPDATE if approve else REJECT_UPDATE, decision, result_type=str
             ),
@@ -91,6 +96,10 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
             f"{queues.how_to_serve(queue)}, then see `agentparallels status {args.job}`"
         )
         return 1
+    if said.startswith("plan "):  # an agent job's plan gate: the job goes on, with no wait
+        goes_on = "it makes its edits" if approve else "it plans again with your comment"
+        print(f"job {args.job}: {said} by {args.by or 'you'}; {goes_on} (see `status`)")
+        return 0
     if approve:
         err(f"job {args.job} approved: publishing ...")
         return await finish(handle, show=False)

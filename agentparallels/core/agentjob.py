@@ -18,7 +18,9 @@ from typing import Literal
 from pydantic import Field
 
 from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.agentreview import ApprovalRecord, PlanApproval, ReviewOptions, ReviewRound
 from agentparallels.core.baseline import Baseline, ToolFlag, ToolStats
+from agentparallels.core.checklist import ApprovalOptions
 from agentparallels.core.llm import BudgetLimits, Price, Usage, output_model
 from agentparallels.core.models import CheckRun, JobRef, Published, ShardRef
 from agentparallels.core.tools import ToolCall, ToolFormat, ToolSpec
@@ -106,6 +108,12 @@ class AgentInput(Value):
     apply: bool = False
     resumed: Resumed | None = None
     """Set by ``agentparallels resume``: what this run keeps of the failed run it resumes."""
+    review: ReviewOptions | None = None
+    """A committee of reviewers votes on the verified change (``--reviewers``)."""
+    plan_approval: PlanApproval | None = None
+    """A person approves the plan before any edit (``--approve-plan``)."""
+    approval: ApprovalOptions | None = None
+    """A person approves the result before it is published (``--require-approval``)."""
     baseline: Baseline | None = None
     """The repository's past agent jobs' tool calls (``core.baseline``), read by the client
     that starts the job; None: no past job, nothing is flagged."""
@@ -303,6 +311,10 @@ class AgentResult(Value):
     published: Published | None = None
     resumed_from: str | None = None
     """The job this one resumed (``agentparallels resume``)."""
+    reviews: tuple[ReviewRound, ...] = ()
+    """Every round of the review committee's votes, in order."""
+    approvals: tuple[ApprovalRecord, ...] = ()
+    """Every decision a person took at an approval gate, in order."""
     tool_stats: tuple[ToolStats, ...] = ()
     """Every unit's tool calls per (tool, command): the next job's baseline reads these."""
     flags: tuple[ToolFlag, ...] = ()

@@ -84,6 +84,8 @@ SUMMARY_TOO_LARGE = "SummaryTooLarge"
 """A map step returned more than a summary: large artefacts belong in git or the blob store."""
 PLAN_INVALID = "PlanInvalid"
 """The planner's plan stayed invalid after it was sent back with its errors."""
+REVIEW_REJECTED = "ReviewRejected"
+"""The agent's review committee still rejected the change after every rework round."""
 
 NON_RETRYABLE_TYPES = [
     BAD_INPUT, BREAKER_OPEN, CHECK_FAILED, GIT_CONFLICT, SANDBOX_UNAVAILABLE, SCOPE_VIOLATION,
@@ -91,6 +93,7 @@ NON_RETRYABLE_TYPES = [
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
     SUMMARY_TOO_LARGE, HOOK_VETOED, RESULT_MISMATCH, ROLLBACK_INCOMPLETE, PLAN_INVALID,
+    REVIEW_REJECTED,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""
 
@@ -117,6 +120,7 @@ __all__ = [
     "OUTPUT_INVALID",
     "QUOTA_EXHAUSTED",
     "RESULT_MISMATCH",
+    "REVIEW_REJECTED",
     "ROLLBACK_INCOMPLETE",
     "SANDBOX_DENIED",
     "SANDBOX_UNAVAILABLE",

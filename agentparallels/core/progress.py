@@ -39,6 +39,8 @@ def table(p: Progress) -> str:
             f"  {s.name:<24} {s.label:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
             f"breaker {s.breaker} ({s.failures} consecutive failures)"
         )
+    if p.message:  # what the job waits on: the plan or the checklist to approve
+        rows += ["", *(f"  {line}" for line in p.message.splitlines())]
     return "\n".join(rows)
 
 
@@ -108,6 +110,13 @@ def agent_summary(r: AgentResult) -> str:
         lines.append(f"    {said[:160]}")
     for c in r.checks:
         lines.append(f"  check `{c.command}`: {'passed' if c.passed else 'FAILED'}")
+    for rr in r.reviews:
+        approvals = sum(v.approve for v in rr.votes)
+        verdict = "approved" if rr.approved else "rejected"
+        lines.append(f"  review round {rr.round}: {verdict}, {approvals} of {len(rr.votes)}")
+    for a in r.approvals:
+        by = f" by {a.by}" if a.by else ""
+        lines.append(f"  {a.gate} {a.outcome}{by}" + (f": {a.reason}" if a.reason else ""))
     cost = f", about ${r.cost_usd:.4f}" if r.cost_usd else ""
     lines.append(
         f"  model calls: {r.usage.input_tokens} input + {r.usage.output_tokens} output tokens{cost}"

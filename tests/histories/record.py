@@ -372,9 +372,10 @@ async def record_ledger(client: Any, work: Path) -> None:
 async def record_agent(client: Any, work: Path) -> None:
     """The coding agent: a three-unit task (plan, units with tools, merge, checks, publish),
     against a baseline that knows only reads and searches, so its units flag their other tool
-    calls to the job; and a unit whose checks keep failing, which trips its breaker and rolls
-    the job back."""
+    calls to the job; a unit whose checks keep failing, which trips its breaker and rolls the
+    job back; and a reviewer that rejects once and approves the unit's rework."""
     from agentparallels.core.agentjob import PLANNER_MARKER, AgentInput, AgentLimits, unit_marker
+    from agentparallels.core.agentreview import ReviewOptions
     from agentparallels.core.baseline import Baseline, ToolNorm
     from tests.support.agent_script import (
         CHECK,
@@ -395,6 +396,7 @@ async def record_agent(client: Any, work: Path) -> None:
             *[tools(edit("pkg/a.py", f"return {'(' * n}1", f"return {'(' * (n + 1)}1"), CHECK)
               for n in range(3)],
         )  # fmt: skip
+        _review_script(fake)
         known = Baseline(
             jobs=1,
             tools=tuple(
@@ -413,8 +415,11 @@ async def record_agent(client: Any, work: Path) -> None:
                 limits=AgentLimits(parallel=1),
                 baseline=known if name == "agent" else None,
             )
-            for name in ("agent", "agent-breaker")
+            for name in ("agent", "agent-breaker", "agent-reviewed")
         }
+        jobs["agent-reviewed"] = jobs["agent-reviewed"].model_copy(
+            update={"review": ReviewOptions(reviewers=1, quorum=1)}
+        )
         async with worker.build_worker(client, worker.WorkerOptions(task_queue="record-agent")):
             for name, inp in jobs.items():
                 handle = await client.start_workflow(
@@ -425,6 +430,33 @@ async def record_agent(client: Any, work: Path) -> None:
                 except Exception as e:  # the breaker trips on purpose
                     print(f"{name}: {type(e).__name__}")
                 await save(client, handle.id)
+
+
+def _review_script(fake: FakeLLM) -> None:
+    """A unit, a reviewer rejecting its work with a comment, the rework, the approval."""
+    from agentparallels.core.agentjob import PLANNER_MARKER, unit_marker
+    from agentparallels.core.agentreview import reviewer_marker
+    from tests.support.agent_script import CHECK as check
+    from tests.support.agent_script import FINISH as done
+    from tests.support.agent_script import edit, plan, tools, unit
+
+    fake.push_thread(PLANNER_MARKER, plan(unit("documented", ["pkg/a.py"])))
+    fake.push_thread(
+        unit_marker("documented"),
+        tools(edit("pkg/a.py", "return 1", "return 1  # one")),
+        tools(check),
+        tools(done),
+        tools(edit("pkg/a.py", "-> int:\n", '-> int:\n    """One."""\n')),
+        tools(check),
+        tools(done),
+    )
+    fake.push_thread(
+        reviewer_marker(1),
+        tools(("changed_files", {})), tools(("file_diff", {"path": "pkg/a.py"})),
+        tools(("vote", {"approve": False, "reasons": "undocumented",
+                        "comments": [{"path": "pkg/a.py", "comment": "add a docstring"}]})),
+        tools(("vote", {"approve": True, "reasons": "documented"})),
+    )  # fmt: skip
 
 
 GROUPS = {
