@@ -152,9 +152,16 @@ class ModelSteps:
             self._cost += price.cost(usage)
 
     async def ask(
-        self, req: ModelRequest, *, phase: str = "execute", reprompts: int = 2
+        self,
+        req: ModelRequest,
+        *,
+        phase: str = "execute",
+        reprompts: int = 2,
+        compact_on_overflow: bool = True,
     ) -> ModelAnswer:
-        """Call the model; see the module's docstring for what happens around the call."""
+        """Call the model; see the module's docstring for what happens around the call.
+        ``compact_on_overflow=False``: a context-length error is raised to the caller, which
+        compacts in its own way (an agent unit has the model summarise)."""
         compacted = False
         invalid = 0
         while True:
@@ -177,7 +184,7 @@ class ModelSteps:
             except ActivityError as e:
                 if held is not None and self.ledger is not None:  # a failed call: none used
                     self.ledger.settle(held, phase, 0)
-                if _type_of(e) == CONTEXT_LENGTH and not compacted:
+                if _type_of(e) == CONTEXT_LENGTH and not compacted and compact_on_overflow:
                     smaller = compact(req)
                     if smaller != req:
                         req, compacted = smaller, True
