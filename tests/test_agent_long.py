@@ -30,6 +30,8 @@ BIG = "".join(f"# line {n:05d}: {'lorem ipsum dolor sit amet ' * 2}\n" for n in 
 SUMMARY = {"content": "Read pkg/big.py in chunks of 100 lines; nothing edited yet."}
 SUMMARISER = SUMMARISE_SYSTEM[:60]
 CHUNK = 100
+PLAN = plan(unit("long", ["pkg/a.py"]))
+"""Answered by match, not a script: a planner call retried on a loaded machine asks again."""
 
 
 def read(start: int) -> tuple[str, dict[str, Any]]:
@@ -70,7 +72,7 @@ def measure(histories: list[WorkflowHistory]) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.fake_llm(match={SUMMARISER: SUMMARY})
+@pytest.mark.fake_llm(match={SUMMARISER: SUMMARY, PLANNER_MARKER: PLAN})
 async def test_a_300_turn_unit_keeps_every_run_bounded_and_succeeds(
     client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
@@ -81,7 +83,6 @@ async def test_a_300_turn_unit_keeps_every_run_bounded_and_succeeds(
     turns, per_turn = 310, 3
     repo_files = {**FILES, "pkg/big.py": BIG}
     repo = make_repo(tmp_path / "repo", repo_files)
-    fake.push_thread(PLANNER_MARKER, plan(unit("long", ["pkg/a.py"])))
     fake.push_thread(unit_marker("long"), *session(turns, per_turn))
     limits = AgentLimits(
         parallel=1, turns=turns + 5, context_window=48_000, context_threshold=0.5, run_events=2000
@@ -117,7 +118,7 @@ async def test_a_300_turn_unit_keeps_every_run_bounded_and_succeeds(
     assert any(SUMMARY_PREFIX in json.dumps(r.body) for r in unit_requests)
 
 
-@pytest.mark.fake_llm(match={SUMMARISER: SUMMARY})
+@pytest.mark.fake_llm(match={SUMMARISER: SUMMARY, PLANNER_MARKER: PLAN})
 async def test_a_context_length_error_is_compacted_by_the_model_and_called_again(
     client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
@@ -125,7 +126,6 @@ async def test_a_context_length_error_is_compacted_by_the_model_and_called_again
     oldest turns (their tool calls with their results) and asks again once, with the summary
     in place of them; the job succeeds."""
     repo = make_repo(tmp_path / "repo", {**FILES, "pkg/big.py": BIG})
-    fake.push_thread(PLANNER_MARKER, plan(unit("long", ["pkg/a.py"])))
     fake.push_thread(
         unit_marker("long"),
         *(tools(read(i * CHUNK)) for i in range(4)),
