@@ -20,6 +20,7 @@ new at a turn boundary, carrying everything (``UnitCarry``).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
@@ -36,7 +37,7 @@ from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.core import steps
+    from agentparallels.core import errors, steps
     from agentparallels.core.agent_session import LoopState, UnitCarry
     from agentparallels.core.agentjob import (
         TOOLS,
@@ -54,6 +55,15 @@ with workflow.unsafe.imports_passed_through():
 FINISH = "finish"
 SUMMARY_CHARS = 1000
 """Longest summary a unit hands back (MapReduce: summaries, never contents)."""
+TOOL_RETRY = dataclasses.replace(
+    steps.AGENT_TOOL.settings.retry,
+    non_retryable_error_types=[
+        errors.BAD_INPUT, errors.GIT_CONFLICT, errors.SANDBOX_UNAVAILABLE,
+        errors.SANDBOX_DENIED, errors.SCOPE_VIOLATION, errors.CHECK_FAILED,
+    ],
+)  # fmt: skip
+"""The tool step's retry policy naming only the error types it can raise: the full list costs
+about 400 bytes of history per tool call (see docs/agent.md, "Long sessions")."""
 NO_TOOL = "Call a tool. When your goal is met and checked, call finish with a short summary."
 
 
@@ -302,6 +312,7 @@ class AgentUnitWorkflow:
             ),
             summary=f"{inp.unit.name}: {tool_summary(tc)}",
             start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+            retry_policy=TOOL_RETRY,
         )
         u.head = outcome.head
         edited = outcome.changed[0] if outcome.changed else None
