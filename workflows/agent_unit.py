@@ -120,6 +120,7 @@ class _Unit:
         carry = inp.carry
         state = carry.steps if carry else None
         self.model = ModelSteps(inp.budget, inp.prices, state, task_queue=queue, ledger=ledger)
+        self.model.compact_on_overflow = False  # the unit compacts with a summary instead
         self.conversation: tuple[Message, ...] = (
             Message(role="system", content=system_prompt(inp)),
             Message(role="user", content=first_message(inp)),
@@ -245,7 +246,7 @@ class AgentUnitWorkflow:
             req = await agent_context.compact(u.model, req, limit) or req
             u.conversation = req.messages
         try:
-            return await u.model.ask(req, compact_on_overflow=False)
+            return await u.model.ask(req)
         except ActivityError as e:
             cause = e.cause
             if not (isinstance(cause, ApplicationError) and cause.type == CONTEXT_LENGTH):
@@ -254,7 +255,7 @@ class AgentUnitWorkflow:
             if smaller is None:
                 raise
             u.conversation = smaller.messages
-            return await u.model.ask(smaller, compact_on_overflow=False)
+            return await u.model.ask(smaller)
 
     async def _turn(self, u: _Unit) -> str | None:
         """One model call and the tool calls it made; the finish summary when it finished."""

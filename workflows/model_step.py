@@ -105,6 +105,9 @@ class ModelSteps:
         workers rate-limit them. Calls that need a provider's key go to the queue of the
         workers holding it instead (see ``workflows.credentials``)."""
         self._key_holders: set[str] = set()
+        self.compact_on_overflow = True
+        """False: a context-length error is raised to the caller, which compacts in its own
+        way (an agent unit has the model summarise)."""
         state = state or StepsState()
         self.used: dict[str, Usage] = dict(state.used)
         self.calls = state.calls
@@ -152,16 +155,9 @@ class ModelSteps:
             self._cost += price.cost(usage)
 
     async def ask(
-        self,
-        req: ModelRequest,
-        *,
-        phase: str = "execute",
-        reprompts: int = 2,
-        compact_on_overflow: bool = True,
+        self, req: ModelRequest, *, phase: str = "execute", reprompts: int = 2
     ) -> ModelAnswer:
-        """Call the model; see the module's docstring for what happens around the call.
-        ``compact_on_overflow=False``: a context-length error is raised to the caller, which
-        compacts in its own way (an agent unit has the model summarise)."""
+        """Call the model; see the module's docstring for what happens around the call."""
         compacted = False
         invalid = 0
         while True:
@@ -184,7 +180,7 @@ class ModelSteps:
             except ActivityError as e:
                 if held is not None and self.ledger is not None:  # a failed call: none used
                     self.ledger.settle(held, phase, 0)
-                if _type_of(e) == CONTEXT_LENGTH and not compacted and compact_on_overflow:
+                if _type_of(e) == CONTEXT_LENGTH and not compacted and self.compact_on_overflow:
                     smaller = compact(req)
                     if smaller != req:
                         req, compacted = smaller, True
