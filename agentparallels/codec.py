@@ -9,6 +9,14 @@ store on a cluster) and puts a small reference, the driver's name and claim, in 
 same converter must be installed on every client, worker, replayer and codec server:
 :func:`data_converter` builds it from the environment.
 
+Some workflows must keep *every* history bounded, not just spare it the largest payloads: an
+agent unit of hundreds of turns sends its conversation to each model call and gets a file's
+text back from a tool step, and even a few kilobytes a turn add up to megabytes and to
+O(turns^2) over a session. For the workflow types of :data:`CLAIM_ALL` the claim check applies
+from a few hundred bytes on (``AGENTPARALLELS_UNIT_CLAIM_BYTES``): everything the unit's
+history would record about its steps, its continue-as-new input included, is a reference of
+about 220 bytes, whatever the file or conversation (see docs/agent.md, "Long sessions").
+
 Encryption (:mod:`agentparallels.encryption`) is the payload codec, and the SDK runs the codec
 before external storage on the way out and after it on the way back
 (``DataConverter.encode``: convert, codec, store). The store therefore receives only
@@ -33,17 +41,22 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
     PayloadCodec,
+    StorageDriver,
+    StorageDriverSelectContext,
 )
 
 from agentparallels.blobstore import BlobMissing, default_store_dir, driver_for, drivers
+from agentparallels.core import names
 from agentparallels.core.errors import UsageError
 from agentparallels.encryption import EncryptionCodec, Keyring
 
 __all__ = [
     "BlobMissing",
+    "CLAIM_ALL",
     "ConverterCodec",
     "DEFAULT_THRESHOLD",
     "THRESHOLD_VAR",
+    "UNIT_CLAIM_VAR",
     "data_converter",
     "default_store_dir",
     "external_storage",
@@ -54,26 +67,52 @@ DEFAULT_THRESHOLD = 128 * 1024
 """Payloads of at least this many bytes (after encryption) go to the blob store; set
 ``AGENTPARALLELS_CLAIM_CHECK_BYTES`` (the same on every client and worker) to change it."""
 THRESHOLD_VAR = "AGENTPARALLELS_CLAIM_CHECK_BYTES"
+CLAIM_ALL = (names.AGENT_UNIT,)
+"""Workflow types whose payloads go to the blob store from ``unit_threshold`` bytes on (a
+reference costs about 220 bytes of history, so smaller ones stay inline)."""
+UNIT_THRESHOLD = 320
+UNIT_CLAIM_VAR = "AGENTPARALLELS_UNIT_CLAIM_BYTES"
+"""Overrides ``UNIT_THRESHOLD``; ``off`` keeps those workflows to the general threshold."""
+
+
+def _bytes_from_env(variable: str, default: int, *, off: bool = False) -> int | None:
+    text = os.environ.get(variable, "").strip() or str(default)
+    if off and text == "off":
+        return None
+    if not text.isdigit():
+        allowed = " (or off)" if off else ""
+        raise UsageError(f"{variable}={text} is not a byte count{allowed}: use e.g. {default}")
+    return int(text)
 
 
 def external_storage(
-    store_dir: Path | None = None, threshold: int | None = None, *, blob_url: str | None = None
+    store_dir: Path | None = None,
+    threshold: int | None = None,
+    *,
+    blob_url: str | None = None,
+    unit_threshold: int | None = -1,
 ) -> ExternalStorage:
     """External storage into ``store_dir``, else the store ``blob_url`` names, else the one the
-    environment configures (:func:`agentparallels.blobstore.driver_for`)."""
+    environment configures (:func:`agentparallels.blobstore.driver_for`). Payloads of at least
+    ``threshold`` bytes are stored, and those of :data:`CLAIM_ALL` workflows from
+    ``unit_threshold`` bytes on (-1: from the environment; None: no such rule)."""
     if threshold is None:
-        text = os.environ.get(THRESHOLD_VAR, str(DEFAULT_THRESHOLD))
-        try:
-            threshold = int(text)
-        except ValueError:
-            threshold = -1
-        if threshold < 0:
-            raise UsageError(f"{THRESHOLD_VAR}={text} is not a byte count: use e.g. 131072")
+        threshold = _bytes_from_env(THRESHOLD_VAR, DEFAULT_THRESHOLD)
+    assert threshold is not None
+    if unit_threshold == -1:
+        unit_threshold = _bytes_from_env(UNIT_CLAIM_VAR, UNIT_THRESHOLD, off=True)
     primary = driver_for(blob_url, store_dir)
+    general = threshold
+    small = general if unit_threshold is None else min(general, unit_threshold)
+
+    def select(context: StorageDriverSelectContext, payload: Payload) -> StorageDriver | None:
+        if payload.ByteSize() >= general:
+            return primary
+        kind = getattr(context.target, "type", None)
+        return primary if kind in CLAIM_ALL else None
+
     return ExternalStorage(
-        drivers=drivers(primary),
-        driver_selector=lambda _context, _payload: primary,
-        payload_size_threshold=threshold,
+        drivers=drivers(primary), driver_selector=select, payload_size_threshold=small
     )
 
 

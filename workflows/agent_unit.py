@@ -11,27 +11,35 @@ Guards, all in workflow state: the circuit breaker stops the unit after ``breake
 consecutive failed checks; loop detection (:class:`workflows.loop_detect.ToolLoops`) sends one
 corrective message, then stops it; malformed calls are answered with their error and count
 against the unit's turns and tokens; ``turns`` bounds the model calls.
+
+Long sessions (``workflows/agent_context.py``): the conversation is compacted by the model
+before a call that would pass ``context_threshold`` of the window, and once more after a
+context-length error; a run whose history passes ``run_events`` / ``run_bytes`` continues as
+new at a turn boundary, carrying everything (``UnitCarry``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from agentparallels.core import names
+from agentparallels.workflows import agent_context
 from agentparallels.workflows._call import call
 from agentparallels.workflows.agent_watch import ToolWatch
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
 from agentparallels.workflows.ledger import GRANT_SIGNAL, LedgerClient
 from agentparallels.workflows.loop_detect import ToolLoops
-from agentparallels.workflows.model_step import ModelSteps
+from agentparallels.workflows.model_step import ModelSteps, estimate_tokens
 from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.core import steps
+    from agentparallels.core import errors, steps
+    from agentparallels.core.agent_session import LoopState, UnitCarry
     from agentparallels.core.agentjob import (
         TOOLS,
         ToolOutcome,
@@ -40,14 +48,23 @@ with workflow.unsafe.imports_passed_through():
         UnitResult,
         unit_marker,
     )
-    from agentparallels.core.errors import BREAKER_OPEN, ITERATION_CAP
-    from agentparallels.core.llm import Grant, Message, ModelRequest
+    from agentparallels.core.errors import BREAKER_OPEN, CONTEXT_LENGTH, ITERATION_CAP
+    from agentparallels.core.llm import Grant, Message, ModelAnswer, ModelRequest
     from agentparallels.core.models import ShardProgress
     from agentparallels.core.tools import ToolCall
 
 FINISH = "finish"
 SUMMARY_CHARS = 1000
 """Longest summary a unit hands back (MapReduce: summaries, never contents)."""
+TOOL_RETRY = dataclasses.replace(
+    steps.AGENT_TOOL.settings.retry,
+    non_retryable_error_types=[
+        errors.BAD_INPUT, errors.GIT_CONFLICT, errors.SANDBOX_UNAVAILABLE,
+        errors.SANDBOX_DENIED, errors.SCOPE_VIOLATION, errors.CHECK_FAILED,
+    ],
+)  # fmt: skip
+"""The tool step's retry policy naming only the error types it can raise: the full list costs
+about 400 bytes of history per tool call (see docs/agent.md, "Long sessions")."""
 NO_TOOL = "Call a tool. When your goal is met and checked, call finish with a short summary."
 
 
@@ -101,11 +118,58 @@ class _Unit:
         self.loops = ToolLoops(inp.limits.repeat_limit, inp.limits.edits_without_check)
         self.watch = ToolWatch(inp)
         self.last_failure = ""
+        self.runs = 1
         queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
-        self.model = ModelSteps(inp.budget, inp.prices, task_queue=queue, ledger=ledger)
+        carry = inp.carry
+        state = carry.steps if carry else None
+        self.model = ModelSteps(inp.budget, inp.prices, state, task_queue=queue, ledger=ledger)
+        self.model.compact_on_overflow = False  # the unit compacts with a summary instead
         self.conversation: tuple[Message, ...] = (
             Message(role="system", content=system_prompt(inp)),
             Message(role="user", content=first_message(inp)),
+        )
+        if carry is not None:
+            self.resume(carry, ledger)
+
+    def resume(self, c: UnitCarry, ledger: LedgerClient) -> None:
+        """Go on where the run that continued as new stood."""
+        self.conversation, self.head, self.changed = c.conversation, c.head, list(c.changed)
+        self.calls, self.turns, self.runs = c.calls, c.turns, c.runs
+        self.checked, self.nudged_finish = c.checked, c.nudged_finish
+        self.last_failure = c.last_failure
+        self.breaker.failures = c.breaker_failures
+        loops = self.loops
+        loops.state, loops.warned = c.loops.state, c.loops.warned
+        loops.repeats.update(c.loops.repeats)
+        loops.edits.update(c.loops.edits)
+        self.watch.go_on(c.tools, c.flags, c.flagged)
+        ledger.go_on_from(c.ledger_next)
+
+    def carry(self, ledger: LedgerClient) -> UnitCarry:
+        """Everything the next run needs (see :meth:`resume`)."""
+        loops = self.loops
+        return UnitCarry(
+            conversation=self.conversation,
+            head=self.head,
+            changed=tuple(self.changed),
+            calls=self.calls,
+            turns=self.turns,
+            checked=self.checked,
+            nudged_finish=self.nudged_finish,
+            last_failure=self.last_failure,
+            breaker_failures=self.breaker.failures,
+            loops=LoopState(
+                state=loops.state,
+                repeats=dict(loops.repeats),
+                edits=dict(loops.edits),
+                warned=loops.warned,
+            ),
+            steps=self.model.state(),
+            ledger_next=ledger.last_id,
+            runs=self.runs + 1,
+            tools=self.watch.stats(),
+            flags=tuple(self.watch.flags),
+            flagged=self.watch.flagged,
         )
 
     def say(self, *messages: Message) -> None:
@@ -143,6 +207,8 @@ class AgentUnitWorkflow:
                     type=ITERATION_CAP,
                     non_retryable=True,
                 )
+            if agent_context.history_full(inp.limits):
+                await self._continue_as_new(u)
             summary = await self._turn(u)
         if self._ledger.parent_id:
             await self._ledger.flush()
@@ -163,21 +229,48 @@ class AgentUnitWorkflow:
             flagged=u.watch.flagged,
         )
 
+    async def _continue_as_new(self, u: _Unit) -> None:
+        """End this run at a turn boundary and go on in a new one with everything it knows:
+        settlements reach the parent's ledger first, and no reservation is under way here."""
+        if self._ledger.parent_id:
+            await self._ledger.flush()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        carry = u.carry(self._ledger)
+        workflow.continue_as_new(u.inp.model_copy(update={"carry": carry}))
+
+    async def _ask(self, u: _Unit) -> ModelAnswer:
+        """The turn's model call, its conversation compacted first when it has grown past the
+        threshold, and once more (then called again) after a context-length error."""
+        inp = u.inp
+        req = ModelRequest(
+            model=inp.model,
+            base_url=inp.base_url,
+            messages=u.conversation,
+            max_tokens=inp.limits.max_tokens,
+            tools=TOOLS,
+            tool_format=inp.tool_format,
+            step=f"{inp.unit.name}: turn {u.turns}",
+        )
+        limit = agent_context.threshold_tokens(inp.limits, inp.model)
+        if estimate_tokens(req) > limit:
+            req = await agent_context.compact(u.model, req, limit) or req
+            u.conversation = req.messages
+        try:
+            return await u.model.ask(req)
+        except ActivityError as e:
+            cause = e.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == CONTEXT_LENGTH):
+                raise
+            smaller = await agent_context.compact(u.model, req, limit, force=True)
+            if smaller is None:
+                raise
+            u.conversation = smaller.messages
+            return await u.model.ask(smaller)
+
     async def _turn(self, u: _Unit) -> str | None:
         """One model call and the tool calls it made; the finish summary when it finished."""
-        inp = u.inp
         u.turns += 1
-        answer = await u.model.ask(
-            ModelRequest(
-                model=inp.model,
-                base_url=inp.base_url,
-                messages=u.conversation,
-                max_tokens=inp.limits.max_tokens,
-                tools=TOOLS,
-                tool_format=inp.tool_format,
-                step=f"{inp.unit.name}: turn {u.turns}",
-            )
-        )
+        answer = await self._ask(u)
         u.say(Message(role="assistant", content=answer.text, tool_calls=answer.tool_calls))
         if not answer.tool_calls:
             u.say(Message(role="user", content=NO_TOOL))
@@ -230,6 +323,7 @@ class AgentUnitWorkflow:
             ),
             summary=f"{inp.unit.name}: {tool_summary(tc)}",
             start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
+            retry_policy=TOOL_RETRY,
         )
         await u.watch.observe(tc, outcome, u.calls)
         u.head = outcome.head
@@ -276,7 +370,8 @@ class AgentUnitWorkflow:
         )
         workflow.set_current_details(
             f"**{u.inp.unit.name}**: turn {u.turns}/{u.inp.limits.turns}, {u.calls} tool calls, "
-            f"{len(set(u.changed))} files changed, {tokens} tokens, breaker {u.breaker.state}"
+            f"{len(set(u.changed))} files changed, {tokens} tokens, breaker {u.breaker.state}, "
+            f"run {u.runs}, {u.model.compactions} compactions"
         )
 
 

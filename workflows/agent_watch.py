@@ -85,6 +85,13 @@ class ToolWatch:
     def stats(self) -> tuple[ToolStats, ...]:
         return merged(self._stats.values())
 
+    def go_on(
+        self, stats: tuple[ToolStats, ...], flags: tuple[ToolFlag, ...], flagged: int
+    ) -> None:
+        """Take over what the unit's run before a continue-as-new observed."""
+        self._stats = {(s.tool, s.command): s for s in stats}
+        self.flags, self.flagged = list(flags), flagged
+
 
 class JobWatch:
     """The job's side (module docstring). ``on_change`` refreshes the UI's details."""

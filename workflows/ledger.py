@@ -189,6 +189,16 @@ class LedgerClient:
             await sent
         self._sent.clear()
 
+    @property
+    def last_id(self) -> int:
+        """The last reservation number used (a run continued as new goes on from it)."""
+        return self._next
+
+    def go_on_from(self, last_id: int) -> None:
+        """Number the next reservations after ``last_id``: the parent's ledger keys them by
+        (holder, number), and the holder stays the same across continue-as-new."""
+        self._next = last_id
+
 
 __all__ = [
     "GRANT_SIGNAL",

@@ -105,6 +105,9 @@ class ModelSteps:
         workers rate-limit them. Calls that need a provider's key go to the queue of the
         workers holding it instead (see ``workflows.credentials``)."""
         self._key_holders: set[str] = set()
+        self.compact_on_overflow = True
+        """False: a context-length error is raised to the caller, which compacts in its own
+        way (an agent unit has the model summarise)."""
         state = state or StepsState()
         self.used: dict[str, Usage] = dict(state.used)
         self.calls = state.calls
@@ -177,7 +180,7 @@ class ModelSteps:
             except ActivityError as e:
                 if held is not None and self.ledger is not None:  # a failed call: none used
                     self.ledger.settle(held, phase, 0)
-                if _type_of(e) == CONTEXT_LENGTH and not compacted:
+                if _type_of(e) == CONTEXT_LENGTH and not compacted and self.compact_on_overflow:
                     smaller = compact(req)
                     if smaller != req:
                         req, compacted = smaller, True

@@ -15,9 +15,10 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agentparallels.core._value import Sandbox, Value
+from agentparallels.core.agent_session import UnitCarry
 from agentparallels.core.agentreview import ApprovalRecord, PlanApproval, ReviewOptions, ReviewRound
 from agentparallels.core.baseline import Baseline, ToolFlag, ToolStats
 from agentparallels.core.checklist import ApprovalOptions
@@ -82,6 +83,28 @@ class AgentLimits(Value):
     sandbox: Sandbox = Sandbox()
     verify_rules: str = "E9,F63,F7,F82"
     """Ruff rules ``run_check`` and the verify phase apply on top of ``--check-cmd``."""
+    context_threshold: float = Field(0.6, ge=0.1, le=0.9)
+    """Before a unit's model call, a conversation estimated past this fraction of the model's
+    window has its oldest turns summarised by the model (``workflows/agent_context.py``)."""
+    context_window: int | None = Field(None, ge=2048)
+    """The model's window in tokens; None: ``agentparallels.core.tokens.window_of``."""
+    run_events: int = Field(4000, ge=200, le=40_000)
+    """A unit's run continues as new at the next turn boundary past this many history events
+    (or when the server suggests it), carrying its state."""
+    run_bytes: int = Field(4_000_000, ge=200_000, le=40_000_000)
+    """The same, in bytes of history."""
+
+    @model_validator(mode="after")
+    def _room_to_answer(self) -> AgentLimits:
+        if self.context_window is not None and (
+            self.context_window * self.context_threshold <= 2 * self.max_tokens
+        ):
+            raise ValueError(
+                f"context_window {self.context_window} x context_threshold "
+                f"{self.context_threshold} leaves no room for answers of max_tokens "
+                f"{self.max_tokens}: raise the window or the threshold, or lower max_tokens"
+            )
+        return self
 
 
 class AgentInput(Value):
@@ -167,6 +190,8 @@ class UnitInput(Value):
     from its commit, with its files counted as changed, instead of from ``start``."""
     baseline: Baseline | None = None
     """The job's baseline: the unit flags calls outside it."""
+    carry: UnitCarry | None = None
+    """Set when an earlier run of this unit continued as new: where it stood."""
 
     @property
     def ref(self) -> ShardRef:

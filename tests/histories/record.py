@@ -477,6 +477,9 @@ async def main(groups: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="record-"))
     os.environ["AGENTPARALLELS_CACHE_DIR"] = str(work / "cache")
     os.environ["OPENAI_API_KEY"] = "sk-recording"
+    # The corpus is replayed from a fresh clone, without this run's blob store: agent units'
+    # payloads stay inline here (tests/test_agent_long.py covers the claim check).
+    os.environ["AGENTPARALLELS_UNIT_CLAIM_BYTES"] = "off"
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         plugins=[AgentParallelsPlugin(store_dir=work / "blobs")],
