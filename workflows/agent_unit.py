@@ -99,7 +99,9 @@ class _Unit:
         self.loops = ToolLoops(inp.limits.repeat_limit, inp.limits.edits_without_check)
         self.last_failure = ""
         queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
-        self.model = ModelSteps(inp.budget, inp.prices, task_queue=queue, ledger=ledger)
+        self.model = ModelSteps(
+            inp.budget, inp.prices, task_queue=queue, ledger=ledger, attempts=inp.breaker_attempts
+        )
         self.conversation: tuple[Message, ...] = (
             Message(role="system", content=system_prompt(inp)),
             Message(role="user", content=first_message(inp)),
