@@ -222,6 +222,8 @@ class ModelSteps:
                 failures += 1
                 if failures >= self.attempts:
                     raise
+                if self.ledger is not None:  # the failure counts before the next request
+                    await self.ledger.flush()
 
     async def _once(self, req: ModelRequest, phase: str) -> ModelAnswer:
         """Reserve, call, settle (with how the call went, for the provider breaker)."""
