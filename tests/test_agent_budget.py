@@ -100,9 +100,9 @@ async def test_a_job_out_of_budget_pauses_and_budget_add_resumes_it_to_success(
         assert added.returncode == 0, added
         assert "budget now 8000 tokens" in added.stdout
         result = await asyncio.wait_for(handle.result(), 240)
+        events = await kinds(handle)
     assert result.outcome == "succeeded"
     assert "def new_name()" in git(repo, "show", f"{result.branch}:pkg/a.py")
-    events = await kinds(handle)
     assert events.index("budget_paused") < events.index("budget_added") < events.index("done")
     assert "budget" in await phases_recorded(handle)
 
@@ -125,9 +125,9 @@ async def test_a_pause_that_gets_no_budget_refuses_at_its_timeout_and_rolls_back
         inp = job(repo, fake, **tight(budget_timeout_s=3))
         handle = await start(client, task_queue, inp)
         error = await failure_of(handle)
+        events = await kinds(handle)
     assert error.type == BUDGET_EXCEEDED
     assert "of the job's budget of 3000 tokens" in error.message
-    events = await kinds(handle)
     assert events.index("budget_paused") < events.index("budget_refused") < events.index("failed")
     assert "budget" in await phases_recorded(handle)
     assert snapshot(repo) == before
@@ -191,12 +191,12 @@ async def test_a_provider_outage_opens_the_breaker_which_waits_probes_and_closes
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start(client, task_queue, job(repo, fake, test_cmd=None, limits=limits))
         result = await asyncio.wait_for(handle.result(), 240)
+        events = await kinds(handle)
     assert result.outcome == "no_changes"
     calls = [r.at for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
     assert len(calls) == 5  # 3 failures, 1 failed probe, 1 probe that succeeded
     assert calls[3] - calls[2] >= 1.5  # the cool-down
     assert calls[4] - calls[3] >= 3.0  # doubled after the failed probe
-    events = await kinds(handle)
     assert events.count("provider_breaker_opened") == 1
     assert events.index("provider_breaker_opened") < events.index("provider_breaker_closed")
     assert "breaker" in await phases_recorded(handle)

@@ -209,7 +209,7 @@ class Ledger:
 
     def _down_message(self) -> str:
         assert self.breaker is not None and self._cooldown is not None
-        waited = sum(self._cooldown * 2**n for n in range(self.failed_probes))
+        waited = sum((self._cooldown * 2**n for n in range(self.failed_probes)), timedelta())
         return (
             f"the model provider stayed unavailable: {self.breaker.failures} calls failed in a "
             f"row, the last {self.failed_probes} probes after cool-downs totalling "
