@@ -217,7 +217,7 @@ class ModelSteps:
             try:
                 return await self._once(req, phase)
             except ActivityError as e:
-                if not self.attempts or _type_of(e) != MODEL_RETRYABLE:
+                if not self.attempts or _type_of(e) != MODEL_RETRYABLE or _final(e):
                     raise
                 failures += 1
                 if failures >= self.attempts:
@@ -257,6 +257,11 @@ class ModelSteps:
             cost = price.cost(answer.usage) if price is not None else None
             self.ledger.settle(held, phase, answer.usage.total, outcome="ok", cost_usd=cost)
         return answer
+
+
+def _final(e: ActivityError) -> bool:
+    """The provider said not to ask again (``x-should-retry: false``)."""
+    return isinstance(e.cause, ApplicationError) and e.cause.non_retryable
 
 
 def _message(e: ActivityError) -> str:
