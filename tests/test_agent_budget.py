@@ -41,7 +41,8 @@ def used(n: int) -> dict[str, Any]:
 def rename_unit(fake: FakeLLM, first: int) -> None:
     """A plan of one unit that edits, checks and finishes; its first call spends ``first``
     tokens, so that a budget can hold the first call and not the second."""
-    fake.push_thread(PLANNER_MARKER, {**plan(unit("rename", ["pkg/a.py"])), **used(20)})
+    # Spare plans: a busy worker's timed-out attempt is asked again and takes an entry.
+    fake.push_thread(PLANNER_MARKER, *[{**plan(unit("rename", ["pkg/a.py"])), **used(20)}] * 3)
     fake.push_thread(
         unit_marker("rename"),
         {**tools(edit("pkg/a.py", "def old_name()", "def new_name()")), **used(first)},
@@ -148,16 +149,17 @@ async def test_budget_usage_mistakes_exit_2_naming_the_fix(
     """Each mistake is one line and exit code 2: no --add, a bad N, no such job, a job with no
     token budget, a job that has ended; and ``agent --budget-timeout`` without a budget."""
     repo = make_repo(tmp_path / "repo", FILES)
-    fake.push_thread(PLANNER_MARKER, {**plan(unit("rename", ["pkg/a.py"])), "delay_ms": 60_000})
+    slow = {**plan(unit("rename", ["pkg/a.py"])), "delay_ms": 60_000}
+    fake.push_thread(PLANNER_MARKER, *[slow] * 5)  # the job runs while the commands are tried
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start(client, task_queue, job(repo, fake, test_cmd=None))
         await until(lambda: fake.requests, "the planner's call", 120)
         cases = {
+            ("budget", handle.id, "--add", "5"): "has no token budget to add to",
             ("budget", handle.id): "budget needs --add N",
             ("budget", handle.id, "--add", "0"): "expected a number of at least 1",
             ("budget", handle.id, "--add", "lots"): "expected a whole number",
             ("budget", "no-such-job", "--add", "5"): "no-such-job",
-            ("budget", handle.id, "--add", "5"): "has no token budget to add to",
         }
         for args, says in cases.items():
             done = await run_cli_async(*args, address=client)
