@@ -387,7 +387,8 @@ async def test_budget_tokens_is_a_hard_cap_and_the_job_rolls_back(
     client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:
     """The whole job's tokens, planner and units together, stop at the budget: the unit's
-    next call is refused before it is made, and nothing is left behind."""
+    next call is held, then refused at the budget timeout before it is made, and nothing is
+    left behind."""
     from agentparallels.core.errors import BUDGET_EXCEEDED
     from agentparallels.core.llm import BudgetLimits
 
@@ -398,7 +399,7 @@ async def test_budget_tokens_is_a_hard_cap_and_the_job_rolls_back(
         unit_marker("rename"),
         *[tools(("read_file", {"path": "pkg/a.py", "start": n, "end": n})) for n in (1, 2)],
     )
-    limits = AgentLimits(max_tokens=1000)
+    limits = AgentLimits(max_tokens=1000, budget_timeout_s=1)
     budget = BudgetLimits(total=1500, shares={})
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         inp = job(repo, fake, limits=limits, budget=budget)

@@ -37,6 +37,7 @@ from agentparallels.workflows.agent_unit import AgentUnitWorkflow
 from agentparallels.workflows.agent_watch import JobWatch
 from agentparallels.workflows.events import JobEvents, ending
 from agentparallels.workflows.fanout import gather_bounded
+from agentparallels.workflows.job_ledger import PAUSE_AND_BREAKER, JobLedger
 from agentparallels.workflows.ledger import (
     RESERVE_SIGNAL,
     SETTLE_SIGNAL,
@@ -54,6 +55,8 @@ from agentparallels.workflows.two_phase import prepare
 CLEANUP = "cleanup: remove scratch refs and worktrees"
 REPAIRABLE = {"tests", "lint", "check"}
 """Failed votes a repair unit may fix; a moved base ref or an oversized diff it cannot."""
+ENDS = ("rolling back", "failed", "cancelled", "done")
+"""Phases no wait in the ledger is shown over."""
 SUMMARY_BYTES = 8 * 1024
 """Largest result a unit may hand back (MapReduce: a summary and a commit, never contents)."""
 
@@ -79,7 +82,14 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.attributes import PHASE, TOKENS
     from agentparallels.core.checklist import AWAITING_APPROVAL, Checklist, Decision
     from agentparallels.core.errors import CHECK_FAILED, GIT_CONFLICT, PLAN_INVALID
-    from agentparallels.core.llm import Grant, Message, ModelRequest, Reservation, Settlement
+    from agentparallels.core.llm import (
+        BudgetAdd,
+        Grant,
+        Message,
+        ModelRequest,
+        Reservation,
+        Settlement,
+    )
     from agentparallels.core.messages import (
         PollersInput,
         QueuePollers,
@@ -123,6 +133,11 @@ class AgentWorkflow:
         self._progress = Progress(job_id="", phase="queued")
         self._units: dict[str, ShardProgress] = {}
         self._ledger: Ledger | None = None
+        self._keeper: JobLedger | None = None
+        """The ledger's pause and provider breaker (jobs since ``PAUSE_AND_BREAKER``)."""
+        self._stage = "queued"
+        """The pipeline's phase; the job shows ``budget`` or ``breaker`` over it while its
+        model calls wait in the ledger."""
         self._events = JobEvents()
         self._planner = ModelSteps()
         self._routes: dict[str, str] = {}
@@ -165,7 +180,22 @@ class AgentWorkflow:
         if self._ledger is not None:
             await self._answer(self._ledger.settle(settled))
 
+    @workflow.update(name=names.BUDGET_UPDATE)
+    async def budget_add(self, add: BudgetAdd) -> str:
+        """``agentparallels budget JOB --add N``: a job paused for budget goes on."""
+        assert self._keeper is not None
+        return await self._keeper.add(add)
+
+    @budget_add.validator
+    def _may_add(self, add: BudgetAdd) -> None:
+        if self._keeper is None:
+            raise ApplicationError("the job does not take more budget while it runs")
+        self._keeper.check_add(add)
+
     async def _answer(self, grants: list[tuple[str, Grant]]) -> None:
+        if self._keeper is not None:
+            await self._keeper.answer(grants)
+            return
         assert self._ledger is not None
         workflow.upsert_search_attributes([TOKENS.value_set(self._ledger.total_spent)])
         self._refresh()
@@ -174,6 +204,8 @@ class AgentWorkflow:
     @workflow.run
     async def run(self, inp: AgentInput) -> AgentResult:
         run = _Run(inp=inp, job=self._begin(inp))
+        if self._keeper is not None:
+            asyncio.create_task(self._keeper.watch())  # noqa: RUF006 - lives as long as the job
         stages = [
             Step("plan", self._plan_stage),
             Step("execute", self._execute_stage),
@@ -367,10 +399,21 @@ class AgentWorkflow:
     def _begin(self, inp: AgentInput) -> JobRef:
         info = workflow.info()
         self._progress = Progress(job_id=info.workflow_id, phase="plan")
-        if inp.budget.limited:
-            self._ledger = Ledger(inp.budget)
         queue = capability_queue(info.task_queue, MODEL_CAPABILITY)
-        self._planner = ModelSteps(inp.budget, inp.prices, task_queue=queue)
+        if workflow.patched(PAUSE_AND_BREAKER):
+            self._keeper = _keeper(inp, self._events, self._ledger_changed)
+            self._ledger = self._keeper.ledger
+            self._planner = ModelSteps(
+                inp.budget,
+                inp.prices,
+                task_queue=queue,
+                ledger=self._keeper.local,
+                attempts=self._keeper.attempts,
+            )
+        else:
+            if inp.budget.limited:
+                self._ledger = Ledger(inp.budget)
+            self._planner = ModelSteps(inp.budget, inp.prices, task_queue=queue)
         self._watch.begin(inp)
         resumes = f"; resumes job {inp.resumed.previous}" if inp.resumed else ""
         self._events.record("started", detail=f"{inp.repository} at {inp.base_ref}{resumes}")
@@ -432,8 +475,8 @@ class AgentWorkflow:
         )
 
     def _planned(self, the_plan: AgentPlan) -> None:
-        if self._ledger is not None:  # the plan's tokens count against the job's budget
-            spent = self._planner.spent()
+        if self._ledger is not None and self._keeper is None:  # counted after the fact
+            spent = self._planner.spent()  # a re-plan counts only what is new
             self._ledger.count({p: n - self._plan_spent.get(p, 0) for p, n in spent.items()})
             self._plan_spent = spent
         self._units = {
@@ -549,6 +592,7 @@ class AgentWorkflow:
             budget=inp.budget,
             prices=inp.prices,
             ledger=self._ledger is not None,
+            breaker_attempts=self._keeper.attempts if self._keeper is not None else 0,
             note=note,
             attempt=attempt,
             resume_from=resume_from,
@@ -716,9 +760,25 @@ class AgentWorkflow:
         self._refresh()
 
     def _phase(self, phase: str) -> None:
+        self._stage = phase
+        if self._keeper is not None and phase not in ENDS and (hold := self._keeper.hold()):
+            phase = hold
         self._progress = self._progress.model_copy(update={"phase": phase})
         workflow.upsert_search_attributes([PHASE.value_set(phase)])
         self._refresh()
+
+    def _ledger_changed(self) -> None:
+        """The ledger decided: its figures, and the phase while calls wait in it."""
+        assert self._keeper is not None and self._ledger is not None
+        workflow.upsert_search_attributes([TOKENS.value_set(self._ledger.total_spent)])
+        if self._stage in ENDS:
+            self._refresh()
+            return
+        shown = self._keeper.hold() or self._stage
+        if shown != self._progress.phase:
+            self._phase(self._stage)
+        else:
+            self._refresh()
 
     def _refresh(self) -> None:
         """What the Temporal UI shows as the job's current details."""
@@ -728,12 +788,23 @@ class AgentWorkflow:
         tokens += sum(u.tokens for u in units)
         if self._ledger is not None:
             tokens = max(tokens, self._ledger.total_spent)
-        self._progress = self._progress.model_copy(
-            update={"tokens": tokens, "files_done": sum(u.files_done for u in units)}
-        )
+        update: dict[str, object] = {
+            "tokens": tokens,
+            "files_done": sum(u.files_done for u in units),
+        }
+        money = note = ""
+        if self._keeper is not None:
+            update.update(_ledger_figures(self._keeper))
+            breaker = self._keeper.ledger.breaker
+            self._watch.breaker = breaker.state if breaker is not None else None
+            if update["cost_usd"] is not None:  # every settled call's, running units' too
+                money = f", ${update['cost_usd']:.4f} so far"
+            note = f"\n\n{update['message']}" if update["message"] else ""
+        self._progress = self._progress.model_copy(update=update)
         workflow.set_current_details(
             f"**{self._progress.phase}**: {done}/{len(units)} units done, {tokens} tokens"
-            + self._watch.cost(self._planner.cost_usd, self._committee.cost_usd)
+            + (money or self._watch.cost(self._planner.cost_usd, self._committee.cost_usd))
+            + note
             + "".join(f"\n- {u.name}: {u.state}, {u.files_done} files" for u in units)
             + self._watch.details()
         )
@@ -760,6 +831,34 @@ async def _changed(run: _Run) -> Verdict:
     if not run.changed:
         return Verdict(passed=False, reason="the units changed no file")
     return Verdict(passed=True)
+
+
+def _keeper(inp: AgentInput, events: JobEvents, on_change: Callable[[], None]) -> JobLedger:
+    limits = inp.limits
+    return JobLedger.build(
+        inp.budget,
+        events,
+        on_change,
+        budget_timeout_s=limits.budget_timeout_s,
+        failures=limits.provider_failures,
+        cooldown_s=limits.provider_cooldown_s,
+        probes=limits.provider_probes,
+    )
+
+
+def _ledger_figures(keeper: JobLedger) -> dict[str, object]:
+    """What the job's progress shows of its ledger: each phase's figures, what is reserved
+    and left, the cost so far (with ``--price``) and why calls wait, if they do."""
+    ledger = keeper.ledger
+    figures = ledger.figures() if ledger.budget.limited else ()
+    cost = ledger.cost_usd if ledger.total_spent else None
+    return {
+        "budget": figures,
+        "reserved": sum(b.reserved for b in figures),
+        "remaining": ledger.remaining(),
+        "cost_usd": cost,
+        "message": keeper.note(),
+    }
 
 
 def _tool_format(inp: AgentInput) -> ToolFormat:

@@ -122,7 +122,14 @@ class _Unit:
         queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
         carry = inp.carry
         state = carry.steps if carry else None
-        self.model = ModelSteps(inp.budget, inp.prices, state, task_queue=queue, ledger=ledger)
+        self.model = ModelSteps(
+            inp.budget,
+            inp.prices,
+            state,
+            task_queue=queue,
+            ledger=ledger,
+            attempts=inp.breaker_attempts,
+        )
         self.model.compact_on_overflow = False  # the unit compacts with a summary instead
         self.conversation: tuple[Message, ...] = (
             Message(role="system", content=system_prompt(inp)),

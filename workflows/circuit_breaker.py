@@ -56,6 +56,19 @@ class CircuitBreaker:
             return True
         return state == "closed"
 
+    @property
+    def reopens_at(self) -> datetime | None:
+        """When the cool-down ends and a trial may go (None: closed, no cool-down, or a
+        trial already out): a workflow that waits for it sets a timer for this moment."""
+        if self._opened_at is None or self.cooldown is None or self._trial:
+            return None
+        return self._opened_at + self.cooldown
+
+    def abandon_trial(self) -> None:
+        """The trial ended without saying anything about the protected call (it failed for
+        another reason, or its caller went away): the next caller may try instead."""
+        self._trial = False
+
     def record_success(self) -> None:
         self.failures = 0
         self._opened_at = None

@@ -20,19 +20,36 @@ through it in two steps:
 Phases (plan, execute, verify) are enforced by the same ledger with ``BudgetLimits.allowance``:
 unspent budget flows forward, never back. The figures the UI shows (spent, reserved, remaining)
 are the ledger's own, so what a user reads is what is enforced.
+
+Two options make the ledger the job's single gate for model calls (the coding agent uses both;
+``workflows.job_ledger`` runs them):
+
+- **Pause, not kill** (``pause=True``). A request that could not fit even if every other
+  reservation came back unused is not refused: it stays *blocked* (:meth:`Ledger.blocked`)
+  until :meth:`Ledger.add` raises the budget or :meth:`Ledger.refuse_blocked` gives up on it.
+- **Provider breaker** (``breaker=``, a :class:`~workflows.circuit_breaker.CircuitBreaker`).
+  A settlement says how its call went; consecutive ``unavailable`` outcomes, across every
+  holder, open the breaker, and while it is open no grant is given. Once the cool-down has
+  passed exactly one request is granted, the probe: its success closes the breaker, its failure
+  opens it again for twice the cool-down. After ``probes`` failed probes the provider is taken
+  as down and every request is refused with the provider's last message.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 from agentparallels.core import names
+from agentparallels.workflows.circuit_breaker import CircuitBreaker
 
 with workflow.unsafe.imports_passed_through():
-    from agentparallels.core.errors import BUDGET_EXCEEDED
+    from agentparallels.core.errors import BREAKER_OPEN, BUDGET_EXCEEDED
     from agentparallels.core.llm import (
         PHASES,
         BudgetLimits,
@@ -56,11 +73,32 @@ JOB_LEDGER = "job-token-ledger"
 class Ledger:
     """The parent's side: what is spent and held per phase, and who waits for tokens."""
 
-    def __init__(self, budget: BudgetLimits) -> None:
+    def __init__(
+        self,
+        budget: BudgetLimits,
+        *,
+        pause: bool = False,
+        breaker: CircuitBreaker | None = None,
+        probes: int = 1,
+    ) -> None:
         self.budget = budget
         self.spent: dict[str, int] = {}
         self.held: dict[tuple[str, int], Reservation] = {}
         self.waiting: list[Reservation] = []
+        self.pause = pause
+        """Keep a request that cannot fit waiting (blocked) instead of refusing it."""
+        self.breaker = breaker
+        self.probes = probes
+        """Failed probes after which the provider is taken as down."""
+        self.failed_probes = 0
+        self.probe: tuple[str, int] | None = None
+        """The reservation let through half-open, whose outcome decides the breaker."""
+        self.down: str | None = None
+        """Why every request is refused: the provider failed every probe."""
+        self.last_error = ""
+        self.cost_usd: float | None = 0.0
+        """Dollars the settled calls cost; None once one had no price."""
+        self._cooldown = breaker.cooldown if breaker is not None else None
 
     @property
     def total_spent(self) -> int:
@@ -88,6 +126,11 @@ class Ledger:
         """Count what a call used and return the rest of its reservation to the pool."""
         self.held.pop((s.holder, s.id), None)
         self.spent[s.phase] = self.spent.get(s.phase, 0) + s.tokens
+        if s.tokens and (s.cost_usd is None or self.cost_usd is None):
+            self.cost_usd = None
+        elif s.cost_usd is not None and self.cost_usd is not None:
+            self.cost_usd += s.cost_usd
+        self._outcome(s)
         return self._decide()
 
     def release(self, holder: str) -> list[tuple[str, Grant]]:
@@ -95,22 +138,113 @@ class Ledger:
         for key in [k for k in self.held if k[0] == holder]:
             del self.held[key]
         self.waiting = [r for r in self.waiting if r.holder != holder]
+        if self.probe is not None and self.probe[0] == holder and self.breaker is not None:
+            self.probe = None
+            self.breaker.abandon_trial()
         return self._decide()
+
+    def blocked(self) -> list[Reservation]:
+        """Requests that could not fit even if every reservation came back unused (only
+        with ``pause``: otherwise they are refused at once)."""
+        used = self.used(held=False)
+        return [r for r in self.waiting if self.budget.refusal(r.phase, used, r.tokens)]
+
+    def add(self, tokens: int) -> list[tuple[str, Grant]]:
+        """Raise the job's budget by ``tokens``; the requests that now fit are granted."""
+        assert self.budget.total is not None
+        self.budget = self.budget.model_copy(update={"total": self.budget.total + tokens})
+        return self._decide()
+
+    def refuse_blocked(self) -> list[tuple[str, Grant]]:
+        """Give up on every blocked request: each is refused with its budget reason."""
+        used = self.used(held=False)
+        refused: list[tuple[str, Grant]] = []
+        for r in self.blocked():
+            why = self.budget.refusal(r.phase, used, r.tokens)
+            assert why is not None
+            reason = budget_message(*why, r.tokens, used)
+            refused.append((r.holder, Grant(id=r.id, granted=False, reason=reason)))
+            self.waiting.remove(r)
+        return refused
+
+    def shortfall(self, r: Reservation) -> int:
+        """The fewest tokens :meth:`add` must give for ``r`` to fit, all else unused."""
+        used, total = self.used(held=False), self.budget.total or 0
+        low, high = 0, max(r.tokens, 1)
+        more = self.budget.model_copy(update={"total": total + high})
+        while more.refusal(r.phase, used, r.tokens) and high < 1 << 40:
+            low, high = high, high * 2
+            more = self.budget.model_copy(update={"total": total + high})
+        while high - low > 1:  # the budget rule is monotonic in the total
+            mid = (low + high) // 2
+            more = self.budget.model_copy(update={"total": total + mid})
+            low, high = (mid, high) if more.refusal(r.phase, used, r.tokens) else (low, mid)
+        return high
+
+    def wake(self) -> list[tuple[str, Grant]]:
+        """Decide again (the breaker's cool-down has passed)."""
+        return self._decide()
+
+    def _outcome(self, s: Settlement) -> None:
+        """The provider breaker: a settlement's outcome counts as a success or a failure."""
+        if self.breaker is None:
+            return
+        was_probe = self.probe == (s.holder, s.id)
+        if was_probe:
+            self.probe = None
+        if s.outcome == "ok":
+            self.breaker.record_success()
+            self.breaker.cooldown, self.failed_probes = self._cooldown, 0
+        elif s.outcome == "unavailable":
+            self.last_error = s.error
+            if was_probe:
+                self.failed_probes += 1
+                assert self._cooldown is not None
+                self.breaker.cooldown = self._cooldown * 2**self.failed_probes
+            self.breaker.record_failure()
+            if self.failed_probes >= self.probes:
+                self.down = self._down_message()
+        elif was_probe:  # failed for another reason: says nothing about the provider
+            self.breaker.abandon_trial()
+
+    def _down_message(self) -> str:
+        assert self.breaker is not None and self._cooldown is not None
+        waited = sum((self._cooldown * 2**n for n in range(self.failed_probes)), timedelta())
+        return (
+            f"the model provider stayed unavailable: {self.breaker.failures} calls failed in a "
+            f"row, the last {self.failed_probes} probes after cool-downs totalling "
+            f"{_seconds(waited)}; its last error: {self.last_error or 'none given'}"
+        )
 
     def _decide(self) -> list[tuple[str, Grant]]:
         decided: list[tuple[str, Grant]] = []
         for r in list(self.waiting):
-            if self.budget.refusal(r.phase, self.used(), r.tokens) is None:
-                self.held[(r.holder, r.id)] = r
-                decided.append((r.holder, Grant(id=r.id, granted=True)))
-            elif why := self.budget.refusal(r.phase, self.used(held=False), r.tokens):
-                # It would not fit even if every other reservation came back unused.
-                reason = budget_message(*why, r.tokens, self.used(held=False))
-                decided.append((r.holder, Grant(id=r.id, granted=False, reason=reason)))
-            else:
-                continue  # fits once others settle: it waits
+            grant = self._answer(r)
+            if grant is None:
+                continue  # fits once others settle, is blocked, or waits for the breaker
+            decided.append((r.holder, grant))
             self.waiting.remove(r)
         return decided
+
+    def _answer(self, r: Reservation) -> Grant | None:
+        if self.down is not None:
+            return Grant(id=r.id, granted=False, reason=self.down, kind=BREAKER_OPEN)
+        if self.budget.refusal(r.phase, self.used(), r.tokens) is None:
+            if self.breaker is not None:
+                half_open = self.breaker.state == "half-open"
+                if not self.breaker.allows():
+                    return None
+                if half_open:
+                    self.probe = (r.holder, r.id)
+            self.held[(r.holder, r.id)] = r
+            return Grant(id=r.id, granted=True)
+        if why := self.budget.refusal(r.phase, self.used(held=False), r.tokens):
+            if self.pause:
+                return None  # blocked: it waits for more budget (see add, refuse_blocked)
+            # It would not fit even if every other reservation came back unused.
+            reason = budget_message(*why, r.tokens, self.used(held=False))
+            return Grant(id=r.id, granted=False, reason=reason)
+        return None
 
     def figures(self) -> tuple[PhaseBudget, ...]:
         """Each phase's spent, reserved, allowance and what a call in it could get now."""
@@ -136,6 +270,11 @@ class Ledger:
         return max(0, self.budget.total - sum(self.used().values()))
 
 
+def _seconds(d: timedelta) -> str:
+    n = d.total_seconds()
+    return f"{n:g} s" if n < 120 else f"{n / 60:g} min"
+
+
 async def deliver(grants: list[tuple[str, Grant]]) -> None:
     """The parent's side: signal each decision to the child that asked (a child that has
     ended meanwhile waits for nothing)."""
@@ -144,6 +283,10 @@ async def deliver(grants: list[tuple[str, Grant]]) -> None:
             await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
         except FailureError:
             pass
+
+
+Outcome = Literal["", "ok", "unavailable"]
+"""How a call went, as a settlement tells the provider breaker."""
 
 
 class LedgerClient:
@@ -162,26 +305,44 @@ class LedgerClient:
 
     async def reserve(self, phase: str, tokens: int) -> int:
         """Wait until the parent grants ``tokens`` for a call in ``phase``; its reservation id.
-        A refusal fails the shard with the budget reason (non-retryable)."""
+        A refusal fails the shard with its reason (non-retryable): the budget's, or the
+        provider breaker's when the provider stayed down."""
         assert self.parent_id is not None
         self._next += 1
         rid = self._next
         holder = workflow.info().workflow_id
-        parent = workflow.get_external_workflow_handle(self.parent_id)
         request = Reservation(holder=holder, id=rid, phase=phase, tokens=tokens)
-        await parent.signal(RESERVE_SIGNAL, request)
+        await self._request(request)
         await workflow.wait_condition(lambda: rid in self._grants)
         grant = self._grants.pop(rid)
         if not grant.granted:
-            raise ApplicationError(grant.reason, type=BUDGET_EXCEEDED, non_retryable=True)
+            kind = grant.kind or BUDGET_EXCEEDED
+            raise ApplicationError(grant.reason, type=kind, non_retryable=True)
         return rid
 
-    def settle(self, rid: int, phase: str, tokens: int) -> None:
-        """Tell the parent what the call used; sent without waiting (see :meth:`flush`)."""
+    def settle(
+        self,
+        rid: int,
+        phase: str,
+        tokens: int,
+        *,
+        outcome: Outcome = "",
+        error: str = "",
+        cost_usd: float | None = None,
+    ) -> None:
+        """Tell the parent what the call used and how it went; sent without waiting (see
+        :meth:`flush`)."""
         assert self.parent_id is not None
-        parent = workflow.get_external_workflow_handle(self.parent_id)
-        s = Settlement(holder=workflow.info().workflow_id, id=rid, phase=phase, tokens=tokens)
-        self._sent.append(asyncio.ensure_future(parent.signal(SETTLE_SIGNAL, s)))
+        s = Settlement(
+            holder=workflow.info().workflow_id,
+            id=rid,
+            phase=phase,
+            tokens=tokens,
+            outcome=outcome,
+            error=error,
+            cost_usd=cost_usd,
+        )
+        self._sent.append(asyncio.ensure_future(self._settled(s)))
 
     async def flush(self) -> None:
         """Wait until the parent has received every settlement."""
@@ -199,12 +360,44 @@ class LedgerClient:
         (holder, number), and the holder stays the same across continue-as-new."""
         self._next = last_id
 
+    async def _request(self, r: Reservation) -> None:
+        assert self.parent_id is not None
+        await workflow.get_external_workflow_handle(self.parent_id).signal(RESERVE_SIGNAL, r)
+
+    async def _settled(self, s: Settlement) -> None:
+        assert self.parent_id is not None
+        await workflow.get_external_workflow_handle(self.parent_id).signal(SETTLE_SIGNAL, s)
+
+
+Answer = Callable[[list[tuple[str, Grant]]], Awaitable[None]]
+"""Delivers a ledger's decisions (to this workflow's own client or by signal to others)."""
+
+
+class LocalLedger(LedgerClient):
+    """The parent's own model calls (the planner's) reserve from its ledger directly: the
+    same rules, breaker and pause as its children's, without a signal."""
+
+    def __init__(self, ledger: Ledger, answer: Answer) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self._answer = answer
+        self.parent_id = workflow.info().workflow_id
+
+    async def _request(self, r: Reservation) -> None:
+        await self._answer(self.ledger.reserve(r))
+
+    async def _settled(self, s: Settlement) -> None:
+        await self._answer(self.ledger.settle(s))
+
 
 __all__ = [
+    "Answer",
     "GRANT_SIGNAL",
     "JOB_LEDGER",
     "Ledger",
     "LedgerClient",
+    "LocalLedger",
+    "Outcome",
     "deliver",
     "RESERVE_SIGNAL",
     "SETTLE_SIGNAL",

@@ -17,7 +17,9 @@ in the workflow, not by what the model said. Around that activity, :class:`Model
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -28,7 +30,13 @@ from agentparallels.workflows.ledger import LedgerClient
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
-    from agentparallels.core.errors import BUDGET_EXCEEDED, CONTEXT_LENGTH, OUTPUT_INVALID
+    from agentparallels.core.errors import (
+        BUDGET_EXCEEDED,
+        CONTEXT_LENGTH,
+        MODEL_RETRYABLE,
+        NON_RETRYABLE_TYPES,
+        OUTPUT_INVALID,
+    )
     from agentparallels.core.llm import (
         BudgetLimits,
         Message,
@@ -42,6 +50,12 @@ with workflow.unsafe.imports_passed_through():
 
 CHARS_PER_TOKEN = 4
 """Estimate used for budget checks before a call; recorded usage replaces it afterwards."""
+PER_ATTEMPT = dataclasses.replace(
+    steps.MODEL_RETRY, non_retryable_error_types=[*NON_RETRYABLE_TYPES, MODEL_RETRYABLE]
+)
+"""The model step's retries under a job's provider breaker: a ``ModelUnavailable`` attempt
+comes back to the workflow at once, for the breaker to count and to wait on; a worker that
+dies mid-call (a timeout) is still retried by the server, finitely."""
 FLOW_ONCE = "budget-carry-once"
 """Patch id: runs recorded while unspent plan tokens counted twice replay with that rule."""
 
@@ -95,10 +109,14 @@ class ModelSteps:
         *,
         task_queue: str | None = None,
         ledger: LedgerClient | None = None,
+        attempts: int = 0,
     ) -> None:
         self.budget = budget or BudgetLimits()
         self.ledger = ledger if ledger is not None and ledger.parent_id else None
         """The job's ledger, which then decides every call instead of ``budget``."""
+        self.attempts = attempts if self.ledger is not None else 0
+        """Attempts of one call under the job's provider breaker; 0: the step's own retries
+        are the only ones (see ``_attempts``)."""
         self.prices = prices or {}
         self.task_queue = task_queue
         """Where the calls run (default: the workflow's queue); a queue of their own lets
@@ -161,34 +179,15 @@ class ModelSteps:
         compacted = False
         invalid = 0
         while True:
-            estimate = estimate_tokens(req)
-            held = None
-            if self.ledger is not None:
-                held = await self.ledger.reserve(phase, estimate)
-            else:
-                self.check(phase, estimate)
-            queue = self.task_queue
-            if credentials.needs_key(req) and workflow.patched(credentials.PATCH):
-                queue = await credentials.route(queue, req, self._key_holders)
             try:
-                answer = await call(
-                    steps.CALL_MODEL,
-                    req,
-                    summary=f"{req.step} · {req.model}",
-                    **({"task_queue": queue} if queue else {}),
-                )
+                answer = await self._attempts(req, phase)
             except ActivityError as e:
-                if held is not None and self.ledger is not None:  # a failed call: none used
-                    self.ledger.settle(held, phase, 0)
                 if _type_of(e) == CONTEXT_LENGTH and not compacted and self.compact_on_overflow:
                     smaller = compact(req)
                     if smaller != req:
                         req, compacted = smaller, True
                         continue
                 raise
-            self.record(phase, req.model, answer.usage)
-            if held is not None and self.ledger is not None:
-                self.ledger.settle(held, phase, answer.usage.total)
             if answer.invalid is None:
                 return answer
             invalid += 1
@@ -213,10 +212,76 @@ class ModelSteps:
                 }
             )
 
+    async def _attempts(self, req: ModelRequest, phase: str) -> ModelAnswer:
+        """One call; under the job's provider breaker, asked again after each
+        ``ModelUnavailable`` (the breaker decides when), at most ``attempts`` times."""
+        failures = 0
+        while True:
+            try:
+                return await self._once(req, phase)
+            except ActivityError as e:
+                if not self.attempts or _type_of(e) != MODEL_RETRYABLE or _final(e):
+                    raise
+                failures += 1
+                if failures >= self.attempts:
+                    raise
+                if self.ledger is not None:  # the failure counts before the next request
+                    await self.ledger.flush()
+
+    async def _once(self, req: ModelRequest, phase: str) -> ModelAnswer:
+        """Reserve, call, settle (with how the call went, for the provider breaker)."""
+        estimate = estimate_tokens(req)
+        held = None
+        if self.ledger is not None:
+            held = await self.ledger.reserve(phase, estimate)
+        else:
+            self.check(phase, estimate)
+        queue = self.task_queue
+        if credentials.needs_key(req) and workflow.patched(credentials.PATCH):
+            queue = await credentials.route(queue, req, self._key_holders)
+        options: dict[str, Any] = {"task_queue": queue} if queue else {}
+        if self.attempts:  # the breaker sees every failed attempt; worker faults still retry
+            options["retry_policy"] = PER_ATTEMPT
+        try:
+            answer = await call(
+                steps.CALL_MODEL, req, summary=f"{req.step} · {req.model}", **options
+            )
+        except ActivityError as e:
+            if held is not None and self.ledger is not None:  # a failed call: none used
+                down = _type_of(e) == MODEL_RETRYABLE
+                error = _message(e)[:300] if down else ""
+                self.ledger.settle(
+                    held, phase, 0, outcome="unavailable" if down else "", error=error
+                )
+            raise
+        self.record(phase, req.model, answer.usage)
+        if held is not None and self.ledger is not None:
+            price = self.prices.get(req.model)
+            cost = price.cost(answer.usage) if price is not None else None
+            self.ledger.settle(held, phase, answer.usage.total, outcome="ok", cost_usd=cost)
+        return answer
+
+
+def _final(e: ActivityError) -> bool:
+    """The provider said not to ask again (``x-should-retry: false``)."""
+    return isinstance(e.cause, ApplicationError) and e.cause.non_retryable
+
+
+def _message(e: ActivityError) -> str:
+    cause = e.cause
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+
 
 def _type_of(e: ActivityError) -> str | None:
     cause = e.cause
     return cause.type if isinstance(cause, ApplicationError) else None
 
 
-__all__ = ["CHARS_PER_TOKEN", "FLOW_ONCE", "ModelSteps", "compact", "estimate_tokens"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "FLOW_ONCE",
+    "PER_ATTEMPT",
+    "ModelSteps",
+    "compact",
+    "estimate_tokens",
+]

@@ -41,6 +41,7 @@ from agentparallels import __version__, devserver, logs, tracing
 from agentparallels.cli import (
     agent,
     approve,
+    budget,
     cancel,
     cleanup,
     codec_server,
@@ -67,6 +68,7 @@ BUILDERS: tuple[Callable[[Any], None], ...] = (
     refactor.add_parser,
     agent.add_parser,
     approve.add_parsers,  # approve, reject
+    budget.add_parser,
     review.add_parser,
     replay.add_parser,
     fake_llm.add_parser,

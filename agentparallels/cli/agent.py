@@ -119,8 +119,15 @@ def _add_model_options(agent: argparse.ArgumentParser) -> None:
         "--budget-tokens",
         type=positive,
         metavar="N",
-        help="a hard cap: the job stops, and rolls back, before its model calls spend more "
-        "than N tokens",
+        help="the job's tokens: a model call that would spend more pauses the job (phase "
+        "budget) until `agentparallels budget JOB --add N` or --budget-timeout",
+    )
+    agent.add_argument(
+        "--budget-timeout",
+        type=positive,
+        metavar="SECONDS",
+        help="how long a job paused for budget waits for more before it rolls back "
+        f"(default {int(AgentLimits().budget_timeout_s)}; needs --budget-tokens)",
     )
 
 
@@ -239,6 +246,7 @@ def _limits(args: argparse.Namespace) -> AgentLimits:
     confined = validate.sandbox_spec(
         args.sandbox, args.sandbox_ro, args.sandbox_rw, args.sandbox_env
     )
+    timeout = {} if args.budget_timeout is None else {"budget_timeout_s": args.budget_timeout}
     try:
         return AgentLimits(
             max_units=args.max_units,
@@ -246,6 +254,7 @@ def _limits(args: argparse.Namespace) -> AgentLimits:
             turns=args.turns,
             command_timeout_s=args.timeout,
             sandbox=confined,
+            **timeout,
         )
     except ValidationError as e:
         first = e.errors()[0]
@@ -268,6 +277,8 @@ def job_input(args: argparse.Namespace) -> AgentInput:
     files = _globs(repository, args.files)
     if not args.no_worker:  # a separate worker checks its own machine
         validate.sandbox(args.sandbox)
+    if args.budget_timeout is not None and args.budget_tokens is None:
+        raise UsageError("--budget-timeout bounds a pause for budget: give --budget-tokens N too")
     return AgentInput(
         repository=repository,
         base_ref=args.base,

@@ -79,6 +79,16 @@ class AgentLimits(Value):
     """Edits to one file with no passing check in between before it is a loop."""
     plan_retries: int = Field(2, ge=0)
     """Times an invalid plan goes back to the planner with its errors."""
+    budget_timeout_s: float = Field(3600.0, gt=0)
+    """How long a job paused for budget waits for ``agentparallels budget JOB --add N``
+    before it refuses the call and rolls back."""
+    provider_failures: int = Field(5, ge=1)
+    """Consecutive ``ModelUnavailable`` failures, across the job's calls, that open the
+    provider breaker."""
+    provider_cooldown_s: float = Field(30.0, gt=0)
+    """The breaker's first cool-down; it doubles after each failed probe."""
+    provider_probes: int = Field(5, ge=1)
+    """Failed half-open probes after which the provider is taken as down and the job ends."""
     command_timeout_s: float = Field(300.0, gt=0)
     sandbox: Sandbox = Sandbox()
     verify_rules: str = "E9,F63,F7,F82"
@@ -181,6 +191,9 @@ class UnitInput(Value):
     prices: dict[str, Price] = {}
     ledger: bool = False
     """Reserve tokens from the parent's ledger before each model call."""
+    breaker_attempts: int = 0
+    """Attempts of one model call under the job's provider breaker (each failure reported in
+    its settlement; the step does not retry ``ModelUnavailable`` itself); 0: no breaker."""
     note: str = ""
     """More for the first message: the failing output a repair unit is to fix, or why a unit
     runs again on top of merged work."""

@@ -31,7 +31,8 @@ class ServerError(AgentParallelsError):
 BAD_INPUT = "BadInput"
 """The job's input is wrong (unknown symbol, name taken, missing ref): reported as a usage error."""
 BREAKER_OPEN = "BreakerOpen"
-"""Repeated identical verification failures opened the circuit breaker."""
+"""Repeated identical verification failures opened the circuit breaker; or the model provider
+stayed unavailable through every probe of the job's provider breaker."""
 CHECK_FAILED = "CheckFailed"
 """A pre-completion check (the test command, lint, diff size, conflicts) voted no."""
 APPROVAL_DENIED = "ApprovalDenied"

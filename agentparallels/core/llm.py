@@ -247,6 +247,8 @@ class Grant(Value):
     granted: bool
     reason: str = ""
     """Why it was refused (the job then fails with this budget reason)."""
+    kind: str = ""
+    """The error type a refusal fails the call with; empty: ``BudgetExceeded``."""
 
 
 class Settlement(Value):
@@ -256,6 +258,22 @@ class Settlement(Value):
     id: int
     phase: str
     tokens: int
+    outcome: Literal["", "ok", "unavailable"] = ""
+    """How the call went, for the job's provider breaker: ``ok``, ``unavailable`` (the
+    provider failed it as ``ModelUnavailable``: 5xx, timeout, connection refused), or empty
+    (failed otherwise, or not said)."""
+    error: str = ""
+    """The provider's message, when unavailable (the job's error quotes the last one)."""
+    cost_usd: float | None = None
+    """What the call cost, when its model has a price."""
+
+
+class BudgetAdd(Value):
+    """``agentparallels budget JOB --add N``: more tokens for a job's budget."""
+
+    tokens: int = Field(ge=1)
+    by: str = ""
+    """Who added them (shown in the job's events)."""
 
 
 class Compaction(Value):
@@ -299,6 +317,7 @@ def lookup_output(name: str) -> type[BaseModel]:
 
 
 __all__ = [
+    "BudgetAdd",
     "BudgetLimits",
     "Compaction",
     "DEFAULT_SHARES",

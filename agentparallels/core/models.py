@@ -480,7 +480,10 @@ class Progress(Value):
     """Tokens held by model calls under way."""
     remaining: int | None = None
     """Tokens of the job's budget neither spent nor reserved; None: no job-wide budget."""
+    cost_usd: float | None = None
+    """Dollars the job's model calls have cost so far (``--price``); None: not priced."""
     message: str = ""
+    """Why the job waits, when it does (for budget, for the model provider)."""
 
 
 class RefactorResult(Value):

@@ -14,6 +14,7 @@ __all__ = [
     "AGENT_TOOL",
     "AGENT_UNIT",
     "APPROVE_UPDATE",
+    "BUDGET_UPDATE",
     "CALL_MODEL",
     "CHECK_RESULT",
     "CLEANUP",
@@ -132,4 +133,6 @@ PAUSED_QUERY = "paused"
 
 # Updates
 APPROVE_UPDATE = "approve"
+BUDGET_UPDATE = "budget_add"
+"""``agentparallels budget JOB --add N``: a job paused for budget gets more tokens."""
 REJECT_UPDATE = "reject"

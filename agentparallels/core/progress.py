@@ -23,9 +23,13 @@ def line(p: Progress, parts: str = "shards") -> str:
         text += f" | {p.tokens} tokens"
         if p.remaining is not None:
             text += f" ({p.remaining} left)"
+    if p.cost_usd is not None:
+        text += f" | ${p.cost_usd:.4f}"
     tripped = [s.name for s in p.shards if s.breaker != "closed" or s.failures]
     if tripped:
         text += " | retrying: " + ", ".join(tripped)
+    if p.message:
+        text += f" | {p.message}"
     return text
 
 
@@ -34,6 +38,10 @@ def table(p: Progress) -> str:
     rows = [f"job {p.job_id}: {p.phase}, {p.files_done}/{p.files_total} files"]
     if p.tokens or any(b.allowance is not None for b in p.budget):
         rows.append("  tokens: " + budget(p))
+    if p.cost_usd is not None:
+        rows.append(f"  cost: ${p.cost_usd:.4f}")
+    if p.message:
+        rows.append(f"  {p.message}")
     for s in p.shards:
         rows.append(
             f"  {s.name:<24} {s.label:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
