@@ -145,6 +145,8 @@ class AgentWorkflow:
         self._taken = Takeover()
         """What this run takes over from the run it resumes (``agentparallels resume``)."""
         self._committee = Committee()
+        self._asking = ""
+        """What an approval gate shows while it waits (``Progress.message``)."""
         self._approvals = Approvals()
         self._plan_spent: dict[str, int] = {}
         """The planner's tokens the ledger has counted (re-plans count only what is new)."""
@@ -246,12 +248,13 @@ class AgentWorkflow:
             return the_plan
         limit = timedelta(seconds=opts.timeout_s)
         for rejected in range(opts.replans + 1):
-            self._phase(AWAITING_APPROVAL)
             shown = f"{plan_text(the_plan)}\n\n{decide_hint(run.job.job_id)}"
-            self._progress = self._progress.model_copy(update={"message": shown})
+            self._asking = shown  # shown from here on by every refresh, the phase's first
+            self._phase(AWAITING_APPROVAL)
             last = rejected == opts.replans
             record = await self._approvals.ask("plan", limit, shown, self._events, final=last)
-            self._progress = self._progress.model_copy(update={"message": ""})
+            self._asking = ""
+            self._refresh()
             if record.outcome == "approved":
                 return the_plan
             if record.outcome == "timed out" or last:
@@ -375,11 +378,12 @@ class AgentWorkflow:
         if opts is None:
             return
         limit = timedelta(seconds=opts.timeout_s)
-        self._phase(AWAITING_APPROVAL)
         shown = f"{self._checklist_text(run)}\n\n{decide_hint(run.job.job_id)}"
-        self._progress = self._progress.model_copy(update={"message": shown})
+        self._asking = shown
+        self._phase(AWAITING_APPROVAL)
         record = await self._approvals.ask("publish", limit, shown, self._events)
-        self._progress = self._progress.model_copy(update={"message": ""})
+        self._asking = ""
+        self._refresh()
         if record.outcome != "approved":
             raise denied(record, limit)
         self._phase("publish")
@@ -793,13 +797,16 @@ class AgentWorkflow:
             "files_done": sum(u.files_done for u in units),
         }
         money = note = ""
+        update["message"] = self._asking
         if self._keeper is not None:
             update.update(_ledger_figures(self._keeper))
             breaker = self._keeper.ledger.breaker
             self._watch.breaker = breaker.state if breaker is not None else None
             if update["cost_usd"] is not None:  # every settled call's, running units' too
                 money = f", ${update['cost_usd']:.4f} so far"
-            note = f"\n\n{update['message']}" if update["message"] else ""
+            held = update.pop("held")  # why calls wait, over an approval gate's text
+            update["message"] = held or self._asking
+            note = f"\n\n{held}" if held else ""
         self._progress = self._progress.model_copy(update=update)
         workflow.set_current_details(
             f"**{self._progress.phase}**: {done}/{len(units)} units done, {tokens} tokens"
@@ -857,7 +864,7 @@ def _ledger_figures(keeper: JobLedger) -> dict[str, object]:
         "reserved": sum(b.reserved for b in figures),
         "remaining": ledger.remaining(),
         "cost_usd": cost,
-        "message": keeper.note(),
+        "held": keeper.note(),
     }
 
 
