@@ -34,6 +34,7 @@ no API key on the worker, bad model name       no          ModelConfigError
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -41,7 +42,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -253,7 +254,7 @@ class _Stalled(Exception):
     pass
 
 
-async def _paced(opened: Awaitable[Any], stall_s: float) -> AsyncIterator[Any]:
+async def _paced(opened: Awaitable[Any], stall_s: float) -> AsyncGenerator[Any, None]:
     """The pieces of a streamed answer, each within ``stall_s`` of the one before (the first
     within ``stall_s`` of the request): a silent provider fails the attempt, retried. The
     stream (its HTTP response) is closed however the reading ends."""
@@ -296,16 +297,17 @@ async def _openai(
         stream_options={"include_usage": True},
         **extra,
     )
-    async for chunk in _paced(opened, req.stream_timeout_s):
-        if chunk.usage:
-            usage = Usage(
-                input_tokens=chunk.usage.prompt_tokens,
-                output_tokens=chunk.usage.completion_tokens,
-            )
-        for choice in chunk.choices:
-            text.append(choice.delta.content or "")
-            calls.add(choice.delta.tool_calls)
-            finish = choice.finish_reason or finish
+    async with contextlib.aclosing(_paced(opened, req.stream_timeout_s)) as pieces:
+        async for chunk in pieces:
+            if chunk.usage:
+                usage = Usage(
+                    input_tokens=chunk.usage.prompt_tokens,
+                    output_tokens=chunk.usage.completion_tokens,
+                )
+            for choice in chunk.choices:
+                text.append(choice.delta.content or "")
+                calls.add(choice.delta.tool_calls)
+                finish = choice.finish_reason or finish
     if finish == "content_filter":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (content filter)")
     return ModelAnswer(
@@ -334,8 +336,9 @@ async def _anthropic(
         extra_body={"temperature": req.temperature},
         **extra,
     )
-    async for event in _paced(opened, req.stream_timeout_s):  # pings count as pieces
-        read.feed(event)
+    async with contextlib.aclosing(_paced(opened, req.stream_timeout_s)) as pieces:
+        async for event in pieces:  # pings count as pieces
+            read.feed(event)
     if read.stop == "refusal":
         raise _error(errors.CONTENT_FILTERED, f"{req.model} withheld its answer (refusal)")
     return ModelAnswer(

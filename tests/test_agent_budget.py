@@ -250,3 +250,38 @@ async def test_auth_and_quota_errors_fail_fast_with_the_providers_message(
     assert error.type == kind
     assert words in error.message
     assert len(fake.requests) == 1
+
+
+async def test_reviewers_reserve_from_the_ledger_and_a_review_out_of_budget_pauses(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """The reviewers' calls go through the job's ledger like every other call: when the
+    reviewer's call does not fit, the job pauses in phase ``budget`` during the review
+    (before, the committee got what was left and failed the job), and ``budget --add`` lets
+    the review vote and the job publish."""
+    from agentparallels.core.agentreview import ReviewOptions, reviewer_marker
+    from tests.test_agent_review import vote
+
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, *[{**plan(unit("rename", ["pkg/a.py"])), **used(20)}] * 3)
+    fake.push_thread(
+        unit_marker("rename"),
+        {**tools(edit("pkg/a.py", "def old_name()", "def new_name()")), **used(20)},
+        {**tools(CHECK), **used(20)},
+        {**tools(FINISH), **used(3200)},
+    )
+    fake.push_thread(reviewer_marker(1), {**vote(True, "looks right"), **used(20)})
+    # Every call's estimate is its prompt (well under 1000 tokens here) + MAX_TOKENS: the
+    # planner's and the unit's fit 4000 tokens; after the unit's last answer has spent 3200,
+    # the reviewer's does not.
+    limits = {**tight(), "budget": BudgetLimits(total=4000, shares={})}
+    review = ReviewOptions(reviewers=1, quorum=1)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake, review=review, **limits))
+        await until(lambda: _phase_is(handle, "budget"), "the review to pause for budget", 120)
+        assert not any(reviewer_marker(1) in json.dumps(r.body) for r in fake.requests)
+        added = await run_cli_async("budget", handle.id, "--add", "20000", address=client)
+        assert added.returncode == 0, added
+        result = await asyncio.wait_for(handle.result(), 240)
+    assert result.outcome == "succeeded"
+    assert [v.approve for r in result.reviews for v in r.votes] == [True]

@@ -308,10 +308,18 @@ class AgentWorkflow:
             self._phase("review")
             remaining = self._ledger.remaining() if self._ledger is not None else None
             before = self._committee.usage.total
+            keeper = self._keeper
             verdict = await self._committee.vote(
-                run.inp, run.job, run.merged, run.changed, remaining, self._events
+                run.inp,
+                run.job,
+                run.merged,
+                run.changed,
+                remaining,
+                self._events,
+                ledger=keeper.local if keeper is not None else None,
+                attempts=keeper.attempts if keeper is not None else 0,
             )
-            if self._ledger is not None:  # the reviewers' tokens count against the budget
+            if self._ledger is not None and keeper is None:  # counted after the fact
                 self._ledger.count({"review": self._committee.usage.total - before})
             self._refresh()
             if verdict.approved:
@@ -394,7 +402,7 @@ class AgentWorkflow:
         lines += [f"- {c.command}: passed" for c in run.checks]
         lines.append("- scope: every changed file is what the unit that owns it made")
         spent = self._progress.tokens
-        total = run.inp.budget.total
+        total = self._ledger.budget.total if self._ledger is not None else run.inp.budget.total
         lines.append(f"- budget: {spent} tokens" + (f" of {total}" if total else ""))
         if run.inp.review is not None:
             lines.append(f"- reviewers: {self._committee.verdict_line()}")

@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.workflows._call import call
 from agentparallels.workflows.agent_unit import tool_summary
 from agentparallels.workflows.events import JobEvents
+from agentparallels.workflows.ledger import LedgerClient
 from agentparallels.workflows.model_step import ModelSteps
 from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 
@@ -223,16 +224,26 @@ class Committee:
         changed: Sequence[str],
         remaining: int | None,
         events: JobEvents,
+        ledger: LedgerClient | None = None,
+        attempts: int = 0,
     ) -> ReviewRound:
-        """One round: every reviewer reads ``commit`` and votes; the quorum decides.
-        ``remaining``: tokens the job's budget has left (None: no budget)."""
+        """One round: every reviewer reads ``commit`` and votes; the quorum decides. With the
+        job's ``ledger`` every call reserves from it (the budget's pause, the provider
+        breaker, ``attempts`` per call); without (jobs from before it), ``remaining`` tokens
+        of the job's budget cap the round (None: no budget)."""
         opts = inp.review
         assert opts is not None
         number = len(self.rounds) + 1
-        budget = BudgetLimits() if remaining is None else BudgetLimits(total=max(1, remaining))
         queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
-        model_steps = ModelSteps(budget.model_copy(update={"shares": {}}), inp.prices,
-                                 task_queue=queue)  # fmt: skip
+        if ledger is not None:
+            model_steps = ModelSteps(
+                inp.budget, inp.prices, task_queue=queue, ledger=ledger, attempts=attempts
+            )
+        else:
+            budget = BudgetLimits() if remaining is None else BudgetLimits(total=max(1, remaining))
+            model_steps = ModelSteps(
+                budget.model_copy(update={"shares": {}}), inp.prices, task_queue=queue
+            )
         reviewers = [_Reviewer(inp, job, commit, n, number) for n in range(1, opts.reviewers + 1)]
         before = self.rounds[-1].votes if self.rounds else [None] * len(reviewers)
         try:

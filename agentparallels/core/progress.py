@@ -40,14 +40,12 @@ def table(p: Progress) -> str:
         rows.append("  tokens: " + budget(p))
     if p.cost_usd is not None:
         rows.append(f"  cost: ${p.cost_usd:.4f}")
-    if p.message:
-        rows.append(f"  {p.message}")
     for s in p.shards:
         rows.append(
             f"  {s.name:<24} {s.label:<32} {s.state:<10} {s.files_done:>4}/{s.files_total:<4} "
             f"breaker {s.breaker} ({s.failures} consecutive failures)"
         )
-    if p.message:  # what the job waits on: the plan or the checklist to approve
+    if p.message:  # what the job waits on: budget, the breaker, a plan or a result to approve
         rows += ["", *(f"  {line}" for line in p.message.splitlines())]
     return "\n".join(rows)
 
