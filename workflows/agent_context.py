@@ -15,6 +15,9 @@ A run's history is bounded too: at a turn boundary, past ``AgentLimits.run_event
 :class:`~agentparallels.core.agent_session.UnitCarry` of everything it knows. The history a
 turn adds is bounded whatever the files and the conversation hold, because every payload of a
 unit's history is a claim check reference (``agentparallels.codec.CLAIM_ALL``).
+
+Units started before :data:`LONG_SESSION` replay as they ran: no compaction of their own, no
+continue-as-new, and the model step's own compaction after a context-length error.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.agentjob import AgentLimits
     from agentparallels.core.llm import Message, ModelRequest
 
+LONG_SESSION = "agent-long-session"
+"""Patch id: agent units started before it replay without compaction by the model and without
+continue-as-new, a context-length error answered by ``ModelSteps``' own compaction. A run
+started by continue-as-new (only patched runs continue as new) keeps the long session."""
 KEEP_TURNS = 4
 """The newest messages (at least) never summarised: the model's working memory."""
 SUMMARY_TOKENS = 1024
@@ -129,6 +136,7 @@ def history_full(limits: AgentLimits) -> bool:
 
 __all__ = [
     "KEEP_TURNS",
+    "LONG_SESSION",
     "SUMMARY_TOKENS",
     "compact",
     "history_full",

@@ -15,7 +15,8 @@ against the unit's turns and tokens; ``turns`` bounds the model calls.
 Long sessions (``workflows/agent_context.py``): the conversation is compacted by the model
 before a call that would pass ``context_threshold`` of the window, and once more after a
 context-length error; a run whose history passes ``run_events`` / ``run_bytes`` continues as
-new at a turn boundary, carrying everything (``UnitCarry``).
+new at a turn boundary, carrying everything (``UnitCarry``); units started before the patch
+``agent_context.LONG_SESSION`` do neither (``_Unit.long``).
 """
 
 from __future__ import annotations
@@ -104,8 +105,10 @@ def tool_summary(tc: ToolCall) -> str:
 class _Unit:
     """What one run of a unit keeps from turn to turn."""
 
-    def __init__(self, inp: UnitInput, ledger: LedgerClient) -> None:
+    def __init__(self, inp: UnitInput, ledger: LedgerClient, long: bool) -> None:
         self.inp = inp
+        self.long = long
+        """Compaction by the model and continue-as-new (units since ``LONG_SESSION``)."""
         resumed = inp.resume_from  # the checkpoint of the run a resumed job resumes
         self.head = resumed.head if resumed else inp.start
         self.changed: list[str] = list(resumed.changed) if resumed else []
@@ -130,7 +133,7 @@ class _Unit:
             ledger=ledger,
             attempts=inp.breaker_attempts,
         )
-        self.model.compact_on_overflow = False  # the unit compacts with a summary instead
+        self.model.compact_on_overflow = not long  # a long unit compacts with a summary instead
         self.conversation: tuple[Message, ...] = (
             Message(role="system", content=system_prompt(inp)),
             Message(role="user", content=first_message(inp)),
@@ -203,7 +206,9 @@ class AgentUnitWorkflow:
     async def run(self, inp: UnitInput) -> UnitResult:
         if inp.ledger:
             self._ledger.parent_id = inp.parent_id
-        u = self._unit = _Unit(inp, self._ledger)
+        # decided once, before any command; a continued run exists only where it was patched
+        long = inp.carry is not None or workflow.patched(agent_context.LONG_SESSION)
+        u = self._unit = _Unit(inp, self._ledger, long)
         self._show("running")
         summary = None
         while summary is None:
@@ -214,7 +219,7 @@ class AgentUnitWorkflow:
                     type=ITERATION_CAP,
                     non_retryable=True,
                 )
-            if agent_context.history_full(inp.limits):
+            if u.long and agent_context.history_full(inp.limits):
                 await self._continue_as_new(u)
             summary = await self._turn(u)
         if self._ledger.parent_id:
@@ -258,6 +263,8 @@ class AgentUnitWorkflow:
             tool_format=inp.tool_format,
             step=f"{inp.unit.name}: turn {u.turns}",
         )
+        if not u.long:
+            return await u.model.ask(req)
         limit = agent_context.threshold_tokens(inp.limits, inp.model)
         if estimate_tokens(req) > limit:
             req = await agent_context.compact(u.model, req, limit) or req
