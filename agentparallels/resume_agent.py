@@ -2,7 +2,8 @@
 old one's, that keeps its plan, its finished units and every unit's checkpoints.
 
 Everything is read from the old run's history (and, for a job resumed before, from what its
-own input kept): the plan (the first planner answer that passed ``plan_errors``), the base
+own input kept): the plan (the last planner answer that passed ``plan_errors``: with
+``--approve-plan`` the ones before it were rejected), the base
 commit, each finished unit's result (its head and summary, from its child workflow's result),
 and for each unit that did not finish its last checkpoint commit and the files it changed (from
 its child's ``agent.tool`` results). The new run's ``agent.recover_units`` step decides which of
@@ -157,7 +158,7 @@ def _plan(run: _Run) -> tuple[AgentPlan, str] | None:
     if run.the_map is None:
         return None
     limits = run.inp.limits
-    for parsed in run.plans:
+    for parsed in reversed(run.plans):  # the last: earlier ones may have been rejected
         try:
             plan = AgentPlan.model_validate(parsed)
         except ValidationError:
@@ -200,10 +201,13 @@ async def _resumed(client: Client, job_id: str, run: _Run) -> Resumed:
 
 async def _checkpoint(client: Client, unit: UnitInput, run_id: str) -> UnitCheckpoint | None:
     """Where an unfinished unit's edits got to: its last ``agent.tool`` result's head, the
-    files its edits changed, and why it stopped; None when it committed nothing."""
+    files its edits changed, and why it stopped; None when it committed nothing. A unit that
+    continued as new is read in its last run, which goes on from its input's carry."""
     wid = f"{unit.job.job_id}/{unit.ref.name}"
-    history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
-    seed = unit.resume_from
+    history = await _last_run(client, wid, run_id)
+    started = history.events[0].workflow_execution_started_event_attributes
+    [last] = await client.data_converter.decode(started.input.payloads, [UnitInput])
+    seed = last.carry or unit.resume_from
     head = seed.head if seed else unit.start
     changed = list(seed.changed) if seed else []
     tools: set[int] = set()
@@ -226,6 +230,16 @@ async def _checkpoint(client: Client, unit: UnitInput, run_id: str) -> UnitCheck
         changed=tuple(sorted(changed)),
         stopped=_stopped(history.events[-1]),
     )
+
+
+async def _last_run(client: Client, wid: str, run_id: str) -> WorkflowHistory:
+    """The history of the last run of a chain that starts at ``run_id`` and continues as new."""
+    while True:
+        history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        end = history.events[-1]
+        if not end.HasField("workflow_execution_continued_as_new_event_attributes"):
+            return history
+        run_id = end.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
 
 
 def _stopped(last: HistoryEvent) -> str:

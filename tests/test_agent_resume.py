@@ -5,19 +5,27 @@ the failed run leaves the user's repository as it was until then."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from agentparallels import worker
-from agentparallels.core.agentjob import PLANNER_MARKER, AgentResult, unit_marker
+from agentparallels.core import names
+from agentparallels.core.agentjob import PLANNER_MARKER, AgentLimits, AgentResult, unit_marker
+from agentparallels.core.agentreview import PlanApproval
+from agentparallels.core.checklist import Decision
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.agent_script import CHECK, FILES, FINISH, edit, plan, tools, unit
 from tests.support.cli import run_cli_async
 from tests.support.repos import git, make_repo, snapshot
+from tests.support.waits import until
 from tests.test_agent import failure_of, job, start
+from tests.test_agent_review import rename_unit, wait_for_gate
 
 
 def calls(fake: FakeLLM, marker: str) -> list[Any]:
@@ -189,3 +197,105 @@ async def test_resume_refuses_unknown_and_running_agent_jobs(
         assert listed == []
     finally:
         await running.terminate("the test is done with it")
+
+
+async def exists(handle: WorkflowHandle) -> bool:
+    try:
+        await handle.describe()
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+async def test_a_resumed_job_with_plan_approval_waits_at_the_gate_with_the_plan_it_went_on_with(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """With --approve-plan, the first plan is rejected, the second waits at the gate and the
+    job is cancelled there. The resumed job shows the second plan (not the rejected first)
+    at the gate, asks the planner nothing and edits nothing until it is approved."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER, plan(unit("everything", ["pkg/a.py"])))
+    rename_unit(fake)  # the second plan, and its unit
+    everything, rename = unit_marker("everything"), unit_marker("rename")
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        inp = job(repo, fake, test_cmd=None, plan_approval=PlanApproval(timeout_s=300))
+        old = await start(client, task_queue, inp)
+        await wait_for_gate(old, fake, 1)
+        await old.execute_update(names.REJECT_UPDATE, Decision(reason="smaller"), result_type=str)
+        await wait_for_gate(old, fake, 2)
+        await old.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(old.result(), 240)
+
+        resuming = asyncio.create_task(resume_cli(client, old.id))
+        new = client.get_workflow_handle(f"{old.id}-resume-1", result_type=AgentResult)
+        await until(lambda: exists(new), "the resumed job", 120)
+        shown = await wait_for_gate(new, fake, 2)
+        assert "- rename [python]: do rename" in shown["message"]
+        assert "everything" not in shown["message"]
+        assert counts(fake, everything, rename) == {everything: 0, rename: 0}
+        await new.execute_update(names.APPROVE_UPDATE, Decision(reason="ok"), result_type=str)
+        done = await resuming
+    assert done.returncode == 0, done.stderr
+    result = await resumed_result(client, new.id)
+    assert [u.name for u in result.units] == ["rename"]
+    assert [(a.gate, a.outcome) for a in result.approvals] == [("plan", "approved")]
+    assert counts(fake, PLANNER, everything) == {PLANNER: 2, everything: 0}
+
+
+async def continued(client: Client, job: WorkflowHandle) -> bool:
+    """The job's first unit child's first run continued as new."""
+    events = (await job.fetch_history()).events
+    began = next(
+        e for e in events if e.HasField("child_workflow_execution_started_event_attributes")
+    )
+    child = began.child_workflow_execution_started_event_attributes.workflow_execution
+    first = await client.get_workflow_handle(child.workflow_id, run_id=child.run_id).fetch_history()
+    return first.events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+
+
+def filler(n: int) -> list[dict[str, Any]]:
+    """``n`` answers that read files: turns that change nothing and make history."""
+    paths = sorted(FILES)
+    return [tools(("read_file", {"path": paths[i % len(paths)]})) for i in range(n)]
+
+
+async def test_resume_keeps_the_edits_a_unit_made_after_it_continued_as_new(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """A unit whose runs are short (``run_events``) edits pkg/a.py, reads until it has
+    continued as new, edits pkg/b.py in its later run, then breaks it and trips the breaker.
+    The resumed unit goes on from the later run's checkpoint: both edits are in its copy."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER, *[plan(unit("first", ["pkg/a.py", "pkg/b.py"]))] * 2)
+    fake.push_thread(
+        FIRST,
+        tools(edit("pkg/a.py", "return 1", "return 1  # early")),
+        tools(CHECK),
+        *filler(30),
+        tools(edit("pkg/b.py", "return old_name() + 1", "return old_name() + 2")),
+        tools(edit("pkg/b.py", "old_name() + 2", "(old_name() + 2")),
+        tools(CHECK),
+        tools(CHECK),
+        tools(CHECK),
+    )
+    limits = AgentLimits(parallel=1, turns=60, run_events=200, repeat_limit=40)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        failed = await start(client, task_queue, job(repo, fake, test_cmd=None, limits=limits))
+        error = await failure_of(failed)
+    assert "unit first: 3 consecutive failed checks" in error.message
+    assert await continued(client, failed)  # before its later edits
+    made = len(calls(fake, FIRST))
+
+    fix = edit("pkg/b.py", "(old_name() + 2", "old_name() + 2")
+    fake.push_thread(FIRST, tools(fix), tools(CHECK), tools(FINISH))
+    done = await resume_cli(client, failed.id)
+
+    assert done.returncode == 0, done.stderr
+    told = json.dumps(calls(fake, FIRST)[made].body["messages"])
+    assert "did not finish" in told and "in pkg/a.py, pkg/b.py. Read them" in told
+    result = await resumed_result(client, f"{failed.id}-resume-1")
+    assert "return 1  # early" in git(repo, "show", f"{result.branch}:pkg/a.py")
+    assert "return old_name() + 2" in git(repo, "show", f"{result.branch}:pkg/b.py")

@@ -23,7 +23,11 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.agentresume import RecoverInput
     from agentparallels.core.models import JobRef
 
-__all__ = ["STOPPED_CHARS", "Takeover", "checkpoint_note", "take_over"]
+__all__ = ["RESUMED_PLAN_GATE", "STOPPED_CHARS", "Takeover", "checkpoint_note", "take_over"]
+
+RESUMED_PLAN_GATE = "agent-resumed-plan-gate"
+"""Resumed jobs with ``--approve-plan`` since this patch show their kept plan at the gate
+before taking anything over (earlier ones took the plan over unasked)."""
 
 STOPPED_CHARS = 1500
 """Most of an earlier run's failure a unit going on from its checkpoint is told."""

@@ -23,7 +23,12 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 from agentparallels.core import names
-from agentparallels.workflows._agent_resume import Takeover, checkpoint_note, take_over
+from agentparallels.workflows._agent_resume import (
+    RESUMED_PLAN_GATE,
+    Takeover,
+    checkpoint_note,
+    take_over,
+)
 from agentparallels.workflows._call import call
 from agentparallels.workflows.agent_approval import (
     Approvals,
@@ -70,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         AgentResult,
         RepoMap,
         RepoMapInput,
+        Resumed,
         UnitCheckpoint,
         UnitInput,
         UnitMerge,
@@ -232,12 +238,27 @@ class AgentWorkflow:
             run.job = run.job.model_copy(update={"base_commit": resumed.base_commit})
             run.plan = resumed.plan
             self._planned(resumed.plan)
+            if run.inp.plan_approval is not None and workflow.patched(RESUMED_PLAN_GATE):
+                return await self._resumed_approval(run, resumed)
             self._taken = await take_over(run.job, resumed, self._events)
             return run
         the_map = await self._map(run.inp, run.job)
         run.job = run.job.model_copy(update={"base_commit": the_map.base_commit})
         run.plan = await self._plan(run.inp, the_map)
         run.plan = await self._approved_plan(run, the_map, run.plan)
+        return run
+
+    async def _resumed_approval(self, run: _Run, resumed: Resumed) -> _Run:
+        """With ``--approve-plan``, a resumed job's kept plan waits at the gate as a new one
+        does: a person may have rejected the run it resumes. A re-plan after a rejection keeps
+        nothing of that run (its units worked to another plan); an approval takes it over."""
+        assert resumed.plan is not None
+        the_map = await self._map(run.inp, run.job)
+        run.plan = await self._approved_plan(run, the_map, resumed.plan)
+        if run.plan != resumed.plan:
+            run.job = run.job.model_copy(update={"base_commit": the_map.base_commit})
+            return run
+        self._taken = await take_over(run.job, resumed, self._events)
         return run
 
     async def _approved_plan(self, run: _Run, the_map: RepoMap, the_plan: AgentPlan) -> AgentPlan:
