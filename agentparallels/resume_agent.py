@@ -209,7 +209,7 @@ async def _checkpoint(client: Client, unit: UnitInput, run_id: str) -> UnitCheck
     [last] = await client.data_converter.decode(started.input.payloads, [UnitInput])
     seed = last.carry or unit.resume_from
     head = seed.head if seed else unit.start
-    changed = list(seed.changed) if seed else []
+    changed = list(dict.fromkeys(seed.changed)) if seed else []  # each file once
     tools: set[int] = set()
     for e in history.events:
         if e.HasField("activity_task_scheduled_event_attributes"):

@@ -161,7 +161,7 @@ class _Unit:
         return UnitCarry(
             conversation=self.conversation,
             head=self.head,
-            changed=tuple(self.changed),
+            changed=tuple(dict.fromkeys(self.changed)),  # each file once, in order
             calls=self.calls,
             turns=self.turns,
             checked=self.checked,
