@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from typing import Any
 
 from temporalio.client import (
@@ -22,6 +21,7 @@ from agentparallels.cli.common import (
     existing,
     finish,
     report_failure,
+    user_name,
 )
 from agentparallels.client import connect
 from agentparallels.core.checklist import APPROVE_UPDATE, REJECT_UPDATE, Decision
@@ -35,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     reject = sub.add_parser("reject", help="reject a job awaiting approval: it rolls back")
     for parser in (approve, reject):
         parser.add_argument("job")
-        parser.add_argument("--by", default=_user(), help="who decides (default: your user)")
+        parser.add_argument("--by", default=user_name(), help="who decides (default: your user)")
         add_wait_argument(parser)
     approve.add_argument("--reason", "--comment", default="", help="why (optional)")
     reject.add_argument(
@@ -46,13 +46,6 @@ def add_parsers(sub: Any) -> None:
     )
     approve.set_defaults(handler=approve_command)
     reject.set_defaults(handler=reject_command)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return ""
 
 
 async def approve_command(args: argparse.Namespace) -> int:

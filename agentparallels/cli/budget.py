@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from agentparallels import queues
-from agentparallels.cli.common import add_wait_argument, err, existing, positive
+from agentparallels.cli.common import add_wait_argument, err, existing, positive, user_name
 from agentparallels.client import connect
 from agentparallels.core import names
 from agentparallels.core.errors import UsageError
@@ -39,16 +38,9 @@ def add_parser(sub: Any) -> None:
     budget.add_argument(
         "--add", type=positive, metavar="N", help="tokens to add (required, at least 1)"
     )
-    budget.add_argument("--by", default=_user(), help="who adds them (default: your user)")
+    budget.add_argument("--by", default=user_name(), help="who adds them (default: your user)")
     add_wait_argument(budget)
     budget.set_defaults(handler=budget_command)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return ""
 
 
 async def budget_command(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.ops import existing
 
 __all__ = [
+    "user_name",
     "BAD_INPUT_EXIT",
     "DEFAULT_TASK_QUEUE",
     "FAILED",
@@ -75,6 +77,14 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def user_name() -> str:
+    """Who runs the command (the default of ``--by``): the login name, or "" without one."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return ""
 
 
 def positive(text: str) -> int:
