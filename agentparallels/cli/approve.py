@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
-from temporalio.client import (
-    WorkflowExecutionStatus,
-    WorkflowFailureError,
-    WorkflowUpdateFailedError,
-)
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agentparallels import queues
 from agentparallels.cli.common import (
     add_wait_argument,
     check_rollback,
@@ -21,6 +15,7 @@ from agentparallels.cli.common import (
     existing,
     finish,
     report_failure,
+    update_running_job,
     user_name,
 )
 from agentparallels.client import connect
@@ -61,33 +56,18 @@ async def _decide(args: argparse.Namespace, *, approve: bool) -> int:
         raise UsageError("reject needs a reason: --reason 'what is wrong'")
     client = await connect(autostart=False, announce=err)
     handle, desc = await existing(client, args.job)
-    status = desc.status
-    if status != WorkflowExecutionStatus.RUNNING:
-        state = status.name.lower() if status else "unknown"
-        raise UsageError(f"job {args.job} is not running (it is {state}): nothing to decide")
-    # An update reaches the job only through a worker: none serving its queue, none is sent.
-    queue = desc.task_queue
-    if not await queues.served(client, queue):
-        err(queues.unserved(args.job, queue, "nothing was decided", "decide again"))
-        return 1
-    decision = Decision(reason=args.reason, by=args.by)
-    try:
-        said = await asyncio.wait_for(
-            handle.execute_update(
-                APPROVE_UPDATE if approve else REJECT_UPDATE, decision, result_type=str
-            ),
-            args.wait,
-        )
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-        raise UsageError(f"job {args.job}: {message}") from None
-    except TimeoutError:
-        err(
-            f"no worker of job {args.job}'s task queue {queue!r} took the decision within "
-            f"{args.wait}s (the command that ran it may have ended): start "
-            f"{queues.how_to_serve(queue)}, then see `agentparallels status {args.job}`"
-        )
+    said = await update_running_job(
+        client,
+        handle,
+        desc,
+        APPROVE_UPDATE if approve else REJECT_UPDATE,
+        Decision(reason=args.reason, by=args.by),
+        wait=args.wait,
+        ended="nothing to decide",
+        nothing="nothing was decided",
+        again="decide again",
+    )
+    if said is None:
         return 1
     if said.startswith("plan "):  # an agent job's plan gate: the job goes on, with no wait
         goes_on = "it makes its edits" if approve else "it plans again with your comment"

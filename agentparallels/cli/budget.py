@@ -10,14 +10,16 @@ fix, exit code 2.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
-
-from agentparallels import queues
-from agentparallels.cli.common import add_wait_argument, err, existing, positive, user_name
+from agentparallels.cli.common import (
+    add_wait_argument,
+    err,
+    existing,
+    positive,
+    update_running_job,
+    user_name,
+)
 from agentparallels.client import connect
 from agentparallels.core import names
 from agentparallels.core.errors import UsageError
@@ -53,33 +55,18 @@ async def budget_command(args: argparse.Namespace) -> int:
             f"job {args.job} is a {desc.workflow_type} job: only agent jobs pause for budget "
             "and take more (run a refactor job again with a larger --budget-tokens)"
         )
-    if desc.status != WorkflowExecutionStatus.RUNNING:
-        state = desc.status.name.lower() if desc.status else "unknown"
-        raise UsageError(
-            f"job {args.job} is not running (it is {state}): there is no budget to add to; "
-            "start it again with a larger --budget-tokens"
-        )
-    queue = desc.task_queue
-    if not await queues.served(client, queue):  # an update reaches the job only via a worker
-        err(queues.unserved(args.job, queue, "no tokens were added", "add them again"))
-        return 1
-    try:
-        said = await asyncio.wait_for(
-            handle.execute_update(
-                names.BUDGET_UPDATE, BudgetAdd(tokens=args.add, by=args.by), result_type=str
-            ),
-            args.wait,
-        )
-    except WorkflowUpdateFailedError as e:
-        cause = e.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-        raise UsageError(f"job {args.job}: {message}") from None
-    except TimeoutError:
-        err(
-            f"no worker of job {args.job}'s task queue {queue!r} took the update within "
-            f"{args.wait}s: start {queues.how_to_serve(queue)}, then see "
-            f"`agentparallels status {args.job}`"
-        )
+    said = await update_running_job(
+        client,
+        handle,
+        desc,
+        names.BUDGET_UPDATE,
+        BudgetAdd(tokens=args.add, by=args.by),
+        wait=args.wait,
+        ended="there is no budget to add to; start it again with a larger --budget-tokens",
+        nothing="no tokens were added",
+        again="add them again",
+    )
+    if said is None:
         return 1
     print(f"job {args.job}: {said}")
     return 0

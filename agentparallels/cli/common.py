@@ -19,7 +19,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from agentparallels import devserver, queues, tracing
@@ -31,7 +38,6 @@ from agentparallels.core.models import Progress, RefactorResult
 from agentparallels.ops import existing
 
 __all__ = [
-    "user_name",
     "BAD_INPUT_EXIT",
     "DEFAULT_TASK_QUEUE",
     "FAILED",
@@ -55,6 +61,8 @@ __all__ = [
     "progress_of",
     "report_failure",
     "ui_link",
+    "update_running_job",
+    "user_name",
 ]
 
 WORKFLOW = names.REFACTOR
@@ -85,6 +93,49 @@ def user_name() -> str:
         return getpass.getuser()
     except Exception:  # no user name in this environment
         return ""
+
+
+async def update_running_job(
+    client: Client,
+    handle: WorkflowHandle,
+    desc: WorkflowExecutionDescription,
+    update: str,
+    arg: Any,
+    *,
+    wait: float,
+    ended: str,
+    nothing: str,
+    again: str,
+) -> str | None:
+    """Send ``update`` to a running job and return what it said; None when no worker serves
+    the job's queue or none took the update within ``wait`` seconds (both said on stderr,
+    ``nothing`` naming what did not happen, ``again`` what to do once a worker runs). A job
+    not running (``ended`` says what that means), or an update its validator refuses, is a
+    usage error naming why."""
+    job = handle.id
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        state = desc.status.name.lower() if desc.status else "unknown"
+        raise UsageError(f"job {job} is not running (it is {state}): {ended}")
+    queue = desc.task_queue
+    if not await queues.served(client, queue):  # an update reaches the job only via a worker
+        err(queues.unserved(job, queue, nothing, again))
+        return None
+    try:
+        said: str = await asyncio.wait_for(
+            handle.execute_update(update, arg, result_type=str), wait
+        )
+        return said
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        raise UsageError(f"job {job}: {message}") from None
+    except TimeoutError:
+        err(
+            f"no worker of job {job}'s task queue {queue!r} took it within {wait}s (the "
+            f"command that ran it may have ended): start {queues.how_to_serve(queue)}, then "
+            f"see `agentparallels status {job}`"
+        )
+        return None
 
 
 def positive(text: str) -> int:
