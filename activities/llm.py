@@ -16,9 +16,12 @@ Error classification (also in docs/model-calls.md):
 =============================================  ==========  ====================================
 What happened                                  Retried?    Raised as (``ApplicationError.type``)
 =============================================  ==========  ====================================
-408, 409, 429 rate limit, 5xx                  yes         ModelUnavailable, next retry after
+408, 409, 5xx                                  yes         ModelUnavailable, next retry after
                                                            ``retry-after-ms`` / ``retry-after``
                                                            or exponential back-off with jitter
+429 rate limit                                 yes         ModelRateLimited, next retry as
+                                                           above (the provider breaker does
+                                                           not count it: the provider is up)
 connection error, timeout, garbled response    yes         ModelUnavailable
 ``x-should-retry: true`` / ``false``           as it says  (overrides the rows above and below)
 429 ``insufficient_quota``, 402 billing        no          QuotaExhausted
@@ -136,13 +139,13 @@ def classify(e: BaseException, attempt: int) -> ApplicationError:
         if "insufficient_quota" in code or status == 402 or "billing" in code:
             return _error(errors.QUOTA_EXHAUSTED, text + " (add credit to the account)")
         transient = status in (408, 409, 429) or status >= 500
+        kind = errors.MODEL_THROTTLED if status == 429 else errors.MODEL_RETRYABLE
         if should in ("true", "false"):  # the provider's own word wins
             delay = _retry_delay(headers, attempt) if should == "true" else None
-            kind = errors.MODEL_RETRYABLE if transient or should == "true" else None
-            if kind is not None:
+            if transient or should == "true":
                 return _error(kind, text, retry_after=delay, retryable=should == "true")
         elif transient:
-            return _error(errors.MODEL_RETRYABLE, text, retry_after=_retry_delay(headers, attempt))
+            return _error(kind, text, retry_after=_retry_delay(headers, attempt), retryable=True)
         if status in (401, 403):
             return _error(errors.MODEL_AUTH, text + " (check the API key on the worker)")
         return _error(errors.MODEL_REJECTED, text)

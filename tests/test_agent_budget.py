@@ -214,6 +214,28 @@ async def test_a_provider_outage_opens_the_breaker_which_waits_probes_and_closes
     assert "breaker" in await phases_recorded(handle)
 
 
+async def test_a_throttled_provider_is_waited_for_without_opening_the_breaker(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """Four 429s in a row with a ``retry-after``: the provider is up, only busy. The step's
+    own retries wait out each ``retry-after`` and the breaker, opened by three outages, never
+    opens; one model-call step for the unit's call, answered at its fifth attempt."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
+    throttled = {"status": 429, "retry_after_ms": 50}
+    fake.push_thread(unit_marker("rename"), *[throttled] * 4, *[tools(FINISH)] * 3)
+    limits = AgentLimits(provider_failures=3, provider_cooldown_s=60, provider_probes=3)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake, test_cmd=None, limits=limits))
+        result = await asyncio.wait_for(handle.result(), 240)
+        events = await kinds(handle)
+    unit_handle = client.get_workflow_handle(f"{handle.id}/unit-rename-1")
+    assert result.outcome == "no_changes"
+    assert "provider_breaker_opened" not in events
+    assert await model_calls(unit_handle) == 1
+    assert sum(unit_marker("rename") in json.dumps(r.body) for r in fake.requests) == 5
+
+
 async def test_a_provider_down_for_good_ends_the_job_after_its_probes(
     client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
 ) -> None:

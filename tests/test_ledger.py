@@ -5,6 +5,7 @@ query and the UI show is what the ledger enforces."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from agentparallels.core.errors import BUDGET_EXCEEDED
 from agentparallels.core.llm import BudgetLimits, Grant, Reservation, Settlement
 from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
 from agentparallels.testing.fake_llm import FakeLLM
+from agentparallels.workflows import circuit_breaker
+from agentparallels.workflows.circuit_breaker import CircuitBreaker
 from agentparallels.workflows.ledger import Ledger
 from tests.support.repos import make_repo, snapshot, start_job
 
@@ -181,3 +184,35 @@ def test_what_an_earlier_run_spent_counts_against_the_budget() -> None:
     [(_, grant)] = ledger.reserve(reservation("s1", 1, 30))
     assert not grant.granted and "80 are spent of the job's budget of 100" in grant.reason
     assert ledger.remaining() == 20
+
+
+def test_while_the_probe_is_out_a_late_failure_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call granted before the breaker opened that fails while the half-open probe is out
+    says nothing newer than the failures that opened it: the breaker stays half-open with its
+    one probe, and no second probe goes after another cool-down. (The breaker reads workflow
+    time; the test gives it a clock of its own.)"""
+    now = [datetime(2026, 12, 3, tzinfo=UTC)]
+    monkeypatch.setattr(circuit_breaker.workflow, "now", lambda: now[0])
+    ledger = Ledger(BudgetLimits(), breaker=CircuitBreaker(2, timedelta(seconds=30)), probes=3)
+    assert ledger.reserve(reservation("late", 1, 10)) == [("late", Grant(id=1, granted=True))]
+    for rid in (1, 2):
+        assert ledger.reserve(reservation("u1", rid, 10)) == [("u1", Grant(id=rid, granted=True))]
+        ledger.settle(
+            Settlement(holder="u1", id=rid, phase="execute", tokens=0, outcome="unavailable")
+        )
+    assert ledger.breaker is not None and ledger.breaker.state == "open"
+    assert ledger.reserve(reservation("u1", 3, 10)) == []  # waits for the cool-down
+    now[0] += timedelta(seconds=31)
+    assert ledger.wake() == [("u1", Grant(id=3, granted=True))]  # the probe
+    late = Settlement(holder="late", id=1, phase="execute", tokens=0, outcome="unavailable")
+    assert ledger.settle(late) == []
+    assert ledger.breaker.state == "half-open" and ledger.probe == ("u1", 3)
+    assert ledger.reserve(reservation("u2", 1, 10)) == []
+    now[0] += timedelta(seconds=61)
+    assert ledger.wake() == []  # still one probe out: no second one
+    assert ledger.failed_probes == 0
+    ok = Settlement(holder="u1", id=3, phase="execute", tokens=5, outcome="ok")
+    assert ledger.settle(ok) == [("u2", Grant(id=1, granted=True))]
+    assert ledger.breaker.state == "closed"

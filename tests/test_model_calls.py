@@ -180,14 +180,17 @@ RETRYABLE = {
 async def test_transient_failure_is_retried(
     client: Client, task_queue: str, fake: FakeLLM, provider: str, failure: dict
 ) -> None:
-    """A transient failure is retried as ModelUnavailable and the next answer is returned."""
+    """A transient failure is retried as ModelUnavailable (ModelRateLimited when throttled)
+    and the next answer is returned."""
     fake.push(failure, {"content": "recovered answer"})
     handle, result = await run(client, task_queue, request(fake, provider))
     assert isinstance(result, AskResult), result.cause
     assert [a.text for a in result.answers] == ["recovered answer"]
     assert [r.path for r in fake.requests] == [PATHS[provider]] * 2
     [(attempt, last)] = await last_failures(handle)
-    assert (attempt, failure_type(last)) == (2, "ModelUnavailable")
+    throttled = failure.get("status") == 429 or failure.get("error") == "rate_limit"
+    kind = "ModelRateLimited" if throttled else "ModelUnavailable"
+    assert (attempt, failure_type(last)) == (2, kind)
 
 
 async def test_retry_reason_survives_in_the_history(

@@ -190,6 +190,8 @@ class Ledger:
         if self.breaker is None:
             return
         was_probe = self.probe == (s.holder, s.id)
+        if self.probe is not None and not was_probe:
+            return  # a call granted before the breaker opened: while out, the probe decides
         if was_probe:
             self.probe = None
         if s.outcome == "ok":

@@ -56,7 +56,11 @@ RESULT_MISMATCH = "ResultMismatch"
 reported changed but not, a blob other than the shard's, a path no shard touched)."""
 
 MODEL_RETRYABLE = "ModelUnavailable"
-"""A model call failed in a way a later attempt can get past (throttled, overloaded, cut off)."""
+"""A model call failed in a way a later attempt can get past (overloaded, down, cut off)."""
+MODEL_THROTTLED = "ModelRateLimited"
+"""The provider throttled the call (429 without ``insufficient_quota``): retried after the
+provider's ``retry-after``; it says the provider is up, so the job's provider breaker does not
+count it as an outage."""
 MODEL_REJECTED = "ModelRequestRejected"
 """The provider refused the request as malformed or unknown (400, 404, 422)."""
 MODEL_AUTH = "ModelAuthFailed"
@@ -116,6 +120,7 @@ __all__ = [
     "MODEL_REJECTED",
     "PLAN_INVALID",
     "MODEL_RETRYABLE",
+    "MODEL_THROTTLED",
     "NON_RETRYABLE_TYPES",
     "NO_CAPABILITY",
     "OUTPUT_INVALID",
