@@ -34,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         BUDGET_EXCEEDED,
         CONTEXT_LENGTH,
         MODEL_RETRYABLE,
-        NON_RETRYABLE_TYPES,
         OUTPUT_INVALID,
     )
     from agentparallels.core.llm import (
@@ -50,9 +49,7 @@ with workflow.unsafe.imports_passed_through():
 
 CHARS_PER_TOKEN = 4
 """Estimate used for budget checks before a call; recorded usage replaces it afterwards."""
-PER_ATTEMPT = dataclasses.replace(
-    steps.MODEL_RETRY, non_retryable_error_types=[*NON_RETRYABLE_TYPES, MODEL_RETRYABLE]
-)
+PER_ATTEMPT = dataclasses.replace(steps.MODEL_RETRY, non_retryable_error_types=[MODEL_RETRYABLE])
 """The model step's retries under a job's provider breaker: a ``ModelUnavailable`` attempt
 comes back to the workflow at once, for the breaker to count and to wait on; a worker that
 dies mid-call (a timeout) is still retried by the server, finitely."""

@@ -140,9 +140,11 @@ MODEL_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=6,
-    non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
-"""Finite and bounded: a model that keeps failing stops the step after six attempts."""
+"""Finite and bounded: a model that keeps failing stops the step after six attempts. It lists
+no error types: the model step marks each error it raises retryable or not itself
+(``activities.llm._error``), and the list of every project type would cost about 400 bytes of
+history per model call, in every agent turn."""
 NONE = type(None)
 MODEL_HEARTBEAT = timedelta(seconds=10)
 """Heartbeat timeout of the model step: a dead worker's call is asked again on another worker
