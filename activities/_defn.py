@@ -63,6 +63,13 @@ def _register(fn: Callable[P, R], name: str, config: Settings) -> Callable[P, R]
     return activity.defn(name=name)(body)
 
 
+def _remote() -> bool:
+    """Whether the step runs as an activity of the server's that heartbeats: not when called
+    as a plain function (a test, a bench), nor as a local activity, which the workflow task's
+    timeout watches instead."""
+    return activity.in_activity() and not activity.info().is_local
+
+
 def _heartbeating_async(fn: Callable[P, Any], every: timedelta) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def run(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -71,7 +78,7 @@ def _heartbeating_async(fn: Callable[P, Any], every: timedelta) -> Callable[P, A
                 activity.heartbeat()
                 await asyncio.sleep(every.total_seconds() / 5)
 
-        beating = asyncio.create_task(beat()) if activity.in_activity() else None
+        beating = asyncio.create_task(beat()) if _remote() else None
         try:
             return await fn(*args, **kwargs)
         finally:
@@ -88,7 +95,7 @@ def _heartbeating(fn: Callable[P, R], every: timedelta) -> Callable[P, R]:
         ctx = contextvars.copy_context()
 
         def beat() -> None:  # at once (the step may have waited to start), then every 1/5
-            if not activity.in_activity():  # called as a plain function (a test, a bench)
+            if not _remote():
                 return
             activity.heartbeat()
             while not done.wait(every.total_seconds() / 5):

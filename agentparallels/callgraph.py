@@ -12,7 +12,8 @@ job's report. Mermaid renders in GitHub, GitLab and most Markdown viewers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from temporalio.api.common.v1 import Payload
@@ -62,6 +63,41 @@ _WORKFLOW_END = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued as new",
 }
 _BAD = {"failed", "timed out", "cancelled", "terminated"}
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker the SDK records for each local activity (a unit's short tool steps)."""
+
+
+@dataclass(frozen=True)
+class LocalActivity:
+    """What the marker of a local activity records."""
+
+    activity: str
+    attempt: int
+    result: Sequence[Payload]
+    """Its result, still encoded (empty when it failed)."""
+
+
+def local_activity(e: HistoryEvent) -> LocalActivity | None:
+    """The local activity event ``e`` records, or None when it is not such a marker. The
+    marker's data is the SDK's own JSON, never encoded; its result is a payload like any."""
+    marker = e.marker_recorded_event_attributes
+    if not e.HasField("marker_recorded_event_attributes"):
+        return None
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return None
+    data = marker.details["data"].payloads
+    try:
+        info = json.loads(data[0].data) if data else {}
+    except ValueError:
+        return None
+    result = marker.details["result"].payloads if "result" in marker.details else ()
+    return LocalActivity(
+        activity=str(info.get("activity_type") or "local activity"),
+        attempt=max(int(info.get("attempt") or 1), 1),
+        result=tuple(result),
+    )
+
+
 _ACTIVITY_EVENTS = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
     EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED,
@@ -211,6 +247,8 @@ class _Reader:
             await self._activity(run, e)
         elif t in _CHILD_EVENTS:
             await self._child(run, e)
+        elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
+            await self._local(e)
         elif t in _WORKFLOW_END:
             flow.status = _WORKFLOW_END[t]
             if t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
@@ -219,19 +257,36 @@ class _Reader:
                 payloads = e.workflow_execution_completed_event_attributes.result.payloads
                 flow.result = payloads[0] if payloads else None
 
+    async def _call(self, name: str, e: HistoryEvent) -> Call:
+        """The node of a call of ``name`` with the summary of event ``e``, counted once more."""
+        summary = await _text(self.client, e.user_metadata.summary)
+        summary = self.group(self.flow.workflow_type, name, summary)
+        call = self.by_key.get((name, summary))
+        if call is None:
+            self.order += 1
+            call = self.by_key[(name, summary)] = Call(name, summary, self.order)
+            self.flow.calls.append(call)
+        call.count += 1
+        return call
+
+    async def _local(self, e: HistoryEvent) -> None:
+        """A local activity: one marker says what ran, how many attempts it took and how it
+        ended."""
+        local = local_activity(e)
+        if local is None:
+            return
+        call = await self._call(local.activity, e)
+        call.retries += local.attempt - 1
+        marker = e.marker_recorded_event_attributes
+        if marker.HasField("failure"):
+            call.failed += 1
+            call.error = marker.failure.message
+
     async def _activity(self, run: int, e: HistoryEvent) -> None:
         t = e.event_type
         if t == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             name = e.activity_task_scheduled_event_attributes.activity_type.name
-            summary = await _text(self.client, e.user_metadata.summary)
-            summary = self.group(self.flow.workflow_type, name, summary)
-            call = self.by_key.get((name, summary))
-            if call is None:
-                self.order += 1
-                call = self.by_key[(name, summary)] = Call(name, summary, self.order)
-                self.flow.calls.append(call)
-            call.count += 1
-            self.scheduled[run, e.event_id] = call
+            self.scheduled[run, e.event_id] = await self._call(name, e)
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             a = e.activity_task_started_event_attributes
             call = self.scheduled[run, a.scheduled_event_id]

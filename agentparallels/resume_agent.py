@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentparallels import resume
+from agentparallels import callgraph, resume
 from agentparallels.core import names
 from agentparallels.core.agentjob import (
     REPAIR_UNIT,
@@ -212,15 +213,20 @@ async def _checkpoint(client: Client, unit: UnitInput, run_id: str) -> UnitCheck
     changed = list(dict.fromkeys(seed.changed)) if seed else []  # each file once
     tools: set[int] = set()
     for e in history.events:
+        result: Sequence[Payload] = ()
         if e.HasField("activity_task_scheduled_event_attributes"):
             if e.activity_task_scheduled_event_attributes.activity_type.name == names.AGENT_TOOL:
                 tools.add(e.event_id)
         elif e.HasField("activity_task_completed_event_attributes"):
             done = e.activity_task_completed_event_attributes
             if done.scheduled_event_id in tools:
-                [outcome] = await client.data_converter.decode(done.result.payloads, [ToolOutcome])
-                head = outcome.head
-                changed += [p for p in outcome.changed if p not in changed]
+                result = done.result.payloads
+        elif (local := callgraph.local_activity(e)) and local.activity == names.AGENT_TOOL:
+            result = local.result  # a short tool step, run as a local activity
+        if result:
+            [outcome] = await client.data_converter.decode(result, [ToolOutcome])
+            head = outcome.head
+            changed += [p for p in outcome.changed if p not in changed]
     if head == unit.start or not changed:
         return None
     return UnitCheckpoint(

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from agentparallels import worker
+from agentparallels.callgraph import local_activity
 from agentparallels.core.agentjob import PLANNER_MARKER, AgentLimits, unit_marker
 from agentparallels.core.attributes import PHASE
 from agentparallels.core.errors import BREAKER_OPEN, BUDGET_EXCEEDED, MODEL_AUTH
@@ -115,6 +117,51 @@ async def test_a_job_out_of_budget_pauses_and_budget_add_resumes_it_to_success(
     assert "def new_name()" in git(repo, "show", f"{result.branch}:pkg/a.py")
     assert events.index("budget_paused") < events.index("budget_added") < events.index("done")
     assert "budget" in await phases_recorded(handle)
+
+
+async def test_a_unit_spares_the_round_trips_it_can_credit_and_local_tool_steps(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM
+) -> None:
+    """With room in the budget the unit's first reservation brings a credit, and its next
+    calls spend it without a round trip to the job: one reservation for three calls in the
+    unit's history. The job still counts every token, and nothing stays reserved. The edit
+    ran as a local activity (a marker, no workflow task of its own); the check, a command
+    that may run for minutes, as an activity with its heartbeat."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    rename_unit(fake, first=50)
+    budget = BudgetLimits(total=100_000, shares={})
+    limits = AgentLimits(max_tokens=MAX_TOKENS)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(
+            client, task_queue, job(repo, fake, test_cmd=None, limits=limits, budget=budget)
+        )
+        result = await asyncio.wait_for(handle.result(), 240)
+        figures = await progress(handle)
+    assert result.outcome == "succeeded"
+    unit = client.get_workflow_handle(f"{handle.id}/unit-rename-1")
+    reserves, local, remote = 0, [], []
+    async for event in unit.fetch_history_events():
+        if event.HasField("signal_external_workflow_execution_initiated_event_attributes"):
+            sent = event.signal_external_workflow_execution_initiated_event_attributes
+            reserves += sent.signal_name == "budget_reserve"
+        elif (marker := local_activity(event)) is not None:
+            local.append((marker.activity, await summary_of(client, event)))
+        elif event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            remote.append((name, await summary_of(client, event)))
+    assert await model_calls(unit) == 3 and reserves == 1
+    assert local == [("agent.tool", "rename: edit pkg/a.py")]
+    assert [r for r in remote if r[0] == "agent.tool"] == [("agent.tool", "rename: check")]
+    spent = sum(p.spent for p in figures.budget)
+    assert spent == result.usage.total == 20 + 50 + 20 + 20, (figures.budget, result.usage)
+    assert sum(p.reserved for p in figures.budget) == 0
+    assert figures.remaining == 100_000 - spent
+
+
+async def summary_of(client: Client, event: HistoryEvent) -> str:
+    """The step's summary as the UI shows it."""
+    [text] = await client.data_converter.decode([event.user_metadata.summary], [str])
+    return text
 
 
 async def _phase_is(handle: WorkflowHandle, phase: str) -> Any:

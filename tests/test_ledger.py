@@ -186,6 +186,44 @@ def test_what_an_earlier_run_spent_counts_against_the_budget() -> None:
     assert ledger.remaining() == 20
 
 
+def test_a_credit_is_granted_while_nothing_waits_and_recalled_when_a_request_does() -> None:
+    """A holder that asks for a credit gets as much of it as the budget holds with everything
+    else reserved; a request that has to wait recalls every credit, once; the credit's single
+    settlement returns what it did not spend to the pool, and the waiting request goes on.
+    (Without credits every call of an agent unit waits for a grant signalled back.)"""
+    ledger = Ledger(BudgetLimits(total=1000, shares={}))
+    ask = Reservation(holder="u1", id=1, phase="execute", tokens=100, credit=700)
+    assert ledger.reserve(ask) == [("u1", Grant(id=1, granted=True, credit=700))]
+    assert ledger.remaining() == 200 and ledger.recalls() == []
+    ask = Reservation(holder="u2", id=1, phase="execute", tokens=100, credit=700)
+    assert ledger.reserve(ask) == [("u2", Grant(id=1, granted=True, credit=100))]
+    assert ledger.reserve(reservation("u3", 1, 150)) == []  # waits: the credits hold it all
+    assert ledger.recalls() == [("u1", 1), ("u2", 1)]
+    assert ledger.recalls() == []  # each credit is recalled once
+    settled = Settlement(holder="u1", id=1, phase="execute", tokens=300, outcome="ok")
+    assert ledger.settle(settled) == [("u3", Grant(id=1, granted=True))]
+    assert ledger.remaining() == 1000 - 300 - 200 - 150
+    ask = Reservation(holder="u1", id=2, phase="execute", tokens=10, credit=70)
+    assert ledger.reserve(ask) == [("u1", Grant(id=2, granted=True, credit=70))]
+
+
+def test_no_credit_while_the_provider_breaker_counts_a_failure() -> None:
+    """A failed call anywhere recalls every credit and no new one is given until a call
+    succeeds: the breaker must see each call while the provider may be failing."""
+    ledger = Ledger(BudgetLimits(), breaker=CircuitBreaker(5, timedelta(seconds=30)))
+    ask = Reservation(holder="u1", id=1, phase="execute", tokens=100, credit=700)
+    assert ledger.reserve(ask) == [("u1", Grant(id=1, granted=True, credit=700))]
+    assert ledger.reserve(reservation("u2", 1, 100)) == [("u2", Grant(id=1, granted=True))]
+    failed = Settlement(holder="u2", id=1, phase="execute", tokens=0, outcome="unavailable")
+    ledger.settle(failed)
+    assert ledger.recalls() == [("u1", 1)]
+    ask = Reservation(holder="u2", id=2, phase="execute", tokens=100, credit=700)
+    assert ledger.reserve(ask) == [("u2", Grant(id=2, granted=True))]  # no credit
+    ledger.settle(Settlement(holder="u2", id=2, phase="execute", tokens=90, outcome="ok"))
+    ask = Reservation(holder="u2", id=3, phase="execute", tokens=100, credit=700)
+    assert ledger.reserve(ask) == [("u2", Grant(id=3, granted=True, credit=700))]
+
+
 def test_while_the_probe_is_out_a_late_failure_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -31,18 +31,36 @@ Out = TypeVar("Out")
 
 
 async def call(
-    step: Step[In, Out], arg: In, *, summary: str | None = None, **overrides: Any
+    step: Step[In, Out],
+    arg: In,
+    *,
+    summary: str | None = None,
+    local: bool = False,
+    **overrides: Any,
 ) -> Out:
     """Run ``step`` on ``arg`` with its declared timeouts and retry policy; ``overrides``
     replace single options (e.g. a longer ``start_to_close_timeout``). The activity is named,
     not imported: workflow code never loads the activities floor. A cancel of the calling task
-    that the step outlived is raised at the caller's next wait (see the module docstring)."""
+    that the step outlived is raised at the caller's next wait (see the module docstring).
+
+    ``local``: run it as a local activity, in the workflow task of the worker that runs the
+    workflow, for short steps every workflow worker can do. Its result is one marker event
+    and no workflow task of its own, instead of three events and a workflow task; a worker
+    that dies in it fails the workflow task, and the next worker runs the step again (so it
+    must be idempotent, like every step). It has no heartbeat: the workflow task's timeout
+    stands for it."""
     options = step.settings.options() | overrides
     task = asyncio.current_task()
     before = task.cancelling() if task is not None else 0
-    result = await workflow.execute_activity(
-        step.name, arg, result_type=step.output, summary=summary, **options
-    )
+    if local:
+        options.pop("heartbeat_timeout", None)
+        result = await workflow.execute_local_activity(
+            step.name, arg, result_type=step.output, summary=summary, **options
+        )
+    else:
+        result = await workflow.execute_activity(
+            step.name, arg, result_type=step.output, summary=summary, **options
+        )
     if task is not None and task.cancelling() > before and workflow.patched(CANCEL_NOT_LOST):
         task.cancel()  # the step finished although cancelled: the cancel still stands
     return result

@@ -3,9 +3,10 @@
 Each turn is one recorded model call (``ModelSteps.ask``) offered the tools of
 ``agentjob.TOOLS``; each tool call it makes is one ``agent.tool`` step, keyed by where it stands
 in the unit (``<unit>/<call number>``), so a retried step finds the commit it already pushed
-and a replay sees the same decisions. The unit's head (its branch in the job's repository)
-moves with every successful edit: a checkpoint commit, the write-ahead log a unit on another
-worker resumes from.
+and a replay sees the same decisions; the short ones (:data:`LOCAL_TOOLS`) run as local
+activities, one marker each and no workflow task of their own. The unit's head (its branch in
+the job's repository) moves with every successful edit: a checkpoint commit, the write-ahead
+log a unit on another worker resumes from.
 
 Guards, all in workflow state: the circuit breaker stops the unit after ``breaker_threshold``
 consecutive failed checks; loop detection (:class:`workflows.loop_detect.ToolLoops`) sends one
@@ -32,7 +33,13 @@ from agentparallels.workflows import agent_context
 from agentparallels.workflows._call import call
 from agentparallels.workflows.agent_watch import ToolWatch
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
-from agentparallels.workflows.ledger import GRANT_SIGNAL, LedgerClient
+from agentparallels.workflows.ledger import (
+    CREDIT_CALLS,
+    GRANT_SIGNAL,
+    LEDGER_CREDIT,
+    RECALL_SIGNAL,
+    LedgerClient,
+)
 from agentparallels.workflows.loop_detect import ToolLoops
 from agentparallels.workflows.model_step import ModelSteps, estimate_tokens
 from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
@@ -66,6 +73,12 @@ TOOL_RETRY = dataclasses.replace(
 )  # fmt: skip
 """The tool step's retry policy naming only the error types it can raise: the full list costs
 about 400 bytes of history per tool call (see docs/agent.md, "Long sessions")."""
+LOCAL_TOOLS = frozenset({"list_files", "read_file", "search", "edit_file", "write_file"})
+"""Tools whose step is short (git reads, one edit and its checkpoint push) and runs as a local
+activity: one marker event and no workflow task of its own per call. ``run_check`` and
+``run_tests`` run commands for minutes and stay activities of their own, with a heartbeat."""
+LOCAL_TOOL_STEPS = "agent-local-tool-steps"
+"""Patch id: units started before it replay with every tool call an activity of its own."""
 NO_TOOL = "Call a tool. When your goal is met and checked, call finish with a short summary."
 
 
@@ -120,6 +133,8 @@ class _Unit:
         self.breaker = CircuitBreaker(threshold=inp.limits.breaker_threshold)
         self.loops = ToolLoops(inp.limits.repeat_limit, inp.limits.edits_without_check)
         self.watch = ToolWatch(inp)
+        self.local_tools = workflow.patched(LOCAL_TOOL_STEPS)
+        """Short tool steps run as local activities (units since ``LOCAL_TOOL_STEPS``)."""
         self.last_failure = ""
         self.runs = 1
         queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
@@ -198,6 +213,11 @@ class AgentUnitWorkflow:
         """The job's ledger answers a reservation (see workflows.ledger)."""
         self._ledger.granted(grant)
 
+    @workflow.signal(name=RECALL_SIGNAL)
+    def budget_recall(self, rid: int) -> None:
+        """The job's ledger wants this unit's credit ``rid`` back (see workflows.ledger)."""
+        self._ledger.recall(rid)
+
     @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> ShardProgress | None:
         return self._progress
@@ -206,6 +226,8 @@ class AgentUnitWorkflow:
     async def run(self, inp: UnitInput) -> UnitResult:
         if inp.ledger:
             self._ledger.parent_id = inp.parent_id
+            if workflow.patched(LEDGER_CREDIT):  # a credit spares most calls a round trip
+                self._ledger.credit_calls = CREDIT_CALLS
         # decided once, before any command; a continued run exists only where it was patched
         long = inp.carry is not None or workflow.patched(agent_context.LONG_SESSION)
         u = self._unit = _Unit(inp, self._ledger, long)
@@ -336,6 +358,7 @@ class AgentUnitWorkflow:
                 read_lines=inp.limits.read_lines,
             ),
             summary=f"{inp.unit.name}: {tool_summary(tc)}",
+            local=u.local_tools and tc.name in LOCAL_TOOLS,
             start_to_close_timeout=timedelta(seconds=inp.limits.command_timeout_s + 120),
             retry_policy=TOOL_RETRY,
         )

@@ -99,7 +99,7 @@ class JobLedger:
         for holder, grant in grants:
             if holder == own:
                 self.local.granted(grant)
-        await deliver([(h, g) for h, g in grants if h != own])
+        await deliver([(h, g) for h, g in grants if h != own], self.ledger.recalls())
 
     def hold(self) -> str | None:
         """The phase the job shows while model calls wait here; None: none waits."""

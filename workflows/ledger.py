@@ -21,6 +21,18 @@ Phases (plan, execute, verify) are enforced by the same ledger with ``BudgetLimi
 unspent budget flows forward, never back. The figures the UI shows (spent, reserved, remaining)
 are the ledger's own, so what a user reads is what is enforced.
 
+**Credit.** A round trip to the parent before every call costs a holder that calls the model
+turn after turn (an agent unit) about 100 ms and five events a call. Such a holder asks for a
+credit with its reservation (``Reservation.credit``, see :class:`LedgerClient`); the ledger
+grants one only while nothing else waits, the provider breaker is closed with no failure
+counted, and the budget holds it with everything else reserved. The holder's next calls in
+the same phase spend the credit without asking, and it settles them in one settlement when the
+credit runs short, when a call fails (at once: the breaker hears of every failure as it
+happens), before it continues as new and when it ends. A credit is reserved like any call, so
+the budget stays enforced; whenever the ledger could use it (a request waits, or the breaker
+counts a failure) it recalls every credit (:data:`RECALL_SIGNAL`), and each holder settles as
+soon as its call under way, if any, is done.
+
 Two options make the ledger the job's single gate for model calls (the coding agent uses both;
 ``workflows.job_ledger`` runs them):
 
@@ -38,7 +50,8 @@ Two options make the ledger the job's single gate for model calls (the coding ag
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
@@ -66,6 +79,12 @@ SETTLE_SIGNAL = names.SETTLE_SIGNAL
 """Shard to parent: a :class:`Settlement`."""
 GRANT_SIGNAL = names.GRANT_SIGNAL
 """Parent to shard: a :class:`Grant`."""
+RECALL_SIGNAL = names.RECALL_SIGNAL
+"""Parent to shard: settle your credit as soon as no call of yours is under way."""
+CREDIT_CALLS = 8
+"""A credit asked for covers about this many calls of the first one's estimate."""
+LEDGER_CREDIT = "ledger-credit"
+"""Patch id: units started before it reserve and settle every call with the parent."""
 JOB_LEDGER = "job-token-ledger"
 """Patch id: jobs started before the ledger replay with fixed per-shard shares."""
 
@@ -99,6 +118,10 @@ class Ledger:
         self.cost_usd: float | None = 0.0
         """Dollars the settled calls cost; None once one had no price."""
         self._cooldown = breaker.cooldown if breaker is not None else None
+        self.credits: set[tuple[str, int]] = set()
+        """Held reservations that carry a credit."""
+        self.recalled: set[tuple[str, int]] = set()
+        """Credits already recalled (a recall is signalled once)."""
 
     @property
     def total_spent(self) -> int:
@@ -125,6 +148,8 @@ class Ledger:
     def settle(self, s: Settlement) -> list[tuple[str, Grant]]:
         """Count what a call used and return the rest of its reservation to the pool."""
         self.held.pop((s.holder, s.id), None)
+        self.credits.discard((s.holder, s.id))
+        self.recalled.discard((s.holder, s.id))
         self.spent[s.phase] = self.spent.get(s.phase, 0) + s.tokens
         if s.tokens and (s.cost_usd is None or self.cost_usd is None):
             self.cost_usd = None
@@ -137,6 +162,8 @@ class Ledger:
         """A shard has ended: whatever it holds or waits for goes back to the pool."""
         for key in [k for k in self.held if k[0] == holder]:
             del self.held[key]
+            self.credits.discard(key)
+            self.recalled.discard(key)
         self.waiting = [r for r in self.waiting if r.holder != holder]
         if self.probe is not None and self.probe[0] == holder and self.breaker is not None:
             self.probe = None
@@ -180,6 +207,36 @@ class Ledger:
             more = self.budget.model_copy(update={"total": total + mid})
             low, high = (mid, high) if more.refusal(r.phase, used, r.tokens) else (low, mid)
         return high
+
+    def recalls(self) -> list[tuple[str, int]]:
+        """Credits to ask back now, as (holder, reservation id), each once: whenever a
+        request waits, or the provider breaker has counted a failure, a credit must not let
+        calls pass the ledger."""
+        if not self.credits or not (self.waiting or not self._clear()):
+            return []
+        due = sorted(self.credits - self.recalled)
+        self.recalled.update(due)
+        return due
+
+    def _clear(self) -> bool:
+        """The provider breaker, if any, is closed with no failure counted."""
+        b = self.breaker
+        return b is None or (b.state == "closed" and b.failures == 0 and self.probe is None)
+
+    def _credit(self, r: Reservation) -> int:
+        """The most of ``r.credit`` the ledger can give with the call: none while anything
+        else waits or the breaker is not clear, else the most the budget holds."""
+        if not r.credit or len(self.waiting) > 1 or not self._clear():
+            return 0
+        used = self.used()
+        if self.budget.refusal(r.phase, used, r.tokens + r.credit) is None:
+            return r.credit
+        low, high = 0, r.credit  # low fits, high does not: the budget rule is monotonic
+        while high - low > 1:
+            mid = (low + high) // 2
+            fits = self.budget.refusal(r.phase, used, r.tokens + mid) is None
+            low, high = (mid, high) if fits else (low, mid)
+        return low
 
     def wake(self) -> list[tuple[str, Grant]]:
         """Decide again (the breaker's cool-down has passed)."""
@@ -238,8 +295,12 @@ class Ledger:
                     return None
                 if half_open:
                     self.probe = (r.holder, r.id)
-            self.held[(r.holder, r.id)] = r
-            return Grant(id=r.id, granted=True)
+            credit = self._credit(r)
+            key = (r.holder, r.id)
+            self.held[key] = r.model_copy(update={"tokens": r.tokens + credit, "credit": 0})
+            if credit:
+                self.credits.add(key)
+            return Grant(id=r.id, granted=True, credit=credit)
         if why := self.budget.refusal(r.phase, self.used(held=False), r.tokens):
             if self.pause:
                 return None  # blocked: it waits for more budget (see add, refuse_blocked)
@@ -277,12 +338,14 @@ def _seconds(d: timedelta) -> str:
     return f"{n:g} s" if n < 120 else f"{n / 60:g} min"
 
 
-async def deliver(grants: list[tuple[str, Grant]]) -> None:
-    """The parent's side: signal each decision to the child that asked (a child that has
-    ended meanwhile waits for nothing)."""
-    for holder, grant in grants:
+async def deliver(grants: list[tuple[str, Grant]], recalls: Sequence[tuple[str, int]] = ()) -> None:
+    """The parent's side: signal each decision to the child that asked, then each recall of a
+    credit, by its reservation id (a child that has ended meanwhile waits for nothing)."""
+    sends: list[tuple[str, str, Grant | int]] = [(h, GRANT_SIGNAL, g) for h, g in grants]
+    sends += [(holder, RECALL_SIGNAL, rid) for holder, rid in recalls]
+    for holder, name, arg in sends:
         try:
-            await workflow.get_external_workflow_handle(holder).signal(GRANT_SIGNAL, grant)
+            await workflow.get_external_workflow_handle(holder).signal(name, arg)
         except FailureError:
             pass
 
@@ -291,35 +354,85 @@ Outcome = Literal["", "ok", "unavailable"]
 """How a call went, as a settlement tells the provider breaker."""
 
 
-class LedgerClient:
-    """The shard's side: reserve before a call, settle after."""
+@dataclass
+class _Credit:
+    """A holder's open credit: one reservation of the parent's that several calls spend."""
 
-    def __init__(self) -> None:
+    rid: int
+    phase: str
+    left: int
+    """Granted tokens neither spent nor held by a call under way."""
+    under_way: list[int] = field(default_factory=list)
+    """The estimates of the calls under way on it, oldest first."""
+    spent: int = 0
+    cost_usd: float | None = 0.0
+    recalled: bool = False
+    """The parent wants it back: settle once no call is under way, spend no more."""
+    outcome: Outcome = "ok"
+    """How its calls went: ``ok``, or the first failure's (which closes it)."""
+    error: str = ""
+
+
+class LedgerClient:
+    """The shard's side: reserve before a call, settle after.
+
+    With ``credit_calls`` (an agent unit), a reservation also asks for a credit of about that
+    many calls (see the module's docstring): calls it covers reserve and settle here, without a
+    signal, and one settlement reports them all."""
+
+    def __init__(self, credit_calls: int = 0) -> None:
         self.parent_id: str | None = None
         """Set when the job keeps a ledger; None: the shard checks its own budget."""
+        self.credit_calls = credit_calls
         self._next = 0
         self._grants: dict[int, Grant] = {}
         self._sent: list[asyncio.Future[None]] = []
+        self._credit: _Credit | None = None
+        self._recalled: set[int] = set()
+        """Credits the parent asked back (by reservation id)."""
 
     def granted(self, grant: Grant) -> None:
         """The shard's signal handler for :data:`GRANT_SIGNAL`."""
         self._grants[grant.id] = grant
 
+    def recall(self, rid: int) -> None:
+        """The shard's signal handler for :data:`RECALL_SIGNAL`: credit ``rid`` is settled as
+        soon as no call is under way on it, and spent no more. The recall may come in the same
+        workflow task as its grant, before :meth:`reserve` has opened the credit: it is kept
+        for it."""
+        self._recalled.add(rid)
+        if self._credit is not None and self._credit.rid == rid:
+            self._credit.recalled = True
+            self._close_if_idle()
+
     async def reserve(self, phase: str, tokens: int) -> int:
         """Wait until the parent grants ``tokens`` for a call in ``phase``; its reservation id.
         A refusal fails the shard with its reason (non-retryable): the budget's, or the
-        provider breaker's when the provider stayed down."""
+        provider breaker's when the provider stayed down. A call the open credit covers takes
+        its tokens from it, without asking."""
         assert self.parent_id is not None
+        c = self._credit
+        if c is not None:
+            if c.phase == phase and not c.recalled and c.left >= tokens:
+                c.left -= tokens
+                c.under_way.append(tokens)
+                return c.rid
+            c.recalled = True  # short: settle it, and ask the parent
+            self._close_if_idle()
         self._next += 1
         rid = self._next
         holder = workflow.info().workflow_id
-        request = Reservation(holder=holder, id=rid, phase=phase, tokens=tokens)
+        ask = tokens * (self.credit_calls - 1) if self.credit_calls and self._credit is None else 0
+        request = Reservation(holder=holder, id=rid, phase=phase, tokens=tokens, credit=ask)
         await self._request(request)
         await workflow.wait_condition(lambda: rid in self._grants)
         grant = self._grants.pop(rid)
         if not grant.granted:
             kind = grant.kind or BUDGET_EXCEEDED
             raise ApplicationError(grant.reason, type=kind, non_retryable=True)
+        if grant.credit and self._credit is None:
+            recalled = rid in self._recalled
+            self._credit = _Credit(rid, phase, grant.credit, [tokens], recalled=recalled)
         return rid
 
     def settle(
@@ -333,8 +446,22 @@ class LedgerClient:
         cost_usd: float | None = None,
     ) -> None:
         """Tell the parent what the call used and how it went; sent without waiting (see
-        :meth:`flush`)."""
+        :meth:`flush`). A call on the open credit is counted in it; the credit is settled
+        at once when the call did not succeed (the breaker must hear of it) or was recalled."""
         assert self.parent_id is not None
+        c = self._credit
+        if c is not None and rid == c.rid:
+            estimate = c.under_way.pop(0) if c.under_way else tokens
+            c.left += estimate - tokens
+            c.spent += tokens
+            if tokens and (cost_usd is None or c.cost_usd is None):
+                c.cost_usd = None
+            elif cost_usd is not None and c.cost_usd is not None:
+                c.cost_usd += cost_usd
+            if outcome != "ok" and c.outcome == "ok":
+                c.recalled, c.outcome, c.error = True, outcome, error
+            self._close_if_idle()
+            return
         s = Settlement(
             holder=workflow.info().workflow_id,
             id=rid,
@@ -346,8 +473,28 @@ class LedgerClient:
         )
         self._sent.append(asyncio.ensure_future(self._settled(s)))
 
+    def _close_if_idle(self) -> None:
+        """Settle a recalled credit once no call is under way on it."""
+        c = self._credit
+        if c is None or not c.recalled or c.under_way:
+            return
+        self._credit = None
+        s = Settlement(
+            holder=workflow.info().workflow_id,
+            id=c.rid,
+            phase=c.phase,
+            tokens=c.spent,
+            outcome=c.outcome,
+            error=c.error,
+            cost_usd=c.cost_usd if c.spent else None,
+        )
+        self._sent.append(asyncio.ensure_future(self._settled(s)))
+
     async def flush(self) -> None:
-        """Wait until the parent has received every settlement."""
+        """Wait until the parent has received every settlement, the open credit's too."""
+        if self._credit is not None:
+            self._credit.recalled = True
+            self._close_if_idle()
         for sent in self._sent:
             await sent
         self._sent.clear()
@@ -401,6 +548,9 @@ __all__ = [
     "LocalLedger",
     "Outcome",
     "deliver",
+    "CREDIT_CALLS",
+    "LEDGER_CREDIT",
+    "RECALL_SIGNAL",
     "RESERVE_SIGNAL",
     "SETTLE_SIGNAL",
 ]

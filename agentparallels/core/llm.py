@@ -238,6 +238,9 @@ class Reservation(Value):
     phase: str
     tokens: int
     """The call's estimate."""
+    credit: int = 0
+    """Tokens asked for beyond this call, for the holder's next calls in the same phase to
+    spend without asking (a credit; see ``workflows.ledger``); 0: this call only."""
 
 
 class Grant(Value):
@@ -249,6 +252,8 @@ class Grant(Value):
     """Why it was refused (the job then fails with this budget reason)."""
     kind: str = ""
     """The error type a refusal fails the call with; empty: ``BudgetExceeded``."""
+    credit: int = 0
+    """Tokens granted beyond the call (at most the reservation's ``credit``)."""
 
 
 class Settlement(Value):

@@ -41,6 +41,7 @@ __all__ = [
     "REFACTOR",
     "REJECT_UPDATE",
     "REMOVE_WORKTREE",
+    "RECALL_SIGNAL",
     "RESERVE_SIGNAL",
     "REVIEW",
     "RUN_CHECK",
@@ -122,6 +123,7 @@ SHARD_PROGRESS_SIGNAL = "shard_progress"
 RESERVE_SIGNAL = "budget_reserve"
 SETTLE_SIGNAL = "budget_settle"
 GRANT_SIGNAL = "budget_grant"
+RECALL_SIGNAL = "budget_recall"
 FEEDBACK_SIGNAL = "feedback"
 TOOL_FLAG_SIGNAL = "tool_flagged"
 """An agent unit to its job: a tool call outside the repository's baseline."""
