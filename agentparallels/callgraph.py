@@ -431,9 +431,12 @@ __all__ = [
     "ERROR_CHARS",
     "Flow",
     "Group",
+    "LOCAL_ACTIVITY_MARKER",
+    "LocalActivity",
     "MAX_RUNS",
     "SUMMARY_CHARS",
     "load",
+    "local_activity",
     "markdown",
     "mermaid",
 ]
