@@ -5,7 +5,6 @@ their timeouts and retry policies beside them (see ``activities._defn``). ``ALL`
 worker registers.
 """
 
-from agentparallels.activities.agent import run_tool
 from agentparallels.activities.agent_merge import merge_units
 from agentparallels.activities.agent_resume import recover_units
 from agentparallels.activities.agent_tools import agent_tool
@@ -43,7 +42,6 @@ ALL = [
     vote,
     read_diff,
     pollers,
-    run_tool,
     run_hook,
     merge_units,
     agent_tool,

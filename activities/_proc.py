@@ -64,7 +64,8 @@ def run_command(
     fails on a path the sandbox hides raises ``SandboxDenied`` naming it and the flag that
     exposes it (a failed test or check is never blamed for it). With ``denial_is_output`` only
     a command that could not start (exit 126 or 127) raises it; otherwise the explanation is
-    added to its output (the agent loop's feedback, where a model's answer may name anything)."""
+    added to its output (an agent unit's checks and tests, where the model's code may name
+    anything)."""
     with sandbox.jail(policy, command, cwd, tool_env(), extra_env) as jail:
         done = _run(jail.argv, jail.env, cwd, timeout_s)
         refused = jail.refused_forks()

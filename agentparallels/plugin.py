@@ -20,9 +20,8 @@ stand in for one activity and keep the rest.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from agentparallels import activities as project_activities
 from agentparallels import tracing
 from agentparallels import workflows as project_workflows
 from agentparallels.codec import data_converter as build_converter
-from agentparallels.core import tokens
 from agentparallels.core.errors import UsageError
 from agentparallels.encryption import Keyring
 from agentparallels.timeouts import TaskTimeouts
@@ -89,14 +87,6 @@ def _merged(ours: Sequence[Any], name: Callable[[Any], str]) -> Callable[[Any], 
     return merge
 
 
-@asynccontextmanager
-async def _loaded() -> AsyncIterator[None]:
-    """Load the token encoding before any workflow runs: loaded inside a workflow activation,
-    it can take longer than the SDK's 2 s deadlock bound on a busy machine."""
-    tokens.encoding()
-    yield
-
-
 class AgentParallelsPlugin(SimplePlugin):
     """The data converter, the tracing interceptor, the sandbox and the project's workflows and
     activities, for a client (converter, interceptor), a worker (all of it) and a replayer
@@ -129,7 +119,6 @@ class AgentParallelsPlugin(SimplePlugin):
             workflows=_merged(self.workflow_classes, _workflow_name),
             activities=_merged(self.activity_fns, _activity_name),
             workflow_runner=_runner,
-            run_context=_loaded,
         )
 
     def configure_worker(self, config: WorkerConfig) -> WorkerConfig:

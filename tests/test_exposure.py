@@ -299,35 +299,31 @@ def test_the_cli_puts_the_flags_in_the_job() -> None:
     assert Limits.model_validate({"sandbox": "none"}).sandbox == Sandbox(mode="none")
 
 
-def test_a_models_answer_never_widens_the_sandbox(outside: Path) -> None:
-    """The agent loop's tool runs the model's answer as a script whose #! line names a venv
-    holding a secret: what the workdir holds is never followed, so the venv stays hidden (the
-    script cannot even start) and no secret comes back; a plain read of it comes back as
-    output naming the hidden path."""
-    from agentparallels.activities.agent import run_tool
-    from agentparallels.core.agent import ToolInput
-
+def test_a_script_the_model_wrote_never_widens_the_sandbox(outside: Path) -> None:
+    """A script in the working directory (an agent unit's worktree, where the model writes)
+    whose #! line names a venv holding a secret: what the working directory holds is never
+    followed, so the venv stays hidden (the script cannot even start) and no secret comes back;
+    a plain read of it comes back as output naming the hidden path, as an agent unit's checks
+    and tests run their commands (``denial_is_output``)."""
     venv = venv_outside(outside)
     (venv / "secret.txt").write_text(SECRET)
     workdir = outside / "wd"
     workdir.mkdir()
-    script = f"#!{venv}/bin/python\nprint(open('{venv}/secret.txt').read())\n"
-    run = ToolInput(
-        command="chmod +x {answer} && {answer}",
-        workdir=str(workdir),
-        answer=script,
-        timeout_s=60,
-    )
+    script = workdir / "leak.py"
+    script.write_text(f"#!{venv}/bin/python\nprint(open('{venv}/secret.txt').read())\n")
+    script.chmod(0o755)
     with pytest.raises(ApplicationError) as denied:
-        run_tool(run)
+        run_command("./leak.py", workdir, 60, denial_is_output=True)
     assert (
         denied.value.type == SANDBOX_DENIED and f"hides {venv}/bin/python" in denied.value.message
     )
     assert SECRET not in denied.value.message
-    read = run.model_copy(
-        update={"command": "python3 {answer}", "answer": script[script.index("\n") :]}
+    done = run_command(
+        f"python3 -c \"print(open('{venv}/secret.txt').read())\"",
+        workdir,
+        60,
+        denial_is_output=True,
     )
-    done = run_tool(read)
     assert done.exit_code == 1 and SECRET not in done.output
     assert f"[the sandbox hides {venv}/secret.txt from" in done.output
 
@@ -336,16 +332,9 @@ def test_a_workdir_holding_the_workers_own_files_is_refused(
     planted: dict[str, Path], outside: Path
 ) -> None:
     """A tool's working directory is mounted writable, so one that holds the worker's cache
-    (other jobs' worktrees) or $HOME is refused before anything runs, as no shard's worktree
-    could."""
-    from agentparallels.activities.agent import run_tool
-    from agentparallels.core.agent import ToolInput
-
-    run = ToolInput(
-        command="cat cache/worktrees/*/*/app.py", workdir=str(outside), answer="", timeout_s=60
-    )
+    (other jobs' worktrees) or $HOME is refused before anything runs."""
     with pytest.raises(ApplicationError) as refused:
-        run_tool(run)
+        run_command("cat cache/worktrees/*/*/app.py", outside, 60)
     assert refused.value.type == SANDBOX_DENIED
     assert f"the working directory {outside} holds" in refused.value.message
     assert SECRET not in refused.value.message

@@ -30,7 +30,7 @@ def test_workflow_names_are_spelled_once_in_the_package() -> None:
         for p in (ROOT / folder).rglob("*.py")
         if not p.is_symlink() and ".venv" not in p.parts
     ] + [ROOT / "worker.py"]
-    for name in ("RefactorWorkflow", "ShardWorkflow", "ReviewWorkflow", "AgentLoopWorkflow"):
+    for name in ("RefactorWorkflow", "ShardWorkflow", "ReviewWorkflow", "AgentWorkflow"):
         spelled = [p for p in sources if re.search(rf'"{name}"', _code(p))]
         assert spelled == [ROOT / "agentparallels/core/names.py"], (name, spelled)
     assert names.REFACTOR == "RefactorWorkflow"

@@ -9,7 +9,6 @@ replay its old branch."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,8 @@ CHUNKS = 8
 
 def test_the_corpus_has_every_kind_of_history() -> None:
     """Rename, codemod, model-driven, approved and hooked jobs, each also failed and rolled
-    back; reviews, agent loops and coding agents, passing and failing; parents and children;
-    and the older recordings of patched code."""
+    back; reviews and coding agents, passing and failing; parents and children; and the older
+    recordings of patched code."""
     names = {h.stem for h in CURRENT}
     assert {"recorded-rename", "recorded-rename-tests-fail"} <= names  # rolled back by tests
     assert {"recorded-codemod", "recorded-codemod-breaker"} <= names  # ... by the breaker
@@ -40,7 +39,6 @@ def test_the_corpus_has_every_kind_of_history() -> None:
     assert {"recorded-approved", "recorded-rejected"} <= names  # approval update, both ways
     assert {"recorded-choreography", "recorded-cancelled"} <= names  # hooks, pause; cancel
     assert {"recorded-review", "recorded-review-rejected"} <= names  # a committee
-    assert {"recorded-agent-loop", "recorded-agent-loop-budget"} <= names
     assert "recorded-ledger" in names  # a budgeted job: reserve, grant and settle signals
     assert {"recorded-agent", "recorded-agent-breaker"} <= names  # the coding agent, both ways
     assert any("__" in n for n in names)  # children too
@@ -99,27 +97,3 @@ def test_replay_command_reports_success_and_the_diverging_event(tmp_path: Path) 
     assert bad.returncode == 1
     assert "tampered: does not replay: NondeterminismError" in bad.stdout
     assert "refactor.plan" in bad.stdout
-
-
-async def test_replay_loads_the_token_encoding_outside_the_workflow(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An encoding that takes longer to load than the SDK's 2 s deadlock timeout (as on a busy
-    machine) does not fail the replay of a workflow that counts tokens: it is loaded first."""
-    import tiktoken
-
-    from agentparallels.core import tokens
-
-    load_encoding = tiktoken.get_encoding
-
-    def slow(name: str) -> tiktoken.Encoding:
-        time.sleep(3)  # stands in for a starved CPU
-        return load_encoding(name)
-
-    tokens.encoding.cache_clear()
-    monkeypatch.setattr(tiktoken, "get_encoding", slow)
-    try:
-        [result] = await replay([load(HERE / "recorded-agent-loop.json")])
-    finally:
-        tokens.encoding.cache_clear()
-    assert result.failure is None

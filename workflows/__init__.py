@@ -5,7 +5,6 @@ Nothing here performs I/O, reads clocks or draws random numbers except through
 """
 
 from agentparallels.workflows.agent import AgentWorkflow
-from agentparallels.workflows.agent_loop import AgentLoopWorkflow
 from agentparallels.workflows.agent_unit import AgentUnitWorkflow
 from agentparallels.workflows.consensus import ReviewWorkflow
 from agentparallels.workflows.pipeline import PipelineWorkflow
@@ -19,14 +18,12 @@ ALL = [
     ReviewWorkflow,
     OrchestratorWorkflow,
     PipelineWorkflow,
-    AgentLoopWorkflow,
     AgentWorkflow,
     AgentUnitWorkflow,
 ]
 
 __all__ = [
     "ALL",
-    "AgentLoopWorkflow",
     "AgentUnitWorkflow",
     "AgentWorkflow",
     "OrchestratorWorkflow",

@@ -3,10 +3,11 @@
 A unit's conversation grows with every turn, and a model's window does not. Before each model
 call :class:`AgentUnitWorkflow` estimates the request (``model_step.estimate_tokens``, the
 figure the ledger reserves); past ``AgentLimits.context_threshold`` of the window the oldest
-turns go to a summarising model call (as ``workflows/compaction.py`` does for the agent loop)
-and one message holding the summary takes their place. Cuts fall only where no tool call is
-parted from its result: an assistant message that called tools stays with every ``tool``
-message answering it, on the same side of the cut, or the provider would refuse the request.
+turns go to a summarising model call (its system message and the summary's prefix are
+``workflows/compaction.py``'s) and one message holding the summary takes their place. Cuts
+fall only where no tool call is parted from its result: an assistant message that called
+tools stays with every ``tool`` message answering it, on the same side of the cut, or the
+provider would refuse the request.
 A context-length error from the provider forces the same compaction, and the call is made once
 more.
 

@@ -281,19 +281,6 @@ class BudgetAdd(Value):
     """Who added them (shown in the job's events)."""
 
 
-class Compaction(Value):
-    """When and how a conversation is compacted before a model call (garbage collection)."""
-
-    threshold: float = Field(0.6, gt=0, le=1)
-    """Compact when the conversation takes more than this fraction of the model's window."""
-    window_tokens: int | None = Field(None, ge=1)
-    """The model's window, in tokens; None: looked up in ``agentparallels.core.tokens.WINDOWS``."""
-    keep_turns: int = Field(4, ge=0)
-    """The newest turns, never summarised (the first turn, the task, is never either)."""
-    summary_tokens: int = Field(1024, ge=16)
-    """Longest summary, in tokens."""
-
-
 class StepsState(Value):
     """What a workflow's model calls have spent, carried across continue-as-new."""
 
@@ -324,7 +311,6 @@ def lookup_output(name: str) -> type[BaseModel]:
 __all__ = [
     "BudgetAdd",
     "BudgetLimits",
-    "Compaction",
     "DEFAULT_SHARES",
     "FileContext",
     "Grant",

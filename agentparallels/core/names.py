@@ -10,7 +10,6 @@ from __future__ import annotations
 
 __all__ = [
     "AGENT",
-    "AGENT_LOOP",
     "AGENT_TOOL",
     "AGENT_UNIT",
     "APPROVE_UPDATE",
@@ -21,7 +20,6 @@ __all__ = [
     "EDIT_FILES",
     "EVENTS_QUERY",
     "EVENTS_SIGNAL",
-    "FEEDBACK_SIGNAL",
     "GRANT_SIGNAL",
     "MERGE",
     "MODEL_CAPABILITY",
@@ -46,7 +44,6 @@ __all__ = [
     "REVIEW",
     "RUN_CHECK",
     "RUN_HOOK",
-    "RUN_TOOL",
     "SETTLE_SIGNAL",
     "SET_REF",
     "SHARD",
@@ -67,7 +64,6 @@ SHARD = "ShardWorkflow"
 REVIEW = "ReviewWorkflow"
 ORCHESTRATOR = "OrchestratorWorkflow"
 PIPELINE = "PipelineWorkflow"
-AGENT_LOOP = "AgentLoopWorkflow"
 AGENT = "AgentWorkflow"
 AGENT_UNIT = "AgentUnitWorkflow"
 
@@ -87,7 +83,6 @@ OPEN_LOG = "progress.open"
 RECORD_SHARD = "progress.shard_done"
 READ_DIFF = "review.diff"
 POLLERS = "route.pollers"
-RUN_TOOL = "agent.run_tool"
 RUN_HOOK = "hooks.run"
 AGENT_TOOL = "agent.tool"
 REPO_MAP = "agent.repo_map"
@@ -124,7 +119,6 @@ RESERVE_SIGNAL = "budget_reserve"
 SETTLE_SIGNAL = "budget_settle"
 GRANT_SIGNAL = "budget_grant"
 RECALL_SIGNAL = "budget_recall"
-FEEDBACK_SIGNAL = "feedback"
 TOOL_FLAG_SIGNAL = "tool_flagged"
 """An agent unit to its job: a tool call outside the repository's baseline."""
 

@@ -15,7 +15,6 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 from agentparallels.core import names
-from agentparallels.core.agent import ToolInput, ToolResult
 from agentparallels.core.agentjob import (
     RepoMap,
     RepoMapInput,
@@ -69,7 +68,6 @@ __all__ = [
     "REPO_MAP",
     "RUN_CHECK",
     "RUN_HOOK",
-    "RUN_TOOL",
     "SET_REF",
     "Settings",
     "UNIT_MERGE",
@@ -185,7 +183,6 @@ POLLERS = Step(
         retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
     ),
 )
-RUN_TOOL = Step(names.RUN_TOOL, ToolInput, ToolResult, Settings(LONG))
 RUN_HOOK = Step(names.RUN_HOOK, HookInput, HookRun, Settings(LONG))
 AGENT_TOOL = Step(names.AGENT_TOOL, ToolRequest, ToolOutcome, Settings(LONG))
 """One tool call of an agent unit; the workflow sets a start-to-close fitting the command."""
@@ -210,7 +207,6 @@ ALL: tuple[Step[Any, Any], ...] = (
     RECORD_SHARD,
     READ_DIFF,
     POLLERS,
-    RUN_TOOL,
     RUN_HOOK,
     UNIT_MERGE,
     AGENT_TOOL,

@@ -5,10 +5,11 @@ Counts use OpenAI's ``tiktoken`` with the ``cl100k_base`` encoding shipped insid
 it pins for OpenAI's published ``cl100k_base`` file, and nothing is downloaded, ever (plain
 ``tiktoken.get_encoding`` fetches its files from the network on first use). Other models
 tokenize differently (``o200k_base``, Anthropic's own tokenizer), by some ten per cent on code:
-counts here are for sizing shards and deciding when to compact, not for billing, which uses
-the usage the provider reports.
+counts here are for sizing shards and the coding agent's repository map, not for billing, which
+uses the usage the provider reports.
 
-Counting is deterministic (same text, same count), so workflow code may count too.
+Counting is deterministic (same text, same count). Activities count (the plan's shards, the
+repository map); workflow code estimates from characters (``model_step.estimate_tokens``).
 """
 
 from __future__ import annotations

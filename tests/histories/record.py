@@ -3,10 +3,9 @@ through the project's plugin (as every worker runs them): ``make histories``, or
 ``.venv/bin/python -m tests.histories.record [GROUP ...]``, after an intended change to workflow
 code (and add ``workflow.patched`` where running jobs must keep replaying). Groups: refactor
 (rename, codemod, model edit, approval, hooks, cancellation; each also failing and rolled back),
-ledger, agent-loop, review, orchestrator, pipeline, agent (default: all). Recording a group
-overwrites its files in tests/histories/. Recordings made before a ``workflow.patched``
-change, which exercise its old branch, live in tests/histories/patched/ and are never
-overwritten."""
+ledger, review, orchestrator, pipeline, agent (default: all). Recording a group overwrites its
+files in tests/histories/. Recordings made before a ``workflow.patched`` change, which exercise
+its old branch, live in tests/histories/patched/ and are never overwritten."""
 
 from __future__ import annotations
 
@@ -27,11 +26,10 @@ from agentparallels import (
     worker,
 )
 from agentparallels.core import attributes
-from agentparallels.core.agent import AgentLoopInput
 from agentparallels.core.checklist import ApprovalOptions, Decision
 from agentparallels.core.consensus import ReviewInput
 from agentparallels.core.events import Hook
-from agentparallels.core.llm import BudgetLimits, Compaction
+from agentparallels.core.llm import BudgetLimits
 from agentparallels.core.models import (
     CommandEdit,
     Limits,
@@ -223,38 +221,6 @@ async def record_refactor(client: Any, work: Path) -> None:
         )
         async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
             await run_job(client, "model-breaker", (inp, None))
-
-
-async def record_agent_loop(client: Any, work: Path) -> None:
-    """An agent loop long enough to compact its conversation (summary calls); and one whose
-    token budget runs out, which fails it (an agent loop changes no repository: nothing to roll
-    back)."""
-    with FakeLLM([], default={"content": "ok " * 20}) as fake:
-        compacting = AgentLoopInput(
-            task="say ok",
-            model="openai:fake",
-            base_url=fake.openai_base_url,
-            turns=10,
-            compaction=Compaction(window_tokens=300, keep_turns=2, summary_tokens=16),
-        )
-        broke = AgentLoopInput(
-            task="say ok",
-            model="openai:fake",
-            base_url=fake.openai_base_url,
-            turns=50,
-            max_tokens=5,
-            budget=BudgetLimits(total=300, shares={}),
-        )
-        async with worker.build_worker(client, worker.WorkerOptions(task_queue="record")):
-            for name, inp in (("agent-loop", compacting), ("agent-loop-budget", broke)):
-                handle = await client.start_workflow(
-                    "AgentLoopWorkflow", inp, id=f"recorded-{name}", task_queue="record"
-                )
-                try:
-                    await handle.result()
-                except Exception as e:  # the budget runs out on purpose
-                    print(f"{name}: {type(e).__name__}")
-                await save(client, handle.id)
 
 
 async def record_orchestrator(client: Any, work: Path) -> None:
@@ -463,7 +429,6 @@ GROUPS = {
     "agent": record_agent,
     "refactor": record_refactor,
     "ledger": record_ledger,
-    "agent-loop": record_agent_loop,
     "review": record_review,
     "orchestrator": record_orchestrator,
     "pipeline": record_pipeline,
