@@ -26,7 +26,7 @@ from tests.support.agent_script import CHECK, FILES, FINISH, edit, plan, tools, 
 from tests.support.cli import cli_env, run_cli, run_cli_async
 from tests.support.ports import free_port
 from tests.support.repos import git, make_repo, snapshot, src_layout_repo
-from tests.support.waits import until
+from tests.support.waits import progress, until
 from tests.test_agent import failure_of, job, start
 
 DOCSTRING = '    """One, renamed."""\n'
@@ -89,7 +89,10 @@ async def test_reviewers_reject_once_and_accept_after_the_units_rework(
         handle = await start(client, task_queue, job(repo, fake, test_cmd=None, review=review))
         result = await asyncio.wait_for(handle.result(), 240)
         events = await events_of(handle)
+        shown = await progress(handle)
     assert result.outcome == "succeeded"
+    [row] = shown.shards  # the unit's row counts both its runs
+    assert row.tokens == sum(u.usage.total for u in result.units) > result.units[-1].usage.total
     assert [r.approved for r in result.reviews] == [False, True]
     assert result.reviews[0].votes[0].comments[0].comment == "give old_name a docstring"
     assert result.reviews[0].votes[0].tool_calls == 2

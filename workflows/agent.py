@@ -138,6 +138,8 @@ class AgentWorkflow:
     def __init__(self) -> None:
         self._progress = Progress(job_id="", phase="queued")
         self._units: dict[str, ShardProgress] = {}
+        self._unit_tokens: dict[str, int] = {}
+        """Tokens of every finished run of each unit."""
         self._ledger: Ledger | None = None
         self._keeper: JobLedger | None = None
         """The ledger's pause and provider breaker (jobs since ``PAUSE_AND_BREAKER``)."""
@@ -645,9 +647,11 @@ class AgentWorkflow:
         self._watch.unit_done(result)
         if self._ledger is not None:
             await self._answer(self._ledger.release(f"{job.job_id}/{ref.name}"))
-        self._set_unit(
-            unit.name, state="done", files_done=len(result.files_changed), tokens=result.usage.total
+        # A unit run again (a review's rework) counts its earlier runs' tokens too.
+        spent = self._unit_tokens[unit.name] = (
+            self._unit_tokens.get(unit.name, 0) + result.usage.total
         )
+        self._set_unit(unit.name, state="done", files_done=len(result.files_changed), tokens=spent)
         self._events.record("unit_done", shard=unit.name, detail=result.summary[:300])
         return result
 
