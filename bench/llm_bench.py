@@ -10,7 +10,10 @@ talks to over TCP; it answers ``ok`` at once, so what is left is the cost of eac
   with one ``openai.AsyncOpenAI(..., max_retries=0)`` client, and (c) directly with a new client
   per call, as the activity makes one. Per-call milliseconds, durable/direct ratio, medians of
   ``--repeat`` runs (sides alternate which goes first), and CPU milliseconds per call (this
-  process and the dev server).
+  process and the dev server). And (d) the **raw SDK**: the same calls as a workflow of the
+  plain SDK (no plugin, no codec, no tracing, the default converter) executing a plain
+  activity that streams the same request with one reused client, as the model step reuses
+  its: what the project's step adds to Temporal's own cost (issue 15's goal: at most 1.15x).
 * **History bytes per call.** Workflows of ``--history-calls`` calls with prompts of
   ``--prompt-kib`` KiB each (every prompt different), run with the plain pydantic data
   converter (no codec; skipped where the history would pass Temporal's 50 MB limit or a payload
@@ -36,11 +39,14 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from temporalio import workflow
+from temporalio import activity, workflow
+from temporalio.converter import DataConverter
 
 from bench._machine import (
     dev_server_pid,
@@ -60,6 +66,8 @@ ROOT = Path(__file__).parent.parent  # __file__ is absolute for a script (Python
 RESULTS = ROOT / "bench" / "results" / "llm.json"
 MODEL = "openai:bench-model"
 GOAL_BYTES_PER_CALL = 2000
+GOAL_VS_RAW = 1.15
+"""Issue 15: the project's model step against the raw SDK's activity doing the same call."""
 HISTORY_LIMIT = 50 * 1024 * 1024
 """Temporal's default hard limit on a workflow's history size (the server terminates it)."""
 PAYLOAD_LIMIT = 2 * 1024 * 1024
@@ -98,6 +106,51 @@ class LlmBenchWorkflow:
             answer = await steps.ask(req)
             answered += answer.text == "ok"
         return answered
+
+
+@dataclass
+class RawInput:
+    calls: int
+    prompt_bytes: int
+    base_url: str
+
+
+RAW_ACTIVITY = "raw.model_call"
+
+
+@workflow.defn(name="RawSdkBenchWorkflow")
+class RawSdkBenchWorkflow:
+    """The raw SDK's side: ``calls`` plain activities in sequence, each the same HTTP call."""
+
+    @workflow.run
+    async def run(self, inp: RawInput) -> int:
+        answered = 0
+        for i in range(inp.calls):
+            text = await workflow.execute_activity(
+                RAW_ACTIVITY,
+                args=[i, inp.prompt_bytes, inp.base_url],
+                start_to_close_timeout=timedelta(minutes=10),
+                result_type=str,
+            )
+            answered += text == "ok"
+        return answered
+
+
+_RAW_CLIENTS: dict[str, Any] = {}
+
+
+@activity.defn(name=RAW_ACTIVITY)
+async def raw_model_call(i: int, size: int, base_url: str) -> str:
+    """The request ``call_model`` sends for the workflow's call ``i``, with one client per
+    endpoint reused across calls (as ``call_model`` reuses its)."""
+    import openai
+
+    client = _RAW_CLIENTS.get(base_url)
+    if client is None:
+        client = _RAW_CLIENTS[base_url] = openai.AsyncOpenAI(
+            api_key=os.environ["OPENAI_API_KEY"], base_url=base_url, max_retries=0
+        )
+    return await _stream_one(client, i, size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +236,15 @@ async def direct_calls(base_url: str, calls: int, size: int, *, client_per_call:
     return answered
 
 
+async def raw_calls(client: Any, queue: str, base_url: str, calls: int, size: int) -> None:
+    inp = RawInput(calls=calls, prompt_bytes=size, base_url=base_url)
+    answered = await client.execute_workflow(
+        RawSdkBenchWorkflow.run, inp, id=f"raw-bench-{uuid.uuid4().hex[:10]}", task_queue=queue
+    )
+    if answered != calls:
+        raise RuntimeError(f"raw SDK: {answered} of {calls} calls answered 'ok'")
+
+
 async def durable_calls(client: Any, queue: str, base_url: str, calls: int, size: int) -> Any:
     inp = BenchInput(calls=calls, prompt_bytes=size, base_url=base_url)
     handle = await client.start_workflow(
@@ -215,12 +277,24 @@ def bench_worker(client: Any, queue: str) -> Any:
 async def overhead(
     client: Any, base_url: str, args: argparse.Namespace, server_pid: int | None
 ) -> dict:
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
     size = args.overhead_prompt_bytes
     queue = f"llm-bench-{uuid.uuid4().hex[:10]}"
-    runs: dict[str, list[dict]] = {"durable": [], "direct": [], "direct_new_client": []}
-    async with bench_worker(client, queue):
-        # Warm up both paths (imports, the sandbox, connections) before any clock starts.
+    raw_queue = f"raw-bench-{uuid.uuid4().hex[:10]}"
+    plain = {"plugins": [], "interceptors": [], "data_converter": DataConverter.default}
+    raw = Client(**{**client.config(), **plain})  # the SDK as it comes: nothing of ours
+    raw_worker = Worker(
+        raw, task_queue=raw_queue, workflows=[RawSdkBenchWorkflow], activities=[raw_model_call]
+    )
+    runs: dict[str, list[dict]] = {
+        "durable": [], "raw_sdk": [], "direct": [], "direct_new_client": []
+    }  # fmt: skip
+    async with bench_worker(client, queue), raw_worker:
+        # Warm up every path (imports, the sandbox, connections) before any clock starts.
         await durable_calls(client, queue, base_url, 3, size)
+        await raw_calls(raw, raw_queue, base_url, 3, size)
         await direct_calls(base_url, 3, size, client_per_call=False)
         await direct_calls(base_url, 3, size, client_per_call=True)
         for rep in range(args.repeat):
@@ -229,6 +303,8 @@ async def overhead(
                 with Clock(server_pid) as clock:
                     if side == "durable":
                         await durable_calls(client, queue, base_url, args.calls, size)
+                    elif side == "raw_sdk":
+                        await raw_calls(raw, raw_queue, base_url, args.calls, size)
                     else:
                         answered = await direct_calls(
                             base_url, args.calls, size, client_per_call=side != "direct"
@@ -265,7 +341,7 @@ async def overhead(
                 1000 * statistics.median(r["cpu_server_s"] for r in rs) / args.calls, 2
             ),
         }
-    d, p, n = (per_call[k]["ms"] for k in ("durable", "direct", "direct_new_client"))
+    d, r, p, n = (per_call[k]["ms"] for k in ("durable", "raw_sdk", "direct", "direct_new_client"))
     every = [r for rs in runs.values() for r in rs]
     others = sum(r["cpu_others_s"] for r in every) / (
         sum(r["wall_s"] for r in every) * (os.cpu_count() or 1)
@@ -277,6 +353,8 @@ async def overhead(
         "runs": runs,
         "per_call": per_call,
         "ratio": round(d / p, 2),
+        "ratio_vs_raw_sdk": round(d / r, 2),
+        "raw_sdk_vs_direct": round(r / p, 2),
         "ratio_vs_new_client": round(d / n, 2),
         "added_ms_per_call": round(d - p, 2),
         "others_load": round(others, 3),
@@ -435,6 +513,7 @@ def fmt_overhead(o: dict) -> str:
     head = f"{'path':<34} {'ms/call':>8}  {'CPU ms/call':>11}  {'of which server':>15}"
     names = {
         "durable": "durable (workflow, ModelSteps.ask)",
+        "raw_sdk": "raw SDK (workflow, plain activity)",
         "direct": "direct (one AsyncOpenAI client)",
         "direct_new_client": "direct (new client per call)",
     }
@@ -449,6 +528,10 @@ def fmt_overhead(o: dict) -> str:
         f" (vs a new client per call {o['ratio_vs_new_client']:.2f}x)"
         f"; durability adds {o['added_ms_per_call']:.1f} ms per call"
         f" ({o['calls']} calls, {o['prompt_bytes']} B prompts, medians of {o['repeat']} runs)"
+    )
+    lines.append(
+        f"durable/raw SDK {o['ratio_vs_raw_sdk']:.2f}x (goal <= {GOAL_VS_RAW:.2f}x: what the"
+        f" project's step adds to Temporal's own); raw SDK/direct {o['raw_sdk_vs_direct']:.2f}x"
     )
     lines.append(
         f"other processes used {100 * o['others_load']:.0f}% of the machine's CPU meanwhile"
