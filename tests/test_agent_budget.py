@@ -229,12 +229,25 @@ async def test_budget_usage_mistakes_exit_2_naming_the_fix(
     )
 
 
-def outage(fake: FakeLLM, failures: int) -> None:
-    """The planner plans one unit, whose first ``failures`` calls get a 503; then it
-    finishes."""
+def outage(fake: FakeLLM, failures: int, failure: dict[str, Any] | None = None) -> None:
+    """The planner plans one unit, whose first ``failures`` calls get ``failure`` (a 503 by
+    default); then it finishes."""
     fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
     # Spare finishes: a busy worker's timed-out attempt is asked again and takes an entry.
-    fake.push_thread(unit_marker("rename"), *[{"status": 503}] * failures, *[tools(FINISH)] * 3)
+    failed = [failure or {"status": 503}] * failures
+    fake.push_thread(unit_marker("rename"), *failed, *[tools(FINISH)] * 3)
+
+
+async def run_outage(
+    client: Client, task_queue: str, tmp_path: Path, fake: FakeLLM, limits: AgentLimits
+) -> tuple[Any, list[str], WorkflowHandle]:
+    """The job :func:`outage` scripted, run to its end: its result, its events, its handle."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start(client, task_queue, job(repo, fake, test_cmd=None, limits=limits))
+        result = await asyncio.wait_for(handle.result(), 240)
+        events = await kinds(handle)
+    return result, events, handle
 
 
 async def test_a_provider_outage_opens_the_breaker_which_waits_probes_and_closes(
@@ -244,13 +257,9 @@ async def test_a_provider_outage_opens_the_breaker_which_waits_probes_and_closes
     open the job's breaker (phase ``breaker``); after the
     cool-down one probe goes, fails and opens it again for twice as long; the next probe
     succeeds, the breaker closes, and the job succeeds. Each wait is the cool-down's."""
-    repo = make_repo(tmp_path / "repo", FILES)
     outage(fake, failures=4)
     limits = AgentLimits(provider_failures=3, provider_cooldown_s=1.5, provider_probes=3)
-    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-        handle = await start(client, task_queue, job(repo, fake, test_cmd=None, limits=limits))
-        result = await asyncio.wait_for(handle.result(), 240)
-        events = await kinds(handle)
+    result, events, handle = await run_outage(client, task_queue, tmp_path, fake, limits)
     unit_handle = client.get_workflow_handle(f"{handle.id}/unit-rename-1")
     assert result.outcome == "no_changes"
     calls = [r.at for r in fake.requests if unit_marker("rename") in json.dumps(r.body)]
@@ -267,15 +276,9 @@ async def test_a_throttled_provider_is_waited_for_without_opening_the_breaker(
     """Four 429s in a row with a ``retry-after``: the provider is up, only busy. The step's
     own retries wait out each ``retry-after`` and the breaker, opened by three outages, never
     opens; one model-call step for the unit's call, answered at its fifth attempt."""
-    repo = make_repo(tmp_path / "repo", FILES)
-    fake.push_thread(PLANNER_MARKER, plan(unit("rename", ["pkg/a.py"])))
-    throttled = {"status": 429, "retry_after_ms": 50}
-    fake.push_thread(unit_marker("rename"), *[throttled] * 4, *[tools(FINISH)] * 3)
+    outage(fake, failures=4, failure={"status": 429, "retry_after_ms": 50})
     limits = AgentLimits(provider_failures=3, provider_cooldown_s=60, provider_probes=3)
-    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-        handle = await start(client, task_queue, job(repo, fake, test_cmd=None, limits=limits))
-        result = await asyncio.wait_for(handle.result(), 240)
-        events = await kinds(handle)
+    result, events, handle = await run_outage(client, task_queue, tmp_path, fake, limits)
     unit_handle = client.get_workflow_handle(f"{handle.id}/unit-rename-1")
     assert result.outcome == "no_changes"
     assert "provider_breaker_opened" not in events
