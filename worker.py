@@ -156,6 +156,10 @@ def _without_registrations(client: Client) -> Client:
     return Client(**config)
 
 
+LOCAL_ACTIVITIES = 8
+"""Local activities a job worker runs at once (one per agent unit's tool call under way)."""
+
+
 def _job_worker(
     client: Client,
     queue: str,
@@ -168,10 +172,15 @@ def _job_worker(
         task_queue=queue,
         workflows=workflow_classes,
         activities=activity_fns,
+        # Local activities (an agent unit's short tool steps) run on the same executor: a
+        # thread for each, so that none waits behind a long step (or a step, whose heartbeat
+        # starts in its thread, behind them).
         activity_executor=ThreadPoolExecutor(
-            max_workers=options.max_concurrent_activities, thread_name_prefix="activity"
+            max_workers=options.max_concurrent_activities + LOCAL_ACTIVITIES,
+            thread_name_prefix="activity",
         ),
         max_concurrent_activities=options.max_concurrent_activities,
+        max_concurrent_local_activities=LOCAL_ACTIVITIES,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=options.sticky_timeout_s),
         max_heartbeat_throttle_interval=HEARTBEAT_EVERY,
@@ -309,6 +318,7 @@ __all__ = [
     "DEFAULT_TASK_QUEUE",
     "GARBAGE_EVERY_S",
     "HEARTBEAT_EVERY",
+    "LOCAL_ACTIVITIES",
     "MODEL_CALL",
     "WorkerGroup",
     "WorkerOptions",

@@ -26,7 +26,9 @@ from agentparallels.core.agentjob import (
     AgentResult,
     unit_marker,
 )
+from agentparallels.core.attributes import TOKENS
 from agentparallels.core.errors import BREAKER_OPEN, ITERATION_CAP, LOOP_DETECTED, PLAN_INVALID
+from agentparallels.core.llm import ModelAnswer
 from agentparallels.testing.fake_llm import FakeLLM
 from tests.support.agent_script import (
     CHECK,
@@ -139,11 +141,32 @@ async def test_a_unit_that_keeps_failing_its_check_trips_the_breaker_and_rolls_b
         tools(CHECK),
     )
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-        error = await failure_of(await start(client, task_queue, job(repo, fake)))
+        handle = await start(client, task_queue, job(repo, fake))
+        error = await failure_of(handle)
     assert error.type == BREAKER_OPEN
     assert "unit rename: 3 consecutive failed checks" in error.message
     assert "pkg/a.py" in error.message
     assert snapshot(repo) == before
+    # The failed unit settled what its calls spent on its credit: the job counted them all.
+    unit_handle = client.get_workflow_handle(f"{handle.id}/unit-rename-1")
+    spent = await tokens_of(client, handle) + await tokens_of(client, unit_handle)
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(TOKENS) == spent > 0
+
+
+async def tokens_of(client: Client, handle: WorkflowHandle) -> int:
+    """Tokens the model calls of one workflow used, from their recorded answers."""
+    scheduled, total = set(), 0
+    async for e in handle.fetch_history_events():
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            if e.activity_task_scheduled_event_attributes.activity_type.name == "llm.call":
+                scheduled.add(e.event_id)
+        elif e.HasField("activity_task_completed_event_attributes"):
+            done = e.activity_task_completed_event_attributes
+            if done.scheduled_event_id in scheduled:
+                [answer] = await client.data_converter.decode(done.result.payloads, [ModelAnswer])
+                total += answer.usage.total
+    return total
 
 
 async def test_repeating_one_call_with_no_change_warns_once_then_stops_the_unit(

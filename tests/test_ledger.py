@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
@@ -21,8 +23,9 @@ from agentparallels.core.llm import BudgetLimits, Grant, Reservation, Settlement
 from agentparallels.core.models import Limits, ModelEdit, PhaseBudget, Progress, RefactorInput
 from agentparallels.testing.fake_llm import FakeLLM
 from agentparallels.workflows import circuit_breaker
+from agentparallels.workflows import ledger as ledger_module
 from agentparallels.workflows.circuit_breaker import CircuitBreaker
-from agentparallels.workflows.ledger import Ledger
+from agentparallels.workflows.ledger import Ledger, LedgerClient
 from tests.support.repos import make_repo, snapshot, start_job
 
 BIG = "".join(f"CONSTANT_NUMBER_{i} = {i * 7919}\n" for i in range(120))
@@ -188,23 +191,43 @@ def test_what_an_earlier_run_spent_counts_against_the_budget() -> None:
 
 def test_a_credit_is_granted_while_nothing_waits_and_recalled_when_a_request_does() -> None:
     """A holder that asks for a credit gets as much of it as the budget holds with everything
-    else reserved; a request that has to wait recalls every credit, once; the credit's single
-    settlement returns what it did not spend to the pool, and the waiting request goes on.
-    (Without credits every call of an agent unit waits for a grant signalled back.)"""
-    ledger = Ledger(BudgetLimits(total=1000, shares={}))
+    else reserved and room left for eight more calls of its size; a request that has to wait
+    recalls every credit, once; the credit's single settlement returns what it did not spend
+    to the pool, and the waiting request goes on. (Without credits every call of an agent
+    unit waits for a grant signalled back.)"""
+    ledger = Ledger(BudgetLimits(total=10_000, shares={}))
+    ask = Reservation(holder="u0", id=1, phase="execute", tokens=100, credit=700)
+    assert ledger.reserve(ask) == [("u0", Grant(id=1, granted=True, credit=700))]
+    ledger.settle(Settlement(holder="u0", id=1, phase="execute", tokens=9000, outcome="ok"))
     ask = Reservation(holder="u1", id=1, phase="execute", tokens=100, credit=700)
-    assert ledger.reserve(ask) == [("u1", Grant(id=1, granted=True, credit=700))]
-    assert ledger.remaining() == 200 and ledger.recalls() == []
+    assert ledger.reserve(ask) == [("u1", Grant(id=1, granted=True, credit=100))]  # room: 800
     ask = Reservation(holder="u2", id=1, phase="execute", tokens=100, credit=700)
-    assert ledger.reserve(ask) == [("u2", Grant(id=1, granted=True, credit=100))]
-    assert ledger.reserve(reservation("u3", 1, 150)) == []  # waits: the credits hold it all
-    assert ledger.recalls() == [("u1", 1), ("u2", 1)]
+    assert ledger.reserve(ask) == [("u2", Grant(id=1, granted=True))]  # no room for a credit
+    assert ledger.recalls() == []
+    assert ledger.reserve(reservation("u3", 1, 750)) == []  # waits: u1's credit holds it
+    assert ledger.recalls() == [("u1", 1)]
     assert ledger.recalls() == []  # each credit is recalled once
-    settled = Settlement(holder="u1", id=1, phase="execute", tokens=300, outcome="ok")
+    settled = Settlement(holder="u1", id=1, phase="execute", tokens=150)
     assert ledger.settle(settled) == [("u3", Grant(id=1, granted=True))]
-    assert ledger.remaining() == 1000 - 300 - 200 - 150
-    ask = Reservation(holder="u1", id=2, phase="execute", tokens=10, credit=70)
-    assert ledger.reserve(ask) == [("u1", Grant(id=2, granted=True, credit=70))]
+    assert ledger.remaining() == 10_000 - 9000 - 150 - 100 - 750
+
+
+def test_credits_leave_room_for_every_other_holder() -> None:
+    """Four units whose calls of 10,000 tokens all fit a budget of 100,000 are all granted at
+    once: a credit takes only what leaves eight more such calls free, so none waits behind
+    another's credit."""
+    ledger = Ledger(BudgetLimits(total=100_000, shares={}))
+    grants = [
+        ledger.reserve(Reservation(holder=u, id=1, phase="execute", tokens=10_000, credit=70_000))
+        for u in ("a", "b", "c", "d")
+    ]
+    assert grants == [
+        [("a", Grant(id=1, granted=True, credit=10_000))],
+        [("b", Grant(id=1, granted=True))],
+        [("c", Grant(id=1, granted=True))],
+        [("d", Grant(id=1, granted=True))],
+    ]
+    assert ledger.remaining() == 100_000 - 50_000 and not ledger.waiting
 
 
 def test_no_credit_while_the_provider_breaker_counts_a_failure() -> None:
@@ -254,3 +277,57 @@ def test_while_the_probe_is_out_a_late_failure_changes_nothing(
     ok = Settlement(holder="u1", id=3, phase="execute", tokens=5, outcome="ok")
     assert ledger.settle(ok) == [("u2", Grant(id=1, granted=True))]
     assert ledger.breaker.state == "closed"
+
+
+class _Unit(LedgerClient):
+    """A unit's side of the ledger whose parent answers at once, granting every credit asked;
+    what it would signal is kept in ``sent``."""
+
+    def __init__(self) -> None:
+        super().__init__(credit_calls=8)
+        self.parent_id = "job"
+        self.sent: list[Reservation | Settlement] = []
+
+    async def _request(self, r: Reservation) -> None:
+        self.sent.append(r)
+        self.granted(Grant(id=r.id, granted=True, credit=r.credit))
+
+    async def _settled(self, s: Settlement) -> None:
+        self.sent.append(s)
+
+
+async def test_a_credit_reports_no_success_older_than_its_recall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A credit's calls ask the parent once. Recalled because a call failed elsewhere, it
+    settles without an ``ok``: its successes are older than that failure, and would close a
+    breaker that has opened since. A call that succeeds after the recall says ``ok``; a failed
+    call settles at once with its outcome. (Workflow context stubbed: the unit's id, and a
+    wait that its parent's instant answer always satisfies.)"""
+
+    async def satisfied(fn: Any, **_: Any) -> None:
+        assert fn()
+
+    monkeypatch.setattr(ledger_module.workflow, "info", lambda: SimpleNamespace(workflow_id="u"))
+    monkeypatch.setattr(ledger_module.workflow, "wait_condition", satisfied)
+    unit = _Unit()
+    for _ in range(3):
+        rid = await unit.reserve("execute", 100)
+        unit.settle(rid, "execute", 90, outcome="ok")
+    unit.recall(rid)  # idle: settled now
+    await unit.flush()
+    assert [type(x).__name__ for x in unit.sent] == ["Reservation", "Settlement"]
+    assert unit.sent[1] == Settlement(holder="u", id=1, phase="execute", tokens=270)
+
+    rid = await unit.reserve("execute", 100)
+    unit.recall(rid)  # a call is under way: settled once it is done
+    unit.settle(rid, "execute", 80, outcome="ok")
+    await unit.flush()
+    assert unit.sent[-1] == Settlement(holder="u", id=2, phase="execute", tokens=80, outcome="ok")
+
+    rid = await unit.reserve("execute", 100)
+    unit.settle(rid, "execute", 0, outcome="unavailable", error="503")
+    await unit.flush()
+    assert unit.sent[-1] == Settlement(
+        holder="u", id=3, phase="execute", tokens=0, outcome="unavailable", error="503"
+    )

@@ -636,13 +636,7 @@ class AgentWorkflow:
         ref = unit_inp.ref
         self._set_unit(unit.name, state="running")
         saga.add(f"unit {ref.name}", partial(_drop_branch, job, ref.name))
-        result = await workflow.execute_child_workflow(
-            AgentUnitWorkflow.run,
-            unit_inp,
-            id=f"{job.job_id}/{ref.name}",
-            task_queue=self._routes.get(unit.capability, workflow.info().task_queue),
-            static_summary=f"unit {unit.name}: {unit.goal[:120]}",
-        )
+        result = await self._child(unit, unit_inp)
         check_summary(f"{job.job_id}/{ref.name}", result, SUMMARY_BYTES)
         self._watch.unit_done(result)
         if self._ledger is not None:
@@ -654,6 +648,24 @@ class AgentWorkflow:
         self._set_unit(unit.name, state="done", files_done=len(result.files_changed), tokens=spent)
         self._events.record("unit_done", shard=unit.name, detail=result.summary[:300])
         return result
+
+    async def _child(self, unit: UnitPlan, inp: UnitInput) -> UnitResult:
+        """Run the unit's child workflow. One that ended without settling its credit (cancelled
+        mid-call) gives it back (only units with a credit: others' failures replay as they
+        were recorded)."""
+        holder = f"{inp.job.job_id}/{inp.ref.name}"
+        try:
+            return await workflow.execute_child_workflow(
+                AgentUnitWorkflow.run,
+                inp,
+                id=holder,
+                task_queue=self._routes.get(unit.capability, workflow.info().task_queue),
+                static_summary=f"unit {unit.name}: {unit.goal[:120]}",
+            )
+        except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
+            if self._ledger is not None and any(h == holder for h, _ in self._ledger.credits):
+                await shielded(self._answer(self._ledger.release(holder)), raise_cancel=False)
+            raise
 
     async def _merge(self, job: JobRef, results: list[UnitResult], ref: str) -> UnitMerge:
         return await call(

@@ -22,11 +22,12 @@ new at a turn boundary, carrying everything (``UnitCarry``); units started befor
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from agentparallels.core import names
 from agentparallels.workflows import agent_context
@@ -43,6 +44,7 @@ from agentparallels.workflows.ledger import (
 from agentparallels.workflows.loop_detect import ToolLoops
 from agentparallels.workflows.model_step import ModelSteps, estimate_tokens
 from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
+from agentparallels.workflows.saga import shielded
 from agentparallels.workflows.shard import BUG_TYPES
 
 with workflow.unsafe.imports_passed_through():
@@ -233,17 +235,22 @@ class AgentUnitWorkflow:
         u = self._unit = _Unit(inp, self._ledger, long)
         self._show("running")
         summary = None
-        while summary is None:
-            if u.turns >= inp.limits.turns:
-                raise ApplicationError(
-                    f"unit {inp.unit.name} used all its {inp.limits.turns} turns without "
-                    f"finishing{'; last failure: ' + u.last_failure if u.last_failure else ''}",
-                    type=ITERATION_CAP,
-                    non_retryable=True,
-                )
-            if u.long and agent_context.history_full(inp.limits):
-                await self._continue_as_new(u)
-            summary = await self._turn(u)
+        try:
+            while summary is None:
+                if u.turns >= inp.limits.turns:
+                    raise ApplicationError(
+                        f"unit {inp.unit.name} used all its {inp.limits.turns} turns without "
+                        f"finishing{'; last failure: ' + u.last_failure if u.last_failure else ''}",
+                        type=ITERATION_CAP,
+                        non_retryable=True,
+                    )
+                if u.long and agent_context.history_full(inp.limits):
+                    await self._continue_as_new(u)
+                summary = await self._turn(u)
+        except (Exception, asyncio.CancelledError):  # not continue-as-new, nor an eviction
+            if self._ledger.credit_calls:
+                await shielded(self._settle_credit(), raise_cancel=False)
+            raise
         if self._ledger.parent_id:
             await self._ledger.flush()
         self._show("done")
@@ -262,6 +269,15 @@ class AgentUnitWorkflow:
             flags=tuple(u.watch.flags),
             flagged=u.watch.flagged,
         )
+
+    async def _settle_credit(self) -> None:
+        """A unit that fails or is cancelled still reports what its credit's calls spent
+        (units with a credit only: others' failures replay as they were recorded)."""
+        self._ledger.abandon()
+        try:
+            await self._ledger.flush()
+        except FailureError as e:  # the job has ended; it gives back what the unit held
+            workflow.logger.info("credit not settled with the job: %s", e)
 
     async def _continue_as_new(self, u: _Unit) -> None:
         """End this run at a turn boundary and go on in a new one with everything it knows:

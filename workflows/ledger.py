@@ -25,10 +25,12 @@ are the ledger's own, so what a user reads is what is enforced.
 turn after turn (an agent unit) about 100 ms and five events a call. Such a holder asks for a
 credit with its reservation (``Reservation.credit``, see :class:`LedgerClient`); the ledger
 grants one only while nothing else waits, the provider breaker is closed with no failure
-counted, and the budget holds it with everything else reserved. The holder's next calls in
-the same phase spend the credit without asking, and it settles them in one settlement when the
-credit runs short, when a call fails (at once: the breaker hears of every failure as it
-happens), before it continues as new and when it ends. A credit is reserved like any call, so
+counted, and the budget holds it with everything else reserved and room left for
+:data:`CREDIT_CALLS` more calls of its size (so a credit never makes another holder wait). The
+holder's next calls in the same phase spend the credit without asking, and it settles them in
+one settlement when the credit runs short, when a call fails (at once: the breaker hears of
+every failure as it happens), before it continues as new, and when it ends, fails or is
+cancelled. The settlement tells the breaker of no success older than a recall. A credit is reserved like any call, so
 the budget stays enforced; whenever the ledger could use it (a request waits, or the breaker
 counts a failure) it recalls every credit (:data:`RECALL_SIGNAL`), and each holder settles as
 soon as its call under way, if any, is done.
@@ -225,18 +227,20 @@ class Ledger:
 
     def _credit(self, r: Reservation) -> int:
         """The most of ``r.credit`` the ledger can give with the call: none while anything
-        else waits or the breaker is not clear, else the most the budget holds."""
+        else waits or the breaker is not clear; else as much as the budget holds with room
+        left for :data:`CREDIT_CALLS` more calls of this size, so that a credit never makes
+        other holders wait (and with little budget left, none: every call asks)."""
         if not r.credit or len(self.waiting) > 1 or not self._clear():
             return 0
-        used = self.used()
-        if self.budget.refusal(r.phase, used, r.tokens + r.credit) is None:
+        used, room = self.used(), r.tokens * CREDIT_CALLS
+        if self.budget.refusal(r.phase, used, r.tokens + r.credit + room) is None:
             return r.credit
-        low, high = 0, r.credit  # low fits, high does not: the budget rule is monotonic
+        low, high = -1, r.credit  # low fits, high does not: the budget rule is monotonic
         while high - low > 1:
             mid = (low + high) // 2
-            fits = self.budget.refusal(r.phase, used, r.tokens + mid) is None
+            fits = self.budget.refusal(r.phase, used, r.tokens + mid + room) is None
             low, high = (mid, high) if fits else (low, mid)
-        return low
+        return max(low, 0)
 
     def wake(self) -> list[tuple[str, Grant]]:
         """Decide again (the breaker's cool-down has passed)."""
@@ -368,9 +372,14 @@ class _Credit:
     cost_usd: float | None = 0.0
     recalled: bool = False
     """The parent wants it back: settle once no call is under way, spend no more."""
-    outcome: Outcome = "ok"
-    """How its calls went: ``ok``, or the first failure's (which closes it)."""
+    outcome: Outcome = ""
+    """What its settlement tells the provider breaker: a failure's outcome (which closes
+    it), ``ok`` only for a call that succeeded after the parent recalled it, else nothing.
+    Its earlier successes are older than the failure that made the parent recall it: told
+    now, they would close a breaker that has opened since."""
     error: str = ""
+    asked_back: bool = False
+    """The parent recalled it (not only: it ran short)."""
 
 
 class LedgerClient:
@@ -402,7 +411,7 @@ class LedgerClient:
         for it."""
         self._recalled.add(rid)
         if self._credit is not None and self._credit.rid == rid:
-            self._credit.recalled = True
+            self._credit.recalled = self._credit.asked_back = True
             self._close_if_idle()
 
     async def reserve(self, phase: str, tokens: int) -> int:
@@ -417,8 +426,9 @@ class LedgerClient:
                 c.left -= tokens
                 c.under_way.append(tokens)
                 return c.rid
-            c.recalled = True  # short: settle it, and ask the parent
+            c.recalled = True  # short: settle it (received first), then ask the parent
             self._close_if_idle()
+            await self._drain()
         self._next += 1
         rid = self._next
         holder = workflow.info().workflow_id
@@ -431,8 +441,10 @@ class LedgerClient:
             kind = grant.kind or BUDGET_EXCEEDED
             raise ApplicationError(grant.reason, type=kind, non_retryable=True)
         if grant.credit and self._credit is None:
-            recalled = rid in self._recalled
-            self._credit = _Credit(rid, phase, grant.credit, [tokens], recalled=recalled)
+            back = rid in self._recalled
+            self._credit = _Credit(
+                rid, phase, grant.credit, [tokens], recalled=back, asked_back=back
+            )
         return rid
 
     def settle(
@@ -458,8 +470,12 @@ class LedgerClient:
                 c.cost_usd = None
             elif cost_usd is not None and c.cost_usd is not None:
                 c.cost_usd += cost_usd
-            if outcome != "ok" and c.outcome == "ok":
-                c.recalled, c.outcome, c.error = True, outcome, error
+            if outcome != "ok":
+                if c.outcome in ("", "ok"):
+                    c.outcome, c.error = outcome, error
+                c.recalled = True
+            elif c.asked_back and c.outcome == "":
+                c.outcome = "ok"  # a success newer than the failure that recalled it
             self._close_if_idle()
             return
         s = Settlement(
@@ -490,11 +506,24 @@ class LedgerClient:
         )
         self._sent.append(asyncio.ensure_future(self._settled(s)))
 
+    def abandon(self) -> None:
+        """The holder is failing: settle the open credit with what it spent so far, even with
+        a call under way on it (a cancelled call's tokens are not known)."""
+        if self._credit is not None:
+            self._credit.under_way.clear()
+            self._credit.recalled = True
+            self._close_if_idle()
+
     async def flush(self) -> None:
-        """Wait until the parent has received every settlement, the open credit's too."""
+        """Wait until the parent has received every settlement, the open credit's too (at a
+        turn boundary, the unit's end or its failure: no call is under way on it)."""
         if self._credit is not None:
             self._credit.recalled = True
             self._close_if_idle()
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait until the parent has received every settlement sent so far."""
         for sent in self._sent:
             await sent
         self._sent.clear()

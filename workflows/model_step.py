@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         BUDGET_EXCEEDED,
         CONTEXT_LENGTH,
         MODEL_RETRYABLE,
+        MODEL_THROTTLED,
         OUTPUT_INVALID,
     )
     from agentparallels.core.llm import (
@@ -211,13 +212,16 @@ class ModelSteps:
 
     async def _attempts(self, req: ModelRequest, phase: str) -> ModelAnswer:
         """One call; under the job's provider breaker, asked again after each
-        ``ModelUnavailable`` (the breaker decides when), at most ``attempts`` times."""
+        ``ModelUnavailable`` (the breaker decides when) and each ``ModelRateLimited`` that
+        outlasted the step's own retries (the breaker does not count it), at most
+        ``attempts`` times."""
         failures = 0
         while True:
             try:
                 return await self._once(req, phase)
             except ActivityError as e:
-                if not self.attempts or _type_of(e) != MODEL_RETRYABLE or _final(e):
+                again = (MODEL_RETRYABLE, MODEL_THROTTLED)  # throttled: not an outage
+                if not self.attempts or _type_of(e) not in again or _final(e):
                     raise
                 failures += 1
                 if failures >= self.attempts:

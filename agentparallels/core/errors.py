@@ -10,7 +10,9 @@ Exceptions raised in this process::
 
 Failures that cross Temporal (raised in activities, seen by workflows and clients) are
 ``temporalio.exceptions.ApplicationError`` with one of the ``type`` strings below. Every one of
-them but ``ModelUnavailable`` is non-retryable: it would fail the same way on every attempt.
+them but ``ModelUnavailable`` and ``ModelRateLimited`` is non-retryable: it would fail the same
+way on every attempt. The steps mark each error they raise themselves; most steps' retry
+policies also list the non-retryable types, the model step's lists none (see ``core.steps``).
 """
 
 from __future__ import annotations
