@@ -30,10 +30,11 @@ counted, and the budget holds it with everything else reserved and room left for
 holder's next calls in the same phase spend the credit without asking, and it settles them in
 one settlement when the credit runs short, when a call fails (at once: the breaker hears of
 every failure as it happens), before it continues as new, and when it ends, fails or is
-cancelled. The settlement tells the breaker of no success older than a recall. A credit is reserved like any call, so
-the budget stays enforced; whenever the ledger could use it (a request waits, or the breaker
-counts a failure) it recalls every credit (:data:`RECALL_SIGNAL`), and each holder settles as
-soon as its call under way, if any, is done.
+cancelled. The settlement tells the breaker of no success older than a recall. A credit is
+reserved like any call, so the budget stays enforced; whenever the ledger could use it (a
+request waits, or the breaker counts a failure) it recalls every credit
+(:data:`RECALL_SIGNAL`), and each holder settles as soon as its call under way, if any, is
+done.
 
 Two options make the ledger the job's single gate for model calls (the coding agent uses both;
 ``workflows.job_ledger`` runs them):
