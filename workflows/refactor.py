@@ -31,7 +31,12 @@ from agentparallels.workflows.ledger import (
 )
 from agentparallels.workflows.saga import Saga, failure_of, incomplete, rolled_back, shielded
 from agentparallels.workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
-from agentparallels.workflows.sharding import FileTooLarge, module_of, shard_files
+from agentparallels.workflows.sharding import (
+    FileTooLarge,
+    files_per_shard,
+    module_of,
+    shard_files,
+)
 from agentparallels.workflows.two_phase import ApprovalGate, awaiting_details, prepare
 
 CLEANUP = "cleanup: remove scratch refs and worktrees"
@@ -185,9 +190,12 @@ class RefactorWorkflow:
         """Pack the plan's files into shards, and take over those an earlier run finished."""
         self._file_tokens = dict(zip(the_plan.files, the_plan.tokens, strict=False))
         try:
+            per_shard = inp.limits.max_files_per_shard or files_per_shard(
+                len(the_plan.files), inp.limits.parallel
+            )
             shards = shard_files(
                 the_plan.files,
-                inp.limits.max_files_per_shard,
+                per_shard,
                 dict(zip(the_plan.files, the_plan.tokens, strict=False)),
                 inp.limits.shard_tokens,
             )

@@ -45,6 +45,21 @@ class FileTooLarge(Exception):
         self.path, self.tokens, self.limit = path, tokens, limit
 
 
+MIN_SHARD_FILES = 20
+"""The fewest files a shard is sized for when the job does not say (a job of up to this many
+files is one shard)."""
+
+
+def files_per_shard(files: int, parallel: int) -> int:
+    """The shard size of a job of ``files`` files with ``parallel`` shards at once, when the
+    job does not set one: every slot busy with one shard, none smaller than
+    :data:`MIN_SHARD_FILES`. A shard's fixed cost (its worktree, a fill of the whole
+    repository, and its workflow) is paid per shard, so a number of shards that grew with the
+    files made that cost grow with the repository's size squared (docs/benchmarks.md,
+    "Scale")."""
+    return max(MIN_SHARD_FILES, -(-files // max(parallel, 1)))
+
+
 def shard_files(
     files: list[str] | tuple[str, ...],
     max_files: int,
@@ -99,4 +114,4 @@ def shard_files(
     return shards
 
 
-__all__ = ["FileTooLarge", "module_of", "shard_files"]
+__all__ = ["FileTooLarge", "MIN_SHARD_FILES", "files_per_shard", "module_of", "shard_files"]

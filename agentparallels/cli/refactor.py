@@ -142,7 +142,8 @@ def _add_limits(ref: argparse.ArgumentParser) -> None:
         "--max-files-per-shard",
         type=positive,
         default=limits.max_files_per_shard,
-        help="files in a shard; small modules are packed (default %(default)s)",
+        help="files in a shard; small modules are packed (default: the files spread over "
+        "--parallel shards, at least 20 each)",
     )
     ref.add_argument(
         "--shard-tokens",

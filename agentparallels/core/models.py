@@ -190,9 +190,12 @@ class Limits(Value):
 
     parallel: int = Field(4, ge=1, le=64)
     """Most shards (child workflows) running at once."""
-    max_files_per_shard: int = Field(20, ge=1)
+    max_files_per_shard: int | None = Field(None, ge=1)
     """Most files in a shard: small modules are packed together up to this, a larger module
-    is split."""
+    is split. None (the default): the job's files spread over ``parallel`` shards, at least
+    ``sharding.MIN_SHARD_FILES`` each, so a small job is one shard and a large one has one
+    per parallel slot: every shard fills a worktree of the whole repository, so their number
+    must not grow with the repository (``sharding.files_per_shard``)."""
     shard_tokens: int | None = Field(None, ge=1)
     """Most tokens (counted at plan time) in a shard, so each sub-agent's files fit its
     window: modules are packed whole while they fit, a larger one is split by files, and a
