@@ -152,6 +152,24 @@ async def test_parallel_bound_holds(client: Client, task_queue: str, tmp_path: P
     assert peak == 2
 
 
+async def test_a_job_that_sets_no_shard_size_has_one_shard_per_parallel_slot(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """48 files, --parallel 2 and no --max-files-per-shard: two shards of 24 (20 files a
+    shard, the old default, would have made three), so the number of worktrees a job fills
+    does not grow with the repository."""
+    repo = up_repo(tmp_path / "repo", packages=4, per_package=12)
+    job = RefactorInput(
+        repository=str(repo),
+        edit=CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}"),
+        limits=Limits(parallel=2),
+    )
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        result = await (await start_job(client, task_queue, job)).result()
+    assert len(result.files_changed) == 48
+    assert sorted({s for m in result.modules for s in m.shards}) == ["00-pkg0", "01-pkg2"]
+
+
 async def test_unchanged_job_creates_no_branch(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:

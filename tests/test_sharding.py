@@ -8,7 +8,13 @@ import subprocess
 import pytest
 
 from agentparallels.core.models import Shard
-from agentparallels.workflows.sharding import FileTooLarge, module_of, shard_files
+from agentparallels.workflows.sharding import (
+    MIN_SHARD_FILES,
+    FileTooLarge,
+    files_per_shard,
+    module_of,
+    shard_files,
+)
 
 ODD_DIRS = [
     "my pkg",
@@ -155,3 +161,14 @@ def test_a_file_over_the_token_limit_is_refused_by_name() -> None:
     )
     at_limit = shard_files(list(sizes), 20, sizes, 5000)  # a file exactly at the limit fits
     assert [s.files for s in at_limit] == [("pkg/huge.py",), ("pkg/ok.py",)]
+
+
+def test_without_a_size_the_shards_are_one_per_parallel_slot_and_a_small_job_one() -> None:
+    """The shard size a job gets when it sets none: a small job is one shard; a large one has
+    ``parallel`` shards, whatever its size (each shard fills a worktree of the whole
+    repository, so their number must not grow with it)."""
+    assert files_per_shard(12, parallel=4) == MIN_SHARD_FILES
+    files = [f"pkg{i // 10}/m{i}.py" for i in range(2000)]
+    for parallel in (1, 4, 8):
+        assert len(shard_files(files, files_per_shard(len(files), parallel))) == parallel
+    assert len(shard_files(files[:15], files_per_shard(15, 4))) == 1
