@@ -55,7 +55,7 @@ lint: $(STAMP)
 	$(BIN)/mypy -p agentparallels
 
 bench: $(STAMP) sandbox
-	$(BIN)/python -m bench.refactor_bench
+	$(BIN)/python -m bench.refactor_bench --sizes 200 1000 2000 --repeat 2
 	$(BIN)/python -m bench.llm_bench
 	$(BIN)/python -m bench.sandbox_bench
 	$(BIN)/python -m bench.agent_bench
