@@ -57,8 +57,8 @@ BAD_INPUT = {
         "--base-url https://u:***@proxy/v1 carries a password",
     ),
     "sandbox paths with no sandbox": (
-        # Off on purpose: the mistake under test is widening a sandbox that is turned off.
-        ["{repo}", *GOOD, "--sandbox", "none", "--sandbox-ro", "/usr"],
+        # The mistake under test is widening a sandbox that is turned off (a usage error).
+        ["{repo}", *GOOD, "--sandbox", "none", "--sandbox-ro", "/usr"],  # off on purpose
         "--sandbox-ro, --sandbox-rw and --sandbox-env widen the bwrap sandbox",
     ),
     "no key for this command's worker": (

@@ -82,8 +82,8 @@ def test_home_cache_database_and_blobs_are_not_there(
         assert f"hides {path}" in denied.value.message
         assert f"--sandbox-ro {path}" in denied.value.message
         assert SECRET not in denied.value.message
-    # Unconfined, for contrast: the files are there and readable to a plain process.
-    unconfined = run_command(f"cat {names}", wt, 30, sandbox.Policy(mode="none"))
+    # For contrast: the files are there and readable to a plain process.
+    unconfined = run_command(f"cat {names}", wt, 30, sandbox.Policy(mode="none"))  # contrast
     assert unconfined.output.count(SECRET) == len(planted)
 
 
@@ -265,7 +265,10 @@ async def test_sandbox_flags_reach_every_command_of_the_job(
         (["--sandbox-env", "NOT A NAME"], "--sandbox-env takes a variable name"),
         (["--sandbox-env", "HOME"], "--sandbox-env HOME: the sandbox sets HOME itself"),
         # A usage error, not a run: sandbox flags with the sandbox off are refused.
-        (["--sandbox", "none", "--sandbox-ro", "/usr"], "with --sandbox none commands see"),
+        (
+            ["--sandbox", "none", "--sandbox-ro", "/usr"],  # off: a usage error, nothing runs
+            "with --sandbox none commands see",
+        ),
     ],
 )
 def test_bad_sandbox_flags_are_a_usage_error(
@@ -296,7 +299,8 @@ def test_the_cli_puts_the_flags_in_the_job() -> None:
     again = validate.sandbox_spec("bwrap", ["/etc"], [], ["X"], base=spec)
     assert again.ro == ("/usr/share", "/etc") and again.env == ("DATABASE_URL", "X")
     # Parsing only: the old bare mode strings still read (recorded histories carry them).
-    assert Limits.model_validate({"sandbox": "none"}).sandbox == Sandbox(mode="none")
+    none = Limits.model_validate({"sandbox": "none"})  # parsing the flag only: nothing runs
+    assert none.sandbox == Sandbox(mode="none")  # the same, as its model
 
 
 def test_a_script_the_model_wrote_never_widens_the_sandbox(outside: Path) -> None:

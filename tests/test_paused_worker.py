@@ -40,8 +40,7 @@ def gated_job(repo: Path, gate: Path) -> RefactorInput:
         repository=str(repo),
         edit=CommandEdit(command=edit),
         check_cmd=check,
-        # No sandbox: the commands signal the test through a folder outside the worktree.
-        limits=Limits(batch_files=1, parallel=1, sandbox="none"),
+        limits=Limits(batch_files=1, parallel=1, sandbox="none"),  # signals outside the worktree
     )
 
 

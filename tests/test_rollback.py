@@ -28,8 +28,7 @@ from agentparallels.core.models import (
 from tests.support.repos import git, snapshot, src_layout_repo, start_job, wait_for
 from tests.support.rollback_audit import Audit
 
-# For checks that count their runs in a file outside the worktree, which the sandbox refuses.
-UNCONFINED = Limits(sandbox="none")
+UNCONFINED = Limits(sandbox="none")  # checks count their runs in a file outside the worktree
 CODEMOD = CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}")
 
 
@@ -129,7 +128,7 @@ async def test_breaker_stays_closed_when_failures_are_split_by_successes(
         edit=RenameEdit(old="pkg.money.to_cents", new="c"),
         check_cmd=check,
         # The check keeps its counts outside the worktree, which the sandbox would refuse.
-        limits=Limits(parallel=1, max_files_per_shard=2, sandbox="none"),
+        limits=Limits(parallel=1, max_files_per_shard=2, sandbox="none"),  # unsandboxed: above
     )
     async with build(client, task_queue):
         result = await (await start_job(client, task_queue, job)).result()

@@ -27,8 +27,7 @@ from tests.support.cli import cli_env, run_cli
 from tests.support.repos import git, make_repo, snapshot, start_job
 
 BWRAP = sandbox.Policy()
-# The unconfined baseline each test compares the sandbox with (what --sandbox none does).
-NONE = sandbox.Policy(mode="none")
+NONE = sandbox.Policy(mode="none")  # the unconfined baseline each test compares with
 
 
 @pytest.fixture

@@ -38,6 +38,9 @@ from tests.support.rollback_audit import Audit
 RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")
 
 
+UNSANDBOXED = Limits(sandbox="none")  # the edits wait on a file a sandbox's /tmp would hide
+
+
 def without_scratch(picture: dict[str, Any]) -> dict[str, Any]:
     """A snapshot without the job's scratch refs (where a prepared result waits)."""
     refs = [r for r in picture["refs"].splitlines() if not r.startswith("refs/agentparallels/")]
@@ -162,10 +165,8 @@ async def test_validator_refuses_a_decision_when_the_job_is_not_waiting(
         command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo '# seen' >> {{file}}",
         files=("src/pkg/report.py",),
     )
-    # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
-    unsandboxed = Limits(sandbox="none")
     job = RefactorInput(
-        repository=str(repo), edit=edit, approval=ApprovalOptions(), limits=unsandboxed
+        repository=str(repo), edit=edit, approval=ApprovalOptions(), limits=UNSANDBOXED
     )
     async with running(client, task_queue):
         handle = await start_job(client, task_queue, job)
@@ -231,8 +232,7 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
         command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo 'X = 1' >> {{file}}",
         files=("src/pkg/report.py",),
     )
-    # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
-    job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(sandbox="none"))
+    job = RefactorInput(repository=str(repo), edit=edit, limits=UNSANDBOXED)
     audit = Audit()
     async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, job)
@@ -303,8 +303,7 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
         files=("src/pkg/report.py",),
     )
     async with running(client, task_queue):
-        # Unsandboxed: the edit waits on a file of the test's, which a sandbox's /tmp would hide.
-        job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(sandbox="none"))
+        job = RefactorInput(repository=str(repo), edit=edit, limits=UNSANDBOXED)
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
         early = await asyncio.to_thread(
