@@ -80,9 +80,9 @@ class LocalActivity:
 def local_activity(e: HistoryEvent) -> LocalActivity | None:
     """The local activity event ``e`` records, or None when it is not such a marker. The
     marker's data is the SDK's own JSON, never encoded; its result is a payload like any."""
-    marker = e.marker_recorded_event_attributes
     if not e.HasField("marker_recorded_event_attributes"):
         return None
+    marker = e.marker_recorded_event_attributes
     if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
         return None
     data = marker.details["data"].payloads

@@ -154,10 +154,7 @@ class Ledger:
         self.credits.discard((s.holder, s.id))
         self.recalled.discard((s.holder, s.id))
         self.spent[s.phase] = self.spent.get(s.phase, 0) + s.tokens
-        if s.tokens and (s.cost_usd is None or self.cost_usd is None):
-            self.cost_usd = None
-        elif s.cost_usd is not None and self.cost_usd is not None:
-            self.cost_usd += s.cost_usd
+        self.cost_usd = plus_cost(self.cost_usd, s.tokens, s.cost_usd)
         self._outcome(s)
         return self._decide()
 
@@ -338,6 +335,14 @@ class Ledger:
         return max(0, self.budget.total - sum(self.used().values()))
 
 
+def plus_cost(total: float | None, tokens: int, cost_usd: float | None) -> float | None:
+    """``total`` dollars with a call of ``tokens`` tokens that cost ``cost_usd`` added: None
+    once a call that used tokens had no price (the sum would understate the cost)."""
+    if total is None or (tokens and cost_usd is None):
+        return None
+    return total + (cost_usd or 0.0)
+
+
 def _seconds(d: timedelta) -> str:
     n = d.total_seconds()
     return f"{n:g} s" if n < 120 else f"{n / 60:g} min"
@@ -379,8 +384,6 @@ class _Credit:
     Its earlier successes are older than the failure that made the parent recall it: told
     now, they would close a breaker that has opened since."""
     error: str = ""
-    asked_back: bool = False
-    """The parent recalled it (not only: it ran short)."""
 
 
 class LedgerClient:
@@ -412,7 +415,7 @@ class LedgerClient:
         for it."""
         self._recalled.add(rid)
         if self._credit is not None and self._credit.rid == rid:
-            self._credit.recalled = self._credit.asked_back = True
+            self._credit.recalled = True
             self._close_if_idle()
 
     async def reserve(self, phase: str, tokens: int) -> int:
@@ -442,10 +445,8 @@ class LedgerClient:
             kind = grant.kind or BUDGET_EXCEEDED
             raise ApplicationError(grant.reason, type=kind, non_retryable=True)
         if grant.credit and self._credit is None:
-            back = rid in self._recalled
-            self._credit = _Credit(
-                rid, phase, grant.credit, [tokens], recalled=back, asked_back=back
-            )
+            recalled = rid in self._recalled
+            self._credit = _Credit(rid, phase, grant.credit, [tokens], recalled=recalled)
         return rid
 
     def settle(
@@ -467,15 +468,12 @@ class LedgerClient:
             estimate = c.under_way.pop(0) if c.under_way else tokens
             c.left += estimate - tokens
             c.spent += tokens
-            if tokens and (cost_usd is None or c.cost_usd is None):
-                c.cost_usd = None
-            elif cost_usd is not None and c.cost_usd is not None:
-                c.cost_usd += cost_usd
+            c.cost_usd = plus_cost(c.cost_usd, tokens, cost_usd)
             if outcome != "ok":
                 if c.outcome in ("", "ok"):
                     c.outcome, c.error = outcome, error
                 c.recalled = True
-            elif c.asked_back and c.outcome == "":
+            elif c.rid in self._recalled and c.outcome == "":
                 c.outcome = "ok"  # a success newer than the failure that recalled it
             self._close_if_idle()
             return
@@ -578,6 +576,7 @@ __all__ = [
     "LocalLedger",
     "Outcome",
     "deliver",
+    "plus_cost",
     "CREDIT_CALLS",
     "LEDGER_CREDIT",
     "RECALL_SIGNAL",
