@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import git
 
 from agentparallels.activities import _git, bulkhead, rename_engine, sandbox
-from agentparallels.activities._proc import run_command
+from agentparallels.activities._proc import BatchUnclear, run_command, run_commands
 from agentparallels.core.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
 
 
@@ -85,15 +85,28 @@ class CommandEditor:
 
     def apply(self, wt: Path, step: EditBatchInput) -> None:
         paths, policy = step.paths, sandbox.Policy.of(step.sandbox)
-        # Optimistically: every command, then one look at what changed. A change outside the
-        # shard's files is a violation; only if something outside the batch changed are the
-        # commands run again one by one, from a clean worktree, to find the culprit (codemods
-        # are meant to be repeatable).
-        self._run(wt, paths, step.timeout_s, policy, check_each=False)
-        bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`")
-        if any(p not in set(paths) for p in _git.changed_paths(wt)):
+        # Optimistically: every command in one sandbox, then one look at what changed. A
+        # change outside the shard's files is a violation; only if something outside the batch
+        # changed, or the batch's shell stopped without saying where, are the commands run
+        # again one by one, from a clean worktree, to find the culprit (codemods are meant to
+        # be repeatable).
+        commands = [self._command(p) for p in paths]
+        try:
+            failure = run_commands(commands, wt, step.timeout_s, policy)
+        except BatchUnclear:
+            failure = None
+            stray = True
+        else:
+            bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`")
+            stray = any(p not in set(paths) for p in _git.changed_paths(wt))
+        if stray:
             _git.discard(wt)
             self._run(wt, paths, step.timeout_s, policy, check_each=True)
+        elif failure is not None:
+            raise EditFailed(paths[failure.index], failure.command, failure.done.output)
+
+    def _command(self, path: str) -> str:
+        return self.spec.command.replace("{file}", shlex.quote(path))
 
     def _run(
         self,
@@ -106,7 +119,7 @@ class CommandEditor:
     ) -> None:
         allowed: set[str] = set()
         for path in paths:
-            command = self.spec.command.replace("{file}", shlex.quote(path))
+            command = self._command(path)
             done = run_command(command, wt, timeout_s, policy)
             if not done.ok:
                 raise EditFailed(path, command, done.output)

@@ -9,11 +9,13 @@ no child process outlives the step.
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +83,86 @@ def run_command(
     return Finished(done.exit_code, output, done.timed_out, limited=refused > 0)
 
 
-def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> Finished:
+_STARTED = "\x1eagentparallels-started "
+_FAILED = "\x1eagentparallels-failed "
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFailure:
+    """The command of a batch that failed, and how."""
+
+    index: int
+    command: str
+    done: Finished
+
+
+class BatchUnclear(Exception):
+    """The batch's shell ended without saying which command stopped it (it was killed, or the
+    sandbox refused forks): the caller runs the commands one by one to find out."""
+
+
+def run_commands(
+    commands: Sequence[str], cwd: Path, timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
+) -> BatchFailure | None:
+    """Run ``commands`` one after another in ``cwd`` under ``policy``, each in a shell of its
+    own with ``timeout_s``, in one sandbox (one bubblewrap start for the batch, not one per
+    command), stopping at the first that fails: None when all succeeded, else that command's
+    failure, reported as :func:`run_command` reports one (a command that ran into a hidden
+    path raises ``SandboxDenied``). The sandbox is the one the first command needs; the
+    commands are meant to be one tool on different files. Raises :class:`BatchUnclear` when
+    the batch stopped and the output does not say at which command."""
+    if not commands:
+        return None
+    timeout = shutil.which("timeout")
+    if len(commands) == 1 or timeout is None:
+        for i, command in enumerate(commands):
+            done = run_command(command, cwd, timeout_s, policy)
+            if not done.ok:
+                return BatchFailure(i, command, done)
+        return None
+    lines = ["exec </dev/null"]
+    for i, command in enumerate(commands):
+        lines += [
+            f"printf '\\n{_STARTED}%d\\n' {i}",
+            # timeout(1) kills the command's whole process group, and exits 124 when it did.
+            f"timeout -k 2 {timeout_s:g} /bin/sh -c {shlex.quote(command)} 2>&1",
+            f"rc=$?; [ $rc -eq 0 ] || {{ printf '\\n{_FAILED}%d %d\\n' {i} $rc; exit 0; }}",
+        ]
+    label = f"{commands[0]} (and {len(commands) - 1} more)"
+    script = "\n".join(lines)
+    with sandbox.jail(policy, script, cwd, tool_env(), needs=commands[0]) as jail:
+        whole = _batch(label, cwd, timeout_s * len(commands) + 10, jail.argv, jail.env)
+        refused = jail.refused_forks()
+    failed = whole.output.rfind(_FAILED)
+    if refused or whole.timed_out or whole.exit_code != 0:
+        raise BatchUnclear(jail.notes(refused) or f"exit {whole.exit_code}")
+    if failed < 0:
+        return None
+    index, rc = (int(x) for x in whole.output[failed + len(_FAILED) :].split()[:2])
+    command = commands[index]
+    began = whole.output.rfind(f"{_STARTED}{index}\n", 0, failed)
+    output = whole.output[began + len(f"{_STARTED}{index}\n") if began >= 0 else 0 : failed]
+    output = output.removesuffix("\n")[-OUTPUT_TAIL:]
+    if rc == 124:
+        done = Finished(-9, f"{output}\n[killed after {timeout_s:g}s]", timed_out=True)
+        return BatchFailure(index, command, done)
+    denied = jail.denied(command, cwd, rc, output)
+    if denied is not None:
+        raise denied
+    return BatchFailure(index, command, Finished(rc, output))
+
+
+@traced_command
+def _batch(
+    command: str, cwd: Path, timeout_s: float, argv: list[str], env: dict[str, str]
+) -> Finished:
+    """The batch's shell, traced as one tool command (``command`` names it)."""
+    return _run(argv, env, cwd, timeout_s, tail=None)
+
+
+def _run(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float, tail: int | None = OUTPUT_TAIL
+) -> Finished:
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -111,7 +192,8 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> F
         except ProcessLookupError:
             pass
         proc.wait()
-    return Finished(proc.returncode, out.decode(errors="replace")[-OUTPUT_TAIL:])
+    text = out.decode(errors="replace")
+    return Finished(proc.returncode, text if tail is None else text[-tail:])
 
 
 def ruff_bin() -> str:

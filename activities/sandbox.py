@@ -229,10 +229,13 @@ def jail(
     cwd: Path,
     env: Mapping[str, str],
     extra_env: Mapping[str, str] | None = None,
+    *,
+    needs: str | None = None,
 ) -> Iterator[Jail]:
     """The command line and environment that run ``command`` in ``cwd`` under ``policy``:
     of the worker's ``env`` only what the policy lets through, and ``extra_env`` (the
-    step's own variables, e.g. a hook's) as given."""
+    step's own variables, e.g. a hook's) as given. The file system is the one ``needs`` sees
+    (default: ``command``), for a script that runs the user's command several times."""
     if policy.mode == "none":
         yield Jail(["/bin/sh", "-c", command], {**env, **(extra_env or {})}, policy)
         return
@@ -241,7 +244,7 @@ def jail(
     assert bwrap and prlimit  # checked by require()
     home = exposure.home_of(env)
     _check(policy, cwd, home)
-    view = exposure.view(cwd, command, env, policy.ro, policy.rw)
+    view = exposure.view(cwd, needs or command, env, policy.ro, policy.rw)
     inner = {**exposure.environment(env, policy.env, view.home), **(extra_env or {})}
     limits = [prlimit, f"--cpu={policy.cpu_s}", f"--data={policy.memory_mb * 2**20}"]
     cgroup = None
