@@ -30,10 +30,14 @@ ended jobs as it stops), and the round reports:
   scratch refs (``refs/agentparallels/*``) in the job repositories;
 * **recovery**: for each kill (and pause), each step that was running on that worker, the time
   from the fault to that step's completion (``ActivityTaskCompleted``) and to the job taking the
-  result in (the next ``WorkflowTaskCompleted`` of that workflow), from the jobs' histories.
-  A step whose retry was itself caught running on the victim of a later fault, before the job
-  moved on, counts the time to that later fault (its retry had started elsewhere by then);
-  the later fault's recovery is measured on its own, and the report says which were caught.
+  result in (the next ``WorkflowTaskCompleted`` of that workflow), from the jobs' histories; and
+  each workflow task the worker had taken and never finished (it timed out), the time from the
+  fault to the workflow's next completed task. When another fault caught the job again before
+  it moved on (the step's retry running on a later victim, or one of the workflow's tasks
+  taken by a worker then killed, or by a paused one), the recovery counts the time to that
+  fault (or to the task's start, if later): the job had been taken up again by then. The other
+  fault's recovery of what it caught is measured on its own, and the report says which were
+  caught.
 
 A round is clean when it has no wrong tree, failed job, duplicate commit or leftover, and every
 recovery is within ``--recovery-goal`` seconds. ``--rounds N`` runs up to N rounds and stops at
@@ -304,8 +308,14 @@ class Fault:
     at: float
     """Unix time of the signal."""
     worker: str
+    identity: str = ""
+    """The victim's client identity, as the histories name it."""
+    until: float = 0.0
+    """Unix time the fault ended: ``at`` for a kill, the resume for a pause."""
     steps: list[tuple[str, str, str]] = field(default_factory=list)
-    """(workflow id, activity id, activity type) running on the worker at that moment."""
+    """(workflow id, activity id, activity type) running on the worker at that moment, and
+    (workflow id, ``task@<started event id>``, ``workflow task``) for each workflow task the
+    worker had started and never finished (found in the histories afterwards)."""
     step_done_s: list[float | None] = field(default_factory=list)
     """Per step: seconds from the fault to the step's completion (None: it never completed)."""
     recovery_s: list[float | None] = field(default_factory=list)
@@ -314,15 +324,16 @@ class Fault:
     trails: list[str] = field(default_factory=list)
     """Per step: its events and the workflow's task events after the fault, with times."""
     hit_again_s: list[float | None] = field(default_factory=list)
-    """Per step: seconds from this fault to a later fault that caught the same step running
-    again (its retry had started on another worker, which was then killed or paused) before
-    the job moved on; None if no later fault did. That later fault's recovery is measured
-    on its own."""
+    """Per step: seconds from this fault to another fault catching the job again before it
+    moved on: the step's retry running on a later victim (it had started on another worker),
+    or one of the workflow's tasks started on a worker that was then killed, or on a paused
+    one (counted to the later of the task's start and that fault); None if no other fault
+    did. That fault's recovery of the caught step or task is measured on its own."""
 
     def counted(self) -> list[float | None]:
         """Per step, the recovery that the goal applies to: the time to the job moving on, or,
-        for a step caught again by a later fault, the time to that fault (its retry had been
-        started elsewhere by then)."""
+        for a step caught again by another fault, the time to that fault (the job had been taken
+        up again elsewhere by then)."""
         return [
             again if again is not None else rec
             for rec, again in zip(self.recovery_s, self.hit_again_s, strict=True)
@@ -358,17 +369,90 @@ async def running_steps(
     return out
 
 
-async def measure(client: Any, faults: list[Fault]) -> None:
-    """Fill each fault's ``step_done_s`` and ``recovery_s`` from the workflows' histories."""
+@dataclass(frozen=True)
+class LostTask:
+    """A workflow task that a worker started and never finished: it timed out."""
+
+    wid: str
+    started_event: int
+    started: float
+    """Unix time the worker took it."""
+    identity: str
+    """The worker that took it."""
+    timed_out: float
+    moved_on: float | None
+    """Unix time of the workflow's next completed workflow task (None: there was none)."""
+
+    @property
+    def item(self) -> tuple[str, str, str]:
+        """How a fault lists it beside the steps it hit."""
+        return (self.wid, f"task@{self.started_event}", "workflow task")
+
+
+def lost_tasks(wid: str, events: list[Any]) -> list[LostTask]:
+    """The workflow tasks of one history that a worker started and that then timed out (a
+    sticky queue's schedule-to-start timeout was started by no one and is not one)."""
+    from temporalio.api.enums.v1 import EventType as E
+
+    started: dict[int, Any] = {}
+    out = []
+    for e in events:
+        if e.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            started[e.event_id] = e
+        elif e.event_type == E.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            took = started.get(e.workflow_task_timed_out_event_attributes.started_event_id)
+            if took is None:
+                continue
+            moved_on = next(
+                (
+                    x
+                    for x in events
+                    if x.event_id > e.event_id
+                    and x.event_type == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+                ),
+                None,
+            )
+            out.append(
+                LostTask(
+                    wid=wid,
+                    started_event=took.event_id,
+                    started=_time(took),
+                    identity=took.workflow_task_started_event_attributes.identity,
+                    timed_out=_time(e),
+                    moved_on=_time(moved_on) if moved_on else None,
+                )
+            )
+    return out
+
+
+def fault_of(task: LostTask, faults: list[Fault]) -> int | None:
+    """Index of the fault that lost ``task``: the first fault of the worker that had taken it
+    which began before the task timed out and ended after the worker took it (a kill ends as
+    it begins; a paused worker can take a task it will not run until it is resumed). None for
+    a task that timed out on a live worker: too slow, not hit."""
+    return next(
+        (
+            i
+            for i, f in enumerate(faults)
+            if f.identity == task.identity and f.at < task.timed_out and task.started <= f.until
+        ),
+        None,
+    )
+
+
+async def measure(client: Any, faults: list[Fault], workers: dict[str, str] | None = None) -> None:
+    """Fill each fault's ``step_done_s`` and ``recovery_s`` from the workflows' histories, add
+    the workflow tasks each fault lost, and mark what another fault caught again.
+    ``workers`` names each worker identity in the printed events."""
     from temporalio.api.enums.v1 import EventType as E
 
     histories: dict[str, list[Any]] = {}
+    async for wf in client.list_workflows():
+        handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+        histories[wf.id] = [e async for e in handle.fetch_history_events()]
     for fault in faults:
         for wid, activity_id, _type in fault.steps:
-            if wid not in histories:
-                handle = client.get_workflow_handle(wid)
-                histories[wid] = [e async for e in handle.fetch_history_events()]
-            events = histories[wid]
+            events = histories.get(wid, [])
             scheduled = next(
                 (
                     e.event_id
@@ -398,57 +482,99 @@ async def measure(client: Any, faults: list[Fault]) -> None:
             )
             fault.step_done_s.append(_seconds(done, fault.at))
             fault.recovery_s.append(_seconds(moved_on, fault.at))
-            end = moved_on.event_id if moved_on else events[-1].event_id
-            fault.trails.append(_trail(events, scheduled, fault.at, end))
+            end = moved_on.event_id if moved_on else (events[-1].event_id if events else 0)
+            fault.trails.append(_trail(events, scheduled, fault.at, end, workers))
         # A step that completed between the look at the worker and the signal was not hit.
         hit = [i for i, s in enumerate(fault.step_done_s) if s is None or s >= 0]
         fault.steps = [fault.steps[i] for i in hit]
         fault.step_done_s = [fault.step_done_s[i] for i in hit]
         fault.recovery_s = [fault.recovery_s[i] for i in hit]
         fault.trails = [fault.trails[i] for i in hit]
-    mark_hit_again(faults)
+    lost = []
+    for wid, events in histories.items():
+        for task in lost_tasks(wid, events):
+            i = fault_of(task, faults)
+            if i is None:
+                continue
+            lost.append((task, i))
+            fault = faults[i]
+            fault.steps.append(task.item)
+            fault.step_done_s.append(round(task.timed_out - fault.at, 2))
+            rec = None if task.moved_on is None else round(task.moved_on - fault.at, 2)
+            fault.recovery_s.append(rec)
+            moved_on_id = next(
+                (
+                    e.event_id
+                    for e in events
+                    if e.event_id > task.started_event
+                    and e.event_type == E.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+                ),
+                events[-1].event_id,
+            )
+            fault.trails.append(_trail(events, None, fault.at, moved_on_id, workers))
+    mark_hit_again(faults, lost)
 
 
-def mark_hit_again(faults: list[Fault]) -> None:
-    """Fill each fault's ``hit_again_s``: a step running on a worker at one fault, and running
-    again on the victim of a later fault before the job had moved on, was retried elsewhere in
-    between; the later fault's recovery is its own."""
+def mark_hit_again(faults: list[Fault], lost: list[tuple[LostTask, int]] | None = None) -> None:
+    """Fill each fault's ``hit_again_s`` (see ``Fault.hit_again_s``). ``lost`` pairs each lost
+    workflow task with the index of the fault that lost it."""
     for i, fault in enumerate(faults):
         fault.hit_again_s = []
         for step, rec in zip(fault.steps, fault.recovery_s, strict=True):
-            again = next(
-                (
-                    round(later.at - fault.at, 2)
-                    for later in faults[i + 1 :]
-                    if step in later.steps and (rec is None or later.at - fault.at < rec)
-                ),
-                None,
-            )
-            fault.hit_again_s.append(again)
+            window = float("inf") if rec is None else rec
+            times = [
+                later.at - fault.at
+                for later in faults[i + 1 :]
+                if step in later.steps and later.at - fault.at < window
+            ]
+            times += [
+                max(task.started, faults[j].at) - fault.at
+                for task, j in lost or []
+                if j != i
+                and task.wid == step[0]
+                and task.item != step
+                and 0 < task.started - fault.at < window
+            ]
+            fault.hit_again_s.append(round(min(times), 2) if times else None)
 
 
-def _trail(events: list[Any], scheduled: int | None, since: float, end: int) -> str:
+def _trail(
+    events: list[Any],
+    scheduled: int | None,
+    since: float,
+    end: int,
+    workers: dict[str, str] | None = None,
+) -> str:
     """The step's own events and the workflow's task events from ``since`` to event ``end``,
-    each with its time after ``since``: where a slow recovery spent its time."""
+    each with its time after ``since`` (and a start with the worker that took it): where a
+    slow recovery spent its time."""
     from temporalio.api.enums.v1 import EventType
 
     out = []
     for e in events:
-        if e.event_id > end or (e.event_time.ToMicroseconds() / 1e6) < since:
+        if e.event_id > end or _time(e) < since:
             continue
         name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
         attrs = getattr(e, e.WhichOneof("attributes"))
         own = getattr(attrs, "scheduled_event_id", None) == scheduled
         if name.startswith("WORKFLOW_TASK") or (name.startswith("ACTIVITY_TASK") and own):
             word = "".join(w.title() for w in name.split("_")).removeprefix("WorkflowTask")
-            out.append(f"{'WT' if name.startswith('WORKFLOW') else ''}{word}+{_seconds(e, since)}")
+            by = getattr(attrs, "identity", "") if name.endswith("_STARTED") else ""
+            who = f"@{(workers or {}).get(by, by)}" if by else ""
+            out.append(
+                f"{'WT' if name.startswith('WORKFLOW') else ''}{word}+{_seconds(e, since)}{who}"
+            )
     return " ".join(out)
+
+
+def _time(event: Any) -> float:
+    return event.event_time.ToMicroseconds() / 1e6
 
 
 def _seconds(event: Any, since: float) -> float | None:
     if not event:
         return None
-    return round(event.event_time.ToMicroseconds() / 1e6 - since, 2)
+    return round(_time(event) - since, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,6 +648,8 @@ class Chaos:
         self.workers: list[WorkerProcess] = []
         self.machines: list[Machine] = []
         self.spawned = 0
+        self.names: dict[str, str] = {}
+        """Every worker's identity and name."""
 
     async def worker(self, machine: Machine | None = None) -> WorkerProcess:
         if machine is None:
@@ -529,6 +657,7 @@ class Chaos:
             self.machines.append(machine)
         self.spawned += 1
         w = WorkerProcess(machine, self.server.opts.address, self.task_queue, f"w{self.spawned}")
+        self.names[w.identity] = w.name
         return await w.polling()
 
     async def run(self) -> Round:
@@ -577,7 +706,7 @@ class Chaos:
                 h.wait()
         one, five, fifteen = os.getloadavg()
         self.report.load_avg = (round(one, 2), round(five, 2), round(fifteen, 2))
-        await measure(client, self.report.faults)
+        await measure(client, self.report.faults, self.names)
         return job_ids, outcomes
 
     def job(self, repo: Path) -> Any:
@@ -632,7 +761,10 @@ class Chaos:
         candidates = [w for w in self.workers if w not in paused]
         victim = self.rng.choice(candidates)
         steps = await running_steps(client, job_ids, victim.identity)
-        fault = Fault(kind=what, at=time.time(), worker=victim.name, steps=steps)
+        now = time.time()
+        fault = Fault(
+            kind=what, at=now, worker=victim.name, identity=victim.identity, until=now, steps=steps
+        )
         self.report.faults.append(fault)
         if what == "pause":
             victim.signal(signal.SIGSTOP)
@@ -643,6 +775,7 @@ class Chaos:
             async def resume() -> None:
                 await asyncio.sleep(self.args.pause_s)
                 victim.signal(signal.SIGCONT)
+                fault.until = time.time()
                 paused.discard(victim)
 
             resumes.append(asyncio.create_task(resume()))
@@ -765,7 +898,7 @@ def details(r: Round) -> list[str]:
             counted = again if again is not None else rec
             slow = counted is None or counted > r.recovery_goal_s
             if slow or f.kind == "pause" or again is not None:
-                caught = f", caught again by a later fault after {again} s" if again else ""
+                caught = f", caught again by another fault after {again} s" if again else ""
                 out.append(
                     f"  {f.kind} of {f.worker}: {kind} of {wid}: step done after {done} s, "
                     f"job moved on after {rec} s{caught}"

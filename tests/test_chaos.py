@@ -156,3 +156,41 @@ async def heartbeat_times(client: Client, job_id: str) -> list[float]:
         return out
     except RPCError:  # a shard that just ended
         return []
+
+
+def test_a_recovery_stops_counting_when_another_fault_takes_the_job() -> None:
+    """How `make chaos` counts: a kill's recovery ends where another fault took the job up
+    (its workflow task started on the next victim, or on a paused worker), and the task that
+    fault lost is measured as that fault's own recovery; a task that only ran slowly on a
+    live worker is nobody's."""
+    from bench.chaos import Fault, LostTask, fault_of, mark_hit_again
+
+    step = ("job/00-pkg0", "3", EDIT_STEP)
+    kill_a = Fault("kill", at=100.0, worker="w3", identity="3@vm", until=100.0, steps=[step])
+    kill_b = Fault("kill", at=106.3, worker="w5", identity="5@vm", until=106.3)
+    # w5 took the job's next workflow task 6.13 s after the first kill, and was killed before
+    # finishing it.
+    on_b = LostTask("job/00-pkg0", 22, 106.13, "5@vm", timed_out=111.13, moved_on=111.73)
+    slow = LostTask("job/00-pkg0", 30, 120.0, "1@vm", timed_out=125.0, moved_on=125.5)
+    faults = [kill_a, kill_b]
+    assert fault_of(on_b, faults) == 1
+    assert fault_of(slow, faults) is None
+    kill_a.recovery_s, kill_a.step_done_s = [111.73 - 100.0], [5.09]
+    kill_b.steps, kill_b.recovery_s = [on_b.item], [111.73 - 106.3]
+    mark_hit_again(faults, [(on_b, 1)])
+    assert kill_a.counted() == [6.3]
+    assert kill_b.counted() == [111.73 - 106.3]
+
+    # A paused worker takes a task it will only run after it is resumed: the pause lost it,
+    # counted from the task's start for a kill that began before it.
+    pause = Fault("pause", at=200.0, worker="w2", identity="2@vm", until=207.0)
+    kill = Fault("kill", at=202.0, worker="w1", identity="1@vm", until=202.0, steps=[step])
+    on_paused = LostTask("job/00-pkg0", 40, 206.5, "2@vm", timed_out=211.5, moved_on=212.0)
+    faults = [pause, kill]
+    assert fault_of(on_paused, faults) == 0
+    kill.recovery_s = [10.0]
+    mark_hit_again(faults, [(on_paused, 0)])
+    assert kill.counted() == [4.5]
+    # Without the lost task, the kill's whole recovery counts.
+    mark_hit_again(faults, [])
+    assert kill.counted() == [10.0]
