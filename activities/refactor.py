@@ -76,6 +76,13 @@ def plan(inp: PlanInput) -> Plan:
                 raise bad_input(str(e)) from None
             found = getattr(editor, "report", None)
             notes = _notes(found.respelled, found.unparsed) if found else ""
+            if ruff_format and inp.format_change:
+                # The whole change set in one ruff run each for imports and formatting, as
+                # the plain tool does, instead of two per batch of every shard.
+                sandbox.require(inp.sandbox.mode)
+                policy = sandbox.Policy.of(inp.sandbox)
+                format_files(wt, _git.changed_paths(wt), inp.timeout_s, policy)
+                notes += f"\n{FORMATTED_TRAILER}: ruff"
             message = f"{inp.edit.label()} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
             change = _git.commit_all(wt, message, inp.timestamp)
             if change is None:
@@ -87,11 +94,16 @@ def plan(inp: PlanInput) -> Plan:
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
         # Kept in the change commit, so a retry that finds it reports them too.
-        trailers = _read_notes(_git.run(cache, "log", "-1", "--format=%B", change))
-    return _plan(cache, base, change, files, ruff_format).model_copy(update=trailers)
+        message = _git.run(cache, "log", "-1", "--format=%B", change)
+        formatted = _git.trailer(message, FORMATTED_TRAILER) is not None
+    # A change set formatted here is not formatted again by the shards.
+    plan = _plan(cache, base, change, files, ruff_format and not formatted)
+    return plan.model_copy(update=_read_notes(message))
 
 
 RESPELLED_TRAILER = "Agentparallels-Respelled"
+FORMATTED_TRAILER = "Agentparallels-Formatted"
+"""On a change commit whose files the plan formatted (``PlanInput.format_change``)."""
 UNPARSED_TRAILER = "Agentparallels-Unparsed"
 
 

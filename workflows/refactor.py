@@ -182,6 +182,9 @@ class RefactorWorkflow:
                 base_ref=inp.base_ref,
                 edit=inp.edit,
                 timestamp=job.timestamp,
+                format_change=True,
+                sandbox=inp.limits.sandbox,
+                timeout_s=inp.limits.command_timeout_s,
             ),
             summary="plan: list the files to change",
         )

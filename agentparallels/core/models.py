@@ -276,6 +276,12 @@ class PlanInput(Value):
     base_ref: str
     edit: EditSpec
     timestamp: int
+    format_change: bool = False
+    """For an edit computed here (a rename): format the whole change set once with the
+    repository's ruff settings, as the plain tool does, so that no shard formats it again."""
+    sandbox: Sandbox = Sandbox()
+    """Where the formatting runs (the job's sandbox)."""
+    timeout_s: float = Limits().command_timeout_s
 
 
 class Plan(Value):

@@ -1,0 +1,52 @@
+"""A rename's change set is formatted once, in the plan, as the plain tool formats it: the
+shards copy formatted files and run no ruff formatting of their own (issue 15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.testing import ActivityEnvironment
+
+from agentparallels.activities.refactor import plan
+from agentparallels.core.models import Plan, PlanInput, RenameEdit
+from tests.support.repos import git, make_repo
+
+FILES = {
+    "pyproject.toml": "[tool.ruff]\nline-length = 100\n",
+    "a.py": "def old_name():\n    return 1\n\n\ndef zeta():\n    return 2\n",
+    # After the rename, `zz_name, zeta` is out of order: ruff's import sorting fixes it.
+    "b.py": "from a import old_name, zeta\n\nprint(old_name(), zeta())\n",
+}
+
+
+def run_plan(repo: Path, job_id: str, *, format_change: bool) -> tuple[Plan, str]:
+    inp = PlanInput(
+        job_id=job_id,
+        repository=str(repo),
+        base_ref="main",
+        edit=RenameEdit(old="a.old_name", new="zz_name"),
+        timestamp=1_700_000_000,
+        format_change=format_change,
+    )
+    result = ActivityEnvironment().run(plan, inp)
+    assert result.change_commit
+    return result, git(repo, "show", f"{result.change_commit}:b.py")
+
+
+def test_the_plan_formats_the_change_set_and_the_shards_do_not(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", FILES)
+    result, b = run_plan(repo, "job-1", format_change=True)
+    assert b.splitlines()[0] == "from a import zeta, zz_name"
+    assert result.ruff_format is False  # nothing left for the shards to format
+    # A retry of the step finds the change set it pushed, and says the same.
+    again, b_again = run_plan(repo, "job-1", format_change=True)
+    assert (again.change_commit, again.ruff_format, b_again) == (result.change_commit, False, b)
+
+
+def test_without_it_the_shards_format(tmp_path: Path) -> None:
+    """A job started before the plan formatted (its input does not ask for it) still has its
+    shards format the files."""
+    repo = make_repo(tmp_path / "repo", FILES)
+    result, b = run_plan(repo, "job-2", format_change=False)
+    assert b.splitlines()[0] == "from a import zz_name, zeta"
+    assert result.ruff_format is True
