@@ -161,7 +161,11 @@ def _batch(
 
 
 def _run(
-    argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float, tail: int | None = OUTPUT_TAIL
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    timeout_s: float,
+    tail: int | None = OUTPUT_TAIL,
 ) -> Finished:
     proc = subprocess.Popen(
         argv,
