@@ -293,3 +293,48 @@ async def test_jobs_and_their_shards_get_the_short_workflow_task_timeout(
     timeouts = [started.workflow_task_timeout.ToTimedelta()]
     timeouts += [c.workflow_task_timeout.ToTimedelta() for c in children]
     assert timeouts == [WORKFLOW_TASK_TIMEOUT] * (1 + len(children))
+
+
+async def edit_steps(client: Client, job_id: str) -> dict[str, int]:
+    """Edit steps each shard of the job ran, from the shards' histories."""
+    counts: dict[str, int] = {}
+    job = await client.get_workflow_handle(job_id).fetch_history()
+    for e in job.events:
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            shard = e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            history = await client.get_workflow_handle(shard).fetch_history()
+            counts[shard.split("/")[-1]] = sum(
+                e.activity_task_scheduled_event_attributes.activity_type.name
+                == "refactor.edit_files"
+                for e in history.events
+                if e.HasField("activity_task_scheduled_event_attributes")
+            )
+    return counts
+
+
+async def test_a_rename_edits_a_shard_in_one_step_unless_told_otherwise(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A rename's 31 files in one shard: one edit step (copying files from the change set is
+    cheap to redo after a crash, so 20 files a step would only add steps); with
+    --batch-files 10, four. A command edit keeps 20 files a step."""
+    files = {"pkg/__init__.py": "", "pkg/money.py": "def to_cents(x):\n    return x\n"}
+    for m in range(30):
+        files[f"pkg/use{m}.py"] = f"from pkg.money import to_cents\n\nV{m} = to_cents({m})\n"
+    rename = RenameEdit(old="pkg.money.to_cents", new="as_cents")
+    seen = []
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        for name, edit, batch in (
+            ("default", rename, None),
+            ("told", rename, 10),
+            ("command", CommandEdit(command="sed -i s/to_cents/as_cents/ {file}"), None),
+        ):
+            repo = make_repo(tmp_path / name, files)
+            job = RefactorInput(
+                repository=str(repo), edit=edit, limits=Limits(parallel=1, batch_files=batch)
+            )
+            handle = await start_job(client, task_queue, job)
+            result = await handle.result()
+            assert len(result.files_changed) == 31
+            seen.append(await edit_steps(client, handle.id))
+    assert seen == [{"00-pkg": 1}, {"00-pkg": 4}, {"00-pkg": 2}]

@@ -49,6 +49,15 @@ with workflow.unsafe.imports_passed_through():
 PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
 """The signal a shard sends its parent after each file."""
 
+BATCH_FILES = 20
+"""Files one edit step takes when the job does not say (``Limits.batch_files``): each is still
+verified and committed on its own, but a crashed worker redoes at most this many."""
+PRECOMPUTED_BATCH_FILES = 500
+"""The same, for an edit the plan computed (a rename, whose files are copied from its change
+set): copying a file is cheap to redo, and each step costs a push, a ruff run, git's look at
+the worktree and the workflow's round trip (at 1000 files a rename took 48 steps of 221 ms in
+four shards, a third of the job)."""
+
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
 """Programming errors fail the workflow (after its rollback) instead of retrying its task."""
 
@@ -173,7 +182,10 @@ class ShardWorkflow:
         """The files of the next step and, for a model edit, the model's answer for its one
         file (one file at a time, each answer a recorded decision)."""
         if run.model is None:
-            return tuple(run.pending[: inp.limits.batch_files]), None
+            size = inp.limits.batch_files
+            if size is None:  # a job started before it was optional says 20 itself
+                size = BATCH_FILES if inp.change_commit is None else PRECOMPUTED_BATCH_FILES
+            return tuple(run.pending[:size]), None
         path = run.pending[0]
         if not run.conversation:
             run.conversation = _edit_prompt(run.model, path)
@@ -330,4 +342,11 @@ def _feedback(outcome: EditOutcome) -> str:
     )
 
 
-__all__ = ["BUG_TYPES", "EDIT_SYSTEM", "PROGRESS_SIGNAL", "ShardWorkflow"]
+__all__ = [
+    "BUG_TYPES",
+    "EDIT_SYSTEM",
+    "BATCH_FILES",
+    "PRECOMPUTED_BATCH_FILES",
+    "PROGRESS_SIGNAL",
+    "ShardWorkflow",
+]

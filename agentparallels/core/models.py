@@ -200,9 +200,11 @@ class Limits(Value):
     """Most tokens (counted at plan time) in a shard, so each sub-agent's files fit its
     window: modules are packed whole while they fit, a larger one is split by files, and a
     single file over it fails the plan (None: no token limit)."""
-    batch_files: int = Field(20, ge=1)
+    batch_files: int | None = Field(None, ge=1)
     """Files one edit step handles: each file still gets its own verification and commit, but
-    a batch's commits are pushed together, so a crashed worker redoes at most one batch."""
+    a batch's commits are pushed together, so a crashed worker redoes at most one batch. None
+    (the default): 20, or 500 for an edit the plan computed (a rename, whose files are copied
+    from its change set and cheap to redo; ``workflows.shard.PRECOMPUTED_BATCH_FILES``)."""
     breaker_threshold: int = Field(3, ge=1)
     """Consecutive failed verifications of edits that open a shard's circuit breaker."""
     command_timeout_s: float = Field(300.0, gt=0)
