@@ -338,3 +338,24 @@ async def test_a_rename_edits_a_shard_in_one_step_unless_told_otherwise(
             assert len(result.files_changed) == 31
             seen.append(await edit_steps(client, handle.id))
     assert seen == [{"00-pkg": 1}, {"00-pkg": 4}, {"00-pkg": 2}]
+
+
+async def test_a_small_rename_is_one_shard(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """31 files renamed with --parallel 4: one shard (a rename's shard only copies files from
+    the change set, so a shard costs more than its files: a child workflow, a worktree and a
+    step); the same files edited by a command make two shards of at least 20."""
+    files = {"pkg/__init__.py": "", "pkg/money.py": "def to_cents(x):\n    return x\n"}
+    for m in range(30):
+        files[f"pkg/use{m}.py"] = f"from pkg.money import to_cents\n\nV{m} = to_cents({m})\n"
+    shards = []
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        for name, edit in (
+            ("rename", RenameEdit(old="pkg.money.to_cents", new="as_cents")),
+            ("command", CommandEdit(command="sed -i s/to_cents/as_cents/ {file}")),
+        ):
+            repo = make_repo(tmp_path / name, files)
+            job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(parallel=4))
+            result = await (await start_job(client, task_queue, job)).result()
+            assert len(result.files_changed) == 31
+            shards.append(sorted({s for m in result.modules for s in m.shards}))
+    assert shards == [["00-pkg"], ["00-pkg", "01-pkg"]]

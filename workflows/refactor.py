@@ -32,6 +32,8 @@ from agentparallels.workflows.ledger import (
 from agentparallels.workflows.saga import Saga, failure_of, incomplete, rolled_back, shielded
 from agentparallels.workflows.shard import BUG_TYPES, PROGRESS_SIGNAL, ShardWorkflow
 from agentparallels.workflows.sharding import (
+    MIN_PRECOMPUTED_SHARD_FILES,
+    MIN_SHARD_FILES,
     FileTooLarge,
     files_per_shard,
     module_of,
@@ -46,6 +48,8 @@ CHECKLIST = "two-phase-checklist"
 """Patch id: jobs started before the checklist replay with the test command alone."""
 PUBLISH_INVARIANT = "publish-invariant"
 """Patch id of the result check before publishing: jobs started before it replay without it."""
+PRECOMPUTED_SHARDS = "precomputed-shards"
+"""Patch id: jobs started before it size a rename's shards like any edit's."""
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
@@ -192,9 +196,13 @@ class RefactorWorkflow:
     async def _shard(self, inp: RefactorInput, job: JobRef, the_plan: Plan) -> list[Shard]:
         """Pack the plan's files into shards, and take over those an earlier run finished."""
         self._file_tokens = dict(zip(the_plan.files, the_plan.tokens, strict=False))
+        minimum = MIN_SHARD_FILES
+        if the_plan.change_commit is not None and not inp.limits.max_files_per_shard:
+            if workflow.patched(PRECOMPUTED_SHARDS):
+                minimum = MIN_PRECOMPUTED_SHARD_FILES
         try:
             per_shard = inp.limits.max_files_per_shard or files_per_shard(
-                len(the_plan.files), inp.limits.parallel
+                len(the_plan.files), inp.limits.parallel, minimum
             )
             shards = shard_files(
                 the_plan.files,

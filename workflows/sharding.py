@@ -50,14 +50,20 @@ MIN_SHARD_FILES = 20
 files is one shard)."""
 
 
-def files_per_shard(files: int, parallel: int) -> int:
+MIN_PRECOMPUTED_SHARD_FILES = 250
+"""The same for an edit the plan computed (a rename): its shards only copy files from the
+change set, so a shard costs far more than its files (a child workflow, a worktree, a step)
+and a job of up to this many files is one shard."""
+
+
+def files_per_shard(files: int, parallel: int, minimum: int = MIN_SHARD_FILES) -> int:
     """The shard size of a job of ``files`` files with ``parallel`` shards at once, when the
     job does not set one: every slot busy with one shard, none smaller than
-    :data:`MIN_SHARD_FILES`. A shard's fixed cost (its worktree, a fill of the whole
+    ``minimum`` (:data:`MIN_SHARD_FILES`). A shard's fixed cost (its worktree, a fill of the whole
     repository, and its workflow) is paid per shard, so a number of shards that grew with the
     files made that cost grow with the repository's size squared (docs/benchmarks.md,
     "Scale")."""
-    return max(MIN_SHARD_FILES, -(-files // max(parallel, 1)))
+    return max(minimum, -(-files // max(parallel, 1)))
 
 
 def shard_files(
@@ -114,4 +120,11 @@ def shard_files(
     return shards
 
 
-__all__ = ["FileTooLarge", "MIN_SHARD_FILES", "files_per_shard", "module_of", "shard_files"]
+__all__ = [
+    "MIN_PRECOMPUTED_SHARD_FILES",
+    "MIN_SHARD_FILES",
+    "FileTooLarge",
+    "files_per_shard",
+    "module_of",
+    "shard_files",
+]
