@@ -281,9 +281,11 @@ def _cleared_stale_locks(repository: str, stderr: str) -> bool:
     return cleared
 
 
-def worktree(cache: Path, path: Path, sha: str) -> Path:
+def worktree(cache: Path, path: Path, sha: str, sparse: Sequence[str] | None = None) -> Path:
     """A clean worktree of the cache at ``path``, detached at ``sha``; reused when it exists.
-    The caller holds the worktree's lock (see :mod:`activities._workspace`)."""
+    With ``sparse``, a new one holds only those files (a sparse checkout of its own, the
+    others left out of its folder), not the whole tree. The caller holds the worktree's lock
+    (see :mod:`activities._workspace`)."""
     if (path / ".git").exists():
         try:
             discard(path, sha)
@@ -294,8 +296,24 @@ def worktree(cache: Path, path: Path, sha: str) -> Path:
         shutil.rmtree(path, ignore_errors=True)
         run(cache, "worktree", "prune")
         path.parent.mkdir(parents=True, exist_ok=True)
-        run(cache, "worktree", "add", "--quiet", "--detach", str(path), sha)
+        if sparse is None or any("\n" in p for p in sparse):  # no pattern matches a newline
+            run(cache, "worktree", "add", "--quiet", "--detach", str(path), sha)
+            return path
+        run(cache, "worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), sha)
+    # Patterns of the worktree's own (git keeps them per worktree), one anchored literal path
+    # each; then the index and the files, for those paths only.
+    patterns = "".join(f"/{_literal(p)}\n" for p in sparse)
+    run_with_input(path, patterns.encode(), "sparse-checkout", "set", "--no-cone", "--stdin")
+    run(path, "reset", "--hard", "--quiet", sha)
     return path
+
+
+def _literal(path: str) -> str:
+    """``path`` as a sparse-checkout (gitignore) pattern body that matches it alone: its
+    wildcards and backslashes escaped, and trailing spaces, which a pattern would drop."""
+    escaped = re.sub(r"([\\*?\[\]])", r"\\\1", path)
+    stripped = escaped.rstrip(" ")
+    return stripped + "\\ " * (len(escaped) - len(stripped))
 
 
 def remove_worktrees(cache: Path, folder: Path) -> None:

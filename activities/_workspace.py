@@ -45,8 +45,9 @@ def holding(job_id: str, name: str | None) -> Iterator[Path]:
             yield path
 
 
-def _prepared(repository: str, path: Path, sha: str) -> Path:
-    """The worktree at ``path``, clean and at ``sha``; made if missing. The caller holds it.
+def _prepared(repository: str, path: Path, sha: str, sparse: Sequence[str] | None = None) -> Path:
+    """The worktree at ``path``, clean and at ``sha``; made if missing (with only the files
+    ``sparse`` names, when given: see ``_git.worktree``). The caller holds it.
 
     A worktree is known clean, and reused as it is, when it is at ``sha`` and no step was
     interrupted while editing it (see :func:`editing`); otherwise it is reset.
@@ -61,19 +62,21 @@ def _prepared(repository: str, path: Path, sha: str) -> Path:
     mark.touch()
     cache = _git.cached_repo(repository)
     _git.ensure_commit(cache, repository, sha)
-    _git.worktree(cache, path, sha)
+    _git.worktree(cache, path, sha, sparse)
     mark.unlink(missing_ok=True)
     return path
 
 
 @contextmanager
-def editing(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]:
+def editing(
+    repository: str, job_id: str, name: str, sha: str, sparse: Sequence[str] | None = None
+) -> Iterator[Path]:
     """The worktree, clean at ``sha`` and held by this attempt alone for the block (which
     pushes what it commits before it ends). It is marked as being edited until the block ends
     without an exception (the block must leave it clean); a worktree left marked is reset
     before its next use."""
     with holding(job_id, name) as path:
-        _prepared(repository, path, sha)
+        _prepared(repository, path, sha, sparse)
         mark = _beside(path, "editing")
         mark.touch()
         yield path
@@ -104,11 +107,14 @@ class ShardWorkspace:
 
     @classmethod
     @contextmanager
-    def held(cls, shard: ShardRef, checkpoint: str) -> Iterator[ShardWorkspace]:
+    def held(
+        cls, shard: ShardRef, checkpoint: str, sparse: Sequence[str] | None = None
+    ) -> Iterator[ShardWorkspace]:
         """The shard's workspace at ``checkpoint``, for this attempt alone for the block, which
-        must :meth:`finish` it (an exception leaves the worktree marked, to be reset)."""
+        must :meth:`finish` it (an exception leaves the worktree marked, to be reset). With
+        ``sparse`` (the shard's files), a worktree made here holds only those."""
         job = shard.job
-        with editing(job.repository, job.job_id, shard.name, checkpoint) as path:
+        with editing(job.repository, job.job_id, shard.name, checkpoint, sparse) as path:
             yield cls(shard, checkpoint, path)
 
     def pushed_before(self, paths: Sequence[str]) -> list[tuple[str, str]] | None:

@@ -165,7 +165,13 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     sandbox.require(inp.sandbox.mode)  # fail closed before anything is changed
     policy = sandbox.Policy.of(inp.sandbox)
     what = inp.edit.label()
-    with ShardWorkspace.held(inp.shard, inp.checkpoint) as ws:
+    # Only the shard's files checked out, where nothing reads the others: the edit copies
+    # them from the plan's change set, formatted there; ruff's verify rules run --isolated.
+    only = inp.sparse and editor_for(inp.edit).precomputed
+    sparse = (
+        (inp.scope or inp.paths) if only and not inp.ruff_format and not inp.check_cmd else None
+    )
+    with ShardWorkspace.held(inp.shard, inp.checkpoint, sparse) as ws:
         try:
             earlier = ws.pushed_before(inp.paths)
         except BranchMoved as e:

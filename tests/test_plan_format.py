@@ -50,3 +50,41 @@ def test_without_it_the_shards_format(tmp_path: Path) -> None:
     result, b = run_plan(repo, "job-2", format_change=False)
     assert b.splitlines()[0] == "from a import zz_name, zeta"
     assert result.ruff_format is True
+
+
+def test_a_renames_shard_checks_out_its_own_files_only(tmp_path: Path, cache_dir: Path) -> None:
+    """The edit step of a rename whose plan formatted the change set fills its worktree with
+    the shard's files only (a sparse checkout), not the whole tree, and commits the same
+    files as a full checkout would; with a check command, which may read any file, the
+    worktree holds the whole tree."""
+    from agentparallels.activities._workspace import worktrees_dir
+    from agentparallels.activities.refactor import edit_files
+    from agentparallels.core.models import EditBatchInput, JobRef, ShardRef
+
+    files = {**FILES, **{f"other{i}.py": f"X{i} = {i}\n" for i in range(5)}}
+    trees = {}
+    for name, check in (("sparse", None), ("full", "true {file}")):
+        repo = make_repo(tmp_path / name, files)
+        the_plan, _ = run_plan(repo, f"job-{name}", format_change=True)
+        base = git(repo, "rev-parse", "HEAD")
+        job = JobRef(job_id=f"job-{name}", repository=str(repo), base_commit=base, timestamp=0)
+        step = EditBatchInput(
+            shard=ShardRef(job=job, name="s0"),
+            paths=the_plan.files,
+            checkpoint=base,
+            edit=RenameEdit(old="a.old_name", new="zz_name"),
+            change_commit=the_plan.change_commit,
+            check_cmd=check,
+            scope=the_plan.files,
+            sparse=True,
+        )
+        result = ActivityEnvironment().run(edit_files, step)
+        assert [o.status for o in result.outcomes] == ["committed", "committed"]
+        wt = worktrees_dir(job.job_id) / "s0"
+        on_disk = sorted(
+            str(p.relative_to(wt)) for p in wt.rglob("*") if p.is_file() and ".git" != p.name
+        )
+        trees[name] = (on_disk, git(repo, "rev-parse", f"{result.tip}^{{tree}}"))
+    assert trees["sparse"][0] == ["a.py", "b.py"]
+    assert trees["full"][0] == sorted(files)
+    assert trees["sparse"][1] == trees["full"][1]

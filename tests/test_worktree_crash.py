@@ -46,7 +46,7 @@ def test_a_worktree_half_made_by_a_killed_worker_is_made_again(
         import os
         from agentparallels.activities import _git, _workspace
 
-        def killed_mid_add(cache, path, sha):  # HEAD written, nothing checked out
+        def killed_mid_add(cache, path, sha, sparse=None):  # HEAD written, no files yet
             path.parent.mkdir(parents=True, exist_ok=True)
             _git.run(cache, "worktree", "add", "--quiet", "--no-checkout", "--detach",
                      str(path), sha)

@@ -217,6 +217,8 @@ class ShardWorkflow:
                 # A model edit's step is one file, its own scope (and history stays small).
                 scope=inp.shard.files if run.model is None else (),
                 answer=answer,
+                # A hook runs in the shard's worktree and may read any file of it.
+                sparse=inp.change_commit is not None and not inp.hooks,
             ),
             summary=f"edit {batch[0]}" + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""),
             start_to_close_timeout=timedelta(

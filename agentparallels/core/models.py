@@ -369,6 +369,10 @@ class EditBatchInput(Value):
     """Every path the step may change (the bulkhead): the shard's files. Empty: ``paths``."""
     answer: str | None = None
     """For a model edit (one file): the model's answer, a whole file or a unified diff."""
+    sparse: bool = False
+    """The shard's worktree may hold its files only (a sparse checkout), not the whole tree:
+    for an edit the plan computed and formatted, with no check command or hook that could read
+    other files. Honoured only for such an edit (see ``activities.refactor.edit_files``)."""
 
 
 class EditOutcome(Value):
