@@ -56,6 +56,7 @@ lint: $(STAMP)
 
 bench: $(STAMP) sandbox
 	$(BIN)/python -m bench.refactor_bench --sizes 200 1000 2000 --repeat 2
+	$(BIN)/python -m bench.step_bench
 	$(BIN)/python -m bench.llm_bench
 	$(BIN)/python -m bench.sandbox_bench
 	$(BIN)/python -m bench.agent_bench
