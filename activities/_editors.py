@@ -97,8 +97,9 @@ class CommandEditor:
             failure = None
             stray = True
         else:
-            bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`")
-            stray = any(p not in set(paths) for p in _git.changed_paths(wt))
+            changed = _git.changed_paths(wt)
+            bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`", changed)
+            stray = any(p not in set(paths) for p in changed)
         if stray:
             _git.discard(wt)
             self._run(wt, paths, step.timeout_s, policy, check_each=True)

@@ -48,11 +48,19 @@ def check_paths(wt: Path, paths: Sequence[str], scope: Collection[str]) -> None:
             )
 
 
-def contain(wt: Path, paths: Sequence[str], scope: Collection[str], what: str) -> None:
+def contain(
+    wt: Path,
+    paths: Sequence[str],
+    scope: Collection[str],
+    what: str,
+    changed: Collection[str] | None = None,
+) -> None:
     """After an edit: if it changed anything outside the shard's files, revert every change in
-    the worktree and refuse, naming what it changed."""
+    the worktree and refuse, naming what it changed. ``changed``: what the caller just read
+    the worktree's changes to be (``_git.changed_paths``), so git need not look again."""
     inside = allowed(paths, scope)
-    outside = [p for p in _git.changed_paths(wt) if p not in inside]
+    found = _git.changed_paths(wt) if changed is None else changed
+    outside = sorted(p for p in found if p not in inside)
     if outside:
         _git.discard(wt)
         raise violation(

@@ -179,8 +179,8 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         if earlier is not None:
             return _reported(earlier)
         applied, failure = _apply(ws.path, inp)
-        bulkhead.contain(ws.path, inp.paths, inp.scope, what)
         changed = ws.changed()
+        bulkhead.contain(ws.path, inp.paths, inp.scope, what, changed)
         edited = [p for p in applied if p in changed]
         if inp.ruff_format:
             format_files(ws.path, edited, inp.timeout_s, policy)
