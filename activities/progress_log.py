@@ -24,7 +24,14 @@ import git
 from agentparallels.activities import _git
 from agentparallels.activities._defn import implements
 from agentparallels.core import steps
-from agentparallels.core.models import SCRATCH_NAMESPACE, JobRef, Shard, ShardRef, ShardResult
+from agentparallels.core.models import (
+    SCRATCH_NAMESPACE,
+    JobRef,
+    Shard,
+    ShardRef,
+    ShardResult,
+    files_digest,
+)
 from agentparallels.core.progress_log import (
     LOG_FILE,
     JobLog,
@@ -81,11 +88,16 @@ def _update(job: JobRef, change: Callable[[JobLog | None], JobLog]) -> None:
 
 
 def _adopt(cache: Path, job: JobRef, shard: Shard, result: ShardResult) -> bool:
-    """Take ``result`` as this run's result of ``shard`` if it still holds: its head is in reach
-    (this cache, or by id in the repository), descends from the base, and changes exactly the
-    files it reports, all of them the shard's. Its branch is then set to that head."""
+    """Take ``result`` as this run's result of ``shard`` if it still holds: it was made for
+    exactly the shard's files (a later run can pack the files into other shards under the
+    same names: a result of a smaller shard would leave the rest unedited), its head is in
+    reach (this cache, or by id in the repository), descends from the base, and changes
+    exactly the files it reports. Its branch is then set to that head. A result that does not
+    say which files it was made for (from before that was recorded) is not taken over."""
     files = set(result.files_changed)
-    if result.name != shard.name or not files <= set(shard.files):
+    if result.name != shard.name or result.files_digest != files_digest(shard.files):
+        return False
+    if not files <= set(shard.files):
         return False
     if not files:
         return result.head == job.base_commit

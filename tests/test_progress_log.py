@@ -20,6 +20,7 @@ from agentparallels.core.models import (
     Shard,
     ShardRef,
     ShardResult,
+    files_digest,
 )
 from agentparallels.core.progress_log import JobLog, OpenLogInput, ShardDoneInput, log_ref
 from tests.support.repos import git, make_repo
@@ -49,7 +50,11 @@ def run_shard(job: JobRef, shard: Shard) -> ShardResult:
     )
     done = ActivityEnvironment().run(edit_files, step)
     return ShardResult(
-        name=shard.name, head=done.tip, files_changed=shard.files, attempts=len(shard.files)
+        name=shard.name,
+        head=done.tip,
+        files_changed=shard.files,
+        attempts=len(shard.files),
+        files_digest=files_digest(shard.files),
     )
 
 
@@ -141,3 +146,17 @@ def test_kept_commits_stay_in_the_cache_until_published_or_expired(
     assert git(cache, "for-each-ref", "--format=%(refname)", "refs/agentparallels-keep/") == (
         "refs/agentparallels-keep/job-3/00-a"
     )
+
+
+def test_a_result_made_for_other_files_is_refused(tmp_path: Path) -> None:
+    """A later run can pack the files into other shards under the same names (the shard size
+    rule changed between the runs, say): the earlier run's 00-a edited a/x.py alone, this
+    run's 00-a holds a/x.py and a/y.py. Its result is refused although everything it reports
+    holds, else a/y.py would never be edited; so is a result that does not say which files it
+    was made for (from before that was recorded)."""
+    repo, job = setup(tmp_path)
+    smaller = run_shard(job, Shard(name="00-a", modules=("a",), files=("a/x.py",)))
+    git(repo, "update-ref", "-d", ShardRef(job=job, name="00-a").ref)
+    unsaid = smaller.model_copy(update={"files_digest": ""})
+    for offer in (smaller, unsaid):
+        assert open_(job, {"00-a": offer}) == {}, offer

@@ -21,6 +21,7 @@ from agentparallels.core.models import (
     Shard,
     ShardRef,
     ShardResult,
+    files_digest,
 )
 from agentparallels.core.progress_log import OpenLogInput, ShardDoneInput
 from tests.support.repos import git, make_repo
@@ -73,7 +74,13 @@ def test_a_resumed_run_on_a_fresh_worker_takes_over_a_rolled_back_shard(
         shard=ShardRef(job=job, name="00-a"), paths=("a/m.py",), checkpoint=base, edit=SED
     )
     head = ActivityEnvironment().run(edit_files, step).tip
-    result = ShardResult(name="00-a", head=head, files_changed=("a/m.py",), attempts=1)
+    result = ShardResult(
+        name="00-a",
+        head=head,
+        files_changed=("a/m.py",),
+        attempts=1,
+        files_digest=files_digest(("a/m.py",)),
+    )
     ActivityEnvironment().run(record_shard, ShardDoneInput(job=job, result=result))
     ActivityEnvironment().run(cleanup, job)  # the rollback
     assert git(repo, "for-each-ref", "refs/agentparallels") == ""

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ShardProgress,
         ShardRef,
         ShardResult,
+        files_digest,
     )
 
 PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
@@ -79,6 +80,7 @@ class _Run:
     def __init__(self, inp: ShardInput, ledger: LedgerClient) -> None:
         limits = inp.limits
         self.shard = ShardRef(job=inp.job, name=inp.shard.name)
+        self.files_digest = files_digest(inp.shard.files)
         self.breaker = CircuitBreaker(threshold=limits.breaker_threshold)
         self.saga = Saga()
         self.tip = inp.job.base_commit
@@ -263,6 +265,7 @@ class ShardWorkflow:
             head=run.tip,
             files_changed=tuple(run.changed),
             attempts=run.attempts,
+            files_digest=run.files_digest,
             usage=run.model_steps.total,
             phase_tokens=run.model_steps.spent(),
             cost_usd=run.model_steps.cost_usd,

@@ -6,6 +6,7 @@ carry paths and git object names, and activities read the files when they need t
 
 from __future__ import annotations
 
+import hashlib
 import keyword
 from datetime import timedelta
 from typing import Annotated, ClassVar, Literal
@@ -400,11 +401,20 @@ class RefUpdate(Value):
     """Commit to set the ref to; None deletes it."""
 
 
+def files_digest(files: tuple[str, ...] | list[str]) -> str:
+    """A short digest of a shard's file list, in order: a later run of the job takes a shard's
+    result over only if it was made for exactly the same files."""
+    return hashlib.sha256("\0".join(files).encode()).hexdigest()[:32]
+
+
 class ShardResult(Value):
     name: str
     head: str
     files_changed: tuple[str, ...]
     attempts: int
+    files_digest: str = ""
+    """``files_digest`` of every file the shard was given (changed or not); empty in results
+    of runs from before it was recorded."""
     usage: Usage = Usage()
     phase_tokens: dict[str, int] = {}
     """Tokens its model calls used, per budget phase."""
@@ -558,4 +568,5 @@ __all__ = [
     "ShardRef",
     "ShardResult",
     "WORKFLOW_TASK_TIMEOUT",
+    "files_digest",
 ]
