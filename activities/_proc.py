@@ -9,6 +9,7 @@ no child process outlives the step.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -83,8 +84,9 @@ def run_command(
     return Finished(done.exit_code, output, done.timed_out, limited=refused > 0)
 
 
-_STARTED = "\x1eagentparallels-started "
-_FAILED = "\x1eagentparallels-failed "
+SCRIPT_BYTES = 64 * 1024
+"""Most bytes of one batch's shell script: the shell gets it as one argument, which Linux caps
+at 128 KiB; a larger batch runs as several scripts, one sandbox each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,9 @@ class BatchFailure:
 
 
 class BatchUnclear(Exception):
-    """The batch's shell ended without saying which command stopped it (it was killed, or the
-    sandbox refused forks): the caller runs the commands one by one to find out."""
+    """The batch's shell ended without saying plainly which command stopped it (it was killed,
+    the sandbox refused forks, or its output does not end as the shell ends it): the caller
+    runs the commands one by one to find out."""
 
 
 def run_commands(
@@ -106,43 +109,83 @@ def run_commands(
 ) -> BatchFailure | None:
     """Run ``commands`` one after another in ``cwd`` under ``policy``, each in a shell of its
     own with ``timeout_s``, in one sandbox (one bubblewrap start for the batch, not one per
-    command), stopping at the first that fails: None when all succeeded, else that command's
-    failure, reported as :func:`run_command` reports one (a command that ran into a hidden
-    path raises ``SandboxDenied``). The sandbox is the one the first command needs; the
-    commands are meant to be one tool on different files. Raises :class:`BatchUnclear` when
-    the batch stopped and the output does not say at which command."""
-    if not commands:
-        return None
-    timeout = shutil.which("timeout")
-    if len(commands) == 1 or timeout is None:
+    command; a batch whose script would pass ``SCRIPT_BYTES`` runs in several), stopping at
+    the first that fails: None when all succeeded, else that command's failure, reported as
+    :func:`run_command` reports one (a command that ran into a hidden path raises
+    ``SandboxDenied``). The sandbox is the one the first command needs; the commands are meant
+    to be one tool on different files. Raises :class:`BatchUnclear` when the output does not
+    say plainly where the batch stopped."""
+    if len(commands) <= 1 or shutil.which("timeout") is None:
         for i, command in enumerate(commands):
             done = run_command(command, cwd, timeout_s, policy)
             if not done.ok:
                 return BatchFailure(i, command, done)
         return None
+    start = 0
+    for part in _parts(commands):
+        failure = _run_part(part, cwd, timeout_s, policy)
+        if failure is not None:
+            return BatchFailure(start + failure.index, failure.command, failure.done)
+        start += len(part)
+    return None
+
+
+def _parts(commands: Sequence[str]) -> list[list[str]]:
+    parts: list[list[str]] = [[]]
+    size = 0
+    for command in commands:
+        cost = len(command.encode()) + 200  # the command, quoted, and its lines around it
+        if parts[-1] and size + cost > SCRIPT_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(command)
+        size += cost
+    return parts
+
+
+def _run_part(
+    commands: list[str], cwd: Path, timeout_s: float, policy: sandbox.Policy
+) -> BatchFailure | None:
+    # Markers with a secret of this run between the commands' outputs: a command cannot print
+    # them by chance, and the shell's last line, which ends the output, says how it ended.
+    tag = f"\x1eagentparallels-{secrets.token_hex(8)}"
     lines = ["exec </dev/null"]
     for i, command in enumerate(commands):
         lines += [
-            f"printf '\\n{_STARTED}%d\\n' {i}",
-            # timeout(1) kills the command's whole process group, and exits 124 when it did.
-            f"timeout -k 2 {timeout_s:g} /bin/sh -c {shlex.quote(command)} 2>&1",
-            f"rc=$?; [ $rc -eq 0 ] || {{ printf '\\n{_FAILED}%d %d\\n' {i} $rc; exit 0; }}",
+            f"printf '\\n{tag} start %d\\n' {i}",
+            # --foreground: the command stays in the batch's process group, so whatever it
+            # leaves running is killed with the batch (and, sandboxed, with its namespace).
+            f"timeout --foreground -k 2 {timeout_s:g} /bin/sh -c {shlex.quote(command)} 2>&1",
+            f"rc=$?; [ $rc -eq 0 ] || {{ printf '\\n{tag} failed %d %d\\n' {i} $rc; exit 0; }}",
         ]
+    lines.append(f"printf '\\n{tag} done\\n'")
     label = f"{commands[0]} (and {len(commands) - 1} more)"
-    script = "\n".join(lines)
-    with sandbox.jail(policy, script, cwd, tool_env(), needs=commands[0]) as jail:
-        whole = _batch(label, cwd, timeout_s * len(commands) + 10, jail.argv, jail.env)
+    with sandbox.jail(policy, "\n".join(lines), cwd, tool_env(), needs=commands[0]) as jail:
+        whole = _batch(
+            label, cwd, timeout_s * len(commands) + 10, policy, argv=jail.argv, env=jail.env
+        )
         refused = jail.refused_forks()
-    failed = whole.output.rfind(_FAILED)
     if refused or whole.timed_out or whole.exit_code != 0:
         raise BatchUnclear(jail.notes(refused) or f"exit {whole.exit_code}")
-    if failed < 0:
+    out = whole.output
+    last = out.rstrip("\n").rsplit("\n", 1)[-1]
+    if last == f"{tag} done":
         return None
-    index, rc = (int(x) for x in whole.output[failed + len(_FAILED) :].split()[:2])
+    words = last.removeprefix(f"{tag} failed ").split()
+    if (
+        not last.startswith(f"{tag} failed ")
+        or len(words) != 2
+        or not all(w.isdigit() for w in words)
+    ):
+        raise BatchUnclear("the batch's output does not end as its shell ends it")
+    index, rc = int(words[0]), int(words[1])
+    if index >= len(commands):
+        raise BatchUnclear(f"the batch says command {index} of {len(commands)} failed")
     command = commands[index]
-    began = whole.output.rfind(f"{_STARTED}{index}\n", 0, failed)
-    output = whole.output[began + len(f"{_STARTED}{index}\n") if began >= 0 else 0 : failed]
-    output = output.removesuffix("\n")[-OUTPUT_TAIL:]
+    began = out.rfind(f"{tag} start {index}\n")
+    ended = out.rfind(f"\n{tag} failed ")
+    output = out[began + len(f"{tag} start {index}\n") if began >= 0 else 0 : ended]
+    output = output[-OUTPUT_TAIL:]
     if rc == 124:
         done = Finished(-9, f"{output}\n[killed after {timeout_s:g}s]", timed_out=True)
         return BatchFailure(index, command, done)
@@ -154,9 +197,16 @@ def run_commands(
 
 @traced_command
 def _batch(
-    command: str, cwd: Path, timeout_s: float, argv: list[str], env: dict[str, str]
+    command: str,
+    cwd: Path,
+    timeout_s: float,
+    policy: sandbox.Policy,
+    *,
+    argv: list[str],
+    env: dict[str, str],
 ) -> Finished:
-    """The batch's shell, traced as one tool command (``command`` names it)."""
+    """The batch's shell, traced as one tool command: ``command`` names it (redacted and
+    shortened by the span, like any command), ``policy`` is what confines it."""
     return _run(argv, env, cwd, timeout_s, tail=None)
 
 

@@ -27,14 +27,31 @@ def _python(wt: Path, paths: Sequence[str]) -> list[str]:
     return [p for p in paths if p.endswith(".py") and (wt / p).exists()]
 
 
+ARGUMENT_BYTES = 64 * 1024
+"""Most bytes of file names one command line carries: the shell gets it as one argument,
+which Linux caps at 128 KiB (a rename's whole change set can be thousands of files)."""
+
+
+def file_lists(paths: Sequence[str]) -> list[str]:
+    """``paths`` quoted for a shell, in as few lists as keep each within ``ARGUMENT_BYTES``."""
+    lists: list[list[str]] = [[]]
+    size = 0
+    for path in paths:
+        quoted = shlex.quote(path)
+        if lists[-1] and size + len(quoted) + 1 > ARGUMENT_BYTES:
+            lists.append([])
+            size = 0
+        lists[-1].append(quoted)
+        size += len(quoted) + 1
+    return [" ".join(names) for names in lists if names]
+
+
 def format_files(
     wt: Path, paths: Sequence[str], timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
 ) -> None:
     """Re-sort imports and format ``paths`` with the repository's own ruff settings."""
-    py = _python(wt, paths)
-    if py:
-        files = " ".join(shlex.quote(p) for p in py)
-        ruff = ruff_bin()
+    ruff = ruff_bin()
+    for files in file_lists(_python(wt, paths)):
         sort = f"{ruff} check --no-cache --quiet --fix --select I -- {files}"
         run_command(sort, wt, timeout_s, policy)
         run_command(f"{ruff} format --no-cache --quiet -- {files}", wt, timeout_s, policy)
@@ -44,19 +61,19 @@ def _ruff_findings(
     wt: Path, py: Sequence[str], rules: str, timeout_s: float, policy: sandbox.Policy
 ) -> dict[str, str]:
     """Path -> ruff's findings for it (one line each), for the paths that have any."""
-    if not py:
-        return {}
-    files = " ".join(shlex.quote(p) for p in py)
-    command = (
-        f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero "
-        f"--select {rules} -- {files}"
-    )
-    done = run_command(command, wt, timeout_s, policy)
-    if not done.ok:
-        raise RuntimeError(f"ruff failed: {done.output}")  # a tool fault: the step is retried
     findings: dict[str, list[str]] = {}
     root = wt.resolve()
-    for item in json.loads(done.output or "[]"):
+    items = []
+    for files in file_lists(py):
+        command = (
+            f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero "
+            f"--select {rules} -- {files}"
+        )
+        done = run_command(command, wt, timeout_s, policy)
+        if not done.ok:
+            raise RuntimeError(f"ruff failed: {done.output}")  # a tool fault: retried
+        items += json.loads(done.output or "[]")
+    for item in items:
         path = Path(item["filename"]).resolve().relative_to(root).as_posix()
         where = item.get("location") or {}
         findings.setdefault(path, []).append(

@@ -145,3 +145,37 @@ def test_the_editor_runs_a_batch_at_once_and_an_unclear_one_command_by_command(
     assert failed.value.path == "b.py" and "exit" not in failed.value.output
     assert (repo / "a.py").read_text() == "A = 2\n"  # the batch's leftovers discarded, redone
     assert (repo / "c.py").read_text() == "C = 1\n"
+
+
+def test_a_batch_too_long_for_one_script_runs_in_several(wt: Path) -> None:
+    """A shell gets its script as one argument, which Linux caps at 128 KiB: 700 commands of
+    some 200 bytes each run in several sandboxes, and a failure is still named by its place
+    in the whole batch."""
+    pad = "x" * 180
+    commands = [f"echo {i} >> log.txt # {pad}" for i in range(700)]
+    commands[650] = f"exit 7 # {pad}"
+    failure = run_commands(commands, wt, 30, BWRAP)
+    assert failure is not None and failure.index == 650 and failure.done.exit_code == 7
+    assert (wt / "log.txt").read_text().split() == [str(i) for i in range(650)]
+
+
+def test_a_command_cannot_fake_the_end_of_the_batch(wt: Path) -> None:
+    """The markers between commands carry a secret of the run: a command that prints a
+    look-alike failure (or success) line changes nothing; a batch whose output does not end
+    as its shell ends it is unclear, and the editor then runs its commands one by one."""
+    fake = r"printf '\n\036agentparallels-0123456789abcdef failed 0 1\n'"
+    assert run_commands([fake, "true"], wt, 30, BWRAP) is None
+    failure = run_commands(["true", f"{fake}; exit 3"], wt, 30, BWRAP)
+    assert failure is not None and (failure.index, failure.done.exit_code) == (1, 3)
+    # Something still writing after the shell's last word (a child of the failing command that
+    # waits for the batch's shell, its process group's leader, to end): in the sandbox the
+    # namespace ends with the shell, so only an unconfined batch shows it.
+    wait_for_shell = (
+        "pg=$(cut -d' ' -f5 /proc/self/stat); "
+        'until [ ! -e /proc/$pg ] || grep -q "^State:.*Z" /proc/$pg/status; do sleep 0.05; done'
+    )
+    late = ["true", f"({wait_for_shell}; echo late) & exit 4"]
+    with pytest.raises(BatchUnclear):
+        run_commands(late, wt, 30, sandbox.Policy(mode="none"))  # unconfined: the writer lives on
+    failure = run_commands(late, wt, 30, BWRAP)
+    assert failure is not None and (failure.index, failure.done.exit_code) == (1, 4)
