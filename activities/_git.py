@@ -286,9 +286,12 @@ def worktree(cache: Path, path: Path, sha: str, sparse: Sequence[str] | None = N
     With ``sparse``, a new one holds only those files (a sparse checkout of its own, the
     others left out of its folder), not the whole tree. The caller holds the worktree's lock
     (see :mod:`activities._workspace`)."""
+    if sparse is not None and any(c in p for p in sparse for c in "\r\n"):
+        sparse = None  # a pattern line cannot end in either: check the whole tree out
     if (path / ".git").exists():
         try:
             discard(path, sha)
+            _sparse(path, sha, sparse)
             return path
         except (git.GitCommandError, NotARepository):
             pass  # a half-made worktree (a crash during `worktree add`): make it again
@@ -296,16 +299,26 @@ def worktree(cache: Path, path: Path, sha: str, sparse: Sequence[str] | None = N
         shutil.rmtree(path, ignore_errors=True)
         run(cache, "worktree", "prune")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if sparse is None or any("\n" in p for p in sparse):  # no pattern matches a newline
+        if sparse is None:
             run(cache, "worktree", "add", "--quiet", "--detach", str(path), sha)
             return path
         run(cache, "worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), sha)
+    _sparse(path, sha, sparse)
+    return path
+
+
+def _sparse(path: Path, sha: str, sparse: Sequence[str] | None) -> None:
+    """Make the clean worktree at ``sha`` hold exactly ``sparse`` (every file when None),
+    whatever it held before: a worktree is reused across steps, runs and kinds of step."""
+    if sparse is None:
+        if run(path, "config", "--default", "false", "--get", "core.sparseCheckout") == "true":
+            run(path, "sparse-checkout", "disable")
+        return
     # Patterns of the worktree's own (git keeps them per worktree), one anchored literal path
     # each; then the index and the files, for those paths only.
     patterns = "".join(f"/{_literal(p)}\n" for p in sparse)
     run_with_input(path, patterns.encode(), "sparse-checkout", "set", "--no-cone", "--stdin")
     run(path, "reset", "--hard", "--quiet", sha)
-    return path
 
 
 def _literal(path: str) -> str:

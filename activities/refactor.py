@@ -20,6 +20,7 @@ from agentparallels.core.models import (
     EditBatchInput,
     EditBatchResult,
     EditOutcome,
+    Limits,
     Plan,
     PlanInput,
 )
@@ -166,11 +167,11 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     policy = sandbox.Policy.of(inp.sandbox)
     what = inp.edit.label()
     # Only the shard's files checked out, where nothing reads the others: the edit copies
-    # them from the plan's change set, formatted there; ruff's verify rules run --isolated.
-    only = inp.sparse and editor_for(inp.edit).precomputed
-    sparse = (
-        (inp.scope or inp.paths) if only and not inp.ruff_format and not inp.check_cmd else None
-    )
+    # them from the plan's change set, formatted there, and the default verify rules (syntax,
+    # undefined names) read each file alone; other rules may look at the folders around it.
+    reads_one_file = inp.verify_rules == Limits().verify_rules and not inp.check_cmd
+    only = inp.sparse and editor_for(inp.edit).precomputed and reads_one_file
+    sparse = (inp.scope or inp.paths) if only and not inp.ruff_format else None
     with ShardWorkspace.held(inp.shard, inp.checkpoint, sparse) as ws:
         try:
             earlier = ws.pushed_before(inp.paths)

@@ -88,3 +88,47 @@ def test_a_renames_shard_checks_out_its_own_files_only(tmp_path: Path, cache_dir
     assert trees["sparse"][0] == ["a.py", "b.py"]
     assert trees["full"][0] == sorted(files)
     assert trees["sparse"][1] == trees["full"][1]
+
+
+def test_a_reused_worktree_holds_what_this_step_asks_for(tmp_path: Path) -> None:
+    """A worktree is reused across steps and kinds of step (a resumed job may ask for a full
+    checkout where a sparse one was left, or for other files): each use gets exactly the
+    files it asks for."""
+    from agentparallels.activities import _git
+
+    files = {"a.py": "A = 1\n", "b.py": "B = 1\n", "c/d.py": "D = 1\n", "we[ir]d*.py": "W = 1\n"}
+    repo = make_repo(tmp_path / "repo", files)
+    sha = git(repo, "rev-parse", "HEAD")
+    cache = _git.cached_repo(str(repo))
+    _git.ensure_commit(cache, str(repo), sha)
+    path = _git.cache_root() / "worktrees" / "job" / "s0"
+
+    def on_disk() -> list[str]:
+        found = (p for p in path.rglob("*") if p.is_file() and ".git" != p.name)
+        return sorted(str(p.relative_to(path)) for p in found)
+
+    _git.worktree(cache, path, sha, ["a.py", "we[ir]d*.py"])
+    assert on_disk() == ["a.py", "we[ir]d*.py"]
+    _git.worktree(cache, path, sha)
+    assert on_disk() == sorted(files)
+    _git.worktree(cache, path, sha, ["c/d.py"])
+    assert on_disk() == ["c/d.py"]
+
+
+def test_formatting_thousands_of_files_splits_the_command_line(tmp_path: Path) -> None:
+    """A shell gets its command as one argument, capped at 128 KiB by Linux: 2000 files with
+    long names (over 140 KiB of names) are formatted in several ruff runs, every one of them."""
+    from agentparallels.activities.checks import ARGUMENT_BYTES, file_lists, format_files
+
+    names = [
+        f"pkg/module_with_a_rather_long_descriptive_name_number_{i:05d}.py" for i in range(2000)
+    ]
+    lists = file_lists(names)
+    assert len(lists) > 1 and all(len(x) <= ARGUMENT_BYTES for x in lists)
+    assert " ".join(lists).split() == names
+    wt = tmp_path / "wt"
+    (wt / "pkg").mkdir(parents=True)
+    for name in names:
+        (wt / name).write_text("x=1\n")
+    format_files(wt, names, 120)
+    assert {(wt / name).read_text() for name in names} == {"x = 1\n"}
