@@ -427,14 +427,17 @@ def lost_tasks(wid: str, events: list[Any]) -> list[LostTask]:
 
 def fault_of(task: LostTask, faults: list[Fault]) -> int | None:
     """Index of the fault that lost ``task``: the first fault of the worker that had taken it
-    which began before the task timed out and ended after the worker took it (a kill ends as
-    it begins; a paused worker can take a task it will not run until it is resumed). None for
-    a task that timed out on a live worker: too slow, not hit."""
+    which began before the task timed out and, for a pause, ended after the worker took it (a
+    paused worker can take a task it will not run until it is resumed; a killed one never
+    comes back, and the server can record a start after the signal, its poll still open).
+    None for a task that timed out on a live worker: too slow, not hit."""
     return next(
         (
             i
             for i, f in enumerate(faults)
-            if f.identity == task.identity and f.at < task.timed_out and task.started <= f.until
+            if f.identity == task.identity
+            and f.at < task.timed_out
+            and (f.kind == "kill" or task.started <= f.until)
         ),
         None,
     )

@@ -175,6 +175,9 @@ def test_a_recovery_stops_counting_when_another_fault_takes_the_job() -> None:
     faults = [kill_a, kill_b]
     assert fault_of(on_b, faults) == 1
     assert fault_of(slow, faults) is None
+    # The server may record a start on a killed worker after the signal (its poll was open).
+    after_kill = LostTask("job/00-pkg0", 26, 106.4, "5@vm", timed_out=111.4, moved_on=112.0)
+    assert fault_of(after_kill, faults) == 1
     kill_a.recovery_s, kill_a.step_done_s = [111.73 - 100.0], [5.09]
     kill_b.steps, kill_b.recovery_s = [on_b.item], [111.73 - 106.3]
     mark_hit_again(faults, [(on_b, 1)])
