@@ -117,4 +117,4 @@ def run_check(inp: CheckInput) -> CheckRun:
     )
 
 
-__all__ = ["format_files", "run_check", "uses_ruff", "verify"]
+__all__ = ["ARGUMENT_BYTES", "file_lists", "format_files", "run_check", "uses_ruff", "verify"]
