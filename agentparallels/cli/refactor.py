@@ -156,7 +156,7 @@ def _add_limits(ref: argparse.ArgumentParser) -> None:
         "--batch-files",
         type=positive,
         default=limits.batch_files,
-        help="files per edit step, each with its own commit (default 20; 500 for a rename, "
+        help="files per edit step, each with its own commit (default 50; 500 for a rename, "
         "whose files are copied from the plan's change set)",
     )
     ref.add_argument(

@@ -204,7 +204,7 @@ class Limits(Value):
     batch_files: int | None = Field(None, ge=1)
     """Files one edit step handles: each file still gets its own verification and commit, but
     a batch's commits are pushed together, so a crashed worker redoes at most one batch. None
-    (the default): 20, or 500 for an edit the plan computed (a rename, whose files are copied
+    (the default): 50, or 500 for an edit the plan computed (a rename, whose files are copied
     from its change set and cheap to redo; ``workflows.shard.PRECOMPUTED_BATCH_FILES``)."""
     breaker_threshold: int = Field(3, ge=1)
     """Consecutive failed verifications of edits that open a shard's circuit breaker."""
