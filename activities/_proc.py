@@ -58,9 +58,12 @@ def run_command(
     *,
     extra_env: Mapping[str, str] | None = None,
     denial_is_output: bool = False,
+    whole_output: bool = False,
 ) -> Finished:
     """Run ``command`` in a shell in ``cwd`` under ``policy``, with ``extra_env`` added to the
-    tools' environment; stdout and stderr are merged.
+    tools' environment; stdout and stderr are merged. The output kept is its last
+    ``OUTPUT_TAIL`` characters, or all of it with ``whole_output`` (a tool's report the step
+    reads, such as ruff's JSON).
 
     Under the bwrap policy a worker that cannot build the sandbox raises a non-retryable
     ``SandboxUnavailable`` error instead of running the command unconfined, and a command that
@@ -70,7 +73,7 @@ def run_command(
     added to its output (an agent unit's checks and tests, where the model's code may name
     anything)."""
     with sandbox.jail(policy, command, cwd, tool_env(), extra_env) as jail:
-        done = _run(jail.argv, jail.env, cwd, timeout_s)
+        done = _run(jail.argv, jail.env, cwd, timeout_s, tail=None if whole_output else OUTPUT_TAIL)
         refused = jail.refused_forks()
     if done.ok and not refused:
         return done

@@ -69,9 +69,10 @@ def _ruff_findings(
             f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero "
             f"--select {rules} -- {files}"
         )
-        done = run_command(command, wt, timeout_s, policy)
+        # All of it: the JSON's last 4000 characters alone would not parse (many findings).
+        done = run_command(command, wt, timeout_s, policy, whole_output=True)
         if not done.ok:
-            raise RuntimeError(f"ruff failed: {done.output}")  # a tool fault: retried
+            raise RuntimeError(f"ruff failed: {done.output[-4000:]}")  # a tool fault: retried
         items += json.loads(done.output or "[]")
     for item in items:
         path = Path(item["filename"]).resolve().relative_to(root).as_posix()

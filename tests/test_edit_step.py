@@ -141,3 +141,20 @@ def test_an_edit_that_formatting_turns_back_is_unchanged_not_a_failure(tmp_path:
         ("m1.py", "committed"),
     ]
     assert git(repo, "show", f"{result.tip}:m0.py") == "x0 = 0"
+
+
+def test_verify_reads_every_finding_of_a_large_batch(tmp_path: Path) -> None:
+    """Sixty edited files that each use an undefined name: ruff's JSON report is far longer
+    than the output a command keeps for its report, and is read whole, so the first file in
+    the step's order is the one named (a cut report did not parse, and the step failed)."""
+    from agentparallels.activities.checks import verify
+
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    paths = [f"m{i:02d}.py" for i in range(60)]
+    for path in paths:
+        (wt / path).write_text(f"VALUE = undefined_name_in_{path[:-3]}\n")
+    bad = verify(wt, paths, "E9,F63,F7,F82", None, 60)
+    assert bad is not None
+    path, command, done = bad
+    assert path == "m00.py" and "F821" in done.output
