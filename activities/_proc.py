@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +87,23 @@ def run_command(
     return Finished(done.exit_code, output, done.timed_out, limited=refused > 0)
 
 
-SCRIPT_BYTES = 64 * 1024
-"""Most bytes of one batch's shell script: the shell gets it as one argument, which Linux caps
-at 128 KiB; a larger batch runs as several scripts, one sandbox each."""
+ARGUMENT_BYTES = 64 * 1024
+"""Most bytes of one command line or batch script: the shell gets it as one argument, which
+Linux caps at 128 KiB; longer work runs as several (see :func:`chunked`)."""
+
+
+def chunked(items: Sequence[str], cost: Callable[[str], int]) -> list[list[str]]:
+    """``items`` in order, in as few runs as keep each one's summed ``cost`` within
+    ``ARGUMENT_BYTES`` (an item over it alone is a run of its own)."""
+    runs: list[list[str]] = [[]]
+    size = 0
+    for item in items:
+        if runs[-1] and size + cost(item) > ARGUMENT_BYTES:
+            runs.append([])
+            size = 0
+        runs[-1].append(item)
+        size += cost(item)
+    return [run for run in runs if run]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +126,7 @@ def run_commands(
 ) -> BatchFailure | None:
     """Run ``commands`` one after another in ``cwd`` under ``policy``, each in a shell of its
     own with ``timeout_s``, in one sandbox (one bubblewrap start for the batch, not one per
-    command; a batch whose script would pass ``SCRIPT_BYTES`` runs in several), stopping at
+    command; a batch whose script would pass ``ARGUMENT_BYTES`` runs in several), stopping at
     the first that fails: None when all succeeded, else that command's failure, reported as
     :func:`run_command` reports one (a command that ran into a hidden path raises
     ``SandboxDenied``). The sandbox is the one the first command needs; the commands are meant
@@ -125,25 +139,13 @@ def run_commands(
                 return BatchFailure(i, command, done)
         return None
     start = 0
-    for part in _parts(commands):
+    # Each command costs its bytes and the lines around it in the script.
+    for part in chunked(commands, lambda command: len(command.encode()) + 200):
         failure = _run_part(part, cwd, timeout_s, policy)
         if failure is not None:
             return BatchFailure(start + failure.index, failure.command, failure.done)
         start += len(part)
     return None
-
-
-def _parts(commands: Sequence[str]) -> list[list[str]]:
-    parts: list[list[str]] = [[]]
-    size = 0
-    for command in commands:
-        cost = len(command.encode()) + 200  # the command, quoted, and its lines around it
-        if parts[-1] and size + cost > SCRIPT_BYTES:
-            parts.append([])
-            size = 0
-        parts[-1].append(command)
-        size += cost
-    return parts
 
 
 def _run_part(

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from agentparallels.activities import sandbox
 from agentparallels.activities._defn import implements
-from agentparallels.activities._proc import Finished, ruff_bin, run_command
+from agentparallels.activities._proc import (
+    ARGUMENT_BYTES,
+    Finished,
+    chunked,
+    ruff_bin,
+    run_command,
+)
 from agentparallels.activities._workspace import scratch_worktree
 from agentparallels.core import steps
 from agentparallels.core.models import CheckInput, CheckRun
@@ -27,23 +33,11 @@ def _python(wt: Path, paths: Sequence[str]) -> list[str]:
     return [p for p in paths if p.endswith(".py") and (wt / p).exists()]
 
 
-ARGUMENT_BYTES = 64 * 1024
-"""Most bytes of file names one command line carries: the shell gets it as one argument,
-which Linux caps at 128 KiB (a rename's whole change set can be thousands of files)."""
-
-
 def file_lists(paths: Sequence[str]) -> list[str]:
-    """``paths`` quoted for a shell, in as few lists as keep each within ``ARGUMENT_BYTES``."""
-    lists: list[list[str]] = [[]]
-    size = 0
-    for path in paths:
-        quoted = shlex.quote(path)
-        if lists[-1] and size + len(quoted) + 1 > ARGUMENT_BYTES:
-            lists.append([])
-            size = 0
-        lists[-1].append(quoted)
-        size += len(quoted) + 1
-    return [" ".join(names) for names in lists if names]
+    """``paths`` quoted for a shell, in as few lists as keep each within ``ARGUMENT_BYTES``
+    (a rename's whole change set can be thousands of files)."""
+    quoted = [shlex.quote(p) for p in paths]
+    return [" ".join(run) for run in chunked(quoted, lambda name: len(name) + 1)]
 
 
 def format_files(
