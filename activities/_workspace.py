@@ -49,11 +49,14 @@ def _prepared(repository: str, path: Path, sha: str, sparse: Sequence[str] | Non
     """The worktree at ``path``, clean and at ``sha``; made if missing (with only the files
     ``sparse`` names, when given: see ``_git.worktree``). The caller holds it.
 
-    A worktree is known clean, and reused as it is, when it is at ``sha`` and no step was
-    interrupted while editing it (see :func:`editing`); otherwise it is reset.
+    A worktree is known clean, and reused as it is, when it is at ``sha``, no step was
+    interrupted while editing it (see :func:`editing`) and it holds the files asked for (a
+    note beside it names its sparse files; none, the whole tree); otherwise it is reset.
     """
-    mark = _beside(path, "editing")
-    if _git.head_of(path) == sha and not mark.exists():
+    mark, held = _beside(path, "editing"), _beside(path, "sparse")
+    wanted = None if sparse is None else "\0".join(sparse)
+    now = held.read_text() if held.exists() else None
+    if _git.head_of(path) == sha and not mark.exists() and now == wanted:
         return path
     # Marked while it is made or reset: `git worktree add` writes HEAD before it checks the
     # files out, so a worker killed in between leaves a worktree at ``sha`` with no files,
@@ -63,6 +66,10 @@ def _prepared(repository: str, path: Path, sha: str, sparse: Sequence[str] | Non
     cache = _git.cached_repo(repository)
     _git.ensure_commit(cache, repository, sha)
     _git.worktree(cache, path, sha, sparse)
+    if wanted is None:
+        held.unlink(missing_ok=True)
+    else:
+        held.write_text(wanted)
     mark.unlink(missing_ok=True)
     return path
 
@@ -224,6 +231,7 @@ def remove_worktree(repository: str, job_id: str, name: str | None = None) -> No
 def _remove(repository: str, path: Path) -> None:
     _git.remove_worktrees(_git.cached_repo(repository), path)
     _beside(path, "editing").unlink(missing_ok=True)
+    _beside(path, "sparse").unlink(missing_ok=True)
 
 
 def job_folders() -> list[Path]:

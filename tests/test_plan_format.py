@@ -132,3 +132,19 @@ def test_formatting_thousands_of_files_splits_the_command_line(tmp_path: Path) -
         (wt / name).write_text("x=1\n")
     format_files(wt, names, 120)
     assert {(wt / name).read_text() for name in names} == {"x = 1\n"}
+
+
+def test_a_clean_worktree_at_the_right_commit_is_reused_only_if_it_holds_the_files_asked(
+    tmp_path: Path,
+) -> None:
+    """A step that finds its worktree clean and at its commit reuses it as it is, unless it
+    holds other files than it asks for (left sparse by a rename's step, asked whole now)."""
+    from agentparallels.activities import _workspace
+
+    repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    sha = git(repo, "rev-parse", "HEAD")
+    held = []
+    for sparse in (["a.py"], ["a.py"], None, ["b.py"]):
+        with _workspace.editing(str(repo), "job", "s0", sha, sparse) as wt:
+            held.append(sorted(p.name for p in wt.iterdir() if p.name != ".git"))
+    assert held == [["a.py"], ["a.py"], ["a.py", "b.py"], ["b.py"]]
