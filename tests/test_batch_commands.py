@@ -176,6 +176,7 @@ def test_a_command_cannot_fake_the_end_of_the_batch(wt: Path) -> None:
     )
     late = ["true", f"({wait_for_shell}; echo late) & exit 4"]
     with pytest.raises(BatchUnclear):
-        run_commands(late, wt, 30, sandbox.Policy(mode="none"))  # unconfined: the writer lives on
+        # sandbox off: sandboxed, the writer dies with the batch's namespace, never shows
+        run_commands(late, wt, 30, sandbox.Policy(mode="none"))  # sandbox off: writer outlives
     failure = run_commands(late, wt, 30, BWRAP)
     assert failure is not None and (failure.index, failure.done.exit_code) == (1, 4)
