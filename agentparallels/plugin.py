@@ -34,11 +34,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from agentparallels import activities as project_activities
 from agentparallels import tracing
-from agentparallels import workflows as project_workflows
 from agentparallels.codec import data_converter as build_converter
 from agentparallels.core.errors import UsageError
 from agentparallels.encryption import Keyring
 from agentparallels.timeouts import TaskTimeouts
+from agentparallels.workflows import shipped
 
 __all__ = ["NAME", "PASSTHROUGH_MODULES", "AgentParallelsPlugin", "plugin_of", "sandboxed_runner"]
 
@@ -110,7 +110,7 @@ class AgentParallelsPlugin(SimplePlugin):
     ) -> None:
         if data_converter is None:
             data_converter = build_converter(store_dir, threshold, keyring, blob_url=blob_url)
-        self.workflow_classes = tuple(project_workflows.ALL if workflows is None else workflows)
+        self.workflow_classes = tuple(shipped.ALL if workflows is None else workflows)
         self.activity_fns = tuple(project_activities.ALL if activities is None else activities)
         super().__init__(
             NAME,

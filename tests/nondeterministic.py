@@ -11,7 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core.models import RefactorInput, RefactorResult
-    from agentparallels.workflows import RefactorWorkflow
+    from agentparallels.workflows.refactor import RefactorWorkflow
 
 
 @workflow.defn(name="RefactorWorkflow")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -224,3 +226,18 @@ def test_the_readme_draws_the_floors_the_contracts_enforce() -> None:
     assert len(drawn) == len(floors), (drawn, floors)
     for modules, picture in zip(floors, drawn, strict=True):
         assert modules <= picture, f"the README's floor lacks {sorted(modules - picture)}"
+
+
+def test_a_shards_run_imports_no_other_job() -> None:
+    """The workflow sandbox imports a run's module, its package and what they import afresh
+    for every run a worker starts or replays: a shard (the run a job starts most of) must not
+    pay for compiling the coding agent, the review committee or the job around it."""
+    code = (
+        "import sys, agentparallels.workflows.shard; "
+        "print(' '.join(m for m in sys.modules if m.startswith('agentparallels.workflows')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = {m.rpartition(".")[2] for m in done.stdout.split()}
+    others = {"agent", "agent_unit", "agent_review", "consensus", "routing", "refactor", "shipped"}
+    assert "shard" in loaded
+    assert loaded & others == set()

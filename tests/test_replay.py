@@ -55,14 +55,14 @@ async def test_every_recorded_history_replays(chunk: int) -> None:
 
 
 def test_every_shipped_workflow_has_a_recorded_history() -> None:
-    """A workflow added to ``workflows.ALL`` without a recording here would go unguarded."""
-    from agentparallels import workflows
+    """A workflow added to ``workflows.shipped.ALL`` without a recording here would go unguarded."""
+    from agentparallels.workflows import shipped
 
     recorded = set()
     for path in HISTORIES:
         first = json.loads(path.read_text())["events"][0]
         recorded.add(first["workflowExecutionStartedEventAttributes"]["workflowType"]["name"])
-    defined = (cls.__temporal_workflow_definition for cls in workflows.ALL)  # type: ignore[attr-defined]  # set by @workflow.defn; the SDK declares no such attribute
+    defined = (cls.__temporal_workflow_definition for cls in shipped.ALL)  # type: ignore[attr-defined]  # set by @workflow.defn; the SDK declares no such attribute
     shipped = {d.name for d in defined}
     assert shipped - recorded == set()
 

@@ -25,6 +25,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.core import names
+from agentparallels.core.names import capability_queue
 from agentparallels.workflows._call import call
 from agentparallels.workflows.credentials import MODEL_CAPABILITY
 from agentparallels.workflows.fanout import gather_bounded
@@ -39,11 +40,6 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.messages import PollersInput, QueuePollers
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-
-
-def capability_queue(task_queue: str, capability: str) -> str:
-    """The task queue of workers that have ``capability``: ``<task_queue>.<capability>``."""
-    return f"{task_queue}.{capability}"
 
 
 class Route(Value):

@@ -24,7 +24,6 @@ from agentparallels.workflows.hooks import run_hooks
 from agentparallels.workflows.ledger import GRANT_SIGNAL, LedgerClient
 from agentparallels.workflows.loop_detect import LoopDetector
 from agentparallels.workflows.model_step import ModelSteps
-from agentparallels.workflows.routing import MODEL_CAPABILITY, capability_queue
 from agentparallels.workflows.saga import Saga, incomplete
 
 with workflow.unsafe.imports_passed_through():
@@ -88,7 +87,7 @@ class _Run:
         self.saga = Saga()
         self.tip = inp.job.base_commit
         """The shard's branch: the checkpoint of the next step."""
-        model_queue = capability_queue(workflow.info().task_queue, MODEL_CAPABILITY)
+        model_queue = names.capability_queue(workflow.info().task_queue, names.MODEL_CAPABILITY)
         self.model_steps = ModelSteps(inp.budget, inp.prices, task_queue=model_queue, ledger=ledger)
         self.loops = LoopDetector(breaker=self.breaker)
         name = self.shard.name
