@@ -387,14 +387,24 @@ def _quoted(path: str) -> str:
 
 
 def commit_files(
-    wt: Path, parent: str, edits: Sequence[tuple[str, str]], timestamp: int
+    wt: Path,
+    parent: str,
+    edits: Sequence[tuple[str, str]],
+    timestamp: int,
+    *,
+    source: str | None = None,
+    key: str | None = None,
 ) -> list[str]:
     """Commit each (path, message) in order, one commit per file on top of the previous, taking
-    the file's state from the worktree (a missing file is a deletion). One ``git fast-import``
-    writes them all; returns the commits' ids. Same input, same ids."""
+    the file's state from the worktree ``wt`` (a missing file is a deletion), or, with
+    ``source``, from that commit's tree, where ``wt`` may be any repository holding it: the
+    commits then point at blobs already written, with no worktree at all. One ``git
+    fast-import`` writes them all; returns the commits' ids. Same input, same ids. ``key``
+    (default: ``wt``) names the import's temporary ref: one caller at a time per key."""
     stream = bytearray()
-    ref = f"refs/agentparallels-import/{hashlib.sha256(str(wt).encode()).hexdigest()[:16]}"
+    ref = f"refs/agentparallels-import/{hashlib.sha256((key or str(wt)).encode()).hexdigest()[:16]}"
     who = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}> {timestamp} +0000\n".encode()
+    entries = _tree_entries(wt, source, [p for p, _ in edits]) if source else {}
     for mark, (path, message) in enumerate(edits, start=1):
         text = message.rstrip("\n").encode() + b"\n"
         stream += f"commit {ref}\nmark :{mark}\n".encode()
@@ -402,23 +412,16 @@ def commit_files(
         stream += f"data {len(text)}\n".encode() + text
         if mark == 1:
             stream += f"from {parent}\n".encode()
-        file = wt / path
-        if file.is_symlink():
-            data, mode = os.readlink(file).encode(), "120000"
-        elif file.exists():
-            data, mode = file.read_bytes(), "100755" if os.access(file, os.X_OK) else "100644"
-        else:
-            stream += f"D {_quoted(path)}\n\n".encode()
-            continue
-        stream += f"M {mode} inline {_quoted(path)}\ndata {len(data)}\n".encode() + data + b"\n\n"
-    marks = wt.parent / f".{wt.name}.marks"
+        stream += _file_change(wt, path, entries if source else None)
+    fd, marks = tempfile.mkstemp(prefix=".import-", suffix=".marks", dir=wt.parent)
+    os.close(fd)
     try:
         run_with_input(
             wt, bytes(stream), "fast-import", "--quiet", "--force", f"--export-marks={marks}"
         )
-        ids = dict(line.split() for line in marks.read_text().splitlines())
+        ids = dict(line.split() for line in Path(marks).read_text().splitlines())
     finally:
-        marks.unlink(missing_ok=True)
+        Path(marks).unlink(missing_ok=True)
         try:
             run(wt, "update-ref", "-d", ref)
         except (git.GitCommandError, NotARepository):
@@ -432,6 +435,36 @@ def commit_files(
                 f"{', '.join(changes[sha]) or 'nothing'}; the worktree changed under the step"
             )
     return commits
+
+
+def _tree_entries(repo: Path, commit: str, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """path -> (mode, object id) in ``commit``'s tree, for those of ``paths`` it holds."""
+    wanted, found = set(paths), {}
+    out = run(repo, "ls-tree", "-r", "-z", "--full-tree", commit)
+    for entry in filter(None, out.split("\0")):
+        meta, _, path = entry.partition("\t")
+        mode, _kind, sha = meta.split()
+        if path in wanted:
+            found[path] = (mode, sha)
+    return found
+
+
+def _file_change(wt: Path, path: str, entries: dict[str, tuple[str, str]] | None) -> bytes:
+    """The fast-import line setting ``path`` as the worktree has it, or, given ``entries`` (a
+    tree's blobs), as the tree has it; a deletion where there is no such file."""
+    if entries is not None:
+        if path not in entries:
+            return f"D {_quoted(path)}\n\n".encode()
+        mode, sha = entries[path]
+        return f"M {mode} {sha} {_quoted(path)}\n\n".encode()
+    file = wt / path
+    if file.is_symlink():
+        data, mode = os.readlink(file).encode(), "120000"
+    elif file.exists():
+        data, mode = file.read_bytes(), "100755" if os.access(file, os.X_OK) else "100644"
+    else:
+        return f"D {_quoted(path)}\n\n".encode()
+    return f"M {mode} inline {_quoted(path)}\ndata {len(data)}\n".encode() + data + b"\n\n"
 
 
 class EmptyEdit(RuntimeError):

@@ -102,12 +102,11 @@ class ShardWorkspace:
     The step edits files in :attr:`path`, then :meth:`commit` makes one checkpoint commit per
     file and :meth:`finish` leaves the worktree clean and pushes the branch."""
 
-    def __init__(self, shard: ShardRef, checkpoint: str, path: Path) -> None:
+    def __init__(self, shard: ShardRef, checkpoint: str, path: Path | None) -> None:
         self.shard = shard
         self.job = shard.job
         self.checkpoint = checkpoint
-        self.path = path
-        """The worktree."""
+        self._path = path
         # Until its first commit, a shard's branch does not exist: it is at the base.
         self.expected = None if checkpoint == self.job.base_commit else checkpoint
         """Where the branch must be for the step to start afresh (None: not made yet)."""
@@ -123,6 +122,22 @@ class ShardWorkspace:
         job = shard.job
         with editing(job.repository, job.job_id, shard.name, checkpoint, sparse) as path:
             yield cls(shard, checkpoint, path)
+
+    @classmethod
+    @contextmanager
+    def held_without_worktree(cls, shard: ShardRef, checkpoint: str) -> Iterator[ShardWorkspace]:
+        """The shard's branch at ``checkpoint``, for this attempt alone for the block, with no
+        worktree: for a step whose files are already blobs (:meth:`commit` with a source),
+        which :meth:`push` es what it commits. A worktree of the shard's, if any, is left as
+        it is (held all the same, so no other attempt uses it meanwhile)."""
+        with holding(shard.job.job_id, shard.name):
+            yield cls(shard, checkpoint, None)
+
+    @property
+    def path(self) -> Path:
+        """The worktree."""
+        assert self._path is not None, "held without a worktree"
+        return self._path
 
     def pushed_before(self, paths: Sequence[str]) -> list[tuple[str, str]] | None:
         """None when the branch is at the checkpoint. Otherwise the (path, commit) of each of
@@ -176,39 +191,67 @@ class ShardWorkspace:
         """The paths changed in the worktree since the checkpoint, untracked ones included."""
         return set(_git.changed_paths(self.path))
 
-    def commit(self, paths: Sequence[str], what: str) -> list[str]:
+    def commit(self, paths: Sequence[str], what: str, source: str | None = None) -> list[str]:
         """One commit per file of ``paths``, each on the previous, the first on the checkpoint,
-        taking the file as the worktree has it; returns their ids. Each is checked to change
+        taking the file as the worktree has it, or as commit ``source`` has it (then in the
+        worker's cache, with no worktree); returns their ids. Each is checked to change
         exactly its file (``EmptyEdit`` otherwise, so it is never pushed), and carries the job's
         date and the trailers :meth:`pushed_before` reads, so a retry recognises it."""
         if not paths:
             return []
         job = self.job.job_id
+        edits = [
+            (p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job}\n{_git.EDIT_TRAILER}: {p}")
+            for p in paths
+        ]
+        if source is None:
+            return _git.commit_files(self.path, self.checkpoint, edits, self.job.timestamp)
+        cache = self._cache()
+        _git.ensure_commit(cache, self.job.repository, source)
+        key = f"{job}/{self.shard.name}"
         return _git.commit_files(
-            self.path,
-            self.checkpoint,
-            [
-                (p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job}\n{_git.EDIT_TRAILER}: {p}")
-                for p in paths
-            ],
-            self.job.timestamp,
+            cache, self.checkpoint, edits, self.job.timestamp, source=source, key=key
         )
+
+    def differing(self, source: str, paths: Sequence[str]) -> list[str]:
+        """Those of ``paths`` that commit ``source`` has otherwise than the checkpoint, in
+        order."""
+        cache = self._cache()
+        _git.ensure_commit(cache, self.job.repository, source)
+        out = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", self.checkpoint, source)
+        differ = set(out.split("\0"))
+        return [p for p in paths if p in differ]
+
+    def _cache(self) -> Path:
+        cache = _git.cached_repo(self.job.repository)
+        _git.ensure_commit(cache, self.job.repository, self.checkpoint)
+        return cache
 
     def finish(self, tip: str, *, partial: bool) -> None:
         """Leave the worktree clean at ``tip`` (after a ``partial`` batch, without untracked
         files either) and, if the step committed, push the branch to ``tip``: before the step
         returns, so what it reports is in the job's repository."""
         _git.discard(self.path, tip, clean="-fdx" if partial else "")
+        self.push(tip, self.path)
+
+    def push(self, tip: str, cwd: Path | None = None) -> None:
+        """Move the shard's branch to ``tip`` if the step committed (from the worker's cache,
+        unless ``cwd`` is given): before the step returns, so what it reports is in the job's
+        repository."""
         if tip != self.checkpoint:
-            _git.push(self.path, self.job.repository, [(self.shard.ref, tip, self.expected)])
+            where = cwd or self._cache()
+            _git.push(where, self.job.repository, [(self.shard.ref, tip, self.expected)])
 
 
 @contextmanager
-def scratch_worktree(repository: str, job_id: str, name: str, sha: str) -> Iterator[Path]:
-    """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards."""
+def scratch_worktree(
+    repository: str, job_id: str, name: str, sha: str, sparse: Sequence[str] | None = None
+) -> Iterator[Path]:
+    """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards;
+    with ``sparse``, holding only those files."""
     with holding(job_id, name) as path:
         try:
-            _prepared(repository, path, sha)
+            _prepared(repository, path, sha, sparse)
             # Marked for the step's duration: a worker killed mid-step (mid-rope, mid-test)
             # leaves it dirty at ``sha``, and the next attempt must reset it, not reuse it.
             _beside(path, "editing").touch()

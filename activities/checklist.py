@@ -14,23 +14,33 @@ from agentparallels.activities.checks import _ruff_findings
 from agentparallels.activities.refactor import resolve_base
 from agentparallels.core import steps
 from agentparallels.core.checklist import CheckVote, VoteInput
-
-
-def _changed(cache: str, base: str, commit: str) -> list[str]:
-    names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, commit)
-    return sorted(p for p in names.split("\0") if p)
+from agentparallels.core.models import Limits
 
 
 def _lint(inp: VoteInput) -> CheckVote:
-    with scratch_worktree(inp.repository, inp.job_id, "lint", inp.commit) as wt:
-        cache = str(_git.cached_repo(inp.repository))
-        py = [
-            p
-            for p in _changed(cache, inp.base_commit, inp.commit)
-            if p.endswith(".py") and (wt / p).exists()
-        ]
-        policy = sandbox.Policy.of(inp.sandbox)
-        findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s, policy)
+    cache = _git.cached_repo(inp.repository)
+    _git.ensure_commit(cache, inp.repository, inp.commit)
+    names = _git.run(
+        cache,
+        "diff",
+        "--name-only",
+        "--no-renames",
+        "--diff-filter=d",
+        "-z",
+        inp.base_commit,
+        inp.commit,
+        "--",
+        "*.py",
+    )
+    py = sorted(p for p in names.split("\0") if p)
+    # The default rules (syntax, undefined names) read each file alone: the worktree need
+    # hold only the changed files. Others (import sorting) may look at the folders around.
+    sparse = py if inp.rules == Limits().verify_rules else None
+    findings: dict[str, str] = {}
+    if py:
+        with scratch_worktree(inp.repository, inp.job_id, "lint", inp.commit, sparse) as wt:
+            policy = sandbox.Policy.of(inp.sandbox)
+            findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s, policy)
     command = f"ruff check --isolated --select {inp.rules}"
     if not findings:
         return CheckVote(

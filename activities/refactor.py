@@ -77,13 +77,7 @@ def plan(inp: PlanInput) -> Plan:
                 raise bad_input(str(e)) from None
             found = getattr(editor, "report", None)
             notes = _notes(found.respelled, found.unparsed) if found else ""
-            if ruff_format and inp.format_change:
-                # The whole change set in one ruff run each for imports and formatting, as
-                # the plain tool does, instead of two per batch of every shard.
-                sandbox.require(inp.sandbox.mode)
-                policy = sandbox.Policy.of(inp.sandbox)
-                format_files(wt, _git.changed_paths(wt), inp.timeout_s, policy)
-                notes += f"\n{FORMATTED_TRAILER}: ruff"
+            notes += _prepare_change_set(wt, inp, ruff_format)
             message = f"{inp.edit.label()} (change set)\n\n{_git.JOB_TRAILER}: {inp.job_id}{notes}"
             change = _git.commit_all(wt, message, inp.timestamp)
             if change is None:
@@ -102,9 +96,33 @@ def plan(inp: PlanInput) -> Plan:
     return plan.model_copy(update=_read_notes(message))
 
 
+def _prepare_change_set(wt: Path, inp: PlanInput, ruff_format: bool) -> str:
+    """Format the change set in ``wt`` and check it against the verify rules, as the plain
+    tool does: one ruff run each for the whole set instead of one per batch of every shard.
+    Returns the trailer lines saying what was done."""
+    if not (ruff_format and inp.format_change) and not inp.verify_rules:
+        return ""
+    sandbox.require(inp.sandbox.mode)
+    policy = sandbox.Policy.of(inp.sandbox)
+    changed, notes = _git.changed_paths(wt), ""
+    if ruff_format and inp.format_change:
+        format_files(wt, changed, inp.timeout_s, policy)
+        notes += f"\n{FORMATTED_TRAILER}: ruff"
+    # A file that fails is left for its shard to find and report, as it would without this.
+    if (
+        inp.verify_rules
+        and verify(wt, changed, inp.verify_rules, None, inp.timeout_s, policy) is None
+    ):
+        notes += f"\n{VERIFIED_TRAILER}: {inp.verify_rules}"
+    return notes
+
+
 RESPELLED_TRAILER = "Agentparallels-Respelled"
 FORMATTED_TRAILER = "Agentparallels-Formatted"
 """On a change commit whose files the plan formatted (``PlanInput.format_change``)."""
+VERIFIED_TRAILER = "Agentparallels-Verified"
+"""On a change commit whose files all pass the verify rules it names
+(``PlanInput.verify_rules``)."""
 UNPARSED_TRAILER = "Agentparallels-Unparsed"
 
 
@@ -171,14 +189,12 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     # undefined names) read each file alone; other rules may look at the folders around it.
     reads_one_file = inp.verify_rules == Limits().verify_rules and not inp.check_cmd
     only = inp.sparse and editor_for(inp.edit).precomputed and reads_one_file
+    if only and not inp.ruff_format and _verified(inp):
+        return _copy_verified(inp, what)
     sparse = (inp.scope or inp.paths) if only and not inp.ruff_format else None
     with ShardWorkspace.held(inp.shard, inp.checkpoint, sparse) as ws:
-        try:
-            earlier = ws.pushed_before(inp.paths)
-        except BranchMoved as e:
-            raise ApplicationError(str(e), type=GIT_CONFLICT, non_retryable=True) from None
-        if earlier is not None:
-            return _reported(earlier)
+        if (earlier := _earlier(ws, inp)) is not None:
+            return earlier
         applied, failure = _apply(ws.path, inp)
         changed = ws.changed()
         bulkhead.contain(ws.path, inp.paths, inp.scope, what, changed)
@@ -197,7 +213,52 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
         commits = ws.commit(to_commit, what)
         tip = commits[-1] if commits else inp.checkpoint
         ws.finish(tip, partial=failure is not None or len(applied) < len(inp.paths))
-    by_path = dict(zip(to_commit, commits, strict=True))
+    return _result(inp, applied, dict(zip(to_commit, commits, strict=True)), tip, failure)
+
+
+def _verified(inp: EditBatchInput) -> bool:
+    """The step's files come from a change commit that the plan checked against the step's
+    own verify rules, every file passing (``VERIFIED_TRAILER``)."""
+    assert inp.change_commit
+    cache = _git.cached_repo(inp.shard.job.repository)
+    _git.ensure_commit(cache, inp.shard.job.repository, inp.change_commit)
+    message = _git.run(cache, "log", "-1", "--format=%B", inp.change_commit)
+    return _git.trailer(message, VERIFIED_TRAILER) == inp.verify_rules
+
+
+def _copy_verified(inp: EditBatchInput, what: str) -> EditBatchResult:
+    """The step for files a verified change set holds, formatted and checked already: one
+    checkpoint commit per file, written in the worker's cache from the change set's blobs
+    with no worktree, then pushed. Idempotent as the worktree's way is (see ``edit_files``)."""
+    assert inp.change_commit
+    with ShardWorkspace.held_without_worktree(inp.shard, inp.checkpoint) as ws:
+        if (earlier := _earlier(ws, inp)) is not None:
+            return earlier
+        to_commit = ws.differing(inp.change_commit, inp.paths)
+        commits = ws.commit(to_commit, what, source=inp.change_commit)
+        tip = commits[-1] if commits else inp.checkpoint
+        ws.push(tip)
+    return _result(inp, list(inp.paths), dict(zip(to_commit, commits, strict=True)), tip, None)
+
+
+def _earlier(ws: ShardWorkspace, inp: EditBatchInput) -> EditBatchResult | None:
+    """What an earlier attempt of the step pushed (see ``ShardWorkspace.pushed_before``), as
+    this step's result; None if the branch is at the checkpoint."""
+    try:
+        earlier = ws.pushed_before(inp.paths)
+    except BranchMoved as e:
+        raise ApplicationError(str(e), type=GIT_CONFLICT, non_retryable=True) from None
+    return None if earlier is None else _reported(earlier)
+
+
+def _result(
+    inp: EditBatchInput,
+    applied: list[str],
+    by_path: dict[str, str],
+    tip: str,
+    failure: EditOutcome | None,
+) -> EditBatchResult:
+    """The step's outcome for each file it got to (committed or unchanged), then its failure."""
     outcomes = [
         EditOutcome(path=p, status="committed", commit=by_path[p])
         if p in by_path
@@ -233,8 +294,10 @@ def _reported(earlier: list[tuple[str, str]]) -> EditBatchResult:
 
 
 __all__ = [
+    "FORMATTED_TRAILER",
     "RESPELLED_TRAILER",
     "UNPARSED_TRAILER",
+    "VERIFIED_TRAILER",
     "bad_input",
     "edit_files",
     "plan",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from agentparallels.activities.refactor import plan
@@ -148,3 +149,130 @@ def test_a_clean_worktree_at_the_right_commit_is_reused_only_if_it_holds_the_fil
         with _workspace.editing(str(repo), "job", "s0", sha, sparse) as wt:
             held.append(sorted(p.name for p in wt.iterdir() if p.name != ".git"))
     assert held == [["a.py"], ["a.py"], ["a.py", "b.py"], ["b.py"]]
+
+
+def _rename_step(repo: Path, job_id: str, the_plan: Plan) -> tuple[str, object]:
+    from agentparallels.core.models import EditBatchInput, JobRef, ShardRef
+
+    base = git(repo, "rev-parse", "HEAD")
+    job = JobRef(job_id=job_id, repository=str(repo), base_commit=base, timestamp=0)
+    return base, EditBatchInput(
+        shard=ShardRef(job=job, name="s0"),
+        paths=the_plan.files,
+        checkpoint=base,
+        edit=RenameEdit(old="a.old_name", new="zz_name"),
+        change_commit=the_plan.change_commit,
+        scope=the_plan.files,
+        sparse=True,
+    )
+
+
+def test_a_verified_change_set_is_copied_without_a_worktree(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A plan given the job's verify rules checks the whole change set once and says so in its
+    commit; a shard's step that would check its files against the same rules then writes one
+    checkpoint commit per file from the change set's blobs, with no worktree at all, and
+    ends at the same tree as the step that checks out and checks its files."""
+    from agentparallels.activities._workspace import worktrees_dir
+    from agentparallels.activities.refactor import VERIFIED_TRAILER, edit_files
+    from agentparallels.core.models import Limits
+
+    files = {**FILES, **{f"other{i}.py": f"X{i} = {i}\n" for i in range(5)}}
+    tips = {}
+    for name, rules in (("verified", Limits().verify_rules), ("unverified", None)):
+        repo = make_repo(tmp_path / name, files)
+        inp = PlanInput(
+            job_id=f"job-{name}",
+            repository=str(repo),
+            base_ref="main",
+            edit=RenameEdit(old="a.old_name", new="zz_name"),
+            timestamp=1_700_000_000,
+            format_change=True,
+            verify_rules=rules,
+        )
+        the_plan = ActivityEnvironment().run(plan, inp)
+        message = git(repo, "log", "-1", "--format=%B", str(the_plan.change_commit))
+        assert (f"{VERIFIED_TRAILER}: {rules}" in message) == (rules is not None)
+        base, step = _rename_step(repo, f"job-{name}", the_plan)
+        result = ActivityEnvironment().run(edit_files, step)
+        assert [o.status for o in result.outcomes] == ["committed", "committed"]
+        log = git(
+            repo,
+            "log",
+            "--format=%(trailers:key=Agentparallels-Edit,valueonly)",
+            f"{base}..{result.tip}",
+        )
+        assert log.split() == ["b.py", "a.py"]  # a checkpoint commit per file, newest first
+        assert (worktrees_dir(f"job-{name}") / "s0").exists() == (rules is None)
+        tips[name] = git(repo, "rev-parse", f"{result.tip}^{{tree}}")
+        # A retry of the step finds what it pushed and reports the same.
+        assert ActivityEnvironment().run(edit_files, step) == result
+    assert tips["verified"] == tips["unverified"]
+
+
+def test_a_change_set_failing_the_rules_is_checked_by_its_shards(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A change set with a file that fails the verify rules is not marked verified: its shard
+    checks out its files and stops at that file, reporting it, as it would have anyway."""
+    from agentparallels.activities.refactor import VERIFIED_TRAILER, edit_files
+    from agentparallels.core.models import Limits
+
+    files = {**FILES, "b.py": "from a import old_name\n\nprint(old_name(), nowhere)\n"}
+    repo = make_repo(tmp_path / "repo", files)
+    inp = PlanInput(
+        job_id="job-bad",
+        repository=str(repo),
+        base_ref="main",
+        edit=RenameEdit(old="a.old_name", new="zz_name"),
+        timestamp=1_700_000_000,
+        format_change=True,
+        verify_rules=Limits().verify_rules,
+    )
+    the_plan = ActivityEnvironment().run(plan, inp)
+    assert VERIFIED_TRAILER not in git(
+        repo, "log", "-1", "--format=%B", str(the_plan.change_commit)
+    )
+    _, step = _rename_step(repo, "job-bad", the_plan)
+    result = ActivityEnvironment().run(edit_files, step)
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    assert [o.path for o in failed] == ["b.py"] and "F821" in failed[0].output
+
+
+@pytest.mark.parametrize("rules", ["E9,F63,F7,F82", "E9,F63,F7,F82,I"])
+def test_the_lint_vote_checks_out_the_changed_files_only(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, rules: str
+) -> None:
+    """The checklist's lint vote with the default rules, which read each file alone, fills
+    its worktree with the changed Python files only, and still votes no on a bad one; with a
+    rule that looks at the folders around a file (import sorting), the whole tree."""
+    from agentparallels.activities import _git
+    from agentparallels.activities.checklist import vote
+    from agentparallels.core.checklist import VoteInput
+
+    files = {"a.py": "A = 1\n", "b.py": "B = 1\n", **{f"o{i}.py": f"X = {i}\n" for i in range(4)}}
+    repo = make_repo(tmp_path / "repo", files)
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "a.py").write_text("A = nowhere\n")
+    (repo / "b.py").unlink()
+    git(repo, "commit", "-qam", "edit")
+    asked: list[object] = []
+    real = _git.worktree
+
+    def watched(cache: Path, path: Path, sha: str, sparse: object = None) -> object:
+        asked.append(sparse)
+        return real(cache, path, sha, sparse)
+
+    monkeypatch.setattr(_git, "worktree", watched)
+    inp = VoteInput(
+        check="lint",
+        repository=str(repo),
+        job_id="job",
+        base_commit=base,
+        commit=git(repo, "rev-parse", "HEAD"),
+        rules=rules,
+    )
+    result = ActivityEnvironment().run(vote, inp)
+    assert not result.yes and "a.py" in result.reason
+    assert asked == ([["a.py"]] if "I" not in rules.split(",") else [None])

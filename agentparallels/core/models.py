@@ -282,8 +282,13 @@ class PlanInput(Value):
     format_change: bool = False
     """For an edit computed here (a rename): format the whole change set once with the
     repository's ruff settings, as the plain tool does, so that no shard formats it again."""
+    verify_rules: str | None = None
+    """For an edit computed here: ruff's verify rules (``Limits.verify_rules``) to check the
+    whole change set against once, after formatting. A change set that passes says so in its
+    commit (``Agentparallels-Verified: <rules>``), and a shard that would check each of its
+    files against the same rules alone copies them as they are, without a worktree."""
     sandbox: Sandbox = Sandbox()
-    """Where the formatting runs (the job's sandbox)."""
+    """Where the formatting and verify rules run (the job's sandbox)."""
     timeout_s: float = Limits().command_timeout_s
 
 
