@@ -68,7 +68,7 @@ def plan(inp: PlanInput) -> Plan:
                 files = editor.plan(wt)
             except PlanRejected as e:
                 raise bad_input(str(e)) from None
-            return _plan(cache, base, None, files, ruff_format)
+            return _plan(cache, base, None, files, ruff_format, inp.count_tokens)
         change = _git.remote_ref(inp.repository, change_ref)
         if change is None:  # not computed by an earlier attempt
             try:
@@ -92,7 +92,7 @@ def plan(inp: PlanInput) -> Plan:
         message = _git.run(cache, "log", "-1", "--format=%B", change)
         formatted = _git.trailer(message, FORMATTED_TRAILER) is not None
     # A change set formatted here is not formatted again by the shards.
-    plan = _plan(cache, base, change, files, ruff_format and not formatted)
+    plan = _plan(cache, base, change, files, ruff_format and not formatted, inp.count_tokens)
     return plan.model_copy(update=_read_notes(message))
 
 
@@ -152,9 +152,20 @@ def _read_notes(message: str) -> _Notes:
     return _Notes(respelled=tuple(found["respelled"]), unparsed=tuple(found["unparsed"]))
 
 
-def _plan(cache: Path, base: str, change: str | None, files: list[str], ruff_format: bool) -> Plan:
-    """The plan, with each file's size in tokens (at the base; a file the change creates, as
-    it creates it), so the workflow can pack shards that fit a window."""
+def _plan(
+    cache: Path,
+    base: str,
+    change: str | None,
+    files: list[str],
+    ruff_format: bool,
+    count_tokens: bool = True,
+) -> Plan:
+    """The plan, with each file's size in tokens if asked (at the base; a file the change
+    creates, as it creates it), so the workflow can pack shards that fit a window."""
+    if not count_tokens:
+        return Plan(
+            base_commit=base, files=tuple(files), change_commit=change, ruff_format=ruff_format
+        )
     texts = _git.read_blobs(cache, [f"{base}:{path}" for path in files])
     if change:
         created = _git.read_blobs(cache, [f"{change}:{path}" for path in files])

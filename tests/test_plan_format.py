@@ -276,3 +276,22 @@ def test_the_lint_vote_checks_out_the_changed_files_only(
     result = ActivityEnvironment().run(vote, inp)
     assert not result.yes and "a.py" in result.reason
     assert asked == ([["a.py"]] if "I" not in rules.split(",") else [None])
+
+
+def test_the_plan_counts_tokens_only_when_asked(tmp_path: Path, cache_dir: Path) -> None:
+    """Counting each file's tokens reads every file of the change: the plan does it for jobs
+    that use the counts (a model's edit, shards packed by tokens), not for the others."""
+    counted = {}
+    for ask in (True, False):
+        repo = make_repo(tmp_path / f"repo-{ask}", FILES)
+        inp = PlanInput(
+            job_id=f"job-{ask}",
+            repository=str(repo),
+            base_ref="main",
+            edit=RenameEdit(old="a.old_name", new="zz_name"),
+            timestamp=1_700_000_000,
+            count_tokens=ask,
+        )
+        counted[ask] = ActivityEnvironment().run(plan, inp).tokens
+    assert len(counted[True]) == 2 and all(n > 0 for n in counted[True])
+    assert counted[False] == ()

@@ -282,6 +282,9 @@ class PlanInput(Value):
     format_change: bool = False
     """For an edit computed here (a rename): format the whole change set once with the
     repository's ruff settings, as the plain tool does, so that no shard formats it again."""
+    count_tokens: bool = True
+    """Give each file's size in tokens (``Plan.tokens``): for a model's edit (its budget) or
+    shards packed by tokens (``Limits.shard_tokens``); other jobs skip reading every file."""
     verify_rules: str | None = None
     """For an edit computed here: ruff's verify rules (``Limits.verify_rules``) to check the
     whole change set against once, after formatting. A change set that passes says so in its
