@@ -20,17 +20,25 @@ FILES = {
 }
 
 
-def run_plan(repo: Path, job_id: str, *, format_change: bool) -> tuple[Plan, str]:
-    inp = PlanInput(
-        job_id=job_id,
-        repository=str(repo),
-        base_ref="main",
-        edit=RenameEdit(old="a.old_name", new="zz_name"),
-        timestamp=1_700_000_000,
-        format_change=format_change,
+def planned(repo: Path, job_id: str, **fields: object) -> Plan:
+    """The plan of renaming ``a.old_name`` in ``repo``, with these PlanInput ``fields``."""
+    inp = PlanInput.model_validate(
+        {
+            "job_id": job_id,
+            "repository": str(repo),
+            "base_ref": "main",
+            "edit": RenameEdit(old="a.old_name", new="zz_name"),
+            "timestamp": 1_700_000_000,
+            **fields,
+        }
     )
     result = ActivityEnvironment().run(plan, inp)
     assert result.change_commit
+    return result
+
+
+def run_plan(repo: Path, job_id: str, *, format_change: bool) -> tuple[Plan, str]:
+    result = planned(repo, job_id, format_change=format_change)
     return result, git(repo, "show", f"{result.change_commit}:b.py")
 
 
@@ -182,16 +190,7 @@ def test_a_verified_change_set_is_copied_without_a_worktree(
     tips = {}
     for name, rules in (("verified", Limits().verify_rules), ("unverified", None)):
         repo = make_repo(tmp_path / name, files)
-        inp = PlanInput(
-            job_id=f"job-{name}",
-            repository=str(repo),
-            base_ref="main",
-            edit=RenameEdit(old="a.old_name", new="zz_name"),
-            timestamp=1_700_000_000,
-            format_change=True,
-            verify_rules=rules,
-        )
-        the_plan = ActivityEnvironment().run(plan, inp)
+        the_plan = planned(repo, f"job-{name}", format_change=True, verify_rules=rules)
         message = git(repo, "log", "-1", "--format=%B", str(the_plan.change_commit))
         assert (f"{VERIFIED_TRAILER}: {rules}" in message) == (rules is not None)
         base, step = _rename_step(repo, f"job-{name}", the_plan)
@@ -221,16 +220,7 @@ def test_a_change_set_failing_the_rules_is_checked_by_its_shards(
 
     files = {**FILES, "b.py": "from a import old_name\n\nprint(old_name(), nowhere)\n"}
     repo = make_repo(tmp_path / "repo", files)
-    inp = PlanInput(
-        job_id="job-bad",
-        repository=str(repo),
-        base_ref="main",
-        edit=RenameEdit(old="a.old_name", new="zz_name"),
-        timestamp=1_700_000_000,
-        format_change=True,
-        verify_rules=Limits().verify_rules,
-    )
-    the_plan = ActivityEnvironment().run(plan, inp)
+    the_plan = planned(repo, "job-bad", format_change=True, verify_rules=Limits().verify_rules)
     assert VERIFIED_TRAILER not in git(
         repo, "log", "-1", "--format=%B", str(the_plan.change_commit)
     )
@@ -284,14 +274,6 @@ def test_the_plan_counts_tokens_only_when_asked(tmp_path: Path, cache_dir: Path)
     counted = {}
     for ask in (True, False):
         repo = make_repo(tmp_path / f"repo-{ask}", FILES)
-        inp = PlanInput(
-            job_id=f"job-{ask}",
-            repository=str(repo),
-            base_ref="main",
-            edit=RenameEdit(old="a.old_name", new="zz_name"),
-            timestamp=1_700_000_000,
-            count_tokens=ask,
-        )
-        counted[ask] = ActivityEnvironment().run(plan, inp).tokens
+        counted[ask] = planned(repo, f"job-{ask}", count_tokens=ask).tokens
     assert len(counted[True]) == 2 and all(n > 0 for n in counted[True])
     assert counted[False] == ()
