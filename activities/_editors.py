@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 import git
 
 from agentparallels.activities import _git, bulkhead, rename_engine, sandbox
-from agentparallels.activities._proc import BatchUnclear, run_command, run_commands
+from agentparallels.activities._proc import BatchFailure, BatchUnclear, run_command, run_commands
 from agentparallels.core.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
 
 
@@ -46,9 +47,10 @@ class Editor(Protocol):
         """Paths (relative, posix) this edit will change, sorted."""
         ...
 
-    def apply(self, wt: Path, step: EditBatchInput) -> None:
+    def apply(self, wt: Path, step: EditBatchInput) -> Sequence[str]:
         """Change ``step.paths`` in ``wt``, in order; raises :class:`EditFailed` for the first
-        that fails."""
+        that fails. Returns the paths it got to: all of them, or, for a step with a time box
+        (``step.time_box_s``), the first ones, edited by the time it ran out."""
         ...
 
 
@@ -68,10 +70,15 @@ class RenameEditor:
             raise PlanRejected(str(e)) from e
         return self.report.paths
 
-    def apply(self, wt: Path, step: EditBatchInput) -> None:
+    def apply(self, wt: Path, step: EditBatchInput) -> Sequence[str]:
         assert step.change_commit, "a rename is applied from its change commit"
         source = f"--source={step.change_commit}"
         _git.run(wt, "restore", source, "--staged", "--worktree", "--", *step.paths)
+        return step.paths
+
+
+CHUNK_FILES = 25
+"""Commands a step with a time box runs in one sandbox before it looks at the clock."""
 
 
 class CommandEditor:
@@ -83,28 +90,50 @@ class CommandEditor:
     def plan(self, wt: Path) -> list[str]:
         return tracked(wt, self.spec.files)
 
-    def apply(self, wt: Path, step: EditBatchInput) -> None:
+    def apply(self, wt: Path, step: EditBatchInput) -> Sequence[str]:
         paths, policy = step.paths, sandbox.Policy.of(step.sandbox)
         # Optimistically: every command in one sandbox, then one look at what changed. A
-        # change outside the shard's files is a violation; only if something outside the batch
-        # changed, or the batch's shell stopped without saying where, are the commands run
+        # change outside the shard's files is a violation; only if something outside the files
+        # edited changed, or a batch's shell stopped without saying where, are the commands run
         # again one by one, from a clean worktree, to find the culprit (codemods are meant to
         # be repeatable).
-        commands = [self._command(p) for p in paths]
-        try:
-            failure = run_commands(commands, wt, step.timeout_s, policy)
-        except BatchUnclear:
-            failure = None
-            stray = True
-        else:
+        ran, failure, unclear = self._batches(wt, step, policy)
+        applied = paths[:ran]
+        stray = unclear
+        if not unclear:
             changed = _git.changed_paths(wt)
             bulkhead.contain(wt, paths, step.scope, f"`{self.spec.command}`", changed)
-            stray = any(p not in set(paths) for p in changed)
+            stray = any(p not in set(applied) for p in changed)
         if stray:
             _git.discard(wt)
-            self._run(wt, paths, step.timeout_s, policy, check_each=True)
+            self._run(wt, applied, step.timeout_s, policy, check_each=True)
         elif failure is not None:
             raise EditFailed(paths[failure.index], failure.command, failure.done.output)
+        return applied
+
+    def _batches(
+        self, wt: Path, step: EditBatchInput, policy: sandbox.Policy
+    ) -> tuple[int, BatchFailure | None, bool]:
+        """Run the step's commands in one sandbox or, with a time box, in chunks of
+        :data:`CHUNK_FILES` until the box is used up. Returns how many ran (the failed one
+        included), the failure that stopped them, and whether a batch's shell stopped without
+        saying where (all of its commands counted as run)."""
+        commands = [self._command(p) for p in step.paths]
+        size = len(commands) if step.time_box_s is None else CHUNK_FILES
+        started, ran = time.monotonic(), 0
+        while ran < len(commands):
+            chunk = commands[ran : ran + size]
+            try:
+                failure = run_commands(chunk, wt, step.timeout_s, policy)
+            except BatchUnclear:
+                return ran + len(chunk), None, True
+            if failure is not None:
+                index = ran + failure.index
+                return index + 1, BatchFailure(index, failure.command, failure.done), False
+            ran += len(chunk)
+            if step.time_box_s is not None and time.monotonic() - started >= step.time_box_s:
+                break
+        return ran, None, False
 
     def _command(self, path: str) -> str:
         return self.spec.command.replace("{file}", shlex.quote(path))
@@ -155,7 +184,7 @@ class ModelEditor:
     def plan(self, wt: Path) -> list[str]:
         return tracked(wt, self.spec.files)
 
-    def apply(self, wt: Path, step: EditBatchInput) -> None:
+    def apply(self, wt: Path, step: EditBatchInput) -> Sequence[str]:
         (path,) = step.paths
         answer = step.answer or ""
         blocks = FENCE.findall(answer)
@@ -167,6 +196,7 @@ class ModelEditor:
             self._patch(wt, path, body, what)
         else:
             (wt / path).write_text(body if body.endswith("\n") else body + "\n")
+        return step.paths
 
     def _patch(self, wt: Path, path: str, diff: str, what: str) -> None:
         touched = {
@@ -201,6 +231,7 @@ def editor_for(spec: EditSpec) -> Editor:
 
 
 __all__ = [
+    "CHUNK_FILES",
     "CommandEditor",
     "EDITORS",
     "EditFailed",

@@ -284,11 +284,11 @@ def _apply(wt: Path, inp: EditBatchInput) -> tuple[list[str], EditOutcome | None
     and the failure of the one it stopped at, if any."""
     bulkhead.check_paths(wt, inp.paths, inp.scope)
     try:
-        editor_for(inp.edit).apply(wt, inp)
+        applied = editor_for(inp.edit).apply(wt, inp)
     except EditFailed as e:
         failure = _failed(e.path, inp.checkpoint, e.command, e.output)
         return list(inp.paths[: inp.paths.index(e.path)]), failure
-    return list(inp.paths), None
+    return list(applied), None
 
 
 def _failed(path: str, checkpoint: str, command: str, output: str) -> EditOutcome:

@@ -277,3 +277,35 @@ def test_the_plan_counts_tokens_only_when_asked(tmp_path: Path, cache_dir: Path)
         counted[ask] = planned(repo, f"job-{ask}", count_tokens=ask).tokens
     assert len(counted[True]) == 2 and all(n > 0 for n in counted[True])
     assert counted[False] == ()
+
+
+def test_a_time_boxed_step_edits_and_reports_the_files_it_got_to(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A command edit's step with a time box runs its commands 25 at a time and stops starting
+    more once the box is used up: it commits and reports the first files only, and the rest
+    are the next step's; without a box it edits every file."""
+    from agentparallels.activities._editors import CHUNK_FILES
+    from agentparallels.activities.refactor import edit_files
+    from agentparallels.core.models import CommandEdit, EditBatchInput, JobRef, ShardRef
+
+    names = [f"m{i:02d}.py" for i in range(60)]
+    reported = {}
+    for box in (0.5, None):
+        repo = make_repo(tmp_path / f"repo-{box}", {n: "V = 1\n" for n in names})
+        base = git(repo, "rev-parse", "HEAD")
+        job = JobRef(job_id=f"job-{box}", repository=str(repo), base_commit=base, timestamp=0)
+        step = EditBatchInput(
+            shard=ShardRef(job=job, name="s0"),
+            paths=tuple(names),
+            checkpoint=base,
+            # 25 commands of 0.05 s outlast a box of 0.5 s however fast the machine.
+            edit=CommandEdit(command="sleep 0.05; echo 'W = 2' >> {file}"),
+            time_box_s=box,
+        )
+        result = ActivityEnvironment().run(edit_files, step)
+        assert {o.status for o in result.outcomes} == {"committed"}
+        reported[box] = [o.path for o in result.outcomes]
+        assert git(repo, "rev-list", "--count", f"{base}..{result.tip}") == str(len(reported[box]))
+    assert reported[0.5] == names[:CHUNK_FILES]
+    assert reported[None] == names

@@ -317,8 +317,8 @@ async def test_a_rename_edits_a_shard_in_one_step_unless_told_otherwise(
 ) -> None:
     """A rename's 31 files in one shard: one edit step (copying files from the change set is
     cheap to redo after a crash, so 20 files a step would only add steps); with
-    --batch-files 10, four. A command edit takes 50 files a step: one here, two at the old
-    default of 20."""
+    --batch-files 10, four. A command edit's step is time-boxed: one here, two at the old
+    default of 20 files a step."""
     files = {"pkg/__init__.py": "", "pkg/money.py": "def to_cents(x):\n    return x\n"}
     for m in range(30):
         files[f"pkg/use{m}.py"] = f"from pkg.money import to_cents\n\nV{m} = to_cents({m})\n"
@@ -339,6 +339,36 @@ async def test_a_rename_edits_a_shard_in_one_step_unless_told_otherwise(
             assert len(result.files_changed) == 31
             seen.append(await edit_steps(client, handle.id))
     assert seen == [{"00-pkg": 1}, {"00-pkg": 4}, {"00-pkg": 1}]
+
+
+async def test_a_command_edits_steps_are_time_boxed(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A command edit's step runs commands until its time box (3 s) is used up, 25 at a time,
+    and the next step takes the rest: 60 files of a fast command are one step (two at the old
+    50 files a step), while 30 of a command that takes 0.13 s are two (25 commands take over
+    3 s), so a crashed worker redoes a few seconds of commands, not 50 files' worth."""
+    from agentparallels.activities._editors import CHUNK_FILES
+    from agentparallels.workflows.shard import STEP_SECONDS
+
+    assert CHUNK_FILES * 0.13 > STEP_SECONDS  # the slow chunk always outlasts the box
+    seen = []
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        for name, count, command in (
+            ("fast", 60, "sed -i s/to_cents/as_cents/ {file}"),
+            ("slow", 30, "sleep 0.13; sed -i s/to_cents/as_cents/ {file}"),
+        ):
+            files = {"pkg/__init__.py": ""}
+            for m in range(count):
+                files[f"pkg/use{m}.py"] = f"V{m} = 'to_cents'\n"
+            repo = make_repo(tmp_path / name, files)
+            edit = CommandEdit(command=command, files=("pkg/use*.py",))
+            job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(parallel=1))
+            handle = await start_job(client, task_queue, job)
+            result = await handle.result()
+            assert len(result.files_changed) == count
+            seen.append(await edit_steps(client, handle.id))
+    assert seen == [{"00-pkg": 1}, {"00-pkg": 2}]
 
 
 async def test_a_small_rename_is_one_shard(client: Client, task_queue: str, tmp_path: Path) -> None:

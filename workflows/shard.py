@@ -50,11 +50,22 @@ PROGRESS_SIGNAL = names.SHARD_PROGRESS_SIGNAL
 """The signal a shard sends its parent after each file."""
 
 BATCH_FILES = 50
-"""Files one edit step takes when the job does not say (``Limits.batch_files``): each is still
-verified and committed on its own, but a crashed worker redoes at most this many (a few
-seconds of a codemod's commands). A step's own cost (a push, ruff's passes, git's looks at
-the worktree, a workflow round trip) is paid per step: at 20 files it was a third of a
+"""Files one edit step of a command edit took when the job did not say (``Limits.batch_files``)
+before steps were time-boxed (:data:`TIMED_STEPS`); jobs started then replay with it. Each file
+is still verified and committed on its own. A step's own cost (a push, ruff's passes, git's
+looks at the worktree, a workflow round trip) is paid per step: at 20 files it was a third of a
 2000-file codemod's subprocess time."""
+TIMED_STEPS = "timed-steps"
+"""Guards the change from :data:`BATCH_FILES` files a step to a time box (a command edit
+whose job sets no ``Limits.batch_files``)."""
+STEP_SECONDS = 3.0
+"""A command edit's step stops starting commands after this long, and the next step takes
+the rest: a crashed worker redoes at most this much of the commands, however long each
+takes, while a fast codemod edits a whole small shard in one step (each step costs a push,
+ruff's three passes, git's looks at the worktree and a workflow round trip: 5 shards of a
+200-file codemod took 9 steps of 50 files, the last of each shard a few files)."""
+STEP_FILES = 500
+"""The most files a step with a time box is given."""
 PRECOMPUTED_BATCH_FILES = 500
 """The same, for an edit the plan computed (a rename, whose files are copied from its change
 set): copying a file is cheap to redo, and each step costs a push, a ruff run, git's look at
@@ -100,6 +111,13 @@ class _Run:
         )
         self.model = inp.edit.as_model()
         """The edit, when a model makes it: one file per step, after its recorded answer."""
+        self.timed = (
+            self.model is None
+            and inp.change_commit is None
+            and limits.batch_files is None
+            and workflow.patched(TIMED_STEPS)
+        )
+        """A command edit's steps are time-boxed (:data:`STEP_SECONDS`)."""
         self.pending = list(inp.shard.files)
         self.changed: list[str] = []
         self.attempts = 0
@@ -185,6 +203,8 @@ class ShardWorkflow:
     async def _next_batch(self, inp: ShardInput, run: _Run) -> tuple[tuple[str, ...], str | None]:
         """The files of the next step and, for a model edit, the model's answer for its one
         file (one file at a time, each answer a recorded decision)."""
+        if run.timed:
+            return tuple(run.pending[:STEP_FILES]), None
         if run.model is None:
             size = inp.limits.batch_files
             if size is None:  # a job started before it was optional says 20 itself
@@ -221,6 +241,7 @@ class ShardWorkflow:
                 # A model edit's step is one file, its own scope (and history stays small).
                 scope=inp.shard.files if run.model is None else (),
                 answer=answer,
+                time_box_s=STEP_SECONDS if run.timed else None,
                 # A hook runs in the shard's worktree and may read any file of it.
                 sparse=inp.change_commit is not None and not inp.hooks,
             ),
@@ -354,6 +375,9 @@ __all__ = [
     "EDIT_SYSTEM",
     "BATCH_FILES",
     "PRECOMPUTED_BATCH_FILES",
+    "STEP_FILES",
+    "STEP_SECONDS",
+    "TIMED_STEPS",
     "PROGRESS_SIGNAL",
     "ShardWorkflow",
 ]

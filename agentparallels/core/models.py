@@ -378,6 +378,10 @@ class EditBatchInput(Value):
     """Every path the step may change (the bulkhead): the shard's files. Empty: ``paths``."""
     answer: str | None = None
     """For a model edit (one file): the model's answer, a whole file or a unified diff."""
+    time_box_s: float | None = None
+    """For a command edit: stop starting commands once this many seconds have passed, and
+    commit and report the files edited by then (the first of ``paths``); the shard's next
+    step takes the rest. None: every file of ``paths``."""
     sparse: bool = False
     """The shard's worktree may hold its files only (a sparse checkout), not the whole tree:
     for an edit the plan computed and formatted, with no check command or hook that could read
