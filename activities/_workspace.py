@@ -243,21 +243,39 @@ class ShardWorkspace:
             _git.push(where, self.job.repository, [(self.shard.ref, tip, self.expected)])
 
 
+JOB_TREE = "tree"
+"""The worktree of the whole tree that the plan leaves behind for the test command (``keep``
+of :func:`scratch_worktree`): on the same worker, the test's checkout then rewrites only the
+files the job changed instead of filling a new worktree."""
+
+
 @contextmanager
 def scratch_worktree(
-    repository: str, job_id: str, name: str, sha: str, sparse: Sequence[str] | None = None
+    repository: str,
+    job_id: str,
+    name: str,
+    sha: str,
+    sparse: Sequence[str] | None = None,
+    *,
+    keep: bool = False,
 ) -> Iterator[Path]:
-    """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards;
-    with ``sparse``, holding only those files."""
+    """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards
+    (with ``keep``, left as the step left it, for the job's next step of that name on this
+    worker to reset and reuse; still removed if the step fails); with ``sparse``, holding
+    only those files."""
     with holding(job_id, name) as path:
+        kept = False
         try:
             _prepared(repository, path, sha, sparse)
-            # Marked for the step's duration: a worker killed mid-step (mid-rope, mid-test)
-            # leaves it dirty at ``sha``, and the next attempt must reset it, not reuse it.
+            # Marked for the step's duration (and after it, when kept): a worker killed
+            # mid-step (mid-rope, mid-test) leaves it dirty at ``sha``, and the next attempt
+            # must reset it, not reuse it.
             _beside(path, "editing").touch()
             yield path
+            kept = keep
         finally:
-            _remove(repository, path)
+            if not kept:
+                _remove(repository, path)
 
 
 def remove_worktree(repository: str, job_id: str, name: str | None = None) -> None:

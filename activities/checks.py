@@ -16,7 +16,7 @@ from agentparallels.activities._proc import (
     ruff_bin,
     run_command,
 )
-from agentparallels.activities._workspace import scratch_worktree
+from agentparallels.activities._workspace import JOB_TREE, scratch_worktree
 from agentparallels.core import steps
 from agentparallels.core.models import CheckInput, CheckRun
 
@@ -105,7 +105,7 @@ def verify(
 def run_check(inp: CheckInput) -> CheckRun:
     """Run the pre-completion test command on ``inp.commit`` in a fresh worktree."""
     sandbox.require(inp.sandbox.mode)
-    with scratch_worktree(inp.job.repository, inp.job.job_id, "check", inp.commit) as wt:
+    with scratch_worktree(inp.job.repository, inp.job.job_id, JOB_TREE, inp.commit) as wt:
         done = run_command(inp.command, wt, inp.timeout_s, sandbox.Policy.of(inp.sandbox))
     return CheckRun(
         command=inp.command, exit_code=done.exit_code, passed=done.ok, output=done.output

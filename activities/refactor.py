@@ -11,7 +11,12 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.activities import _git, bulkhead, sandbox
 from agentparallels.activities._defn import implements
 from agentparallels.activities._editors import EditFailed, PlanRejected, editor_for
-from agentparallels.activities._workspace import BranchMoved, ShardWorkspace, scratch_worktree
+from agentparallels.activities._workspace import (
+    JOB_TREE,
+    BranchMoved,
+    ShardWorkspace,
+    scratch_worktree,
+)
 from agentparallels.activities.checks import format_files, uses_ruff, verify
 from agentparallels.core import steps, tokens
 from agentparallels.core.errors import BAD_INPUT, GIT_CONFLICT
@@ -61,7 +66,8 @@ def plan(inp: PlanInput) -> Plan:
     change_ref = f"{SCRATCH_NAMESPACE}/{inp.job_id}/change"
     cache = _git.cached_repo(inp.repository)
     _git.ensure_commit(cache, inp.repository, base)
-    with scratch_worktree(inp.repository, inp.job_id, "plan", base) as wt:
+    # Kept for the test command, which runs in it if it runs on this worker.
+    with scratch_worktree(inp.repository, inp.job_id, JOB_TREE, base, keep=True) as wt:
         ruff_format = uses_ruff(wt)
         if not editor.precomputed:
             try:

@@ -309,3 +309,38 @@ def test_a_time_boxed_step_edits_and_reports_the_files_it_got_to(
         assert git(repo, "rev-list", "--count", f"{base}..{result.tip}") == str(len(reported[box]))
     assert reported[0.5] == names[:CHUNK_FILES]
     assert reported[None] == names
+
+
+def test_the_test_command_runs_in_the_worktree_the_plan_left(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan keeps its worktree of the whole tree; the test command, on the same worker,
+    resets it to the merged commit (rewriting the changed files only) instead of filling a new
+    one, sees exactly the merged tree (no file the plan left behind), and removes it after."""
+    from agentparallels.activities import _git
+    from agentparallels.activities._workspace import JOB_TREE, worktrees_dir
+    from agentparallels.activities.checks import run_check
+    from agentparallels.core.models import CheckInput, JobRef
+
+    repo = make_repo(tmp_path / "repo", FILES)
+    the_plan = planned(repo, "job-t", format_change=True)
+    tree = worktrees_dir("job-t") / JOB_TREE
+    assert (tree / "a.py").exists()
+    (tree / "left-by-the-plan.txt").write_text("x\n")
+    added: list[str] = []
+    real = _git.run
+
+    def watched(cwd: object, *args: str, **options: object) -> object:
+        if args[:2] == ("worktree", "add"):
+            added.append(str(args[-2]))
+        return real(cwd, *args, **options)
+
+    monkeypatch.setattr(_git, "run", watched)
+    base = git(repo, "rev-parse", "HEAD")
+    job = JobRef(job_id="job-t", repository=str(repo), base_commit=base, timestamp=0)
+    assert the_plan.change_commit
+    command = "test ! -e left-by-the-plan.txt && grep -q zz_name a.py"
+    inp = CheckInput(job=job, commit=the_plan.change_commit, command=command, timeout_s=60)
+    assert ActivityEnvironment().run(run_check, inp).passed
+    assert added == []  # reused, not made again
+    assert not tree.exists()
