@@ -1,11 +1,11 @@
 """Every workflow run of Agent Parallels gets the project's workflow task timeout.
 
-A workflow task given to a worker that is then killed waits out its timeout before another
-worker may take it; with the SDK's default (10 s) that was the largest part of a job's recovery
-after a kill (`make chaos`). The timeout is set per run when the run starts, by whoever starts
-it: a client (a job), a workflow (a child) or a run continuing as new. The interceptor here,
-carried by the plugin to every client and worker, sets it on each of them unless the starter
-chose one, so no code path that starts a workflow can forget it.
+A workflow task given to a worker that is then killed (or stopped) waits out its timeout
+before another worker may take it; with the SDK's default (10 s) that was the largest part of
+a job's recovery after a kill (`make chaos`). The timeout is set per run when the run starts,
+by whoever starts it: a client (a job), a workflow (a child) or a run continuing as new. The
+interceptor here, carried by the plugin to every client and worker, sets it on each of them
+unless the starter chose one, so no code path that starts a workflow can forget it.
 """
 
 from __future__ import annotations

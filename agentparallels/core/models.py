@@ -22,13 +22,18 @@ from agentparallels.core.llm import KEY_VARIABLES, BudgetLimits, Price, Usage, s
 SCRATCH_NAMESPACE = "refs/agentparallels"
 """Scratch refs of running jobs live below this in the job's repository, removed at its end."""
 BRANCH_PREFIX = "agentparallels"
-
-# How long a workflow task may run on a worker before the server gives it to another, for
-# every job and child workflow. A worker killed while holding one otherwise stalls its job
-# for the SDK's default 10 s: the main cause of slow recoveries in `make chaos`. A workflow
-# task here takes milliseconds (seconds on a starved machine); 5 s leaves a live worker room.
-WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
 """A successful job leaves its result on the branch ``agentparallels/<job-id>``."""
+
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=3)
+"""How long a workflow task may run on a worker before the server gives it to another, for
+every job and child workflow. A worker killed while holding one, or stopped (a stopped
+process keeps its polls open, and the server goes on handing it tasks), stalls the job this
+long each time: with the SDK's default (10 s) the main cause of slow recoveries in `make
+chaos`, and at 5 s a task given twice to a paused worker stalled its job 10 s. A workflow task
+here takes milliseconds (under a second on a starved machine, a cold replay included, since a
+run imports only its own modules); one that times out is retried, and from the fourth
+attempt the server adds 5 s, doubled at each attempt after, so a slow but live worker still
+gets through."""
 
 
 HIDDEN_INPUTS = ConfigDict(hide_input_in_errors=True)
