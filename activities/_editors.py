@@ -21,7 +21,14 @@ import git
 
 from agentparallels.activities import _git, bulkhead, rename_engine, sandbox
 from agentparallels.activities._proc import BatchFailure, BatchUnclear, run_command, run_commands
-from agentparallels.core.models import CommandEdit, EditBatchInput, EditSpec, ModelEdit, RenameEdit
+from agentparallels.core.models import (
+    TIME_BOX_CHUNK,
+    CommandEdit,
+    EditBatchInput,
+    EditSpec,
+    ModelEdit,
+    RenameEdit,
+)
 
 
 class EditFailed(Exception):
@@ -77,10 +84,6 @@ class RenameEditor:
         return step.paths
 
 
-CHUNK_FILES = 25
-"""Commands a step with a time box runs in one sandbox before it looks at the clock."""
-
-
 class CommandEditor:
     precomputed = False
 
@@ -115,11 +118,11 @@ class CommandEditor:
         self, wt: Path, step: EditBatchInput, policy: sandbox.Policy
     ) -> tuple[int, BatchFailure | None, bool]:
         """Run the step's commands in one sandbox or, with a time box, in chunks of
-        :data:`CHUNK_FILES` until the box is used up. Returns how many ran (the failed one
+        :data:`TIME_BOX_CHUNK` until the box is used up. Returns how many ran (the failed one
         included), the failure that stopped them, and whether a batch's shell stopped without
         saying where (all of its commands counted as run)."""
         commands = [self._command(p) for p in step.paths]
-        size = len(commands) if step.time_box_s is None else CHUNK_FILES
+        size = len(commands) if step.time_box_s is None else TIME_BOX_CHUNK
         started, ran = time.monotonic(), 0
         while ran < len(commands):
             chunk = commands[ran : ran + size]
@@ -231,7 +234,6 @@ def editor_for(spec: EditSpec) -> Editor:
 
 
 __all__ = [
-    "CHUNK_FILES",
     "CommandEditor",
     "EDITORS",
     "EditFailed",

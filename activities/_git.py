@@ -401,7 +401,7 @@ def commit_files(
     commits then point at blobs already written, with no worktree at all. One ``git
     fast-import`` writes them all; returns the commits' ids. Same input, same ids. ``key``
     (default: ``wt``) names the import's temporary ref: one caller at a time per key."""
-    entries = _tree_entries(wt, source, [p for p, _ in edits]) if source else None
+    entries = tree_entries(wt, source, [p for p, _ in edits]) if source else None
     commits = _fast_import(
         wt, parent, [(message, [path]) for path, message in edits], timestamp, entries, key
     )
@@ -410,7 +410,8 @@ def commit_files(
         if changes[sha] != [path]:  # the file was not (or no longer) as the edit left it
             raise EmptyEdit(
                 f"refusing commit {sha[:12]} for {path}: it changes "
-                f"{', '.join(changes[sha]) or 'nothing'}; the worktree changed under the step"
+                f"{', '.join(changes[sha]) or 'nothing'}; "
+                + ("its source does not change it" if source else "the worktree changed under it")
             )
     return commits
 
@@ -458,15 +459,24 @@ def _fast_import(
     return [ids[f":{mark}"] for mark in range(1, len(commits) + 1)]
 
 
-def _tree_entries(repo: Path, commit: str, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """path -> (mode, object id) in ``commit``'s tree, for those of ``paths`` it holds."""
+SYMLINK_MODE = "120000"
+
+
+def tree_entries(repo: Path, commit: str, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """path -> (mode, object id) in ``commit``'s tree, for those of ``paths`` it holds. Lists
+    only the folders that hold ``paths`` (a shard's packages), not the whole tree."""
     wanted, found = set(paths), {}
-    out = run(repo, "ls-tree", "-r", "-z", "--full-tree", commit)
-    for entry in filter(None, out.split("\0")):
-        meta, _, path = entry.partition("\t")
-        mode, _kind, sha = meta.split()
-        if path in wanted:
-            found[path] = (mode, sha)
+    folders = sorted({p.rpartition("/")[0] or p for p in wanted})
+    for part in range(0, len(folders), 1000):
+        out = run(
+            repo, "--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", commit, "--",
+            *folders[part : part + 1000],
+        )  # fmt: skip
+        for entry in filter(None, out.split("\0")):
+            meta, _, path = entry.partition("\t")
+            mode, _kind, sha = meta.split()
+            if path in wanted:
+                found[path] = (mode, sha)
     return found
 
 
@@ -528,15 +538,14 @@ def commit_env(timestamp: int) -> dict[str, str]:
 
 
 def commit_all(wt: Path, message: str, timestamp: int) -> str | None:
-    """Commit everything changed in ``wt`` (untracked files too) as one commit on its HEAD,
-    written by one ``git fast-import`` straight from the files, with no index to update (``git
-    add --all`` took up to half a second at 2000 changed files); None when nothing changed.
-    The worktree stays as it is, its HEAD too. Same input, same sha."""
-    paths = changed_paths(wt)
-    if not paths:
+    """Commit everything changed in ``wt``; None when nothing changed. Same input, same sha.
+    ``git add`` (not a commit written from the files' bytes) so the repository's attributes
+    apply: line endings normalised, clean filters, the executable bit as git sees it."""
+    run(wt, "add", "--all")
+    if not run(wt, "status", "--porcelain"):
         return None
-    parent = run(wt, "rev-parse", "HEAD")
-    return _fast_import(wt, parent, [(message, paths)], timestamp, None, str(wt))[0]
+    run(wt, "commit", "--quiet", "--no-verify", "-m", message, env=commit_env(timestamp))
+    return run(wt, "rev-parse", "HEAD")
 
 
 def changed_paths(wt: Path) -> list[str]:

@@ -100,7 +100,8 @@ class ShardWorkspace:
     edit step uses them. Held by the step alone (:meth:`held`, see :func:`editing`) from the
     branch check to the push; the worktree is clean at the step's checkpoint when it starts.
     The step edits files in :attr:`path`, then :meth:`commit` makes one checkpoint commit per
-    file and :meth:`finish` leaves the worktree clean and pushes the branch."""
+    file and :meth:`finish` leaves the worktree clean and pushes the branch. A step whose files
+    a commit already holds (:meth:`held_without_worktree`) commits them from it and pushes."""
 
     def __init__(self, shard: ShardRef, checkpoint: str, path: Path | None) -> None:
         self.shard = shard
@@ -128,8 +129,8 @@ class ShardWorkspace:
     def held_without_worktree(cls, shard: ShardRef, checkpoint: str) -> Iterator[ShardWorkspace]:
         """The shard's branch at ``checkpoint``, for this attempt alone for the block, with no
         worktree: for a step whose files are already blobs (:meth:`commit` with a source),
-        which :meth:`push` es what it commits. A worktree of the shard's, if any, is left as
-        it is (held all the same, so no other attempt uses it meanwhile)."""
+        which must :meth:`push` what it commits. A worktree of the shard's, if any, is left
+        as it is (held all the same, so no other attempt uses it meanwhile)."""
         with holding(shard.job.job_id, shard.name):
             yield cls(shard, checkpoint, None)
 
@@ -321,6 +322,9 @@ def collect_garbage(max_age_s: float = 24 * 3600, ended: Iterable[Path] = ()) ->
             continue
         stale.append(job)
     repos = _git.cache_root() / "repos"
+    for marks in repos.glob(".import-*.marks") if repos.is_dir() else []:
+        if marks.stat().st_mtime < cutoff:  # an import's, killed before it removed them
+            marks.unlink(missing_ok=True)
     for cache in repos.glob("*.git") if repos.is_dir() else []:
         if not _git.usable(cache):  # made again on its next use
             continue

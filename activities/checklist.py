@@ -20,22 +20,18 @@ from agentparallels.core.models import Limits
 def _lint(inp: VoteInput) -> CheckVote:
     cache = _git.cached_repo(inp.repository)
     _git.ensure_commit(cache, inp.repository, inp.commit)
-    names = _git.run(
-        cache,
-        "diff",
-        "--name-only",
-        "--no-renames",
-        "--diff-filter=d",
-        "-z",
-        inp.base_commit,
-        inp.commit,
-        "--",
-        "*.py",
-    )
-    py = sorted(p for p in names.split("\0") if p)
+    raw = _git.run(
+        cache, "diff", "--raw", "--no-renames", "--diff-filter=d", "-z", inp.base_commit,
+        inp.commit, "--", "*.py",
+    ).split("\0")  # fmt: skip
+    # ":<old mode> <new mode> <old id> <new id> <status>", then the path, for each file
+    modes = {path: meta.split()[1] for meta, path in zip(raw[::2], raw[1::2], strict=False)}
+    py = sorted(p for p in modes if p)
     # The default rules (syntax, undefined names) read each file alone: the worktree need
-    # hold only the changed files. Others (import sorting) may look at the folders around.
-    sparse = py if inp.rules == Limits().verify_rules else None
+    # hold only the changed files, unless one is a link (to a file it would not hold).
+    # Other rules (import sorting) may look at the folders around a file.
+    alone = inp.rules == Limits().verify_rules and _git.SYMLINK_MODE not in modes.values()
+    sparse = py if alone else None
     findings: dict[str, str] = {}
     if py:
         with scratch_worktree(inp.repository, inp.job_id, "lint", inp.commit, sparse) as wt:

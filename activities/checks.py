@@ -103,7 +103,8 @@ def verify(
 
 @implements(steps.RUN_CHECK)
 def run_check(inp: CheckInput) -> CheckRun:
-    """Run the pre-completion test command on ``inp.commit`` in a fresh worktree."""
+    """Run the pre-completion test command on ``inp.commit`` in a clean worktree of the whole
+    tree (the plan's, reset, if it ran on this worker), removed afterwards."""
     sandbox.require(inp.sandbox.mode)
     with scratch_worktree(inp.job.repository, inp.job.job_id, JOB_TREE, inp.commit) as wt:
         done = run_command(inp.command, wt, inp.timeout_s, sandbox.Policy.of(inp.sandbox))

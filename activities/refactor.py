@@ -114,13 +114,20 @@ def _prepare_change_set(wt: Path, inp: PlanInput, ruff_format: bool) -> str:
     if ruff_format and inp.format_change:
         format_files(wt, changed, inp.timeout_s, policy)
         notes += f"\n{FORMATTED_TRAILER}: ruff"
-    # A file that fails is left for its shard to find and report, as it would without this.
-    if (
-        inp.verify_rules
-        and verify(wt, changed, inp.verify_rules, None, inp.timeout_s, policy) is None
-    ):
+    # A file that fails is left for its shard to find and report, as it would without this;
+    # so is a ruff that fails to run here (the check only saves the shards the work).
+    if inp.verify_rules and _passes(wt, changed, inp.verify_rules, inp.timeout_s, policy):
         notes += f"\n{VERIFIED_TRAILER}: {inp.verify_rules}"
     return notes
+
+
+def _passes(
+    wt: Path, paths: list[str], rules: str, timeout_s: float, policy: sandbox.Policy
+) -> bool:
+    try:
+        return verify(wt, paths, rules, None, timeout_s, policy) is None
+    except RuntimeError:  # ruff's output unreadable: the shards check their files themselves
+        return False
 
 
 RESPELLED_TRAILER = "Agentparallels-Respelled"
@@ -235,12 +242,21 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
 
 def _verified(inp: EditBatchInput) -> bool:
     """The step's files come from a change commit that the plan checked against the step's
-    own verify rules, every file passing (``VERIFIED_TRAILER``)."""
+    own verify rules, every file passing (``VERIFIED_TRAILER``), and none of them is a
+    symbolic link, before or after (whose target the worktree's way checks stays inside)."""
     assert inp.change_commit
-    cache = _git.cached_repo(inp.shard.job.repository)
-    _git.ensure_commit(cache, inp.shard.job.repository, inp.change_commit)
+    repository = inp.shard.job.repository
+    cache = _git.cached_repo(repository)
+    _git.ensure_commit(cache, repository, inp.change_commit)
     message = _git.run(cache, "log", "-1", "--format=%B", inp.change_commit)
-    return _git.trailer(message, VERIFIED_TRAILER) == inp.verify_rules
+    if _git.trailer(message, VERIFIED_TRAILER) != inp.verify_rules:
+        return False
+    _git.ensure_commit(cache, repository, inp.checkpoint)
+    for commit in (inp.checkpoint, inp.change_commit):
+        entries = _git.tree_entries(cache, commit, inp.paths)
+        if any(mode == _git.SYMLINK_MODE for mode, _ in entries.values()):
+            return False
+    return True
 
 
 def _copy_verified(inp: EditBatchInput, what: str) -> EditBatchResult:

@@ -230,13 +230,17 @@ def test_a_change_set_failing_the_rules_is_checked_by_its_shards(
     assert [o.path for o in failed] == ["b.py"] and "F821" in failed[0].output
 
 
-@pytest.mark.parametrize("rules", ["E9,F63,F7,F82", "E9,F63,F7,F82,I"])
+@pytest.mark.parametrize(
+    ("rules", "link"),
+    [("E9,F63,F7,F82", False), ("E9,F63,F7,F82,I", False), ("E9,F63,F7,F82", True)],
+)
 def test_the_lint_vote_checks_out_the_changed_files_only(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, rules: str
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, rules: str, link: bool
 ) -> None:
     """The checklist's lint vote with the default rules, which read each file alone, fills
     its worktree with the changed Python files only, and still votes no on a bad one; with a
-    rule that looks at the folders around a file (import sorting), the whole tree."""
+    rule that looks at the folders around a file (import sorting), or a changed file that is
+    a link (to a file the others would not include), the whole tree."""
     from agentparallels.activities import _git
     from agentparallels.activities.checklist import vote
     from agentparallels.core.checklist import VoteInput
@@ -246,6 +250,9 @@ def test_the_lint_vote_checks_out_the_changed_files_only(
     base = git(repo, "rev-parse", "HEAD")
     (repo / "a.py").write_text("A = nowhere\n")
     (repo / "b.py").unlink()
+    if link:
+        (repo / "l.py").symlink_to("o0.py")
+        git(repo, "add", "l.py")
     git(repo, "commit", "-qam", "edit")
     asked: list[object] = []
     real = _git.worktree
@@ -265,7 +272,7 @@ def test_the_lint_vote_checks_out_the_changed_files_only(
     )
     result = ActivityEnvironment().run(vote, inp)
     assert not result.yes and "a.py" in result.reason
-    assert asked == ([["a.py"]] if "I" not in rules.split(",") else [None])
+    assert asked == ([["a.py"]] if "I" not in rules.split(",") and not link else [None])
 
 
 def test_the_plan_counts_tokens_only_when_asked(tmp_path: Path, cache_dir: Path) -> None:
@@ -285,9 +292,14 @@ def test_a_time_boxed_step_edits_and_reports_the_files_it_got_to(
     """A command edit's step with a time box runs its commands 25 at a time and stops starting
     more once the box is used up: it commits and reports the first files only, and the rest
     are the next step's; without a box it edits every file."""
-    from agentparallels.activities._editors import CHUNK_FILES
     from agentparallels.activities.refactor import edit_files
-    from agentparallels.core.models import CommandEdit, EditBatchInput, JobRef, ShardRef
+    from agentparallels.core.models import (
+        TIME_BOX_CHUNK,
+        CommandEdit,
+        EditBatchInput,
+        JobRef,
+        ShardRef,
+    )
 
     names = [f"m{i:02d}.py" for i in range(60)]
     reported = {}
@@ -307,7 +319,7 @@ def test_a_time_boxed_step_edits_and_reports_the_files_it_got_to(
         assert {o.status for o in result.outcomes} == {"committed"}
         reported[box] = [o.path for o in result.outcomes]
         assert git(repo, "rev-list", "--count", f"{base}..{result.tip}") == str(len(reported[box]))
-    assert reported[0.5] == names[:CHUNK_FILES]
+    assert reported[0.5] == names[:TIME_BOX_CHUNK]
     assert reported[None] == names
 
 

@@ -348,10 +348,10 @@ async def test_a_command_edits_steps_are_time_boxed(
     and the next step takes the rest: 60 files of a fast command are one step (two at the old
     50 files a step), while 30 of a command that takes 0.13 s are two (25 commands take over
     3 s), so a crashed worker redoes a few seconds of commands, not 50 files' worth."""
-    from agentparallels.activities._editors import CHUNK_FILES
+    from agentparallels.core.models import TIME_BOX_CHUNK
     from agentparallels.workflows.shard import STEP_SECONDS
 
-    assert CHUNK_FILES * 0.13 > STEP_SECONDS  # the slow chunk always outlasts the box
+    assert TIME_BOX_CHUNK * 0.13 > STEP_SECONDS  # the slow chunk always outlasts the box
     seen = []
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         for name, count, command in (

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from agentparallels.core.events import EventKind, JobEvent
     from agentparallels.core.llm import FileContext, Grant, Message, ModelRequest
     from agentparallels.core.models import (
+        TIME_BOX_CHUNK,
         EditBatchInput,
         EditBatchResult,
         EditOutcome,
@@ -59,11 +60,13 @@ TIMED_STEPS = "timed-steps"
 """Guards the change from :data:`BATCH_FILES` files a step to a time box (a command edit
 whose job sets no ``Limits.batch_files``)."""
 STEP_SECONDS = 3.0
-"""A command edit's step stops starting commands after this long, and the next step takes
-the rest: a crashed worker redoes at most this much of the commands, however long each
-takes, while a fast codemod edits a whole small shard in one step (each step costs a push,
-ruff's three passes, git's looks at the worktree and a workflow round trip: 5 shards of a
-200-file codemod took 9 steps of 50 files, the last of each shard a few files)."""
+"""A command edit's step stops starting commands after this long (it looks at the clock
+between chunks of ``core.models.TIME_BOX_CHUNK`` commands), and the next step takes the rest:
+a crashed worker redoes this much of the commands and at most one chunk more, while a fast
+codemod edits a whole small shard in one step (each step costs a push, ruff's three passes,
+git's looks at the worktree and a workflow round trip: 5 shards of a 200-file codemod took 9
+steps of 50 files, the last of each shard a few files). Not for a shard with hooks, which are
+told each step's files before it runs."""
 STEP_FILES = 500
 """The most files a step with a time box is given."""
 PRECOMPUTED_BATCH_FILES = 500
@@ -74,6 +77,20 @@ four shards, a third of the job)."""
 
 BUG_TYPES = [TypeError, ValueError, KeyError, AttributeError, IndexError, AssertionError]
 """Programming errors fail the workflow (after its rollback) instead of retrying its task."""
+
+
+def _summary(batch: tuple[str, ...], timed: bool) -> str:
+    """How the UI names an edit step."""
+    more = f" (+{'up to ' if timed else ''}{len(batch) - 1} more)" if len(batch) > 1 else ""
+    return f"edit {batch[0]}{more}"
+
+
+def _longest(batch: tuple[str, ...], command_timeout_s: float, timed: bool) -> timedelta:
+    """An edit step's start-to-close timeout: twice its commands' time limits, and 2 minutes
+    for git and ruff. A time-boxed step runs one chunk of commands past its box at the most."""
+    commands = min(len(batch), TIME_BOX_CHUNK) if timed else len(batch)
+    box = STEP_SECONDS if timed else 0
+    return timedelta(seconds=commands * command_timeout_s * 2 + box + 120)
 
 
 class _HookPlace(TypedDict):
@@ -111,12 +128,14 @@ class _Run:
         )
         self.model = inp.edit.as_model()
         """The edit, when a model makes it: one file per step, after its recorded answer."""
-        self.timed = (
+        timed = (
             self.model is None
             and inp.change_commit is None
             and limits.batch_files is None
             and workflow.patched(TIMED_STEPS)
         )
+        # Not with hooks: a hook around a step is told the step's files, all of them.
+        self.timed = timed and not inp.hooks
         """A command edit's steps are time-boxed (:data:`STEP_SECONDS`)."""
         self.pending = list(inp.shard.files)
         self.changed: list[str] = []
@@ -245,10 +264,8 @@ class ShardWorkflow:
                 # A hook runs in the shard's worktree and may read any file of it.
                 sparse=inp.change_commit is not None and not inp.hooks,
             ),
-            summary=f"edit {batch[0]}" + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else ""),
-            start_to_close_timeout=timedelta(
-                seconds=len(batch) * limits.command_timeout_s * 2 + 120
-            ),
+            summary=_summary(batch, run.timed),
+            start_to_close_timeout=_longest(batch, limits.command_timeout_s, run.timed),
         )
 
     async def _failed(

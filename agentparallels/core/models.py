@@ -364,6 +364,11 @@ class ShardRef(Value):
         return f"{self.job.scratch}/shards/{self.name}"
 
 
+TIME_BOX_CHUNK = 25
+"""Commands a time-boxed edit step (``EditBatchInput.time_box_s``) runs in one sandbox before
+it looks at the clock."""
+
+
 class EditBatchInput(Value):
     model_config = HIDDEN_INPUTS
 
@@ -384,9 +389,12 @@ class EditBatchInput(Value):
     answer: str | None = None
     """For a model edit (one file): the model's answer, a whole file or a unified diff."""
     time_box_s: float | None = None
-    """For a command edit: stop starting commands once this many seconds have passed, and
-    commit and report the files edited by then (the first of ``paths``); the shard's next
-    step takes the rest. None: every file of ``paths``."""
+    """For a command edit: run the commands :data:`TIME_BOX_CHUNK` at a time and start no more
+    once this many seconds have passed; commit and report the files edited by then (the first
+    of ``paths``), and the shard's next step takes the rest. A command that changes another
+    file of ``paths`` than its own is refused when that file is not among those the step got
+    to (as a change outside its batch was without a time box). None: every file of
+    ``paths``."""
     sparse: bool = False
     """The shard's worktree may hold its files only (a sparse checkout), not the whole tree:
     for an edit the plan computed and formatted, with no check command or hook that could read
@@ -584,6 +592,7 @@ __all__ = [
     "ShardProgress",
     "ShardRef",
     "ShardResult",
+    "TIME_BOX_CHUNK",
     "WORKFLOW_TASK_TIMEOUT",
     "files_digest",
 ]
