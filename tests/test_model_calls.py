@@ -328,7 +328,10 @@ async def test_permanent_failure_is_not_retried(
         assert cause.message == f"{provider}:fake withheld its answer ({FILTERED[provider]})"
         return
     status = status[provider] if isinstance(status, dict) else status
-    assert cause.message.startswith(f"{status} from the model provider: Error code: {status} - ")
+    # Then the SDK's own words, which name the status too ("Error code: 401 - {...}" from
+    # openai and anthropic before 2.x, "401 Bad API key. (request_id: ...)" from anthropic 2.x).
+    assert cause.message.startswith(f"{status} from the model provider: ")
+    assert str(status) in cause.message.removeprefix(f"{status} from the model provider: ")
     assert cause.message.endswith(end)
 
 
