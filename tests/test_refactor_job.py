@@ -7,6 +7,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from agentparallels import worker
+from agentparallels.core.events import Hook
 from agentparallels.core.models import (
     WORKFLOW_TASK_TIMEOUT,
     CommandEdit,
@@ -347,28 +348,36 @@ async def test_a_command_edits_steps_are_time_boxed(
     """A command edit's step runs commands until its time box (3 s) is used up, 25 at a time,
     and the next step takes the rest: 60 files of a fast command are one step (two at the old
     50 files a step), while 30 of a command that takes 0.13 s are two (25 commands take over
-    3 s), so a crashed worker redoes a few seconds of commands, not 50 files' worth."""
+    3 s), so a crashed worker redoes a few seconds of commands, not 50 files' worth. A shard
+    with a pre-edit hook, which is told each step's files before it runs, keeps steps of 50."""
     from agentparallels.core.models import TIME_BOX_CHUNK
     from agentparallels.workflows.shard import STEP_SECONDS
 
     assert TIME_BOX_CHUNK * 0.13 > STEP_SECONDS  # the slow chunk always outlasts the box
     seen = []
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
-        for name, count, command in (
-            ("fast", 60, "sed -i s/to_cents/as_cents/ {file}"),
-            ("slow", 30, "sleep 0.13; sed -i s/to_cents/as_cents/ {file}"),
+        for name, count, command, hooks in (
+            ("fast", 60, "sed -i s/to_cents/as_cents/ {file}", ()),
+            ("slow", 30, "sleep 0.13; sed -i s/to_cents/as_cents/ {file}", ()),
+            (
+                "hooked",
+                60,
+                "sed -i s/to_cents/as_cents/ {file}",
+                (Hook(point="pre-edit", command="true"),),
+            ),
         ):
             files = {"pkg/__init__.py": ""}
             for m in range(count):
                 files[f"pkg/use{m}.py"] = f"V{m} = 'to_cents'\n"
             repo = make_repo(tmp_path / name, files)
             edit = CommandEdit(command=command, files=("pkg/use*.py",))
-            job = RefactorInput(repository=str(repo), edit=edit, limits=Limits(parallel=1))
+            limits = Limits(parallel=1)
+            job = RefactorInput(repository=str(repo), edit=edit, limits=limits, hooks=hooks)
             handle = await start_job(client, task_queue, job)
             result = await handle.result()
             assert len(result.files_changed) == count
             seen.append(await edit_steps(client, handle.id))
-    assert seen == [{"00-pkg": 1}, {"00-pkg": 2}]
+    assert seen == [{"00-pkg": 1}, {"00-pkg": 2}, {"00-pkg": 2}]
 
 
 async def test_a_small_rename_is_one_shard(client: Client, task_queue: str, tmp_path: Path) -> None:
