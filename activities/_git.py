@@ -392,71 +392,50 @@ def commit_files(
     edits: Sequence[tuple[str, str]],
     timestamp: int,
     *,
-    source: str | None = None,
+    entries: dict[str, tuple[str, str]] | None = None,
     key: str | None = None,
 ) -> list[str]:
     """Commit each (path, message) in order, one commit per file on top of the previous, taking
-    the file's state from the worktree ``wt`` (a missing file is a deletion), or, with
-    ``source``, from that commit's tree, where ``wt`` may be any repository holding it: the
-    commits then point at blobs already written, with no worktree at all. One ``git
+    the file's state from the worktree ``wt`` (a missing file is a deletion), or, given
+    ``entries`` (a tree's, see :func:`tree_entries`), as that tree has it: the commits then
+    point at blobs already written, and ``wt`` may be any repository holding them. One ``git
     fast-import`` writes them all; returns the commits' ids. Same input, same ids. ``key``
     (default: ``wt``) names the import's temporary ref: one caller at a time per key."""
-    entries = tree_entries(wt, source, [p for p, _ in edits]) if source else None
-    commits = _fast_import(
-        wt, parent, [(message, [path]) for path, message in edits], timestamp, entries, key
-    )
-    changes = changed_by(wt, commits)
-    for sha, (path, _) in zip(commits, edits, strict=True):
-        if changes[sha] != [path]:  # the file was not (or no longer) as the edit left it
-            raise EmptyEdit(
-                f"refusing commit {sha[:12]} for {path}: it changes "
-                f"{', '.join(changes[sha]) or 'nothing'}; "
-                + ("its source does not change it" if source else "the worktree changed under it")
-            )
-    return commits
-
-
-def _fast_import(
-    repo: Path,
-    parent: str,
-    commits: Sequence[tuple[str, Sequence[str]]],
-    timestamp: int,
-    entries: dict[str, tuple[str, str]] | None,
-    key: str | None,
-) -> list[str]:
-    """Write ``commits`` (message, the paths it sets) in ``repo``, each on the previous, the
-    first on ``parent``, with one ``git fast-import``: each path as the worktree ``repo`` has
-    it, or as ``entries`` (a tree's) has it. ``key`` (default: ``repo``) names the import's
-    temporary ref: one caller at a time per key. Returns the commits' ids."""
     stream = bytearray()
-    ref = (
-        f"refs/agentparallels-import/{hashlib.sha256((key or str(repo)).encode()).hexdigest()[:16]}"
-    )
+    digest = hashlib.sha256((key or str(wt)).encode()).hexdigest()[:16]
+    ref = f"refs/agentparallels-import/{digest}"
     who = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}> {timestamp} +0000\n".encode()
-    for mark, (message, paths) in enumerate(commits, start=1):
+    for mark, (path, message) in enumerate(edits, start=1):
         text = message.rstrip("\n").encode() + b"\n"
         stream += f"commit {ref}\nmark :{mark}\n".encode()
         stream += b"author " + who + b"committer " + who
         stream += f"data {len(text)}\n".encode() + text
         if mark == 1:
             stream += f"from {parent}\n".encode()
-        for path in paths:
-            stream += _file_change(repo, path, entries)
-        stream += b"\n"
-    fd, marks = tempfile.mkstemp(prefix=".import-", suffix=".marks", dir=repo.parent)
+        stream += _file_change(wt, path, entries) + b"\n"
+    fd, marks = tempfile.mkstemp(prefix=".import-", suffix=".marks", dir=wt.parent)
     os.close(fd)
     try:
         run_with_input(
-            repo, bytes(stream), "fast-import", "--quiet", "--force", f"--export-marks={marks}"
+            wt, bytes(stream), "fast-import", "--quiet", "--force", f"--export-marks={marks}"
         )
         ids = dict(line.split() for line in Path(marks).read_text().splitlines())
     finally:
         Path(marks).unlink(missing_ok=True)
         try:
-            run(repo, "update-ref", "-d", ref)
+            run(wt, "update-ref", "-d", ref)
         except (git.GitCommandError, NotARepository):
             pass
-    return [ids[f":{mark}"] for mark in range(1, len(commits) + 1)]
+    commits = [ids[f":{mark}"] for mark in range(1, len(edits) + 1)]
+    changes = changed_by(wt, commits)
+    for sha, (path, _) in zip(commits, edits, strict=True):
+        if changes[sha] != [path]:  # the file was not (or no longer) as the edit left it
+            why = "the tree given does not change it" if entries else "the worktree changed"
+            raise EmptyEdit(
+                f"refusing commit {sha[:12]} for {path}: it changes "
+                f"{', '.join(changes[sha]) or 'nothing'}; {why}"
+            )
+    return commits
 
 
 SYMLINK_MODE = "120000"
@@ -490,7 +469,7 @@ def _file_change(wt: Path, path: str, entries: dict[str, tuple[str, str]] | None
         return f"M {mode} {sha} {_quoted(path)}\n".encode()
     file = wt / path
     if file.is_symlink():
-        data, mode = os.readlink(file).encode(), "120000"
+        data, mode = os.readlink(file).encode(), SYMLINK_MODE
     elif file.exists():
         data, mode = file.read_bytes(), "100755" if os.access(file, os.X_OK) else "100644"
     else:

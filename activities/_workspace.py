@@ -128,7 +128,7 @@ class ShardWorkspace:
     @contextmanager
     def held_without_worktree(cls, shard: ShardRef, checkpoint: str) -> Iterator[ShardWorkspace]:
         """The shard's branch at ``checkpoint``, for this attempt alone for the block, with no
-        worktree: for a step whose files are already blobs (:meth:`commit` with a source),
+        worktree: for a step whose files are already blobs (:meth:`commit` with entries),
         which must :meth:`push` what it commits. A worktree of the shard's, if any, is left
         as it is (held all the same, so no other attempt uses it meanwhile)."""
         with holding(shard.job.job_id, shard.name):
@@ -192,10 +192,15 @@ class ShardWorkspace:
         """The paths changed in the worktree since the checkpoint, untracked ones included."""
         return set(_git.changed_paths(self.path))
 
-    def commit(self, paths: Sequence[str], what: str, source: str | None = None) -> list[str]:
+    def commit(
+        self,
+        paths: Sequence[str],
+        what: str,
+        entries: dict[str, tuple[str, str]] | None = None,
+    ) -> list[str]:
         """One commit per file of ``paths``, each on the previous, the first on the checkpoint,
-        taking the file as the worktree has it, or as commit ``source`` has it (then in the
-        worker's cache, with no worktree); returns their ids. Each is checked to change
+        taking the file as the worktree has it, or as a tree's ``entries`` have it (then in
+        the worker's cache, with no worktree); returns their ids. Each is checked to change
         exactly its file (``EmptyEdit`` otherwise, so it is never pushed), and carries the job's
         date and the trailers :meth:`pushed_before` reads, so a retry recognises it."""
         if not paths:
@@ -205,23 +210,16 @@ class ShardWorkspace:
             (p, f"{what}: {p}\n\n{_git.JOB_TRAILER}: {job}\n{_git.EDIT_TRAILER}: {p}")
             for p in paths
         ]
-        if source is None:
+        if entries is None:
             return _git.commit_files(self.path, self.checkpoint, edits, self.job.timestamp)
-        cache = self._cache()
-        _git.ensure_commit(cache, self.job.repository, source)
-        key = f"{job}/{self.shard.name}"
         return _git.commit_files(
-            cache, self.checkpoint, edits, self.job.timestamp, source=source, key=key
+            self._cache(),
+            self.checkpoint,
+            edits,
+            self.job.timestamp,
+            entries=entries,
+            key=f"{job}/{self.shard.name}",
         )
-
-    def differing(self, source: str, paths: Sequence[str]) -> list[str]:
-        """Those of ``paths`` that commit ``source`` has otherwise than the checkpoint, in
-        order."""
-        cache = self._cache()
-        _git.ensure_commit(cache, self.job.repository, source)
-        out = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", self.checkpoint, source)
-        differ = set(out.split("\0"))
-        return [p for p in paths if p in differ]
 
     def _cache(self) -> Path:
         cache = _git.cached_repo(self.job.repository)

@@ -171,7 +171,7 @@ def _plan(
     change: str | None,
     files: list[str],
     ruff_format: bool,
-    count_tokens: bool = True,
+    count_tokens: bool,
 ) -> Plan:
     """The plan, with each file's size in tokens if asked (at the base; a file the change
     creates, as it creates it), so the workflow can pack shards that fit a window."""
@@ -213,8 +213,8 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     # undefined names) read each file alone; other rules may look at the folders around it.
     reads_one_file = inp.verify_rules == Limits().verify_rules and not inp.check_cmd
     only = inp.sparse and editor_for(inp.edit).precomputed and reads_one_file
-    if only and not inp.ruff_format and _verified(inp):
-        return _copy_verified(inp, what)
+    if only and not inp.ruff_format and (blobs := _verified_blobs(inp)):
+        return _copy_verified(inp, what, *blobs)
     sparse = (inp.scope or inp.paths) if only and not inp.ruff_format else None
     with ShardWorkspace.held(inp.shard, inp.checkpoint, sparse) as ws:
         if (earlier := _earlier(ws, inp)) is not None:
@@ -240,35 +240,42 @@ def edit_files(inp: EditBatchInput) -> EditBatchResult:
     return _result(inp, applied, dict(zip(to_commit, commits, strict=True)), tip, failure)
 
 
-def _verified(inp: EditBatchInput) -> bool:
-    """The step's files come from a change commit that the plan checked against the step's
-    own verify rules, every file passing (``VERIFIED_TRAILER``), and none of them is a
-    symbolic link, before or after (whose target the worktree's way checks stays inside)."""
+Entries = dict[str, tuple[str, str]]
+"""path -> (mode, object id) in a tree (``_git.tree_entries``)."""
+
+
+def _verified_blobs(inp: EditBatchInput) -> tuple[Entries, Entries] | None:
+    """The step's files at its checkpoint and in the change commit, if the plan checked that
+    commit against the step's own verify rules, every file passing (``VERIFIED_TRAILER``),
+    and none of them is a symbolic link, before or after (whose target the worktree's way
+    checks stays inside); else None."""
     assert inp.change_commit
     repository = inp.shard.job.repository
     cache = _git.cached_repo(repository)
     _git.ensure_commit(cache, repository, inp.change_commit)
     message = _git.run(cache, "log", "-1", "--format=%B", inp.change_commit)
     if _git.trailer(message, VERIFIED_TRAILER) != inp.verify_rules:
-        return False
+        return None
     _git.ensure_commit(cache, repository, inp.checkpoint)
-    for commit in (inp.checkpoint, inp.change_commit):
-        entries = _git.tree_entries(cache, commit, inp.paths)
-        if any(mode == _git.SYMLINK_MODE for mode, _ in entries.values()):
-            return False
-    return True
+    before = _git.tree_entries(cache, inp.checkpoint, inp.paths)
+    after = _git.tree_entries(cache, inp.change_commit, inp.paths)
+    if any(mode == _git.SYMLINK_MODE for mode, _ in [*before.values(), *after.values()]):
+        return None
+    return before, after
 
 
-def _copy_verified(inp: EditBatchInput, what: str) -> EditBatchResult:
+def _copy_verified(
+    inp: EditBatchInput, what: str, before: Entries, after: Entries
+) -> EditBatchResult:
     """The step for files a verified change set holds, formatted and checked already: one
-    checkpoint commit per file, written in the worker's cache from the change set's blobs
-    with no worktree, then pushed. Idempotent as the worktree's way is (see ``edit_files``)."""
-    assert inp.change_commit
+    checkpoint commit per file that differs from the checkpoint, written in the worker's cache
+    from the change set's blobs (``after``) with no worktree, then pushed. Idempotent as the
+    worktree's way is (see ``edit_files``)."""
     with ShardWorkspace.held_without_worktree(inp.shard, inp.checkpoint) as ws:
         if (earlier := _earlier(ws, inp)) is not None:
             return earlier
-        to_commit = ws.differing(inp.change_commit, inp.paths)
-        commits = ws.commit(to_commit, what, source=inp.change_commit)
+        to_commit = [p for p in inp.paths if before.get(p) != after.get(p)]
+        commits = ws.commit(to_commit, what, entries=after)
         tip = commits[-1] if commits else inp.checkpoint
         ws.push(tip)
     return _result(inp, list(inp.paths), dict(zip(to_commit, commits, strict=True)), tip, None)
