@@ -18,8 +18,7 @@ from agentparallels.core.models import Limits
 
 
 def _lint(inp: VoteInput) -> CheckVote:
-    cache = _git.cached_repo(inp.repository)
-    _git.ensure_commit(cache, inp.repository, inp.commit)
+    cache = _git.cached_repo(inp.repository)  # holding both commits (see ``vote``)
     raw = _git.run(
         cache, "diff", "--raw", "--no-renames", "--diff-filter=d", "-z", inp.base_commit,
         inp.commit, "--", "*.py",

@@ -187,7 +187,7 @@ class RefactorWorkflow:
                 edit=inp.edit,
                 timestamp=job.timestamp,
                 format_change=True,
-                count_tokens=inp.edit.kind == "model" or inp.limits.shard_tokens is not None,
+                count_tokens=inp.edit.as_model() is not None or inp.limits.shard_tokens is not None,
                 verify_rules=inp.limits.verify_rules,
                 sandbox=inp.limits.sandbox,
                 timeout_s=inp.limits.command_timeout_s,
