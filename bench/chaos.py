@@ -769,6 +769,18 @@ class Chaos:
             kind=what, at=now, worker=victim.name, identity=victim.identity, until=now, steps=steps
         )
         self.report.faults.append(fault)
+
+        async def look_again() -> None:
+            # What the victim took after the first look: the server hands tasks to a poll of
+            # the victim until it sees the poll gone (a killed worker's, a moment after the
+            # signal) and for the whole pause (a paused worker's polls stay open). Each such
+            # attempt stays started on the victim until its heartbeat times out, so a look
+            # right after the signal, and one a second during a pause, sees all of them;
+            # the history keeps only a step's last attempt.
+            for step in await running_steps(client, job_ids, victim.identity):
+                if step not in fault.steps:
+                    fault.steps.append(step)
+
         if what == "pause":
             victim.signal(signal.SIGSTOP)
             paused.add(victim)
@@ -776,7 +788,11 @@ class Chaos:
             print(f"  paused {victim.name} ({len(steps)} steps running)", flush=True)
 
             async def resume() -> None:
-                await asyncio.sleep(self.args.pause_s)
+                until = time.monotonic() + self.args.pause_s
+                while (left := until - time.monotonic()) > 0:
+                    await look_again()
+                    await asyncio.sleep(min(1.0, max(left, 0)))
+                await look_again()
                 victim.signal(signal.SIGCONT)
                 fault.until = time.time()
                 paused.discard(victim)
@@ -784,6 +800,7 @@ class Chaos:
             resumes.append(asyncio.create_task(resume()))
             return
         victim.kill()
+        await look_again()
         self.report.kills += 1
         self.workers.remove(victim)
         fresh = self.report.kills % 2 == 0  # every other replacement on an empty disk

@@ -54,6 +54,7 @@ async def call(
     before = task.cancelling() if task is not None else 0
     if local:
         options.pop("heartbeat_timeout", None)
+        options.pop("priority", None)  # no task queue: it runs in the workflow's task
         result = await workflow.execute_local_activity(
             step.name, arg, result_type=step.output, summary=summary, **options
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
 from agentparallels.core import names
@@ -54,6 +54,7 @@ __all__ = [
     "CHECK_RESULT",
     "CLEANUP",
     "EDIT_FILES",
+    "BOOKKEEPING",
     "HEARTBEAT",
     "MODEL_HEARTBEAT",
     "MERGE",
@@ -87,6 +88,14 @@ was too little at a load average of 55 on 2 cores: one step timed out eight time
 and its job failed; 5 s left most recoveries after a kill near 9 s)."""
 
 
+BOOKKEEPING = Priority(priority_key=1)
+"""Task priority of the short steps between a job's edits (record a shard, set a ref, merge,
+check, publish, clean up): when every slot of every worker is taken, a freed slot gets one of
+these before the next edit step (the default priority is 3). Under faults, a killed worker's
+bookkeeping step, retried, waited behind other jobs' edit steps for up to 10 s in ``make
+chaos``; its job could not move on meanwhile, and it holds no slot for long."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """How Temporal runs one activity."""
@@ -108,6 +117,9 @@ class Settings:
     """Retries are for infrastructure faults (a crashed worker, a git lock); a finite number."""
     cancellation: ActivityCancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
     """A cancelled job waits until the step has really stopped before it rolls back."""
+    priority: Priority = Priority.default
+    """The step's place in a backlog of its task queue (the workflow's by default):
+    :data:`BOOKKEEPING` for short steps a job cannot move on without."""
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments of ``workflow.execute_activity`` these settings stand for."""
@@ -116,6 +128,7 @@ class Settings:
             "heartbeat_timeout": self.heartbeat,
             "retry_policy": self.retry,
             "cancellation_type": self.cancellation,
+            "priority": self.priority,
         }
 
 
@@ -152,12 +165,14 @@ lose its call to a duplicate, as an edit step, idempotent, may."""
 
 PLAN = Step(names.PLAN, PlanInput, Plan, Settings(LONG))
 EDIT_FILES = Step(names.EDIT_FILES, EditBatchInput, EditBatchResult, Settings(LONG))
-REMOVE_WORKTREE = Step(names.REMOVE_WORKTREE, ShardRef, NONE, Settings(SHORT))
-SET_REF = Step(names.SET_REF, RefUpdate, NONE, Settings(SHORT))
-MERGE = Step(names.MERGE, MergeInput, str, Settings(timedelta(minutes=10)))
-PUBLISH = Step(names.PUBLISH, PublishInput, Published, Settings(SHORT))
-CLEANUP = Step(names.CLEANUP, JobRef, NONE, Settings(SHORT))
-CHECK_RESULT = Step(names.CHECK_RESULT, ResultCheckInput, NONE, Settings(timedelta(minutes=5)))
+REMOVE_WORKTREE = Step(names.REMOVE_WORKTREE, ShardRef, NONE, Settings(SHORT, priority=BOOKKEEPING))
+SET_REF = Step(names.SET_REF, RefUpdate, NONE, Settings(SHORT, priority=BOOKKEEPING))
+MERGE = Step(names.MERGE, MergeInput, str, Settings(timedelta(minutes=10), priority=BOOKKEEPING))
+PUBLISH = Step(names.PUBLISH, PublishInput, Published, Settings(SHORT, priority=BOOKKEEPING))
+CLEANUP = Step(names.CLEANUP, JobRef, NONE, Settings(SHORT, priority=BOOKKEEPING))
+CHECK_RESULT = Step(
+    names.CHECK_RESULT, ResultCheckInput, NONE, Settings(timedelta(minutes=5), priority=BOOKKEEPING)
+)
 RUN_CHECK = Step(names.RUN_CHECK, CheckInput, CheckRun, Settings(LONG))
 VOTE = Step(names.VOTE, VoteInput, CheckVote, Settings(LONG))
 CALL_MODEL = Step(
@@ -169,9 +184,14 @@ CALL_MODEL = Step(
 """Heartbeats on a timer like every step; a silent stream is the step's own
 ``ModelRequest.stream_timeout_s``."""
 OPEN_LOG = Step(
-    names.OPEN_LOG, OpenLogInput, dict[str, ShardResult], Settings(timedelta(minutes=10))
+    names.OPEN_LOG,
+    OpenLogInput,
+    dict[str, ShardResult],
+    Settings(timedelta(minutes=10), priority=BOOKKEEPING),
 )
-RECORD_SHARD = Step(names.RECORD_SHARD, ShardDoneInput, NONE, Settings(timedelta(minutes=2)))
+RECORD_SHARD = Step(
+    names.RECORD_SHARD, ShardDoneInput, NONE, Settings(timedelta(minutes=2), priority=BOOKKEEPING)
+)
 READ_DIFF = Step(names.READ_DIFF, DiffRequest, ReviewDiff, Settings(timedelta(minutes=5)))
 POLLERS = Step(
     names.POLLERS,
