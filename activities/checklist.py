@@ -4,6 +4,7 @@ command votes through ``check.run``). Each reads the job's merged result and cha
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import git
 
@@ -11,7 +12,7 @@ from agentparallels.activities import _git, sandbox
 from agentparallels.activities._defn import implements
 from agentparallels.activities._workspace import scratch_worktree
 from agentparallels.activities.checks import _ruff_findings
-from agentparallels.activities.refactor import resolve_base
+from agentparallels.activities.refactor import VERIFIED_TRAILER, resolve_base
 from agentparallels.core import steps
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.models import Limits
@@ -26,6 +27,10 @@ def _lint(inp: VoteInput) -> CheckVote:
     # ":<old mode> <new mode> <old id> <new id> <status>", then the path, for each file
     modes = {path: meta.split()[1] for meta, path in zip(raw[::2], raw[1::2], strict=False)}
     py = sorted(p for p in modes if p)
+    command = f"ruff check --isolated --select {inp.rules}"
+    if py and _verified_by_plan(cache, inp):
+        reason = f"{len(py)} changed Python files pass (checked as the plan made them)"
+        return CheckVote(check="lint", yes=True, reason=reason, command=command)
     # The default rules (syntax, undefined names) read each file alone: the worktree need
     # hold only the changed files, unless one is a link (to a file it would not hold).
     # Other rules (import sorting) may look at the folders around a file.
@@ -36,13 +41,22 @@ def _lint(inp: VoteInput) -> CheckVote:
         with scratch_worktree(inp.repository, inp.job_id, "lint", inp.commit, sparse) as wt:
             policy = sandbox.Policy.of(inp.sandbox)
             findings = _ruff_findings(wt, py, inp.rules, inp.timeout_s, policy)
-    command = f"ruff check --isolated --select {inp.rules}"
     if not findings:
         return CheckVote(
             check="lint", yes=True, reason=f"{len(py)} changed Python files pass", command=command
         )
     lines = "\n".join(findings[p] for p in sorted(findings))
     return CheckVote(check="lint", yes=False, reason=f"ruff found:\n{lines}", command=command)
+
+
+def _verified_by_plan(cache: Path, inp: VoteInput) -> bool:
+    """Whether ``inp.commit`` is a plan's change set on the base that the plan checked, every
+    changed file, against these very rules (``VERIFIED_TRAILER``): the vote of a rename that
+    votes on its change set early, which need not run ruff again."""
+    parents, _, message = _git.run(cache, "log", "-1", "--format=%P%n%B", inp.commit).partition(
+        "\n"
+    )
+    return parents == inp.base_commit and _git.trailer(message, VERIFIED_TRAILER) == inp.rules
 
 
 def _diff_size(inp: VoteInput) -> CheckVote:

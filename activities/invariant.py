@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from agentparallels.activities import _git
 from agentparallels.activities._defn import implements
 from agentparallels.core import steps
-from agentparallels.core.errors import RESULT_MISMATCH
+from agentparallels.core.errors import CHECKED_TREE_DIFFERS, RESULT_MISMATCH
 from agentparallels.core.messages import ResultCheckInput, ShardClaim
 
 ABSENT = "(absent)"
@@ -89,7 +89,8 @@ def mismatches(
 
 @implements(steps.CHECK_RESULT)
 def check_result(inp: ResultCheckInput) -> None:
-    """Check the publish invariant on ``inp.commit``; raise ``ResultMismatch`` if it fails."""
+    """Check the publish invariant on ``inp.commit``; raise ``ResultMismatch`` if it fails.
+    With ``inp.checked``, also check that the checks voted on the result's tree."""
     job = inp.job
     cache = _git.cached_repo(job.repository)
     commits = {job.base_commit, inp.commit, *(c.head for c in inp.shards)}
@@ -98,6 +99,8 @@ def check_result(inp: ResultCheckInput) -> None:
     heads = {c.name: tree(cache, c.head) for c in inp.shards}
     problems = mismatches(tree(cache, job.base_commit), tree(cache, inp.commit), heads, inp.shards)
     if not problems:
+        if inp.checked is not None:
+            _same_tree(cache, inp.commit, inp.checked, job.repository)
         return
     more = f"\n... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
     raise ApplicationError(
@@ -106,6 +109,24 @@ def check_result(inp: ResultCheckInput) -> None:
         + "\n".join(problems[:SHOWN])
         + more,
         type=RESULT_MISMATCH,
+        non_retryable=True,
+    )
+
+
+def _same_tree(cache: Path, commit: str, checked: str, repository: str) -> None:
+    """Raise ``CheckedTreeDiffers`` (the job lets its checks vote again on ``commit``) unless
+    ``checked``, the commit the checks voted on, has ``commit``'s tree."""
+    _git.ensure_commit(cache, repository, checked)
+    want = _git.run(cache, "rev-parse", f"{commit}^{{tree}}").strip()
+    got = _git.run(cache, "rev-parse", f"{checked}^{{tree}}").strip()
+    if got == want:
+        return
+    paths = _git.run(cache, "diff", "--name-only", "-z", checked, commit).split("\0")
+    named = ", ".join(p for p in paths[:SHOWN] if p)
+    raise ApplicationError(
+        f"the checks voted on {checked[:12]}, whose tree differs from the result "
+        f"{commit[:12]} in {named}: they vote again on the result",
+        type=CHECKED_TREE_DIFFERS,
         non_retryable=True,
     )
 

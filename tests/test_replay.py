@@ -20,7 +20,7 @@ from tests.support.cli import run_cli
 
 HERE = Path(__file__).parent / "histories"
 CURRENT = sorted(HERE.glob("*.json"))
-PATCHED = sorted((HERE / "patched").glob("*.json"))
+PATCHED = sorted((HERE / "patched").rglob("*.json"))
 HISTORIES = CURRENT + PATCHED
 
 

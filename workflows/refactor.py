@@ -3,8 +3,9 @@
 It composes the patterns: an orchestrator plans and shards the work by module; one child workflow
 per shard edits its files in its own worktree (fan-out, bounded by ``parallel``), each guarded by
 a circuit breaker; the children's branches are merged only after all have succeeded (fan-in);
-the test command votes on the merged result; and a saga undoes every step on failure or
-cancellation, so the user's repository is never left half refactored.
+the checklist votes on the merged result (a rename's early, on the change set the shards
+commit); and a saga undoes every step on failure or cancellation, so the user's repository is
+never left half refactored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import partial
 from typing import NoReturn
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 from agentparallels.core import names
 from agentparallels.workflows._call import call
@@ -50,12 +51,20 @@ PUBLISH_INVARIANT = "publish-invariant"
 """Patch id of the result check before publishing: jobs started before it replay without it."""
 PRECOMPUTED_SHARDS = "precomputed-shards"
 """Patch id: jobs started before it size a rename's shards like any edit's."""
+EARLY_CHECKS = "early-checks"
+"""Patch id: a job with a change set (a rename) lets its checklist vote on it while the shards
+commit it; jobs started before it vote only after the merge."""
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
     from agentparallels.core.attributes import FILES_DONE, PHASE, TOKENS
     from agentparallels.core.checklist import AWAITING_APPROVAL, Decision
-    from agentparallels.core.errors import BAD_INPUT, CHECK_FAILED, RESULT_MISMATCH
+    from agentparallels.core.errors import (
+        BAD_INPUT,
+        CHECK_FAILED,
+        CHECKED_TREE_DIFFERS,
+        RESULT_MISMATCH,
+    )
     from agentparallels.core.llm import PHASES, BudgetLimits, Grant, Reservation, Settlement, Usage
     from agentparallels.core.messages import ResultCheckInput, ShardClaim
     from agentparallels.core.models import (
@@ -237,6 +246,45 @@ class RefactorWorkflow:
     ) -> RefactorResult:
         """Fan out one child per shard; then fan in and publish what they changed."""
         self._phase("edit")
+        early = self._vote_early(inp, job, the_plan)
+        try:
+            result = await self._edit_and_finish(inp, job, the_plan, shards, saga, early)
+        except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
+            await _stopped(early)  # before the rollback removes the worktree it may use
+            raise
+        # What the plan could not do the usual way, in the report (no command: replays).
+        return result.model_copy(
+            update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
+        )
+
+    def _vote_early(
+        self, inp: RefactorInput, job: JobRef, the_plan: Plan
+    ) -> asyncio.Task[tuple[CheckRun, ...]] | None:
+        """The checklist's votes on the plan's change set, started now, while the shards commit
+        it: a job whose edit the plan computed at once (a rename) publishes that change set's
+        tree, so the votes hold for the result, which the publish check confirms
+        (``ResultCheckInput.checked``); when it does not, the checks vote again on the result.
+        None for other jobs, and for a job with hooks (its pre-merge hook comes before the
+        checklist)."""
+        commit = the_plan.change_commit
+        if commit is None or inp.hooks or not workflow.patched(EARLY_CHECKS):
+            return None
+
+        async def vote() -> tuple[CheckRun, ...]:
+            await self._events.gate.wait()
+            return await self._checklist(inp, job, commit)
+
+        return asyncio.create_task(vote())
+
+    async def _edit_and_finish(
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        the_plan: Plan,
+        shards: list[Shard],
+        saga: Saga,
+        early: asyncio.Task[tuple[CheckRun, ...]] | None,
+    ) -> RefactorResult:
         results = await gather_bounded(
             [
                 partial(
@@ -248,6 +296,7 @@ class RefactorWorkflow:
         )
         changed = tuple(sorted(p for r in results for p in r.files_changed))
         if not changed:
+            await _stopped(early)
             # Nothing to publish, so nothing for the publish check to compare: a shard
             # whose branch moved while it reports no file changed is caught here instead.
             moved = [r.name for r in results if r.head != job.base_commit]
@@ -259,13 +308,8 @@ class RefactorWorkflow:
                     non_retryable=True,
                 )
             self._phase("done")
-            result = self._result(inp, job, results, job.base_commit, (), None)
-        else:
-            result = await self._finish(inp, job, results, saga)
-        # What the plan could not do the usual way, in the report (no command: replays).
-        return result.model_copy(
-            update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
-        )
+            return self._result(inp, job, results, job.base_commit, (), None)
+        return await self._finish(inp, job, results, saga, early, the_plan.change_commit)
 
     async def _roll_back(self, err: BaseException, job: JobRef, saga: Saga) -> NoReturn:
         """Undo every step, newest first, and clean up; then fail with what went wrong (and
@@ -286,18 +330,43 @@ class RefactorWorkflow:
         raise err
 
     async def _finish(
-        self, inp: RefactorInput, job: JobRef, results: list[ShardResult], saga: Saga
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        results: list[ShardResult],
+        saga: Saga,
+        early: asyncio.Task[tuple[CheckRun, ...]] | None = None,
+        change_commit: str | None = None,
     ) -> RefactorResult:
-        """Fan in: merge the shards, let every check vote on the merge (and, if asked, a person
-        approve it), publish the branch."""
+        """Fan in: merge the shards, let every check vote on the merge (unless they voted
+        early on a change set with the merge's tree; and, if asked, a person approve it),
+        publish the branch."""
         merged = await self._merge(inp, job, results, saga)
-        checks = await self._vote(inp, job, merged)
+        claims = tuple(
+            ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
+        )
+        voted: tuple[CheckRun, ...] | None = None
+        if early is not None and change_commit is not None:
+            await self._events.gate.wait()
+            self._phase("checklist")
+            voted = await early
+            try:
+                await call(
+                    steps.CHECK_RESULT,
+                    ResultCheckInput(job=job, commit=merged, shards=claims, checked=change_commit),
+                    summary="check the result against every shard's verified head and the "
+                    "change set the checks voted on",
+                )
+            except ActivityError as e:
+                if not (
+                    isinstance(e.cause, ApplicationError) and e.cause.type == CHECKED_TREE_DIFFERS
+                ):
+                    raise
+                voted = None  # the result is not the change set: the checks vote on it
+        checks = await self._vote(inp, job, merged, voted)
         await self._events.gate.wait()
         self._phase("publish")
-        if workflow.patched(PUBLISH_INVARIANT):  # the result is what the shards made, exactly
-            claims = tuple(
-                ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
-            )
+        if voted is None and workflow.patched(PUBLISH_INVARIANT):  # what the shards made, exactly
             await call(
                 steps.CHECK_RESULT,
                 ResultCheckInput(job=job, commit=merged, shards=claims),
@@ -347,29 +416,25 @@ class RefactorWorkflow:
         )
         return merged
 
-    async def _vote(self, inp: RefactorInput, job: JobRef, merged: str) -> list[CheckRun]:
+    async def _vote(
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        merged: str,
+        voted: tuple[CheckRun, ...] | None = None,
+    ) -> list[CheckRun]:
         """Prepare: every check votes on the merged commit (jobs started before the checklist:
-        the test command alone); then, if asked, a person decides."""
-        checks: list[CheckRun] = []
-        two_phase = workflow.patched(CHECKLIST)
-        if inp.test_cmd and not two_phase:
+        the test command alone), unless they ``voted`` already on its tree; then, if asked, a
+        person decides."""
+        checks: list[CheckRun] = list(voted or ())
+        two_phase = voted is None and workflow.patched(CHECKLIST)
+        if inp.test_cmd and voted is None and not two_phase:
             self._phase("test")
             checks.append(await self._test(inp, job, merged))
         if two_phase:  # prepare: every check votes; then, if asked, a person decides
             await self._events.gate.wait()
             self._phase("checklist")
-            checks = list(
-                await prepare(
-                    job,
-                    merged,
-                    inp.checklist,
-                    base_ref=inp.base_ref,
-                    test_cmd=inp.test_cmd,
-                    rules=inp.limits.verify_rules,
-                    timeout_s=inp.limits.command_timeout_s,
-                    sandbox=inp.limits.sandbox,
-                )
-            )
+            checks = list(await self._checklist(inp, job, merged))
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
             self._phase(AWAITING_APPROVAL)
@@ -378,6 +443,20 @@ class RefactorWorkflow:
             workflow.set_current_details(awaiting_details(job.job_id, timeout, since))
             await self._gate.wait(timeout)
         return checks
+
+    async def _checklist(
+        self, inp: RefactorInput, job: JobRef, commit: str
+    ) -> tuple[CheckRun, ...]:
+        return await prepare(
+            job,
+            commit,
+            inp.checklist,
+            base_ref=inp.base_ref,
+            test_cmd=inp.test_cmd,
+            rules=inp.limits.verify_rules,
+            timeout_s=inp.limits.command_timeout_s,
+            sandbox=inp.limits.sandbox,
+        )
 
     async def _test(self, inp: RefactorInput, job: JobRef, merged: str) -> CheckRun:
         """The test command on the merged commit, as jobs started before the checklist ran it."""
@@ -613,3 +692,12 @@ def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
 
 
 __all__ = ["CHECKLIST", "CLEANUP", "PROGRESS_LOG", "PUBLISH_INVARIANT", "RefactorWorkflow"]
+
+
+async def _stopped(task: asyncio.Task[tuple[CheckRun, ...]] | None) -> None:
+    """``task`` ended: asked to cancel if still running, and waited for (its steps end before
+    anything removes what they use); whatever it raised is dropped."""
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -53,6 +53,10 @@ SCOPE_VIOLATION = "ScopeViolation"
 ROLLBACK_INCOMPLETE = "RollbackIncomplete"
 """A cancelled job could not undo everything it did: the message names the undo steps that
 failed (a failed job keeps its own error type and says the same)."""
+CHECKED_TREE_DIFFERS = "CheckedTreeDiffers"
+"""The checklist voted early, on the plan's change set, and the result's tree is not that
+change set's (a hook changed a file, a shard took another way): the job lets the checks vote
+again on the result itself. Never a job's failure."""
 RESULT_MISMATCH = "ResultMismatch"
 """The result about to be published differs from what the shards made and report (a file
 reported changed but not, a blob other than the shard's, a path no shard touched)."""
@@ -100,7 +104,7 @@ NON_RETRYABLE_TYPES = [
     MODEL_CONFIG, QUOTA_EXHAUSTED, CONTENT_FILTERED, CONTEXT_LENGTH, BUDGET_EXCEEDED,
     OUTPUT_INVALID, APPROVAL_DENIED, NO_CAPABILITY, LOOP_DETECTED, ITERATION_CAP, STAGE_FAILED,
     SUMMARY_TOO_LARGE, HOOK_VETOED, RESULT_MISMATCH, ROLLBACK_INCOMPLETE, PLAN_INVALID,
-    REVIEW_REJECTED,
+    REVIEW_REJECTED, CHECKED_TREE_DIFFERS,
 ]  # fmt: skip
 """Every project error type; registered as non-retryable on each activity's retry policy."""
 
@@ -110,6 +114,7 @@ __all__ = [
     "BAD_INPUT",
     "BREAKER_OPEN",
     "BUDGET_EXCEEDED",
+    "CHECKED_TREE_DIFFERS",
     "CHECK_FAILED",
     "CONTENT_FILTERED",
     "CONTEXT_LENGTH",

@@ -39,3 +39,6 @@ class ResultCheckInput(Value):
     commit: str
     """The result about to be published."""
     shards: tuple[ShardClaim, ...]
+    checked: str | None = None
+    """The commit the checklist voted on, when not ``commit`` (it voted early, on the plan's
+    change set): its tree must be ``commit``'s, else ``CheckedTreeDiffers``."""

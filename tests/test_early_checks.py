@@ -1,0 +1,141 @@
+"""A rename's checklist votes on the plan's change set while the shards commit it, and the publish
+check confirms that the result has the tree the checks voted on; when it does not, the checks
+vote again on the result. Short steps that a job cannot move on without go first in a backlog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from agentparallels import activities, worker
+from agentparallels.activities.refactor import edit_files
+from agentparallels.core import steps
+from agentparallels.core.errors import CHECKED_TREE_DIFFERS
+from agentparallels.core.models import EditBatchInput, EditBatchResult, RefactorInput, RenameEdit
+from tests.support.repos import git, snapshot, src_layout_repo, start_job
+
+RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")
+TESTS = "grep -rq as_cents src"
+"""The test command: passes only on a tree where the rename is done."""
+
+
+async def history(handle: Any) -> list[Any]:
+    return [e async for e in handle.fetch_history_events()]
+
+
+def scheduled(events: list[Any], name: str) -> list[Any]:
+    return [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == name
+    ]
+
+
+async def test_a_renames_checks_vote_on_its_change_set_while_the_shards_commit_it(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """The votes are scheduled before the shards are merged, see the renamed tree (the test
+    command finds the new name), and the job publishes that tree after one result check."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job = RefactorInput(repository=str(repo), edit=RENAME, test_cmd=TESTS)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        result = await handle.result()
+    assert result.outcome == "succeeded"
+    assert [c.command for c in result.checks][:1] == [TESTS]
+    (lint,) = [c for c in result.checks if c.command.startswith("lint:")]
+    assert lint.output.endswith("(checked as the plan made them)")  # not ruff a second time
+    events = await history(handle)
+    votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
+    (merge,) = scheduled(events, steps.MERGE.name)
+    assert votes and all(v.event_id < merge.event_id for v in votes)
+    assert len(scheduled(events, steps.CHECK_RESULT.name)) == 1
+    assert f"{result.branch}:src/pkg/money.py" in git(repo, "grep", "-l", "as_cents", result.branch)
+
+
+async def test_the_checks_vote_again_when_the_result_is_not_the_change_set(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A shard whose edit step adds a line to one file after the honest edit (its branch moved
+    to that commit): the merge is what the shards made, so the publish check passes it, but its
+    tree is not the change set's the checks voted on. The check says so, the checks vote again
+    on the result, and the job publishes what the shards made."""
+    repo = src_layout_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    altered: dict[str, str] = {}
+
+    @activity.defn(name=steps.EDIT_FILES.name)
+    def altering_edit(inp: EditBatchInput) -> EditBatchResult:
+        honest = edit_files(inp)
+        done = [o for o in honest.outcomes if o.status == "committed"]
+        if altered or not done:
+            return honest
+        path = done[0].path
+        tree = tmp_path / "alter"
+        if not tree.exists():
+            git(repo, "worktree", "add", "--quiet", "--detach", str(tree), honest.tip)
+        git(tree, "checkout", "--quiet", "--detach", honest.tip)
+        with (tree / path).open("a") as f:
+            f.write("# altered after the edit\n")
+        git(tree, "commit", "--quiet", "-am", f"alter\n\nAgentparallels-Edit: {path}")
+        tip = git(tree, "rev-parse", "HEAD")
+        git(repo, "update-ref", inp.shard.ref, tip)
+        altered.update(path=path, tip=tip)
+        return honest.model_copy(update={"tip": tip})
+
+    acts = [a for a in activities.ALL if a is not edit_files] + [altering_edit]
+    job = RefactorInput(repository=str(repo), edit=RENAME, test_cmd=TESTS)
+    async with worker.build_worker(
+        client, worker.WorkerOptions(task_queue=task_queue), activity_fns=acts
+    ):
+        handle = await start_job(client, task_queue, job)
+        result = await handle.result()
+        git(repo, "worktree", "remove", "--force", str(tmp_path / "alter"))
+    assert result.outcome == "succeeded"
+    events = await history(handle)
+    failed = [
+        e.activity_task_failed_event_attributes.failure.application_failure_info.type
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    ]
+    assert failed == [CHECKED_TREE_DIFFERS]
+    (merge,) = scheduled(events, steps.MERGE.name)
+    votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
+    early = [v for v in votes if v.event_id < merge.event_id]
+    again = [v for v in votes if v.event_id > merge.event_id]
+    assert early and len(again) == len(early)
+    assert len(scheduled(events, steps.CHECK_RESULT.name)) == 2
+    shown = git(repo, "show", f"{result.branch}:{altered['path']}")
+    assert shown.endswith("# altered after the edit")
+    git(repo, "branch", "-D", result.branch)
+    assert snapshot(repo) == before
+
+
+async def test_bookkeeping_steps_go_first_in_a_backlog(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """The steps a job cannot move on without (merge, result check, publish, cleanup, progress
+    log) are scheduled with priority 1; the work itself (plan, edits, votes) with the queue's
+    default."""
+    repo = src_layout_repo(tmp_path / "repo")
+    job = RefactorInput(repository=str(repo), edit=RENAME)
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        await handle.result()
+    events = await history(handle)
+
+    def keys(name: str) -> set[int]:
+        return {
+            e.activity_task_scheduled_event_attributes.priority.priority_key
+            for e in scheduled(events, name)
+        }
+
+    for step in (steps.MERGE, steps.CHECK_RESULT, steps.PUBLISH, steps.CLEANUP, steps.OPEN_LOG):
+        assert keys(step.name) == {1}, step.name
+    for step in (steps.PLAN, steps.VOTE):
+        assert keys(step.name) == {0}, step.name  # unset: the queue's default (3)
