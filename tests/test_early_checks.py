@@ -1,6 +1,8 @@
-"""A rename's checklist votes on the plan's change set while the shards commit it, and the publish
-check confirms that the result has the tree the checks voted on; when it does not, the checks
-vote again on the result. Short steps that a job cannot move on without go first in a backlog."""
+"""Steps that run beside others: a rename's checklist votes on the plan's change set while the
+shards commit it, and the publish check confirms that the result has the tree the checks voted
+on (when it does not, the checks vote again on the result); a finished shard's progress record
+runs beside the merge, the result check beside the votes. Short steps that a job cannot move
+on without go first in a backlog."""
 
 from __future__ import annotations
 
@@ -15,8 +17,14 @@ from agentparallels import activities, worker
 from agentparallels.activities.refactor import edit_files
 from agentparallels.core import steps
 from agentparallels.core.errors import CHECKED_TREE_DIFFERS
-from agentparallels.core.models import EditBatchInput, EditBatchResult, RefactorInput, RenameEdit
-from tests.support.repos import git, snapshot, src_layout_repo, start_job
+from agentparallels.core.models import (
+    CommandEdit,
+    EditBatchInput,
+    EditBatchResult,
+    RefactorInput,
+    RenameEdit,
+)
+from tests.support.repos import git, make_repo, snapshot, src_layout_repo, start_job
 
 RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")
 TESTS = "grep -rq as_cents src"
@@ -109,11 +117,38 @@ async def test_the_checks_vote_again_when_the_result_is_not_the_change_set(
     early = [v for v in votes if v.event_id < merge.event_id]
     again = [v for v in votes if v.event_id > merge.event_id]
     assert early and len(again) == len(early)
-    assert len(scheduled(events, steps.CHECK_RESULT.name)) == 2
+    # One result check: it found the result to be what the shards made, only not the tree
+    # the checks had voted on.
+    assert len(scheduled(events, steps.CHECK_RESULT.name)) == 1
     shown = git(repo, "show", f"{result.branch}:{altered['path']}")
     assert shown.endswith("# altered after the edit")
     git(repo, "branch", "-D", result.branch)
     assert snapshot(repo) == before
+
+
+def by_task(event: Any) -> int:
+    """The workflow task whose commands scheduled ``event``."""
+    return int(event.activity_task_scheduled_event_attributes.workflow_task_completed_event_id)
+
+
+async def test_the_last_record_runs_beside_the_merge_and_the_result_check_beside_the_votes(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """One workflow task schedules the last shard's progress record and the merge, and one the
+    votes and the result check: neither waits for the other (a codemod: no early votes)."""
+    repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n", "pkg/b.py": "B = 1\n"})
+    edit = CommandEdit(command="echo '# edited' >> {file}")
+    job = RefactorInput(repository=str(repo), edit=edit, test_cmd="true")
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+        assert (await handle.result()).outcome == "succeeded"
+    events = await history(handle)
+    (merge,) = scheduled(events, steps.MERGE.name)
+    *_, last_record = scheduled(events, steps.RECORD_SHARD.name)
+    assert by_task(merge) == by_task(last_record)
+    (check,) = scheduled(events, steps.CHECK_RESULT.name)
+    votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
+    assert {by_task(v) for v in votes} == {by_task(check)}
 
 
 async def test_bookkeeping_steps_go_first_in_a_backlog(

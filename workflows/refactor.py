@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from functools import partial
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
@@ -54,6 +54,11 @@ PRECOMPUTED_SHARDS = "precomputed-shards"
 EARLY_CHECKS = "early-checks"
 """Patch id: a job with a change set (a rename) lets its checklist vote on it while the shards
 commit it; jobs started before it vote only after the merge."""
+STEPS_ASIDE = "steps-aside"
+"""Patch id: a finished shard's progress log record runs beside what follows (the next shard,
+the merge, the votes), and the result check beside the votes; both are waited for before
+the job publishes (the check, before a person is asked to approve). Jobs started before it
+wait for each record, and check the result after the votes."""
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
@@ -104,6 +109,10 @@ class RefactorWorkflow:
         self._reused: dict[str, ShardResult] = {}
         """Shards an earlier run of the job finished, taken over instead of run again."""
         self._logged = False
+        self._aside = False
+        """Progress log records and the result check run beside other steps (``STEPS_ASIDE``)."""
+        self._records: list[asyncio.Future[None]] = []
+        """The progress log records under way, when they run aside."""
         self._events = JobEvents(on_pause=self._paused)
         self._before_pause = "queued"
         self._gate = ApprovalGate()
@@ -246,11 +255,15 @@ class RefactorWorkflow:
     ) -> RefactorResult:
         """Fan out one child per shard; then fan in and publish what they changed."""
         self._phase("edit")
+        self._aside = workflow.patched(STEPS_ASIDE)
         early = self._vote_early(inp, job, the_plan)
         try:
             result = await self._edit_and_finish(inp, job, the_plan, shards, saga, early)
         except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
-            await _stopped(early)  # before the rollback removes the worktree it may use
+            # Before the rollback removes the worktree a vote may use, and the refs the
+            # records write (a record after the cleanup would leave its ref behind).
+            await _stopped(early)
+            await self._recorded(failed=True)
             raise
         # What the plan could not do the usual way, in the report (no command: replays).
         return result.model_copy(
@@ -297,6 +310,7 @@ class RefactorWorkflow:
         changed = tuple(sorted(p for r in results for p in r.files_changed))
         if not changed:
             await _stopped(early)
+            await self._recorded()
             # Nothing to publish, so nothing for the publish check to compare: a shard
             # whose branch moved while it reports no file changed is caught here instead.
             moved = [r.name for r in results if r.head != job.base_commit]
@@ -345,28 +359,28 @@ class RefactorWorkflow:
         claims = tuple(
             ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
         )
-        voted: tuple[CheckRun, ...] | None = None
+        # The result check beside the votes: it needs only the merge.
+        checking: asyncio.Future[bool] | None = None
         if early is not None and change_commit is not None:
-            await self._events.gate.wait()
-            self._phase("checklist")
-            voted = await early
-            try:
-                await call(
-                    steps.CHECK_RESULT,
-                    ResultCheckInput(job=job, commit=merged, shards=claims, checked=change_commit),
-                    summary="check the result against every shard's verified head and the "
-                    "change set the checks voted on",
-                )
-            except ActivityError as e:
-                if not (
-                    isinstance(e.cause, ApplicationError) and e.cause.type == CHECKED_TREE_DIFFERS
-                ):
-                    raise
-                voted = None  # the result is not the change set: the checks vote on it
-        checks = await self._vote(inp, job, merged, voted)
+            checking = asyncio.ensure_future(self._check(job, merged, claims, change_commit))
+        elif self._aside:
+            checking = asyncio.ensure_future(self._check(job, merged, claims, None))
+        try:
+            voted: tuple[CheckRun, ...] | None = None
+            if early is not None and checking is not None:
+                await self._events.gate.wait()
+                self._phase("checklist")
+                voted = await early
+                if not await checking:
+                    voted = None  # the result is not the change set: the checks vote on it
+            checks = await self._vote(inp, job, merged, voted, checking)
+            await self._recorded()
+        except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
+            await _stopped(checking)
+            raise
         await self._events.gate.wait()
         self._phase("publish")
-        if voted is None and workflow.patched(PUBLISH_INVARIANT):  # what the shards made, exactly
+        if checking is None and workflow.patched(PUBLISH_INVARIANT):  # what the shards made
             await call(
                 steps.CHECK_RESULT,
                 ResultCheckInput(job=job, commit=merged, shards=claims),
@@ -416,16 +430,45 @@ class RefactorWorkflow:
         )
         return merged
 
+    async def _check(
+        self, job: JobRef, merged: str, claims: tuple[ShardClaim, ...], checked: str | None
+    ) -> bool:
+        """The publish check of ``merged`` (it raises if the result is not what the shards
+        made), and whether it has the tree of ``checked``, the commit the checks voted on
+        (``ResultCheckInput.checked``; always, without one)."""
+        try:
+            await call(
+                steps.CHECK_RESULT,
+                ResultCheckInput(job=job, commit=merged, shards=claims, checked=checked),
+                summary="check the result against every shard's verified head and the "
+                "change set the checks voted on",
+            )
+        except ActivityError as e:
+            cause = e.cause
+            if isinstance(cause, ApplicationError) and cause.type == CHECKED_TREE_DIFFERS:
+                return False
+            raise
+        return True
+
+    async def _recorded(self, *, failed: bool = False) -> None:
+        """Wait for the progress log records under way; their errors are the job's, unless it
+        ``failed`` already."""
+        if not self._records:
+            return
+        records, self._records = self._records, []
+        await asyncio.gather(*records, return_exceptions=failed)
+
     async def _vote(
         self,
         inp: RefactorInput,
         job: JobRef,
         merged: str,
         voted: tuple[CheckRun, ...] | None = None,
+        checking: asyncio.Future[bool] | None = None,
     ) -> list[CheckRun]:
         """Prepare: every check votes on the merged commit (jobs started before the checklist:
-        the test command alone), unless they ``voted`` already on its tree; then, if asked, a
-        person decides."""
+        the test command alone), unless they ``voted`` already on its tree; the result check
+        under way (``checking``) passes; then, if asked, a person decides."""
         checks: list[CheckRun] = list(voted or ())
         two_phase = voted is None and workflow.patched(CHECKLIST)
         if inp.test_cmd and voted is None and not two_phase:
@@ -435,6 +478,8 @@ class RefactorWorkflow:
             await self._events.gate.wait()
             self._phase("checklist")
             checks = list(await self._checklist(inp, job, merged))
+        if checking is not None:
+            await checking
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
             self._phase(AWAITING_APPROVAL)
@@ -521,11 +566,15 @@ class RefactorWorkflow:
             await self._answer(self._ledger.release(child_id))
         self._finished(job, shard, result, saga)
         if self._logged:
-            await call(
+            record = call(
                 steps.RECORD_SHARD,
                 ShardDoneInput(job=job, result=result),
                 summary=f"progress log: {shard.name} done",
             )
+            if self._aside:
+                self._records.append(asyncio.ensure_future(record))
+            else:
+                await record
         return result
 
     def _shard_input(
@@ -694,7 +743,7 @@ def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
 __all__ = ["CHECKLIST", "CLEANUP", "PROGRESS_LOG", "PUBLISH_INVARIANT", "RefactorWorkflow"]
 
 
-async def _stopped(task: asyncio.Task[tuple[CheckRun, ...]] | None) -> None:
+async def _stopped(task: asyncio.Future[Any] | None) -> None:
     """``task`` ended: asked to cancel if still running, and waited for (its steps end before
     anything removes what they use); whatever it raised is dropped."""
     if task is None:
