@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import git
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentparallels.activities import _git
@@ -90,7 +91,8 @@ def merge(inp: MergeInput) -> str:
 @implements(steps.PUBLISH)
 def publish(inp: PublishInput) -> Published:
     """Create the job's branch at the result; with ``apply``, fast-forward the checked-out branch
-    of a local repository whose working tree is clean (otherwise say why it was not applied)."""
+    of a local repository whose working tree is clean (otherwise say why it was not applied);
+    with ``clean_up``, then do what ``git.cleanup`` does (the job's last step, folded in)."""
     job = inp.job
     branch_ref = f"refs/heads/{job.branch}"
     existing = _git.remote_ref(job.repository, branch_ref)
@@ -106,10 +108,18 @@ def publish(inp: PublishInput) -> Published:
         )
     # The job is done: a resumed run will not need its finished shards' commits any more.
     _git.drop_kept(_git.cached_repo(job.repository), job.job_id)
-    if not inp.apply:
-        return Published(branch=job.branch, applied=False)
-    applied, note = _fast_forward(job, inp.commit)
-    return Published(branch=job.branch, applied=applied, apply_note=note)
+    published = Published(branch=job.branch, applied=False)
+    if inp.apply:
+        applied, note = _fast_forward(job, inp.commit)
+        published = Published(branch=job.branch, applied=applied, apply_note=note)
+    if inp.clean_up:
+        try:
+            _clean_up(job)
+        except Exception as e:  # the branch is out: the job's own cleanup step retries this
+            activity.logger.warning("cleanup after publishing %s failed: %s", job.branch, e)
+            return published
+        return published.model_copy(update={"cleaned": True})
+    return published
 
 
 def _fast_forward(job: JobRef, commit: str) -> tuple[bool, str]:
@@ -136,11 +146,15 @@ def _fast_forward(job: JobRef, commit: str) -> tuple[bool, str]:
 @implements(steps.CLEANUP)
 def cleanup(inp: JobRef) -> None:
     """Delete the job's scratch refs and this worker's worktrees of the job."""
-    refs = _git.remote_refs(inp.repository, f"{SCRATCH_NAMESPACE}/{inp.job_id}/*")
+    _clean_up(inp)
+
+
+def _clean_up(job: JobRef) -> None:
+    refs = _git.remote_refs(job.repository, f"{SCRATCH_NAMESPACE}/{job.job_id}/*")
     if refs:
-        cache = _git.cached_repo(inp.repository)
-        _git.push(cache, inp.repository, [(ref, None, sha) for ref, sha in sorted(refs.items())])
-    _remove_worktree(inp.repository, inp.job_id)
+        cache = _git.cached_repo(job.repository)
+        _git.push(cache, job.repository, [(ref, None, sha) for ref, sha in sorted(refs.items())])
+    _remove_worktree(job.repository, job.job_id)
 
 
 __all__ = ["SHORT", "cleanup", "merge", "publish", "remove_worktree", "set_ref"]

@@ -135,7 +135,8 @@ async def test_the_last_record_runs_beside_the_merge_and_the_result_check_beside
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
     """One workflow task schedules the last shard's progress record and the merge, and one the
-    votes and the result check: neither waits for the other (a codemod: no early votes)."""
+    votes and the result check: neither waits for the other (a codemod: no early votes). The
+    job ends with publishing, which cleans up."""
     repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n", "pkg/b.py": "B = 1\n"})
     edit = CommandEdit(command="echo '# edited' >> {file}")
     job = RefactorInput(repository=str(repo), edit=edit, test_cmd="true")
@@ -149,13 +150,16 @@ async def test_the_last_record_runs_beside_the_merge_and_the_result_check_beside
     (check,) = scheduled(events, steps.CHECK_RESULT.name)
     votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
     assert {by_task(v) for v in votes} == {by_task(check)}
+    # Publishing cleaned up: no step of its own after it, and nothing of the job is left.
+    assert not scheduled(events, steps.CLEANUP.name)
+    assert git(repo, "for-each-ref", "refs/agentparallels/") == ""
 
 
 async def test_bookkeeping_steps_go_first_in_a_backlog(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
-    """The steps a job cannot move on without (merge, result check, publish, cleanup, progress
-    log) are scheduled with priority 1; the work itself (plan, edits, votes) with the queue's
+    """The steps a job cannot move on without (merge, result check, publish, progress log) are
+    scheduled with priority 1; the work itself (plan, edits, votes) with the queue's
     default."""
     repo = src_layout_repo(tmp_path / "repo")
     job = RefactorInput(repository=str(repo), edit=RENAME)
@@ -170,7 +174,7 @@ async def test_bookkeeping_steps_go_first_in_a_backlog(
             for e in scheduled(events, name)
         }
 
-    for step in (steps.MERGE, steps.CHECK_RESULT, steps.PUBLISH, steps.CLEANUP, steps.OPEN_LOG):
+    for step in (steps.MERGE, steps.CHECK_RESULT, steps.PUBLISH, steps.OPEN_LOG):
         assert keys(step.name) == {1}, step.name
     for step in (steps.PLAN, steps.VOTE):
         assert keys(step.name) == {0}, step.name  # unset: the queue's default (3)

@@ -89,3 +89,55 @@ def test_a_resumed_run_on_a_fresh_worker_takes_over_a_rolled_back_shard(
     inp = OpenLogInput(job=job, files_total=2, shards=shards, offered={"00-a": result})
     assert ActivityEnvironment().run(open_log, inp) == {"00-a": result}
     assert git(repo, "rev-parse", ShardRef(job=job, name="00-a").ref) == head
+
+
+def _published_job(tmp_path: Path) -> tuple[Path, JobRef, str]:
+    """A job repository with a shard edited and merged under the job's scratch refs."""
+    repo = make_repo(tmp_path / "repo", {"a/m.py": "VALUE = 0\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    job = JobRef(job_id="job-1", repository=str(repo), base_commit=base, timestamp=1_700_000_000)
+    step = EditBatchInput(
+        shard=ShardRef(job=job, name="00-a"), paths=("a/m.py",), checkpoint=base, edit=SED
+    )
+    head = ActivityEnvironment().run(edit_files, step).tip
+    merged = ActivityEnvironment().run(merge, MergeInput(job=job, shard_heads=(head,)))
+    return repo, job, merged
+
+
+def test_publishing_with_clean_up_leaves_only_the_branch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's last step: the branch is created and every scratch ref of the job deleted in
+    the same step, which says so."""
+    monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(tmp_path / "worker"))
+    repo, job, merged = _published_job(tmp_path)
+    assert git(repo, "for-each-ref", "refs/agentparallels/")
+    published = ActivityEnvironment().run(
+        publish, PublishInput(job=job, commit=merged, clean_up=True)
+    )
+    assert published.cleaned
+    assert git(repo, "rev-parse", f"refs/heads/{published.branch}") == merged
+    assert git(repo, "for-each-ref", "refs/agentparallels/") == ""
+
+
+def test_a_cleanup_that_fails_after_publishing_is_left_to_the_cleanup_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository that refuses to delete refs (a server-side hook): the branch is out, so
+    the step does not fail; it reports that it did not clean up, and the job's own cleanup
+    step (with its retries and its report) takes over."""
+    monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(tmp_path / "worker"))
+    repo, job, merged = _published_job(tmp_path)
+    hook = repo / ".git" / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do\n"
+        '  case "$new" in 0000000000000000000000000000000000000000) exit 1;; esac\n'
+        "done\n"
+    )
+    hook.chmod(0o755)
+    published = ActivityEnvironment().run(
+        publish, PublishInput(job=job, commit=merged, clean_up=True)
+    )
+    assert not published.cleaned
+    assert git(repo, "rev-parse", f"refs/heads/{published.branch}") == merged
+    assert git(repo, "for-each-ref", "refs/agentparallels/")  # still there, for the step

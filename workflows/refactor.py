@@ -110,6 +110,10 @@ class RefactorWorkflow:
         """Shards an earlier run of the job finished, taken over instead of run again."""
         self._logged = False
         self._aside = False
+        self._early: asyncio.Task[tuple[CheckRun, ...]] | None = None
+        """A rename's checklist, voting on the change set while the shards commit it."""
+        self._cleaned = False
+        """Publishing cleaned up (``PublishInput.clean_up``): no cleanup step after it."""
         """Progress log records and the result check run beside other steps (``STEPS_ASIDE``)."""
         self._records: list[asyncio.Future[None]] = []
         """The progress log records under way, when they run aside."""
@@ -168,11 +172,13 @@ class RefactorWorkflow:
         try:
             the_plan = await self._plan(inp, job)
             job = job.model_copy(update={"base_commit": the_plan.base_commit})
+            self._early = self._vote_early(inp, job, the_plan)
             shards = await self._shard(inp, job, the_plan)
             result = await self._edit(inp, job, the_plan, shards, saga)
         except (Exception, asyncio.CancelledError) as err:  # not GeneratorExit (eviction)
             await self._roll_back(err, job, saga)
-        await shielded(call(steps.CLEANUP, job, summary=CLEANUP), raise_cancel=False)
+        if not self._cleaned:  # else publishing did it
+            await shielded(call(steps.CLEANUP, job, summary=CLEANUP), raise_cancel=False)
         await self._events.finish("done", f"{result.outcome}: {len(result.files_changed)} files")
         return result
 
@@ -256,15 +262,7 @@ class RefactorWorkflow:
         """Fan out one child per shard; then fan in and publish what they changed."""
         self._phase("edit")
         self._aside = workflow.patched(STEPS_ASIDE)
-        early = self._vote_early(inp, job, the_plan)
-        try:
-            result = await self._edit_and_finish(inp, job, the_plan, shards, saga, early)
-        except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
-            # Before the rollback removes the worktree a vote may use, and the refs the
-            # records write (a record after the cleanup would leave its ref behind).
-            await _stopped(early)
-            await self._recorded(failed=True)
-            raise
+        result = await self._edit_and_finish(inp, job, the_plan, shards, saga, self._early)
         # What the plan could not do the usual way, in the report (no command: replays).
         return result.model_copy(
             update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
@@ -329,6 +327,10 @@ class RefactorWorkflow:
         """Undo every step, newest first, and clean up; then fail with what went wrong (and
         what the rollback could not undo, if anything)."""
         self._phase("rolling back")
+        # Before the rollback removes the worktree a vote may use, and the refs the records
+        # write (a record after the cleanup would leave its ref behind).
+        await _stopped(self._early)
+        await self._recorded(failed=True)
         failed: list[str] = []
         try:
             failed = await saga.compensate()
@@ -390,11 +392,12 @@ class RefactorWorkflow:
         published = await shielded(
             call(
                 steps.PUBLISH,
-                PublishInput(job=job, commit=merged, apply=inp.apply),
-                summary=f"publish {job.branch}",
+                PublishInput(job=job, commit=merged, apply=inp.apply, clean_up=self._aside),
+                summary=f"publish {job.branch}" + (", clean up" if self._aside else ""),
             ),
             raise_cancel=False,
         )
+        self._cleaned = published.cleaned
         self._phase("done")
         self._phase("done")
         return self._result(inp, job, results, merged, tuple(checks), published)

@@ -470,12 +470,18 @@ class PublishInput(Value):
     job: JobRef
     commit: str
     apply: bool = False
+    clean_up: bool = False
+    """Then delete the job's scratch refs and this worker's worktrees of it, as ``git.cleanup``
+    does: the job's last step, folded into this one."""
 
 
 class Published(Value):
     branch: str
     applied: bool
     apply_note: str = ""
+    cleaned: bool = False
+    """The step also cleaned up (``PublishInput.clean_up``); if not, the job's own cleanup
+    step does it."""
 
 
 class ModuleSummary(Value):
