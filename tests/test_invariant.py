@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from agentparallels import activities, worker
+from agentparallels.activities import _git
 from agentparallels.activities.git_ops import merge
 from agentparallels.activities.invariant import check_result
 from agentparallels.core.errors import RESULT_MISMATCH
@@ -146,11 +147,25 @@ def test_a_missing_shard_edit_in_the_result_is_refused(repo: Path) -> None:
 
 
 def test_objects_missing_from_the_cache_are_fetched(repo: Path, cache_dir: Path) -> None:
-    """A worker whose cache has never seen the job's commits reads them from the repository."""
+    """A worker whose cache has never seen the job's commits (it was made before them) reads
+    them from the repository."""
+    cache = _git.cached_repo(str(repo))
     one, two, merged = shards(repo)
-    assert not cache_dir.exists()
+    assert not _git.has_commit(cache, merged)
     check(repo, merged, one, two)
-    assert any((cache_dir / "repos").iterdir())
+    assert _git.has_commit(cache, merged)
+
+
+def test_an_empty_cache_starts_from_a_local_repository_s_objects(
+    repo: Path, cache_dir: Path
+) -> None:
+    """A worker's first job on a local repository: its cache is a linked copy of the
+    repository's objects, holding none of its refs, with no fetch."""
+    base = git(repo, "rev-parse", "HEAD")
+    cache = _git.cached_repo(str(repo))
+    assert _git.has_commit(cache, base)
+    assert _git.run(cache, "for-each-ref") == ""
+    assert _git.run(cache, "rev-parse", "--is-bare-repository") == "true"
 
 
 async def test_a_job_whose_merged_result_was_tampered_with_fails_and_rolls_back(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from agentparallels.activities import _git
 from agentparallels.activities.git_ops import cleanup, merge, publish
 from agentparallels.activities.progress_log import open_log, record_shard
 from agentparallels.activities.refactor import edit_files
@@ -37,6 +38,9 @@ def test_publish_from_a_worker_that_never_had_the_merged_commit(
     repo = make_repo(tmp_path / "repo", {"a/m.py": "VALUE = 0\n", "b/m.py": "VALUE = 1\n"})
     base = git(repo, "rev-parse", "HEAD")
     job = JobRef(job_id="job-1", repository=str(repo), base_commit=base, timestamp=1_700_000_000)
+    fresh = tmp_path / "second-worker"
+    monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(fresh))
+    second = _git.cached_repo(str(repo))  # made before the merge: it lacks the merged commit
     monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(tmp_path / "first-worker"))
     heads = []
     for name, path in (("00-a", "a/m.py"), ("01-b", "b/m.py")):
@@ -46,8 +50,8 @@ def test_publish_from_a_worker_that_never_had_the_merged_commit(
         heads.append(ActivityEnvironment().run(edit_files, step).tip)
     merged = ActivityEnvironment().run(merge, MergeInput(job=job, shard_heads=tuple(heads)))
 
-    fresh = tmp_path / "second-worker"
     monkeypatch.setenv("AGENTPARALLELS_CACHE_DIR", str(fresh))
+    assert not _git.has_commit(second, merged)
     published = ActivityEnvironment().run(publish, PublishInput(job=job, commit=merged))
     assert git(repo, "rev-parse", f"refs/heads/{published.branch}") == merged
     assert git(repo, "show", f"{published.branch}:a/m.py") == "CONST = 0"
