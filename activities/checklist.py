@@ -12,7 +12,7 @@ from agentparallels.activities import _git, sandbox
 from agentparallels.activities._defn import implements
 from agentparallels.activities._workspace import scratch_worktree
 from agentparallels.activities.checks import _ruff_findings
-from agentparallels.activities.refactor import VERIFIED_TRAILER, resolve_base
+from agentparallels.activities.refactor import VERIFIED_TRAILER, change_ref, resolve_base
 from agentparallels.core import steps
 from agentparallels.core.checklist import CheckVote, VoteInput
 from agentparallels.core.models import Limits
@@ -50,13 +50,16 @@ def _lint(inp: VoteInput) -> CheckVote:
 
 
 def _verified_by_plan(cache: Path, inp: VoteInput) -> bool:
-    """Whether ``inp.commit`` is a plan's change set on the base that the plan checked, every
-    changed file, against these very rules (``VERIFIED_TRAILER``): the vote of a rename that
-    votes on its change set early, which need not run ruff again."""
+    """Whether ``inp.commit`` is this job's change set (its plan's ref names it), on the base,
+    which the plan checked, every changed file, against these very rules
+    (``VERIFIED_TRAILER``): the vote of a rename that votes on its change set early, which
+    need not run ruff again."""
     parents, _, message = _git.run(cache, "log", "-1", "--format=%P%n%B", inp.commit).partition(
         "\n"
     )
-    return parents == inp.base_commit and _git.trailer(message, VERIFIED_TRAILER) == inp.rules
+    if parents != inp.base_commit or _git.trailer(message, VERIFIED_TRAILER) != inp.rules:
+        return False
+    return _git.remote_ref(inp.repository, change_ref(inp.job_id)) == inp.commit
 
 
 def _diff_size(inp: VoteInput) -> CheckVote:

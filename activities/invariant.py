@@ -1,5 +1,6 @@
-"""The publish invariant: the last step before a job publishes checks its result against its
-shards, blob by blob.
+"""The publish invariant: before a job publishes, a step checks its result against its shards,
+blob by blob (and, for a rename whose checks voted on its change set, that the result has that
+tree).
 
 A job reports the files its shards changed; the merged result is what gets published. The two
 must agree exactly, or the job would report one thing and publish another:

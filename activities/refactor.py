@@ -57,13 +57,18 @@ def resolve_base(repository: str, base_ref: str) -> str:
     raise bad_input(hint)
 
 
+def change_ref(job_id: str) -> str:
+    """The scratch ref of a job's change set (a rename's, computed by its plan)."""
+    return f"{SCRATCH_NAMESPACE}/{job_id}/change"
+
+
 @implements(steps.PLAN)
 def plan(inp: PlanInput) -> Plan:
     """List the files the edit changes. A rename is computed here, once, for the whole project,
     and kept as a commit under the job's scratch refs for the shards to copy from."""
     base = resolve_base(inp.repository, inp.base_ref)
     editor = editor_for(inp.edit)
-    change_ref = f"{SCRATCH_NAMESPACE}/{inp.job_id}/change"
+    ref = change_ref(inp.job_id)
     cache = _git.cached_repo(inp.repository)
     _git.ensure_commit(cache, inp.repository, base)
     # Kept for the test command, which runs in it if it runs on this worker.
@@ -75,7 +80,7 @@ def plan(inp: PlanInput) -> Plan:
             except PlanRejected as e:
                 raise bad_input(str(e)) from None
             return _plan(cache, base, None, files, ruff_format, inp.count_tokens)
-        change = _git.remote_ref(inp.repository, change_ref)
+        change = _git.remote_ref(inp.repository, ref)
         if change is None:  # not computed by an earlier attempt
             try:
                 editor.plan(wt)
@@ -90,7 +95,7 @@ def plan(inp: PlanInput) -> Plan:
                 return Plan(
                     base_commit=base, files=(), ruff_format=ruff_format, **_read_notes(notes)
                 )
-            _git.push(wt, inp.repository, [(change_ref, change, None)])
+            _git.push(wt, inp.repository, [(ref, change, None)])
         _git.ensure_commit(cache, inp.repository, change)
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
@@ -339,6 +344,7 @@ __all__ = [
     "UNPARSED_TRAILER",
     "VERIFIED_TRAILER",
     "bad_input",
+    "change_ref",
     "edit_files",
     "plan",
     "resolve_base",

@@ -42,16 +42,21 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     logged = [c for c in calls[2:] if c[0] == "progress.shard_done"]  # one per finished shard
     assert len(logged) == 3
     steps = [c for c in calls[2:] if c not in logged]
-    # Merge, then the checklist's votes (run at once, so in any order), then the check of the
-    # result, publish and cleanup.
-    assert steps[0][0] == "git.merge"
-    assert [c[0] for c in steps[-3:]] == ["git.check_result", "git.publish", "git.cleanup"]
-    assert sorted(c[1] for c in steps[1:-3]) == [
-        "vote: conflicts",
+    # A rename's checks that read only its tree vote on the plan's change set at once (in any
+    # order); then the merge; the conflicts vote and the result check on it; publish (which
+    # also cleans up).
+    assert sorted(c[1] for c in steps[:3]) == [
         "vote: diff-size",
         "vote: lint",
         "vote: tests `test -f pyproject.toml`",
     ]
+    assert steps[3][0] == "git.merge"
+    assert sorted(c[1] for c in steps[4:6]) == [
+        "check the result against every shard's verified head and the change set the checks "
+        "voted on",
+        "vote: conflicts",
+    ]
+    assert [c[0] for c in steps[6:]] == ["git.publish"]
     shards = [child for _, child in flow.children]
     assert len(shards) == 3
     assert {s.workflow_id.split("/", 1)[1] for s in shards} == {
@@ -66,7 +71,8 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     )
     orders = [o for o, _ in flow.children]
     merge = next(c for c in flow.calls if c.activity == "git.merge")
-    assert orders == [3, 4, 5] and merge.order == 9  # plan, log, shards, their records, merge
+    # plan, log, three early votes, shards, their records, merge
+    assert orders == [6, 7, 8] and merge.order == 12
 
     text = callgraph.mermaid(flow)
     assert text.startswith("flowchart TD\n")
@@ -80,7 +86,7 @@ async def test_graph_of_a_finished_job(client: Client, task_queue: str, tmp_path
     assert report.returncode == 0, report.stderr
     assert f"job {handle.id} succeeded" in report.stdout
     assert (
-        f"Call graph of {handle.id} (completed): 3 child workflows, 16 activity calls, 0 failed"
+        f"Call graph of {handle.id} (completed): 3 child workflows, 15 activity calls, 0 failed"
         in report.stdout
     )
     assert "```mermaid\nflowchart TD\n" in report.stdout

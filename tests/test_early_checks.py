@@ -6,9 +6,12 @@ on without go first in a backlog."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -33,6 +36,11 @@ TESTS = "grep -rq as_cents src"
 
 async def history(handle: Any) -> list[Any]:
     return [e async for e in handle.fetch_history_events()]
+
+
+def summary(event: Any) -> str:
+    """The summary a step was scheduled with (what the Temporal UI shows for it)."""
+    return str(json.loads(event.user_metadata.summary.data))
 
 
 def scheduled(events: list[Any], name: str) -> list[Any]:
@@ -61,7 +69,10 @@ async def test_a_renames_checks_vote_on_its_change_set_while_the_shards_commit_i
     events = await history(handle)
     votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
     (merge,) = scheduled(events, steps.MERGE.name)
-    assert votes and all(v.event_id < merge.event_id for v in votes)
+    early = {summary(v) for v in votes if v.event_id < merge.event_id}
+    assert early == {f"vote: tests `{TESTS}`", "vote: lint", "vote: diff-size"}
+    # The conflicts check reads the base ref as it is now: it votes on the merge.
+    assert [summary(v) for v in votes if v.event_id > merge.event_id] == ["vote: conflicts"]
     assert len(scheduled(events, steps.CHECK_RESULT.name)) == 1
     assert f"{result.branch}:src/pkg/money.py" in git(repo, "grep", "-l", "as_cents", result.branch)
 
@@ -115,8 +126,13 @@ async def test_the_checks_vote_again_when_the_result_is_not_the_change_set(
     (merge,) = scheduled(events, steps.MERGE.name)
     votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
     early = [v for v in votes if v.event_id < merge.event_id]
-    again = [v for v in votes if v.event_id > merge.event_id]
-    assert early and len(again) == len(early)
+    again = [summary(v) for v in votes if v.event_id > merge.event_id]
+    assert len(early) == 3  # tests, lint, diff size
+    # On the merge: the conflicts vote (always there), then every check again.
+    everything = [f"vote: tests `{TESTS}`", "vote: lint", "vote: diff-size", "vote: conflicts"]
+    assert sorted(again) == sorted([*everything, "vote: conflicts"])
+    (lint,) = [c for c in result.checks if c.command.startswith("lint:")]
+    assert "checked as the plan made them" not in lint.output  # ruff ran on the merge
     # One result check: it found the result to be what the shards made, only not the tree
     # the checks had voted on.
     assert len(scheduled(events, steps.CHECK_RESULT.name)) == 1
@@ -178,3 +194,50 @@ async def test_bookkeeping_steps_go_first_in_a_backlog(
         assert keys(step.name) == {1}, step.name
     for step in (steps.PLAN, steps.VOTE):
         assert keys(step.name) == {0}, step.name  # unset: the queue's default (3)
+
+
+async def test_a_rename_cancelled_while_its_early_votes_run_leaves_nothing(
+    client: Client, task_queue: str, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Cancelled while the test command votes on the change set: the vote is stopped before
+    the rollback, which then leaves the repository exactly as it was, and no worktree of the
+    job in the worker's cache."""
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import CancelledError
+
+    repo = src_layout_repo(tmp_path / "repo")
+    before = snapshot(repo)
+    job = RefactorInput(repository=str(repo), edit=RENAME, test_cmd="sleep 8")
+    async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
+        handle = await start_job(client, task_queue, job)
+
+        async def testing() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            return any(
+                a.activity_type.name == steps.RUN_CHECK.name
+                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for a in pending
+            )
+
+        async def until_testing() -> None:
+            while not await testing():  # noqa: ASYNC110 - the server's state, not ours
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(until_testing(), 60)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    events = await history(handle)
+    (test,) = scheduled(events, steps.RUN_CHECK.name)
+    ended = next(
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED
+        and e.activity_task_canceled_event_attributes.scheduled_event_id == test.event_id
+    )
+    (cleanup,) = scheduled(events, steps.CLEANUP.name)
+    assert ended.event_id < cleanup.event_id  # the vote ended before the rollback cleaned up
+    assert snapshot(repo) == before
+    assert not [p for p in cache_dir.rglob("*") if handle.id in p.name and p.is_dir()]

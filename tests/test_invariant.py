@@ -156,18 +156,6 @@ def test_objects_missing_from_the_cache_are_fetched(repo: Path, cache_dir: Path)
     assert _git.has_commit(cache, merged)
 
 
-def test_an_empty_cache_starts_from_a_local_repository_s_objects(
-    repo: Path, cache_dir: Path
-) -> None:
-    """A worker's first job on a local repository: its cache is a linked copy of the
-    repository's objects, holding none of its refs, with no fetch."""
-    base = git(repo, "rev-parse", "HEAD")
-    cache = _git.cached_repo(str(repo))
-    assert _git.has_commit(cache, base)
-    assert _git.run(cache, "for-each-ref") == ""
-    assert _git.run(cache, "rev-parse", "--is-bare-repository") == "true"
-
-
 async def test_a_job_whose_merged_result_was_tampered_with_fails_and_rolls_back(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:

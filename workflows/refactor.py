@@ -54,6 +54,9 @@ PRECOMPUTED_SHARDS = "precomputed-shards"
 EARLY_CHECKS = "early-checks"
 """Patch id: a job with a change set (a rename) lets its checklist vote on it while the shards
 commit it; jobs started before it vote only after the merge."""
+EARLY_VOTES = ("tests", "lint", "diff-size")
+"""The checks that vote early, on a rename's change set: those that read only its tree. The
+conflicts check reads the base ref as it is, so it votes on the merge, beside the result check."""
 STEPS_ASIDE = "steps-aside"
 """Patch id: a finished shard's progress log record runs beside what follows (the next shard,
 the merge, the votes), and the result check beside the votes; both are waited for before
@@ -110,11 +113,11 @@ class RefactorWorkflow:
         """Shards an earlier run of the job finished, taken over instead of run again."""
         self._logged = False
         self._aside = False
+        """Progress log records and the result check run beside other steps (``STEPS_ASIDE``)."""
         self._early: asyncio.Task[tuple[CheckRun, ...]] | None = None
         """A rename's checklist, voting on the change set while the shards commit it."""
         self._cleaned = False
         """Publishing cleaned up (``PublishInput.clean_up``): no cleanup step after it."""
-        """Progress log records and the result check run beside other steps (``STEPS_ASIDE``)."""
         self._records: list[asyncio.Future[None]] = []
         """The progress log records under way, when they run aside."""
         self._events = JobEvents(on_pause=self._paused)
@@ -283,7 +286,7 @@ class RefactorWorkflow:
 
         async def vote() -> tuple[CheckRun, ...]:
             await self._events.gate.wait()
-            return await self._checklist(inp, job, commit)
+            return await self._checklist(inp, job, commit, only=EARLY_VOTES)
 
         return asyncio.create_task(vote())
 
@@ -328,9 +331,9 @@ class RefactorWorkflow:
         what the rollback could not undo, if anything)."""
         self._phase("rolling back")
         # Before the rollback removes the worktree a vote may use, and the refs the records
-        # write (a record after the cleanup would leave its ref behind).
-        await _stopped(self._early)
-        await self._recorded(failed=True)
+        # write (a record after the cleanup would leave its ref behind); shielded, as the
+        # rollback is: a cancel arriving now must not skip it.
+        await shielded(self._steps_aside_ended(), raise_cancel=False)
         failed: list[str] = []
         try:
             failed = await saga.compensate()
@@ -363,8 +366,11 @@ class RefactorWorkflow:
         )
         # The result check beside the votes: it needs only the merge.
         checking: asyncio.Future[bool] | None = None
+        late: asyncio.Future[tuple[CheckRun, ...]] | None = None
         if early is not None and change_commit is not None:
             checking = asyncio.ensure_future(self._check(job, merged, claims, change_commit))
+            if inp.checklist.conflicts:  # the base ref as it is now, not when the plan ended
+                late = asyncio.ensure_future(self._checklist(inp, job, merged, only=("conflicts",)))
         elif self._aside:
             checking = asyncio.ensure_future(self._check(job, merged, claims, None))
         try:
@@ -373,12 +379,13 @@ class RefactorWorkflow:
                 await self._events.gate.wait()
                 self._phase("checklist")
                 voted = await early
+                voted += await late if late is not None else ()
                 if not await checking:
                     voted = None  # the result is not the change set: the checks vote on it
             checks = await self._vote(inp, job, merged, voted, checking)
-            await self._recorded()
         except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
             await _stopped(checking)
+            await _stopped(late)
             raise
         await self._events.gate.wait()
         self._phase("publish")
@@ -443,8 +450,8 @@ class RefactorWorkflow:
             await call(
                 steps.CHECK_RESULT,
                 ResultCheckInput(job=job, commit=merged, shards=claims, checked=checked),
-                summary="check the result against every shard's verified head and the "
-                "change set the checks voted on",
+                summary="check the result against every shard's verified head"
+                + (" and the change set the checks voted on" if checked else ""),
             )
         except ActivityError as e:
             cause = e.cause
@@ -454,12 +461,20 @@ class RefactorWorkflow:
         return True
 
     async def _recorded(self, *, failed: bool = False) -> None:
-        """Wait for the progress log records under way; their errors are the job's, unless it
-        ``failed`` already."""
+        """Wait for every progress log record under way to end; the first error is the job's,
+        unless it ``failed`` already."""
         if not self._records:
             return
-        records, self._records = self._records, []
-        await asyncio.gather(*records, return_exceptions=failed)
+        ended = await asyncio.gather(*self._records, return_exceptions=True)
+        self._records = []
+        errors = [e for e in ended if isinstance(e, BaseException)]
+        if errors and not failed:
+            raise errors[0]
+
+    async def _steps_aside_ended(self) -> None:
+        """The early votes stopped and the records ended: a failed job's rollback may begin."""
+        await _stopped(self._early)
+        await self._recorded(failed=True)
 
     async def _vote(
         self,
@@ -483,6 +498,7 @@ class RefactorWorkflow:
             checks = list(await self._checklist(inp, job, merged))
         if checking is not None:
             await checking
+        await self._recorded()  # a record's failure fails the job before anyone approves it
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
             self._phase(AWAITING_APPROVAL)
@@ -493,7 +509,11 @@ class RefactorWorkflow:
         return checks
 
     async def _checklist(
-        self, inp: RefactorInput, job: JobRef, commit: str
+        self,
+        inp: RefactorInput,
+        job: JobRef,
+        commit: str,
+        only: tuple[str, ...] | None = None,
     ) -> tuple[CheckRun, ...]:
         return await prepare(
             job,
@@ -504,6 +524,7 @@ class RefactorWorkflow:
             rules=inp.limits.verify_rules,
             timeout_s=inp.limits.command_timeout_s,
             sandbox=inp.limits.sandbox,
+            only=only,
         )
 
     async def _test(self, inp: RefactorInput, job: JobRef, merged: str) -> CheckRun:

@@ -15,6 +15,7 @@ with ``ApprovalDenied`` and rolls back.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from datetime import timedelta
 from typing import Literal
 
@@ -50,10 +51,12 @@ async def prepare(
     timeout_s: float,
     sandbox: Sandbox = Sandbox(),
     check_cmd: str | None = None,
+    only: Collection[str] | None = None,
 ) -> tuple[CheckRun, ...]:
     """Phase one: let every check vote on ``commit``; returns the votes as check runs (the test
     command's first), or raises ``CheckFailed`` naming each no vote (the error's details are
-    their names). ``check_cmd``, if given, votes as ``check``, after the others."""
+    their names). ``check_cmd``, if given, votes as ``check``, after the others. ``only``:
+    just the checks it names (``tests``, ``lint``, ``diff-size``, ``conflicts``, ``check``)."""
 
     def ballot(check: Literal["lint", "diff-size", "conflicts"]) -> asyncio.Future[CheckVote]:
         return asyncio.ensure_future(
@@ -79,12 +82,15 @@ async def prepare(
     def command(check: str, cmd: str) -> asyncio.Future[CheckVote]:
         return asyncio.ensure_future(_command_vote(job, commit, check, cmd, timeout_s, sandbox))
 
+    def wanted(check: str) -> bool:
+        return only is None or check in only
+
     voters: list[asyncio.Future[CheckVote]] = []
-    voters += [command("tests", test_cmd)] if test_cmd else []
-    voters += [ballot("lint")] if checklist.lint else []
-    voters += [ballot("diff-size")]
-    voters += [ballot("conflicts")] if checklist.conflicts else []
-    voters += [command("check", check_cmd)] if check_cmd else []
+    voters += [command("tests", test_cmd)] if test_cmd and wanted("tests") else []
+    voters += [ballot("lint")] if checklist.lint and wanted("lint") else []
+    voters += [ballot("diff-size")] if wanted("diff-size") else []
+    voters += [ballot("conflicts")] if checklist.conflicts and wanted("conflicts") else []
+    voters += [command("check", check_cmd)] if check_cmd and wanted("check") else []
     return _counted(list(await asyncio.gather(*voters)))
 
 

@@ -89,11 +89,12 @@ and its job failed; 5 s left most recoveries after a kill near 9 s)."""
 
 
 BOOKKEEPING = Priority(priority_key=1)
-"""Task priority of the short steps between a job's edits (record a shard, set a ref, merge,
-check, publish, clean up): when every slot of every worker is taken, a freed slot gets one of
-these before the next edit step (the default priority is 3). Under faults, a killed worker's
-bookkeeping step, retried, waited behind other jobs' edit steps for up to 10 s in ``make
-chaos``; its job could not move on meanwhile, and it holds no slot for long."""
+"""Task priority of the short steps between a job's edits (open the progress log, record a
+shard, set a ref, remove a worktree, merge, check, publish, clean up): when every slot of
+every worker is taken, a freed slot gets one of these before the next edit step (the default
+priority is 3). Under faults, a killed worker's bookkeeping step, retried, waited behind
+other jobs' edit steps for up to 10 s in ``make chaos``; its job could not move on
+meanwhile, and it holds no slot for long."""
 
 
 @dataclass(frozen=True, slots=True)
