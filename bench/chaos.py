@@ -316,6 +316,9 @@ class Fault:
     """(workflow id, activity id, activity type) running on the worker at that moment, and
     (workflow id, ``task@<started event id>``, ``workflow task``) for each workflow task the
     worker had started and never finished (found in the histories afterwards)."""
+    seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    """Unix time each step was first seen on the victim (a paused worker takes steps during
+    its pause: each is caught from then on, not from the pause's start)."""
     step_done_s: list[float | None] = field(default_factory=list)
     """Per step: seconds from the fault to the step's completion (None: it never completed)."""
     recovery_s: list[float | None] = field(default_factory=list)
@@ -325,9 +328,10 @@ class Fault:
     """Per step: its events and the workflow's task events after the fault, with times."""
     hit_again_s: list[float | None] = field(default_factory=list)
     """Per step: seconds from this fault to another fault catching the job again before it
-    moved on: the step's retry running on a later victim (it had started on another worker),
-    or one of the workflow's tasks started on a worker that was then killed, or on a paused
-    one (counted to the later of the task's start and that fault); None if no other fault
+    moved on: the step's retry running on a later victim (it had started on another worker)
+    or taken by a paused worker (counted to when it was seen there), or one of the
+    workflow's tasks started on a worker that was then killed, or on a paused one (counted to
+    the later of the task's start and that fault); None if no other fault
     did. That fault's recovery of the caught step or task is measured on its own."""
 
     def counted(self) -> list[float | None]:
@@ -518,6 +522,13 @@ async def measure(client: Any, faults: list[Fault], workers: dict[str, str] | No
     mark_hit_again(faults, lost)
 
 
+def _caught_at(fault: Fault, step: tuple[str, str, str]) -> float:
+    """When ``fault`` caught ``step``: a kill at its signal; a pause at its start, or, for a
+    step its worker took during the pause, when it was seen there (such a pause may have
+    begun before the fault whose step it caught)."""
+    return fault.at if fault.kind == "kill" else max(fault.at, fault.seen.get(step, 0.0))
+
+
 def mark_hit_again(faults: list[Fault], lost: list[tuple[LostTask, int]] | None = None) -> None:
     """Fill each fault's ``hit_again_s`` (see ``Fault.hit_again_s``). ``lost`` pairs each lost
     workflow task with the index of the fault that lost it."""
@@ -525,11 +536,9 @@ def mark_hit_again(faults: list[Fault], lost: list[tuple[LostTask, int]] | None 
         fault.hit_again_s = []
         for step, rec in zip(fault.steps, fault.recovery_s, strict=True):
             window = float("inf") if rec is None else rec
-            times = [
-                later.at - fault.at
-                for later in faults[i + 1 :]
-                if step in later.steps and later.at - fault.at < window
-            ]
+            mine = _caught_at(fault, step)
+            caught = [_caught_at(o, step) for o in faults if o is not fault and step in o.steps]
+            times = [t - fault.at for t in caught if t > mine and t - fault.at < window]
             times += [
                 max(task.started, faults[j].at) - fault.at
                 for task, j in lost or []
@@ -780,6 +789,7 @@ class Chaos:
             for step in await running_steps(client, job_ids, victim.identity):
                 if step not in fault.steps:
                     fault.steps.append(step)
+                    fault.seen[step] = time.time()
 
         if what == "pause":
             victim.signal(signal.SIGSTOP)

@@ -197,3 +197,9 @@ def test_a_recovery_stops_counting_when_another_fault_takes_the_job() -> None:
     # Without the lost task, the kill's whole recovery counts.
     mark_hit_again(faults, [])
     assert kill.counted() == [10.0]
+    # The killed step's retry taken by the worker paused before the kill (seen there at
+    # 206.0): the kill's recovery counts up to then.
+    pause.steps, pause.seen, pause.recovery_s = [step], {step: 206.0}, [6.0]
+    mark_hit_again(faults, [])
+    assert kill.counted() == [4.0]
+    assert pause.counted() == [6.0]  # the kill at 202 came after the pause caught nothing
