@@ -241,3 +241,32 @@ async def test_a_rename_cancelled_while_its_early_votes_run_leaves_nothing(
     assert ended.event_id < cleanup.event_id  # the vote ended before the rollback cleaned up
     assert snapshot(repo) == before
     assert not [p for p in cache_dir.rglob("*") if handle.id in p.name and p.is_dir()]
+
+
+def test_the_lint_vote_trusts_only_the_jobs_own_verified_change_set(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A commit on the base whose message claims the plan's check (the trailer) but that is
+    not the job's change set: ruff runs, and finds the undefined name. The same commit named
+    by the job's change ref: the plan checked it, the vote passes without ruff."""
+    from temporalio.testing import ActivityEnvironment
+
+    from agentparallels.activities.checklist import vote
+    from agentparallels.activities.refactor import VERIFIED_TRAILER, change_ref
+    from agentparallels.core.checklist import VoteInput
+
+    repo = make_repo(tmp_path / "repo", {"m.py": "X = 1\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    (repo / "m.py").write_text("X = undefined_name\n")
+    rules = VoteInput.model_fields["rules"].default
+    git(repo, "commit", "--quiet", "-am", f"claims a check\n\n{VERIFIED_TRAILER}: {rules}")
+    claimed = git(repo, "rev-parse", "HEAD")
+    ballot = VoteInput(
+        check="lint", repository=str(repo), job_id="job-1", base_commit=base, commit=claimed
+    )
+    refused = ActivityEnvironment().run(vote, ballot)
+    assert not refused.yes and "undefined_name" in refused.reason
+
+    git(repo, "update-ref", change_ref("job-1"), claimed)
+    trusted = ActivityEnvironment().run(vote, ballot)
+    assert trusted.yes and trusted.reason.endswith("(checked as the plan made them)")
