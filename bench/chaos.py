@@ -589,6 +589,13 @@ def _seconds(event: Any, since: float) -> float | None:
     return round(_time(event) - since, 2)
 
 
+LOOK_AGAIN_S = 1.5
+"""After a kill, the victim's steps are looked at again this much later: the server can record
+a task's start on a dead worker's poll a moment after the signal (its connection not yet seen
+closed), and after the first look; such an attempt stays started there until its heartbeat
+times out (at least 3 s), so this look still sees it."""
+
+
 # --------------------------------------------------------------------------------------------
 # One round
 # --------------------------------------------------------------------------------------------
@@ -811,6 +818,12 @@ class Chaos:
             return
         victim.kill()
         await look_again()
+
+        async def look_later() -> None:  # a start the server recorded after the first look
+            await asyncio.sleep(LOOK_AGAIN_S)
+            await look_again()
+
+        resumes.append(asyncio.create_task(look_later()))
         self.report.kills += 1
         self.workers.remove(victim)
         fresh = self.report.kills % 2 == 0  # every other replacement on an empty disk
