@@ -1,8 +1,7 @@
 """Steps that run beside others: a rename's checklist votes on the plan's change set while the
 shards commit it, and the publish check confirms that the result has the tree the checks voted
-on (when it does not, the checks vote again on the result); a finished shard's progress record
-runs beside the merge, the result check beside the votes. Short steps that a job cannot move
-on without go first in a backlog."""
+on (when it does not, the checks vote again on the result); the result check runs beside the
+votes. Short steps that a job cannot move on without go first in a backlog."""
 
 from __future__ import annotations
 
@@ -147,12 +146,11 @@ def by_task(event: Any) -> int:
     return int(event.activity_task_scheduled_event_attributes.workflow_task_completed_event_id)
 
 
-async def test_the_last_record_runs_beside_the_merge_and_the_result_check_beside_the_votes(
+async def test_the_result_check_runs_beside_the_votes_and_publishing_cleans_up(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
-    """One workflow task schedules the last shard's progress record and the merge, and one the
-    votes and the result check: neither waits for the other (a codemod: no early votes). The
-    job ends with publishing, which cleans up."""
+    """One workflow task schedules the votes and the result check: neither waits for the other
+    (a codemod: no early votes). The job ends with publishing, which cleans up."""
     repo = make_repo(tmp_path / "repo", {"a.py": "A = 1\n", "pkg/b.py": "B = 1\n"})
     edit = CommandEdit(command="echo '# edited' >> {file}")
     job = RefactorInput(repository=str(repo), edit=edit, test_cmd="true")
@@ -160,9 +158,6 @@ async def test_the_last_record_runs_beside_the_merge_and_the_result_check_beside
         handle = await start_job(client, task_queue, job)
         assert (await handle.result()).outcome == "succeeded"
     events = await history(handle)
-    (merge,) = scheduled(events, steps.MERGE.name)
-    *_, last_record = scheduled(events, steps.RECORD_SHARD.name)
-    assert by_task(merge) == by_task(last_record)
     (check,) = scheduled(events, steps.CHECK_RESULT.name)
     votes = scheduled(events, steps.VOTE.name) + scheduled(events, steps.RUN_CHECK.name)
     assert {by_task(v) for v in votes} == {by_task(check)}

@@ -58,10 +58,9 @@ EARLY_VOTES = ("tests", "lint", "diff-size")
 """The checks that vote early, on a rename's change set: those that read only its tree. The
 conflicts check reads the base ref as it is, so it votes on the merge, beside the result check."""
 STEPS_ASIDE = "steps-aside"
-"""Patch id: a finished shard's progress log record runs beside what follows (the next shard,
-the merge, the votes), and the result check beside the votes; both are waited for before
-the job publishes (the check, before a person is asked to approve). Jobs started before it
-wait for each record, and check the result after the votes."""
+"""Patch id: the result check runs beside the votes (and must pass before a person is asked to
+approve), and publishing cleans up. Jobs started before it check the result after the votes
+and clean up in a step of their own."""
 
 with workflow.unsafe.imports_passed_through():
     from agentparallels.core import steps
@@ -113,13 +112,11 @@ class RefactorWorkflow:
         """Shards an earlier run of the job finished, taken over instead of run again."""
         self._logged = False
         self._aside = False
-        """Progress log records and the result check run beside other steps (``STEPS_ASIDE``)."""
+        """The result check runs beside the votes, publishing cleans up (``STEPS_ASIDE``)."""
         self._early: asyncio.Task[tuple[CheckRun, ...]] | None = None
         """A rename's checklist, voting on the change set while the shards commit it."""
         self._cleaned = False
         """Publishing cleaned up (``PublishInput.clean_up``): no cleanup step after it."""
-        self._records: list[asyncio.Future[None]] = []
-        """The progress log records under way, when they run aside."""
         self._events = JobEvents(on_pause=self._paused)
         self._before_pause = "queued"
         self._gate = ApprovalGate()
@@ -311,7 +308,6 @@ class RefactorWorkflow:
         changed = tuple(sorted(p for r in results for p in r.files_changed))
         if not changed:
             await _stopped(early)
-            await self._recorded()
             # Nothing to publish, so nothing for the publish check to compare: a shard
             # whose branch moved while it reports no file changed is caught here instead.
             moved = [r.name for r in results if r.head != job.base_commit]
@@ -330,10 +326,9 @@ class RefactorWorkflow:
         """Undo every step, newest first, and clean up; then fail with what went wrong (and
         what the rollback could not undo, if anything)."""
         self._phase("rolling back")
-        # Before the rollback removes the worktree a vote may use, and the refs the records
-        # write (a record after the cleanup would leave its ref behind); shielded, as the
-        # rollback is: a cancel arriving now must not skip it.
-        await shielded(self._steps_aside_ended(), raise_cancel=False)
+        # Before the rollback removes the worktree a vote may use; shielded, as the rollback
+        # is: a cancel arriving now must not skip it.
+        await shielded(_stopped(self._early), raise_cancel=False)
         failed: list[str] = []
         try:
             failed = await saga.compensate()
@@ -460,22 +455,6 @@ class RefactorWorkflow:
             raise
         return True
 
-    async def _recorded(self, *, failed: bool = False) -> None:
-        """Wait for every progress log record under way to end; the first error is the job's,
-        unless it ``failed`` already."""
-        if not self._records:
-            return
-        ended = await asyncio.gather(*self._records, return_exceptions=True)
-        self._records = []
-        errors = [e for e in ended if isinstance(e, BaseException)]
-        if errors and not failed:
-            raise errors[0]
-
-    async def _steps_aside_ended(self) -> None:
-        """The early votes stopped and the records ended: a failed job's rollback may begin."""
-        await _stopped(self._early)
-        await self._recorded(failed=True)
-
     async def _vote(
         self,
         inp: RefactorInput,
@@ -498,7 +477,6 @@ class RefactorWorkflow:
             checks = list(await self._checklist(inp, job, merged))
         if checking is not None:
             await checking
-        await self._recorded()  # a record's failure fails the job before anyone approves it
         if inp.approval is not None:
             timeout = timedelta(seconds=inp.approval.timeout_s)
             self._phase(AWAITING_APPROVAL)
@@ -590,15 +568,11 @@ class RefactorWorkflow:
             await self._answer(self._ledger.release(child_id))
         self._finished(job, shard, result, saga)
         if self._logged:
-            record = call(
+            await call(
                 steps.RECORD_SHARD,
                 ShardDoneInput(job=job, result=result),
                 summary=f"progress log: {shard.name} done",
             )
-            if self._aside:
-                self._records.append(asyncio.ensure_future(record))
-            else:
-                await record
         return result
 
     def _shard_input(
