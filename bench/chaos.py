@@ -316,9 +316,10 @@ class Fault:
     """(workflow id, activity id, activity type) running on the worker at that moment, and
     (workflow id, ``task@<started event id>``, ``workflow task``) for each workflow task the
     worker had started and never finished (found in the histories afterwards)."""
-    seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    """Unix time each step was first seen on the victim (a paused worker takes steps during
-    its pause: each is caught from then on, not from the pause's start)."""
+    seen: dict[str, float] = field(default_factory=dict)
+    """Unix time each step (by :func:`step_key`) was first seen on the victim, when after the
+    fault began (a paused worker takes steps during its pause: each is caught from then on,
+    not from the pause's start)."""
     step_done_s: list[float | None] = field(default_factory=list)
     """Per step: seconds from the fault to the step's completion (None: it never completed)."""
     recovery_s: list[float | None] = field(default_factory=list)
@@ -522,11 +523,16 @@ async def measure(client: Any, faults: list[Fault], workers: dict[str, str] | No
     mark_hit_again(faults, lost)
 
 
+def step_key(step: tuple[str, str, str]) -> str:
+    """A step as a key of ``Fault.seen`` (the report's JSON has string keys only)."""
+    return " ".join(step)
+
+
 def _caught_at(fault: Fault, step: tuple[str, str, str]) -> float:
     """When ``fault`` caught ``step``: a kill at its signal; a pause at its start, or, for a
     step its worker took during the pause, when it was seen there (such a pause may have
     begun before the fault whose step it caught)."""
-    return fault.at if fault.kind == "kill" else max(fault.at, fault.seen.get(step, 0.0))
+    return fault.at if fault.kind == "kill" else max(fault.at, fault.seen.get(step_key(step), 0))
 
 
 def mark_hit_again(faults: list[Fault], lost: list[tuple[LostTask, int]] | None = None) -> None:
@@ -796,7 +802,7 @@ class Chaos:
             for step in await running_steps(client, job_ids, victim.identity):
                 if step not in fault.steps:
                     fault.steps.append(step)
-                    fault.seen[step] = time.time()
+                    fault.seen[step_key(step)] = time.time()
 
         if what == "pause":
             victim.signal(signal.SIGSTOP)

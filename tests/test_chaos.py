@@ -163,7 +163,7 @@ def test_a_recovery_stops_counting_when_another_fault_takes_the_job() -> None:
     (its workflow task started on the next victim, or on a paused worker), and the task that
     fault lost is measured as that fault's own recovery; a task that only ran slowly on a
     live worker is nobody's."""
-    from bench.chaos import Fault, LostTask, fault_of, mark_hit_again
+    from bench.chaos import Fault, LostTask, fault_of, mark_hit_again, step_key
 
     step = ("job/00-pkg0", "3", EDIT_STEP)
     kill_a = Fault("kill", at=100.0, worker="w3", identity="3@vm", until=100.0, steps=[step])
@@ -199,7 +199,7 @@ def test_a_recovery_stops_counting_when_another_fault_takes_the_job() -> None:
     assert kill.counted() == [10.0]
     # The killed step's retry taken by the worker paused before the kill (seen there at
     # 206.0): the kill's recovery counts up to then.
-    pause.steps, pause.seen, pause.recovery_s = [step], {step: 206.0}, [6.0]
+    pause.steps, pause.seen, pause.recovery_s = [step], {step_key(step): 206.0}, [6.0]
     mark_hit_again(faults, [])
     assert kill.counted() == [4.0]
     assert pause.counted() == [6.0]  # the kill at 202 came after the pause caught nothing
