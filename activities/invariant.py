@@ -118,8 +118,7 @@ def _same_tree(cache: Path, commit: str, checked: str, repository: str) -> None:
     """Raise ``CheckedTreeDiffers`` (the job lets its checks vote again on ``commit``) unless
     ``checked``, the commit the checks voted on, has ``commit``'s tree."""
     _git.ensure_commit(cache, repository, checked)
-    want = _git.run(cache, "rev-parse", f"{commit}^{{tree}}").strip()
-    got = _git.run(cache, "rev-parse", f"{checked}^{{tree}}").strip()
+    want, got = _git.run(cache, "rev-parse", f"{commit}^{{tree}}", f"{checked}^{{tree}}").split()
     if got == want:
         return
     paths = _git.run(cache, "diff", "--name-only", "-z", checked, commit).split("\0")

@@ -755,7 +755,7 @@ class Chaos:
         plan.sort()
         t0 = time.monotonic()
         paused: set[WorkerProcess] = set()
-        resumes: list[asyncio.Task] = []
+        later: list[asyncio.Task] = []
         for at, what in plan:
             while time.monotonic() - t0 < at:
                 if await self.all_closed(client, job_ids):
@@ -763,12 +763,12 @@ class Chaos:
                 await asyncio.sleep(0.25)
             else:
                 began = time.monotonic()
-                await self.inject(what, client, job_ids, paused, resumes)
+                await self.inject(what, client, job_ids, paused, later)
                 if what == "restart":  # the rest of the plan counts from the server's return
                     t0 += time.monotonic() - began
                 continue
             break
-        await asyncio.gather(*resumes)
+        await asyncio.gather(*later)
 
     async def inject(
         self,
@@ -776,7 +776,7 @@ class Chaos:
         client: Any,
         job_ids: list[str],
         paused: set[WorkerProcess],
-        resumes: list[asyncio.Task],
+        later: list[asyncio.Task],
     ) -> None:
         if what == "restart":
             outage = await self.server.restart()
@@ -820,7 +820,7 @@ class Chaos:
                 fault.until = time.time()
                 paused.discard(victim)
 
-            resumes.append(asyncio.create_task(resume()))
+            later.append(asyncio.create_task(resume()))
             return
         victim.kill()
         await look_again()
@@ -829,7 +829,7 @@ class Chaos:
             await asyncio.sleep(LOOK_AGAIN_S)
             await look_again()
 
-        resumes.append(asyncio.create_task(look_later()))
+        later.append(asyncio.create_task(look_later()))
         self.report.kills += 1
         self.workers.remove(victim)
         fresh = self.report.kills % 2 == 0  # every other replacement on an empty disk

@@ -262,7 +262,32 @@ class RefactorWorkflow:
         """Fan out one child per shard; then fan in and publish what they changed."""
         self._phase("edit")
         self._aside = workflow.patched(STEPS_ASIDE)
-        result = await self._edit_and_finish(inp, job, the_plan, shards, saga, self._early)
+        results = await gather_bounded(
+            [
+                partial(
+                    self._run_shard, inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
+                )
+                for s in shards
+            ],
+            inp.limits.parallel,
+        )
+        changed = tuple(sorted(p for r in results for p in r.files_changed))
+        if not changed:
+            await _stopped(self._early)
+            # Nothing to publish, so nothing for the publish check to compare: a shard
+            # whose branch moved while it reports no file changed is caught here instead.
+            moved = [r.name for r in results if r.head != job.base_commit]
+            if moved:
+                raise ApplicationError(
+                    f"shards {', '.join(moved)} committed edits but report no changed "
+                    "file: the result is not what the verified steps produced",
+                    type=RESULT_MISMATCH,
+                    non_retryable=True,
+                )
+            self._phase("done")
+            result = self._result(inp, job, results, job.base_commit, (), None)
+        else:
+            result = await self._finish(inp, job, results, saga, the_plan.change_commit)
         # What the plan could not do the usual way, in the report (no command: replays).
         return result.model_copy(
             update={"respelled": the_plan.respelled, "unparsed": the_plan.unparsed}
@@ -286,41 +311,6 @@ class RefactorWorkflow:
             return await self._checklist(inp, job, commit, only=EARLY_VOTES)
 
         return asyncio.create_task(vote())
-
-    async def _edit_and_finish(
-        self,
-        inp: RefactorInput,
-        job: JobRef,
-        the_plan: Plan,
-        shards: list[Shard],
-        saga: Saga,
-        early: asyncio.Task[tuple[CheckRun, ...]] | None,
-    ) -> RefactorResult:
-        results = await gather_bounded(
-            [
-                partial(
-                    self._run_shard, inp, job, s, the_plan.change_commit, the_plan.ruff_format, saga
-                )
-                for s in shards
-            ],
-            inp.limits.parallel,
-        )
-        changed = tuple(sorted(p for r in results for p in r.files_changed))
-        if not changed:
-            await _stopped(early)
-            # Nothing to publish, so nothing for the publish check to compare: a shard
-            # whose branch moved while it reports no file changed is caught here instead.
-            moved = [r.name for r in results if r.head != job.base_commit]
-            if moved:
-                raise ApplicationError(
-                    f"shards {', '.join(moved)} committed edits but report no changed "
-                    "file: the result is not what the verified steps produced",
-                    type=RESULT_MISMATCH,
-                    non_retryable=True,
-                )
-            self._phase("done")
-            return self._result(inp, job, results, job.base_commit, (), None)
-        return await self._finish(inp, job, results, saga, early, the_plan.change_commit)
 
     async def _roll_back(self, err: BaseException, job: JobRef, saga: Saga) -> NoReturn:
         """Undo every step, newest first, and clean up; then fail with what went wrong (and
@@ -349,8 +339,7 @@ class RefactorWorkflow:
         job: JobRef,
         results: list[ShardResult],
         saga: Saga,
-        early: asyncio.Task[tuple[CheckRun, ...]] | None = None,
-        change_commit: str | None = None,
+        change_commit: str | None,
     ) -> RefactorResult:
         """Fan in: merge the shards, let every check vote on the merge (unless they voted
         early on a change set with the merge's tree; and, if asked, a person approve it),
@@ -360,6 +349,7 @@ class RefactorWorkflow:
             ShardClaim(name=r.name, head=r.head, files_changed=r.files_changed) for r in results
         )
         # The result check beside the votes: it needs only the merge.
+        early = self._early
         checking: asyncio.Future[bool] | None = None
         late: asyncio.Future[tuple[CheckRun, ...]] | None = None
         if early is not None and change_commit is not None:
@@ -370,12 +360,12 @@ class RefactorWorkflow:
             checking = asyncio.ensure_future(self._check(job, merged, claims, None))
         try:
             voted: tuple[CheckRun, ...] | None = None
-            if early is not None and checking is not None:
+            if early is not None:
                 await self._events.gate.wait()
                 self._phase("checklist")
                 voted = await early
                 voted += await late if late is not None else ()
-                if not await checking:
+                if checking is not None and not await checking:
                     voted = None  # the result is not the change set: the checks vote on it
             checks = await self._vote(inp, job, merged, voted, checking)
         except (Exception, asyncio.CancelledError):  # not GeneratorExit (eviction)
@@ -738,9 +728,6 @@ def _share(budget: BudgetLimits, files: int, total_files: int) -> BudgetLimits:
     )
 
 
-__all__ = ["CHECKLIST", "CLEANUP", "PROGRESS_LOG", "PUBLISH_INVARIANT", "RefactorWorkflow"]
-
-
 async def _stopped(task: asyncio.Future[Any] | None) -> None:
     """``task`` ended: asked to cancel if still running, and waited for (its steps end before
     anything removes what they use); whatever it raised is dropped."""
@@ -748,3 +735,6 @@ async def _stopped(task: asyncio.Future[Any] | None) -> None:
         return
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+__all__ = ["CHECKLIST", "CLEANUP", "PROGRESS_LOG", "PUBLISH_INVARIANT", "RefactorWorkflow"]
