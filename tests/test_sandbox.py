@@ -64,7 +64,7 @@ def test_writes_outside_the_worktree_reach_nothing(wt: Path) -> None:
     assert not (project / "escape.txt").exists()
     try:
         # Unconfined baseline: the same command does write there without the sandbox.
-        assert run_command(f"echo pwned > {victim}", wt, 30, NONE).ok  # off: the contrast
+        assert run_command(f"echo pwned > {victim}", wt, 30, NONE).ok  # sandbox off: the baseline
         assert victim.exists()
     finally:
         victim.unlink(missing_ok=True)
@@ -107,7 +107,7 @@ def test_no_network_not_even_loopback(wt: Path) -> None:
         with pytest.raises(BlockingIOError):
             server.accept()
         # Unconfined baseline: the server is reachable, so the sandbox is what refused above.
-        unconfined = run_command(connect, wt, 30, NONE)  # off: the contrast
+        unconfined = run_command(connect, wt, 30, NONE)  # sandbox off: the baseline to contrast
         assert unconfined.output.strip() == "connected"
         server.accept()[0].close()
 
@@ -137,7 +137,7 @@ def test_secrets_are_kept_from_the_command(wt: Path, monkeypatch: pytest.MonkeyP
         and sys.executable.rsplit("/", 1)[0] in (seen["PATH"])
     )
     # Unconfined baseline: the key is in the worker's environment; the sandbox dropped it.
-    assert "sk-openai-test" in run_command("env", wt, 30, NONE).output  # off: the contrast
+    assert "sk-openai-test" in run_command("env", wt, 30, NONE).output  # sandbox off: baseline
 
 
 def test_a_fork_bomb_is_stopped_by_the_process_limit(wt: Path) -> None:

@@ -169,7 +169,7 @@ async def test_validator_refuses_a_decision_when_the_job_is_not_waiting(
         repository=str(repo),
         edit=edit,
         approval=ApprovalOptions(),
-        limits=UNSANDBOXED,  # the edits wait on a file outside the worktree
+        limits=UNSANDBOXED,  # sandbox off: the edit waits on a file outside the worktree
     )
     async with running(client, task_queue):
         handle = await start_job(client, task_queue, job)
@@ -235,7 +235,11 @@ async def test_conflicts_vote_no_when_the_base_moved_under_the_job(
         command=f"while [ ! -e {go} ]; do sleep 0.05; done; echo 'X = 1' >> {{file}}",
         files=("src/pkg/report.py",),
     )
-    job = RefactorInput(repository=str(repo), edit=edit, limits=UNSANDBOXED)  # see UNSANDBOXED
+    job = RefactorInput(
+        repository=str(repo),
+        edit=edit,
+        limits=UNSANDBOXED,  # sandbox off: the edit waits on a file outside the worktree
+    )
     audit = Audit()
     async with running(client, task_queue, audit):
         handle = await start_job(client, task_queue, job)
@@ -306,7 +310,11 @@ async def test_cli_refuses_approval_of_a_job_not_waiting(
         files=("src/pkg/report.py",),
     )
     async with running(client, task_queue):
-        job = RefactorInput(repository=str(repo), edit=edit, limits=UNSANDBOXED)  # see UNSANDBOXED
+        job = RefactorInput(
+            repository=str(repo),
+            edit=edit,
+            limits=UNSANDBOXED,  # sandbox off: the edit waits on a file outside the worktree
+        )
         handle = await start_job(client, task_queue, job)
         await reaches(handle, "edit")
         early = await asyncio.to_thread(
