@@ -274,7 +274,7 @@ class _Env:
 async def run(args: argparse.Namespace, work: Path) -> dict:
     from temporalio.testing import WorkflowEnvironment
 
-    from agentparallels import worker
+    from agentparallels import devserver, worker
     from agentparallels.codec import data_converter
     from agentparallels.core import attributes
     from agentparallels.plugin import AgentParallelsPlugin
@@ -286,6 +286,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
         dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
         plugins=[AgentParallelsPlugin(data_converter=data_converter(work / "blobs"))],
         search_attributes=attributes.ALL,
+        dev_server_extra_args=devserver.dynamic_config_flags(),
         dev_server_log_level="error",
     )
     runs: dict[str, dict[int, list[dict]]] = {"durable": {}, "bare": {}}

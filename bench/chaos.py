@@ -268,7 +268,7 @@ class Server:
             db=db,
             port=free_port(),
             ui_port=free_port(),
-            extra_args=("--dynamic-config-value", 'history.timerProcessorMaxTimeShift="100ms"'),
+            extra_args=("--dynamic-config-value", devserver.FAST_TIMERS),
         )
         self.proc: subprocess.Popen | None = None
 

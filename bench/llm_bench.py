@@ -441,6 +441,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
+    from agentparallels import devserver
     from agentparallels.codec import DEFAULT_THRESHOLD, data_converter
     from agentparallels.testing.fake_llm import FakeLLM
 
@@ -451,10 +452,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
         plugins=[bench_plugin(data_converter(blobs))],
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            'history.timerProcessorMaxTimeShift="100ms"',
-        ],
+        dev_server_extra_args=devserver.dynamic_config_flags(devserver.FAST_TIMERS),
         dev_server_log_level="error",
     )
     server_s = time.perf_counter() - started

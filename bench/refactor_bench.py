@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentparallels import devserver
 from agentparallels.core import names
 from bench._machine import (
     dev_server_pid,
@@ -650,7 +651,12 @@ async def durable_job(
         with traced_subprocesses(profile), CpuMeter(server_pid) as cpu:
             start = time.perf_counter()
             result = await client.execute_workflow(
-                names.REFACTOR, inp, id=job_id, task_queue=queue, result_type=RefactorResult
+                names.REFACTOR,
+                inp,
+                id=job_id,
+                task_queue=queue,
+                result_type=RefactorResult,
+                request_eager_start=True,  # as the CLI's in-process worker gets it
             )
             wall = time.perf_counter() - start
     if result.outcome != "succeeded" or not all(c.passed for c in result.checks):
@@ -760,10 +766,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict:
         # The project's plugin, with plain pydantic payloads: no encryption or external storage.
         plugins=[AgentParallelsPlugin(data_converter=pydantic_data_converter)],
         search_attributes=attributes.ALL,
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            'history.timerProcessorMaxTimeShift="100ms"',
-        ],
+        dev_server_extra_args=devserver.dynamic_config_flags(devserver.FAST_TIMERS),
         dev_server_log_level="error",
     )
     server_s = time.perf_counter() - started

@@ -187,6 +187,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
+    from agentparallels import devserver
     from agentparallels.activities.refactor import edit_files
     from agentparallels.plugin import AgentParallelsPlugin
     from agentparallels.worker import HEARTBEAT_EVERY
@@ -203,6 +204,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(ROOT / ".venv" / "bin" / "temporal"),
         plugins=[plugin],
+        dev_server_extra_args=devserver.dynamic_config_flags(),
         dev_server_log_level="error",
     )
     async with env:

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -170,10 +171,13 @@ def test_unreachable_explicit_address_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_refactor_status_and_cancel_from_the_command_line(
-    address: str, tmp_path: Path, task_queue: str
+    address: str, tmp_path: Path, task_queue: str, server_metrics: Callable[..., float]
 ) -> None:
     """`refactor` runs the job with its own worker and prints the summary; `status` reports
-    the finished job; `cancel` of a finished job is refused with exit 2."""
+    the finished job; `cancel` of a finished job is refused with exit 2. The job's first
+    workflow task came back with its start, and its steps with the workflow tasks that
+    scheduled them, to the command's own worker (``devserver.EAGER_DISPATCH``): the server
+    says so in its metrics."""
     repo = src_layout_repo(tmp_path / "repo")
     job_id = f"cli-{task_queue[-8:]}"
     done = run_cli(
@@ -193,6 +197,9 @@ def test_refactor_status_and_cancel_from_the_command_line(
     assert done.returncode == 0, done.stderr
     assert f"job {job_id} succeeded: 4 files changed in 3 modules" in done.stdout
     assert "check `python -m pytest -q -p no:cacheprovider`: passed" in done.stdout
+    eager = {"workflow_eager_execution": 1, "activity_eager_execution": 3}  # plan, test, publish
+    for name, least in eager.items():
+        assert server_metrics(name, least, taskqueue=task_queue) >= least, name
 
     status = run_cli("status", job_id, address=address, cache=tmp_path / "c")
     assert status.returncode == 0, status.stderr

@@ -95,3 +95,13 @@ def test_server_command_runs_in_the_foreground_until_interrupted(
         assert f"UI at http://localhost:{opts.ui_port}" in line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+def test_server_users_run_dispatches_eagerly(opts: devserver.ServerOptions) -> None:
+    """The server a job runs on by default is the one the suite runs on: eager dispatch of
+    workflow and activity tasks on (tests/test_cli.py checks that jobs get them)."""
+    command = opts.command()
+    values = [command[i + 1] for i, arg in enumerate(command) if arg == "--dynamic-config-value"]
+    assert set(devserver.EAGER_DISPATCH) <= set(values)
+    assert "system.enableActivityEagerExecution=true" in values
+    assert "system.enableEagerWorkflowStart=true" in values

@@ -165,7 +165,7 @@ async def test_job_completes_across_a_server_restart(
         db=tmp_path / "server" / "temporal.db",
         port=free_port(),
         ui_port=free_port(),
-        extra_args=("--dynamic-config-value", 'history.timerProcessorMaxTimeShift="100ms"'),
+        extra_args=("--dynamic-config-value", devserver.FAST_TIMERS),
     )
     repo = small_repo(tmp_path / "repo", 7)
     async with own_server(opts) as first:

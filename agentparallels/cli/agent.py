@@ -298,8 +298,10 @@ def job_input(args: argparse.Namespace) -> AgentInput:
 
 
 async def _start(
-    client: Client, job: AgentInput, job_id: str, task_queue: str
+    client: Client, job: AgentInput, job_id: str, task_queue: str, *, eager: bool
 ) -> WorkflowHandle[Any, AgentResult]:
+    """Start the job; with ``eager``, its first workflow task comes back with the start, to
+    the worker this process runs on ``client`` (see ``devserver.EAGER_DISPATCH``)."""
     shown = attributes.shown(job.repository)
     task = redact.text(job.task.strip())
     model = job.model + (f" at {redact.url(job.base_url)}" if job.base_url else "")
@@ -314,6 +316,7 @@ async def _start(
             static_details=f"**Repository:** `{shown}` at `{job.base_ref}`\n\n"
             f"**Model:** {model}\n\n**Task:** {task}",
             search_attributes=attributes.queued(KIND, shown),
+            request_eager_start=eager,
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
@@ -334,18 +337,25 @@ async def agent_command(args: argparse.Namespace) -> int:
     err(said)
     job = job.model_copy(update={"baseline": baseline})
     job_id = args.job_id or new_job_id(job.repository, KIND)
-    handle = await _start(client, job, job_id, task_queue)
-    err(f"job {job_id} started")
-    if job.plan_approval is not None:
-        err(f"once planned it waits for `agentparallels approve {job_id}` (or reject --comment)")
-    if job.approval is not None:
-        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
-    if link := ui_link(client, job_id):
-        err(f"watch it in the Temporal UI: {link}")
-    if args.detach:
-        print(job_id)
-        return 0
-    async with in_process_worker(client, task_queue, not args.no_worker):
+    here = not args.no_worker and not args.detach
+    # The worker first, so that the job's first workflow task comes back with the start.
+    async with in_process_worker(client, task_queue, here):
+        handle = await _start(client, job, job_id, task_queue, eager=here)
+        err(f"job {job_id} started")
+        if job.plan_approval is not None:
+            err(
+                f"once planned it waits for `agentparallels approve {job_id}` (or reject --comment)"
+            )
+        if job.approval is not None:
+            err(
+                "once every check passes it waits for "
+                f"`agentparallels approve {job_id}` (or reject)"
+            )
+        if link := ui_link(client, job_id):
+            err(f"watch it in the Temporal UI: {link}")
+        if args.detach:
+            print(job_id)
+            return 0
         return await finish_here(handle, task_queue)
 
 

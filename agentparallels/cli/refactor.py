@@ -300,8 +300,16 @@ def job_input(args: argparse.Namespace) -> RefactorInput:
 
 
 async def _start(
-    client: Client, args: argparse.Namespace, job: RefactorInput, job_id: str, task_queue: str
+    client: Client,
+    args: argparse.Namespace,
+    job: RefactorInput,
+    job_id: str,
+    task_queue: str,
+    *,
+    eager: bool,
 ) -> WorkflowHandle[Any, RefactorResult]:
+    """Start the job; with ``eager``, its first workflow task comes back with the start, to
+    the worker this process runs on ``client`` (see ``devserver.EAGER_DISPATCH``)."""
     shown = attributes.shown(job.repository)
     what = job.edit.summary()
     try:
@@ -314,6 +322,7 @@ async def _start(
             static_summary=f"Refactor {Path(shown).name}: {what}",
             static_details=f"**Repository:** `{shown}` at `{args.base}`\n\n**Change:** {what}",
             search_attributes=attributes.queued("refactor", shown),
+            request_eager_start=eager,
         )
     except WorkflowAlreadyStartedError:
         raise UsageError(f"a job with id {job_id} already exists; pick another --job-id") from None
@@ -328,14 +337,19 @@ async def refactor(args: argparse.Namespace) -> int:
     client = await connect(announce=err)
     await register_attributes(client)
     job_id = args.job_id or new_job_id(job.repository)
-    handle = await _start(client, args, job, job_id, task_queue)
-    err(f"job {job_id} started")
-    if args.require_approval:
-        err(f"once every check passes it waits for `agentparallels approve {job_id}` (or reject)")
-    if link := ui_link(client, job_id):
-        err(f"watch it in the Temporal UI: {link}")
-    if args.detach:
-        print(job_id)
-        return 0
-    async with in_process_worker(client, task_queue, not args.no_worker):
+    here = not args.no_worker and not args.detach
+    # The worker first, so that the job's first workflow task comes back with the start.
+    async with in_process_worker(client, task_queue, here):
+        handle = await _start(client, args, job, job_id, task_queue, eager=here)
+        err(f"job {job_id} started")
+        if args.require_approval:
+            err(
+                "once every check passes it waits for "
+                f"`agentparallels approve {job_id}` (or reject)"
+            )
+        if link := ui_link(client, job_id):
+            err(f"watch it in the Temporal UI: {link}")
+        if args.detach:
+            print(job_id)
+            return 0
         return await finish_here(handle, task_queue)
