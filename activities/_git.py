@@ -295,15 +295,20 @@ def worktree(cache: Path, path: Path, sha: str, sparse: Sequence[str] | None = N
             return path
         except (git.GitCommandError, NotARepository):
             pass  # a half-made worktree (a crash during `worktree add`): make it again
+    add = ["worktree", "add", "--quiet", *([] if sparse is None else ["--no-checkout"]), "--detach"]
     with locked(cache.with_suffix(".lock")):
         shutil.rmtree(path, ignore_errors=True)
-        run(cache, "worktree", "prune")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if sparse is None:
-            run(cache, "worktree", "add", "--quiet", "--detach", str(path), sha)
-            return path
-        run(cache, "worktree", "add", "--quiet", "--no-checkout", "--detach", str(path), sha)
-    _sparse(path, sha, sparse)
+        try:
+            run(cache, *add, str(path), sha)
+        except git.GitCommandError:
+            # Still registered (its folder was removed without `git worktree remove`, as by a
+            # crash): forget the worktrees that are gone, then add it again.
+            shutil.rmtree(path, ignore_errors=True)
+            run(cache, "worktree", "prune")
+            run(cache, *add, str(path), sha)
+    if sparse is not None:
+        _sparse(path, sha, sparse)
     return path
 
 

@@ -74,6 +74,14 @@ def _prepared(repository: str, path: Path, sha: str, sparse: Sequence[str] | Non
     return path
 
 
+def clean_at(path: Path) -> None:
+    """Say that the worktree at ``path``, held by the caller, is clean at its HEAD: its files
+    are HEAD's and nothing untracked or ignored is left (say, everything was just committed
+    with ``git add --all`` and ``git clean -fdx`` ran after). Its next use at that commit then
+    skips the reset (see :func:`_prepared`)."""
+    _beside(path, "editing").unlink(missing_ok=True)
+
+
 @contextmanager
 def editing(
     repository: str, job_id: str, name: str, sha: str, sparse: Sequence[str] | None = None

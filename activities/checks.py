@@ -15,6 +15,7 @@ from agentparallels.activities._proc import (
     chunked,
     ruff_bin,
     run_command,
+    run_commands,
 )
 from agentparallels.activities._workspace import JOB_TREE, scratch_worktree
 from agentparallels.core import steps
@@ -43,12 +44,16 @@ def file_lists(paths: Sequence[str]) -> list[str]:
 def format_files(
     wt: Path, paths: Sequence[str], timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
 ) -> None:
-    """Re-sort imports and format ``paths`` with the repository's own ruff settings."""
+    """Re-sort imports and format ``paths`` with the repository's own ruff settings, in one
+    sandbox. Each runs on every file whatever the other said (a file that does not parse fails
+    both, and is left for the verify rules to report)."""
     ruff = ruff_bin()
     for files in file_lists(_python(wt, paths)):
         sort = f"{ruff} check --no-cache --quiet --fix --select I -- {files}"
-        run_command(sort, wt, timeout_s, policy)
-        run_command(f"{ruff} format --no-cache --quiet -- {files}", wt, timeout_s, policy)
+        form = f"{ruff} format --no-cache --quiet -- {files}"
+        failed = run_commands([sort, form], wt, timeout_s, policy)
+        if failed is not None and failed.index == 0:  # the batch stopped before formatting
+            run_command(form, wt, timeout_s, policy)
 
 
 def _ruff_findings(

@@ -15,6 +15,7 @@ from agentparallels.activities._workspace import (
     JOB_TREE,
     BranchMoved,
     ShardWorkspace,
+    clean_at,
     scratch_worktree,
 )
 from agentparallels.activities.checks import format_files, uses_ruff, verify
@@ -70,8 +71,8 @@ def plan(inp: PlanInput) -> Plan:
     editor = editor_for(inp.edit)
     ref = change_ref(inp.job_id)
     cache = _git.cached_repo(inp.repository)
-    _git.ensure_commit(cache, inp.repository, base)
-    # Kept for the test command, which runs in it if it runs on this worker.
+    # Kept for the test command, which runs in it if it runs on this worker. (Made from the
+    # cache, which holds ``base`` once it is: a worktree at ``base`` is made from it.)
     with scratch_worktree(inp.repository, inp.job_id, JOB_TREE, base, keep=True) as wt:
         ruff_format = uses_ruff(wt)
         if not editor.precomputed:
@@ -96,7 +97,12 @@ def plan(inp: PlanInput) -> Plan:
                     base_commit=base, files=(), ruff_format=ruff_format, **_read_notes(notes)
                 )
             _git.push(wt, inp.repository, [(ref, change, None)])
-        _git.ensure_commit(cache, inp.repository, change)
+            # Left clean at the change set (everything else is committed), and said to be:
+            # the test command, next in it, then runs without a reset first.
+            _git.run(wt, "clean", "-fdxq")
+            clean_at(wt)
+        else:
+            _git.ensure_commit(cache, inp.repository, change)
         names = _git.run(cache, "diff", "--name-only", "--no-renames", "-z", base, change)
         files = sorted(p for p in names.split("\0") if p)
         # Kept in the change commit, so a retry that finds it reports them too.

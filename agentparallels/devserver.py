@@ -205,7 +205,10 @@ def serve(opts: ServerOptions) -> int:
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_UI_PORT",
+    "EAGER_DISPATCH",
+    "FAST_TIMERS",
     "ServerOptions",
+    "dynamic_config_flags",
     "port_in_use",
     "serve",
     "spawn",

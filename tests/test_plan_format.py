@@ -326,33 +326,87 @@ def test_a_time_boxed_step_edits_and_reports_the_files_it_got_to(
 def test_the_test_command_runs_in_the_worktree_the_plan_left(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The plan keeps its worktree of the whole tree; the test command, on the same worker,
-    resets it to the merged commit (rewriting the changed files only) instead of filling a new
-    one, sees exactly the merged tree (no file the plan left behind), and removes it after."""
-    from agentparallels.activities import _git
+    """The plan keeps its worktree of the whole tree, clean at the change set: what a tool left
+    in it while the plan ran (an ignored file, a cache folder) is gone, and it is not marked
+    as being edited. The test command, on the same worker, then runs in it as it is (no new
+    worktree, no reset), sees exactly the change set, and removes it after."""
+    from agentparallels.activities import _git, refactor
     from agentparallels.activities._workspace import JOB_TREE, worktrees_dir
     from agentparallels.activities.checks import run_check
     from agentparallels.core.models import CheckInput, JobRef
 
-    repo = make_repo(tmp_path / "repo", FILES)
+    repo = make_repo(tmp_path / "repo", {**FILES, ".gitignore": "__pycache__/\n"})
+    real_commit = _git.commit_all
+
+    def leaving_files(wt: Path, *args: object, **kwargs: object) -> object:
+        (wt / "__pycache__").mkdir()
+        (wt / "__pycache__" / "a.cpython.pyc").write_text("left by a tool\n")
+        return real_commit(wt, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(refactor._git, "commit_all", leaving_files)
     the_plan = planned(repo, "job-t", format_change=True)
+    monkeypatch.setattr(refactor._git, "commit_all", real_commit)
     tree = worktrees_dir("job-t") / JOB_TREE
     assert (tree / "a.py").exists()
-    (tree / "left-by-the-plan.txt").write_text("x\n")
-    added: list[str] = []
+    assert not (tree / "__pycache__").exists()
+    assert not tree.with_name(f".{JOB_TREE}.editing").exists()
+    calls: list[tuple[str, ...]] = []
     real = _git.run
 
     def watched(cwd: object, *args: str, **options: object) -> object:
-        if args[:2] == ("worktree", "add"):
-            added.append(str(args[-2]))
+        calls.append(args)
         return real(cwd, *args, **options)
 
     monkeypatch.setattr(_git, "run", watched)
     base = git(repo, "rev-parse", "HEAD")
     job = JobRef(job_id="job-t", repository=str(repo), base_commit=base, timestamp=0)
     assert the_plan.change_commit
+    command = "test ! -e __pycache__ && grep -q zz_name a.py"
+    inp = CheckInput(job=job, commit=the_plan.change_commit, command=command, timeout_s=60)
+    assert ActivityEnvironment().run(run_check, inp).passed
+    assert not [
+        c for c in calls if c[:2] == ("worktree", "add") or c[:1] in (("reset",), ("clean",))
+    ]
+    assert not tree.exists()
+
+
+def test_a_worktree_left_marked_is_reset_before_the_test_command(tmp_path: Path) -> None:
+    """A plan stopped mid-way leaves its worktree marked as being edited, whatever is in it: the
+    test command's step resets it first, so it sees the commit it tests and nothing else."""
+    from agentparallels.activities._workspace import JOB_TREE, worktrees_dir
+    from agentparallels.activities.checks import run_check
+    from agentparallels.core.models import CheckInput, JobRef
+
+    repo = make_repo(tmp_path / "repo", FILES)
+    the_plan = planned(repo, "job-m", format_change=True)
+    tree = worktrees_dir("job-m") / JOB_TREE
+    tree.with_name(f".{JOB_TREE}.editing").touch()  # as a plan killed mid-way leaves it
+    (tree / "left-by-the-plan.txt").write_text("x\n")
+    (tree / "a.py").write_text("half-edited\n")
+    base = git(repo, "rev-parse", "HEAD")
+    job = JobRef(job_id="job-m", repository=str(repo), base_commit=base, timestamp=0)
+    assert the_plan.change_commit
     command = "test ! -e left-by-the-plan.txt && grep -q zz_name a.py"
     inp = CheckInput(job=job, commit=the_plan.change_commit, command=command, timeout_s=60)
     assert ActivityEnvironment().run(run_check, inp).passed
-    assert added == []  # reused, not made again
-    assert not tree.exists()
+
+
+def test_a_file_that_does_not_parse_stops_neither_sorting_nor_formatting_of_the_others(
+    tmp_path: Path,
+) -> None:
+    """Import sorting and formatting run in one sandbox, one after the other; the sort fails
+    on a file that does not parse, and the formatting still runs on every file (the broken
+    one is left for the verify rules to report)."""
+    from agentparallels.activities.checks import format_files
+
+    files = {
+        **FILES,
+        "c.py": "import sys\nimport os\nx=[1,2,\n    3]\nprint(os, sys, x)\n",
+        "broken.py": "def f(:\n",
+    }
+    repo = make_repo(tmp_path / "repo", files)
+    format_files(repo, ["c.py", "broken.py"], 60)
+    assert (
+        repo / "c.py"
+    ).read_text() == "import os\nimport sys\n\nx = [1, 2, 3]\nprint(os, sys, x)\n"
+    assert (repo / "broken.py").read_text() == "def f(:\n"

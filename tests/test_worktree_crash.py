@@ -85,3 +85,26 @@ def test_a_scratch_worktree_left_dirty_by_a_killed_worker_is_reset(
     with _workspace.scratch_worktree(str(repo), "job", "plan", sha) as wt:
         assert (wt / "pkg/a.py").read_text() == "A = 1\n"
         assert not (wt / "stray.txt").exists()
+
+
+def test_a_worktree_whose_folder_is_gone_but_still_registered_is_made_again(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A worktree's folder removed without `git worktree remove` (a crash while it was being
+    removed, a cleaner of the cache) leaves it registered in the cache, and `git worktree add`
+    refuses a path still registered: the worktree is made again all the same (the registrations
+    of folders that are gone are pruned first)."""
+    import shutil
+
+    from agentparallels.activities import _git
+
+    repo = make_repo(tmp_path / "repo", FILES)
+    sha = git(repo, "rev-parse", "HEAD")
+    with _workspace.editing(str(repo), "job", "s0", sha) as wt:
+        pass
+    shutil.rmtree(wt)
+    cache = _git.cached_repo(str(repo))
+    assert str(wt) in git(cache, "worktree", "list", "--porcelain")  # registered, folder gone
+    with _workspace.editing(str(repo), "job", "s0", sha) as again:
+        assert (again / "pkg/a.py").read_text() == "A = 1\n"
+        assert git(again, "status", "--porcelain") == ""
