@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,37 +43,73 @@ def file_lists(paths: Sequence[str]) -> list[str]:
 
 
 def format_files(
-    wt: Path, paths: Sequence[str], timeout_s: float, policy: sandbox.Policy = sandbox.DEFAULT
-) -> None:
+    wt: Path,
+    paths: Sequence[str],
+    timeout_s: float,
+    policy: sandbox.Policy = sandbox.DEFAULT,
+    *,
+    then_check: str | None = None,
+) -> dict[str, str] | None:
     """Re-sort imports and format ``paths`` with the repository's own ruff settings, in one
     sandbox. Each runs on every file whatever the other said (a file that does not parse fails
-    both, and is left for the verify rules to report)."""
+    both, and is left for the verify rules to report).
+
+    With ``then_check`` (ruff rules, as :func:`verify` takes them), the same sandbox then
+    checks the formatted files against those rules: returns path -> ruff's findings for the
+    paths that have any, or None when the check could not run there (the batch stopped before
+    it): call :func:`verify` then."""
     ruff = ruff_bin()
+    items: list[dict] | None = []
     for files in file_lists(_python(wt, paths)):
         sort = f"{ruff} check --no-cache --quiet --fix --select I -- {files}"
         form = f"{ruff} format --no-cache --quiet -- {files}"
-        failed = run_commands([sort, form], wt, timeout_s, policy)
-        if failed is not None and failed.index == 0:  # the batch stopped before formatting
-            run_command(form, wt, timeout_s, policy)
+        # The check's report goes to a file of its own in the worktree (the batch's output is
+        # the three commands'), read and removed before anything looks at the worktree.
+        report = wt / f".agentparallels-ruff-{secrets.token_hex(8)}.json"
+        batch = [sort, form]
+        if then_check is not None:
+            batch.append(_check_command(then_check, files, report.name))
+        try:
+            failed = run_commands(batch, wt, timeout_s, policy)
+            if failed is not None and failed.index == 0:  # stopped before formatting
+                run_command(form, wt, timeout_s, policy)
+            if failed is not None or items is None:
+                items = None
+            elif then_check is not None:
+                items += json.loads(report.read_text() or "[]")
+        finally:
+            report.unlink(missing_ok=True)
+    return None if then_check is None or items is None else _findings(wt, items)
+
+
+def _check_command(rules: str, files: str, report: str | None = None) -> str:
+    """ruff's check of ``files`` against ``rules``, its JSON report on stdout (in ``report``,
+    a file in the working directory, when given)."""
+    to = f"--output-file {shlex.quote(report)} " if report else ""
+    return (
+        f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero {to}"
+        f"--select {rules} -- {files}"
+    )
 
 
 def _ruff_findings(
     wt: Path, py: Sequence[str], rules: str, timeout_s: float, policy: sandbox.Policy
 ) -> dict[str, str]:
     """Path -> ruff's findings for it (one line each), for the paths that have any."""
-    findings: dict[str, list[str]] = {}
-    root = wt.resolve()
     items = []
     for files in file_lists(py):
-        command = (
-            f"{ruff_bin()} check --isolated --no-cache --output-format json --exit-zero "
-            f"--select {rules} -- {files}"
-        )
         # All of it: the JSON's last 4000 characters alone would not parse (many findings).
-        done = run_command(command, wt, timeout_s, policy, whole_output=True)
+        done = run_command(_check_command(rules, files), wt, timeout_s, policy, whole_output=True)
         if not done.ok:
             raise RuntimeError(f"ruff failed: {done.output[-4000:]}")  # a tool fault: retried
         items += json.loads(done.output or "[]")
+    return _findings(wt, items)
+
+
+def _findings(wt: Path, items: list[dict]) -> dict[str, str]:
+    """Path -> the findings of ruff's JSON report ``items`` for it, one line each."""
+    findings: dict[str, list[str]] = {}
+    root = wt.resolve()
     for item in items:
         path = Path(item["filename"]).resolve().relative_to(root).as_posix()
         where = item.get("location") or {}

@@ -121,13 +121,18 @@ def _prepare_change_set(wt: Path, inp: PlanInput, ruff_format: bool) -> str:
         return ""
     sandbox.require(inp.sandbox.mode)
     policy = sandbox.Policy.of(inp.sandbox)
-    changed, notes = _git.changed_paths(wt), ""
+    changed, notes, findings = _git.changed_paths(wt), "", None
     if ruff_format and inp.format_change:
-        format_files(wt, changed, inp.timeout_s, policy)
+        # The verify rules' check in the same sandbox, after the formatting.
+        findings = format_files(wt, changed, inp.timeout_s, policy, then_check=inp.verify_rules)
         notes += f"\n{FORMATTED_TRAILER}: ruff"
     # A file that fails is left for its shard to find and report, as it would without this;
     # so is a ruff that fails to run here (the check only saves the shards the work).
-    if inp.verify_rules and _passes(wt, changed, inp.verify_rules, inp.timeout_s, policy):
+    if inp.verify_rules and (
+        not findings
+        if findings is not None
+        else _passes(wt, changed, inp.verify_rules, inp.timeout_s, policy)
+    ):
         notes += f"\n{VERIFIED_TRAILER}: {inp.verify_rules}"
     return notes
 

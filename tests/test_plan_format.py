@@ -410,3 +410,29 @@ def test_a_file_that_does_not_parse_stops_neither_sorting_nor_formatting_of_the_
         repo / "c.py"
     ).read_text() == "import os\nimport sys\n\nx = [1, 2, 3]\nprint(os, sys, x)\n"
     assert (repo / "broken.py").read_text() == "def f(:\n"
+
+
+def test_the_plan_formats_and_checks_its_change_set_in_one_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sorting imports, formatting and the verify rules' check of a rename's change set run in
+    one sandbox, and the check's report, written in the worktree, is not in the change set."""
+    from agentparallels.activities import sandbox
+    from agentparallels.activities.refactor import VERIFIED_TRAILER
+    from agentparallels.core.models import Limits
+
+    jails: list[str] = []
+    real = sandbox.jail
+
+    def counted(policy: object, command: str, *args: object, **kwargs: object) -> object:
+        jails.append(command)
+        return real(policy, command, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sandbox, "jail", counted)
+    repo = make_repo(tmp_path / "repo", FILES)
+    rules = Limits().verify_rules
+    the_plan = planned(repo, "job-one", format_change=True, verify_rules=rules)
+    assert len(jails) == 1, jails
+    change = str(the_plan.change_commit)
+    assert f"{VERIFIED_TRAILER}: {rules}" in git(repo, "log", "-1", "--format=%B", change)
+    assert git(repo, "ls-tree", "-r", "--name-only", change).split() == sorted(FILES)
