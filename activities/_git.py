@@ -342,12 +342,16 @@ def remove_worktrees(cache: Path, folder: Path) -> None:
 
 
 def discard(
-    wt: Path, sha: str | None = None, *, clean: Literal["-fdx", "-fd", ""] = "-fdx"
+    wt: Path,
+    sha: str | None = None,
+    *,
+    clean: Literal["-fdx", "-fd", ""] = "-fdx",
+    reset: bool = True,
 ) -> None:
-    """``git reset --hard [sha]``, then ``git clean`` with the ``clean`` flags (none: no clean),
-    in the worktree ``wt``, which must be a worktree of this worker's cache: its folder under the
-    cache's ``worktrees``, its ``.git`` naming a clone under the cache's ``repos``. Git is
-    told both explicitly, so it can act on nothing else."""
+    """``git reset --hard [sha]`` (unless not ``reset``), then ``git clean`` with the ``clean``
+    flags (none: no clean), in the worktree ``wt``, which must be a worktree of this worker's
+    cache: its folder under the cache's ``worktrees``, its ``.git`` naming a clone under the
+    cache's ``repos``. Git is told both explicitly, so it can act on nothing else."""
     root = cache_root().resolve()
     where = Path(wt).absolute()
     gitdir = _gitdir_of(where)
@@ -360,7 +364,8 @@ def discard(
             f"refusing to discard changes in {where}: not a worktree of this worker's cache"
         )
     env = {"GIT_DIR": str(gitdir), "GIT_WORK_TREE": str(where)}
-    run(where, "reset", "--quiet", "--hard", *([sha] if sha else []), env=env)
+    if reset:
+        run(where, "reset", "--quiet", "--hard", *([sha] if sha else []), env=env)
     if clean:
         run(where, "clean", "--quiet", clean, env=env)
 

@@ -252,8 +252,9 @@ class ShardWorkspace:
 
 JOB_TREE = "tree"
 """The worktree of the whole tree that the plan leaves behind for the test command (``keep``
-of :func:`scratch_worktree`): on the same worker, the test's checkout then rewrites only the
-files the job changed instead of filling a new worktree."""
+of :func:`scratch_worktree`): on the same worker, the test runs in it as it is when the plan
+left it clean at the commit tested (:func:`clean_at`), and otherwise after a reset, which
+rewrites only the files that differ, instead of filling a new worktree."""
 
 
 @contextmanager
@@ -268,15 +269,15 @@ def scratch_worktree(
 ) -> Iterator[Path]:
     """A worktree at ``sha`` for the duration of one step, held by it, removed afterwards
     (with ``keep``, left as the step left it, for the job's next step of that name on this
-    worker to reset and reuse; still removed if the step fails); with ``sparse``, holding
-    only those files."""
+    worker to reuse, after a reset unless the step said it is clean with :func:`clean_at`;
+    still removed if the step fails); with ``sparse``, holding only those files."""
     with holding(job_id, name) as path:
         kept = False
         try:
             _prepared(repository, path, sha, sparse)
-            # Marked for the step's duration (and after it, when kept): a worker killed
-            # mid-step (mid-rope, mid-test) leaves it dirty at ``sha``, and the next attempt
-            # must reset it, not reuse it.
+            # Marked for the step's duration (and after it, when kept, unless the step
+            # unmarks it with clean_at): a worker killed mid-step (mid-rope, mid-test) leaves
+            # it dirty at ``sha``, and the next attempt must reset it, not reuse it.
             _beside(path, "editing").touch()
             yield path
             kept = keep

@@ -12,6 +12,7 @@ from agentparallels.activities import sandbox
 from agentparallels.activities._defn import implements
 from agentparallels.activities._proc import (
     ARGUMENT_BYTES,
+    BatchUnclear,
     Finished,
     chunked,
     ruff_bin,
@@ -70,13 +71,22 @@ def format_files(
         if then_check is not None:
             batch.append(_check_command(then_check, files, report.name))
         try:
-            failed = run_commands(batch, wt, timeout_s, policy)
-            if failed is not None and failed.index == 0:  # stopped before formatting
+            try:
+                failed = run_commands(batch, wt, timeout_s, policy)
+            except BatchUnclear:  # its output does not say how far it got: each alone
+                run_command(sort, wt, timeout_s, policy)
                 run_command(form, wt, timeout_s, policy)
-            if failed is not None or items is None:
+                failed, items = None, None
+            else:
+                if failed is not None and failed.index == 0:  # stopped before formatting
+                    run_command(form, wt, timeout_s, policy)
+            if failed is not None:
                 items = None
-            elif then_check is not None:
-                items += json.loads(report.read_text() or "[]")
+            elif then_check is not None and items is not None:
+                try:
+                    items += json.loads(report.read_text() or "[]")
+                except (OSError, ValueError):  # no report, or not one ruff wrote whole
+                    items = None
         finally:
             report.unlink(missing_ok=True)
     return None if then_check is None or items is None else _findings(wt, items)
@@ -146,7 +156,8 @@ def verify(
 @implements(steps.RUN_CHECK)
 def run_check(inp: CheckInput) -> CheckRun:
     """Run the pre-completion test command on ``inp.commit`` in a clean worktree of the whole
-    tree (the plan's, reset, if it ran on this worker), removed afterwards."""
+    tree, removed afterwards: the plan's, if it ran on this worker (as it left it when the
+    plan left it clean at ``inp.commit``, else reset)."""
     sandbox.require(inp.sandbox.mode)
     with scratch_worktree(inp.job.repository, inp.job.job_id, JOB_TREE, inp.commit) as wt:
         done = run_command(inp.command, wt, inp.timeout_s, sandbox.Policy.of(inp.sandbox))

@@ -99,7 +99,7 @@ def plan(inp: PlanInput) -> Plan:
             _git.push(wt, inp.repository, [(ref, change, None)])
             # Left clean at the change set (everything else is committed), and said to be:
             # the test command, next in it, then runs without a reset first.
-            _git.run(wt, "clean", "-fdxq")
+            _git.discard(wt, reset=False)
             clean_at(wt)
         else:
             _git.ensure_commit(cache, inp.repository, change)
@@ -124,7 +124,9 @@ def _prepare_change_set(wt: Path, inp: PlanInput, ruff_format: bool) -> str:
     changed, notes, findings = _git.changed_paths(wt), "", None
     if ruff_format and inp.format_change:
         # The verify rules' check in the same sandbox, after the formatting.
-        findings = format_files(wt, changed, inp.timeout_s, policy, then_check=inp.verify_rules)
+        findings = format_files(
+            wt, changed, inp.timeout_s, policy, then_check=inp.verify_rules or None
+        )
         notes += f"\n{FORMATTED_TRAILER}: ruff"
     # A file that fails is left for its shard to find and report, as it would without this;
     # so is a ruff that fails to run here (the check only saves the shards the work).

@@ -53,7 +53,8 @@ workflow run. Safe:
 * ``agentparallels.core``: the floor both sides share, values (pydantic models), names, errors
   and step specs, which Temporal's own guidance passes through. Importing it does no I/O and
   reads no clock or environment, and no workflow changes its module state (its one registry,
-  the model outputs of ``core.llm``, is filled by its own imports). Re-imported, its pydantic
+  the model outputs of ``core.llm``, keeps the first class registered under a name: the
+  worker's own, not a copy a workflow run's sandbox makes). Re-imported, its pydantic
   models cost each run's first workflow task about 25 ms (a shard's child workflow: 28 ms
   against 4 ms passed through), and every replay on another worker as much."""
 ACTIVITY_THREADS = 8

@@ -5,6 +5,7 @@ an `AgentWorkflow` that `status`, `list` and the UI can find."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -203,10 +204,15 @@ def test_a_finished_agent_job_is_summed_up_unit_by_unit() -> None:
 
 
 async def test_agent_runs_a_scripted_task_to_a_branch_and_events_and_graph_show_it(
-    env: WorkflowEnvironment, tmp_path: Path, fake: FakeLLM
+    env: WorkflowEnvironment,
+    tmp_path: Path,
+    fake: FakeLLM,
+    task_queue: str,
+    server_metrics: Callable[..., float],
 ) -> None:
     """The whole command with its own worker: exit 0, the branch and each unit printed; then
-    `events` and `graph` read the finished agent job."""
+    `events` and `graph` read the finished agent job. Its first workflow task came back with
+    its start, to the command's own worker (``devserver.EAGER_DISPATCH``)."""
     address = env.client.service_client.config.target_host
     repo = make_repo(tmp_path / "repo", FILES)
     rename_script(fake)
@@ -215,9 +221,11 @@ async def test_agent_runs_a_scripted_task_to_a_branch_and_events_and_graph_show_
     done = await run_cli_async(
         "agent", str(repo), "--task", "rename old_name to new_name and test use()",
         "--model", MODEL, "--base-url", fake.openai_base_url, "--files", "pkg/*.py",
-        "--files", "tests/*.py", "--test-cmd", TESTS, "--job-id", job_id, **where,
+        "--files", "tests/*.py", "--test-cmd", TESTS, "--job-id", job_id,
+        "--task-queue", task_queue, **where,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert server_metrics("workflow_eager_execution", 1, taskqueue=task_queue) == 1
     assert f"agentparallels/{job_id}" in done.stdout
     for name in ("rename", "callers", "new-test"):
         assert f"unit {name}:" in done.stdout

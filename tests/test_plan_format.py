@@ -436,3 +436,33 @@ def test_the_plan_formats_and_checks_its_change_set_in_one_sandbox(
     change = str(the_plan.change_commit)
     assert f"{VERIFIED_TRAILER}: {rules}" in git(repo, "log", "-1", "--format=%B", change)
     assert git(repo, "ls-tree", "-r", "--name-only", change).split() == sorted(FILES)
+
+
+def test_formatting_then_checking_in_one_sandbox_reports_findings_or_says_it_could_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``format_files(then_check=rules)`` returns the check's findings by path when the whole
+    batch ran, and None when it stopped before the check (a file that does not parse fails
+    the sort) or its output was unclear (each command then runs alone): the caller checks
+    again. The check's report never stays in the worktree."""
+    from agentparallels.activities import _proc, checks
+    from agentparallels.core.models import Limits
+
+    rules = Limits().verify_rules
+    unsorted = "import sys\nimport os\nprint(os, sys, nowhere)\n"
+    files = {**FILES, "c.py": unsorted, "broken.py": "def f(:\n"}
+    repo = make_repo(tmp_path / "repo", files)
+    found = checks.format_files(repo, ["c.py", "b.py"], 60, then_check=rules)
+    assert found is not None and list(found) == ["c.py"] and "F821" in found["c.py"]
+    assert (repo / "c.py").read_text().startswith("import os\nimport sys\n")
+    assert checks.format_files(repo, ["c.py", "broken.py"], 60, then_check=rules) is None
+
+    (repo / "c.py").write_text(unsorted)
+
+    def unclear(*args: object, **kwargs: object) -> None:
+        raise _proc.BatchUnclear("the batch's output does not end as its shell ends it")
+
+    monkeypatch.setattr(checks, "run_commands", unclear)
+    assert checks.format_files(repo, ["c.py"], 60, then_check=rules) is None
+    assert (repo / "c.py").read_text().startswith("import os\nimport sys\n")
+    assert git(repo, "status", "--porcelain", "--ignored").split() == ["M", "c.py"]

@@ -294,8 +294,12 @@ _OUTPUTS: dict[str, type[BaseModel]] = {}
 
 
 def output_model(cls: type[M]) -> type[M]:
-    """Register a pydantic model that steps can ask for as a structured answer, by class name."""
-    _OUTPUTS[cls.__name__] = cls
+    """Register a pydantic model that steps can ask for as a structured answer, by class name.
+    The first registration of a name stands: a workflow module that registers one (say
+    ``workflows.routing``) is imported by the worker, then again in each workflow run's
+    sandbox, and the sandbox's copies of its classes must not replace the worker's own in this
+    module, which the sandbox shares (``plugin.PASSTHROUGH_MODULES``)."""
+    _OUTPUTS.setdefault(cls.__name__, cls)
     return cls
 
 
