@@ -38,7 +38,7 @@ EAGER_DISPATCH = (
 task queue gets the activity back in the reply to its completion when its worker has a free
 slot (no poll round trip through the task queue), and a job started by a client whose worker
 polls the job's queue (the CLI's in-process worker) gets its first workflow task in the reply
-to the start. Each saves a dispatch per step on a job's critical path: about 70 ms of a
+to the start. Each saves a dispatch per step on a job's critical path: 70-100 ms of a
 1.4 s rename of 200 files (``docs/benchmarks.md``). The server's defaults are off; on a real
 cluster set the same two values (``docs/deploy.md``)."""
 
