@@ -20,16 +20,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from agentparallels import baselines, queues, validate
 from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
+    APPROVAL_WAIT,
     DEFAULT_TASK_QUEUE,
     add_sandbox_arguments,
     check_key,
     err,
-    finish_here,
-    in_process_worker,
     job_queue,
     new_job_id,
     positive,
-    ui_link,
+    start_and_follow,
 )
 from agentparallels.client import connect
 from agentparallels.core import attributes, names, redact
@@ -337,26 +336,21 @@ async def agent_command(args: argparse.Namespace) -> int:
     err(said)
     job = job.model_copy(update={"baseline": baseline})
     job_id = args.job_id or new_job_id(job.repository, KIND)
-    here = not args.no_worker and not args.detach
-    # The worker first, so that the job's first workflow task comes back with the start.
-    async with in_process_worker(client, task_queue, here):
-        handle = await _start(client, job, job_id, task_queue, eager=here)
-        err(f"job {job_id} started")
-        if job.plan_approval is not None:
-            err(
-                f"once planned it waits for `agentparallels approve {job_id}` (or reject --comment)"
-            )
-        if job.approval is not None:
-            err(
-                "once every check passes it waits for "
-                f"`agentparallels approve {job_id}` (or reject)"
-            )
-        if link := ui_link(client, job_id):
-            err(f"watch it in the Temporal UI: {link}")
-        if args.detach:
-            print(job_id)
-            return 0
-        return await finish_here(handle, task_queue)
+    waits = []
+    if job.plan_approval is not None:
+        waits.append(
+            f"once planned it waits for `agentparallels approve {job_id}` (or reject --comment)"
+        )
+    if job.approval is not None:
+        waits.append(APPROVAL_WAIT.format(job_id=job_id))
+    return await start_and_follow(
+        client,
+        args,
+        job_id,
+        task_queue,
+        lambda eager: _start(client, job, job_id, task_queue, eager=eager),
+        waits,
+    )
 
 
 async def _say_if_unserved(client: Client, task_queue: str) -> None:

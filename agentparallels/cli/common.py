@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -52,7 +52,9 @@ __all__ = [
     "existing",
     "exit_with",
     "finish",
+    "APPROVAL_WAIT",
     "finish_here",
+    "start_and_follow",
     "in_process_worker",
     "job_queue",
     "new_job_id",
@@ -248,6 +250,37 @@ def outcome_summary(result: Any) -> str:
     if isinstance(result, RefactorResult):
         return progress.summary(result)
     return f"the job finished: {result!r}"
+
+
+APPROVAL_WAIT = "once every check passes it waits for `agentparallels approve {job_id}` (or reject)"
+"""Said when a job started that waits for an approval (``str.format`` with ``job_id``)."""
+
+
+async def start_and_follow(
+    client: Client,
+    args: argparse.Namespace,
+    job_id: str,
+    task_queue: str,
+    start: Callable[[bool], Awaitable[WorkflowHandle[Any, Any]]],
+    waits: Sequence[str] = (),
+) -> int:
+    """Start a job with ``start(eager)`` and follow it to its end with the command's own
+    worker (with ``--detach``, print its id and return; with ``--no-worker``, other workers
+    run it). The worker starts first, so that the job's first workflow task comes back to it
+    with the start (``eager``, see ``devserver.EAGER_DISPATCH``). ``waits``: what the job will
+    wait for (approvals), said once it started."""
+    here = not args.no_worker and not args.detach
+    async with in_process_worker(client, task_queue, here):
+        handle = await start(here)
+        err(f"job {job_id} started")
+        for line in waits:
+            err(line)
+        if link := ui_link(client, job_id):
+            err(f"watch it in the Temporal UI: {link}")
+        if args.detach:
+            print(job_id)
+            return 0
+        return await finish_here(handle, task_queue)
 
 
 async def finish_here(handle: WorkflowHandle[Any, Any], task_queue: str) -> int:

@@ -14,16 +14,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from agentparallels import validate
 from agentparallels.attributes import register as register_attributes
 from agentparallels.cli.common import (
+    APPROVAL_WAIT,
     DEFAULT_TASK_QUEUE,
     WORKFLOW,
     add_sandbox_arguments,
     check_key,
     err,
-    finish_here,
-    in_process_worker,
     job_queue,
     new_job_id,
     positive,
+    start_and_follow,
     ui_link,
 )
 from agentparallels.client import connect
@@ -337,19 +337,11 @@ async def refactor(args: argparse.Namespace) -> int:
     client = await connect(announce=err)
     await register_attributes(client)
     job_id = args.job_id or new_job_id(job.repository)
-    here = not args.no_worker and not args.detach
-    # The worker first, so that the job's first workflow task comes back with the start.
-    async with in_process_worker(client, task_queue, here):
-        handle = await _start(client, args, job, job_id, task_queue, eager=here)
-        err(f"job {job_id} started")
-        if args.require_approval:
-            err(
-                "once every check passes it waits for "
-                f"`agentparallels approve {job_id}` (or reject)"
-            )
-        if link := ui_link(client, job_id):
-            err(f"watch it in the Temporal UI: {link}")
-        if args.detach:
-            print(job_id)
-            return 0
-        return await finish_here(handle, task_queue)
+    return await start_and_follow(
+        client,
+        args,
+        job_id,
+        task_queue,
+        lambda eager: _start(client, args, job, job_id, task_queue, eager=eager),
+        [APPROVAL_WAIT.format(job_id=job_id)] if args.require_approval else [],
+    )
