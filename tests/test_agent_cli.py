@@ -59,7 +59,7 @@ BAD_INPUT = {
     ),
     "sandbox paths with no sandbox": (
         # The mistake under test is widening a sandbox that is turned off (a usage error).
-        ["{repo}", *GOOD, "--sandbox", "none", "--sandbox-ro", "/usr"],  # off on purpose
+        ["{repo}", *GOOD, "--sandbox", "none", "--sandbox-ro", "/usr"],  # sandbox off: on purpose
         "--sandbox-ro, --sandbox-rw and --sandbox-env widen the bwrap sandbox",
     ),
     "no key for this command's worker": (

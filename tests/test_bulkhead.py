@@ -49,7 +49,7 @@ def test_a_path_with_dotdot_is_refused(tmp_path: Path) -> None:
     shard = shard_of(repo)
     path = "pkg/../../outside.py"
     # The bulkhead alone must refuse it (the sandbox would also stop the write).
-    error = refused(shard, (path,), scope=(path,), sandbox="none")  # unsandboxed: see above
+    error = refused(shard, (path,), scope=(path,), sandbox="none")  # sandbox off: see above
     assert (
         error.message == f"bulkhead: refusing to edit {path}: not a plain path inside the worktree"
     )
@@ -73,7 +73,7 @@ def test_a_symlink_escaping_the_worktree_is_refused(tmp_path: Path) -> None:
     git(repo, "add", "link.py")
     git(repo, "commit", "--quiet", "-m", "link")
     # The bulkhead alone must refuse it (the sandbox would also stop the write).
-    error = refused(shard_of(repo), ("a.py", "link.py"), sandbox="none")  # unsandboxed: above
+    error = refused(shard_of(repo), ("a.py", "link.py"), sandbox="none")  # sandbox off: above
     assert error.message.startswith("bulkhead: refusing to edit link.py: it resolves to ")
     assert error.message.endswith(f"{victim}, outside the worktree")
     assert victim.read_text() == "secret = 1\n"
@@ -92,7 +92,7 @@ async def test_a_codemod_editing_another_shards_file_is_reverted_and_reported(
         edit=CommandEdit(
             command="echo '# edited' >> {file}; case {file} in a/*) echo '# stray' >> b/y.py;; esac"
         ),
-        limits=Limits(max_files_per_shard=1, sandbox="none"),  # the bulkhead alone must catch it
+        limits=Limits(max_files_per_shard=1, sandbox="none"),  # sandbox off: bulkhead alone
     )
     async with worker.build_worker(client, worker.WorkerOptions(task_queue=task_queue)):
         handle = await start_job(client, task_queue, job)

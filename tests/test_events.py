@@ -378,7 +378,8 @@ async def test_hooks_run_in_the_jobs_sandbox(
     assert not (outside / "leak").exists()
 
     # The same hook unconfined: shows it was the sandbox, not the hook, that refused above.
-    unconfined = job.model_copy(update={"limits": Limits(sandbox="none")})  # the contrast
+    off = Limits(sandbox="none")  # sandbox off: the contrast
+    unconfined = job.model_copy(update={"limits": off})
     async with build(client, task_queue):
         result = await asyncio.wait_for(
             (await start_job(client, task_queue, unconfined)).result(), TIMEOUT

@@ -83,7 +83,8 @@ def test_home_cache_database_and_blobs_are_not_there(
         assert f"--sandbox-ro {path}" in denied.value.message
         assert SECRET not in denied.value.message
     # For contrast: the files are there and readable to a plain process.
-    unconfined = run_command(f"cat {names}", wt, 30, sandbox.Policy(mode="none"))  # contrast
+    off = sandbox.Policy(mode="none")  # sandbox off: the contrast
+    unconfined = run_command(f"cat {names}", wt, 30, off)
     assert unconfined.output.count(SECRET) == len(planted)
 
 
@@ -266,7 +267,7 @@ async def test_sandbox_flags_reach_every_command_of_the_job(
         (["--sandbox-env", "HOME"], "--sandbox-env HOME: the sandbox sets HOME itself"),
         # A usage error, not a run: sandbox flags with the sandbox off are refused.
         (
-            ["--sandbox", "none", "--sandbox-ro", "/usr"],  # off: a usage error, nothing runs
+            ["--sandbox", "none", "--sandbox-ro", "/usr"],  # sandbox off: refused, nothing runs
             "with --sandbox none commands see",
         ),
     ],
@@ -300,7 +301,7 @@ def test_the_cli_puts_the_flags_in_the_job() -> None:
     assert again.ro == ("/usr/share", "/etc") and again.env == ("DATABASE_URL", "X")
     # Parsing only: the old bare mode strings still read (recorded histories carry them).
     none = Limits.model_validate({"sandbox": "none"})  # parsing the flag only: nothing runs
-    assert none.sandbox == Sandbox(mode="none")  # the same, as its model
+    assert none.sandbox == Sandbox(mode="none")  # sandbox off: the same, as its model
 
 
 def test_a_script_the_model_wrote_never_widens_the_sandbox(outside: Path) -> None:

@@ -40,7 +40,7 @@ def gated_job(repo: Path, gate: Path) -> RefactorInput:
         repository=str(repo),
         edit=CommandEdit(command=edit),
         check_cmd=check,
-        limits=Limits(batch_files=1, parallel=1, sandbox="none"),  # signals outside the worktree
+        limits=Limits(batch_files=1, parallel=1, sandbox="none"),  # sandbox off: signals outside
     )
 
 

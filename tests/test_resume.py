@@ -40,7 +40,12 @@ def rename_job(repo: Path, **fields: Any) -> RefactorInput:
         repository=str(repo),
         edit=RenameEdit(old="pkg.money.to_cents", new="as_cents"),
         # The check commands log outside the worktree, which the sandbox would not let them.
-        limits=Limits(max_files_per_shard=2, parallel=1, batch_files=1, sandbox="none"),  # above
+        limits=Limits(
+            max_files_per_shard=2,
+            parallel=1,
+            batch_files=1,
+            sandbox="none",  # sandbox off: above
+        ),
         **fields,
     )
 

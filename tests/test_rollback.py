@@ -28,7 +28,7 @@ from agentparallels.core.models import (
 from tests.support.repos import git, snapshot, src_layout_repo, start_job, wait_for
 from tests.support.rollback_audit import Audit
 
-UNCONFINED = Limits(sandbox="none")  # checks count their runs in a file outside the worktree
+UNCONFINED = Limits(sandbox="none")  # sandbox off: checks count runs outside
 CODEMOD = CommandEdit(command="ruff check --fix --exit-zero --isolated --select UP006 {file}")
 
 
@@ -97,7 +97,7 @@ async def test_verification_failure_opens_breaker_after_three_and_rolls_back(
         repository=str(repo),
         edit=RenameEdit(old="pkg.money.to_cents", new="c"),
         check_cmd=check,
-        limits=UNCONFINED,  # the check counts its runs in a file outside the worktree
+        limits=UNCONFINED,  # sandbox off: the check counts its runs outside the worktree
     )
     audit = Audit()
     cause = await fails_with(client, task_queue, job, audit=audit)
@@ -128,7 +128,7 @@ async def test_breaker_stays_closed_when_failures_are_split_by_successes(
         edit=RenameEdit(old="pkg.money.to_cents", new="c"),
         check_cmd=check,
         # The check keeps its counts outside the worktree, which the sandbox would refuse.
-        limits=Limits(parallel=1, max_files_per_shard=2, sandbox="none"),  # unsandboxed: above
+        limits=Limits(parallel=1, max_files_per_shard=2, sandbox="none"),  # sandbox off: above
     )
     async with build(client, task_queue):
         result = await (await start_job(client, task_queue, job)).result()

@@ -27,7 +27,7 @@ from tests.support.cli import cli_env, run_cli
 from tests.support.repos import git, make_repo, snapshot, start_job
 
 BWRAP = sandbox.Policy()
-NONE = sandbox.Policy(mode="none")  # the unconfined baseline each test compares with
+NONE = sandbox.Policy(mode="none")  # sandbox off: the baseline tests compare with
 
 
 @pytest.fixture

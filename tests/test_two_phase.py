@@ -38,7 +38,7 @@ from tests.support.rollback_audit import Audit
 RENAME = RenameEdit(old="pkg.money.to_cents", new="as_cents")
 
 
-UNSANDBOXED = Limits(sandbox="none")  # the edits wait on a file a sandbox's /tmp would hide
+UNSANDBOXED = Limits(sandbox="none")  # sandbox off: edits wait on a file in /tmp
 
 
 def without_scratch(picture: dict[str, Any]) -> dict[str, Any]:

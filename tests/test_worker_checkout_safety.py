@@ -112,7 +112,7 @@ async def test_a_worktree_removed_under_a_step_leaves_the_workers_checkout_alone
         edit=CommandEdit(command=remove_then_edit),
         # The command removes its own worktree (which the sandbox has mounted, so cannot
         # remove) and notes that it did outside it.
-        limits=Limits(sandbox="none", batch_files=2),  # unsandboxed for that, see above
+        limits=Limits(sandbox="none", batch_files=2),  # sandbox off: see above
     )
     worker = spawn_worker(env, task_queue, cwd=checkout, log=tmp_path / "worker.log")
     try:
