@@ -59,37 +59,46 @@ def format_files(
     checks the formatted files against those rules: returns path -> ruff's findings for the
     paths that have any, or None when the check could not run there (the batch stopped before
     it): call :func:`verify` then."""
-    ruff = ruff_bin()
     items: list[dict] | None = []
     for files in file_lists(_python(wt, paths)):
-        sort = f"{ruff} check --no-cache --quiet --fix --select I -- {files}"
-        form = f"{ruff} format --no-cache --quiet -- {files}"
-        # The check's report goes to a file of its own in the worktree (the batch's output is
-        # the three commands'), read and removed before anything looks at the worktree.
-        report = wt / f".agentparallels-ruff-{secrets.token_hex(8)}.json"
-        batch = [sort, form]
-        if then_check is not None:
-            batch.append(_check_command(then_check, files, report.name))
-        try:
-            try:
-                failed = run_commands(batch, wt, timeout_s, policy)
-            except BatchUnclear:  # its output does not say how far it got: each alone
-                run_command(sort, wt, timeout_s, policy)
-                run_command(form, wt, timeout_s, policy)
-                failed, items = None, None
-            else:
-                if failed is not None and failed.index == 0:  # stopped before formatting
-                    run_command(form, wt, timeout_s, policy)
-            if failed is not None:
-                items = None
-            elif then_check is not None and items is not None:
-                try:
-                    items += json.loads(report.read_text() or "[]")
-                except (OSError, ValueError):  # no report, or not one ruff wrote whole
-                    items = None
-        finally:
-            report.unlink(missing_ok=True)
+        got = _sort_format_check(wt, files, timeout_s, policy, then_check)
+        items = None if items is None or got is None else items + got
     return None if then_check is None or items is None else _findings(wt, items)
+
+
+def _sort_format_check(
+    wt: Path, files: str, timeout_s: float, policy: sandbox.Policy, rules: str | None
+) -> list[dict] | None:
+    """Sort imports in ``files`` (shell-quoted), format them, then with ``rules`` check them,
+    in one sandbox. Returns the check's report items (none without ``rules``), or None when
+    the batch did not get through the check (the formatting still ran)."""
+    ruff = ruff_bin()
+    sort = f"{ruff} check --no-cache --quiet --fix --select I -- {files}"
+    form = f"{ruff} format --no-cache --quiet -- {files}"
+    # The check's report goes to a file of its own in the worktree (the batch's output is the
+    # three commands'), read and removed before anything looks at the worktree.
+    report = wt / f".agentparallels-ruff-{secrets.token_hex(8)}.json"
+    batch = [sort, form, *([_check_command(rules, files, report.name)] if rules else [])]
+    try:
+        try:
+            failed = run_commands(batch, wt, timeout_s, policy)
+        except BatchUnclear:  # its output does not say how far it got: each alone
+            run_command(sort, wt, timeout_s, policy)
+            run_command(form, wt, timeout_s, policy)
+            return None
+        if failed is not None:
+            if failed.index == 0:  # stopped before formatting
+                run_command(form, wt, timeout_s, policy)
+            return None
+        if not rules:
+            return []
+        try:
+            items: list[dict] = json.loads(report.read_text() or "[]")
+        except (OSError, ValueError):  # no report, or not one ruff wrote whole
+            return None
+        return items
+    finally:
+        report.unlink(missing_ok=True)
 
 
 def _check_command(rules: str, files: str, report: str | None = None) -> str:

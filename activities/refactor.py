@@ -130,12 +130,13 @@ def _prepare_change_set(wt: Path, inp: PlanInput, ruff_format: bool) -> str:
         notes += f"\n{FORMATTED_TRAILER}: ruff"
     # A file that fails is left for its shard to find and report, as it would without this;
     # so is a ruff that fails to run here (the check only saves the shards the work).
-    if inp.verify_rules and (
-        not findings
-        if findings is not None
-        else _passes(wt, changed, inp.verify_rules, inp.timeout_s, policy)
-    ):
-        notes += f"\n{VERIFIED_TRAILER}: {inp.verify_rules}"
+    if inp.verify_rules:
+        if findings is None:  # not checked with the formatting
+            passes = _passes(wt, changed, inp.verify_rules, inp.timeout_s, policy)
+        else:
+            passes = not findings
+        if passes:
+            notes += f"\n{VERIFIED_TRAILER}: {inp.verify_rules}"
     return notes
 
 

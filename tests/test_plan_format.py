@@ -37,6 +37,18 @@ def planned(repo: Path, job_id: str, **fields: object) -> Plan:
     return result
 
 
+def command_passes(repo: Path, job_id: str, the_plan: Plan, command: str) -> bool:
+    """Whether the job's test command step passes ``command`` on the plan's change set."""
+    from agentparallels.activities.checks import run_check
+    from agentparallels.core.models import CheckInput, JobRef
+
+    base = git(repo, "rev-parse", "HEAD")
+    job = JobRef(job_id=job_id, repository=str(repo), base_commit=base, timestamp=0)
+    assert the_plan.change_commit
+    inp = CheckInput(job=job, commit=the_plan.change_commit, command=command, timeout_s=60)
+    return ActivityEnvironment().run(run_check, inp).passed
+
+
 def run_plan(repo: Path, job_id: str, *, format_change: bool) -> tuple[Plan, str]:
     result = planned(repo, job_id, format_change=format_change)
     return result, git(repo, "show", f"{result.change_commit}:b.py")
@@ -332,8 +344,6 @@ def test_the_test_command_runs_in_the_worktree_the_plan_left(
     worktree, no reset), sees exactly the change set, and removes it after."""
     from agentparallels.activities import _git, refactor
     from agentparallels.activities._workspace import JOB_TREE, worktrees_dir
-    from agentparallels.activities.checks import run_check
-    from agentparallels.core.models import CheckInput, JobRef
 
     repo = make_repo(tmp_path / "repo", {**FILES, ".gitignore": "__pycache__/\n"})
     real_commit = _git.commit_all
@@ -358,12 +368,7 @@ def test_the_test_command_runs_in_the_worktree_the_plan_left(
         return real(cwd, *args, **options)
 
     monkeypatch.setattr(_git, "run", watched)
-    base = git(repo, "rev-parse", "HEAD")
-    job = JobRef(job_id="job-t", repository=str(repo), base_commit=base, timestamp=0)
-    assert the_plan.change_commit
-    command = "test ! -e __pycache__ && grep -q zz_name a.py"
-    inp = CheckInput(job=job, commit=the_plan.change_commit, command=command, timeout_s=60)
-    assert ActivityEnvironment().run(run_check, inp).passed
+    assert command_passes(repo, "job-t", the_plan, "test ! -e __pycache__ && grep -q zz_name a.py")
     assert not [
         c for c in calls if c[:2] == ("worktree", "add") or c[:1] in (("reset",), ("clean",))
     ]
@@ -374,8 +379,6 @@ def test_a_worktree_left_marked_is_reset_before_the_test_command(tmp_path: Path)
     """A plan stopped mid-way leaves its worktree marked as being edited, whatever is in it: the
     test command's step resets it first, so it sees the commit it tests and nothing else."""
     from agentparallels.activities._workspace import JOB_TREE, worktrees_dir
-    from agentparallels.activities.checks import run_check
-    from agentparallels.core.models import CheckInput, JobRef
 
     repo = make_repo(tmp_path / "repo", FILES)
     the_plan = planned(repo, "job-m", format_change=True)
@@ -383,12 +386,8 @@ def test_a_worktree_left_marked_is_reset_before_the_test_command(tmp_path: Path)
     tree.with_name(f".{JOB_TREE}.editing").touch()  # as a plan killed mid-way leaves it
     (tree / "left-by-the-plan.txt").write_text("x\n")
     (tree / "a.py").write_text("half-edited\n")
-    base = git(repo, "rev-parse", "HEAD")
-    job = JobRef(job_id="job-m", repository=str(repo), base_commit=base, timestamp=0)
-    assert the_plan.change_commit
     command = "test ! -e left-by-the-plan.txt && grep -q zz_name a.py"
-    inp = CheckInput(job=job, commit=the_plan.change_commit, command=command, timeout_s=60)
-    assert ActivityEnvironment().run(run_check, inp).passed
+    assert command_passes(repo, "job-m", the_plan, command)
 
 
 def test_a_file_that_does_not_parse_stops_neither_sorting_nor_formatting_of_the_others(
